@@ -1,0 +1,100 @@
+/* api/api-int.h - what the files of src/api/ share: the request record, the
+ * handlers, input validation and the JSON forms of catalog objects. */
+#ifndef STRATA_API_API_INT_H
+#define STRATA_API_API_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <microhttpd.h>
+
+#include "api/api.h"
+#include "catalog/catalog.h"
+#include "hub/hub.h"
+
+#define API_MAX_BODY (1024 * 1024)
+#define API_MAX_SEGMENTS 8
+
+struct api_req {
+  struct hub *hub;
+  struct MHD_Connection *conn;
+  const char *method;
+  const char *id;            /* the {id} or {vm_name} of the route, if any */
+  json_t *body;              /* the parsed body, or NULL when it was empty */
+  /* Filled by the handler. */
+  int status;                /* default 200 */
+  json_t *reply;             /* NULL for an empty reply (204) */
+};
+
+/* A handler returns 0 with r->reply (and r->status) set, or -1 with the
+ * thread-local error set; the HTTP layer turns that into the error body. */
+typedef int (*api_handler) (struct api_req *r);
+
+/* Handlers, one file per resource. */
+int api_health (struct api_req *r);
+int api_repos_list (struct api_req *r);
+int api_repos_create (struct api_req *r);
+int api_repos_get (struct api_req *r);
+int api_repos_delete (struct api_req *r);
+int api_vms_list (struct api_req *r);
+int api_vms_get (struct api_req *r);
+int api_vms_put (struct api_req *r);
+int api_vms_delete (struct api_req *r);
+int api_backups_start (struct api_req *r);
+int api_backups_list (struct api_req *r);
+int api_backups_get (struct api_req *r);
+int api_backups_delete (struct api_req *r);
+int api_backups_complete (struct api_req *r);
+int api_backups_fail (struct api_req *r);
+int api_backups_cancel (struct api_req *r);
+int api_backups_changeid (struct api_req *r);
+int api_contexts_list (struct api_req *r);
+int api_contexts_get (struct api_req *r);
+int api_contexts_delete (struct api_req *r);
+
+/* --- Input (api/input.c) ---------------------------------------------- */
+/* Reject query parameters outside allowed (NULL-terminated). */
+int api_query_check (struct api_req *r, const char *const allowed[]);
+/* A query parameter's value, or NULL. */
+const char *api_query (struct api_req *r, const char *key);
+/* "true"/"false" query flags; absent = false. */
+int api_query_bool (struct api_req *r, const char *key, bool *out);
+/* A query integer in [min, max]; absent leaves *out as it is. */
+int api_query_int (struct api_req *r, const char *key, int64_t min, int64_t max,
+                   int64_t *out);
+
+/* The body as an object with only the allowed fields.  An empty body is
+ * an error unless empty_ok, in which case *obj is NULL. */
+int api_body (struct api_req *r, const char *const allowed[], bool empty_ok, json_t **obj);
+/* A string field of at most maxlen bytes without control characters
+ * (allow_newlines relaxes that for free text).  Absent or null: *out NULL,
+ * an error when required. */
+int api_field_str (json_t *obj, const char *key, bool required, size_t maxlen,
+                   bool allow_newlines, const char **out);
+/* An integer field in [min, max].  Absent or null: *present false (error when
+ * required). */
+int api_field_int (json_t *obj, const char *key, bool required, int64_t min,
+                   int64_t max, int64_t *out, bool *present);
+/* A "disks" array: 1..HUB_MAX_DISKS disks, sorted by disk_index, distinct.
+ * *out is owned by the caller (api_disks_free). */
+int api_field_disks (json_t *obj, const char *key, struct cat_vm_disk **out, size_t *n);
+void api_disks_free (struct cat_vm_disk *d, size_t n);
+/* A {id} from the URL that must be a well-formed id. */
+int api_check_id (const char *what, const char *id);
+
+/* --- Output (api/output.c) -------------------------------------------- */
+json_t *api_json_str (const char *s);   /* string or null */
+json_t *api_json_repo (const struct cat_repository *r);  /* with usage */
+json_t *api_json_vm (const struct cat_vm *vm);
+json_t *api_json_context (const struct cat_context *c);
+/* A job with its disks; repo_path makes qcow2_path absolute. */
+json_t *api_json_job (struct hub *hub, const struct cat_job *job, const char *repo_path);
+/* The same, looking the repository up. */
+json_t *api_json_job_lookup (struct hub *hub, const struct cat_job *job);
+/* {"deleted_backups":[...]} from a NULL-terminated vector. */
+json_t *api_json_deleted (char **ids);
+/* Set r->reply, checking for allocation failure (a NULL reply). */
+int api_reply (struct api_req *r, int status, json_t *reply);
+
+#endif

@@ -1,0 +1,13 @@
+/* api/health.c - GET /healthz. */
+#include "api/api-int.h"
+
+int
+api_health (struct api_req *r)
+{
+  return api_reply (r, 200, json_pack ("{s:s,s:s,s:s,s:s}",
+                                       "status", "ok",
+                                       "version", STRATA_VERSION,
+                                       "catalog", catalog_backend_name (r->hub->cat),
+                                       "storage_daemon",
+                                       hub_storage_up (r->hub) ? "up" : "down"));
+}

@@ -1,0 +1,375 @@
+/* api/http.c - the HTTP layer: libmicrohttpd, authentication, request
+ * bodies, routing and error replies.
+ *
+ * libmicrohttpd runs one thread per connection, so a slow request (a
+ * backup start runs qemu-img) never stalls the others.  A request's body is
+ * gathered into a bounded buffer; past API_MAX_BODY the rest is drained and
+ * the request answered 413.  Errors are logged here, once: 5xx as errors,
+ * 4xx at debug level, since they are the client's to read.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api-int.h"
+#include "hub/hub.h"
+#include "util/cleanup.h"
+#include "util/error.h"
+#include "util/log.h"
+
+struct api {
+  struct hub *hub;
+  struct MHD_Daemon *daemon;
+};
+
+/* The state of one request across libmicrohttpd's calls. */
+struct conn_state {
+  char *body;
+  size_t len, cap;
+  bool too_large;
+};
+
+struct route {
+  const char *method;
+  const char *pattern;       /* segments after /api/v1/; "*" captures */
+  api_handler handler;
+};
+
+/* Literal routes come before the "*" routes they would also match. */
+static const struct route routes[] = {
+  { "GET", "repositories", api_repos_list },
+  { "POST", "repositories", api_repos_create },
+  { "GET", "repositories/*", api_repos_get },
+  { "DELETE", "repositories/*", api_repos_delete },
+  { "GET", "vms", api_vms_list },
+  { "GET", "vms/*", api_vms_get },
+  { "PUT", "vms/*", api_vms_put },
+  { "DELETE", "vms/*", api_vms_delete },
+  { "GET", "backups", api_backups_list },
+  { "POST", "backups", api_backups_start },
+  { "GET", "backups/changeid", api_backups_changeid },
+  { "GET", "backups/*", api_backups_get },
+  { "DELETE", "backups/*", api_backups_delete },
+  { "POST", "backups/*/complete", api_backups_complete },
+  { "POST", "backups/*/fail", api_backups_fail },
+  { "POST", "backups/*/cancel", api_backups_cancel },
+  { "GET", "contexts", api_contexts_list },
+  { "GET", "contexts/*", api_contexts_get },
+  { "DELETE", "contexts/*", api_contexts_delete },
+};
+
+/* Match path (after "/api/v1/") against a pattern; *capture points into
+ * path_copy, which is modified. */
+static bool
+route_match (const char *pattern, char *path_copy, const char **capture)
+{
+  char *save_p = NULL, *pat = strdupa (pattern);
+  char *ps = path_copy, *pp = pat;
+
+  *capture = NULL;
+  for (;;) {
+    char *pslash = strchr (ps, '/'), *tslash = strchr (pp, '/');
+    size_t plen = pslash ? (size_t) (pslash - ps) : strlen (ps);
+    size_t tlen = tslash ? (size_t) (tslash - pp) : strlen (pp);
+
+    if (tlen == 1 && pp[0] == '*') {
+      if (plen == 0)
+        return false;
+      save_p = ps;
+    }
+    else if (plen != tlen || strncmp (ps, pp, plen) != 0)
+      return false;
+    if (!pslash || !tslash) {
+      if (pslash || tslash)
+        return false;
+      break;
+    }
+    ps = pslash + 1;
+    pp = tslash + 1;
+  }
+  if (save_p) {
+    char *end = strchr (save_p, '/');
+    if (end)
+      *end = '\0';
+    *capture = save_p;
+  }
+  return true;
+}
+
+static enum MHD_Result
+send_reply (struct MHD_Connection *conn, int status, json_t *reply, const char *allow)
+{
+  struct MHD_Response *resp;
+  enum MHD_Result ret;
+  char *text = NULL;
+
+  if (reply) {
+    text = json_dumps (reply, JSON_COMPACT);
+    if (text == NULL)
+      return MHD_NO;
+    resp = MHD_create_response_from_buffer (strlen (text), text, MHD_RESPMEM_MUST_FREE);
+  }
+  else
+    resp = MHD_create_response_from_buffer (0, (void *) "", MHD_RESPMEM_PERSISTENT);
+  if (resp == NULL) {
+    free (text);
+    return MHD_NO;
+  }
+  if (reply)
+    MHD_add_response_header (resp, "Content-Type", "application/json");
+  if (allow)
+    MHD_add_response_header (resp, "Allow", allow);
+  if (status == 401)
+    MHD_add_response_header (resp, "WWW-Authenticate", "Bearer");
+  ret = MHD_queue_response (conn, status, resp);
+  MHD_destroy_response (resp);
+  return ret;
+}
+
+/* Answer with the thread's error; log it once, here. */
+static enum MHD_Result
+send_error (struct MHD_Connection *conn, const char *method, const char *url,
+            const char *allow)
+{
+  enum error_category cat = error_category ();
+  int status = error_http_status (cat);
+  CLEANUP_JSON json_t *body = NULL;
+
+  if (status >= 500)
+    log_error ("%s %s: %s", method, url, error_message ());
+  else
+    log_debug ("%s %s: %d %s", method, url, status, error_message ());
+  body = json_pack ("{s:{s:s,s:s}}", "error", "code", error_code (cat),
+                    "message", error_message ());
+  return send_reply (conn, status, body, allow);
+}
+
+/* Constant-time comparison, so the token cannot be guessed byte by byte. */
+static bool
+token_equal (const char *given, const char *want)
+{
+  size_t gl = strlen (given), wl = strlen (want);
+  unsigned char diff = gl != wl;
+  for (size_t i = 0; i < gl; i++)
+    diff |= (unsigned char) given[i] ^ (unsigned char) want[i % (wl ? wl : 1)];
+  return diff == 0;
+}
+
+static int
+check_auth (struct hub *hub, struct MHD_Connection *conn)
+{
+  const char *h;
+
+  if (hub->token == NULL)
+    return 0;
+  h = MHD_lookup_connection_value (conn, MHD_HEADER_KIND, "Authorization");
+  if (h == NULL || strncmp (h, "Bearer ", 7) != 0) {
+    error_set (ERR_UNAUTHORIZED, "this hub needs 'Authorization: Bearer <token>'");
+    return -1;
+  }
+  if (!token_equal (h + 7, hub->token)) {
+    error_set (ERR_UNAUTHORIZED, "wrong API token");
+    return -1;
+  }
+  return 0;
+}
+
+static int
+parse_body (struct conn_state *cs, json_t **out)
+{
+  json_error_t jerr;
+
+  *out = NULL;
+  if (cs->too_large) {
+    error_set (ERR_TOO_LARGE, "request body is larger than %d bytes", API_MAX_BODY);
+    return -1;
+  }
+  /* An empty (or all-blank) body is no body. */
+  if (cs->len == 0 || strspn (cs->body, " \t\r\n") == cs->len)
+    return 0;
+  *out = json_loadb (cs->body, cs->len, JSON_REJECT_DUPLICATES, &jerr);
+  if (*out == NULL) {
+    error_set (ERR_INVALID, "malformed JSON body (line %d, column %d): %s",
+               jerr.line, jerr.column, jerr.text);
+    return -1;
+  }
+  if (!json_is_object (*out)) {
+    json_decref (*out);
+    *out = NULL;
+    error_set (ERR_INVALID, "request body must be a JSON object");
+    return -1;
+  }
+  return 0;
+}
+
+/* Route and run one complete request. */
+static enum MHD_Result
+dispatch (struct api *api, struct MHD_Connection *conn, const char *url,
+          const char *method, struct conn_state *cs)
+{
+  struct api_req r = { .hub = api->hub, .conn = conn, .method = method, .status = 200 };
+  const struct route *found = NULL;
+  char allow[64] = "";
+  enum MHD_Result ret;
+  const char *path;
+
+  error_clear ();
+  if (strcmp (url, "/healthz") == 0) {
+    if (strcmp (method, "GET") != 0 && strcmp (method, "HEAD") != 0) {
+      error_set (ERR_METHOD, "use GET on /healthz");
+      return send_error (conn, method, url, "GET");
+    }
+    if (api_health (&r) == -1)
+      return send_error (conn, method, url, NULL);
+    ret = send_reply (conn, r.status, r.reply, NULL);
+    json_decref (r.reply);
+    return ret;
+  }
+  if (strncmp (url, "/api/v1/", 8) != 0) {
+    error_set (ERR_NOT_FOUND, "no such route: %s (the API lives under /api/v1/)", url);
+    return send_error (conn, method, url, NULL);
+  }
+  if (check_auth (api->hub, conn) == -1)
+    return send_error (conn, method, url, NULL);
+
+  path = url + 8;
+  for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+    char *copy = strdupa (path);
+    const char *capture;
+    if (!route_match (routes[i].pattern, copy, &capture))
+      continue;
+    if (strcmp (routes[i].method, method) == 0) {
+      found = &routes[i];
+      r.id = capture ? strdupa (capture) : NULL;
+      break;
+    }
+    if (!strstr (allow, routes[i].method) && strlen (allow) < sizeof allow - 10) {
+      if (*allow)
+        strcat (allow, ", ");
+      strcat (allow, routes[i].method);
+    }
+  }
+  if (found == NULL) {
+    if (*allow) {
+      error_set (ERR_METHOD, "%s is not allowed on %s (allowed: %s)", method, url, allow);
+      return send_error (conn, method, url, allow);
+    }
+    error_set (ERR_NOT_FOUND, "no such route: %s %s", method, url);
+    return send_error (conn, method, url, NULL);
+  }
+  if (parse_body (cs, &r.body) == -1)
+    return send_error (conn, method, url, NULL);
+  if (found->handler (&r) == -1) {
+    json_decref (r.body);
+    json_decref (r.reply);
+    return send_error (conn, method, url, NULL);
+  }
+  json_decref (r.body);
+  ret = send_reply (conn, r.status, r.reply, NULL);
+  json_decref (r.reply);
+  return ret;
+}
+
+static enum MHD_Result
+on_request (void *cls, struct MHD_Connection *conn, const char *url,
+            const char *method, const char *version, const char *upload_data,
+            size_t *upload_data_size, void **con_cls)
+{
+  struct api *api = cls;
+  struct conn_state *cs = *con_cls;
+
+  if (cs == NULL) {
+    cs = calloc (1, sizeof *cs);
+    if (cs == NULL)
+      return MHD_NO;
+    *con_cls = cs;
+    return MHD_YES;
+  }
+  if (*upload_data_size > 0) {
+    size_t n = *upload_data_size;
+    *upload_data_size = 0;
+    if (cs->too_large || cs->len + n > API_MAX_BODY) {
+      cs->too_large = true;
+      return MHD_YES;
+    }
+    if (cs->len + n + 1 > cs->cap) {
+      size_t cap = cs->cap ? cs->cap : 4096;
+      while (cap < cs->len + n + 1)
+        cap *= 2;
+      char *p = realloc (cs->body, cap);
+      if (p == NULL)
+        return MHD_NO;
+      cs->body = p;
+      cs->cap = cap;
+    }
+    memcpy (cs->body + cs->len, upload_data, n);
+    cs->len += n;
+    cs->body[cs->len] = '\0';
+    return MHD_YES;
+  }
+  return dispatch (api, conn, url, method, cs);
+}
+
+static void
+on_completed (void *cls, struct MHD_Connection *conn, void **con_cls,
+              enum MHD_RequestTerminationCode toe)
+{
+  struct conn_state *cs = *con_cls;
+  if (cs) {
+    free (cs->body);
+    free (cs);
+    *con_cls = NULL;
+  }
+}
+
+static void
+on_mhd_log (void *cls, const char *fmt, va_list ap)
+{
+  char buf[512];
+  vsnprintf (buf, sizeof buf, fmt, ap);
+  buf[strcspn (buf, "\n")] = '\0';
+  log_debug ("http: %s", buf);
+}
+
+struct api *
+api_start (struct hub *hub)
+{
+  struct api *api = calloc (1, sizeof *api);
+  unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+                   MHD_USE_ERROR_LOG;
+
+  if (api == NULL) {
+    error_set_errno (ERR_INTERNAL, errno, "out of memory");
+    return NULL;
+  }
+  api->hub = hub;
+  if (hub->listen.ipv6)
+    flags |= MHD_USE_IPv6;
+  api->daemon = MHD_start_daemon (flags, (uint16_t) hub->listen.port, NULL, NULL,
+                                  on_request, api,
+                                  MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &hub->listen.ss,
+                                  MHD_OPTION_NOTIFY_COMPLETED, on_completed, api,
+                                  MHD_OPTION_CONNECTION_LIMIT, (unsigned) 256,
+                                  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) 120,
+                                  MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, api,
+                                  MHD_OPTION_END);
+  if (api->daemon == NULL) {
+    error_set (ERR_INTERNAL, "cannot listen on %s for the API (in use, or not an "
+               "address of this machine?)", hub->cfg.listen);
+    free (api);
+    return NULL;
+  }
+  log_info ("API listening on http://%s", hub->cfg.listen);
+  return api;
+}
+
+void
+api_stop (struct api *api)
+{
+  if (api == NULL)
+    return;
+  MHD_stop_daemon (api->daemon);
+  free (api);
+}

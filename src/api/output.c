@@ -1,0 +1,180 @@
+/* api/output.c - the JSON forms of catalog objects, as docs/API.md shows
+ * them.  Each function returns a new reference, or NULL when out of memory. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api-int.h"
+#include "storage/repo.h"
+#include "util/cleanup.h"
+#include "util/error.h"
+#include "util/log.h"
+
+json_t *
+api_json_str (const char *s)
+{
+  json_t *v;
+  if (s == NULL)
+    return json_null ();
+  v = json_string (s);
+  /* Not UTF-8 (a path from the file system, say): better null than no reply. */
+  return v ? v : json_null ();
+}
+
+static json_t *
+opt_int (int64_t v)
+{
+  return v < 0 ? json_null () : json_integer (v);
+}
+
+json_t *
+api_json_repo (const struct cat_repository *r)
+{
+  int64_t used = 0, avail = 0;
+  if (repo_usage (r->path, &used, &avail) == -1) {
+    log_warn ("repository %s: %s", r->id, error_message ());
+    used = avail = -1;
+  }
+  return json_pack ("{s:o,s:o,s:o,s:o,s:o,s:o,s:o}",
+                    "id", api_json_str (r->id),
+                    "name", api_json_str (r->name),
+                    "type", api_json_str (r->type),
+                    "path", api_json_str (r->path),
+                    "created_at", api_json_str (r->created_at),
+                    "used_bytes", opt_int (used),
+                    "available_bytes", opt_int (avail));
+}
+
+json_t *
+api_json_vm (const struct cat_vm *vm)
+{
+  json_t *disks = json_array ();
+  if (disks == NULL)
+    return NULL;
+  for (size_t i = 0; i < vm->n_disks; i++) {
+    const struct cat_vm_disk *d = &vm->disks[i];
+    json_array_append_new (disks, json_pack ("{s:i,s:I,s:o,s:o,s:o}",
+                                             "disk_index", d->disk_index,
+                                             "size_bytes", (json_int_t) d->size_bytes,
+                                             "vmware_disk_key", opt_int (d->vmware_disk_key),
+                                             "unit_number", opt_int (d->unit_number),
+                                             "source", api_json_str (d->source)));
+  }
+  return json_pack ("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o}",
+                    "vm_name", api_json_str (vm->vm_name),
+                    "vmware_vm_id", api_json_str (vm->vmware_vm_id ? vm->vmware_vm_id : ""),
+                    "vm_path", api_json_str (vm->vm_path ? vm->vm_path : ""),
+                    "vcenter_host", api_json_str (vm->vcenter_host ? vm->vcenter_host : ""),
+                    "datacenter", api_json_str (vm->datacenter ? vm->datacenter : ""),
+                    "created_at", api_json_str (vm->created_at),
+                    "updated_at", api_json_str (vm->updated_at),
+                    "disks", disks);
+}
+
+json_t *
+api_json_context (const struct cat_context *c)
+{
+  return json_pack ("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:I,s:I,s:I,s:o,s:o,s:o,s:o,s:o}",
+                    "context_id", api_json_str (c->context_id),
+                    "vm_name", api_json_str (c->vm_name),
+                    "repository_id", api_json_str (c->repository_id),
+                    "vmware_vm_id", api_json_str (c->vmware_vm_id),
+                    "vm_path", api_json_str (c->vm_path),
+                    "vcenter_host", api_json_str (c->vcenter_host),
+                    "datacenter", api_json_str (c->datacenter),
+                    "total_backups_run", (json_int_t) c->total_backups_run,
+                    "successful_backups", (json_int_t) c->successful_backups,
+                    "failed_backups", (json_int_t) c->failed_backups,
+                    "last_backup_id", api_json_str (c->last_backup_id),
+                    "last_backup_type", api_json_str (c->last_backup_type),
+                    "last_backup_at", api_json_str (c->last_backup_at),
+                    "created_at", api_json_str (c->created_at),
+                    "updated_at", api_json_str (c->updated_at));
+}
+
+static json_t *
+json_disk (struct hub *hub, const struct cat_job *job, const struct cat_disk *d,
+           const char *repo_path)
+{
+  CLEANUP_FREE char *path = NULL;
+  CLEANUP_FREE char *uri = NULL;
+  const char *full_reason = NULL;
+
+  if (d->qcow2_path && repo_path)
+    path = repo_abspath (repo_path, d->qcow2_path);
+  if (d->nbd_export && strcmp (d->status, "running") == 0)
+    uri = hub_nbd_uri (hub, d->nbd_export);
+  if (strcmp (job->backup_type, "incremental") == 0 && strcmp (d->backup_type, "full") == 0)
+    full_reason = "no completed backup of this disk in the context to build on";
+  return json_pack ("{s:i,s:s,s:o,s:s,s:I,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:I,s:o,s:o,s:o}",
+                    "disk_index", d->disk_index,
+                    "backup_type", d->backup_type,
+                    "full_reason", api_json_str (full_reason),
+                    "status", d->status,
+                    "size_bytes", (json_int_t) d->size_bytes,
+                    "vmware_disk_key", opt_int (d->vmware_disk_key),
+                    "unit_number", opt_int (d->unit_number),
+                    "qcow2_path", api_json_str (path),
+                    "nbd_uri", api_json_str (uri),
+                    "parent_backup_id", api_json_str (d->parent_backup_id),
+                    "previous_change_id", api_json_str (d->previous_change_id),
+                    "change_id", api_json_str (d->disk_change_id),
+                    "bytes_transferred", (json_int_t) d->bytes_transferred,
+                    "error", api_json_str (d->error),
+                    "created_at", api_json_str (d->created_at),
+                    "completed_at", api_json_str (d->completed_at));
+}
+
+json_t *
+api_json_job (struct hub *hub, const struct cat_job *job, const char *repo_path)
+{
+  json_t *disks = json_array ();
+  if (disks == NULL)
+    return NULL;
+  for (size_t i = 0; i < job->n_disks; i++)
+    json_array_append_new (disks, json_disk (hub, job, &job->disks[i], repo_path));
+  return json_pack ("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o}",
+                    "backup_id", api_json_str (job->id),
+                    "context_id", api_json_str (job->context_id),
+                    "vm_name", api_json_str (job->vm_name),
+                    "repository_id", api_json_str (job->repository_id),
+                    "backup_type", api_json_str (job->backup_type),
+                    "status", api_json_str (job->status),
+                    "error", api_json_str (job->error),
+                    "created_at", api_json_str (job->created_at),
+                    "completed_at", api_json_str (job->completed_at),
+                    "disks", disks);
+}
+
+json_t *
+api_json_job_lookup (struct hub *hub, const struct cat_job *job)
+{
+  struct cat_repository repo = { 0 };
+  json_t *ret;
+  bool have = catalog_repo_get (hub->cat, job->repository_id, &repo) == 0;
+  ret = api_json_job (hub, job, have ? repo.path : NULL);
+  cat_repository_clear (&repo);
+  return ret;
+}
+
+json_t *
+api_json_deleted (char **ids)
+{
+  json_t *arr = json_array ();
+  if (arr == NULL)
+    return NULL;
+  for (char **p = ids; p && *p; p++)
+    json_array_append_new (arr, json_string (*p));
+  return json_pack ("{s:o}", "deleted_backups", arr);
+}
+
+int
+api_reply (struct api_req *r, int status, json_t *reply)
+{
+  if (reply == NULL) {
+    error_set (ERR_INTERNAL, "building the JSON reply failed");
+    return -1;
+  }
+  r->status = status;
+  r->reply = reply;
+  return 0;
+}

@@ -1,0 +1,77 @@
+/* api/repositories.c - /api/v1/repositories. */
+#include "api/api-int.h"
+#include "util/error.h"
+
+static const char *const no_params[] = { NULL };
+
+int
+api_repos_list (struct api_req *r)
+{
+  struct cat_repository *repos = NULL;
+  size_t n = 0;
+  json_t *arr;
+
+  if (api_query_check (r, no_params) == -1 ||
+      catalog_repo_list (r->hub->cat, &repos, &n) == -1)
+    return -1;
+  arr = json_array ();
+  for (size_t i = 0; arr && i < n; i++)
+    json_array_append_new (arr, api_json_repo (&repos[i]));
+  cat_repository_free_array (repos, n);
+  return api_reply (r, 200, arr ? json_pack ("{s:o}", "repositories", arr) : NULL);
+}
+
+int
+api_repos_create (struct api_req *r)
+{
+  static const char *const fields[] = { "id", "name", "type", "path", NULL };
+  const char *id, *name, *type, *path;
+  struct cat_repository repo = { 0 };
+  json_t *body;
+  int ret;
+
+  if (api_query_check (r, no_params) == -1 ||
+      api_body (r, fields, false, &body) == -1 ||
+      api_field_str (body, "id", false, 128, false, &id) == -1 ||
+      api_field_str (body, "name", true, 255, false, &name) == -1 ||
+      api_field_str (body, "type", true, 32, false, &type) == -1 ||
+      api_field_str (body, "path", true, 4000, false, &path) == -1)
+    return -1;
+  if (id && api_check_id ("repository id", id) == -1)
+    return -1;
+  if (*name == '\0') {
+    error_set (ERR_INVALID, "field 'name' must not be empty");
+    return -1;
+  }
+  if (hub_repo_create (r->hub, id, name, type, path, &repo) == -1)
+    return -1;
+  ret = api_reply (r, 201, api_json_repo (&repo));
+  cat_repository_clear (&repo);
+  return ret;
+}
+
+int
+api_repos_get (struct api_req *r)
+{
+  struct cat_repository repo = { 0 };
+  int ret;
+
+  if (api_query_check (r, no_params) == -1 ||
+      api_check_id ("repository id", r->id) == -1 ||
+      catalog_repo_get (r->hub->cat, r->id, &repo) == -1)
+    return -1;
+  ret = api_reply (r, 200, api_json_repo (&repo));
+  cat_repository_clear (&repo);
+  return ret;
+}
+
+int
+api_repos_delete (struct api_req *r)
+{
+  if (api_query_check (r, no_params) == -1 ||
+      api_check_id ("repository id", r->id) == -1 ||
+      catalog_repo_delete (r->hub->cat, r->id) == -1)
+    return -1;
+  r->status = 204;
+  return 0;
+}

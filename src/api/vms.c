@@ -1,0 +1,84 @@
+/* api/vms.c - /api/v1/vms: the VM inventory. */
+#include "api/api-int.h"
+#include "util/id.h"
+
+static const char *const no_params[] = { NULL };
+
+int
+api_vms_list (struct api_req *r)
+{
+  struct cat_vm *vms = NULL;
+  size_t n = 0;
+  json_t *arr;
+
+  if (api_query_check (r, no_params) == -1 ||
+      catalog_vm_list (r->hub->cat, &vms, &n) == -1)
+    return -1;
+  arr = json_array ();
+  for (size_t i = 0; arr && i < n; i++)
+    json_array_append_new (arr, api_json_vm (&vms[i]));
+  cat_vm_free_array (vms, n);
+  return api_reply (r, 200, arr ? json_pack ("{s:o}", "vms", arr) : NULL);
+}
+
+int
+api_vms_get (struct api_req *r)
+{
+  struct cat_vm vm = { 0 };
+  int ret;
+
+  if (api_query_check (r, no_params) == -1 || id_check_vm_name (r->id) == -1 ||
+      catalog_vm_get (r->hub->cat, r->id, &vm) == -1)
+    return -1;
+  ret = api_reply (r, 200, api_json_vm (&vm));
+  cat_vm_clear (&vm);
+  return ret;
+}
+
+int
+api_vms_put (struct api_req *r)
+{
+  static const char *const fields[] = {
+    "vmware_vm_id", "vm_path", "vcenter_host", "datacenter", "disks", NULL
+  };
+  const char *vmware_vm_id, *vm_path, *vcenter_host, *datacenter;
+  struct cat_vm vm = { 0 }, stored = { 0 };
+  struct cat_vm_disk *disks = NULL;
+  size_t n = 0;
+  bool created;
+  json_t *body;
+  int ret = -1;
+
+  if (api_query_check (r, no_params) == -1 || id_check_vm_name (r->id) == -1 ||
+      api_body (r, fields, false, &body) == -1 ||
+      api_field_str (body, "vmware_vm_id", false, 255, false, &vmware_vm_id) == -1 ||
+      api_field_str (body, "vm_path", false, 500, false, &vm_path) == -1 ||
+      api_field_str (body, "vcenter_host", false, 255, false, &vcenter_host) == -1 ||
+      api_field_str (body, "datacenter", false, 255, false, &datacenter) == -1 ||
+      api_field_disks (body, "disks", &disks, &n) == -1)
+    return -1;
+  vm.vm_name = (char *) r->id;
+  vm.vmware_vm_id = (char *) vmware_vm_id;
+  vm.vm_path = (char *) vm_path;
+  vm.vcenter_host = (char *) vcenter_host;
+  vm.datacenter = (char *) datacenter;
+  vm.disks = disks;
+  vm.n_disks = n;
+  if (catalog_vm_put (r->hub->cat, &vm, &created) == 0 &&
+      catalog_vm_get (r->hub->cat, r->id, &stored) == 0) {
+    ret = api_reply (r, created ? 201 : 200, api_json_vm (&stored));
+    cat_vm_clear (&stored);
+  }
+  api_disks_free (disks, n);
+  return ret;
+}
+
+int
+api_vms_delete (struct api_req *r)
+{
+  if (api_query_check (r, no_params) == -1 || id_check_vm_name (r->id) == -1 ||
+      catalog_vm_delete (r->hub->cat, r->id) == -1)
+    return -1;
+  r->status = 204;
+  return 0;
+}

@@ -1,0 +1,211 @@
+/* catalog/catalog.h - the catalog: repositories, VM inventory, backup
+ * contexts, jobs and per-disk records.
+ *
+ * The interface is made of whole domain operations, each of which runs in
+ * one transaction of its own inside the backend, so that callers never hold
+ * a transaction open across threads or across slow work (qemu-img, QMP).
+ * Backends sit behind a vtable (struct catalog_ops); SQLite is the embedded
+ * default.
+ *
+ * Every function returns 0 on success, -1 on failure with the thread-local
+ * error set (util/error.h): ERR_NOT_FOUND, ERR_CONFLICT (unique keys, state
+ * transitions, foreign keys) or ERR_INTERNAL.  Out-parameters are filled
+ * only on success and are owned by the caller, who frees them with the
+ * matching *_free / *_clear function.
+ *
+ * Optional integers (vmware_disk_key, unit_number, parent_disk_id) use -1
+ * for "absent"; optional strings use NULL.
+ */
+#ifndef STRATA_CATALOG_CATALOG_H
+#define STRATA_CATALOG_CATALOG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct cat_repository {
+  char *id, *name, *type, *path, *created_at;
+};
+
+struct cat_vm_disk {
+  int disk_index;
+  int64_t size_bytes;
+  int64_t vmware_disk_key;     /* -1 when absent */
+  int64_t unit_number;         /* -1 when absent */
+  char *source;                /* NULL when absent */
+};
+
+struct cat_vm {
+  char *vm_name, *vmware_vm_id, *vm_path, *vcenter_host, *datacenter;
+  char *created_at, *updated_at;
+  size_t n_disks;
+  struct cat_vm_disk *disks;   /* sorted by disk_index */
+};
+
+struct cat_context {
+  char *context_id, *vm_name, *repository_id;
+  char *vmware_vm_id, *vm_path, *vcenter_host, *datacenter;
+  int64_t total_backups_run, successful_backups, failed_backups;
+  char *last_backup_id, *last_backup_type, *last_backup_at;  /* may be NULL */
+  char *created_at, *updated_at;
+};
+
+/* One backup_disks row, with a few columns joined in for convenience. */
+struct cat_disk {
+  int64_t id;                  /* backup_disks.id; 0 before insert */
+  char *backup_job_id, *context_id;
+  int disk_index;
+  int64_t vmware_disk_key, unit_number, size_bytes;
+  char *backup_type;           /* "full" or "incremental" (this disk) */
+  char *disk_change_id;        /* NULL until completed with one */
+  char *qcow2_path;            /* relative to the repository root; NULL once deleted */
+  int64_t parent_disk_id;      /* -1 for a full */
+  char *parent_backup_id;      /* joined: the parent row's job id, or NULL */
+  char *previous_change_id;    /* joined: the parent row's change id, or NULL */
+  char *nbd_export;            /* export name while the job runs, else NULL */
+  int64_t bytes_transferred;
+  char *status;                /* pending running completed failed */
+  char *error;                 /* NULL unless failed */
+  char *created_at, *completed_at;
+};
+
+struct cat_job {
+  char *id, *context_id, *vm_name, *repository_id;
+  char *backup_type;           /* "full" or "incremental" (as requested) */
+  char *status;                /* running completed failed cancelled */
+  char *error;
+  char *created_at, *completed_at;
+  size_t n_disks;
+  struct cat_disk *disks;      /* sorted by disk_index */
+};
+
+struct cat_job_filter {
+  const char *vm_name, *repository_id, *status, *backup_type;  /* NULL = any */
+  int64_t limit, offset;
+};
+
+struct catalog;
+
+/* Open the catalog named by url ("sqlite:///abs/path.db" or
+ * "sqlite://relative.db"), apply pending migrations in one transaction each,
+ * and return it.  NULL on error. */
+struct catalog *catalog_open (const char *url);
+void catalog_close (struct catalog *cat);   /* NULL is a no-op */
+/* "sqlite" (for /healthz). */
+const char *catalog_backend_name (const struct catalog *cat);
+
+/* --- Repositories ----------------------------------------------------- */
+/* ERR_CONFLICT when the id or the path is taken. */
+int catalog_repo_insert (struct catalog *cat, const struct cat_repository *r);
+int catalog_repo_get (struct catalog *cat, const char *id, struct cat_repository *out);
+int catalog_repo_list (struct catalog *cat, struct cat_repository **out, size_t *n);
+/* ERR_CONFLICT while a context uses it. */
+int catalog_repo_delete (struct catalog *cat, const char *id);
+
+/* --- VM inventory ----------------------------------------------------- */
+/* Insert or replace the VM and its whole disk list.  *created tells which. */
+int catalog_vm_put (struct catalog *cat, const struct cat_vm *vm, bool *created);
+int catalog_vm_get (struct catalog *cat, const char *vm_name, struct cat_vm *out);
+int catalog_vm_list (struct catalog *cat, struct cat_vm **out, size_t *n);
+int catalog_vm_delete (struct catalog *cat, const char *vm_name);
+
+/* --- Contexts --------------------------------------------------------- */
+int catalog_context_get (struct catalog *cat, const char *id, struct cat_context *out);
+/* ERR_NOT_FOUND when the (vm, repository) pair has no context yet. */
+int catalog_context_find (struct catalog *cat, const char *vm_name,
+                          const char *repository_id, struct cat_context *out);
+int catalog_context_list (struct catalog *cat, const char *vm_name /* NULL = all */,
+                          struct cat_context **out, size_t *n);
+/* Delete the context; its jobs and disks go by ON DELETE CASCADE.  Without
+ * force, ERR_CONFLICT while one of its jobs is running.  On success *disks
+ * receives the disk rows that were deleted (for their files and exports). */
+int catalog_context_delete (struct catalog *cat, const char *id, bool force,
+                            struct cat_disk **disks, size_t *n_disks);
+
+/* --- Backups ---------------------------------------------------------- */
+/* Planning read for a new backup of (vm, repository).  For each of the n
+ * disk indexes, parents[i] receives the disk's latest completed backup_disks
+ * row in that context (highest id among completed rows of that disk_index),
+ * or a zeroed struct with id 0 when there is none or no context yet.
+ * *running is set when the context has a running job. */
+int catalog_backup_plan (struct catalog *cat, const char *vm_name,
+                         const char *repository_id, size_t n, const int *disk_indexes,
+                         struct cat_disk *parents, bool *running);
+
+/* Insert a running job with its disks in one transaction: create the
+ * context for (job->vm_name, job->repository_id) if it does not exist (its
+ * descriptive fields copied from vm), refuse with ERR_CONFLICT if the
+ * context already has a running job (race-free: the check and the insert
+ * are one transaction, backed by a constraint), insert the job and its
+ * disks, and count total_backups_run.  Each disk's parent_disk_id must still
+ * be the latest completed row of its disk index, else ERR_CONFLICT.
+ * On success job->context_id and every disk's id/context_id are filled in
+ * (malloc'd, owned by job). */
+int catalog_backup_insert (struct catalog *cat, struct cat_job *job,
+                           const struct cat_vm *vm);
+
+int catalog_backup_get (struct catalog *cat, const char *id, struct cat_job *out);
+/* One entry per job (with its disks), newest first; *total counts all
+ * matches ignoring limit/offset. */
+int catalog_backup_list (struct catalog *cat, const struct cat_job_filter *f,
+                         struct cat_job **out, size_t *n, int64_t *total);
+
+/* Mark one disk completed (change_id may be NULL) and clear its export.
+ * When it is the job's last unfinished disk, complete the job and update
+ * the context's successful_backups and last_backup_* in the same
+ * transaction.  ERR_NOT_FOUND for an unknown job or disk; ERR_CONFLICT when
+ * the job is not running or the disk is not running.  *job_after receives
+ * the job as it stands after the change. */
+int catalog_disk_complete (struct catalog *cat, const char *backup_id, int disk_index,
+                           const char *change_id, int64_t bytes_transferred,
+                           struct cat_job *job_after);
+
+/* End a running job as "failed" or "cancelled": every disk not completed
+ * becomes "failed" with the error (error_disk >= 0 names the disk that
+ * failed; the others get "job failed"/"job cancelled"), its qcow2_path and
+ * nbd_export are cleared, and failed_backups is counted.  *dropped receives
+ * the disk rows as they were before (with their paths and exports) so the
+ * caller can drop the exports and delete the files.  ERR_CONFLICT when the
+ * job is not running. */
+int catalog_backup_end (struct catalog *cat, const char *backup_id, const char *status,
+                        int error_disk, const char *error,
+                        struct cat_disk **dropped, size_t *n_dropped);
+
+/* Delete a finished job.  ERR_CONFLICT while it runs, or while a disk of
+ * another job is backed by one of its disks (unless cascade, which deletes
+ * those jobs too, recursively; ERR_CONFLICT if any of them runs).  *deleted
+ * receives every deleted disk row (for the files). */
+int catalog_backup_delete (struct catalog *cat, const char *backup_id, bool cascade,
+                           struct cat_disk **deleted, size_t *n_deleted);
+
+/* The latest completed disk row of (vm_name, disk_index), found through the
+ * context; repository_id NULL means "the VM's only context" (ERR_CONFLICT
+ * when it has several).  ERR_NOT_FOUND when there is none. */
+int catalog_changeid_get (struct catalog *cat, const char *vm_name, int disk_index,
+                          const char *repository_id, struct cat_disk *out);
+
+/* --- Recovery --------------------------------------------------------- */
+/* Every disk row that has a file (qcow2_path not NULL), with the repository
+ * path joined into *repo_paths[i] (malloc'd, parallel array). */
+int catalog_disk_files (struct catalog *cat, struct cat_disk **out,
+                        char ***repo_paths, size_t *n);
+/* The disks that should be exported: status "running" in a running job. */
+int catalog_running_disks (struct catalog *cat, struct cat_disk **out, size_t *n);
+/* A disk's file is gone: mark it failed with the reason, clear its path
+ * and export, and do the same for every disk backed by it, recursively;
+ * their jobs become "failed" if they were running or completed. */
+int catalog_disk_lost (struct catalog *cat, int64_t disk_id, const char *reason);
+
+/* --- Freeing ---------------------------------------------------------- */
+void cat_repository_clear (struct cat_repository *r);
+void cat_vm_clear (struct cat_vm *vm);
+void cat_context_clear (struct cat_context *c);
+void cat_disk_clear (struct cat_disk *d);
+void cat_job_clear (struct cat_job *j);
+void cat_repository_free_array (struct cat_repository *a, size_t n);
+void cat_vm_free_array (struct cat_vm *a, size_t n);
+void cat_context_free_array (struct cat_context *a, size_t n);
+void cat_disk_free_array (struct cat_disk *a, size_t n);
+void cat_job_free_array (struct cat_job *a, size_t n);
+
+#endif

@@ -1,0 +1,436 @@
+/* hub/backup.c - the life of a backup job.
+ *
+ * STATE AND ORDER
+ *
+ * A job is "running" from the moment its rows exist until it is completed,
+ * failed or cancelled.  Each transition touches three things that cannot
+ * share one transaction: the catalog, the repository files and the storage
+ * daemon's exports.  They are ordered so that a crash at any point leaves
+ * something the next start can recover (see hub.c):
+ *
+ *   start     plan (read) -> create images -> export -> insert rows
+ *   complete  remove export (flush) -> fsync + read-only -> record completed
+ *   end       record failed/cancelled -> drop exports -> delete files
+ *   delete    delete rows -> delete files
+ *
+ * The hub lock serialises these transitions inside one hub, so that a plan
+ * stays true until its insert.  The catalog re-checks what matters (no
+ * running job in the context, parents still the latest completed disks) in
+ * the insert's own transaction, so two hubs sharing a catalog stay safe too.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hub/hub-int.h"
+#include "storage/qsd.h"
+#include "storage/repo.h"
+#include "util/cleanup.h"
+#include "util/error.h"
+#include "util/id.h"
+#include "util/log.h"
+
+void
+hub_drop_disks (struct hub *hub, const char *repo_path,
+                const struct cat_disk *disks, size_t n)
+{
+  for (size_t i = 0; i < n; i++) {
+    if (disks[i].nbd_export && qsd_export_remove (hub->qsd, disks[i].nbd_export) == -1)
+      log_error ("dropping export of %s disk %d: %s", disks[i].backup_job_id,
+                 disks[i].disk_index, error_message ());
+    if (disks[i].qcow2_path && repo_remove_image (repo_path, disks[i].qcow2_path) == -1)
+      log_error ("%s", error_message ());
+  }
+}
+
+/* Free the strings hub_backup_start allocated into the job it built. */
+static void
+free_planned (struct cat_job *job, struct cat_disk *parents, size_t n)
+{
+  for (size_t i = 0; i < job->n_disks; i++) {
+    free (job->disks[i].qcow2_path);
+    free (job->disks[i].nbd_export);
+    free (job->disks[i].context_id);
+  }
+  free (job->disks);
+  free (job->id);
+  free (job->context_id);
+  cat_disk_free_array (parents, n);
+}
+
+int
+hub_backup_start (struct hub *hub, const struct hub_backup_request *req,
+                  struct cat_job *out)
+{
+  const char *repo_id = req->repository_id ? req->repository_id : "default";
+  struct cat_repository repo = { 0 };
+  struct cat_context ctx = { 0 };
+  struct cat_vm vm = { 0 };
+  struct cat_job job = { 0 };
+  struct cat_disk *parents = NULL;
+  CLEANUP_FREE int *indexes = NULL;
+  bool full = strcmp (req->backup_type, "full") == 0, running;
+  size_t n, made = 0, exported = 0;
+  char now[32];
+  int ret = -1;
+
+  SCOPED_LOCK (&hub->lock);
+
+  if (catalog_repo_get (hub->cat, repo_id, &repo) == -1)
+    return -1;
+
+  /* The disks: inline (they replace the inventory's once the job exists)
+   * or from the inventory. */
+  if (req->disks) {
+    vm.vm_name = (char *) req->vm_name;
+    vm.n_disks = req->n_disks;
+    vm.disks = (struct cat_vm_disk *) req->disks;
+    struct cat_vm old = { 0 };
+    if (catalog_vm_get (hub->cat, req->vm_name, &old) == 0) {
+      /* Keep the VM's descriptive fields for the context. */
+      vm.vmware_vm_id = old.vmware_vm_id;  old.vmware_vm_id = NULL;
+      vm.vm_path = old.vm_path;            old.vm_path = NULL;
+      vm.vcenter_host = old.vcenter_host;  old.vcenter_host = NULL;
+      vm.datacenter = old.datacenter;      old.datacenter = NULL;
+    }
+    cat_vm_clear (&old);
+  }
+  else if (catalog_vm_get (hub->cat, req->vm_name, &vm) == -1) {
+    if (error_category () == ERR_NOT_FOUND)
+      error_set (ERR_INVALID, "no disks known for VM '%s': PUT /api/v1/vms/{vm_name} "
+                 "or pass \"disks\"", req->vm_name);
+    goto out_vm;
+  }
+  n = vm.n_disks;
+  if (n == 0) {
+    error_set (ERR_INVALID, "no disks known for VM '%s'", req->vm_name);
+    goto out_vm;
+  }
+  indexes = malloc (n * sizeof *indexes);
+  parents = calloc (n, sizeof *parents);
+  job.disks = calloc (n, sizeof *job.disks);
+  if (!indexes || !parents || !job.disks) {
+    error_set_errno (ERR_INTERNAL, errno, "out of memory");
+    goto out;
+  }
+  for (size_t i = 0; i < n; i++)
+    indexes[i] = vm.disks[i].disk_index;
+
+  /* Plan: the context, whether a job runs, each disk's latest completed
+   * backup. */
+  if (catalog_backup_plan (hub->cat, req->vm_name, repo_id, n, indexes, parents,
+                           &running) == -1)
+    goto out;
+  if (running) {
+    error_set (ERR_CONFLICT, "a backup of VM '%s' to repository '%s' is already running",
+               req->vm_name, repo_id);
+    goto out;
+  }
+  if (catalog_context_find (hub->cat, req->vm_name, repo_id, &ctx) == 0) {
+    job.context_id = ctx.context_id;
+    ctx.context_id = NULL;
+  }
+  else if (error_category () == ERR_NOT_FOUND)
+    job.context_id = id_new ("ctx-backup", req->vm_name);
+  else
+    goto out;
+  job.id = id_new ("backup", req->vm_name);
+  if (job.context_id == NULL || job.id == NULL)
+    goto out;
+
+  id_now (now, sizeof now);
+  job.vm_name = (char *) req->vm_name;
+  job.repository_id = (char *) repo_id;
+  job.backup_type = (char *) req->backup_type;
+  job.status = (char *) "running";
+  job.created_at = now;
+  job.n_disks = n;
+
+  /* Images first: a crash from here on leaves only files no row owns. */
+  for (made = 0; made < n; made++) {
+    struct cat_disk *d = &job.disks[made];
+    const struct cat_vm_disk *vd = &vm.disks[made];
+    bool incremental = !full && parents[made].id > 0;
+
+    d->disk_index = vd->disk_index;
+    d->size_bytes = vd->size_bytes;
+    d->vmware_disk_key = vd->vmware_disk_key;
+    d->unit_number = vd->unit_number;
+    d->backup_type = (char *) (incremental ? "incremental" : "full");
+    d->parent_disk_id = incremental ? parents[made].id : -1;
+    d->status = (char *) "running";
+    d->created_at = now;
+    d->qcow2_path = repo_disk_relpath (job.context_id, d->disk_index, job.id);
+    if (d->qcow2_path == NULL ||
+        repo_create_image (repo.path, d->qcow2_path, d->size_bytes,
+                           incremental ? parents[made].qcow2_path : NULL) == -1) {
+      error_prefix ("creating the image of disk %d", d->disk_index);
+      goto undo;
+    }
+  }
+  for (exported = 0; exported < n; exported++) {
+    struct cat_disk *d = &job.disks[exported];
+    CLEANUP_FREE char *path = repo_abspath (repo.path, d->qcow2_path);
+    d->nbd_export = id_export_name ();
+    if (path == NULL || d->nbd_export == NULL ||
+        qsd_export_add (hub->qsd, d->nbd_export, path, true) == -1) {
+      error_prefix ("exporting disk %d", d->disk_index);
+      goto undo;
+    }
+  }
+  if (catalog_backup_insert (hub->cat, &job, &vm) == -1)
+    goto undo;
+
+  /* The job exists: inline disks become the VM's inventory. */
+  if (req->disks) {
+    bool created;
+    if (catalog_vm_put (hub->cat, &vm, &created) == -1)
+      log_warn ("backup %s: updating the inventory of VM '%s': %s", job.id,
+                req->vm_name, error_message ());
+  }
+  log_info ("backup %s of VM '%s' started (%s, %zu disk(s))", job.id, req->vm_name,
+            req->backup_type, n);
+  ret = catalog_backup_get (hub->cat, job.id, out);
+  goto out;
+
+ undo:
+  {
+    char saved[1024];
+    enum error_category cat = error_category ();
+    snprintf (saved, sizeof saved, "%s", error_message ());
+    for (size_t i = 0; i < exported; i++)
+      qsd_export_remove (hub->qsd, job.disks[i].nbd_export);
+    for (size_t i = 0; i < made; i++)
+      repo_remove_image (repo.path, job.disks[i].qcow2_path);
+    error_set (cat, "%s", saved);
+  }
+ out:
+  job.vm_name = job.repository_id = job.backup_type = job.status = job.created_at = NULL;
+  job.n_disks = job.disks ? n : 0;
+  free_planned (&job, parents, n);
+  cat_context_clear (&ctx);
+ out_vm:
+  if (req->disks) {
+    vm.vm_name = NULL;
+    vm.disks = NULL;
+    vm.n_disks = 0;
+  }
+  cat_vm_clear (&vm);
+  cat_repository_clear (&repo);
+  return ret;
+}
+
+static const struct cat_disk *
+find_disk (const struct cat_job *job, int disk_index)
+{
+  for (size_t i = 0; i < job->n_disks; i++)
+    if (job->disks[i].disk_index == disk_index)
+      return &job->disks[i];
+  return NULL;
+}
+
+static bool
+same_change_id (const char *a, const char *b)
+{
+  if (a == NULL || b == NULL)
+    return a == b;
+  return strcmp (a, b) == 0;
+}
+
+int
+hub_backup_complete (struct hub *hub, const char *backup_id, int disk_index,
+                     const char *change_id, int64_t bytes_transferred,
+                     struct cat_job *out)
+{
+  struct cat_job job = { 0 };
+  struct cat_repository repo = { 0 };
+  const struct cat_disk *d;
+  int ret = -1;
+
+  SCOPED_LOCK (&hub->lock);
+
+  if (catalog_backup_get (hub->cat, backup_id, &job) == -1)
+    return -1;
+  d = find_disk (&job, disk_index);
+  if (d == NULL) {
+    error_set (ERR_NOT_FOUND, "backup %s has no disk %d", backup_id, disk_index);
+    goto out;
+  }
+  if (strcmp (d->status, "completed") == 0) {
+    /* A repeat of an accepted call is answered the same way again. */
+    if (same_change_id (d->disk_change_id, change_id)) {
+      *out = job;
+      return 0;
+    }
+    error_set (ERR_CONFLICT, "disk %d of backup %s was already completed with "
+               "change id '%s'", disk_index, backup_id,
+               d->disk_change_id ? d->disk_change_id : "");
+    goto out;
+  }
+  if (strcmp (job.status, "running") != 0) {
+    error_set (ERR_CONFLICT, "backup %s is %s, not running", backup_id, job.status);
+    goto out;
+  }
+  if (strcmp (d->status, "running") != 0 && strcmp (d->status, "pending") != 0) {
+    error_set (ERR_CONFLICT, "disk %d of backup %s is %s", disk_index, backup_id,
+               d->status);
+    goto out;
+  }
+  if (catalog_repo_get (hub->cat, job.repository_id, &repo) == -1)
+    goto out;
+
+  /* Durability before acknowledgement: closing the export flushes qemu's
+   * cache into the file, fsync makes it stable, and only then is the disk
+   * recorded completed. */
+  if (d->nbd_export && qsd_export_remove (hub->qsd, d->nbd_export) == -1) {
+    error_prefix ("flushing disk %d", disk_index);
+    goto out;
+  }
+  if (repo_finalize (repo.path, d->qcow2_path) == -1)
+    goto out;
+  if (catalog_disk_complete (hub->cat, backup_id, disk_index, change_id,
+                             bytes_transferred, out) == -1)
+    goto out;
+  log_info ("backup %s disk %d completed (%s)%s", backup_id, disk_index,
+            change_id ? change_id : "no change id",
+            strcmp (out->status, "completed") == 0 ? "; job completed" : "");
+  ret = 0;
+ out:
+  cat_job_clear (&job);
+  cat_repository_clear (&repo);
+  return ret;
+}
+
+int
+hub_backup_end (struct hub *hub, const char *backup_id, const char *status,
+                int disk_index, const char *error, struct cat_job *out)
+{
+  struct cat_job job = { 0 };
+  struct cat_repository repo = { 0 };
+  struct cat_disk *dropped = NULL;
+  size_t n = 0;
+  int ret = -1;
+
+  SCOPED_LOCK (&hub->lock);
+
+  if (catalog_backup_get (hub->cat, backup_id, &job) == -1)
+    return -1;
+  if (disk_index >= 0 && find_disk (&job, disk_index) == NULL) {
+    error_set (ERR_NOT_FOUND, "backup %s has no disk %d", backup_id, disk_index);
+    goto out;
+  }
+  if (strcmp (job.status, "running") != 0) {
+    error_set (ERR_CONFLICT, "backup %s is %s, not running", backup_id, job.status);
+    goto out;
+  }
+  if (catalog_repo_get (hub->cat, job.repository_id, &repo) == -1)
+    goto out;
+  if (catalog_backup_end (hub->cat, backup_id, status, disk_index, error,
+                          &dropped, &n) == -1)
+    goto out;
+  hub_drop_disks (hub, repo.path, dropped, n);
+  log_info ("backup %s %s%s%s", backup_id, status, error ? ": " : "", error ? error : "");
+  ret = catalog_backup_get (hub->cat, backup_id, out);
+ out:
+  cat_disk_free_array (dropped, n);
+  cat_job_clear (&job);
+  cat_repository_clear (&repo);
+  return ret;
+}
+
+/* The distinct job ids of a set of deleted disk rows, as a NULL-terminated
+ * vector (caller frees). */
+static char **
+job_ids_of (const struct cat_disk *disks, size_t n)
+{
+  char **v = calloc (n + 1, sizeof *v);
+  size_t k = 0;
+
+  if (v == NULL) {
+    error_set_errno (ERR_INTERNAL, errno, "out of memory");
+    return NULL;
+  }
+  for (size_t i = 0; i < n; i++) {
+    bool seen = false;
+    for (size_t j = 0; j < k && !seen; j++)
+      seen = strcmp (v[j], disks[i].backup_job_id) == 0;
+    if (!seen && (v[k++] = strdup (disks[i].backup_job_id)) == NULL) {
+      error_set_errno (ERR_INTERNAL, errno, "out of memory");
+      for (size_t j = 0; j < k - 1; j++)
+        free (v[j]);
+      free (v);
+      return NULL;
+    }
+  }
+  return v;
+}
+
+int
+hub_backup_delete (struct hub *hub, const char *backup_id, bool cascade,
+                   char ***deleted_ids)
+{
+  struct cat_job job = { 0 };
+  struct cat_repository repo = { 0 };
+  struct cat_disk *deleted = NULL;
+  size_t n = 0;
+  int ret = -1;
+
+  SCOPED_LOCK (&hub->lock);
+
+  if (catalog_backup_get (hub->cat, backup_id, &job) == -1)
+    return -1;
+  if (catalog_repo_get (hub->cat, job.repository_id, &repo) == -1)
+    goto out;
+  if (strcmp (job.status, "running") == 0) {
+    error_set (ERR_CONFLICT, "backup %s is running: cancel it first", backup_id);
+    goto out;
+  }
+  if (catalog_backup_delete (hub->cat, backup_id, cascade, &deleted, &n) == -1)
+    goto out;
+  *deleted_ids = job_ids_of (deleted, n);
+  hub_drop_disks (hub, repo.path, deleted, n);
+  if (*deleted_ids == NULL)
+    goto out;
+  log_info ("deleted backup %s%s", backup_id, n && cascade ? " and its dependents" : "");
+  ret = 0;
+ out:
+  cat_disk_free_array (deleted, n);
+  cat_job_clear (&job);
+  cat_repository_clear (&repo);
+  return ret;
+}
+
+int
+hub_context_delete (struct hub *hub, const char *context_id, bool force,
+                    char ***deleted_ids)
+{
+  struct cat_context ctx = { 0 };
+  struct cat_repository repo = { 0 };
+  struct cat_disk *deleted = NULL;
+  size_t n = 0;
+  int ret = -1;
+
+  SCOPED_LOCK (&hub->lock);
+
+  if (catalog_context_get (hub->cat, context_id, &ctx) == -1)
+    return -1;
+  if (catalog_repo_get (hub->cat, ctx.repository_id, &repo) == -1)
+    goto out;
+  if (catalog_context_delete (hub->cat, context_id, force, &deleted, &n) == -1)
+    goto out;
+  *deleted_ids = job_ids_of (deleted, n);
+  hub_drop_disks (hub, repo.path, deleted, n);
+  if (repo_remove_context (repo.path, context_id) == -1)
+    log_error ("%s", error_message ());
+  if (*deleted_ids == NULL)
+    goto out;
+  log_info ("deleted context %s (VM '%s', repository %s)", context_id, ctx.vm_name,
+            ctx.repository_id);
+  ret = 0;
+ out:
+  cat_disk_free_array (deleted, n);
+  cat_context_clear (&ctx);
+  cat_repository_clear (&repo);
+  return ret;
+}

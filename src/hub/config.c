@@ -1,0 +1,210 @@
+/* hub/config.c - the options of `strata serve`, from the command line and
+ * from an optional config file with the same keys ("key = value" lines,
+ * '#' comments).  An unknown key or a malformed value stops start-up. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hub/hub.h"
+#include "util/cleanup.h"
+#include "util/error.h"
+#include "util/net.h"
+
+enum { OPT_DATA_DIR = 1, OPT_LISTEN, OPT_NBD_LISTEN, OPT_DB, OPT_TOKEN, OPT_CONFIG,
+       OPT_HELP };
+
+static const struct option long_options[] = {
+  { "data-dir", required_argument, NULL, OPT_DATA_DIR },
+  { "listen", required_argument, NULL, OPT_LISTEN },
+  { "nbd-listen", required_argument, NULL, OPT_NBD_LISTEN },
+  { "db", required_argument, NULL, OPT_DB },
+  { "api-token-file", required_argument, NULL, OPT_TOKEN },
+  { "config", required_argument, NULL, OPT_CONFIG },
+  { "help", no_argument, NULL, OPT_HELP },
+  { NULL, 0, NULL, 0 },
+};
+
+void
+hub_config_usage (void)
+{
+  printf (
+"Usage: strata serve [OPTION]...\n"
+"Run the backup hub: REST API, catalog, repositories and NBD targets.\n"
+"\n"
+"  --data-dir DIR         catalog, repository and run files (default ./var)\n"
+"  --listen ADDR:PORT     REST API address (default 127.0.0.1:8082)\n"
+"  --nbd-listen ADDR:PORT NBD targets of the storage daemon\n"
+"                         (default 127.0.0.1:10809; 0.0.0.0 and :: are refused)\n"
+"  --db URL               catalog (default sqlite://DATA-DIR/catalog.db)\n"
+"  --api-token-file FILE  require 'Authorization: Bearer <token>' on /api/v1\n"
+"  --config FILE          read these options from FILE, one 'key = value' a line\n"
+"                         (keys: data-dir listen nbd-listen db api-token-file);\n"
+"                         options on the command line win\n"
+"  --help                 show this help\n"
+"\n"
+"On its first start with no repository the hub creates the repository\n"
+"'default' at DATA-DIR/repository.  IPv6 addresses go in brackets:\n"
+"[::1]:8082.  Exit status: 0 after a clean shutdown (SIGINT or SIGTERM),\n"
+"1 when start-up fails, 2 on a usage error.\n");
+}
+
+/* Set one option by its key; a later set replaces an earlier one. */
+static int
+config_set (struct hub_config *cfg, int key, const char *value, const char *where)
+{
+  char **slot;
+  struct net_addr a;
+
+  switch (key) {
+  case OPT_DATA_DIR: slot = &cfg->data_dir; break;
+  case OPT_LISTEN: slot = &cfg->listen; break;
+  case OPT_NBD_LISTEN: slot = &cfg->nbd_listen; break;
+  case OPT_DB: slot = &cfg->db; break;
+  case OPT_TOKEN: slot = &cfg->api_token_file; break;
+  default:
+    error_set (ERR_INVALID, "%s: unknown option", where);
+    return -1;
+  }
+  if (*value == '\0') {
+    error_set (ERR_INVALID, "%s: empty value", where);
+    return -1;
+  }
+  if ((key == OPT_LISTEN || key == OPT_NBD_LISTEN) && net_parse_addr (value, &a) == -1) {
+    error_prefix ("%s", where);
+    return -1;
+  }
+  free (*slot);
+  *slot = strdup (value);
+  if (*slot == NULL) {
+    error_set_errno (ERR_INTERNAL, errno, "out of memory");
+    return -1;
+  }
+  return 0;
+}
+
+/* Read a config file.  Each line is blank, a '#' comment, or "key = value". */
+static int
+config_load_file (struct hub_config *cfg, const char *file)
+{
+  FILE *fp = fopen (file, "r");
+  CLEANUP_FREE char *line = NULL;
+  size_t cap = 0;
+  ssize_t len;
+  int lineno = 0, ret = 0;
+
+  if (fp == NULL) {
+    error_set_errno (ERR_INVALID, errno, "config file %s", file);
+    return -1;
+  }
+  while (ret == 0 && (len = getline (&line, &cap, fp)) != -1) {
+    char where[512], *key, *eq, *value, *end;
+    const struct option *o;
+
+    lineno++;
+    snprintf (where, sizeof where, "%s:%d", file, lineno);
+    if (strlen (line) != (size_t) len) {
+      error_set (ERR_INVALID, "%s: NUL byte in line", where);
+      ret = -1;
+      break;
+    }
+    key = line + strspn (line, " \t");
+    end = key + strlen (key);
+    while (end > key && strchr (" \t\r\n", end[-1]))
+      *--end = '\0';
+    if (*key == '\0' || *key == '#')
+      continue;
+    eq = strchr (key, '=');
+    if (eq == NULL) {
+      error_set (ERR_INVALID, "%s: expected 'key = value'", where);
+      ret = -1;
+      break;
+    }
+    value = eq + 1 + strspn (eq + 1, " \t");
+    while (eq > key && strchr (" \t", eq[-1]))
+      eq--;
+    *eq = '\0';
+    for (o = long_options; o->name; o++)
+      if (strcmp (o->name, key) == 0)
+        break;
+    if (o->name == NULL || o->val == OPT_CONFIG || o->val == OPT_HELP) {
+      error_set (ERR_INVALID, "%s: unknown key '%s' (known: data-dir, listen, "
+                 "nbd-listen, db, api-token-file)", where, key);
+      ret = -1;
+      break;
+    }
+    ret = config_set (cfg, o->val, value, where);
+  }
+  fclose (fp);
+  return ret;
+}
+
+int
+hub_config_parse (struct hub_config *cfg, int argc, char **argv)
+{
+  const char *config_file = NULL;
+  int c;
+
+  memset (cfg, 0, sizeof *cfg);
+  /* First pass: only --config and --help, so the file is read first. */
+  optind = 1;
+  opterr = 0;
+  while ((c = getopt_long (argc, argv, "", long_options, NULL)) != -1) {
+    if (c == OPT_HELP) {
+      hub_config_usage ();
+      return 1;
+    }
+    if (c == OPT_CONFIG)
+      config_file = optarg;
+    if (c == '?' || c == ':') {
+      error_set (ERR_INVALID, "unknown or incomplete option '%s' (see strata serve --help)",
+                 argv[optind - 1]);
+      return -1;
+    }
+  }
+  if (optind < argc) {
+    error_set (ERR_INVALID, "unexpected argument '%s' (see strata serve --help)",
+               argv[optind]);
+    return -1;
+  }
+  if (config_file && config_load_file (cfg, config_file) == -1)
+    return -1;
+
+  optind = 1;
+  while ((c = getopt_long (argc, argv, "", long_options, NULL)) != -1) {
+    char where[64];
+    if (c == OPT_CONFIG)
+      continue;
+    snprintf (where, sizeof where, "--%s", long_options[c - 1].name);
+    if (config_set (cfg, c, optarg, where) == -1)
+      return -1;
+  }
+
+  if (!cfg->data_dir && !(cfg->data_dir = strdup ("./var")))
+    goto oom;
+  if (!cfg->listen && !(cfg->listen = strdup ("127.0.0.1:8082")))
+    goto oom;
+  if (!cfg->nbd_listen && !(cfg->nbd_listen = strdup ("127.0.0.1:10809")))
+    goto oom;
+  if (!cfg->db && asprintf (&cfg->db, "sqlite://%s/catalog.db", cfg->data_dir) == -1) {
+    cfg->db = NULL;
+    goto oom;
+  }
+  return 0;
+
+ oom:
+  error_set_errno (ERR_INTERNAL, errno, "out of memory");
+  return -1;
+}
+
+void
+hub_config_clear (struct hub_config *cfg)
+{
+  free (cfg->data_dir);
+  free (cfg->listen);
+  free (cfg->nbd_listen);
+  free (cfg->db);
+  free (cfg->api_token_file);
+  memset (cfg, 0, sizeof *cfg);
+}

@@ -1,0 +1,386 @@
+/* hub/hub.c - opening the hub and recovering after a crash.
+ *
+ * Start-up order: data folder, catalog (migrations), the default
+ * repository on a first start, the storage daemon, then recovery.  Recovery
+ * relies on the ordering rule of storage/repo.h (files are made before their
+ * rows and deleted after them): a file no row owns is a leftover of a crash
+ * and is deleted; a row whose file is missing means data was lost outside
+ * the hub, and the row (with everything backed by it) is marked failed so
+ * nothing builds on it.  Finally the disks of jobs that were running are
+ * exported again under their old names, so agents can reconnect.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "hub/hub-int.h"
+#include "storage/qsd.h"
+#include "storage/repo.h"
+#include "util/cleanup.h"
+#include "util/error.h"
+#include "util/id.h"
+#include "util/log.h"
+
+char *
+hub_nbd_uri (struct hub *hub, const char *export_name)
+{
+  char *uri;
+  if (asprintf (&uri, hub->nbd.ipv6 ? "nbd://[%s]:%d/%s" : "nbd://%s:%d/%s",
+                hub->nbd.host, hub->nbd.port, export_name) == -1)
+    return NULL;
+  return uri;
+}
+
+bool
+hub_storage_up (struct hub *hub)
+{
+  return qsd_pid (hub->qsd) != 0;
+}
+
+/* Read the API token: the first line of the file, which must not be empty. */
+static char *
+read_token (const char *file)
+{
+  CLEANUP_FREE char *line = NULL;
+  size_t cap = 0;
+  ssize_t len;
+  FILE *fp = fopen (file, "r");
+  struct stat st;
+
+  if (fp == NULL) {
+    error_set_errno (ERR_INVALID, errno, "API token file %s", file);
+    return NULL;
+  }
+  if (fstat (fileno (fp), &st) == 0 && (st.st_mode & 077))
+    log_warn ("API token file %s can be read by other users; chmod 600 it", file);
+  len = getline (&line, &cap, fp);
+  fclose (fp);
+  while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+    line[--len] = '\0';
+  if (len <= 0) {
+    error_set (ERR_INVALID, "API token file %s is empty", file);
+    return NULL;
+  }
+  if ((size_t) len != strlen (line) || len > 4096) {
+    error_set (ERR_INVALID, "API token file %s: token has a NUL byte or is too long", file);
+    return NULL;
+  }
+  char *ret = line;
+  line = NULL;
+  return ret;
+}
+
+/* Export every disk that should be exported now.  Called at start and by
+ * the storage daemon's supervisor after a restart. */
+static void
+reexport_running (struct hub *hub)
+{
+  struct cat_disk *disks = NULL;
+  size_t n = 0;
+
+  if (catalog_running_disks (hub->cat, &disks, &n) == -1) {
+    log_error ("listing running disks: %s", error_message ());
+    return;
+  }
+  for (size_t i = 0; i < n; i++) {
+    struct cat_repository repo = { 0 };
+    CLEANUP_FREE char *path = NULL;
+    struct cat_job job = { 0 };
+
+    if (disks[i].nbd_export == NULL || disks[i].qcow2_path == NULL)
+      continue;
+    if (catalog_backup_get (hub->cat, disks[i].backup_job_id, &job) == -1 ||
+        catalog_repo_get (hub->cat, job.repository_id, &repo) == -1) {
+      log_error ("re-exporting %s disk %d: %s", disks[i].backup_job_id,
+                 disks[i].disk_index, error_message ());
+      cat_job_clear (&job);
+      continue;
+    }
+    path = repo_abspath (repo.path, disks[i].qcow2_path);
+    if (path && qsd_export_add (hub->qsd, disks[i].nbd_export, path, true) == 0)
+      log_info ("re-exported %s disk %d", disks[i].backup_job_id, disks[i].disk_index);
+    else
+      log_error ("re-exporting %s disk %d: %s", disks[i].backup_job_id,
+                 disks[i].disk_index, error_message ());
+    cat_repository_clear (&repo);
+    cat_job_clear (&job);
+  }
+  cat_disk_free_array (disks, n);
+}
+
+static void
+on_qsd_restart (struct qsd *q, void *opaque)
+{
+  struct hub *hub = opaque;
+  SCOPED_LOCK (&hub->lock);
+  log_warn ("storage daemon restarted; exporting the running disks again");
+  reexport_running (hub);
+}
+
+/* --- Recovery of files and rows ---------------------------------------- */
+
+struct known_files {
+  const char *repo_path;
+  char **rels;            /* sorted, for bsearch */
+  size_t n;
+  int removed;
+};
+
+static int
+cmp_str (const void *a, const void *b)
+{
+  return strcmp (*(char *const *) a, *(char *const *) b);
+}
+
+static int
+remove_orphan (const char *rel, void *opaque)
+{
+  struct known_files *k = opaque;
+  const char *key = rel;
+
+  if (bsearch (&key, k->rels, k->n, sizeof *k->rels, cmp_str))
+    return 0;
+  log_warn ("repository %s: %s belongs to no backup (left by a crash?); deleting it",
+            k->repo_path, rel);
+  if (repo_remove_image (k->repo_path, rel) == -1) {
+    log_error ("%s", error_message ());
+    return 0;
+  }
+  k->removed++;
+  return 0;
+}
+
+/* Mark rows whose file is missing, then delete files that no row owns. */
+static int
+recover_files (struct hub *hub)
+{
+  struct cat_disk *disks = NULL;
+  char **repo_paths = NULL;
+  struct cat_repository *repos = NULL;
+  size_t n = 0, n_repos = 0;
+
+  if (catalog_disk_files (hub->cat, &disks, &repo_paths, &n) == -1)
+    return -1;
+  for (size_t i = 0; i < n; i++) {
+    CLEANUP_FREE char *path = repo_abspath (repo_paths[i], disks[i].qcow2_path);
+    struct stat st;
+    char reason[512];
+
+    if (path == NULL || stat (path, &st) == 0)
+      continue;
+    snprintf (reason, sizeof reason, "file %s missing at start-up", path);
+    log_error ("backup %s disk %d: %s; marking it (and the backups built on it) failed",
+               disks[i].backup_job_id, disks[i].disk_index, reason);
+    if (strcmp (disks[i].status, "running") == 0 ||
+        strcmp (disks[i].status, "pending") == 0) {
+      struct cat_disk *dropped = NULL;
+      size_t nd = 0;
+      if (catalog_backup_end (hub->cat, disks[i].backup_job_id, "failed",
+                              disks[i].disk_index, reason, &dropped, &nd) == 0) {
+        hub_drop_disks (hub, repo_paths[i], dropped, nd);
+        cat_disk_free_array (dropped, nd);
+      }
+    }
+    else if (catalog_disk_lost (hub->cat, disks[i].id, reason) == -1)
+      log_error ("%s", error_message ());
+  }
+  for (size_t i = 0; i < n; i++)
+    free (repo_paths[i]);
+  free (repo_paths);
+  cat_disk_free_array (disks, n);
+
+  /* Now the files: collect what rows own per repository, delete the rest. */
+  if (catalog_repo_list (hub->cat, &repos, &n_repos) == -1)
+    return -1;
+  if (catalog_disk_files (hub->cat, &disks, &repo_paths, &n) == -1) {
+    cat_repository_free_array (repos, n_repos);
+    return -1;
+  }
+  for (size_t r = 0; r < n_repos; r++) {
+    struct known_files k = { .repo_path = repos[r].path };
+    k.rels = calloc (n + 1, sizeof *k.rels);
+    if (k.rels == NULL)
+      break;
+    for (size_t i = 0; i < n; i++)
+      if (strcmp (repo_paths[i], repos[r].path) == 0)
+        k.rels[k.n++] = disks[i].qcow2_path;
+    qsort (k.rels, k.n, sizeof *k.rels, cmp_str);
+    if (repo_scan (repos[r].path, remove_orphan, &k) == -1)
+      log_warn ("%s", error_message ());
+    repo_prune (repos[r].path);
+    if (k.removed)
+      log_warn ("repository %s: deleted %d file(s) that no backup owned",
+                repos[r].id, k.removed);
+    free (k.rels);
+  }
+  for (size_t i = 0; i < n; i++)
+    free (repo_paths[i]);
+  free (repo_paths);
+  cat_disk_free_array (disks, n);
+  cat_repository_free_array (repos, n_repos);
+  return 0;
+}
+
+/* Create the repository "default" when the catalog has none at all. */
+static int
+ensure_default_repo (struct hub *hub)
+{
+  struct cat_repository *repos = NULL, r = { 0 };
+  CLEANUP_FREE char *path = NULL;
+  size_t n = 0;
+
+  if (catalog_repo_list (hub->cat, &repos, &n) == -1)
+    return -1;
+  cat_repository_free_array (repos, n);
+  if (n > 0)
+    return 0;
+  if (asprintf (&path, "%s/repository", hub->cfg.data_dir) == -1) {
+    path = NULL;
+    error_set_errno (ERR_INTERNAL, errno, "out of memory");
+    return -1;
+  }
+  if (hub_repo_create (hub, "default", "default", "local", path, &r) == -1)
+    return -1;
+  log_info ("created repository 'default' at %s", r.path);
+  cat_repository_clear (&r);
+  return 0;
+}
+
+struct hub *
+hub_open (struct hub_config *cfg)
+{
+  struct hub *hub = calloc (1, sizeof *hub);
+  char *abs;
+
+  if (hub == NULL) {
+    error_set_errno (ERR_INTERNAL, errno, "out of memory");
+    hub_config_clear (cfg);
+    return NULL;
+  }
+  hub->cfg = *cfg;
+  memset (cfg, 0, sizeof *cfg);
+  pthread_mutex_init (&hub->lock, NULL);
+
+  if (net_parse_addr (hub->cfg.listen, &hub->listen) == -1 ||
+      net_parse_addr (hub->cfg.nbd_listen, &hub->nbd) == -1)
+    goto fail;
+  if (net_is_wildcard (&hub->nbd)) {
+    error_set (ERR_INVALID, "--nbd-listen %s would open unauthenticated NBD targets on "
+               "every interface; name one address", hub->cfg.nbd_listen);
+    goto fail;
+  }
+  if (!net_is_loopback (&hub->nbd))
+    log_warn ("NBD targets listen on %s: anyone who can reach it and learns an export "
+              "name can read or write that disk; keep this network private",
+              hub->cfg.nbd_listen);
+  if (hub->cfg.api_token_file && (hub->token = read_token (hub->cfg.api_token_file)) == NULL)
+    goto fail;
+  else if (!hub->cfg.api_token_file && !net_is_loopback (&hub->listen))
+    log_warn ("the API listens on %s without --api-token-file: anyone who reaches it "
+              "can delete backups", hub->cfg.listen);
+
+  if (mkdir (hub->cfg.data_dir, 0750) == -1 && errno != EEXIST) {
+    error_set_errno (ERR_INVALID, errno, "creating data folder %s", hub->cfg.data_dir);
+    goto fail;
+  }
+  abs = realpath (hub->cfg.data_dir, NULL);
+  if (abs == NULL) {
+    error_set_errno (ERR_INVALID, errno, "data folder %s", hub->cfg.data_dir);
+    goto fail;
+  }
+  free (hub->cfg.data_dir);
+  hub->cfg.data_dir = abs;
+  if (asprintf (&hub->run_dir, "%s/run", hub->cfg.data_dir) == -1) {
+    hub->run_dir = NULL;
+    error_set_errno (ERR_INTERNAL, errno, "out of memory");
+    goto fail;
+  }
+  if (mkdir (hub->run_dir, 0700) == -1 && errno != EEXIST) {
+    error_set_errno (ERR_INVALID, errno, "creating %s", hub->run_dir);
+    goto fail;
+  }
+
+  hub->cat = catalog_open (hub->cfg.db);
+  if (hub->cat == NULL)
+    goto fail;
+  if (ensure_default_repo (hub) == -1)
+    goto fail;
+
+  struct qsd_config qc = { .run_dir = hub->run_dir, .nbd_host = hub->nbd.host,
+                           .nbd_port = hub->nbd.port };
+  hub->qsd = qsd_start (&qc, on_qsd_restart, hub);
+  if (hub->qsd == NULL)
+    goto fail;
+
+  {
+    SCOPED_LOCK (&hub->lock);
+    if (recover_files (hub) == -1)
+      log_error ("recovery: %s", error_message ());
+    reexport_running (hub);
+  }
+  return hub;
+
+ fail:
+  error_prefix ("starting the hub");
+  {
+    /* hub_close would clobber the error message. */
+    char saved[1024];
+    enum error_category cat = error_category ();
+    snprintf (saved, sizeof saved, "%s", error_message ());
+    hub_close (hub);
+    error_set (cat, "%s", saved);
+  }
+  return NULL;
+}
+
+void
+hub_close (struct hub *hub)
+{
+  if (hub == NULL)
+    return;
+  qsd_stop (hub->qsd);
+  catalog_close (hub->cat);
+  hub_config_clear (&hub->cfg);
+  free (hub->run_dir);
+  free (hub->token);
+  pthread_mutex_destroy (&hub->lock);
+  free (hub);
+}
+
+int
+hub_repo_create (struct hub *hub, const char *id, const char *name, const char *type,
+                 const char *path, struct cat_repository *out)
+{
+  CLEANUP_FREE char *made_id = NULL;
+  CLEANUP_FREE char *canonical = NULL;
+  char now[32];
+  bool created;
+
+  if (type && strcmp (type, "local") != 0) {
+    error_set (ERR_INVALID, "repository type '%s' is not supported (only 'local')", type);
+    return -1;
+  }
+  if (id == NULL) {
+    made_id = id_new ("repo", NULL);
+    if (made_id == NULL)
+      return -1;
+    id = made_id;
+  }
+  if (repo_prepare (path, &canonical, &created) == -1)
+    return -1;
+  id_now (now, sizeof now);
+  struct cat_repository r = { .id = (char *) id, .name = (char *) name,
+                              .type = (char *) "local", .path = canonical,
+                              .created_at = now };
+  if (catalog_repo_insert (hub->cat, &r) == -1 ||
+      catalog_repo_get (hub->cat, id, out) == -1) {
+    if (created)
+      rmdir (canonical);
+    return -1;
+  }
+  return 0;
+}

@@ -1,0 +1,110 @@
+/* hub/hub.h - the hub's core: configuration, start-up recovery, and the
+ * backup state transitions that tie the catalog, the repository files and
+ * the storage daemon's NBD exports together.
+ *
+ * The HTTP layer validates input and calls these; nothing here knows about
+ * HTTP.  Every function returns 0 or -1 with the thread-local error set
+ * (util/error.h), whose category decides the HTTP status.
+ */
+#ifndef STRATA_HUB_HUB_H
+#define STRATA_HUB_HUB_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "catalog/catalog.h"
+#include "util/net.h"
+
+#define STRATA_VERSION "0.1.0"
+
+/* Limits shared by the API validation and the core. */
+#define HUB_MAX_DISKS 256
+#define HUB_MAX_DISK_INDEX 1023
+#define HUB_MAX_DISK_SIZE (INT64_C (1) << 55)
+#define HUB_MAX_CHANGE_ID 1024
+#define HUB_MAX_ERROR 4096
+
+struct hub_config {
+  char *data_dir;          /* default ./var */
+  char *listen;            /* default 127.0.0.1:8082 */
+  char *nbd_listen;        /* default 127.0.0.1:10809 */
+  char *db;                /* default sqlite://DATA-DIR/catalog.db */
+  char *api_token_file;    /* NULL: no authentication */
+};
+
+/* Fill cfg from the `strata serve` command line, reading --config FILE
+ * first so that options on the command line win.  Returns 0, 1 when --help
+ * was shown, or -1 with ERR_INVALID naming the bad option or line. */
+int hub_config_parse (struct hub_config *cfg, int argc, char **argv);
+void hub_config_clear (struct hub_config *cfg);
+void hub_config_usage (void);
+
+struct hub {
+  struct hub_config cfg;
+  struct catalog *cat;
+  struct qsd *qsd;
+  struct net_addr listen, nbd;
+  char *run_dir;
+  char *token;             /* API token, NULL when none */
+  /* Serialises the state transitions of backups (start, complete, end,
+   * delete) and the storage-daemon restart callback.  Reads do not take it. */
+  pthread_mutex_t lock;
+};
+
+/* Open the hub: data folder, catalog (migrated), the default repository on
+ * a first start, the storage daemon, then recovery: report and remove files
+ * no row owns, mark rows whose file is gone, re-export the disks of running
+ * jobs.  Takes ownership of cfg's strings.  NULL on error. */
+struct hub *hub_open (struct hub_config *cfg);
+void hub_close (struct hub *hub);        /* NULL is a no-op */
+bool hub_storage_up (struct hub *hub);
+
+/* "nbd://HOST:PORT/EXPORT" for an export name.  Caller frees. */
+char *hub_nbd_uri (struct hub *hub, const char *export_name);
+
+/* --- Repositories ----------------------------------------------------- */
+/* id may be NULL (one is made).  *out receives the new row. */
+int hub_repo_create (struct hub *hub, const char *id, const char *name,
+                     const char *type, const char *path, struct cat_repository *out);
+
+/* --- Backups ---------------------------------------------------------- */
+struct hub_backup_request {
+  const char *vm_name;
+  const char *repository_id;      /* NULL: "default" */
+  const char *backup_type;        /* "full" or "incremental" */
+  const struct cat_vm_disk *disks;  /* NULL: use the inventory; else sorted
+                                     * by disk_index, indexes distinct */
+  size_t n_disks;
+};
+
+/* Start a backup: plan the chain, create the images, export them, and record
+ * the running job, in that order, undoing everything on failure.  *out
+ * receives the job. */
+int hub_backup_start (struct hub *hub, const struct hub_backup_request *req,
+                      struct cat_job *out);
+
+/* Complete one disk: remove its export (flushing it), sync the file and make
+ * it read-only, then record it.  A repeat of an accepted completion with the
+ * same change id succeeds again.  *out receives the job afterwards. */
+int hub_backup_complete (struct hub *hub, const char *backup_id, int disk_index,
+                         const char *change_id, int64_t bytes_transferred,
+                         struct cat_job *out);
+
+/* End a running job as "failed" or "cancelled"; drops the unfinished disks'
+ * exports and files.  disk_index < 0 when no disk is named. */
+int hub_backup_end (struct hub *hub, const char *backup_id, const char *status,
+                    int disk_index, const char *error, struct cat_job *out);
+
+/* Delete a finished backup (and, with cascade, the backups built on it).
+ * *deleted_ids receives the deleted job ids (NULL-terminated, caller frees
+ * with the strv cleanup). */
+int hub_backup_delete (struct hub *hub, const char *backup_id, bool cascade,
+                       char ***deleted_ids);
+
+/* Delete a context with its jobs, disks and folder.  force drops a running
+ * job's exports first. */
+int hub_context_delete (struct hub *hub, const char *context_id, bool force,
+                        char ***deleted_ids);
+
+#endif

@@ -1,0 +1,97 @@
+/* main.c - the strata command: dispatches subcommands, nothing more. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api.h"
+#include "hub/hub.h"
+#include "util/error.h"
+#include "util/log.h"
+
+static void
+usage (FILE *fp)
+{
+  fprintf (fp,
+"Usage: strata COMMAND [OPTION]...\n"
+"strata is a backup hub for virtual machines.\n"
+"\n"
+"Commands:\n"
+"  serve      run the hub: REST API, catalog, repositories, NBD targets\n"
+"             (strata serve --help for its options)\n"
+"  help       show this help\n"
+"  version    print the version\n"
+"\n"
+"Exit status: 0 on success, 1 on failure, 2 on a usage error.\n");
+}
+
+/* Run the hub until SIGINT or SIGTERM. */
+static int
+cmd_serve (int argc, char **argv)
+{
+  struct hub_config cfg;
+  struct hub *hub;
+  struct api *api;
+  sigset_t set;
+  int r, sig;
+
+  r = hub_config_parse (&cfg, argc, argv);
+  if (r == 1)
+    return 0;
+  if (r == -1) {
+    fprintf (stderr, "strata serve: %s\n", error_message ());
+    hub_config_clear (&cfg);
+    return 2;
+  }
+  if (getenv ("STRATA_DEBUG"))
+    log_set_level (LOG_DEBUG);
+
+  /* Block the signals before any thread starts, so only sigwait sees them. */
+  sigemptyset (&set);
+  sigaddset (&set, SIGINT);
+  sigaddset (&set, SIGTERM);
+  pthread_sigmask (SIG_BLOCK, &set, NULL);
+  signal (SIGPIPE, SIG_IGN);
+
+  hub = hub_open (&cfg);
+  if (hub == NULL) {
+    log_error ("%s", error_message ());
+    return 1;
+  }
+  api = api_start (hub);
+  if (api == NULL) {
+    log_error ("%s", error_message ());
+    hub_close (hub);
+    return 1;
+  }
+  log_info ("strata %s ready (catalog %s, NBD on %s)", STRATA_VERSION,
+            catalog_backend_name (hub->cat), hub->cfg.nbd_listen);
+  sigwait (&set, &sig);
+  log_info ("signal %d: shutting down", sig);
+  api_stop (api);
+  hub_close (hub);
+  return 0;
+}
+
+int
+main (int argc, char **argv)
+{
+  if (argc < 2) {
+    usage (stderr);
+    return 2;
+  }
+  if (strcmp (argv[1], "serve") == 0)
+    return cmd_serve (argc - 1, argv + 1);
+  if (strcmp (argv[1], "help") == 0 || strcmp (argv[1], "--help") == 0 ||
+      strcmp (argv[1], "-h") == 0) {
+    usage (stdout);
+    return 0;
+  }
+  if (strcmp (argv[1], "version") == 0 || strcmp (argv[1], "--version") == 0) {
+    printf ("strata %s\n", STRATA_VERSION);
+    return 0;
+  }
+  fprintf (stderr, "strata: unknown command '%s'\n", argv[1]);
+  usage (stderr);
+  return 2;
+}

@@ -1,0 +1,433 @@
+/* storage/repo.c - the layout and files of a local repository. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include "storage/repo.h"
+#include "util/cleanup.h"
+#include "util/error.h"
+#include "util/id.h"
+#include "util/log.h"
+#include "util/proc.h"
+
+static char *
+xasprintf (const char *fmt, ...) __attribute__((format (printf, 1, 2)));
+
+static char *
+xasprintf (const char *fmt, ...)
+{
+  va_list ap;
+  char *s;
+  int r;
+
+  va_start (ap, fmt);
+  r = vasprintf (&s, fmt, ap);
+  va_end (ap);
+  if (r == -1) {
+    error_set_errno (ERR_INTERNAL, errno, "out of memory");
+    return NULL;
+  }
+  return s;
+}
+
+char *
+repo_disk_relpath (const char *context_id, int disk_index, const char *backup_id)
+{
+  return xasprintf ("%s/disk%d/%s.qcow2", context_id, disk_index, backup_id);
+}
+
+char *
+repo_abspath (const char *repo_path, const char *rel)
+{
+  return xasprintf ("%s/%s", repo_path, rel);
+}
+
+/* fsync a directory so that a create, rename or unlink in it is durable. */
+static int
+sync_dir (const char *dir)
+{
+  CLEANUP_FD int fd = open (dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd == -1 || fsync (fd) == -1) {
+    error_set_errno (ERR_INTERNAL, errno, "syncing folder %s", dir);
+    return -1;
+  }
+  return 0;
+}
+
+/* The folder part of path, in a new string. */
+static char *
+dir_of (const char *path)
+{
+  const char *slash = strrchr (path, '/');
+  if (slash == NULL)
+    return strdup (".");
+  if (slash == path)
+    return strdup ("/");
+  return strndup (path, slash - path);
+}
+
+int
+repo_prepare (const char *path, char **canonical, bool *created)
+{
+  struct stat st;
+  const char *p;
+
+  *created = false;
+  if (path == NULL || path[0] != '/') {
+    error_set (ERR_INVALID, "repository path must be absolute");
+    return -1;
+  }
+  if (strlen (path) >= PATH_MAX - 256) {
+    error_set (ERR_INVALID, "repository path is too long");
+    return -1;
+  }
+  /* Refuse "." and ".." components: the path stored is the path meant. */
+  for (p = path; *p; ) {
+    size_t n;
+    while (*p == '/')
+      p++;
+    n = strcspn (p, "/");
+    if ((n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.')) {
+      error_set (ERR_INVALID, "repository path must not contain '.' or '..'");
+      return -1;
+    }
+    p += n;
+  }
+  if (stat (path, &st) == -1) {
+    if (errno != ENOENT) {
+      error_set_errno (ERR_INVALID, errno, "repository path %s", path);
+      return -1;
+    }
+    if (mkdir (path, 0750) == -1) {
+      error_set_errno (ERR_INVALID, errno,
+                       "cannot create repository folder %s (its parent must exist)",
+                       path);
+      return -1;
+    }
+    *created = true;
+  }
+  else if (!S_ISDIR (st.st_mode)) {
+    error_set (ERR_INVALID, "repository path %s is not a directory", path);
+    return -1;
+  }
+  if (access (path, W_OK | X_OK) == -1) {
+    error_set_errno (ERR_INVALID, errno, "repository path %s is not writable", path);
+    goto undo;
+  }
+  *canonical = realpath (path, NULL);
+  if (*canonical == NULL) {
+    error_set_errno (ERR_INTERNAL, errno, "resolving %s", path);
+    goto undo;
+  }
+  return 0;
+
+ undo:
+  if (*created)
+    rmdir (path);
+  *created = false;
+  return -1;
+}
+
+static __thread int64_t usage_sum;
+
+static int
+usage_visit (const char *fpath, const struct stat *sb, int type, struct FTW *ftw)
+{
+  if (type == FTW_F)
+    usage_sum += (int64_t) sb->st_blocks * 512;
+  return 0;
+}
+
+int
+repo_usage (const char *repo_path, int64_t *used, int64_t *available)
+{
+  struct statvfs vfs;
+
+  if (statvfs (repo_path, &vfs) == -1) {
+    error_set_errno (ERR_INTERNAL, errno, "statvfs %s", repo_path);
+    return -1;
+  }
+  *available = (int64_t) vfs.f_bavail * (int64_t) vfs.f_frsize;
+  usage_sum = 0;
+  if (nftw (repo_path, usage_visit, 16, FTW_PHYS) == -1) {
+    error_set_errno (ERR_INTERNAL, errno, "walking %s", repo_path);
+    return -1;
+  }
+  *used = usage_sum;
+  return 0;
+}
+
+/* mkdir -p for the folders of rel under root (at most a few levels). */
+static int
+make_dirs (const char *root, const char *rel)
+{
+  CLEANUP_FREE char *path = repo_abspath (root, rel);
+  char *p;
+
+  if (path == NULL)
+    return -1;
+  for (p = path + strlen (root) + 1; (p = strchr (p, '/')) != NULL; p++) {
+    *p = '\0';
+    if (mkdir (path, 0750) == -1 && errno != EEXIST) {
+      error_set_errno (ERR_INTERNAL, errno, "creating folder %s", path);
+      return -1;
+    }
+    *p = '/';
+  }
+  return 0;
+}
+
+char *
+repo_relative (const char *from, const char *to)
+{
+  size_t common = 0, i, ups = 0;
+  char *ret, *q;
+
+  /* Longest common run of whole leading folders. */
+  for (i = 0; from[i] && from[i] == to[i]; i++)
+    if (from[i] == '/')
+      common = i + 1;
+  for (i = common; from[i]; i++)
+    if (from[i] == '/')
+      ups++;
+  ret = malloc (ups * 3 + strlen (to + common) + 1);
+  if (ret == NULL) {
+    error_set_errno (ERR_INTERNAL, errno, "out of memory");
+    return NULL;
+  }
+  for (q = ret, i = 0; i < ups; i++, q += 3)
+    memcpy (q, "../", 3);
+  strcpy (q, to + common);
+  return ret;
+}
+
+int
+repo_create_image (const char *repo_path, const char *rel, int64_t size,
+                   const char *parent_rel)
+{
+  CLEANUP_FREE char *path = repo_abspath (repo_path, rel);
+  CLEANUP_FREE char *backing = NULL;
+  CLEANUP_FREE char *output = NULL;
+  CLEANUP_FREE char *dir = NULL;
+  char size_str[32];
+  struct stat st;
+
+  if (path == NULL || make_dirs (repo_path, rel) == -1)
+    return -1;
+  if (lstat (path, &st) == 0) {
+    error_set (ERR_CONFLICT, "image %s exists already", path);
+    return -1;
+  }
+  snprintf (size_str, sizeof size_str, "%" PRId64, size);
+  if (parent_rel) {
+    backing = repo_relative (rel, parent_rel);
+    if (backing == NULL)
+      return -1;
+    const char *argv[] = { "qemu-img", "create", "-q", "-f", "qcow2",
+                           "-b", backing, "-F", "qcow2", path, size_str, NULL };
+    if (proc_run (argv, &output) == -1)
+      goto fail;
+  }
+  else {
+    const char *argv[] = { "qemu-img", "create", "-q", "-f", "qcow2",
+                           path, size_str, NULL };
+    if (proc_run (argv, &output) == -1)
+      goto fail;
+  }
+  dir = dir_of (path);
+  if (dir == NULL || sync_dir (dir) == -1)
+    goto fail;
+  return 0;
+
+ fail:
+  /* qemu-img does not say ENOSPC in a way we can read: check ourselves. */
+  {
+    struct statvfs vfs;
+    if (statvfs (repo_path, &vfs) == 0 &&
+        (int64_t) vfs.f_bavail * (int64_t) vfs.f_frsize < 1024 * 1024)
+      error_set (ERR_NO_SPACE, "repository %s is full: %s", repo_path, error_message ());
+  }
+  unlink (path);
+  return -1;
+}
+
+int
+repo_finalize (const char *repo_path, const char *rel)
+{
+  CLEANUP_FREE char *path = repo_abspath (repo_path, rel);
+  CLEANUP_FREE char *dir = NULL;
+  CLEANUP_FD int fd = -1;
+
+  if (path == NULL)
+    return -1;
+  fd = open (path, O_RDONLY | O_CLOEXEC);
+  if (fd == -1) {
+    error_set_errno (ERR_INTERNAL, errno, "opening %s", path);
+    return -1;
+  }
+  if (fsync (fd) == -1) {
+    error_set_errno (ERR_INTERNAL, errno, "syncing %s", path);
+    return -1;
+  }
+  if (fchmod (fd, 0444) == -1) {
+    error_set_errno (ERR_INTERNAL, errno, "making %s read-only", path);
+    return -1;
+  }
+  dir = dir_of (path);
+  return dir ? sync_dir (dir) : -1;
+}
+
+int
+repo_remove_image (const char *repo_path, const char *rel)
+{
+  CLEANUP_FREE char *path = repo_abspath (repo_path, rel);
+  CLEANUP_FREE char *dir = NULL;
+  CLEANUP_FREE char *ctxdir = NULL;
+
+  if (path == NULL)
+    return -1;
+  if (unlink (path) == -1 && errno != ENOENT) {
+    error_set_errno (ERR_INTERNAL, errno, "deleting %s", path);
+    return -1;
+  }
+  dir = dir_of (path);
+  if (dir == NULL)
+    return -1;
+  sync_dir (dir);
+  if (rmdir (dir) == 0) {
+    ctxdir = dir_of (dir);
+    if (ctxdir && rmdir (ctxdir) == -1 && errno != ENOTEMPTY && errno != EEXIST)
+      log_warn ("removing folder %s: %m", ctxdir);
+  }
+  return 0;
+}
+
+static bool
+is_disk_dir_name (const char *name)
+{
+  if (strncmp (name, "disk", 4) != 0 || name[4] == '\0')
+    return false;
+  for (const char *p = name + 4; *p; p++)
+    if (*p < '0' || *p > '9')
+      return false;
+  return true;
+}
+
+static bool
+is_image_name (const char *name)
+{
+  size_t n = strlen (name);
+  return n > 6 && strcmp (name + n - 6, ".qcow2") == 0;
+}
+
+/* Call fn for each disk folder of a context folder, then for each image in
+ * it when files is set.  ctx_rel is the context folder's name. */
+static int
+walk_context (const char *repo_path, const char *ctx_rel,
+              int (*fn) (const char *rel, void *opaque), void *opaque, bool prune)
+{
+  CLEANUP_FREE char *ctxdir = repo_abspath (repo_path, ctx_rel);
+  DIR *d, *dd;
+  struct dirent *de, *fe;
+  int ret = 0;
+
+  if (ctxdir == NULL || (d = opendir (ctxdir)) == NULL)
+    return 0;
+  while ((de = readdir (d)) != NULL) {
+    CLEANUP_FREE char *diskdir = NULL;
+    if (!is_disk_dir_name (de->d_name))
+      continue;
+    diskdir = xasprintf ("%s/%s", ctxdir, de->d_name);
+    if (diskdir == NULL || (dd = opendir (diskdir)) == NULL)
+      continue;
+    while (fn && (fe = readdir (dd)) != NULL) {
+      CLEANUP_FREE char *rel = NULL;
+      if (!is_image_name (fe->d_name))
+        continue;
+      rel = xasprintf ("%s/%s/%s", ctx_rel, de->d_name, fe->d_name);
+      if (rel && fn (rel, opaque) == -1)
+        ret = -1;
+    }
+    closedir (dd);
+    if (prune)
+      rmdir (diskdir);
+  }
+  closedir (d);
+  if (prune)
+    rmdir (ctxdir);
+  return ret;
+}
+
+static int
+is_context_dir (const char *repo_path, const char *name)
+{
+  CLEANUP_FREE char *p = NULL;
+  struct stat st;
+
+  if (strncmp (name, "ctx-", 4) != 0 || !id_valid (name))
+    return 0;
+  p = repo_abspath (repo_path, name);
+  return p && lstat (p, &st) == 0 && S_ISDIR (st.st_mode);
+}
+
+int
+repo_scan (const char *repo_path, int (*fn) (const char *rel, void *opaque),
+           void *opaque)
+{
+  DIR *d = opendir (repo_path);
+  struct dirent *de;
+  int ret = 0;
+
+  if (d == NULL) {
+    error_set_errno (ERR_INTERNAL, errno, "opening repository %s", repo_path);
+    return -1;
+  }
+  while ((de = readdir (d)) != NULL)
+    if (is_context_dir (repo_path, de->d_name) &&
+        walk_context (repo_path, de->d_name, fn, opaque, false) == -1)
+      ret = -1;
+  closedir (d);
+  return ret;
+}
+
+void
+repo_prune (const char *repo_path)
+{
+  DIR *d = opendir (repo_path);
+  struct dirent *de;
+
+  if (d == NULL)
+    return;
+  while ((de = readdir (d)) != NULL)
+    if (is_context_dir (repo_path, de->d_name))
+      walk_context (repo_path, de->d_name, NULL, NULL, true);
+  closedir (d);
+}
+
+static int
+remove_one (const char *rel, void *opaque)
+{
+  return repo_remove_image (opaque, rel);
+}
+
+int
+repo_remove_context (const char *repo_path, const char *context_id)
+{
+  if (!id_valid (context_id)) {
+    error_set (ERR_INVALID, "bad context id");
+    return -1;
+  }
+  if (walk_context (repo_path, context_id, remove_one, (void *) repo_path, true) == -1)
+    return -1;
+  return 0;
+}

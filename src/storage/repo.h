@@ -1,0 +1,68 @@
+/* storage/repo.h - the layout and files of a local repository.
+ *
+ * A repository is a directory holding one folder per backup context, one
+ * folder per disk in it, and one QCOW2 file per backup of that disk:
+ *
+ *     <repository>/<context_id>/disk<N>/<backup_id>.qcow2
+ *
+ * Paths kept in the catalog are relative to the repository root, and an
+ * incremental's backing file is recorded relative to the overlay, so a
+ * repository can be moved or copied whole.  Only ids ever become path
+ * components.
+ *
+ * Ordering rule that keeps catalog and files consistent across a crash:
+ * files are created before the rows that own them and deleted after the
+ * rows are gone, so a crash can only leave a file that no row owns, which
+ * repo_scan finds at the next start.
+ */
+#ifndef STRATA_STORAGE_REPO_H
+#define STRATA_STORAGE_REPO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* "<context_id>/disk<N>/<backup_id>.qcow2".  Caller frees. */
+char *repo_disk_relpath (const char *context_id, int disk_index, const char *backup_id);
+/* repo_path + "/" + rel.  Caller frees. */
+char *repo_abspath (const char *repo_path, const char *rel);
+
+/* Check a path offered for a new repository: absolute, no "." or ".."
+ * components, a directory (created when only its last component is missing)
+ * and writable.  *created tells whether it was made here.  On success
+ * *canonical receives the resolved path (caller frees). */
+int repo_prepare (const char *path, char **canonical, bool *created);
+
+/* Space taken by the files under the repository, and space its file system
+ * still offers. */
+int repo_usage (const char *repo_path, int64_t *used, int64_t *available);
+
+/* Create a fresh QCOW2 of size bytes at rel, or an overlay of size bytes
+ * backed by parent_rel (same repository), recorded relative to the overlay.
+ * Creates the folders it needs.  A failure leaves no file. */
+int repo_create_image (const char *repo_path, const char *rel, int64_t size,
+                       const char *parent_rel);
+
+/* Make a finished image durable and read-only: fsync the file and its
+ * folder, then chmod 0444. */
+int repo_finalize (const char *repo_path, const char *rel);
+
+/* Delete an image, then its disk and context folders if they are empty. */
+int repo_remove_image (const char *repo_path, const char *rel);
+
+/* Delete a context's folder with everything strata made in it. */
+int repo_remove_context (const char *repo_path, const char *context_id);
+
+/* Walk the repository for image files laid out as above and call fn with
+ * each one's relative path.  Folders strata did not make are skipped. */
+int repo_scan (const char *repo_path, int (*fn) (const char *rel, void *opaque),
+               void *opaque);
+
+/* Remove empty disk and context folders that no longer hold anything. */
+void repo_prune (const char *repo_path);
+
+/* Relative path from the folder of `from` to `to`, both relative to the
+ * same root ("a/b/x", "a/c/y" -> "../c/y").  Caller frees. */
+char *repo_relative (const char *from, const char *to);
+
+#endif
