@@ -31,7 +31,7 @@ UNIT_SRCS := $(sort $(wildcard tests/unit/test-*.c))
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 MIGRATIONS := $(sort $(wildcard src/catalog/migrations/*/*.sql))
 
-.PHONY: all deps check check-unit check-integration check-asan run clean bench
+.PHONY: all deps check check-unit check-integration check-asan run clean
 all: $(BUILD)/strata
 
 deps:
@@ -85,11 +85,9 @@ check-integration: $(BUILD)/strata
 check-asan:
 	$(MAKE) SANITIZE=1 check-unit check-integration
 
-run: deps $(BUILD)/strata
+run: deps
+	$(MAKE) $(BUILD)/strata
 	$(BUILD)/strata serve --data-dir ./var
-
-bench: deps $(BUILD)/strata
-	@echo "bench: no benchmarks yet (the copy engine lands with the data-path issue)"
 
 clean:
 	rm -rf build build-asan
