@@ -125,8 +125,10 @@ int catalog_context_delete (struct catalog *cat, const char *id, bool force,
 /* --- Backups ---------------------------------------------------------- */
 /* Planning read for a new backup of (vm, repository).  For each of the n
  * disk indexes, parents[i] receives the disk's latest completed backup_disks
- * row in that context (highest id among completed rows of that disk_index),
- * or a zeroed struct with id 0 when there is none or no context yet.
+ * row in that context: the highest id among the completed rows of that
+ * disk_index whose job completed too (a completed disk of a failed job is a
+ * point in time of one disk only, never a parent), or a zeroed struct with
+ * id 0 when there is none or no context yet.
  * *running is set when the context has a running job. */
 int catalog_backup_plan (struct catalog *cat, const char *vm_name,
                          const char *repository_id, size_t n, const int *disk_indexes,
@@ -134,7 +136,9 @@ int catalog_backup_plan (struct catalog *cat, const char *vm_name,
 
 /* Insert a running job with its disks in one transaction: create the
  * context for (job->vm_name, job->repository_id) if it does not exist (its
- * descriptive fields copied from vm), refuse with ERR_CONFLICT if the
+ * descriptive fields copied from vm; its id is job->context_id when the
+ * caller chose one, because the image paths already carry it, else a new
+ * one; an existing context under another id is ERR_CONFLICT), refuse with ERR_CONFLICT if the
  * context already has a running job (race-free: the check and the insert
  * are one transaction, backed by a constraint), insert the job and its
  * disks, and count total_backups_run.  Each disk's parent_disk_id must still
@@ -178,7 +182,8 @@ int catalog_backup_end (struct catalog *cat, const char *backup_id, const char *
 int catalog_backup_delete (struct catalog *cat, const char *backup_id, bool cascade,
                            struct cat_disk **deleted, size_t *n_deleted);
 
-/* The latest completed disk row of (vm_name, disk_index), found through the
+/* The latest completed disk row of (vm_name, disk_index) by the same rule as
+ * catalog_backup_plan, found through the
  * context; repository_id NULL means "the VM's only context" (ERR_CONFLICT
  * when it has several).  ERR_NOT_FOUND when there is none. */
 int catalog_changeid_get (struct catalog *cat, const char *vm_name, int disk_index,

@@ -1,0 +1,851 @@
+/* tests/unit/test-catalog.c - the catalog's contract (catalog/catalog.h),
+ * checked against a real SQLite catalog in a temporary directory.
+ *
+ * What the catalog says is checked through its own functions and, where a
+ * user would look at the database itself (row counts after a cascade, the
+ * schema's own guarantees), through a second, raw sqlite3 connection.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "catalog/catalog.h"
+#include "catalog/catalog-int.h"
+#include "tap.h"
+#include "util/error.h"
+#include "util/id.h"
+
+static char tmpdir[] = "/tmp/test-catalog.XXXXXX";
+static char dbpath[PATH_MAX], url[PATH_MAX + 16];
+static sqlite3 *raw;                  /* a second connection, for counts */
+
+/* Check that r is a failure of category want; show the message if not. */
+#define fails_with(r, want, ...)                                        \
+  do {                                                                  \
+    int r_ = (r);                                                       \
+    enum error_category c_ = r_ == -1 ? error_category () : ERR_NONE;   \
+    if (!ok (r_ == -1 && c_ == (want), __VA_ARGS__))                    \
+      diag ("returned %d, category %s, message: %s", r_,                \
+            r_ == -1 ? error_code (c_) : "-", error_message ());        \
+  } while (0)
+
+/* Check that r succeeded; show the error if not. */
+#define succeeds(r, ...)                                                \
+  do {                                                                  \
+    int r_ = (r);                                                       \
+    if (!ok (r_ == 0, __VA_ARGS__))                                     \
+      diag ("error: %s", error_message ());                             \
+  } while (0)
+
+/* strdup that cannot fail quietly; NULL stays NULL. */
+static char *
+xstrdup (const char *s)
+{
+  char *r = s ? strdup (s) : NULL;
+  if (s && !r)
+    abort ();
+  return r;
+}
+
+/* One integer from the raw connection: sql with one optional text
+ * parameter.  -1 when the query fails or has no row. */
+static int64_t
+raw_int (const char *sql, const char *param)
+{
+  sqlite3_stmt *s = NULL;
+  int64_t v = -1;
+
+  if (sqlite3_prepare_v2 (raw, sql, -1, &s, NULL) != SQLITE_OK) {
+    diag ("raw query failed: %s", sqlite3_errmsg (raw));
+    return -1;
+  }
+  if (param)
+    sqlite3_bind_text (s, 1, param, -1, SQLITE_TRANSIENT);
+  if (sqlite3_step (s) == SQLITE_ROW)
+    v = sqlite3_column_int64 (s, 0);
+  sqlite3_finalize (s);
+  return v;
+}
+
+/* A VM for the inventory and for the contexts' descriptive fields. */
+static void
+vm_init (struct cat_vm *vm, const char *name, size_t n_disks)
+{
+  memset (vm, 0, sizeof *vm);
+  vm->vm_name = xstrdup (name);
+  vm->vmware_vm_id = xstrdup ("vm-4242");
+  vm->vm_path = xstrdup ("[ds1] vm/vm.vmx");
+  vm->vcenter_host = xstrdup ("vcenter.example");
+  vm->datacenter = xstrdup ("dc1");
+  vm->n_disks = n_disks;
+  vm->disks = calloc (n_disks, sizeof *vm->disks);
+  /* Given in reverse order: the catalog sorts by disk_index. */
+  for (size_t i = 0; i < n_disks; i++) {
+    struct cat_vm_disk *d = &vm->disks[n_disks - 1 - i];
+    d->disk_index = (int) i;
+    d->size_bytes = ((int64_t) i + 1) << 30;
+    d->vmware_disk_key = 2000 + (int64_t) i;
+    d->unit_number = (int64_t) i;
+    d->source = i == 0 ? xstrdup ("[ds1] vm/vm.vmdk") : NULL;
+  }
+}
+
+/* A new running job of n disks as the hub would build it; parents[i] is
+ * disk i's parent_disk_id (-1 for a full), or parents is NULL for a full.
+ * Everything is malloc'd: cat_job_clear frees it. */
+static void
+job_init (struct cat_job *j, const char *id, const char *vm, const char *repo,
+          const char *created_at, size_t n, const int64_t *parents)
+{
+  bool incremental = false;
+
+  memset (j, 0, sizeof *j);
+  j->id = xstrdup (id);
+  j->vm_name = xstrdup (vm);
+  j->repository_id = xstrdup (repo);
+  j->status = xstrdup ("running");
+  j->created_at = xstrdup (created_at);
+  j->n_disks = n;
+  j->disks = calloc (n, sizeof *j->disks);
+  for (size_t i = 0; i < n; i++) {
+    struct cat_disk *d = &j->disks[i];
+    int64_t parent = parents ? parents[i] : -1;
+
+    incremental |= parent >= 0;
+    d->disk_index = (int) i;
+    d->size_bytes = ((int64_t) i + 1) << 30;
+    d->vmware_disk_key = 2000 + (int64_t) i;
+    d->unit_number = (int64_t) i;
+    d->backup_type = xstrdup (parent >= 0 ? "incremental" : "full");
+    if (asprintf (&d->qcow2_path, "%s/%s/disk%zu.qcow2", vm, id, i) == -1)
+      abort ();
+    d->parent_disk_id = parent;
+    d->nbd_export = id_export_name ();
+    d->status = xstrdup ("running");
+    d->created_at = xstrdup (created_at);
+  }
+  j->backup_type = xstrdup (incremental ? "incremental" : "full");
+}
+
+/* Insert a job and complete all its disks; returns the inserted job's disk
+ * ids in ids (n of them). */
+static int
+run_backup (struct catalog *cat, const char *id, const char *vm, const char *repo,
+            const char *created_at, size_t n, const int64_t *parents, int64_t *ids)
+{
+  struct cat_job j;
+  int r;
+
+  job_init (&j, id, vm, repo, created_at, n, parents);
+  r = catalog_backup_insert (cat, &j, NULL);
+  for (size_t i = 0; r == 0 && i < n; i++) {
+    struct cat_job after;
+    char cid[64];
+
+    ids[i] = j.disks[i].id;
+    snprintf (cid, sizeof cid, "cid-%s-%zu", id, i);
+    r = catalog_disk_complete (cat, id, (int) i, cid, 1000 * ((int64_t) i + 1), &after);
+    if (r == 0)
+      cat_job_clear (&after);
+  }
+  cat_job_clear (&j);
+  if (r == -1)
+    diag ("run_backup %s: %s", id, error_message ());
+  return r;
+}
+
+/* URLs, migrations applied once, WAL, a relative path. */
+static void
+test_open (void)
+{
+  struct catalog *cat;
+  char reldb[PATH_MAX + 16], cwd[PATH_MAX];
+  int64_t n_sqlite = 0;
+
+  error_clear ();
+  ok (catalog_open ("mysql://admin:s3cret@db.example/strata") == NULL &&
+      error_category () == ERR_INVALID, "a mysql:// URL is refused (not built in)");
+  ok (strstr (error_message (), "s3cret") == NULL &&
+      strstr (error_message (), "mysql") != NULL,
+      "the error names the scheme but not the password: %s", error_message ());
+  ok (catalog_open ("/var/lib/strata.db") == NULL && error_category () == ERR_INVALID,
+      "a bare path is refused");
+  ok (catalog_open ("sqlite://") == NULL && error_category () == ERR_INVALID,
+      "sqlite:// with no path is refused");
+  ok (catalog_open ("") == NULL && error_category () == ERR_INVALID,
+      "an empty URL is refused");
+
+  cat = catalog_open (url);
+  if (!ok (cat != NULL, "open %s", url))
+    diag ("%s", error_message ());
+  if (cat == NULL)
+    exit (done_testing ());
+  is_str (catalog_backend_name (cat), "sqlite", "backend name");
+  catalog_close (cat);
+
+  if (sqlite3_open_v2 (dbpath, &raw, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK)
+    abort ();
+  sqlite3_busy_timeout (raw, 5000);
+  for (const struct catalog_migration *m = catalog_migrations; m->version; m++)
+    n_sqlite += strcmp (m->dialect, "sqlite") == 0;
+  ok (n_sqlite >= 1, "at least one sqlite migration is embedded");
+  is_int (raw_int ("SELECT count(*) FROM schema_migrations", NULL), n_sqlite,
+          "every sqlite migration is recorded in schema_migrations");
+  is_int (raw_int ("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN"
+                   " ('backup_repositories', 'vms', 'vm_disks', 'vm_backup_contexts',"
+                   " 'backup_jobs', 'backup_disks')", NULL), 6, "the six tables exist");
+  is_int (raw_int ("SELECT count(*) FROM pragma_journal_mode WHERE journal_mode = 'wal'",
+                   NULL), 1, "the database is in WAL mode");
+
+  /* Re-opening applies nothing: the same rows, applied at the same time. */
+  {
+    int64_t before = raw_int ("SELECT count(*) FROM schema_migrations"
+                              " WHERE applied_at = (SELECT min(applied_at)"
+                              " FROM schema_migrations)", NULL);
+    usleep (5000);
+    cat = catalog_open (url);
+    ok (cat != NULL, "re-open");
+    catalog_close (cat);
+    is_int (raw_int ("SELECT count(*) FROM schema_migrations", NULL), n_sqlite,
+            "re-open adds no migration row");
+    is_int (raw_int ("SELECT count(*) FROM schema_migrations"
+                     " WHERE applied_at = (SELECT min(applied_at)"
+                     " FROM schema_migrations)", NULL), before,
+            "re-open re-applied nothing (applied_at unchanged)");
+  }
+
+  /* A relative URL is relative to the working directory. */
+  if (getcwd (cwd, sizeof cwd) == NULL || chdir (tmpdir) == -1)
+    abort ();
+  cat = catalog_open ("sqlite://rel.db");
+  ok (cat != NULL, "open sqlite://rel.db");
+  catalog_close (cat);
+  if (chdir (cwd) == -1)
+    abort ();
+  snprintf (reldb, sizeof reldb, "%s/rel.db", tmpdir);
+  ok (access (reldb, F_OK) == 0, "sqlite://rel.db made rel.db in the working directory");
+}
+
+/* Insert, conflicts on id and path, the type CHECK, get and list. */
+static void
+test_repositories (struct catalog *cat)
+{
+  struct cat_repository r1 = { "repo-1", "first", "local", "/srv/backups/one", NULL };
+  struct cat_repository r2 = { "repo-2", "second", "local", "/srv/backups/two",
+                               "2025-01-01T00:00:00.000Z" };
+  struct cat_repository dup_id = { "repo-1", "again", "local", "/srv/elsewhere", NULL };
+  struct cat_repository dup_path = { "repo-3", "same", "local", "/srv/backups/one", NULL };
+  struct cat_repository bad_type = { "repo-4", "nfs", "nfs", "/srv/nfs", NULL };
+  struct cat_repository got = { 0 }, *list = NULL;
+  size_t n = 0;
+
+  succeeds (catalog_repo_insert (cat, &r1), "insert repository repo-1");
+  succeeds (catalog_repo_insert (cat, &r2), "insert repository repo-2");
+  fails_with (catalog_repo_insert (cat, &dup_id), ERR_CONFLICT, "a taken id is a conflict");
+  fails_with (catalog_repo_insert (cat, &dup_path), ERR_CONFLICT,
+              "a taken path is a conflict");
+  ok (strstr (error_message (), "repo-1") != NULL,
+      "the conflict names the repository that has the path: %s", error_message ());
+  fails_with (catalog_repo_insert (cat, &bad_type), ERR_CONFLICT,
+              "type 'nfs' is refused by the schema's CHECK");
+
+  succeeds (catalog_repo_get (cat, "repo-1", &got), "get repo-1");
+  is_str (got.path, "/srv/backups/one", "repo-1 path");
+  is_str (got.type, "local", "repo-1 type");
+  ok (got.created_at && strlen (got.created_at) == 24 && got.created_at[23] == 'Z',
+      "created_at is filled in, UTC with milliseconds: %s", got.created_at);
+  cat_repository_clear (&got);
+  fails_with (catalog_repo_get (cat, "repo-9", &got), ERR_NOT_FOUND, "get unknown repository");
+
+  succeeds (catalog_repo_list (cat, &list, &n), "list repositories");
+  is_int ((int64_t) n, 2, "two repositories");
+  cat_repository_free_array (list, n);
+}
+
+/* vm_put creates, then replaces the whole disk list; get, list, delete. */
+static void
+test_vms (struct catalog *cat)
+{
+  struct cat_vm vm, got = { 0 }, *list = NULL;
+  bool created = false;
+  size_t n = 0;
+  char *first_created;
+
+  vm_init (&vm, "web01", 2);
+  succeeds (catalog_vm_put (cat, &vm, &created), "put a new VM");
+  ok (created, "a new VM is reported as created");
+  succeeds (catalog_vm_get (cat, "web01", &got), "get it");
+  is_int ((int64_t) got.n_disks, 2, "it has 2 disks");
+  is_int (got.n_disks == 2 ? got.disks[0].disk_index : -9, 0, "disks sorted by index");
+  is_int (got.n_disks == 2 ? got.disks[0].vmware_disk_key : -9, 2000, "disk 0 key");
+  is_str (got.n_disks == 2 ? got.disks[0].source : "?", "[ds1] vm/vm.vmdk", "disk 0 source");
+  is_int (got.n_disks == 2 ? got.disks[1].size_bytes : -9, (int64_t) 2 << 30,
+          "disk 1 size in bytes, exact");
+  is_str (got.n_disks == 2 ? got.disks[1].source : "?", NULL, "disk 1 has no source");
+  first_created = xstrdup (got.created_at);
+  cat_vm_clear (&got);
+  cat_vm_clear (&vm);
+
+  usleep (2000);
+  vm_init (&vm, "web01", 3);
+  vm.disks[0].unit_number = -1;       /* disk 2: unit number absent */
+  succeeds (catalog_vm_put (cat, &vm, &created), "put the same VM again");
+  ok (!created, "it is reported as replaced");
+  succeeds (catalog_vm_get (cat, "web01", &got), "get it again");
+  is_int ((int64_t) got.n_disks, 3, "its disk list was replaced: 3 disks");
+  is_int (got.n_disks == 3 ? got.disks[2].unit_number : -9, -1,
+          "an absent unit number reads back as -1");
+  is_str (got.created_at, first_created, "created_at is kept");
+  ok (got.updated_at && strcmp (got.updated_at, first_created) > 0, "updated_at moved on");
+  cat_vm_clear (&got);
+  free (first_created);
+  cat_vm_clear (&vm);
+
+  vm_init (&vm, "db01", 1);
+  succeeds (catalog_vm_put (cat, &vm, NULL), "put a second VM");
+  cat_vm_clear (&vm);
+  succeeds (catalog_vm_list (cat, &list, &n), "list VMs");
+  is_int ((int64_t) n, 2, "two VMs");
+  ok (n == 2 && strcmp (list[0].vm_name, "db01") == 0 && list[1].n_disks == 3,
+      "sorted by name, each with its disks");
+  cat_vm_free_array (list, n);
+
+  succeeds (catalog_vm_delete (cat, "db01"), "delete a VM");
+  fails_with (catalog_vm_get (cat, "db01", &got), ERR_NOT_FOUND, "it is gone");
+  is_int (raw_int ("SELECT count(*) FROM vm_disks WHERE vm_name = 'db01'", NULL), 0,
+          "its disks went with it");
+  fails_with (catalog_vm_delete (cat, "db01"), ERR_NOT_FOUND, "delete it again: not found");
+}
+
+/* The life of a chain: full, a failed incremental, a good incremental,
+ * listing, change ids and deletion. */
+static void
+test_backups (struct catalog *cat)
+{
+  struct cat_vm vm;
+  struct cat_job j1, j, got = { 0 }, after = { 0 }, *list = NULL;
+  struct cat_context ctx = { 0 };
+  struct cat_disk parents[3], *disks = NULL, d = { 0 };
+  struct cat_job_filter f = { 0 };
+  int idx[3] = { 0, 1, 5 };
+  int64_t j1_ids[2], j2_ids[2], j3_ids[2], total = 0, p[2];
+  size_t n = 0;
+  bool running = true;
+  char *ctx_id;
+
+  vm_init (&vm, "web01", 2);
+
+  memset (parents, 0xff, sizeof parents);
+  succeeds (catalog_backup_plan (cat, "web01", "repo-1", 3, idx, parents, &running),
+            "plan before any backup");
+  ok (!running && parents[0].id == 0 && parents[1].id == 0 && parents[2].id == 0,
+      "no context yet: nothing running, no parents");
+
+  /* J1: a full. */
+  job_init (&j1, "backup-j1", "web01", "repo-9", "2025-03-01T10:00:00.000Z", 2, NULL);
+  fails_with (catalog_backup_insert (cat, &j1, &vm), ERR_NOT_FOUND,
+              "a backup into an unknown repository: not found");
+  is_int (raw_int ("SELECT count(*) FROM vm_backup_contexts", NULL), 0,
+          "and it created no context");
+  free (j1.repository_id);
+  j1.repository_id = xstrdup ("repo-1");
+  succeeds (catalog_backup_insert (cat, &j1, &vm), "insert full backup J1");
+  ok (j1.context_id && strncmp (j1.context_id, "ctx-backup-web01-", 17) == 0,
+      "the new context id is ctx-backup-<vm>-...: %s", j1.context_id);
+  ok (j1.disks[0].id > 0 && j1.disks[1].id > j1.disks[0].id, "disk ids were filled in");
+  is_str (j1.disks[1].context_id, j1.context_id, "and the disks' context ids");
+  ctx_id = xstrdup (j1.context_id);
+  j1_ids[0] = j1.disks[0].id;
+  j1_ids[1] = j1.disks[1].id;
+
+  succeeds (catalog_context_find (cat, "web01", "repo-1", &ctx), "find the context");
+  is_str (ctx.context_id, ctx_id, "it is the one J1 created");
+  is_str (ctx.vmware_vm_id, "vm-4242", "its descriptive fields come from the VM");
+  is_int (ctx.total_backups_run, 1, "total_backups_run is 1");
+  is_str (ctx.last_backup_id, NULL, "no last backup yet");
+  cat_context_clear (&ctx);
+  fails_with (catalog_context_find (cat, "web01", "repo-2", &ctx), ERR_NOT_FOUND,
+              "no context for another repository");
+
+  fails_with (catalog_repo_delete (cat, "repo-1"), ERR_CONFLICT,
+              "a repository a context uses cannot be deleted");
+
+  /* A second start while J1 runs. */
+  job_init (&j, "backup-j1b", "web01", "repo-1", "2025-03-01T10:00:01.000Z", 2, NULL);
+  fails_with (catalog_backup_insert (cat, &j, &vm), ERR_CONFLICT,
+              "a second backup while one runs is a conflict");
+  ok (strstr (error_message (), "backup-j1") != NULL,
+      "the conflict names the running backup: %s", error_message ());
+  cat_job_clear (&j);
+  is_int (raw_int ("SELECT count(*) FROM vm_backup_contexts WHERE vm_name = 'web01'", NULL),
+          1, "still one context for the VM");
+  is_int (raw_int ("SELECT total_backups_run FROM vm_backup_contexts", NULL), 1,
+          "the refused start was not counted");
+  /* The schema itself refuses a second running job, whoever writes it. */
+  ok (sqlite3_exec (raw, "INSERT INTO backup_jobs (id, vm_backup_context_id, vm_name,"
+                    " repository_id, backup_type, status, created_at)"
+                    " SELECT 'sneaky', context_id, vm_name, repository_id, 'full',"
+                    " 'running', 'x' FROM vm_backup_contexts", NULL, NULL, NULL)
+      == SQLITE_CONSTRAINT,
+      "the partial unique index refuses a second running job in the database");
+
+  succeeds (catalog_backup_plan (cat, "web01", "repo-1", 3, idx, parents, &running),
+            "plan while J1 runs");
+  ok (running && parents[0].id == 0, "running is set; a running job's disks are no parents");
+
+  /* Completing J1 disk by disk. */
+  succeeds (catalog_disk_complete (cat, "backup-j1", 0, "cid-j1-0", 111, &after),
+            "complete J1 disk 0");
+  is_str (after.status, "running", "J1 still runs with one disk left");
+  is_str (after.n_disks == 2 ? after.disks[0].status : "?", "completed", "disk 0 completed");
+  is_str (after.n_disks == 2 ? after.disks[0].disk_change_id : "?", "cid-j1-0",
+          "disk 0 change id");
+  is_int (after.n_disks == 2 ? after.disks[0].bytes_transferred : -9, 111,
+          "disk 0 bytes_transferred");
+  is_str (after.n_disks == 2 ? after.disks[0].nbd_export : "?", NULL,
+          "disk 0 export cleared");
+  ok (after.n_disks == 2 && after.disks[1].nbd_export != NULL, "disk 1 still exported");
+  cat_job_clear (&after);
+
+  fails_with (catalog_disk_complete (cat, "backup-j1", 0, "cid-again", 1, &after),
+              ERR_CONFLICT, "completing a completed disk again is a conflict");
+  fails_with (catalog_disk_complete (cat, "backup-j1", 7, "x", 1, &after), ERR_NOT_FOUND,
+              "completing a disk the job does not have: not found");
+  fails_with (catalog_disk_complete (cat, "backup-nope", 0, "x", 1, &after), ERR_NOT_FOUND,
+              "completing a disk of an unknown backup: not found");
+
+  succeeds (catalog_disk_complete (cat, "backup-j1", 1, "cid-j1-1", 222, &after),
+            "complete J1 disk 1");
+  is_str (after.status, "completed", "the last disk completes J1");
+  ok (after.completed_at != NULL, "J1 has completed_at");
+  cat_job_clear (&after);
+  fails_with (catalog_disk_complete (cat, "backup-j1", 1, "x", 1, &after), ERR_CONFLICT,
+              "completing a disk of a completed backup is a conflict");
+  ok (strstr (error_message (), "is completed") != NULL, "which says so: %s",
+      error_message ());
+
+  succeeds (catalog_context_get (cat, ctx_id, &ctx), "get the context");
+  is_int (ctx.successful_backups, 1, "successful_backups is 1");
+  is_str (ctx.last_backup_id, "backup-j1", "last_backup_id is J1");
+  is_str (ctx.last_backup_type, "full", "last_backup_type is full");
+  ok (ctx.last_backup_at != NULL, "last_backup_at is set");
+  cat_context_clear (&ctx);
+
+  succeeds (catalog_backup_plan (cat, "web01", "repo-1", 3, idx, parents, &running),
+            "plan after J1");
+  ok (!running, "nothing runs");
+  is_int (parents[0].id, j1_ids[0], "disk 0's parent is J1 disk 0");
+  is_str (parents[1].disk_change_id, "cid-j1-1", "disk 1's parent has J1's change id");
+  is_int (parents[2].id, 0, "disk 5 has no parent");
+  for (int i = 0; i < 3; i++)
+    cat_disk_clear (&parents[i]);
+
+  /* J2: an incremental that fails on disk 1 after disk 0 completed. */
+  job_init (&j, "backup-j2", "web01", "repo-1", "2025-03-02T10:00:00.000Z", 2, j1_ids);
+  succeeds (catalog_backup_insert (cat, &j, &vm), "insert incremental J2 on J1");
+  j2_ids[0] = j.disks[0].id;
+  j2_ids[1] = j.disks[1].id;
+  cat_job_clear (&j);
+  succeeds (catalog_backup_get (cat, "backup-j2", &got), "get J2");
+  is_str (got.n_disks == 2 ? got.disks[0].parent_backup_id : "?", "backup-j1",
+          "J2 disk 0's parent_backup_id is J1 (joined)");
+  is_str (got.n_disks == 2 ? got.disks[1].previous_change_id : "?", "cid-j1-1",
+          "J2 disk 1's previous_change_id is J1's (joined)");
+  is_int (got.n_disks == 2 ? got.disks[1].parent_disk_id : -9, j1_ids[1],
+          "J2 disk 1's parent_disk_id");
+  cat_job_clear (&got);
+
+  succeeds (catalog_disk_complete (cat, "backup-j2", 0, "cid-j2-0", 5, &after),
+            "complete J2 disk 0");
+  cat_job_clear (&after);
+  fails_with (catalog_backup_end (cat, "backup-j2", "completed", -1, NULL, &disks, &n),
+              ERR_INVALID, "a backup cannot be ended as completed");
+  succeeds (catalog_backup_end (cat, "backup-j2", "failed", 1, "nbd copy failed",
+                                &disks, &n), "end J2 as failed on disk 1");
+  is_int ((int64_t) n, 1, "one disk dropped");
+  ok (n == 1 && disks[0].disk_index == 1 && disks[0].qcow2_path &&
+      strcmp (disks[0].qcow2_path, "web01/backup-j2/disk1.qcow2") == 0 &&
+      disks[0].nbd_export != NULL,
+      "the dropped disk comes as it was: with its path and export");
+  cat_disk_free_array (disks, n);
+  succeeds (catalog_backup_get (cat, "backup-j2", &got), "get J2 after");
+  is_str (got.status, "failed", "J2 failed");
+  is_str (got.error, "nbd copy failed", "with the error");
+  ok (got.completed_at != NULL, "J2 has completed_at");
+  ok (got.n_disks == 2 && strcmp (got.disks[1].status, "failed") == 0 &&
+      got.disks[1].qcow2_path == NULL && got.disks[1].nbd_export == NULL,
+      "disk 1 failed, path and export cleared");
+  is_str (got.n_disks == 2 ? got.disks[1].error : "?", "nbd copy failed",
+          "disk 1 carries the error");
+  ok (got.n_disks == 2 && strcmp (got.disks[0].status, "completed") == 0 &&
+      got.disks[0].qcow2_path != NULL, "disk 0, completed before, keeps its file");
+  cat_job_clear (&got);
+  fails_with (catalog_backup_end (cat, "backup-j2", "cancelled", -1, NULL, &disks, &n),
+              ERR_CONFLICT, "ending a failed backup again is a conflict");
+
+  succeeds (catalog_context_get (cat, ctx_id, &ctx), "get the context after J2");
+  is_int (ctx.failed_backups, 1, "failed_backups is 1");
+  is_int (ctx.total_backups_run, 2, "total_backups_run is 2");
+  is_str (ctx.last_backup_id, "backup-j1", "last_backup_id is still J1");
+  cat_context_clear (&ctx);
+
+  succeeds (catalog_backup_plan (cat, "web01", "repo-1", 2, idx, parents, &running),
+            "plan after the failed J2");
+  ok (parents[0].id == j1_ids[0] && parents[1].id == j1_ids[1],
+      "the parents are J1's: a failed job's disks are never parents,"
+      " not even its completed ones");
+  cat_disk_clear (&parents[0]);
+  cat_disk_clear (&parents[1]);
+
+  /* J3 planned on a stale parent. */
+  p[0] = j2_ids[0];
+  p[1] = j1_ids[1];
+  job_init (&j, "backup-j3", "web01", "repo-1", "2025-03-03T10:00:00.000Z", 2, p);
+  fails_with (catalog_backup_insert (cat, &j, &vm), ERR_CONFLICT,
+              "a parent that is not the latest completed disk is a conflict");
+  cat_job_clear (&j);
+  is_int (raw_int ("SELECT count(*) FROM backup_jobs WHERE id = 'backup-j3'", NULL), 0,
+          "nothing of the refused job was written");
+  is_int (raw_int ("SELECT total_backups_run FROM vm_backup_contexts", NULL), 2,
+          "and it was not counted");
+  p[0] = -1;
+  p[1] = j1_ids[1];
+  job_init (&j, "backup-j3", "web01", "repo-1", "2025-03-03T10:00:00.000Z", 2, p);
+  free (j.disks[1].backup_type);
+  j.disks[1].backup_type = xstrdup ("full");
+  fails_with (catalog_backup_insert (cat, &j, &vm), ERR_INVALID,
+              "a full disk with a parent is refused as invalid");
+  cat_job_clear (&j);
+
+  /* J3: a good incremental on J1 (disk 0 full again, disk 1 incremental). */
+  succeeds (run_backup (cat, "backup-j3", "web01", "repo-1", "2025-03-03T10:00:00.000Z",
+                        2, p, j3_ids), "J3: full disk 0, incremental disk 1 on J1");
+
+  succeeds (catalog_changeid_get (cat, "web01", 1, NULL, &d), "changeid of disk 1");
+  is_str (d.disk_change_id, "cid-backup-j3-1", "is J3's");
+  is_int (d.id, j3_ids[1], "from J3's row");
+  cat_disk_clear (&d);
+  succeeds (catalog_changeid_get (cat, "web01", 1, "repo-1", &d),
+            "changeid of disk 1 in repo-1");
+  is_str (d.disk_change_id, "cid-backup-j3-1", "is J3's too");
+  cat_disk_clear (&d);
+  fails_with (catalog_changeid_get (cat, "web01", 9, NULL, &d), ERR_NOT_FOUND,
+              "changeid of a disk never backed up: not found");
+  fails_with (catalog_changeid_get (cat, "nobody", 0, NULL, &d), ERR_NOT_FOUND,
+              "changeid of an unknown VM: not found");
+  fails_with (catalog_changeid_get (cat, "web01", 0, "repo-2", &d), ERR_NOT_FOUND,
+              "changeid in a repository without that VM: not found");
+
+  /* Listing. */
+  succeeds (catalog_backup_list (cat, &f, &list, &n, &total), "list all backups");
+  is_int (total, 3, "total is 3");
+  ok (n == 3 && strcmp (list[0].id, "backup-j3") == 0 &&
+      strcmp (list[1].id, "backup-j2") == 0 && strcmp (list[2].id, "backup-j1") == 0,
+      "newest first");
+  ok (n == 3 && list[0].n_disks == 2 && list[1].n_disks == 2 && list[2].n_disks == 2,
+      "each job once, with its disks");
+  cat_job_free_array (list, n);
+  f.status = "failed";
+  succeeds (catalog_backup_list (cat, &f, &list, &n, &total), "list failed backups");
+  ok (n == 1 && total == 1 && strcmp (list[0].id, "backup-j2") == 0, "just J2");
+  cat_job_free_array (list, n);
+  f.status = NULL;
+  f.backup_type = "incremental";
+  f.vm_name = "web01";
+  f.repository_id = "repo-1";
+  succeeds (catalog_backup_list (cat, &f, &list, &n, &total), "list incrementals");
+  is_int ((int64_t) n, 2, "J2 and J3");
+  cat_job_free_array (list, n);
+  f = (struct cat_job_filter) { .limit = 1, .offset = 1 };
+  succeeds (catalog_backup_list (cat, &f, &list, &n, &total), "list page 2 of size 1");
+  ok (n == 1 && total == 3 && strcmp (list[0].id, "backup-j2") == 0,
+      "one job, J2, and the total of all matches");
+  cat_job_free_array (list, n);
+  f = (struct cat_job_filter) { .vm_name = "nobody" };
+  succeeds (catalog_backup_list (cat, &f, &list, &n, &total), "list for an unknown VM");
+  ok (n == 0 && total == 0, "nothing");
+  cat_job_free_array (list, n);
+
+  /* Deleting. */
+  fails_with (catalog_backup_delete (cat, "backup-j1", false, &disks, &n), ERR_CONFLICT,
+              "J1 cannot go while J2 and J3 are based on it");
+  fails_with (catalog_backup_delete (cat, "backup-nope", false, &disks, &n), ERR_NOT_FOUND,
+              "deleting an unknown backup: not found");
+  succeeds (catalog_backup_delete (cat, "backup-j3", false, &disks, &n), "delete J3");
+  ok (n == 2 && disks[0].qcow2_path && disks[1].qcow2_path &&
+      strcmp (disks[1].qcow2_path, "web01/backup-j3/disk1.qcow2") == 0,
+      "its deleted disks come back with their paths");
+  cat_disk_free_array (disks, n);
+  succeeds (catalog_context_get (cat, ctx_id, &ctx), "get the context after deleting J3");
+  is_str (ctx.last_backup_id, "backup-j1", "last_backup_id went back to J1");
+  is_str (ctx.last_backup_type, "full", "and last_backup_type with it");
+  cat_context_clear (&ctx);
+
+  succeeds (catalog_backup_delete (cat, "backup-j1", true, &disks, &n),
+            "delete J1 with cascade");
+  is_int ((int64_t) n, 4, "J1's and J2's disks were deleted");
+  cat_disk_free_array (disks, n);
+  is_int (raw_int ("SELECT count(*) FROM backup_jobs", NULL), 0, "no job is left");
+  is_int (raw_int ("SELECT count(*) FROM backup_disks", NULL), 0, "no disk row is left");
+  succeeds (catalog_context_get (cat, ctx_id, &ctx), "the context stays");
+  is_str (ctx.last_backup_id, NULL, "with no last backup");
+  is_int (ctx.successful_backups, 2, "its history counts stay");
+  cat_context_clear (&ctx);
+
+  free (ctx_id);
+  cat_job_clear (&j1);
+  cat_vm_clear (&vm);
+}
+
+/* A lost file fails its disk and everything built on it. */
+static void
+test_disk_lost (struct catalog *cat)
+{
+  struct cat_job k4, got = { 0 };
+  struct cat_context ctx = { 0 };
+  struct cat_disk *disks = NULL, d = { 0 };
+  char **paths = NULL;
+  int64_t k1[2], k2[2], k3[2], failed_before;
+  size_t n = 0;
+  bool ok_paths = true;
+
+  succeeds (run_backup (cat, "backup-k1", "web01", "repo-2", "2025-04-01T00:00:00.000Z",
+                        2, NULL, k1), "K1: full in repo-2");
+  fails_with (catalog_changeid_get (cat, "web01", 0, NULL, &d), ERR_CONFLICT,
+              "changeid without a repository when the VM is in two: a conflict");
+  succeeds (run_backup (cat, "backup-k2", "web01", "repo-2", "2025-04-02T00:00:00.000Z",
+                        2, k1, k2), "K2 on K1");
+  succeeds (run_backup (cat, "backup-k3", "web01", "repo-2", "2025-04-03T00:00:00.000Z",
+                        2, k2, k3), "K3 on K2");
+  job_init (&k4, "backup-k4", "web01", "repo-2", "2025-04-04T00:00:00.000Z", 2, k3);
+  succeeds (catalog_backup_insert (cat, &k4, NULL), "K4 on K3, left running");
+
+  succeeds (catalog_running_disks (cat, &disks, &n), "running disks");
+  ok (n == 2 && strcmp (disks[0].backup_job_id, "backup-k4") == 0 &&
+      disks[0].nbd_export != NULL, "K4's two disks, with their exports");
+  cat_disk_free_array (disks, n);
+
+  succeeds (catalog_disk_files (cat, &disks, &paths, &n), "disk files");
+  is_int ((int64_t) n, 8, "8 disks have files (K1..K4)");
+  for (size_t i = 0; i < n; i++)
+    ok_paths &= paths[i] && strcmp (paths[i], "/srv/backups/two") == 0 &&
+                disks[i].qcow2_path != NULL;
+  ok (ok_paths, "each with its repository's path");
+  for (size_t i = 0; i < n; i++)
+    free (paths[i]);
+  free (paths);
+  cat_disk_free_array (disks, n);
+
+  failed_before = raw_int ("SELECT failed_backups FROM vm_backup_contexts"
+                           " WHERE repository_id = 'repo-2'", NULL);
+  fails_with (catalog_disk_lost (cat, 999999, "gone"), ERR_NOT_FOUND,
+              "an unknown disk: not found");
+  succeeds (catalog_disk_lost (cat, k2[0], "qcow2 file missing"), "K2 disk 0 is lost");
+
+  succeeds (catalog_backup_get (cat, "backup-k2", &got), "get K2");
+  is_str (got.status, "failed", "K2 failed");
+  ok (got.n_disks == 2 && strcmp (got.disks[0].status, "failed") == 0 &&
+      got.disks[0].qcow2_path == NULL && got.disks[0].error &&
+      strcmp (got.disks[0].error, "qcow2 file missing") == 0,
+      "its disk 0 failed with the reason, path cleared");
+  ok (got.n_disks == 2 && strcmp (got.disks[1].status, "completed") == 0 &&
+      got.disks[1].qcow2_path != NULL, "its disk 1 is untouched");
+  cat_job_clear (&got);
+  succeeds (catalog_backup_get (cat, "backup-k3", &got), "get K3");
+  ok (strcmp (got.status, "failed") == 0 && got.n_disks == 2 &&
+      strcmp (got.disks[0].status, "failed") == 0 && got.disks[0].qcow2_path == NULL,
+      "K3, built on it, failed; its disk 0 too");
+  cat_job_clear (&got);
+  succeeds (catalog_backup_get (cat, "backup-k4", &got), "get K4");
+  ok (strcmp (got.status, "failed") == 0 && got.n_disks == 2 &&
+      strcmp (got.disks[0].status, "failed") == 0 && got.disks[0].nbd_export == NULL,
+      "K4, running on it, failed; its disk 0 export cleared");
+  ok (got.n_disks == 2 && strcmp (got.disks[1].status, "failed") == 0,
+      "a failed job keeps no running disk");
+  cat_job_clear (&got);
+  succeeds (catalog_backup_get (cat, "backup-k1", &got), "get K1");
+  is_str (got.status, "completed", "K1, below the lost disk, is untouched");
+  cat_job_clear (&got);
+
+  succeeds (catalog_context_find (cat, "web01", "repo-2", &ctx), "the repo-2 context");
+  is_int (ctx.failed_backups, failed_before + 1, "the running K4 counted as failed");
+  is_str (ctx.last_backup_id, "backup-k1", "last_backup_id fell back to K1");
+  cat_context_clear (&ctx);
+
+  succeeds (catalog_running_disks (cat, &disks, &n), "running disks after");
+  is_int ((int64_t) n, 0, "none");
+  cat_disk_free_array (disks, n);
+
+  /* Context delete: refused while a job runs, unless forced. */
+  job_init (&got, "backup-k5", "web01", "repo-2", "2025-04-05T00:00:00.000Z", 2, k1);
+  succeeds (catalog_backup_insert (cat, &got, NULL), "K5 on K1, left running");
+  fails_with (catalog_backup_delete (cat, "backup-k5", false, &disks, &n), ERR_CONFLICT,
+              "a running backup cannot be deleted");
+  fails_with (catalog_backup_delete (cat, "backup-k1", true, &disks, &n), ERR_CONFLICT,
+              "nor can a cascade reach a running backup");
+  fails_with (catalog_context_delete (cat, got.context_id, false, &disks, &n), ERR_CONFLICT,
+              "a context with a running backup cannot be deleted");
+  is_int (raw_int ("SELECT count(*) FROM backup_disks WHERE vm_backup_context_id = ?",
+                   got.context_id), 10, "its 10 disk rows are still there");
+  succeeds (catalog_context_delete (cat, got.context_id, true, &disks, &n),
+            "forced, it can");
+  is_int ((int64_t) n, 10, "every disk row of the context came back");
+  cat_disk_free_array (disks, n);
+  is_int (raw_int ("SELECT count(*) FROM backup_jobs WHERE vm_backup_context_id = ?",
+                   got.context_id), 0, "its jobs went by cascade");
+  is_int (raw_int ("SELECT count(*) FROM backup_disks WHERE vm_backup_context_id = ?",
+                   got.context_id), 0, "its disks went by cascade");
+  fails_with (catalog_context_delete (cat, got.context_id, false, &disks, &n),
+              ERR_NOT_FOUND, "deleting it again: not found");
+  cat_job_clear (&got);
+  cat_job_clear (&k4);
+
+  succeeds (catalog_repo_delete (cat, "repo-2"), "repo-2, unused now, can be deleted");
+  fails_with (catalog_repo_delete (cat, "repo-2"), ERR_NOT_FOUND, "and then is not found");
+}
+
+/* The hub names the context before the first insert (its files' paths
+ * hold the id): a new context takes that id, an existing one must match. */
+static void
+test_context_id (struct catalog *cat)
+{
+  struct cat_job j;
+  struct cat_context ctx = { 0 };
+  struct cat_disk *disks = NULL;
+  int64_t ids[1];
+  size_t n = 0;
+
+  job_init (&j, "backup-a1", "app01", "repo-1", "2025-06-01T00:00:00.000Z", 1, NULL);
+  j.context_id = xstrdup ("ctx-backup-app01-chosen");
+  succeeds (catalog_backup_insert (cat, &j, NULL), "insert with a chosen context id");
+  is_str (j.context_id, "ctx-backup-app01-chosen", "the job keeps it");
+  is_str (j.disks[0].context_id, "ctx-backup-app01-chosen", "so do its disks");
+  cat_job_clear (&j);
+  succeeds (catalog_context_find (cat, "app01", "repo-1", &ctx), "find app01's context");
+  is_str (ctx.context_id, "ctx-backup-app01-chosen", "it has the chosen id");
+  cat_context_clear (&ctx);
+  succeeds (catalog_backup_end (cat, "backup-a1", "cancelled", -1, NULL, NULL, NULL),
+            "cancel it (dropped disks not wanted)");
+
+  job_init (&j, "backup-a2", "app01", "repo-1", "2025-06-02T00:00:00.000Z", 1, NULL);
+  j.context_id = xstrdup ("ctx-backup-app01-other");
+  fails_with (catalog_backup_insert (cat, &j, NULL), ERR_CONFLICT,
+              "a chosen id that is not the existing context's is a conflict");
+  free (j.context_id);
+  j.context_id = xstrdup ("../../etc");
+  fails_with (catalog_backup_insert (cat, &j, NULL), ERR_INVALID,
+              "a chosen id that is not an id is invalid");
+  cat_job_clear (&j);
+  succeeds (run_backup (cat, "backup-a2", "app01", "repo-1", "2025-06-02T00:00:00.000Z",
+                        1, NULL, ids), "without a chosen id it uses the existing context");
+
+  succeeds (catalog_context_delete (cat, "ctx-backup-app01-chosen", false, &disks, &n),
+            "delete app01's context");
+  ok (n == 2 && disks[0].qcow2_path == NULL && disks[1].qcow2_path != NULL,
+      "both disk rows come back; the cancelled one has no file left");
+  cat_disk_free_array (disks, n);
+}
+
+/* Several threads on two handles (two connections, like two processes)
+ * start a backup of the same VM at once: exactly one wins. */
+#define RACERS 8
+static pthread_barrier_t race_barrier;
+
+struct racer {
+  struct catalog *cat;
+  int n, result;
+  enum error_category err;
+};
+
+/* One racer: build a job, wait for the others, try to start it. */
+static void *
+racer_run (void *arg)
+{
+  struct racer *r = arg;
+  struct cat_job j;
+  char id[32];
+
+  snprintf (id, sizeof id, "backup-race-%d", r->n);
+  job_init (&j, id, "race01", "repo-1", "2025-05-01T00:00:00.000Z", 3, NULL);
+  pthread_barrier_wait (&race_barrier);
+  r->result = catalog_backup_insert (r->cat, &j, NULL);
+  r->err = r->result == -1 ? error_category () : ERR_NONE;
+  cat_job_clear (&j);
+  return NULL;
+}
+
+/* Start the racers, half on each handle, and count the winners. */
+static void
+test_race (struct catalog *cat)
+{
+  struct catalog *other = catalog_open (url);
+  struct racer racers[RACERS];
+  pthread_t th[RACERS];
+  int wins = 0, conflicts = 0;
+
+  if (!ok (other != NULL, "a second handle on the same file"))
+    return;
+  pthread_barrier_init (&race_barrier, NULL, RACERS);
+  for (int i = 0; i < RACERS; i++) {
+    racers[i] = (struct racer) { i % 2 ? other : cat, i, 0, ERR_NONE };
+    pthread_create (&th[i], NULL, racer_run, &racers[i]);
+  }
+  for (int i = 0; i < RACERS; i++) {
+    pthread_join (th[i], NULL);
+    wins += racers[i].result == 0;
+    conflicts += racers[i].result == -1 && racers[i].err == ERR_CONFLICT;
+  }
+  pthread_barrier_destroy (&race_barrier);
+  is_int (wins, 1, "%d simultaneous starts: exactly one wins", RACERS);
+  is_int (conflicts, RACERS - 1, "the others get a conflict");
+  is_int (raw_int ("SELECT count(*) FROM vm_backup_contexts WHERE vm_name = 'race01'",
+                   NULL), 1, "one context was created");
+  is_int (raw_int ("SELECT count(*) FROM backup_jobs WHERE vm_name = 'race01'", NULL), 1,
+          "one job was written");
+  is_int (raw_int ("SELECT total_backups_run FROM vm_backup_contexts"
+                   " WHERE vm_name = 'race01'", NULL), 1, "and counted");
+  catalog_close (other);
+}
+
+/* One temporary catalog for the whole run, removed at the end. */
+int
+main (void)
+{
+  struct catalog *cat;
+  char cmd[PATH_MAX + 16];
+
+  if (mkdtemp (tmpdir) == NULL) {
+    perror ("mkdtemp");
+    return 1;
+  }
+  snprintf (dbpath, sizeof dbpath, "%s/catalog.db", tmpdir);
+  snprintf (url, sizeof url, "sqlite://%s", dbpath);
+
+  test_open ();
+  cat = catalog_open (url);
+  if (cat == NULL) {
+    diag ("open: %s", error_message ());
+    return 1;
+  }
+  test_repositories (cat);
+  test_vms (cat);
+  test_backups (cat);
+  test_disk_lost (cat);
+  test_context_id (cat);
+  test_race (cat);
+  catalog_close (cat);
+  catalog_close (NULL);
+  sqlite3_close (raw);
+
+  snprintf (cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+  if (system (cmd) != 0)
+    diag ("could not remove %s", tmpdir);
+  return done_testing ();
+}
