@@ -324,6 +324,37 @@ on_completed (void *cls, struct MHD_Connection *conn, void **con_cls,
   }
 }
 
+static int
+hexval (char c)
+{
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+/* Percent-decoding of paths and query values, in place.  Unlike
+ * libmicrohttpd's default it leaves "%00" as it is: a decoded NUL would cut
+ * an id short ("x%00y" read as "x"), while the literal '%' is rejected by
+ * the id and name checks. */
+static size_t
+on_unescape (void *cls, struct MHD_Connection *conn, char *s)
+{
+  char *in = s, *out = s;
+  while (*in) {
+    int hi, lo;
+    if (in[0] == '%' && (hi = hexval (in[1])) >= 0 && (lo = hexval (in[2])) >= 0 &&
+        (hi | lo) != 0) {
+      *out++ = (char) (hi * 16 + lo);
+      in += 3;
+    }
+    else
+      *out++ = *in++;
+  }
+  *out = '\0';
+  return out - s;
+}
+
 static void
 on_mhd_log (void *cls, const char *fmt, va_list ap)
 {
@@ -354,6 +385,7 @@ api_start (struct hub *hub)
                                   MHD_OPTION_CONNECTION_LIMIT, (unsigned) 256,
                                   MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) 120,
                                   MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, api,
+                                  MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, api,
                                   MHD_OPTION_END);
   if (api->daemon == NULL) {
     error_set (ERR_INTERNAL, "cannot listen on %s for the API (in use, or not an "

@@ -31,22 +31,32 @@ typedef void (*qsd_restart_fn) (struct qsd *q, void *opaque);
 struct qsd *qsd_start (const struct qsd_config *cfg, qsd_restart_fn on_restart,
                        void *opaque);
 /* Stop supervising, terminate the daemon (its images are flushed and closed
- * as it exits) and free everything.  NULL is a no-op. */
+ * as it exits) and free everything.  NULL is a no-op.  No other thread may
+ * be inside, or enter, a qsd_* call on q by then. */
 void qsd_stop (struct qsd *q);
 
 /* Export the QCOW2 file at path under the NBD export name `name`.
- * Idempotent: an export of that name that already exists is success.  While
- * the daemon is restarting it waits a few seconds, then fails with
- * ERR_UNAVAILABLE. */
+ * Idempotent: an export of that name that already exists is success (if it
+ * is of another path or mode, that is ERR_CONFLICT).  While the daemon is
+ * restarting it waits a few seconds, then fails with ERR_UNAVAILABLE.  name
+ * must satisfy id_valid(), path must be absolute; an image that is missing
+ * is ERR_NOT_FOUND, one that can't be opened otherwise ERR_INTERNAL, both
+ * with a message that says the image cannot be opened. */
 int qsd_export_add (struct qsd *q, const char *name, const char *path, bool writable);
 /* Remove the export, dropping any client still connected, and close the
  * image, which flushes it to disk.  Returns only after the image is closed.
- * An export that does not exist is success. */
+ * An export that does not exist is success, and so is any export while the
+ * daemon is down: its exit closed every image. */
 int qsd_export_remove (struct qsd *q, const char *name);
 /* True when an export of that name exists now. */
 bool qsd_export_exists (struct qsd *q, const char *name);
 
 /* The daemon's pid now (changes after a restart); 0 while it is down. */
 pid_t qsd_pid (struct qsd *q);
+
+/* How long a QMP command may go unanswered (default 30 s; ms <= 0 restores
+ * it).  A daemon that exceeds it is wedged, and every NBD client with it:
+ * it is SIGKILLed and restarted.  For tests, which can't wait 30 s. */
+void qsd_set_qmp_timeout (struct qsd *q, int ms);
 
 #endif

@@ -1,0 +1,168 @@
+/* tests/unit/test-util.c - ids, VM names, listen addresses, config files,
+ * relative backing paths and the error table. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tap.h"
+
+#include "hub/hub.h"
+#include "storage/repo.h"
+#include "util/error.h"
+#include "util/id.h"
+#include "util/net.h"
+
+static void
+test_ids (void)
+{
+  char *a = id_new ("backup", "pg test/1 ../x"), *b = id_new ("backup", "pg test/1 ../x");
+  char *e1 = id_export_name (), *e2 = id_export_name ();
+  char *dot = id_new ("backup", "..");
+
+  ok (a && b && strcmp (a, b) != 0, "two ids made in the same second differ");
+  ok (id_valid (a), "an id made from a hostile VM name is well-formed: %s", a);
+  ok (strncmp (a, "backup-pg_test_1_.._x-", 22) == 0, "the VM name shows as a slug");
+  ok (dot && id_valid (dot) && strstr (dot, "..") == NULL, "'..' never survives into an id: %s",
+      dot);
+  ok (e1 && e2 && strlen (e1) == 7 + 32 && strcmp (e1, e2) != 0,
+      "export names carry 128 random bits");
+  ok (!id_valid ("") && !id_valid (".") && !id_valid ("..") && !id_valid ("a/b") &&
+      !id_valid ("a b") && !id_valid ("x%00") , "malformed ids are refused");
+  char longid[200];
+  memset (longid, 'a', sizeof longid - 1);
+  longid[sizeof longid - 1] = '\0';
+  ok (!id_valid (longid), "an id past %d characters is refused", ID_MAX);
+  free (a); free (b); free (e1); free (e2); free (dot);
+}
+
+static void
+test_vm_names (void)
+{
+  static const char *good[] = { "pgtest1", "my vm", "été", "web-01.example.com", "a'b\"c",
+                                NULL };
+  static const char *bad[] = { "", ".", "..", "a/b", "../etc", "a\\b", "tab\there",
+                               "nl\n", " lead", "trail ", "\xff\xfe", "\xc0\xaf",
+                               "\xed\xa0\x80", NULL };
+  char big[300];
+
+  for (const char **p = good; *p; p++)
+    ok (id_check_vm_name (*p) == 0, "VM name '%s' is accepted", *p);
+  for (const char **p = bad; *p; p++) {
+    ok (id_check_vm_name (*p) == -1 && error_category () == ERR_INVALID,
+        "bad VM name #%d is refused: %s", (int) (p - bad), error_message ());
+  }
+  memset (big, 'v', 256);
+  big[256] = '\0';
+  ok (id_check_vm_name (big) == -1, "a 256-byte VM name is refused");
+  big[255] = '\0';
+  ok (id_check_vm_name (big) == 0, "a 255-byte VM name is accepted");
+}
+
+static void
+test_addrs (void)
+{
+  struct net_addr a;
+
+  ok (net_parse_addr ("127.0.0.1:8082", &a) == 0 && a.port == 8082 && !a.ipv6 &&
+      net_is_loopback (&a), "IPv4 loopback address");
+  ok (net_parse_addr ("[::1]:10809", &a) == 0 && a.ipv6 && strcmp (a.host, "::1") == 0 &&
+      net_is_loopback (&a), "IPv6 loopback in brackets");
+  ok (net_parse_addr ("0.0.0.0:1", &a) == 0 && net_is_wildcard (&a), "0.0.0.0 is a wildcard");
+  ok (net_parse_addr ("[::]:1", &a) == 0 && net_is_wildcard (&a), ":: is a wildcard");
+  ok (net_parse_addr ("localhost:80", &a) == -1, "names are refused (numeric only)");
+  ok (net_parse_addr ("127.0.0.1:0", &a) == -1, "port 0 is refused");
+  ok (net_parse_addr ("127.0.0.1:65536", &a) == -1, "port 65536 is refused");
+  ok (net_parse_addr ("127.0.0.1", &a) == -1, "a missing port is refused");
+  ok (net_parse_addr ("127.0.0.1:80x", &a) == -1, "a port with junk is refused");
+  ok (net_parse_addr ("::1:80", &a) == -1, "IPv6 without brackets is refused");
+}
+
+static int
+parse_with_file (const char *text, struct hub_config *cfg, const char *extra)
+{
+  char path[] = "/tmp/strata-test-config-XXXXXX";
+  int fd = mkstemp (path), r;
+  char *argv[] = { (char *) "serve", (char *) "--config", path, (char *) extra, NULL };
+
+  if (fd == -1 || write (fd, text, strlen (text)) != (ssize_t) strlen (text))
+    return -2;
+  close (fd);
+  r = hub_config_parse (cfg, extra ? 4 : 3, argv);
+  unlink (path);
+  return r;
+}
+
+static void
+test_config (void)
+{
+  struct hub_config cfg;
+
+  ok (parse_with_file ("# comment\n\ndata-dir = /srv/strata\nlisten=127.0.0.1:9000\n",
+                       &cfg, NULL) == 0 &&
+      strcmp (cfg.data_dir, "/srv/strata") == 0 && strcmp (cfg.listen, "127.0.0.1:9000") == 0 &&
+      strcmp (cfg.db, "sqlite:///srv/strata/catalog.db") == 0 &&
+      strcmp (cfg.nbd_listen, "127.0.0.1:10809") == 0,
+      "config file keys are read, defaults fill the rest");
+  hub_config_clear (&cfg);
+  ok (parse_with_file ("listen = 127.0.0.1:9000\n", &cfg, "--listen=127.0.0.1:9100") == 0 &&
+      strcmp (cfg.listen, "127.0.0.1:9100") == 0, "the command line wins over the file");
+  hub_config_clear (&cfg);
+  ok (parse_with_file ("colour = blue\n", &cfg, NULL) == -1 &&
+      strstr (error_message (), ":1: unknown key 'colour'") != NULL,
+      "an unknown key stops start-up and names the line: %s", error_message ());
+  hub_config_clear (&cfg);
+  ok (parse_with_file ("listen = 127.0.0.1\n", &cfg, NULL) == -1 &&
+      strstr (error_message (), ":1") != NULL,
+      "a malformed value stops start-up: %s", error_message ());
+  hub_config_clear (&cfg);
+  ok (parse_with_file ("data-dir\n", &cfg, NULL) == -1, "a line without '=' is refused");
+  hub_config_clear (&cfg);
+  ok (parse_with_file ("data-dir =\n", &cfg, NULL) == -1, "an empty value is refused");
+  hub_config_clear (&cfg);
+  char *argv[] = { (char *) "serve", (char *) "--bogus", NULL };
+  ok (hub_config_parse (&cfg, 2, argv) == -1, "an unknown option is refused");
+  hub_config_clear (&cfg);
+}
+
+static void
+test_relative (void)
+{
+  struct { const char *from, *to, *want; } cases[] = {
+    { "ctx/disk0/b.qcow2", "ctx/disk0/a.qcow2", "a.qcow2" },
+    { "ctx/disk0/b.qcow2", "ctx/disk1/a.qcow2", "../disk1/a.qcow2" },
+    { "c1/disk0/b.qcow2", "c2/disk0/a.qcow2", "../../c2/disk0/a.qcow2" },
+    { "ctx/disk1/b.qcow2", "ctx/disk10/a.qcow2", "../disk10/a.qcow2" },
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char *r = repo_relative (cases[i].from, cases[i].to);
+    is_str (r, cases[i].want, "backing path of %s -> %s is relative", cases[i].from,
+            cases[i].to);
+    free (r);
+  }
+}
+
+static void
+test_errors (void)
+{
+  is_int (error_http_status (ERR_INVALID), 400, "invalid -> 400");
+  is_int (error_http_status (ERR_CONFLICT), 409, "conflict -> 409");
+  is_int (error_http_status (ERR_NOT_FOUND), 404, "not found -> 404");
+  error_set_errno (ERR_INTERNAL, 28 /* ENOSPC */, "writing");
+  is_int (error_category (), ERR_NO_SPACE, "ENOSPC is reported as insufficient storage");
+  error_set (ERR_CONFLICT, "inner");
+  error_prefix ("outer");
+  is_str (error_message (), "outer: inner", "error_prefix adds context");
+}
+
+int
+main (void)
+{
+  test_ids ();
+  test_vm_names ();
+  test_addrs ();
+  test_config ();
+  test_relative ();
+  test_errors ();
+  return done_testing ();
+}
