@@ -14,7 +14,7 @@
 #include "hub/hub.h"
 
 #define API_MAX_BODY (1024 * 1024)
-#define API_MAX_SEGMENTS 8
+#define API_MAX_URL 8192
 
 struct api_req {
   struct hub *hub;

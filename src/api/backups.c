@@ -223,6 +223,7 @@ api_backups_changeid (struct api_req *r)
   const char *vm_name, *repository_id;
   int64_t disk_id = -1;
   struct cat_disk d = { 0 };
+  struct cat_context ctx = { 0 };
   char disk_str[16];
   json_t *reply;
 
@@ -252,6 +253,9 @@ api_backups_changeid (struct api_req *r)
                                          "change_id", "", "backup_id",
                                          "message", "No previous backup found"));
   }
+  if (repository_id == NULL &&
+      catalog_context_get (r->hub->cat, d.context_id, &ctx) == 0)
+    repository_id = ctx.repository_id;
   reply = json_pack ("{s:s,s:s,s:o,s:s,s:o,s:s}",
                      "vm_name", vm_name, "disk_id", disk_str,
                      "repository_id", api_json_str (repository_id),
@@ -260,5 +264,6 @@ api_backups_changeid (struct api_req *r)
                      "message", d.disk_change_id ? "Previous change_id found"
                      : "The latest backup of this disk recorded no change_id");
   cat_disk_clear (&d);
+  cat_context_clear (&ctx);
   return api_reply (r, 200, reply);
 }

@@ -26,10 +26,16 @@ struct api {
 
 /* The state of one request across libmicrohttpd's calls. */
 struct conn_state {
+  const char *bad_url;       /* set when on_unescape refused the URL */
   char *body;
   size_t len, cap;
   bool too_large;
 };
+
+/* Why the URL now being parsed on this thread was refused, or NULL.  With
+ * one thread per connection, libmicrohttpd parses a request's URL (and
+ * calls on_unescape) on the thread that then calls on_request for it. */
+static __thread const char *unescape_refused;
 
 struct route {
   const char *method;
@@ -216,6 +222,14 @@ dispatch (struct api *api, struct MHD_Connection *conn, const char *url,
   const char *path;
 
   error_clear ();
+  if (cs->bad_url) {
+    error_set (ERR_INVALID, "%s", cs->bad_url);
+    return send_error (conn, method, url, NULL);
+  }
+  if (strlen (url) > API_MAX_URL) {
+    error_set (ERR_URI_TOO_LONG, "the URL is longer than %d bytes", API_MAX_URL);
+    return send_error (conn, method, "(long URL)", NULL);
+  }
   if (strcmp (url, "/healthz") == 0) {
     if (strcmp (method, "GET") != 0 && strcmp (method, "HEAD") != 0) {
       error_set (ERR_METHOD, "use GET on /healthz");
@@ -284,6 +298,8 @@ on_request (void *cls, struct MHD_Connection *conn, const char *url,
     cs = calloc (1, sizeof *cs);
     if (cs == NULL)
       return MHD_NO;
+    cs->bad_url = unescape_refused;
+    unescape_refused = NULL;
     *con_cls = cs;
     return MHD_YES;
   }
@@ -333,23 +349,34 @@ hexval (char c)
   return -1;
 }
 
-/* Percent-decoding of paths and query values, in place.  Unlike
- * libmicrohttpd's default it leaves "%00" as it is: a decoded NUL would cut
- * an id short ("x%00y" read as "x"), while the literal '%' is rejected by
- * the id and name checks. */
+/* Percent-decoding of paths and query values, in place.  An escape that
+ * would decode to NUL or '/' is refused (it would cut an id short, or make
+ * a name look like more path), and so is a '%' without two hex digits:
+ * the request is then answered 400 rather than read as something else. */
 static size_t
 on_unescape (void *cls, struct MHD_Connection *conn, char *s)
 {
   char *in = s, *out = s;
   while (*in) {
-    int hi, lo;
-    if (in[0] == '%' && (hi = hexval (in[1])) >= 0 && (lo = hexval (in[2])) >= 0 &&
-        (hi | lo) != 0) {
-      *out++ = (char) (hi * 16 + lo);
-      in += 3;
-    }
-    else
+    int hi, lo, c;
+    if (in[0] != '%') {
       *out++ = *in++;
+      continue;
+    }
+    if ((hi = hexval (in[1])) < 0 || (lo = hexval (in[2])) < 0) {
+      unescape_refused = "a '%' in the URL is not followed by two hex digits";
+      *out++ = *in++;
+      continue;
+    }
+    c = hi * 16 + lo;
+    if (c == 0 || c == '/') {
+      unescape_refused = "the URL encodes a NUL or '/' (%00, %2F), which no id or "
+        "VM name may contain";
+      *out++ = *in++;
+      continue;
+    }
+    *out++ = (char) c;
+    in += 3;
   }
   *out = '\0';
   return out - s;
@@ -384,6 +411,11 @@ api_start (struct hub *hub)
                                   MHD_OPTION_NOTIFY_COMPLETED, on_completed, api,
                                   MHD_OPTION_CONNECTION_LIMIT, (unsigned) 256,
                                   MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) 120,
+                                  /* Room for long URLs to reach us, so that
+                                   * they get a JSON 414, not the library's
+                                   * HTML page. */
+                                  MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+                                  (size_t) 512 * 1024,
                                   MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, api,
                                   MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, api,
                                   MHD_OPTION_END);

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -59,14 +60,25 @@ read_token (const char *file)
     log_warn ("API token file %s can be read by other users; chmod 600 it", file);
   len = getline (&line, &cap, fp);
   fclose (fp);
-  while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
-    line[--len] = '\0';
-  if (len <= 0) {
-    error_set (ERR_INVALID, "API token file %s is empty", file);
+  if (len > 0 && (size_t) len != strlen (line)) {
+    error_set (ERR_INVALID, "API token file %s: the token has a NUL byte", file);
     return NULL;
   }
-  if ((size_t) len != strlen (line) || len > 4096) {
-    error_set (ERR_INVALID, "API token file %s: token has a NUL byte or is too long", file);
+  while (len > 0 && strchr (" \t\r\n", line[len - 1]))
+    line[--len] = '\0';
+  if (len <= 0 || strspn (line, " \t") > 0) {
+    error_set (ERR_INVALID, "API token file %s: the first line must hold the token, "
+               "with no blanks before it", file);
+    return NULL;
+  }
+  for (ssize_t i = 0; i < len; i++)
+    if ((unsigned char) line[i] <= ' ' || line[i] == 0x7f) {
+      error_set (ERR_INVALID, "API token file %s: the token must not contain blanks "
+                 "or control characters", file);
+      return NULL;
+    }
+  if (len > 4096) {
+    error_set (ERR_INVALID, "API token file %s: the token is longer than 4096 bytes", file);
     return NULL;
   }
   char *ret = line;
@@ -250,6 +262,39 @@ ensure_default_repo (struct hub *hub)
   return 0;
 }
 
+/* Take DATA-DIR/run/hub.lock for the life of the hub: a second hub on the
+ * same folder would fight the first over its storage daemon and files. */
+static int
+lock_data_dir (struct hub *hub)
+{
+  CLEANUP_FREE char *path = NULL;
+  char pid[32];
+  int n;
+
+  if (asprintf (&path, "%s/hub.lock", hub->run_dir) == -1) {
+    path = NULL;
+    error_set_errno (ERR_INTERNAL, errno, "out of memory");
+    return -1;
+  }
+  hub->lock_fd = open (path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (hub->lock_fd == -1) {
+    error_set_errno (ERR_INVALID, errno, "opening %s", path);
+    return -1;
+  }
+  if (flock (hub->lock_fd, LOCK_EX | LOCK_NB) == -1) {
+    n = pread (hub->lock_fd, pid, sizeof pid - 1, 0);
+    pid[n > 0 ? n : 0] = '\0';
+    pid[strcspn (pid, "\n")] = '\0';
+    error_set (ERR_CONFLICT, "data folder %s is in use by another hub (pid %s)",
+               hub->cfg.data_dir, *pid ? pid : "unknown");
+    return -1;
+  }
+  n = snprintf (pid, sizeof pid, "%d\n", (int) getpid ());
+  if (ftruncate (hub->lock_fd, 0) == -1 || pwrite (hub->lock_fd, pid, n, 0) != n)
+    log_warn ("writing %s: %m", path);
+  return 0;
+}
+
 struct hub *
 hub_open (struct hub_config *cfg)
 {
@@ -262,6 +307,7 @@ hub_open (struct hub_config *cfg)
     return NULL;
   }
   hub->cfg = *cfg;
+  hub->lock_fd = -1;
   memset (cfg, 0, sizeof *cfg);
   pthread_mutex_init (&hub->lock, NULL);
 
@@ -303,6 +349,9 @@ hub_open (struct hub_config *cfg)
     error_set_errno (ERR_INVALID, errno, "creating %s", hub->run_dir);
     goto fail;
   }
+
+  if (lock_data_dir (hub) == -1)
+    goto fail;
 
   hub->cat = catalog_open (hub->cfg.db);
   if (hub->cat == NULL)
@@ -347,6 +396,8 @@ hub_close (struct hub *hub)
   hub_config_clear (&hub->cfg);
   free (hub->run_dir);
   free (hub->token);
+  if (hub->lock_fd >= 0)
+    close (hub->lock_fd);
   pthread_mutex_destroy (&hub->lock);
   free (hub);
 }

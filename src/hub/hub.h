@@ -46,6 +46,7 @@ struct hub {
   struct qsd *qsd;
   struct net_addr listen, nbd;
   char *run_dir;
+  int lock_fd;             /* flock on DATA-DIR/run/hub.lock: one hub per folder */
   char *token;             /* API token, NULL when none */
   /* Serialises the state transitions of backups (start, complete, end,
    * delete) and the storage-daemon restart callback.  Reads do not take it. */

@@ -106,6 +106,7 @@ static const struct {
   [ERR_METHOD]       = { 405, "method_not_allowed" },
   [ERR_CONFLICT]     = { 409, "conflict" },
   [ERR_TOO_LARGE]    = { 413, "payload_too_large" },
+  [ERR_URI_TOO_LONG] = { 414, "uri_too_long" },
   [ERR_UNSUPPORTED_MEDIA] = { 415, "unsupported_media_type" },
   [ERR_INTERNAL]     = { 500, "internal" },
   [ERR_UNAVAILABLE]  = { 503, "unavailable" },

@@ -16,6 +16,7 @@ enum error_category {
   ERR_METHOD,         /* 405 */
   ERR_CONFLICT,       /* 409: valid, but not in the current state */
   ERR_TOO_LARGE,      /* 413 */
+  ERR_URI_TOO_LONG,   /* 414 */
   ERR_UNSUPPORTED_MEDIA, /* 415 */
   ERR_INTERNAL,       /* 500 */
   ERR_UNAVAILABLE,    /* 503: a dependency (storage daemon, catalog) is down */
