@@ -23,7 +23,8 @@ LIBS    = $(PKG_LIBS) -lpthread
 
 # Debian packages the build, the hub and the tests need.
 DEB_PKGS := gcc make pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev \
-            qemu-utils qemu-system-common libnbd-bin sqlite3 jq curl perl procps
+            qemu-utils qemu-system-common libnbd-bin sqlite3 jq curl perl procps \
+            iproute2 e2fsprogs
 
 LIB_SRCS  := $(sort $(wildcard src/*/*.c))
 LIB_OBJS  := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(LIB_SRCS)) $(BUILD)/obj/gen/migrations.o

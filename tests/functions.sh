@@ -194,6 +194,12 @@ done_testing ()
   if [ -n "$HUB_PID" ]; then
     stop_hub
   fi
+  # Under the ASan/UBSan build, any report in the hub's log (across all its
+  # restarts in this test) is a failure, even one the hub survived.
+  if [ -s "$HUB_LOG" ]; then
+    ok "the hub's log has no sanitizer report" \
+       eval "! grep -qE 'Sanitizer|runtime error:' \"\$HUB_LOG\""
+  fi
   printf '1..%d\n' "$_tap_n"
   _tap_done=1
   if [ $_tap_failed -gt 0 ]; then

@@ -21,7 +21,7 @@
 /* Limits shared by the API validation and the core. */
 #define HUB_MAX_DISKS 256
 #define HUB_MAX_DISK_INDEX 1023
-#define HUB_MAX_DISK_SIZE (INT64_C (1) << 55)
+#define HUB_MAX_DISK_SIZE (INT64_C (1) << 51)   /* what QCOW2 with 64 KiB clusters holds */
 #define HUB_MAX_CHANGE_ID 1024
 #define HUB_MAX_ERROR 4096
 

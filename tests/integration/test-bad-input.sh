@@ -126,7 +126,7 @@ bad 400 invalid_request "fail: disk_id \"0\""       POST $B/$RUN/fail '{"disk_id
 bad 400 invalid_request "negative size_bytes"       PUT $V/bi3 "{\"disks\":[{\"disk_index\":0,\"size_bytes\":-$SIZE}]}"
 bad 400 invalid_request "zero size_bytes"           PUT $V/bi3 '{"disks":[{"disk_index":0,"size_bytes":0}]}'
 bad 400 invalid_request "size_bytes not a multiple of 512" PUT $V/bi3 '{"disks":[{"disk_index":0,"size_bytes":1000}]}'
-bad 400 invalid_request "size_bytes past 2^55"      PUT $V/bi3 '{"disks":[{"disk_index":0,"size_bytes":36028797018964480}]}'
+bad 400 invalid_request "size_bytes past 2^51"      PUT $V/bi3 '{"disks":[{"disk_index":0,"size_bytes":2251799813686272}]}'
 bad 400 invalid_request "size_bytes past 2^64"      PUT $V/bi3 '{"disks":[{"disk_index":0,"size_bytes":184467440737095516160}]}'
 bad 400 invalid_request "negative disk_index"       PUT $V/bi3 "{\"disks\":[{\"disk_index\":-1,\"size_bytes\":$SIZE}]}"
 bad 400 invalid_request "disk_index 1024"           PUT $V/bi3 "{\"disks\":[{\"disk_index\":1024,\"size_bytes\":$SIZE}]}"
@@ -259,7 +259,13 @@ api PUT "$V/$long255" "{\"disks\":[{\"disk_index\":1023,\"size_bytes\":512}]}"
 is "$API_STATUS" 201 "a 255-byte VM name with disk_index 1023 and 512 bytes is accepted"
 api DELETE "$V/$long255"
 is "$API_STATUS" 204 "and deleted"
-api PUT "$V/bi3" "{\"disks\":[{\"disk_index\":0,\"size_bytes\":36028797018963968}]}"
-is "$API_STATUS" 201 "size_bytes 2^55 is accepted"
+api PUT "$V/bi3" "{\"disks\":[{\"disk_index\":0,\"size_bytes\":2251799813685248}]}"
+is "$API_STATUS" 201 "size_bytes 2^51 (2 PiB) is accepted"
+# ... and the largest disk really backs up: qemu-img can make that image.
+api POST "$B" '{"vm_name":"bi3","backup_type":"full"}'
+is "$API_STATUS" 201 "a backup of a 2 PiB disk starts"
+is "$(jqb '.disks[0].size_bytes')" 2251799813685248 "with the disk's full size"
+api POST "$B/$(jqb .backup_id)/cancel"
+is "$API_STATUS" 200 "and is cancelled"
 
 done_testing
