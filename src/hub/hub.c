@@ -402,6 +402,39 @@ hub_close (struct hub *hub)
   free (hub);
 }
 
+/* True when folder a is b or lies inside it. */
+static bool
+path_within (const char *a, const char *b)
+{
+  size_t n = strlen (b);
+  return strncmp (a, b, n) == 0 && (a[n] == '\0' || a[n] == '/' || strcmp (b, "/") == 0);
+}
+
+/* A repository inside another (or holding the hub's own data folder) would
+ * have its files taken for the other's leftovers: refuse it. */
+static int
+check_overlap (struct hub *hub, const char *path)
+{
+  struct cat_repository *repos = NULL;
+  size_t n = 0;
+  int ret = 0;
+
+  if (path_within (hub->cfg.data_dir, path)) {
+    error_set (ERR_CONFLICT, "repository path %s holds the hub's data folder", path);
+    return -1;
+  }
+  if (catalog_repo_list (hub->cat, &repos, &n) == -1)
+    return -1;
+  for (size_t i = 0; i < n && ret == 0; i++)
+    if (path_within (path, repos[i].path) || path_within (repos[i].path, path)) {
+      error_set (ERR_CONFLICT, "repository path %s overlaps repository '%s' at %s", path,
+                 repos[i].id, repos[i].path);
+      ret = -1;
+    }
+  cat_repository_free_array (repos, n);
+  return ret;
+}
+
 int
 hub_repo_create (struct hub *hub, const char *id, const char *name, const char *type,
                  const char *path, struct cat_repository *out)
@@ -423,6 +456,11 @@ hub_repo_create (struct hub *hub, const char *id, const char *name, const char *
   }
   if (repo_prepare (path, &canonical, &created) == -1)
     return -1;
+  if (check_overlap (hub, canonical) == -1) {
+    if (created)
+      rmdir (canonical);
+    return -1;
+  }
   id_now (now, sizeof now);
   struct cat_repository r = { .id = (char *) id, .name = (char *) name,
                               .type = (char *) "local", .path = canonical,
