@@ -85,7 +85,7 @@ int api_check_id (const char *what, const char *id);
 
 /* --- Output (api/output.c) -------------------------------------------- */
 json_t *api_json_str (const char *s);   /* string or null */
-json_t *api_json_repo (const struct cat_repository *r);  /* with usage */
+json_t *api_json_repo (struct hub *hub, const struct cat_repository *r);  /* with usage */
 json_t *api_json_vm (const struct cat_vm *vm);
 json_t *api_json_context (const struct cat_context *c);
 /* A job with its disks; repo_path makes qcow2_path absolute. */

@@ -1,7 +1,8 @@
 /* api/api.h - the REST API: HTTP on libmicrohttpd, JSON with jansson.
  *
- * The handlers only validate input and call the hub core (hub/hub.h) and
- * the catalog's reads; they never touch files or the storage daemon.
+ * The handlers only validate input and call the hub core (hub/hub.h) for
+ * every change; they read through the catalog (catalog/catalog.h), and never
+ * touch files, the storage daemon, or a catalog write themselves.
  */
 #ifndef STRATA_API_API_H
 #define STRATA_API_API_H

@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "api/api-int.h"
-#include "storage/repo.h"
+#include "storage/repo.h"   /* repo_abspath: layout only, no I/O */
 #include "util/cleanup.h"
 #include "util/error.h"
 #include "util/log.h"
@@ -27,10 +27,10 @@ opt_int (int64_t v)
 }
 
 json_t *
-api_json_repo (const struct cat_repository *r)
+api_json_repo (struct hub *hub, const struct cat_repository *r)
 {
   int64_t used = 0, avail = 0;
-  if (repo_usage (r->path, &used, &avail) == -1) {
+  if (hub_repo_usage (hub, r, &used, &avail) == -1) {
     log_warn ("repository %s: %s", r->id, error_message ());
     used = avail = -1;
   }

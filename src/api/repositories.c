@@ -16,7 +16,7 @@ api_repos_list (struct api_req *r)
     return -1;
   arr = json_array ();
   for (size_t i = 0; arr && i < n; i++)
-    json_array_append_new (arr, api_json_repo (&repos[i]));
+    json_array_append_new (arr, api_json_repo (r->hub, &repos[i]));
   cat_repository_free_array (repos, n);
   return api_reply (r, 200, arr ? json_pack ("{s:o}", "repositories", arr) : NULL);
 }
@@ -45,7 +45,7 @@ api_repos_create (struct api_req *r)
   }
   if (hub_repo_create (r->hub, id, name, type, path, &repo) == -1)
     return -1;
-  ret = api_reply (r, 201, api_json_repo (&repo));
+  ret = api_reply (r, 201, api_json_repo (r->hub, &repo));
   cat_repository_clear (&repo);
   return ret;
 }
@@ -60,7 +60,7 @@ api_repos_get (struct api_req *r)
       api_check_id ("repository id", r->id) == -1 ||
       catalog_repo_get (r->hub->cat, r->id, &repo) == -1)
     return -1;
-  ret = api_reply (r, 200, api_json_repo (&repo));
+  ret = api_reply (r, 200, api_json_repo (r->hub, &repo));
   cat_repository_clear (&repo);
   return ret;
 }
@@ -70,7 +70,7 @@ api_repos_delete (struct api_req *r)
 {
   if (api_query_check (r, no_params) == -1 ||
       api_check_id ("repository id", r->id) == -1 ||
-      catalog_repo_delete (r->hub->cat, r->id) == -1)
+      hub_repo_delete (r->hub, r->id) == -1)
     return -1;
   r->status = 204;
   return 0;

@@ -64,8 +64,7 @@ api_vms_put (struct api_req *r)
   vm.datacenter = (char *) datacenter;
   vm.disks = disks;
   vm.n_disks = n;
-  if (catalog_vm_put (r->hub->cat, &vm, &created) == 0 &&
-      catalog_vm_get (r->hub->cat, r->id, &stored) == 0) {
+  if (hub_vm_put (r->hub, &vm, &created, &stored) == 0) {
     ret = api_reply (r, created ? 201 : 200, api_json_vm (&stored));
     cat_vm_clear (&stored);
   }
@@ -77,7 +76,7 @@ int
 api_vms_delete (struct api_req *r)
 {
   if (api_query_check (r, no_params) == -1 || id_check_vm_name (r->id) == -1 ||
-      catalog_vm_delete (r->hub->cat, r->id) == -1)
+      hub_vm_delete (r->hub, r->id) == -1)
     return -1;
   r->status = 204;
   return 0;

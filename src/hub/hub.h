@@ -64,10 +64,20 @@ bool hub_storage_up (struct hub *hub);
 /* "nbd://HOST:PORT/EXPORT" for an export name.  Caller frees. */
 char *hub_nbd_uri (struct hub *hub, const char *export_name);
 
-/* --- Repositories ----------------------------------------------------- */
-/* id may be NULL (one is made).  *out receives the new row. */
+/* --- Repositories and inventory (hub/inventory.c) --------------------- */
+/* id may be NULL (one is made).  The path is checked and made if needed
+ * (storage/repo.h); a path inside or around another repository, or around
+ * the data folder, is ERR_CONFLICT.  *out receives the new row. */
 int hub_repo_create (struct hub *hub, const char *id, const char *name,
                      const char *type, const char *path, struct cat_repository *out);
+/* ERR_CONFLICT while a context uses it; its folder stays on disk. */
+int hub_repo_delete (struct hub *hub, const char *id);
+/* Bytes the repository's files take, and bytes its file system offers. */
+int hub_repo_usage (struct hub *hub, const struct cat_repository *r, int64_t *used,
+                    int64_t *available);
+/* Insert or replace a VM with its disks; *out receives it as stored. */
+int hub_vm_put (struct hub *hub, const struct cat_vm *vm, bool *created, struct cat_vm *out);
+int hub_vm_delete (struct hub *hub, const char *vm_name);
 
 /* --- Backups ---------------------------------------------------------- */
 struct hub_backup_request {

@@ -1,0 +1,113 @@
+/* hub/inventory.c - repositories and the VM inventory: the changes to them
+ * that the API asks for, with the checks that need the file system. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "hub/hub-int.h"
+#include "storage/repo.h"
+#include "util/cleanup.h"
+#include "util/error.h"
+#include "util/id.h"
+
+/* True when folder a is b or lies inside it. */
+static bool
+path_within (const char *a, const char *b)
+{
+  size_t n = strlen (b);
+  return strncmp (a, b, n) == 0 && (a[n] == '\0' || a[n] == '/' || strcmp (b, "/") == 0);
+}
+
+/* A repository inside another (or holding the hub's own data folder) would
+ * have its files taken for the other's leftovers: refuse it. */
+static int
+check_overlap (struct hub *hub, const char *path)
+{
+  struct cat_repository *repos = NULL;
+  size_t n = 0;
+  int ret = 0;
+
+  if (path_within (hub->cfg.data_dir, path)) {
+    error_set (ERR_CONFLICT, "repository path %s holds the hub's data folder", path);
+    return -1;
+  }
+  if (catalog_repo_list (hub->cat, &repos, &n) == -1)
+    return -1;
+  for (size_t i = 0; i < n && ret == 0; i++)
+    if (path_within (path, repos[i].path) || path_within (repos[i].path, path)) {
+      error_set (ERR_CONFLICT, "repository path %s overlaps repository '%s' at %s", path,
+                 repos[i].id, repos[i].path);
+      ret = -1;
+    }
+  cat_repository_free_array (repos, n);
+  return ret;
+}
+
+int
+hub_repo_create (struct hub *hub, const char *id, const char *name, const char *type,
+                 const char *path, struct cat_repository *out)
+{
+  CLEANUP_FREE char *made_id = NULL;
+  CLEANUP_FREE char *canonical = NULL;
+  char now[32];
+  bool created;
+
+  if (type && strcmp (type, "local") != 0) {
+    error_set (ERR_INVALID, "repository type '%s' is not supported (only 'local')", type);
+    return -1;
+  }
+  if (id == NULL) {
+    made_id = id_new ("repo", NULL);
+    if (made_id == NULL)
+      return -1;
+    id = made_id;
+  }
+  if (repo_prepare (path, &canonical, &created) == -1)
+    return -1;
+  if (check_overlap (hub, canonical) == -1) {
+    if (created)
+      rmdir (canonical);
+    return -1;
+  }
+  id_now (now, sizeof now);
+  struct cat_repository r = { .id = (char *) id, .name = (char *) name,
+                              .type = (char *) "local", .path = canonical,
+                              .created_at = now };
+  if (catalog_repo_insert (hub->cat, &r) == -1 ||
+      catalog_repo_get (hub->cat, id, out) == -1) {
+    if (created)
+      rmdir (canonical);
+    return -1;
+  }
+  return 0;
+}
+
+int
+hub_repo_delete (struct hub *hub, const char *id)
+{
+  SCOPED_LOCK (&hub->lock);
+  return catalog_repo_delete (hub->cat, id);
+}
+
+int
+hub_repo_usage (struct hub *hub, const struct cat_repository *r, int64_t *used,
+                int64_t *available)
+{
+  return repo_usage (r->path, used, available);
+}
+
+int
+hub_vm_put (struct hub *hub, const struct cat_vm *vm, bool *created, struct cat_vm *out)
+{
+  if (catalog_vm_put (hub->cat, vm, created) == -1)
+    return -1;
+  return catalog_vm_get (hub->cat, vm->vm_name, out);
+}
+
+int
+hub_vm_delete (struct hub *hub, const char *vm_name)
+{
+  return catalog_vm_delete (hub->cat, vm_name);
+}
