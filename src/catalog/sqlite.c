@@ -1721,6 +1721,10 @@ sqlite_backup_end (struct catalog *cat, const char *backup_id, const char *statu
   "  JOIN backup_disks p ON c.parent_disk_id = p.id" \
   "  JOIN doomed ON p.backup_job_id = doomed.job_id) "
 
+#define WITH_FILES \
+  " AND EXISTS (SELECT 1 FROM backup_disks x" \
+  "             WHERE x.backup_job_id = doomed.job_id AND x.qcow2_path IS NOT NULL)"
+
 /* Delete a finished job, and with cascade every job built on it.  The
  * deleted disk rows are collected into *deleted first; the delete itself
  * is one statement (see below).  last_backup_* moves back if it named a
@@ -1744,15 +1748,18 @@ backup_delete_tx (struct sqlite_catalog *sc, const char *backup_id, bool cascade
     error_set (ERR_CONFLICT, "backup %s is running", backup_id);
     return -1;
   }
+  /* Only dependents that still have a file are backed by this backup; a
+   * failed attempt whose overlays are gone goes with it. */
   if (db_text (sc, &ctx, "SELECT vm_backup_context_id FROM backup_jobs WHERE id = ?",
                "s", backup_id) != 1 ||
       db_int (sc, &dependents, DOOMED_JOBS
-              "SELECT count(*) FROM doomed WHERE job_id <> ?1", "s", backup_id) == -1)
+              "SELECT count(*) FROM doomed WHERE job_id <> ?1" WITH_FILES,
+              "s", backup_id) == -1)
     return -1;
   if (dependents > 0) {
     if (db_text (sc, &dependent, DOOMED_JOBS
-                 "SELECT job_id FROM doomed WHERE job_id <> ?1 ORDER BY job_id LIMIT 1",
-                 "s", backup_id) != 1)
+                 "SELECT job_id FROM doomed WHERE job_id <> ?1" WITH_FILES
+                 " ORDER BY job_id LIMIT 1", "s", backup_id) != 1)
       return -1;
     if (!cascade) {
       error_set (ERR_CONFLICT, "%" PRId64 " later backup%s (%s%s) %s based on backup %s;"

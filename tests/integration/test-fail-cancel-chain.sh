@@ -115,4 +115,21 @@ api GET "/api/v1/backups?vm_name=fc1&status=cancelled"
 is "$(jqb .total)" 2 "listing: two cancelled jobs"
 is "$(cd "$REPO" && find . -name '*.qcow2' | wc -l)" 5 "the repository holds only the full's, I3's completed disk's and I4's files"
 
+# --- Deleting the full: the failed and cancelled attempts whose overlays are
+# gone do not hold it; a job with a file built on it does.
+api DELETE "/api/v1/backups/$F"
+is_error 409 conflict "the full cannot go while I3 and I4 have files backed by it"
+api DELETE "/api/v1/backups/$I4"
+is "$API_STATUS/$(jqb '.deleted_backups | join(" ")')" "200/$I4" "delete I4"
+api DELETE "/api/v1/backups/$F"
+is_error 409 conflict "I3's completed disk still holds the full"
+api DELETE "/api/v1/backups/$I3"
+is "$API_STATUS/$(jqb '.deleted_backups | join(" ")')" "200/$I3" "delete I3"
+api DELETE "/api/v1/backups/$F"
+is "$API_STATUS/$(jqb '.deleted_backups | sort | join(" ")')" \
+   "200/$(printf '%s\n' "$F" "$I1" "$I2" | sort | tr '\n' ' ' | sed 's/ $//')" \
+   "the full goes, and the file-less failed and cancelled attempts on it with it"
+is "$(sql "SELECT count(*) FROM backup_jobs")|$(sql "SELECT count(*) FROM backup_disks")" "0|0" "no job or disk row is left"
+is "$(cd "$REPO" && find . -name '*.qcow2' | wc -l)" 0 "no image is left"
+
 done_testing
