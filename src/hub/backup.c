@@ -19,6 +19,7 @@
  * the insert's own transaction, so two hubs sharing a catalog stay safe too.
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,16 @@
 #include "util/error.h"
 #include "util/id.h"
 #include "util/log.h"
+
+void
+hub_crash_point (const char *where)
+{
+  const char *at = getenv ("STRATA_CRASH_AT");
+  if (at && strcmp (at, where) == 0) {
+    log_warn ("STRATA_CRASH_AT=%s: dying here, as a power cut would", where);
+    raise (SIGKILL);
+  }
+}
 
 void
 hub_drop_disks (struct hub *hub, const char *repo_path,
@@ -169,6 +180,7 @@ hub_backup_start (struct hub *hub, const struct hub_backup_request *req,
       goto undo;
     }
   }
+  hub_crash_point ("start:images");
   for (exported = 0; exported < n; exported++) {
     struct cat_disk *d = &job.disks[exported];
     CLEANUP_FREE char *path = repo_abspath (repo.path, d->qcow2_path);
@@ -179,8 +191,10 @@ hub_backup_start (struct hub *hub, const struct hub_backup_request *req,
       goto undo;
     }
   }
+  hub_crash_point ("start:exports");
   if (catalog_backup_insert (hub->cat, &job, &vm) == -1)
     goto undo;
+  hub_crash_point ("start:recorded");
 
   /* The job exists: inline disks become the VM's inventory. */
   if (req->disks) {
@@ -282,16 +296,22 @@ hub_backup_complete (struct hub *hub, const char *backup_id, int disk_index,
 
   /* Durability before acknowledgement: closing the export flushes qemu's
    * cache into the file, fsync makes it stable, and only then is the disk
-   * recorded completed. */
+   * recorded completed.  The file is made read-only after that, so that a
+   * crash in between leaves a running disk whose file can still be
+   * exported for writing (start-up seals completed files that missed it). */
   if (d->nbd_export && qsd_export_remove (hub->qsd, d->nbd_export) == -1) {
     error_prefix ("flushing disk %d", disk_index);
     goto out;
   }
-  if (repo_finalize (repo.path, d->qcow2_path) == -1)
+  if (repo_sync_image (repo.path, d->qcow2_path) == -1)
     goto out;
+  hub_crash_point ("complete:synced");
   if (catalog_disk_complete (hub->cat, backup_id, disk_index, change_id,
                              bytes_transferred, out) == -1)
     goto out;
+  hub_crash_point ("complete:recorded");
+  if (repo_seal_image (repo.path, d->qcow2_path) == -1)
+    log_warn ("backup %s disk %d: %s", backup_id, disk_index, error_message ());
   log_info ("backup %s disk %d completed (%s)%s", backup_id, disk_index,
             change_id ? change_id : "no change id",
             strcmp (out->status, "completed") == 0 ? "; job completed" : "");
@@ -329,6 +349,7 @@ hub_backup_end (struct hub *hub, const char *backup_id, const char *status,
   if (catalog_backup_end (hub->cat, backup_id, status, disk_index, error,
                           &dropped, &n) == -1)
     goto out;
+  hub_crash_point ("end:recorded");
   hub_drop_disks (hub, repo.path, dropped, n);
   log_info ("backup %s %s%s%s", backup_id, status, error ? ": " : "", error ? error : "");
   ret = catalog_backup_get (hub->cat, backup_id, out);
@@ -388,6 +409,7 @@ hub_backup_delete (struct hub *hub, const char *backup_id, bool cascade,
   }
   if (catalog_backup_delete (hub->cat, backup_id, cascade, &deleted, &n) == -1)
     goto out;
+  hub_crash_point ("delete:recorded");
   *deleted_ids = job_ids_of (deleted, n);
   hub_drop_disks (hub, repo.path, deleted, n);
   if (*deleted_ids == NULL)
@@ -419,6 +441,7 @@ hub_context_delete (struct hub *hub, const char *context_id, bool force,
     goto out;
   if (catalog_context_delete (hub->cat, context_id, force, &deleted, &n) == -1)
     goto out;
+  hub_crash_point ("context-delete:recorded");
   *deleted_ids = job_ids_of (deleted, n);
   hub_drop_disks (hub, repo.path, deleted, n);
   if (repo_remove_context (repo.path, context_id) == -1)

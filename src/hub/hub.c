@@ -182,8 +182,15 @@ recover_files (struct hub *hub)
     struct stat st;
     char reason[512];
 
-    if (path == NULL || stat (path, &st) == 0)
+    if (path == NULL)
       continue;
+    if (stat (path, &st) == 0) {
+      /* A crash between recording and sealing leaves it writable. */
+      if (strcmp (disks[i].status, "completed") == 0 &&
+          repo_seal_image (repo_paths[i], disks[i].qcow2_path) == -1)
+        log_warn ("%s", error_message ());
+      continue;
+    }
     snprintf (reason, sizeof reason, "file %s missing at start-up", path);
     log_error ("backup %s disk %d: %s; marking it (and the backups built on it) failed",
                disks[i].backup_job_id, disks[i].disk_index, reason);

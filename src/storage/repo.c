@@ -262,7 +262,7 @@ repo_create_image (const char *repo_path, const char *rel, int64_t size,
 }
 
 int
-repo_finalize (const char *repo_path, const char *rel)
+repo_sync_image (const char *repo_path, const char *rel)
 {
   CLEANUP_FREE char *path = repo_abspath (repo_path, rel);
   CLEANUP_FREE char *dir = NULL;
@@ -279,12 +279,27 @@ repo_finalize (const char *repo_path, const char *rel)
     error_set_errno (ERR_INTERNAL, errno, "syncing %s", path);
     return -1;
   }
-  if (fchmod (fd, 0444) == -1) {
+  dir = dir_of (path);
+  return dir ? sync_dir (dir) : -1;
+}
+
+int
+repo_seal_image (const char *repo_path, const char *rel)
+{
+  CLEANUP_FREE char *path = repo_abspath (repo_path, rel);
+  struct stat st;
+
+  if (path == NULL)
+    return -1;
+  if (stat (path, &st) == -1) {
+    error_set_errno (ERR_INTERNAL, errno, "%s", path);
+    return -1;
+  }
+  if ((st.st_mode & 0777) != 0444 && chmod (path, 0444) == -1) {
     error_set_errno (ERR_INTERNAL, errno, "making %s read-only", path);
     return -1;
   }
-  dir = dir_of (path);
-  return dir ? sync_dir (dir) : -1;
+  return 0;
 }
 
 int

@@ -43,9 +43,11 @@ int repo_usage (const char *repo_path, int64_t *used, int64_t *available);
 int repo_create_image (const char *repo_path, const char *rel, int64_t size,
                        const char *parent_rel);
 
-/* Make a finished image durable and read-only: fsync the file and its
- * folder, then chmod 0444. */
-int repo_finalize (const char *repo_path, const char *rel);
+/* Make a finished image durable: fsync the file and its folder. */
+int repo_sync_image (const char *repo_path, const char *rel);
+/* Make a finished image read-only (0444), once the catalog says it is
+ * complete; an image that is already read-only is left as it is. */
+int repo_seal_image (const char *repo_path, const char *rel);
 
 /* Delete an image, then its disk and context folders if they are empty. */
 int repo_remove_image (const char *repo_path, const char *rel);

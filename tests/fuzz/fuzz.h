@@ -1,0 +1,129 @@
+/* tests/fuzz/fuzz.h - what the libFuzzer targets share: a check that
+ * survives NDEBUG, and plain re-statements of the documented input rules
+ * (util/id.h) that the targets hold the real validators to.
+ *
+ * The reference checks are written from the header comments, not from the
+ * code, so a fuzzer that finds them disagreeing with the real one has found
+ * a place where the code and its contract part ways. */
+#ifndef STRATA_TESTS_FUZZ_H
+#define STRATA_TESTS_FUZZ_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/error.h"
+#include "util/id.h"
+
+#define CHECK(cond)                                                     \
+  do {                                                                  \
+    if (!(cond)) {                                                      \
+      fprintf (stderr, "%s:%d: invariant broken: %s\n",                 \
+               __FILE__, __LINE__, #cond);                              \
+      abort ();                                                         \
+    }                                                                   \
+  } while (0)
+
+/* A copy of the fuzzer's bytes as a C string (an inner NUL ends it early).
+ * Caller frees. */
+static inline char *
+fuzz_cstr (const uint8_t *data, size_t size)
+{
+  char *s = malloc (size + 1);
+  if (s == NULL)
+    abort ();
+  memcpy (s, data, size);
+  s[size] = '\0';
+  return s;
+}
+
+/* A validator that said no must have said why, as a client error. */
+static inline void
+fuzz_check_invalid (void)
+{
+  CHECK (error_category () == ERR_INVALID);
+  CHECK (strcmp (error_message (), "unknown error") != 0);
+}
+
+/* util/id.h: 1..ID_MAX characters of [A-Za-z0-9._-], not "." or "..". */
+static inline bool
+ref_id_ok (const char *s)
+{
+  size_t n = strlen (s);
+  if (n < 1 || n > ID_MAX || strcmp (s, ".") == 0 || strcmp (s, "..") == 0)
+    return false;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = s[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+          (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-'))
+      return false;
+  }
+  return true;
+}
+
+/* Well-formed UTF-8: shortest forms only, no surrogates, nothing past
+ * U+10FFFF. */
+static inline bool
+ref_utf8_ok (const unsigned char *s, size_t len)
+{
+  for (size_t i = 0; i < len; ) {
+    unsigned char c = s[i];
+    uint32_t cp, min;
+    size_t n;
+
+    if (c < 0x80) { n = 1; cp = c; min = 0; }
+    else if ((c & 0xe0) == 0xc0) { n = 2; cp = c & 0x1f; min = 0x80; }
+    else if ((c & 0xf0) == 0xe0) { n = 3; cp = c & 0x0f; min = 0x800; }
+    else if ((c & 0xf8) == 0xf0) { n = 4; cp = c & 0x07; min = 0x10000; }
+    else return false;
+    if (n > len - i)
+      return false;
+    for (size_t k = 1; k < n; k++) {
+      if ((s[i + k] & 0xc0) != 0x80)
+        return false;
+      cp = (cp << 6) | (s[i + k] & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+      return false;
+    i += n;
+  }
+  return true;
+}
+
+/* util/id.h: a VM name is 1..VM_NAME_MAX bytes of valid UTF-8 with no
+ * control byte (C0 or DEL), no '/' or '\\', not "." or "..", and no
+ * leading or trailing space. */
+static inline bool
+ref_vm_name_ok (const char *s)
+{
+  size_t n = strlen (s);
+  if (n < 1 || n > VM_NAME_MAX || strcmp (s, ".") == 0 || strcmp (s, "..") == 0 ||
+      s[0] == ' ' || s[n - 1] == ' ')
+    return false;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = s[i];
+    if (c < 0x20 || c == 0x7f || c == '/' || c == '\\')
+      return false;
+  }
+  return ref_utf8_ok ((const unsigned char *) s, n);
+}
+
+/* id_check_vm_name, held to the rule above both ways. */
+static inline int
+fuzz_vm_name (const char *name)
+{
+  int r;
+
+  error_clear ();
+  r = id_check_vm_name (name);
+  CHECK (r == 0 || r == -1);
+  CHECK ((r == 0) == ref_vm_name_ok (name));
+  if (r == -1)
+    fuzz_check_invalid ();
+  return r;
+}
+
+#endif
