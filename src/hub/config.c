@@ -12,8 +12,8 @@
 #include "util/error.h"
 #include "util/net.h"
 
-enum { OPT_DATA_DIR = 1, OPT_LISTEN, OPT_NBD_LISTEN, OPT_DB, OPT_TOKEN, OPT_CONFIG,
-       OPT_HELP };
+enum { OPT_DATA_DIR = 1, OPT_LISTEN, OPT_NBD_LISTEN, OPT_DB, OPT_TOKEN, OPT_NBD_PSK,
+       OPT_CONFIG, OPT_HELP };
 
 static const struct option long_options[] = {
   { "data-dir", required_argument, NULL, OPT_DATA_DIR },
@@ -21,6 +21,7 @@ static const struct option long_options[] = {
   { "nbd-listen", required_argument, NULL, OPT_NBD_LISTEN },
   { "db", required_argument, NULL, OPT_DB },
   { "api-token-file", required_argument, NULL, OPT_TOKEN },
+  { "nbd-tls-psk-file", required_argument, NULL, OPT_NBD_PSK },
   { "config", required_argument, NULL, OPT_CONFIG },
   { "help", no_argument, NULL, OPT_HELP },
   { NULL, 0, NULL, 0 },
@@ -39,9 +40,14 @@ hub_config_usage (void)
 "                         (default 127.0.0.1:10809; 0.0.0.0 and :: are refused)\n"
 "  --db URL               catalog (default sqlite://DATA-DIR/catalog.db)\n"
 "  --api-token-file FILE  require 'Authorization: Bearer <token>' on /api/v1\n"
+"  --nbd-tls-psk-file FILE\n"
+"                         require TLS with a pre-shared key on the NBD targets;\n"
+"                         FILE holds IDENTITY:HEXKEY lines (keys of 128 bits or\n"
+"                         more, e.g. from 'psktool'); the URIs handed out become\n"
+"                         nbds://IDENTITY@HOST:PORT/EXPORT\n"
 "  --config FILE          read these options from FILE, one 'key = value' a line\n"
-"                         (keys: data-dir listen nbd-listen db api-token-file);\n"
-"                         options on the command line win\n"
+"                         (keys: data-dir listen nbd-listen db api-token-file\n"
+"                         nbd-tls-psk-file); options on the command line win\n"
 "  --help                 show this help\n"
 "\n"
 "On its first start with no repository the hub creates the repository\n"
@@ -63,6 +69,7 @@ config_set (struct hub_config *cfg, int key, const char *value, const char *wher
   case OPT_NBD_LISTEN: slot = &cfg->nbd_listen; break;
   case OPT_DB: slot = &cfg->db; break;
   case OPT_TOKEN: slot = &cfg->api_token_file; break;
+  case OPT_NBD_PSK: slot = &cfg->nbd_tls_psk_file; break;
   default:
     error_set (ERR_INVALID, "%s: unknown option", where);
     return -1;
@@ -130,7 +137,7 @@ config_load_file (struct hub_config *cfg, const char *file)
         break;
     if (o->name == NULL || o->val == OPT_CONFIG || o->val == OPT_HELP) {
       error_set (ERR_INVALID, "%s: unknown key '%s' (known: data-dir, listen, "
-                 "nbd-listen, db, api-token-file)", where, key);
+                 "nbd-listen, db, api-token-file, nbd-tls-psk-file)", where, key);
       ret = -1;
       break;
     }
@@ -206,5 +213,6 @@ hub_config_clear (struct hub_config *cfg)
   free (cfg->nbd_listen);
   free (cfg->db);
   free (cfg->api_token_file);
+  free (cfg->nbd_tls_psk_file);
   memset (cfg, 0, sizeof *cfg);
 }

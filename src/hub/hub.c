@@ -30,10 +30,15 @@ char *
 hub_nbd_uri (struct hub *hub, const char *export_name)
 {
   char *uri;
-  if (asprintf (&uri, hub->nbd.ipv6 ? "nbd://[%s]:%d/%s" : "nbd://%s:%d/%s",
-                hub->nbd.host, hub->nbd.port, export_name) == -1)
-    return NULL;
-  return uri;
+  int r;
+
+  if (hub->nbd_tls_user)
+    r = asprintf (&uri, hub->nbd.ipv6 ? "nbds://%s@[%s]:%d/%s" : "nbds://%s@%s:%d/%s",
+                  hub->nbd_tls_user, hub->nbd.host, hub->nbd.port, export_name);
+  else
+    r = asprintf (&uri, hub->nbd.ipv6 ? "nbd://[%s]:%d/%s" : "nbd://%s:%d/%s",
+                  hub->nbd.host, hub->nbd.port, export_name);
+  return r == -1 ? NULL : uri;
 }
 
 bool
@@ -84,6 +89,95 @@ read_token (const char *file)
   char *ret = line;
   line = NULL;
   return ret;
+}
+
+/* Check the NBD pre-shared keys file (IDENTITY:HEXKEY lines, keys of 128
+ * bits or more) and install it as DATA-DIR/run/tls/keys.psk, where the
+ * storage daemon reads it.  The first identity goes into the URIs. */
+static int
+install_psk (struct hub *hub, char **tls_dir)
+{
+  CLEANUP_FREE char *line = NULL;
+  CLEANUP_FREE char *keys = NULL;
+  CLEANUP_FREE char *tmp = NULL;
+  size_t cap = 0, keys_len = 0;
+  FILE *fp = fopen (hub->cfg.nbd_tls_psk_file, "r"), *out = NULL;
+  ssize_t len;
+  int lineno = 0;
+
+  *tls_dir = NULL;
+  if (fp == NULL) {
+    error_set_errno (ERR_INVALID, errno, "NBD PSK file %s", hub->cfg.nbd_tls_psk_file);
+    return -1;
+  }
+  out = open_memstream (&keys, &keys_len);
+  if (out == NULL) {
+    fclose (fp);
+    error_set_errno (ERR_INTERNAL, errno, "out of memory");
+    return -1;
+  }
+  while ((len = getline (&line, &cap, fp)) != -1) {
+    char *colon;
+    size_t idlen, hexlen;
+
+    lineno++;
+    while (len > 0 && strchr (" \t\r\n", line[len - 1]))
+      line[--len] = '\0';
+    if (len == 0)
+      continue;
+    colon = strchr (line, ':');
+    idlen = colon ? (size_t) (colon - line) : 0;
+    hexlen = colon ? strlen (colon + 1) : 0;
+    *(colon ? colon : line) = '\0';
+    if (colon == NULL || idlen == 0 || idlen > 64 || !id_valid (line) ||
+        hexlen < 32 || hexlen % 2 != 0 || strspn (colon + 1, "0123456789abcdefABCDEF") != hexlen) {
+      error_set (ERR_INVALID, "NBD PSK file %s:%d: expected IDENTITY:HEXKEY with an "
+                 "identity of [A-Za-z0-9._-] and a key of at least 32 hex digits",
+                 hub->cfg.nbd_tls_psk_file, lineno);
+      goto fail;
+    }
+    if (hub->nbd_tls_user == NULL && (hub->nbd_tls_user = strdup (line)) == NULL)
+      goto oom;
+    fprintf (out, "%s:%s\n", line, colon + 1);
+  }
+  fclose (fp);
+  fp = NULL;
+  fclose (out);
+  out = NULL;
+  if (hub->nbd_tls_user == NULL) {
+    error_set (ERR_INVALID, "NBD PSK file %s holds no key", hub->cfg.nbd_tls_psk_file);
+    return -1;
+  }
+
+  if (asprintf (tls_dir, "%s/tls", hub->run_dir) == -1 ||
+      asprintf (&tmp, "%s/keys.psk.tmp", *tls_dir) == -1)
+    goto oom;
+  if (mkdir (*tls_dir, 0700) == -1 && errno != EEXIST) {
+    error_set_errno (ERR_INTERNAL, errno, "creating %s", *tls_dir);
+    goto fail;
+  }
+  {
+    CLEANUP_FREE char *final = NULL;
+    CLEANUP_FD int fd = open (tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd == -1 || write (fd, keys, keys_len) != (ssize_t) keys_len || fsync (fd) == -1 ||
+        asprintf (&final, "%s/keys.psk", *tls_dir) == -1 || rename (tmp, final) == -1) {
+      error_set_errno (ERR_INTERNAL, errno, "installing the NBD keys in %s", *tls_dir);
+      unlink (tmp);
+      goto fail;
+    }
+  }
+  return 0;
+
+ oom:
+  error_set_errno (ERR_INTERNAL, ENOMEM, "out of memory");
+ fail:
+  if (fp)
+    fclose (fp);
+  if (out)
+    fclose (out);
+  free (*tls_dir);
+  *tls_dir = NULL;
+  return -1;
 }
 
 /* Export every disk that should be exported now.  Called at start and by
@@ -306,7 +400,8 @@ struct hub *
 hub_open (struct hub_config *cfg)
 {
   struct hub *hub = calloc (1, sizeof *hub);
-  char *abs;
+  struct qsd_config qc = { 0 };
+  char *abs, *tls_dir = NULL;
 
   if (hub == NULL) {
     error_set_errno (ERR_INTERNAL, errno, "out of memory");
@@ -326,9 +421,9 @@ hub_open (struct hub_config *cfg)
                "every interface; name one address", hub->cfg.nbd_listen);
     goto fail;
   }
-  if (!net_is_loopback (&hub->nbd))
-    log_warn ("NBD targets listen on %s: anyone who can reach it and learns an export "
-              "name can read or write that disk; keep this network private",
+  if (!net_is_loopback (&hub->nbd) && !hub->cfg.nbd_tls_psk_file)
+    log_warn ("NBD targets listen on %s without --nbd-tls-psk-file: anyone who can "
+              "reach it can list the exports and write into running backups",
               hub->cfg.nbd_listen);
   if (hub->cfg.api_token_file && (hub->token = read_token (hub->cfg.api_token_file)) == NULL)
     goto fail;
@@ -366,9 +461,15 @@ hub_open (struct hub_config *cfg)
   if (ensure_default_repo (hub) == -1)
     goto fail;
 
-  struct qsd_config qc = { .run_dir = hub->run_dir, .nbd_host = hub->nbd.host,
-                           .nbd_port = hub->nbd.port };
+  if (hub->cfg.nbd_tls_psk_file && install_psk (hub, &tls_dir) == -1)
+    goto fail;
+  qc.run_dir = hub->run_dir;
+  qc.nbd_host = hub->nbd.host;
+  qc.nbd_port = hub->nbd.port;
+  qc.tls_psk_dir = tls_dir;
   hub->qsd = qsd_start (&qc, on_qsd_restart, hub);
+  free (tls_dir);
+  tls_dir = NULL;
   if (hub->qsd == NULL)
     goto fail;
 
@@ -381,6 +482,7 @@ hub_open (struct hub_config *cfg)
   return hub;
 
  fail:
+  free (tls_dir);
   error_prefix ("starting the hub");
   {
     /* hub_close would clobber the error message. */
@@ -403,6 +505,7 @@ hub_close (struct hub *hub)
   hub_config_clear (&hub->cfg);
   free (hub->run_dir);
   free (hub->token);
+  free (hub->nbd_tls_user);
   if (hub->lock_fd >= 0)
     close (hub->lock_fd);
   pthread_mutex_destroy (&hub->lock);

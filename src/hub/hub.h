@@ -31,6 +31,7 @@ struct hub_config {
   char *nbd_listen;        /* default 127.0.0.1:10809 */
   char *db;                /* default sqlite://DATA-DIR/catalog.db */
   char *api_token_file;    /* NULL: no authentication */
+  char *nbd_tls_psk_file;  /* NULL: NBD without TLS */
 };
 
 /* Fill cfg from the `strata serve` command line, reading --config FILE
@@ -48,6 +49,7 @@ struct hub {
   char *run_dir;
   int lock_fd;             /* flock on DATA-DIR/run/hub.lock: one hub per folder */
   char *token;             /* API token, NULL when none */
+  char *nbd_tls_user;      /* PSK identity when NBD needs TLS, else NULL */
   /* Serialises the state transitions of backups (start, complete, end,
    * delete) and the storage-daemon restart callback.  Reads do not take it. */
   pthread_mutex_t lock;
@@ -61,7 +63,9 @@ struct hub *hub_open (struct hub_config *cfg);
 void hub_close (struct hub *hub);        /* NULL is a no-op */
 bool hub_storage_up (struct hub *hub);
 
-/* "nbd://HOST:PORT/EXPORT" for an export name.  Caller frees. */
+/* "nbd://HOST:PORT/EXPORT" for an export name, or "nbds://USER@HOST:PORT/
+ * EXPORT" when NBD needs TLS (the client adds its ?tls-psk-file=).  Caller
+ * frees. */
 char *hub_nbd_uri (struct hub *hub, const char *export_name);
 
 /* --- Repositories and inventory (hub/inventory.c) --------------------- */

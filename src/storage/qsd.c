@@ -85,6 +85,7 @@ struct qsd {
   /* Set by qsd_start, then read-only. */
   char *run_dir, *nbd_host, *sock_path, *pid_path, *log_path;
   char *chardev_arg;
+  char *tls_arg;              /* --object for the PSK credentials, or NULL */
   int nbd_port;
   qsd_restart_fn on_restart;
   void *opaque;
@@ -603,6 +604,7 @@ qsd_child (struct qsd *q, pid_t parent, int null_fd, int log_fd, int err_fd)
     (char *) QSD_PROGRAM,
     (char *) "--chardev", q->chardev_arg,
     (char *) "--monitor", (char *) "chardev=qmp0",
+    q->tls_arg ? (char *) "--object" : NULL, q->tls_arg,
     NULL
   };
   int e;
@@ -833,6 +835,12 @@ qsd_handshake (struct qsd *q)
   snprintf (port, sizeof port, "%d", q->nbd_port);
   args = json_pack ("{s:{s:s, s:{s:s, s:s}}}", "addr", "type", "inet",
                     "data", "host", q->nbd_host, "port", port);
+  /* With credentials, qemu refuses every option, the export list included,
+   * until the client has done the TLS handshake with a known key. */
+  if (args && q->tls_arg && json_object_set_new (args, "tls-creds", json_string ("tls0")) == -1) {
+    json_decref (args);
+    args = NULL;
+  }
   r = qmp_execute (q, "nbd-server-start", args, NULL);
   if (r == -1) {
     if (strstr (error_message (), "in use"))
@@ -997,29 +1005,30 @@ qsd_free (struct qsd *q)
   free (q->pid_path);
   free (q->log_path);
   free (q->chardev_arg);
+  free (q->tls_arg);
   pthread_mutex_destroy (&q->qmp_lock);
   pthread_mutex_destroy (&q->state_lock);
   pthread_cond_destroy (&q->state_cond);
   free (q);
 }
 
-/* The --chardev option, with commas in the socket path doubled as QEMU's
- * option parser requires.  Caller frees. */
+/* An option value: "PREFIX" + path (with commas doubled, as QEMU's option
+ * parser requires) + "SUFFIX".  Caller frees. */
 static char *
-qsd_chardev_arg (const char *sock_path)
+qsd_option_arg (const char *prefix, const char *path, const char *suffix)
 {
-  size_t len = strlen (sock_path);
-  char *s = malloc (2 * len + 64), *p;
+  size_t len = strlen (path);
+  char *s = malloc (strlen (prefix) + 2 * len + strlen (suffix) + 1), *p;
 
   if (s == NULL)
     return NULL;
-  p = stpcpy (s, "socket,path=");
-  for (const char *c = sock_path; *c; c++) {
+  p = stpcpy (s, prefix);
+  for (const char *c = path; *c; c++) {
     *p++ = *c;
     if (*c == ',')
       *p++ = ',';
   }
-  strcpy (p, ",server=on,wait=off,id=qmp0");
+  strcpy (p, suffix);
   return s;
 }
 
@@ -1074,7 +1083,11 @@ qsd_start (const struct qsd_config *cfg, qsd_restart_fn on_restart,
       asprintf (&q->sock_path, "%s/qmp.sock", cfg->run_dir) == -1 ||
       asprintf (&q->pid_path, "%s/qsd.pid", cfg->run_dir) == -1 ||
       asprintf (&q->log_path, "%s/qsd.log", cfg->run_dir) == -1 ||
-      (q->chardev_arg = qsd_chardev_arg (q->sock_path)) == NULL) {
+      (q->chardev_arg = qsd_option_arg ("socket,path=", q->sock_path,
+                                        ",server=on,wait=off,id=qmp0")) == NULL ||
+      (cfg->tls_psk_dir &&
+       (q->tls_arg = qsd_option_arg ("tls-creds-psk,id=tls0,endpoint=server,dir=",
+                                     cfg->tls_psk_dir, "")) == NULL)) {
     error_set_errno (ERR_INTERNAL, ENOMEM, "qsd_start");
     qsd_free (q);
     return NULL;

@@ -19,6 +19,8 @@ struct qsd_config {
   const char *run_dir;      /* QMP socket, pid file and log live here */
   const char *nbd_host;     /* numeric IPv4/IPv6 address to listen on */
   int nbd_port;
+  const char *tls_psk_dir;  /* NULL, or a folder holding keys.psk: then every
+                             * NBD client must do TLS with one of its keys */
 };
 
 /* Called (from the supervisor thread, with no qsd lock held) after the
