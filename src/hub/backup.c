@@ -210,14 +210,13 @@ hub_backup_start (struct hub *hub, const struct hub_backup_request *req,
 
  undo:
   {
-    char saved[1024];
-    enum error_category cat = error_category ();
-    snprintf (saved, sizeof saved, "%s", error_message ());
+    struct error_saved saved;
+    error_save (&saved);
     for (size_t i = 0; i < exported; i++)
       qsd_export_remove (hub->qsd, job.disks[i].nbd_export);
     for (size_t i = 0; i < made; i++)
       repo_remove_image (repo.path, job.disks[i].qcow2_path);
-    error_set (cat, "%s", saved);
+    error_restore (&saved);
   }
  out:
   job.vm_name = job.repository_id = job.backup_type = job.status = job.created_at = NULL;

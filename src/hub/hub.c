@@ -485,12 +485,11 @@ hub_open (struct hub_config *cfg)
   free (tls_dir);
   error_prefix ("starting the hub");
   {
-    /* hub_close would clobber the error message. */
-    char saved[1024];
-    enum error_category cat = error_category ();
-    snprintf (saved, sizeof saved, "%s", error_message ());
+    /* hub_close could clobber the error message. */
+    struct error_saved saved;
+    error_save (&saved);
     hub_close (hub);
-    error_set (cat, "%s", saved);
+    error_restore (&saved);
   }
   return NULL;
 }

@@ -257,7 +257,13 @@ repo_create_image (const char *repo_path, const char *rel, int64_t size,
         (int64_t) vfs.f_bavail * (int64_t) vfs.f_frsize < 1024 * 1024)
       error_set (ERR_NO_SPACE, "repository %s is full: %s", repo_path, error_message ());
   }
-  unlink (path);
+  {
+    /* No file, and no folder it made, is left behind. */
+    struct error_saved saved;
+    error_save (&saved);
+    repo_remove_image (repo_path, rel);
+    error_restore (&saved);
+  }
   return -1;
 }
 

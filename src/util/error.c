@@ -77,6 +77,22 @@ error_clear (void)
   last_error.msg[0] = '\0';
 }
 
+void
+error_save (struct error_saved *s)
+{
+  s->cat = last_error.cat;
+  s->errnum = last_error.errnum;
+  memcpy (s->msg, last_error.msg, sizeof s->msg);
+}
+
+void
+error_restore (const struct error_saved *s)
+{
+  last_error.cat = s->cat;
+  last_error.errnum = s->errnum;
+  memcpy (last_error.msg, s->msg, sizeof last_error.msg);
+}
+
 enum error_category
 error_category (void)
 {

@@ -33,6 +33,15 @@ void error_set_errno (enum error_category cat, int errnum, const char *fmt, ...)
 void error_prefix (const char *fmt, ...) __attribute__((format (printf, 1, 2)));
 void error_clear (void);
 
+/* Keep the current error across clean-up work that may overwrite it. */
+struct error_saved {
+  enum error_category cat;
+  int errnum;
+  char msg[1024];
+};
+void error_save (struct error_saved *s);
+void error_restore (const struct error_saved *s);
+
 enum error_category error_category (void);
 int error_errno (void);
 /* The message; valid until the next error_* call on this thread. */
