@@ -71,11 +71,13 @@ $(BUILD)/tests/%: tests/unit/%.c tests/unit/tap.h $(BUILD)/libstrata.a
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Itests/unit $(LDFLAGS) -o $@ $< $(BUILD)/libstrata.a $(LIBS)
 
-# The suite: unit tests and integration tests against the normal build, then
-# the whole suite again against the ASan/UBSan build.
+# The suite: unit tests and integration tests against the normal build, the
+# whole suite again against the ASan/UBSan build, then a few seconds of each
+# fuzzer (see "Fuzzing" below).
 check: deps
 	$(MAKE) check-unit check-integration
 	$(MAKE) check-asan
+	$(MAKE) fuzz-smoke
 
 check-unit: $(BUILD)/strata $(UNIT_BINS)
 	STRATA_BUILD=$(CURDIR)/$(BUILD) prove -v -e '' $(UNIT_BINS)
@@ -90,7 +92,73 @@ run: deps
 	$(MAKE) $(BUILD)/strata
 	$(BUILD)/strata serve --data-dir ./var
 
+# --- Fuzzing ---------------------------------------------------------------
+# libFuzzer targets (tests/fuzz/fuzz-*.c) for the parsers of outside input.
+# They link a copy of the real library objects built with clang into
+# build-fuzz/.  "make fuzz" runs each for FUZZ_SECONDS, "make fuzz-smoke" for
+# FUZZ_SMOKE_SECONDS; either fails when a fuzzer finds a crash, a leak or a
+# hang, leaving the input in build-fuzz/artifacts/.  New inputs go to
+# build-fuzz/corpus/NAME; tests/fuzz/corpus/NAME is only read.
+FUZZ_SECONDS       ?= 60
+FUZZ_SMOKE_SECONDS ?= 5
+FUZZ_CC    ?= clang
+FUZZ_BUILD := build-fuzz
+FUZZ_DEB_PKGS := make pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev \
+                 clang libclang-rt-14-dev
+FUZZ_SAN   := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_CFLAGS = -std=gnu11 -D_GNU_SOURCE $(WARN) \
+              -O1 -g -fno-omit-frame-pointer \
+              $(FUZZ_SAN) -Isrc -I$(FUZZ_BUILD)/gen $(PKG_CFLAGS) -MMD -MP
+FUZZ_OBJS  := $(patsubst src/%.c,$(FUZZ_BUILD)/obj/%.o,$(LIB_SRCS)) \
+              $(FUZZ_BUILD)/obj/gen/migrations.o
+FUZZ_NAMES := $(patsubst tests/fuzz/fuzz-%.c,%,$(sort $(wildcard tests/fuzz/fuzz-*.c)))
+FUZZ_BINS  := $(patsubst %,$(FUZZ_BUILD)/fuzz-%,$(FUZZ_NAMES))
+FUZZ_FLAGS  = -max_len=65536 -timeout=10 -print_final_stats=1
+
+.PHONY: fuzz fuzz-smoke fuzz-deps fuzz-build fuzz-clean
+fuzz: fuzz-deps
+	$(MAKE) $(addprefix fuzz-run-,$(FUZZ_NAMES))
+
+fuzz-smoke: fuzz-deps
+	$(MAKE) FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS) $(addprefix fuzz-run-,$(FUZZ_NAMES))
+
+fuzz-deps:
+	@$(MAKE) --no-print-directory deps DEB_PKGS="$(FUZZ_DEB_PKGS)"
+
+fuzz-build: $(FUZZ_BINS)
+
+fuzz-run-%: $(FUZZ_BUILD)/fuzz-%
+	@mkdir -p $(FUZZ_BUILD)/corpus/$* $(FUZZ_BUILD)/artifacts
+	$< $(FUZZ_FLAGS) -max_total_time=$(FUZZ_SECONDS) \
+	  -artifact_prefix=$(FUZZ_BUILD)/artifacts/$*- \
+	  $(FUZZ_BUILD)/corpus/$* tests/fuzz/corpus/$*
+
+$(FUZZ_BUILD)/gen/migrations.c: $(MIGRATIONS) tools/embed-migrations.sh
+	@mkdir -p $(dir $@)
+	sh tools/embed-migrations.sh $(MIGRATIONS) > $@.tmp && mv $@.tmp $@
+
+$(FUZZ_BUILD)/obj/gen/migrations.o: $(FUZZ_BUILD)/gen/migrations.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+$(FUZZ_BUILD)/obj/%.o: src/%.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+$(FUZZ_BUILD)/libstrata.a: $(FUZZ_OBJS)
+	rm -f $@
+	ar rcs $@ $^
+
+$(FUZZ_BUILD)/fuzz-%: tests/fuzz/fuzz-%.c tests/fuzz/fuzz.h $(FUZZ_BUILD)/libstrata.a
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -Itests/fuzz -fsanitize=fuzzer -o $@ $< \
+	  $(FUZZ_BUILD)/libstrata.a $(LIBS)
+
+fuzz-clean:
+	rm -rf $(FUZZ_BUILD)
+
+-include $(shell find $(FUZZ_BUILD) -name '*.d' 2>/dev/null)
+
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
 
 -include $(shell find build build-asan -name '*.d' 2>/dev/null)

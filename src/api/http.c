@@ -382,7 +382,7 @@ on_unescape (void *cls, struct MHD_Connection *conn, char *s)
   return out - s;
 }
 
-static void
+static void __attribute__((format (printf, 2, 0)))
 on_mhd_log (void *cls, const char *fmt, va_list ap)
 {
   char buf[512];

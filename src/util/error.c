@@ -14,7 +14,7 @@ static __thread struct {
   char msg[ERROR_MAX];
 } last_error;
 
-static void
+static void __attribute__((format (printf, 3, 0)))
 error_vset (enum error_category cat, int errnum, const char *fmt, va_list ap)
 {
   last_error.cat = cat;

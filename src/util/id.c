@@ -162,7 +162,11 @@ id_check_vm_name (const char *name)
       error_set (ERR_INVALID, "vm_name is not valid UTF-8");
       return -1;
     }
-    if (n == 1 && (*p < 0x20 || *p == 0x7f)) {
+    /* C0 controls and DEL, C1 controls (U+0080..U+009F), and the line and
+     * paragraph separators U+2028/U+2029, which break lines as well. */
+    if ((n == 1 && (*p < 0x20 || *p == 0x7f)) ||
+        (n == 2 && p[0] == 0xc2 && p[1] <= 0x9f) ||
+        (n == 3 && p[0] == 0xe2 && p[1] == 0x80 && (p[2] == 0xa8 || p[2] == 0xa9))) {
       error_set (ERR_INVALID, "vm_name must not contain control characters");
       return -1;
     }

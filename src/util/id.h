@@ -28,8 +28,9 @@ char *id_export_name (void);
  * "." or "..". */
 bool id_valid (const char *s);
 
-/* Check a VM name: 1..255 bytes of valid UTF-8 with no control characters,
- * no '/' or '\\', not "." or "..", no leading or trailing space.  Returns 0
+/* Check a VM name: 1..255 bytes of valid UTF-8 with no control characters
+ * (C0, DEL, C1, and the separators U+2028/U+2029), no '/' or '\\', not "." or
+ * "..", no leading or trailing space.  Returns 0
  * or -1 with ERR_INVALID set saying what is wrong. */
 int id_check_vm_name (const char *name);
 

@@ -48,9 +48,10 @@ net_parse_addr (const char *s, struct net_addr *out)
   memcpy (out->host, host, hlen);
   out->host[hlen] = '\0';
 
+  /* Digits only: strtol alone would take " +80" or "0080". */
   errno = 0;
   port = strtol (colon + 1, &end, 10);
-  if (colon[1] == '\0' || *end != '\0' || port < 1 || port > 65535) {
+  if (colon[1] < '1' || colon[1] > '9' || *end != '\0' || port < 1 || port > 65535) {
     error_set (ERR_INVALID, "bad port in '%s': expected 1..65535", s);
     return -1;
   }

@@ -80,6 +80,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     CHECK (cfg.listen && net_parse_addr (cfg.listen, &a) == 0);
     CHECK (cfg.nbd_listen && net_parse_addr (cfg.nbd_listen, &a) == 0);
     CHECK (cfg.api_token_file == NULL || *cfg.api_token_file);
+    CHECK (cfg.nbd_tls_psk_file == NULL || *cfg.nbd_tls_psk_file);
     /* Lines end at '\n', and values are trimmed: neither survives. */
     CHECK (strchr (cfg.data_dir, '\n') == NULL && strchr (cfg.db, '\n') == NULL);
   }

@@ -94,21 +94,29 @@ ref_utf8_ok (const unsigned char *s, size_t len)
 }
 
 /* util/id.h: a VM name is 1..VM_NAME_MAX bytes of valid UTF-8 with no
- * control byte (C0 or DEL), no '/' or '\\', not "." or "..", and no
- * leading or trailing space. */
+ * control character (C0, DEL, C1 U+0080..U+009F, U+2028, U+2029), no '/' or
+ * '\\', not "." or "..", and no leading or trailing space. */
 static inline bool
 ref_vm_name_ok (const char *s)
 {
   size_t n = strlen (s);
+  const unsigned char *u = (const unsigned char *) s;
   if (n < 1 || n > VM_NAME_MAX || strcmp (s, ".") == 0 || strcmp (s, "..") == 0 ||
       s[0] == ' ' || s[n - 1] == ' ')
     return false;
+  if (!ref_utf8_ok (u, n))
+    return false;
   for (size_t i = 0; i < n; i++) {
-    unsigned char c = s[i];
+    unsigned char c = u[i];
     if (c < 0x20 || c == 0x7f || c == '/' || c == '\\')
       return false;
+    /* In valid UTF-8, U+0080..U+009F is C2 80..C2 9F; U+2028/9 is E2 80 A8/A9. */
+    if (c == 0xc2 && i + 1 < n && u[i + 1] <= 0x9f)
+      return false;
+    if (c == 0xe2 && i + 2 < n && u[i + 1] == 0x80 && (u[i + 2] == 0xa8 || u[i + 2] == 0xa9))
+      return false;
   }
-  return ref_utf8_ok ((const unsigned char *) s, n);
+  return true;
 }
 
 /* id_check_vm_name, held to the rule above both ways. */

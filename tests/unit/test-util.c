@@ -40,10 +40,11 @@ static void
 test_vm_names (void)
 {
   static const char *good[] = { "pgtest1", "my vm", "été", "web-01.example.com", "a'b\"c",
-                                NULL };
+                                "a\xc2\xa0z" /* U+00A0, not a control */, NULL };
   static const char *bad[] = { "", ".", "..", "a/b", "../etc", "a\\b", "tab\there",
                                "nl\n", " lead", "trail ", "\xff\xfe", "\xc0\xaf",
-                               "\xed\xa0\x80", NULL };
+                               "\xed\xa0\x80", "a\xc2\x85z", "a\xe2\x80\xa8z",
+                               "a\xe2\x80\xa9z", NULL };
   char big[300];
 
   for (const char **p = good; *p; p++)
@@ -76,6 +77,8 @@ test_addrs (void)
   ok (net_parse_addr ("127.0.0.1", &a) == -1, "a missing port is refused");
   ok (net_parse_addr ("127.0.0.1:80x", &a) == -1, "a port with junk is refused");
   ok (net_parse_addr ("::1:80", &a) == -1, "IPv6 without brackets is refused");
+  ok (net_parse_addr ("127.0.0.1: 80", &a) == -1 && net_parse_addr ("127.0.0.1:+80", &a) == -1 &&
+      net_parse_addr ("[::1]:0080", &a) == -1, "a port is digits only, without sign or zeros");
 }
 
 static int
