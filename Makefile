@@ -71,13 +71,13 @@ $(BUILD)/tests/%: tests/unit/%.c tests/unit/tap.h $(BUILD)/libstrata.a
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Itests/unit $(LDFLAGS) -o $@ $< $(BUILD)/libstrata.a $(LIBS)
 
-# The suite: unit tests and integration tests against the normal build, the
-# whole suite again against the ASan/UBSan build, then a few seconds of each
-# fuzzer (see "Fuzzing" below).
+# The suite: unit tests and integration tests against the normal build, a
+# few seconds of each fuzzer (see "Fuzzing" below), then the whole suite
+# again against the ASan/UBSan build, whose prove summary closes the run.
 check: deps
 	$(MAKE) check-unit check-integration
-	$(MAKE) check-asan
 	$(MAKE) fuzz-smoke
+	$(MAKE) check-asan
 
 check-unit: $(BUILD)/strata $(UNIT_BINS)
 	STRATA_BUILD=$(CURDIR)/$(BUILD) prove -v -e '' $(UNIT_BINS)
