@@ -337,6 +337,39 @@ array_push (void **arr, size_t n, size_t *cap, size_t elem)
   return memset ((char *) *arr + n * elem, 0, elem);
 }
 
+/* Reads the current row into one zeroed record; on failure it leaves the
+ * record empty (nothing to free) and sets the error.  sc is for readers that
+ * query more, such as a job's disks. */
+typedef int (*row_reader) (struct sqlite_catalog *sc, struct row *r, void *rec);
+
+/* Step through s, reading every row into a new array of elem-sized records.
+ * On failure free_array frees what was read, and *out is untouched. */
+static int
+collect_rows (struct sqlite_catalog *sc, sqlite3_stmt *s, size_t elem, row_reader read,
+              void (*free_array) (void *a, size_t n), void **out, size_t *n)
+{
+  void *a = NULL;
+  size_t count = 0, cap = 0;
+  int r;
+
+  while ((r = db_step (sc, s)) == 1) {
+    struct row row = { s, false };
+    void *o = array_push (&a, count, &cap, elem);
+    if (o == NULL || read (sc, &row, o) == -1) {
+      r = -1;
+      break;
+    }
+    count++;
+  }
+  if (r == -1) {
+    free_array (a, count);
+    return -1;
+  }
+  *out = a;
+  *n = count;
+  return 0;
+}
+
 /* ------------------------------------------------------------------------
  * Transactions
  */
@@ -724,6 +757,18 @@ sqlite_repo_get (struct catalog *cat, const char *id, struct cat_repository *out
   return repo_read (&row, out);
 }
 
+static int
+repo_reader (struct sqlite_catalog *sc, struct row *r, void *rec)
+{
+  return repo_read (r, rec);
+}
+
+static void
+repos_free (void *a, size_t n)
+{
+  cat_repository_free_array (a, n);
+}
+
 /* All repositories, oldest first. */
 static int
 sqlite_repo_list (struct catalog *cat, struct cat_repository **out, size_t *n)
@@ -732,28 +777,10 @@ sqlite_repo_list (struct catalog *cat, struct cat_repository **out, size_t *n)
   SCOPED_LOCK (&sc->lock);
   CLEANUP_STMT sqlite3_stmt *s =
     db_prepare (sc, REPO_SELECT " ORDER BY created_at, id", "");
-  struct cat_repository *a = NULL;
-  size_t count = 0, cap = 0;
-  int r;
 
   if (s == NULL)
     return -1;
-  while ((r = db_step (sc, s)) == 1) {
-    struct row row = { s, false };
-    struct cat_repository *o = array_push ((void **) &a, count, &cap, sizeof *a);
-    if (o == NULL || repo_read (&row, o) == -1) {
-      r = -1;
-      break;
-    }
-    count++;
-  }
-  if (r == -1) {
-    cat_repository_free_array (a, count);
-    return -1;
-  }
-  *out = a;
-  *n = count;
-  return 0;
+  return collect_rows (sc, s, sizeof **out, repo_reader, repos_free, (void **) out, n);
 }
 
 /* Delete a repository no context uses.  The foreign key from
@@ -942,33 +969,27 @@ sqlite_vm_get (struct catalog *cat, const char *vm_name, struct cat_vm *out)
   return tx_end (sc, vm_get_tx (sc, vm_name, out));
 }
 
+static int
+vm_reader (struct sqlite_catalog *sc, struct row *r, void *rec)
+{
+  return vm_read (sc, r, rec);
+}
+
+static void
+vms_free (void *a, size_t n)
+{
+  cat_vm_free_array (a, n);
+}
+
 /* Read every VM with its disks, by name.  On failure *out is untouched. */
 static int
 vm_list_tx (struct sqlite_catalog *sc, struct cat_vm **out, size_t *n)
 {
   CLEANUP_STMT sqlite3_stmt *s = db_prepare (sc, VM_SELECT " ORDER BY vm_name", "");
-  struct cat_vm *a = NULL;
-  size_t count = 0, cap = 0;
-  int r;
 
   if (s == NULL)
     return -1;
-  while ((r = db_step (sc, s)) == 1) {
-    struct row row = { s, false };
-    struct cat_vm *o = array_push ((void **) &a, count, &cap, sizeof *a);
-    if (o == NULL || vm_read (sc, &row, o) == -1) {
-      r = -1;
-      break;
-    }
-    count++;
-  }
-  if (r == -1) {
-    cat_vm_free_array (a, count);
-    return -1;
-  }
-  *out = a;
-  *n = count;
-  return 0;
+  return collect_rows (sc, s, sizeof **out, vm_reader, vms_free, (void **) out, n);
 }
 
 /* catalog_vm_list: vm_list_tx in one read transaction. */
@@ -1058,6 +1079,18 @@ sqlite_context_find (struct catalog *cat, const char *vm_name, const char *repos
   return r == 1 ? 0 : -1;
 }
 
+static int
+context_reader (struct sqlite_catalog *sc, struct row *r, void *rec)
+{
+  return context_read (r, rec);
+}
+
+static void
+contexts_free (void *a, size_t n)
+{
+  cat_context_free_array (a, n);
+}
+
 /* The contexts of one VM or of all, by VM name then repository. */
 static int
 sqlite_context_list (struct catalog *cat, const char *vm_name, struct cat_context **out,
@@ -1068,28 +1101,11 @@ sqlite_context_list (struct catalog *cat, const char *vm_name, struct cat_contex
   CLEANUP_STMT sqlite3_stmt *s =
     db_prepare (sc, CONTEXT_SELECT " WHERE ?1 IS NULL OR vm_name = ?1"
                 " ORDER BY vm_name, repository_id", "s", vm_name);
-  struct cat_context *a = NULL;
-  size_t count = 0, cap = 0;
-  int r;
 
   if (s == NULL)
     return -1;
-  while ((r = db_step (sc, s)) == 1) {
-    struct row row = { s, false };
-    struct cat_context *o = array_push ((void **) &a, count, &cap, sizeof *a);
-    if (o == NULL || context_read (&row, o) == -1) {
-      r = -1;
-      break;
-    }
-    count++;
-  }
-  if (r == -1) {
-    cat_context_free_array (a, count);
-    return -1;
-  }
-  *out = a;
-  *n = count;
-  return 0;
+  return collect_rows (sc, s, sizeof **out, context_reader, contexts_free,
+                       (void **) out, n);
 }
 
 /* Delete a context after collecting its disk rows for the caller; the
@@ -1460,6 +1476,25 @@ sqlite_backup_get (struct catalog *cat, const char *id, struct cat_job *out)
   " WHERE (?1 IS NULL OR j.vm_name = ?1) AND (?2 IS NULL OR j.repository_id = ?2)" \
   " AND (?3 IS NULL OR j.status = ?3) AND (?4 IS NULL OR j.backup_type = ?4)"
 
+/* A job with its disks. */
+static int
+job_reader (struct sqlite_catalog *sc, struct row *r, void *rec)
+{
+  if (job_read (r, rec) == -1)
+    return -1;
+  if (job_load_disks (sc, rec) == -1) {
+    cat_job_clear (rec);
+    return -1;
+  }
+  return 0;
+}
+
+static void
+jobs_free (void *a, size_t n)
+{
+  cat_job_free_array (a, n);
+}
+
 /* Count the matches, then read one page of them, newest first, each with
  * its disks.  A limit of 0 or less means no limit. */
 static int
@@ -1467,10 +1502,7 @@ backup_list_tx (struct sqlite_catalog *sc, const struct cat_job_filter *f,
                 struct cat_job **out, size_t *n, int64_t *total)
 {
   CLEANUP_STMT sqlite3_stmt *s = NULL;
-  struct cat_job *a = NULL;
-  size_t count = 0, cap = 0;
   int64_t limit = f->limit > 0 ? f->limit : -1, offset = f->offset > 0 ? f->offset : 0;
-  int r;
 
   if (db_int (sc, total, "SELECT count(*) FROM backup_jobs j" JOB_FILTER, "ssss",
               f->vm_name, f->repository_id, f->status, f->backup_type) == -1)
@@ -1480,26 +1512,7 @@ backup_list_tx (struct sqlite_catalog *sc, const struct cat_job_filter *f,
                   f->status, f->backup_type, limit, offset);
   if (s == NULL)
     return -1;
-  while ((r = db_step (sc, s)) == 1) {
-    struct row row = { s, false };
-    struct cat_job *o = array_push ((void **) &a, count, &cap, sizeof *a);
-    if (o == NULL || job_read (&row, o) == -1) {
-      r = -1;
-      break;
-    }
-    count++;
-    if (job_load_disks (sc, o) == -1) {
-      r = -1;
-      break;
-    }
-  }
-  if (r == -1) {
-    cat_job_free_array (a, count);
-    return -1;
-  }
-  *out = a;
-  *n = count;
-  return 0;
+  return collect_rows (sc, s, sizeof **out, job_reader, jobs_free, (void **) out, n);
 }
 
 /* catalog_backup_list: backup_list_tx in one read transaction, so that
