@@ -14,13 +14,38 @@ struct query_scan {
   const char *bad;
 };
 
+/* True when s is one of the NULL-terminated list's names. */
+static bool
+in_list (const char *const list[], const char *s)
+{
+  for (const char *const *a = list; *a; a++)
+    if (strcmp (*a, s) == 0)
+      return true;
+  return false;
+}
+
+/* Refuse any member of obj whose name is not in allowed. */
+static int
+check_fields (json_t *obj, const char *const allowed[])
+{
+  const char *key;
+  json_t *v;
+
+  json_object_foreach (obj, key, v) {
+    if (!in_list (allowed, key)) {
+      error_set (ERR_INVALID, "unknown field '%.64s'", key);
+      return -1;
+    }
+  }
+  return 0;
+}
+
 static enum MHD_Result
 query_visit (void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
 {
   struct query_scan *qs = cls;
-  for (const char *const *a = qs->allowed; *a; a++)
-    if (strcmp (*a, key) == 0)
-      return MHD_YES;
+  if (in_list (qs->allowed, key))
+    return MHD_YES;
   qs->bad = key;
   return MHD_NO;
 }
@@ -84,9 +109,6 @@ api_query_int (struct api_req *r, const char *key, int64_t min, int64_t max,
 int
 api_body (struct api_req *r, const char *const allowed[], bool empty_ok, json_t **obj)
 {
-  const char *key;
-  json_t *v;
-
   *obj = r->body;
   if (r->body == NULL) {
     if (empty_ok)
@@ -94,16 +116,7 @@ api_body (struct api_req *r, const char *const allowed[], bool empty_ok, json_t 
     error_set (ERR_INVALID, "this request needs a JSON object body");
     return -1;
   }
-  json_object_foreach (r->body, key, v) {
-    bool known = false;
-    for (const char *const *a = allowed; *a && !known; a++)
-      known = strcmp (*a, key) == 0;
-    if (!known) {
-      error_set (ERR_INVALID, "unknown field '%.64s'", key);
-      return -1;
-    }
-  }
-  return 0;
+  return check_fields (r->body, allowed);
 }
 
 int
@@ -225,8 +238,7 @@ api_field_disks (json_t *obj, const char *key, struct cat_vm_disk **out, size_t 
   }
   json_array_foreach (arr, i, d) {
     struct cat_vm_disk *x = &disks[i];
-    const char *k, *source;
-    json_t *v;
+    const char *source;
     int64_t num;
     bool present;
 
@@ -234,15 +246,8 @@ api_field_disks (json_t *obj, const char *key, struct cat_vm_disk **out, size_t 
       error_set (ERR_INVALID, "%s[%zu] must be an object", key, i);
       goto fail;
     }
-    json_object_foreach (d, k, v) {
-      bool known = false;
-      for (const char *const *a = allowed; *a && !known; a++)
-        known = strcmp (*a, k) == 0;
-      if (!known) {
-        error_set (ERR_INVALID, "%s[%zu]: unknown field '%.64s'", key, i, k);
-        goto fail;
-      }
-    }
+    if (check_fields (d, allowed) == -1)
+      goto field_fail;
     if (api_field_int (d, "disk_index", true, 0, HUB_MAX_DISK_INDEX, &num, NULL) == -1)
       goto field_fail;
     x->disk_index = (int) num;
