@@ -2,7 +2,7 @@
 # whole suite (installing missing Debian packages first); "make run" starts a hub.
 
 CC      ?= cc
-PKGS    := libmicrohttpd jansson sqlite3
+PKGS    := libmicrohttpd jansson sqlite3 libnbd libcurl libmariadb
 WARN    := -Wall -Wextra -Wshadow -Wformat=2 -Wstrict-prototypes -Wno-unused-parameter
 ifeq ($(CI),true)
 WARN    += -Werror
@@ -23,6 +23,7 @@ LIBS    = $(PKG_LIBS) -lpthread
 
 # Debian packages the build, the hub and the tests need.
 DEB_PKGS := gcc make pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev \
+            libnbd-dev libcurl4-openssl-dev libmariadb-dev mariadb-server \
             qemu-utils qemu-system-common libnbd-bin sqlite3 jq curl perl procps \
             iproute2 e2fsprogs
 
@@ -104,6 +105,7 @@ FUZZ_SMOKE_SECONDS ?= 5
 FUZZ_CC    ?= clang
 FUZZ_BUILD := build-fuzz
 FUZZ_DEB_PKGS := make pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev \
+                 libnbd-dev libcurl4-openssl-dev libmariadb-dev \
                  clang libclang-rt-14-dev
 FUZZ_SAN   := -fsanitize=address,undefined -fno-sanitize-recover=undefined
 FUZZ_CFLAGS = -std=gnu11 -D_GNU_SOURCE $(WARN) \

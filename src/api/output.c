@@ -97,18 +97,15 @@ json_disk (struct hub *hub, const struct cat_job *job, const struct cat_disk *d,
 {
   CLEANUP_FREE char *path = NULL;
   CLEANUP_FREE char *uri = NULL;
-  const char *full_reason = NULL;
 
   if (d->qcow2_path && repo_path)
     path = repo_abspath (repo_path, d->qcow2_path);
   if (d->nbd_export && strcmp (d->status, "running") == 0)
     uri = hub_nbd_uri (hub, d->nbd_export);
-  if (strcmp (job->backup_type, "incremental") == 0 && strcmp (d->backup_type, "full") == 0)
-    full_reason = "no completed backup of this disk in the context to build on";
   return json_pack ("{s:i,s:s,s:o,s:s,s:I,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:I,s:o,s:o,s:o}",
                     "disk_index", d->disk_index,
                     "backup_type", d->backup_type,
-                    "full_reason", api_json_str (full_reason),
+                    "full_reason", api_json_str (d->full_reason),
                     "status", d->status,
                     "size_bytes", (json_int_t) d->size_bytes,
                     "vmware_disk_key", opt_int (d->vmware_disk_key),
@@ -132,12 +129,13 @@ api_json_job (struct hub *hub, const struct cat_job *job, const char *repo_path)
     return NULL;
   for (size_t i = 0; i < job->n_disks; i++)
     json_array_append_new (disks, json_disk (hub, job, &job->disks[i], repo_path));
-  return json_pack ("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o}",
+  return json_pack ("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o}",
                     "backup_id", api_json_str (job->id),
                     "context_id", api_json_str (job->context_id),
                     "vm_name", api_json_str (job->vm_name),
                     "repository_id", api_json_str (job->repository_id),
                     "backup_type", api_json_str (job->backup_type),
+                    "driver", api_json_str (job->driver),
                     "status", api_json_str (job->status),
                     "error", api_json_str (job->error),
                     "created_at", api_json_str (job->created_at),

@@ -41,7 +41,7 @@ struct catalog_ops {
   int (*backup_list) (struct catalog *, const struct cat_job_filter *,
                       struct cat_job **, size_t *, int64_t *);
   int (*disk_complete) (struct catalog *, const char *, int, const char *, int64_t,
-                        struct cat_job *);
+                        const char *, struct cat_job *);
   int (*backup_end) (struct catalog *, const char *, const char *, int, const char *,
                      struct cat_disk **, size_t *);
   int (*backup_delete) (struct catalog *, const char *, bool, struct cat_disk **, size_t *);

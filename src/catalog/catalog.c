@@ -229,12 +229,12 @@ catalog_backup_list (struct catalog *cat, const struct cat_job_filter *f,
 int
 catalog_disk_complete (struct catalog *cat, const char *backup_id, int disk_index,
                        const char *change_id, int64_t bytes_transferred,
-                       struct cat_job *job_after)
+                       const char *full_reason, struct cat_job *job_after)
 {
   if (backup_id == NULL)
     return missing ("backup id");
   return cat->ops->disk_complete (cat, backup_id, disk_index, change_id,
-                                  bytes_transferred, job_after);
+                                  bytes_transferred, full_reason, job_after);
 }
 
 int
@@ -367,6 +367,7 @@ cat_disk_clear (struct cat_disk *d)
   free (d->error);
   free (d->created_at);
   free (d->completed_at);
+  free (d->full_reason);
   memset (d, 0, sizeof *d);
 }
 
@@ -384,6 +385,7 @@ cat_job_clear (struct cat_job *j)
   free (j->error);
   free (j->created_at);
   free (j->completed_at);
+  free (j->driver);
   cat_disk_free_array (j->disks, j->n_disks);
   memset (j, 0, sizeof *j);
 }

@@ -67,6 +67,8 @@ struct cat_disk {
   char *status;                /* pending running completed failed */
   char *error;                 /* NULL unless failed */
   char *created_at, *completed_at;
+  char *full_reason;           /* why this disk of an incremental job holds a
+                                * full copy, or NULL */
 };
 
 struct cat_job {
@@ -75,6 +77,8 @@ struct cat_job {
   char *status;                /* running completed failed cancelled */
   char *error;
   char *created_at, *completed_at;
+  char *driver;                /* "agent" or "hub": who moves the data (NULL
+                                * on insert means "agent") */
   size_t n_disks;
   struct cat_disk *disks;      /* sorted by disk_index */
 };
@@ -155,6 +159,8 @@ int catalog_backup_list (struct catalog *cat, const struct cat_job_filter *f,
                          struct cat_job **out, size_t *n, int64_t *total);
 
 /* Mark one disk completed (change_id may be NULL) and clear its export.
+ * full_reason, when not NULL, records why the disk was copied in full into
+ * its overlay (its change tracking was lost); NULL keeps what was planned.
  * When it is the job's last unfinished disk, complete the job and update
  * the context's successful_backups and last_backup_* in the same
  * transaction.  ERR_NOT_FOUND for an unknown job or disk; ERR_CONFLICT when
@@ -162,7 +168,7 @@ int catalog_backup_list (struct catalog *cat, const struct cat_job_filter *f,
  * the job as it stands after the change. */
 int catalog_disk_complete (struct catalog *cat, const char *backup_id, int disk_index,
                            const char *change_id, int64_t bytes_transferred,
-                           struct cat_job *job_after);
+                           const char *full_reason, struct cat_job *job_after);
 
 /* End a running job as "failed" or "cancelled": every disk not completed
  * becomes "failed" with the error (error_disk >= 0 names the disk that

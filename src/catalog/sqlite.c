@@ -479,8 +479,8 @@ context_read (struct row *r, struct cat_context *o)
   " d.vmware_disk_key, d.unit_number, d.size_bytes, d.backup_type," \
   " d.disk_change_id, d.qcow2_path, d.parent_disk_id, p.backup_job_id," \
   " p.disk_change_id, d.nbd_export, d.bytes_transferred, d.status, d.error," \
-  " d.created_at, d.completed_at"
-#define DISK_NCOLUMNS 19
+  " d.created_at, d.completed_at, d.full_reason"
+#define DISK_NCOLUMNS 20
 #define DISK_FROM \
   " FROM backup_disks d LEFT JOIN backup_disks p ON p.id = d.parent_disk_id"
 
@@ -507,6 +507,7 @@ disk_read (struct row *r, struct cat_disk *o)
   o->error = row_text (r, 16);
   o->created_at = row_text (r, 17);
   o->completed_at = row_text (r, 18);
+  o->full_reason = row_text (r, 19);
   if (r->oom) {
     cat_disk_clear (o);
     oom_error ();
@@ -581,7 +582,7 @@ disks_query (struct sqlite_catalog *sc, const char *sql, const char *param,
 
 #define JOB_SELECT \
   "SELECT j.id, j.vm_backup_context_id, j.vm_name, j.repository_id," \
-  " j.backup_type, j.status, j.error, j.created_at, j.completed_at" \
+  " j.backup_type, j.status, j.error, j.created_at, j.completed_at, j.driver" \
   " FROM backup_jobs j"
 
 /* Copy a JOB_SELECT row into *o, without its disks (owned by the caller). */
@@ -597,6 +598,7 @@ job_read (struct row *r, struct cat_job *o)
   o->error = row_text (r, 6);
   o->created_at = row_text (r, 7);
   o->completed_at = row_text (r, 8);
+  o->driver = row_text (r, 9);
   if (r->oom) {
     cat_job_clear (o);
     oom_error ();
@@ -1249,6 +1251,10 @@ backup_insert_check (const struct cat_job *job)
     error_set (ERR_INVALID, "backup_type must be \"full\" or \"incremental\"");
     return -1;
   }
+  if (job->driver && strcmp (job->driver, "agent") != 0 && strcmp (job->driver, "hub") != 0) {
+    error_set (ERR_INVALID, "driver must be \"agent\" or \"hub\"");
+    return -1;
+  }
   for (size_t i = 0; i < job->n_disks; i++) {
     const struct cat_disk *d = &job->disks[i];
     bool full = d->backup_type && strcmp (d->backup_type, "full") == 0;
@@ -1360,10 +1366,11 @@ backup_insert_tx (struct sqlite_catalog *sc, const struct cat_job *job,
   }
 
   if (db_exec (sc, "INSERT INTO backup_jobs (id, vm_backup_context_id, vm_name,"
-               " repository_id, backup_type, status, error, created_at, completed_at)"
-               " VALUES (?, ?, ?, ?, ?, 'running', NULL, ?, NULL)", "ssssss",
+               " repository_id, backup_type, status, error, created_at, completed_at, driver)"
+               " VALUES (?, ?, ?, ?, ?, 'running', NULL, ?, NULL, ?)", "sssssss",
                job->id, ctx, job->vm_name, job->repository_id, job->backup_type,
-               job->created_at ? job->created_at : now) == -1) {
+               job->created_at ? job->created_at : now,
+               job->driver ? job->driver : "agent") == -1) {
     error_prefix ("adding backup %s", job->id);
     return -1;
   }
@@ -1373,11 +1380,12 @@ backup_insert_tx (struct sqlite_catalog *sc, const struct cat_job *job,
     if (db_exec (sc, "INSERT INTO backup_disks (vm_backup_context_id, backup_job_id,"
                  " disk_index, vmware_disk_key, size_bytes, unit_number, backup_type,"
                  " qcow2_path, parent_disk_id, nbd_export, bytes_transferred, status,"
-                 " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
-                 "ssioIossosss", ctx, job->id, d->disk_index, d->vmware_disk_key,
+                 " created_at, full_reason)"
+                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)",
+                 "ssioIossossss", ctx, job->id, d->disk_index, d->vmware_disk_key,
                  d->size_bytes, d->unit_number, d->backup_type, d->qcow2_path,
                  d->parent_disk_id, d->nbd_export, d->status ? d->status : "running",
-                 d->created_at ? d->created_at : now) == -1) {
+                 d->created_at ? d->created_at : now, d->full_reason) == -1) {
       error_prefix ("adding disk %d of backup %s", d->disk_index, job->id);
       return -1;
     }
@@ -1581,8 +1589,8 @@ job_running (struct sqlite_catalog *sc, const char *id, char **ctx, char **type)
  * job as it stands after the change (caller frees). */
 static int
 disk_complete_tx (struct sqlite_catalog *sc, const char *backup_id, int disk_index,
-                  const char *change_id, int64_t bytes, const char *now,
-                  struct cat_job *after)
+                  const char *change_id, int64_t bytes, const char *full_reason,
+                  const char *now, struct cat_job *after)
 {
   CLEANUP_FREE char *ctx = NULL, *type = NULL, *status = NULL;
   int64_t disk_id, left;
@@ -1606,8 +1614,9 @@ disk_complete_tx (struct sqlite_catalog *sc, const char *backup_id, int disk_ind
     return -1;
   }
   if (db_exec (sc, "UPDATE backup_disks SET status = 'completed', disk_change_id = ?,"
-               " bytes_transferred = ?, completed_at = ?, nbd_export = NULL WHERE id = ?",
-               "sIsI", change_id, bytes, now, disk_id) == -1)
+               " bytes_transferred = ?, completed_at = ?, nbd_export = NULL,"
+               " full_reason = COALESCE(?, full_reason) WHERE id = ?",
+               "sIssI", change_id, bytes, now, full_reason, disk_id) == -1)
     return -1;
   if (db_int (sc, &left, "SELECT count(*) FROM backup_disks"
               " WHERE backup_job_id = ? AND status <> 'completed'", "s", backup_id) == -1)
@@ -1629,7 +1638,7 @@ disk_complete_tx (struct sqlite_catalog *sc, const char *backup_id, int disk_ind
 static int
 sqlite_disk_complete (struct catalog *cat, const char *backup_id, int disk_index,
                       const char *change_id, int64_t bytes_transferred,
-                      struct cat_job *job_after)
+                      const char *full_reason, struct cat_job *job_after)
 {
   struct sqlite_catalog *sc = SC (cat);
   struct cat_job after = { 0 };
@@ -1644,7 +1653,7 @@ sqlite_disk_complete (struct catalog *cat, const char *backup_id, int disk_index
   if (tx_begin (sc, true) == -1)
     return -1;
   if (tx_end (sc, disk_complete_tx (sc, backup_id, disk_index, change_id,
-                                    bytes_transferred, now, &after)) == -1) {
+                                    bytes_transferred, full_reason, now, &after)) == -1) {
     cat_job_clear (&after);
     return -1;
   }

@@ -155,6 +155,7 @@ hub_backup_start (struct hub *hub, const struct hub_backup_request *req,
   job.repository_id = (char *) repo_id;
   job.backup_type = (char *) req->backup_type;
   job.status = (char *) "running";
+  job.driver = (char *) (req->driver ? req->driver : "agent");
   job.created_at = now;
   job.n_disks = n;
 
@@ -170,6 +171,9 @@ hub_backup_start (struct hub *hub, const struct hub_backup_request *req,
     d->unit_number = vd->unit_number;
     d->backup_type = (char *) (incremental ? "incremental" : "full");
     d->parent_disk_id = incremental ? parents[made].id : -1;
+    d->full_reason = (char *) (!full && !incremental
+                               ? "no completed backup of this disk in the context to build on"
+                               : NULL);
     d->status = (char *) "running";
     d->created_at = now;
     d->qcow2_path = repo_disk_relpath (job.context_id, d->disk_index, job.id);
@@ -220,6 +224,7 @@ hub_backup_start (struct hub *hub, const struct hub_backup_request *req,
   }
  out:
   job.vm_name = job.repository_id = job.backup_type = job.status = job.created_at = NULL;
+  job.driver = NULL;
   job.n_disks = job.disks ? n : 0;
   free_planned (&job, parents, n);
   cat_context_clear (&ctx);
@@ -254,7 +259,7 @@ same_change_id (const char *a, const char *b)
 int
 hub_backup_complete (struct hub *hub, const char *backup_id, int disk_index,
                      const char *change_id, int64_t bytes_transferred,
-                     struct cat_job *out)
+                     const char *full_reason, struct cat_job *out)
 {
   struct cat_job job = { 0 };
   struct cat_repository repo = { 0 };
@@ -306,7 +311,7 @@ hub_backup_complete (struct hub *hub, const char *backup_id, int disk_index,
     goto out;
   hub_crash_point ("complete:synced");
   if (catalog_disk_complete (hub->cat, backup_id, disk_index, change_id,
-                             bytes_transferred, out) == -1)
+                             bytes_transferred, full_reason, out) == -1)
     goto out;
   hub_crash_point ("complete:recorded");
   if (repo_seal_image (repo.path, d->qcow2_path) == -1)

@@ -91,6 +91,7 @@ struct hub_backup_request {
   const struct cat_vm_disk *disks;  /* NULL: use the inventory; else sorted
                                      * by disk_index, indexes distinct */
   size_t n_disks;
+  const char *driver;             /* "agent" (NULL) or "hub" */
 };
 
 /* Start a backup: plan the chain, create the images, export them, and record
@@ -100,11 +101,12 @@ int hub_backup_start (struct hub *hub, const struct hub_backup_request *req,
                       struct cat_job *out);
 
 /* Complete one disk: remove its export (flushing it), sync the file and make
- * it read-only, then record it.  A repeat of an accepted completion with the
- * same change id succeeds again.  *out receives the job afterwards. */
+ * it read-only, then record it.  full_reason (or NULL) says why the disk was
+ * copied in full into its overlay.  A repeat of an accepted completion with
+ * the same change id succeeds again.  *out receives the job afterwards. */
 int hub_backup_complete (struct hub *hub, const char *backup_id, int disk_index,
                          const char *change_id, int64_t bytes_transferred,
-                         struct cat_job *out);
+                         const char *full_reason, struct cat_job *out);
 
 /* End a running job as "failed" or "cancelled"; drops the unfinished disks'
  * exports and files.  disk_index < 0 when no disk is named. */

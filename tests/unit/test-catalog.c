@@ -151,7 +151,7 @@ run_backup (struct catalog *cat, const char *id, const char *vm, const char *rep
 
     ids[i] = j.disks[i].id;
     snprintf (cid, sizeof cid, "cid-%s-%zu", id, i);
-    r = catalog_disk_complete (cat, id, (int) i, cid, 1000 * ((int64_t) i + 1), &after);
+    r = catalog_disk_complete (cat, id, (int) i, cid, 1000 * ((int64_t) i + 1), NULL, &after);
     if (r == 0)
       cat_job_clear (&after);
   }
@@ -401,7 +401,7 @@ test_backups (struct catalog *cat)
   ok (running && parents[0].id == 0, "running is set; a running job's disks are no parents");
 
   /* Completing J1 disk by disk. */
-  succeeds (catalog_disk_complete (cat, "backup-j1", 0, "cid-j1-0", 111, &after),
+  succeeds (catalog_disk_complete (cat, "backup-j1", 0, "cid-j1-0", 111, NULL, &after),
             "complete J1 disk 0");
   is_str (after.status, "running", "J1 still runs with one disk left");
   is_str (after.n_disks == 2 ? after.disks[0].status : "?", "completed", "disk 0 completed");
@@ -414,19 +414,19 @@ test_backups (struct catalog *cat)
   ok (after.n_disks == 2 && after.disks[1].nbd_export != NULL, "disk 1 still exported");
   cat_job_clear (&after);
 
-  fails_with (catalog_disk_complete (cat, "backup-j1", 0, "cid-again", 1, &after),
+  fails_with (catalog_disk_complete (cat, "backup-j1", 0, "cid-again", 1, NULL, &after),
               ERR_CONFLICT, "completing a completed disk again is a conflict");
-  fails_with (catalog_disk_complete (cat, "backup-j1", 7, "x", 1, &after), ERR_NOT_FOUND,
+  fails_with (catalog_disk_complete (cat, "backup-j1", 7, "x", 1, NULL, &after), ERR_NOT_FOUND,
               "completing a disk the job does not have: not found");
-  fails_with (catalog_disk_complete (cat, "backup-nope", 0, "x", 1, &after), ERR_NOT_FOUND,
+  fails_with (catalog_disk_complete (cat, "backup-nope", 0, "x", 1, NULL, &after), ERR_NOT_FOUND,
               "completing a disk of an unknown backup: not found");
 
-  succeeds (catalog_disk_complete (cat, "backup-j1", 1, "cid-j1-1", 222, &after),
+  succeeds (catalog_disk_complete (cat, "backup-j1", 1, "cid-j1-1", 222, NULL, &after),
             "complete J1 disk 1");
   is_str (after.status, "completed", "the last disk completes J1");
   ok (after.completed_at != NULL, "J1 has completed_at");
   cat_job_clear (&after);
-  fails_with (catalog_disk_complete (cat, "backup-j1", 1, "x", 1, &after), ERR_CONFLICT,
+  fails_with (catalog_disk_complete (cat, "backup-j1", 1, "x", 1, NULL, &after), ERR_CONFLICT,
               "completing a disk of a completed backup is a conflict");
   ok (strstr (error_message (), "is completed") != NULL, "which says so: %s",
       error_message ());
@@ -462,7 +462,7 @@ test_backups (struct catalog *cat)
           "J2 disk 1's parent_disk_id");
   cat_job_clear (&got);
 
-  succeeds (catalog_disk_complete (cat, "backup-j2", 0, "cid-j2-0", 5, &after),
+  succeeds (catalog_disk_complete (cat, "backup-j2", 0, "cid-j2-0", 5, NULL, &after),
             "complete J2 disk 0");
   cat_job_clear (&after);
   fails_with (catalog_backup_end (cat, "backup-j2", "completed", -1, NULL, &disks, &n),

@@ -1,0 +1,100 @@
+/* engine/engine.h - the copy engine: moves a disk's blocks over NBD with
+ * libnbd, asynchronously, with many requests in flight.
+ *
+ * One module serves the three users of the data path: the backup agent
+ * (`strata backup`), the restore command (`strata restore`) and the hub's
+ * own workers (hub-driven backups).  Nothing here talks HTTP or to the
+ * catalog: callers hand in the source, the target and the chain facts they
+ * got from the hub.
+ *
+ * Every function returns 0 on success, -1 with the thread-local error set
+ * (util/error.h).
+ */
+#ifndef STRATA_ENGINE_ENGINE_H
+#define STRATA_ENGINE_ENGINE_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Live progress of one copy.  The engine updates it; anyone may read it
+ * from another thread.  cancel asks the copy to stop as soon as it can (it
+ * then fails with ERR_UNAVAILABLE, "cancelled"). */
+struct engine_progress {
+  _Atomic int64_t bytes_total;   /* bytes the copy covers; 0 until the
+                                  * extents are mapped */
+  _Atomic int64_t bytes_done;    /* of those, bytes handled so far */
+  _Atomic int64_t started_ns;    /* CLOCK_MONOTONIC at the start, 0 before */
+  _Atomic bool cancel;
+};
+
+/* One disk of a backup, as the caller knows it. */
+struct engine_backup_disk {
+  /* A QCOW2 image path (strata manages its persistent dirty bitmaps), a
+   * raw image or block device path (no change tracking: always a full
+   * copy), or an NBD URI (nbd://, nbd+unix://, nbds://). */
+  const char *source;
+  /* NBD sources only: the bitmap the export carries, read through the meta
+   * context "qemu:dirty-bitmap:NAME" for an incremental, or NULL. */
+  const char *source_bitmap;
+  /* NBD sources only: the change id to record for this backup (for
+   * example libvirt's new checkpoint name), or NULL. */
+  const char *source_change_id;
+  const char *target_uri;        /* the disk's nbd_uri from the hub */
+  const char *tls_psk_file;      /* key file for nbds:// targets, or NULL */
+  const char *backup_id;         /* names the new bitmap of a QCOW2 source */
+  /* The change id the chain continues from (the hub's previous_change_id);
+   * NULL or "" for a full. */
+  const char *previous_change_id;
+  /* The target is an overlay backed by the previous backup (the hub's
+   * per-disk backup_type "incremental"): anything that reads as zero in
+   * the source but may hold data in the backing file is written as zeroes. */
+  bool target_has_backing;
+};
+
+/* What one disk's copy did. */
+struct engine_disk_result {
+  char *mode;           /* "full" or "incremental": what was copied */
+  char *change_id;      /* the change id to record (a QCOW2 source's new
+                         * bitmap), or NULL without change tracking */
+  char *full_reason;    /* why a disk with a previous change id was copied
+                         * in full, or NULL */
+  int64_t size_bytes;   /* the source's virtual size */
+  int64_t bytes_read;   /* data read from the source */
+  int64_t bytes_written;/* data written to the target */
+  int64_t bytes_zero;   /* bytes written to the target as zeroes */
+  double seconds;
+};
+
+/* The virtual size of a source, for the disks list of POST /backups. */
+int engine_source_size (const char *source, int64_t *size);
+
+/* Copy one disk into its target and flush the target.  A QCOW2 source
+ * gets a new persistent bitmap first (its name becomes out->change_id); an
+ * incremental reads the dirty extents of previous_change_id, or falls back
+ * to a full copy, with out->full_reason, when that bitmap is missing or
+ * inconsistent.  On failure the new bitmap is removed again. */
+int engine_backup_disk (const struct engine_backup_disk *d, struct engine_progress *p,
+                        struct engine_disk_result *out);
+
+/* After the hub accepted the disk's completion: remove the bitmap the
+ * chain continued from, which the new one replaces.  A no-op for sources
+ * without strata-managed bitmaps. */
+int engine_backup_disk_commit (const struct engine_backup_disk *d,
+                               const struct engine_disk_result *r);
+
+/* After the hub refused the completion or the job failed: remove the new
+ * bitmap, keep the previous one. */
+void engine_backup_disk_abort (const struct engine_backup_disk *d,
+                               const struct engine_disk_result *r);
+
+/* Copy an NBD export (the hub's read-only restore export) into a local
+ * file: format "raw" (sparse: holes stay holes) or "qcow2".  The output
+ * must not exist yet; it is fsynced before success. */
+int engine_restore (const char *source_uri, const char *tls_psk_file, const char *output,
+                    const char *format, struct engine_progress *p,
+                    struct engine_disk_result *out);
+
+void engine_disk_result_clear (struct engine_disk_result *r);
+
+#endif
