@@ -11,7 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "util/cleanup.h"
@@ -107,4 +110,116 @@ proc_run (const char *const argv[], char **output)
     buf = NULL;
   }
   return 0;
+}
+
+/* Find argv0 in PATH before forking: the child may only make
+ * async-signal-safe calls, and execvp's search is not one of them. */
+static char *
+find_program (const char *name)
+{
+  const char *path = getenv ("PATH"), *p, *end;
+  char *full;
+
+  if (strchr (name, '/'))
+    return strdup (name);
+  if (path == NULL)
+    path = "/usr/local/bin:/usr/bin:/bin";
+  for (p = path; ; p = end + 1) {
+    end = strchr (p, ':');
+    if (end == NULL)
+      end = p + strlen (p);
+    if (end > p && asprintf (&full, "%.*s/%s", (int) (end - p), p, name) > 0) {
+      if (access (full, X_OK) == 0)
+        return full;
+      free (full);
+    }
+    if (*end == '\0')
+      return NULL;
+  }
+}
+
+int
+proc_spawn (const char *const argv[], const char *log_path, pid_t *pid)
+{
+  CLEANUP_FREE char *prog = find_program (argv[0]);
+  int in_fd, out_fd, r;
+  pid_t parent = getpid (), child;
+
+  if (prog == NULL) {
+    error_set (ERR_INTERNAL, "cannot run %s: not found in PATH", argv[0]);
+    return -1;
+  }
+  in_fd = open ("/dev/null", O_RDONLY | O_CLOEXEC);
+  out_fd = open (log_path ? log_path : "/dev/null",
+                 O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  if (in_fd == -1 || out_fd == -1) {
+    error_set_errno (ERR_INTERNAL, errno, "running %s: %s", argv[0],
+                     log_path ? log_path : "/dev/null");
+    if (in_fd >= 0) close (in_fd);
+    if (out_fd >= 0) close (out_fd);
+    return -1;
+  }
+  child = fork ();
+  if (child == -1) {
+    r = errno;
+    close (in_fd);
+    close (out_fd);
+    error_set_errno (ERR_INTERNAL, r, "cannot fork for %s", argv[0]);
+    return -1;
+  }
+  if (child == 0) {
+    /* Only async-signal-safe calls from here on. */
+    sigset_t none;
+    sigemptyset (&none);
+    sigprocmask (SIG_SETMASK, &none, NULL);
+    prctl (PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid () != parent)
+      _exit (127);
+    if (dup2 (in_fd, STDIN_FILENO) == -1 || dup2 (out_fd, STDOUT_FILENO) == -1 ||
+        dup2 (out_fd, STDERR_FILENO) == -1)
+      _exit (127);
+    execv (prog, (char *const *) argv);
+    _exit (127);
+  }
+  close (in_fd);
+  close (out_fd);
+  *pid = child;
+  return 0;
+}
+
+int
+proc_alive (pid_t pid, int *status)
+{
+  int st;
+  pid_t r;
+
+  if (pid <= 0)
+    return 0;
+  do
+    r = waitpid (pid, &st, WNOHANG);
+  while (r == -1 && errno == EINTR);
+  if (r == 0)
+    return 1;
+  if (r == pid && status)
+    *status = st;
+  return 0;
+}
+
+void
+proc_stop (pid_t pid)
+{
+  struct timespec ts = { 0, 10 * 1000 * 1000 };
+  int i;
+
+  if (pid <= 0 || !proc_alive (pid, NULL))
+    return;
+  kill (pid, SIGTERM);
+  for (i = 0; i < 500; i++) {          /* 5 s */
+    if (!proc_alive (pid, NULL))
+      return;
+    nanosleep (&ts, NULL);
+  }
+  kill (pid, SIGKILL);
+  while (waitpid (pid, NULL, 0) == -1 && errno == EINTR)
+    ;
 }

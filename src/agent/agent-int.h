@@ -1,0 +1,60 @@
+/* agent/agent-int.h - private interfaces of the agent: the hub client
+ * (client.c) and the progress display (progress.c). */
+#ifndef STRATA_AGENT_AGENT_INT_H
+#define STRATA_AGENT_AGENT_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "engine/engine.h"
+
+/* ------------------------------------------------------------ client --- */
+
+struct client {
+  char *base;                 /* "http://host:port", no trailing slash */
+  char *auth;                 /* "Authorization: Bearer ..." or NULL */
+};
+
+/* Default hub: $STRATA_HUB or http://127.0.0.1:8082.  The token is the
+ * first line of token_file (NULL: none).  -1 with the error set. */
+int client_init (struct client *c, const char *hub_url, const char *token_file);
+void client_clear (struct client *c);
+
+/* One request: body (may be NULL) is sent as JSON; *resp gets the parsed
+ * answer (NULL when empty or not JSON; the caller owns it).  Returns the
+ * HTTP status, or -1 when the hub did not answer (ERR_UNAVAILABLE). For a
+ * status >= 400 the hub's error message is in the thread's error record
+ * (ERR_CONFLICT for 409, ERR_NOT_FOUND for 404, ERR_INVALID otherwise). */
+int client_call (struct client *c, const char *method, const char *path,
+                 json_t *body, json_t **resp);
+
+/* s percent-encoded for a URL (caller frees), or NULL. */
+char *client_escape (const char *s);
+
+/* The exit status for a failed client_call (-1 or >= 400). */
+int client_exit_status (int status);
+
+/* ---------------------------------------------------------- progress --- */
+
+struct progress_row {
+  char label[64];
+  struct engine_progress p;
+  _Atomic bool done;
+  char summary[256];          /* printed when done (no TTY), set before done */
+};
+
+struct progress_display;
+/* Start showing rows (a live bar per row on a TTY on stderr, redrawn by a
+ * thread; otherwise one line per row when it is done).  quiet: print
+ * nothing (--json). */
+struct progress_display *progress_start (struct progress_row *rows, int n, bool quiet);
+/* Mark row i done and print its line (no TTY). */
+void progress_row_done (struct progress_display *d, int i);
+void progress_stop (struct progress_display *d);
+
+/* "1.5 GiB" */
+void progress_human (char *buf, size_t len, double bytes);
+
+#endif

@@ -1,0 +1,17 @@
+/* agent/agent.h - the client commands: `strata backup` and `strata restore`.
+ * Each returns the process exit status (see EXIT_* below and --help). */
+#ifndef STRATA_AGENT_AGENT_H
+#define STRATA_AGENT_AGENT_H
+
+enum {
+  AGENT_EXIT_OK = 0,
+  AGENT_EXIT_FAILED = 1,      /* the backup or restore failed */
+  AGENT_EXIT_USAGE = 2,       /* bad options, arguments or disks */
+  AGENT_EXIT_HUB = 3,         /* hub unreachable, or it refused the request */
+  AGENT_EXIT_CONFLICT = 4,    /* a backup of the VM is already running */
+};
+
+int agent_backup_main (int argc, char **argv);
+int agent_restore_main (int argc, char **argv);
+
+#endif

@@ -1,0 +1,220 @@
+/* agent/client.c - the agent's HTTP client for the hub's REST API
+ * (libcurl, jansson).
+ *
+ * Each call uses its own curl easy handle, so the disks' threads may call
+ * the hub at once; curl_global_init happens once, in client_init.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+
+#include "agent/agent.h"
+#include "agent/agent-int.h"
+#include "util/cleanup.h"
+#include "util/error.h"
+
+#define RESPONSE_MAX (16 * 1024 * 1024)
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+
+static void
+curl_init_once (void)
+{
+  curl_global_init (CURL_GLOBAL_DEFAULT);
+}
+
+int
+client_init (struct client *c, const char *hub_url, const char *token_file)
+{
+  size_t n;
+
+  memset (c, 0, sizeof *c);
+  pthread_once (&curl_once, curl_init_once);
+  if (hub_url == NULL)
+    hub_url = getenv ("STRATA_HUB");
+  if (hub_url == NULL || *hub_url == '\0')
+    hub_url = "http://127.0.0.1:8082";
+  if (strncmp (hub_url, "http://", 7) != 0 && strncmp (hub_url, "https://", 8) != 0) {
+    error_set (ERR_INVALID, "--hub %s: not an http:// or https:// URL", hub_url);
+    return -1;
+  }
+  c->base = strdup (hub_url);
+  if (c->base == NULL)
+    goto oom;
+  n = strlen (c->base);
+  while (n > 0 && c->base[n - 1] == '/')
+    c->base[--n] = '\0';
+  if (token_file) {
+    char line[4200];
+    FILE *fp = fopen (token_file, "re");
+    size_t len;
+    if (fp == NULL) {
+      error_set_errno (ERR_INVALID, errno, "--token-file %s", token_file);
+      client_clear (c);
+      return -1;
+    }
+    if (fgets (line, sizeof line, fp) == NULL)
+      line[0] = '\0';
+    fclose (fp);
+    len = strcspn (line, "\r\n");
+    line[len] = '\0';
+    if (len == 0 || len > 4096) {
+      error_set (ERR_INVALID, "--token-file %s: the first line must hold the token", token_file);
+      client_clear (c);
+      return -1;
+    }
+    if (asprintf (&c->auth, "Authorization: Bearer %s", line) == -1) {
+      c->auth = NULL;
+      goto oom;
+    }
+  }
+  return 0;
+
+ oom:
+  error_set_errno (ERR_INTERNAL, ENOMEM, "client");
+  client_clear (c);
+  return -1;
+}
+
+void
+client_clear (struct client *c)
+{
+  free (c->base);
+  free (c->auth);
+  memset (c, 0, sizeof *c);
+}
+
+struct buf {
+  char *p;
+  size_t n;
+};
+
+static size_t
+write_cb (char *data, size_t size, size_t nmemb, void *opaque)
+{
+  struct buf *b = opaque;
+  size_t len = size * nmemb;
+  char *np;
+
+  if (b->n + len > RESPONSE_MAX)
+    return 0;
+  np = realloc (b->p, b->n + len + 1);
+  if (np == NULL)
+    return 0;
+  memcpy (np + b->n, data, len);
+  b->p = np;
+  b->n += len;
+  b->p[b->n] = '\0';
+  return len;
+}
+
+int
+client_call (struct client *c, const char *method, const char *path,
+             json_t *body, json_t **resp)
+{
+  CLEANUP_FREE char *url = NULL, *payload = NULL;
+  struct buf b = { NULL, 0 };
+  struct curl_slist *hdrs = NULL;
+  char errbuf[CURL_ERROR_SIZE] = "";
+  long status = 0;
+  CURLcode rc;
+  CURL *curl;
+  json_t *j = NULL;
+
+  if (resp)
+    *resp = NULL;
+  if (asprintf (&url, "%s%s", c->base, path) == -1) {
+    url = NULL;
+    error_set_errno (ERR_INTERNAL, ENOMEM, "request");
+    return -1;
+  }
+  if (body) {
+    payload = json_dumps (body, JSON_COMPACT);
+    if (payload == NULL) {
+      error_set (ERR_INTERNAL, "encoding the request");
+      return -1;
+    }
+  }
+  curl = curl_easy_init ();
+  if (curl == NULL) {
+    error_set (ERR_INTERNAL, "curl_easy_init failed");
+    return -1;
+  }
+  hdrs = curl_slist_append (hdrs, "Accept: application/json");
+  if (payload)
+    hdrs = curl_slist_append (hdrs, "Content-Type: application/json");
+  if (c->auth)
+    hdrs = curl_slist_append (hdrs, c->auth);
+  curl_easy_setopt (curl, CURLOPT_URL, url);
+  curl_easy_setopt (curl, CURLOPT_CUSTOMREQUEST, method);
+  curl_easy_setopt (curl, CURLOPT_HTTPHEADER, hdrs);
+  curl_easy_setopt (curl, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt (curl, CURLOPT_CONNECTTIMEOUT, 10L);
+  curl_easy_setopt (curl, CURLOPT_TIMEOUT, 300L);
+  curl_easy_setopt (curl, CURLOPT_ERRORBUFFER, errbuf);
+  curl_easy_setopt (curl, CURLOPT_WRITEFUNCTION, write_cb);
+  curl_easy_setopt (curl, CURLOPT_WRITEDATA, &b);
+  if (payload) {
+    curl_easy_setopt (curl, CURLOPT_POSTFIELDS, payload);
+    curl_easy_setopt (curl, CURLOPT_POSTFIELDSIZE, (long) strlen (payload));
+  }
+  rc = curl_easy_perform (curl);
+  if (rc == CURLE_OK)
+    curl_easy_getinfo (curl, CURLINFO_RESPONSE_CODE, &status);
+  curl_slist_free_all (hdrs);
+  curl_easy_cleanup (curl);
+  if (rc != CURLE_OK) {
+    free (b.p);
+    error_set (ERR_UNAVAILABLE, "the hub at %s does not answer: %s", c->base,
+               errbuf[0] ? errbuf : curl_easy_strerror (rc));
+    return -1;
+  }
+
+  if (b.p && b.n)
+    j = json_loads (b.p, 0, NULL);
+  if (status >= 400) {
+    const char *msg = json_string_value (json_object_get (json_object_get (j, "error"),
+                                                          "message"));
+    enum error_category cat = status == 409 ? ERR_CONFLICT
+                            : status == 404 ? ERR_NOT_FOUND
+                            : status == 401 ? ERR_UNAUTHORIZED
+                            : status >= 500 ? ERR_UNAVAILABLE : ERR_INVALID;
+    error_set (cat, "%s %s: %ld %s", method, path, status,
+               msg ? msg : (b.p && b.n ? b.p : "(no message)"));
+  }
+  free (b.p);
+  if (resp)
+    *resp = j;
+  else
+    json_decref (j);
+  return (int) status;
+}
+
+int
+client_exit_status (int status)
+{
+  if (status == 409)
+    return AGENT_EXIT_CONFLICT;
+  if (status == -1 || (status >= 400 && status < 500))
+    return AGENT_EXIT_HUB;
+  return AGENT_EXIT_FAILED;
+}
+
+char *
+client_escape (const char *s)
+{
+  CURL *curl = curl_easy_init ();
+  char *e, *ret;
+
+  if (curl == NULL)
+    return NULL;
+  e = curl_easy_escape (curl, s, 0);
+  ret = e ? strdup (e) : NULL;
+  curl_free (e);
+  curl_easy_cleanup (curl);
+  return ret;
+}

@@ -1,0 +1,549 @@
+/* engine/source.c - the sources of a backup: QCOW2 images whose persistent
+ * dirty bitmaps strata manages, raw images and block devices, and NBD URIs;
+ * the private qemu-nbd that exposes an image file to the copier.
+ *
+ * BITMAPS OF A QCOW2 SOURCE
+ *
+ * A backup adds a bitmap named after its backup id before it reads
+ * anything, so every later write lands in it; that name is the disk's
+ * change id.  An incremental reads the dirty extents of the previous
+ * backup's bitmap (the hub's previous_change_id).  Only once the hub has
+ * accepted the disk's completion does engine_backup_disk_commit remove that
+ * older bitmap; until then both exist, so a failed or refused backup
+ * (engine_backup_disk_abort removes the new one) leaves the chain able to
+ * continue from the older one.  Rerunning a backup id whose bitmap already
+ * exists (a crashed attempt) removes and re-adds it.  A bitmap flagged
+ * "in-use" was not saved cleanly (its image was not closed properly): it
+ * cannot be trusted, and the disk is copied in full into its overlay.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/fs.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "engine/engine-int.h"
+#include "util/cleanup.h"
+#include "util/error.h"
+#include "util/proc.h"
+
+static bool
+is_nbd_uri (const char *s)
+{
+  return strncmp (s, "nbd://", 6) == 0 || strncmp (s, "nbds://", 7) == 0 ||
+         strncmp (s, "nbd+unix://", 11) == 0 || strncmp (s, "nbds+unix://", 12) == 0 ||
+         strncmp (s, "nbd+vsock://", 12) == 0 || strncmp (s, "nbds+vsock://", 13) == 0;
+}
+
+static int64_t
+now_ns (void)
+{
+  struct timespec ts;
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return (int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* ---------------------------------------------------------- qemu-nbd --- */
+
+/* The last line of a small log file, for error messages. */
+static void
+log_tail (const char *path, char *buf, size_t len)
+{
+  char tmp[480];
+  ssize_t n;
+  int fd = open (path, O_RDONLY | O_CLOEXEC);
+  char *e, *s;
+
+  buf[0] = '\0';
+  if (fd == -1)
+    return;
+  n = pread (fd, tmp, sizeof tmp - 1, 0);
+  close (fd);
+  if (n <= 0)
+    return;
+  tmp[n] = '\0';
+  e = tmp + n;
+  while (e > tmp && (e[-1] == '\n' || e[-1] == ' '))
+    *--e = '\0';
+  s = strrchr (tmp, '\n');
+  snprintf (buf, len, "%s", s ? s + 1 : tmp);
+}
+
+int
+qnbd_start (struct qnbd *q, const char *image, const char *format, bool ro,
+            const char *bitmap)
+{
+  const char *tmp = getenv ("TMPDIR");
+  CLEANUP_FREE char *sock = NULL, *log = NULL, *bm = NULL, *fmt = NULL;
+  const char *argv[16];
+  struct sockaddr_un sa = { .sun_family = AF_UNIX };
+  int n = 0, i;
+
+  memset (q, 0, sizeof *q);
+  if (tmp == NULL || strlen (tmp) > 60)
+    tmp = "/tmp";
+  if (asprintf (&q->dir, "%s/strata-nbd-XXXXXX", tmp) == -1) {
+    q->dir = NULL;
+    goto oom;
+  }
+  if (mkdtemp (q->dir) == NULL) {
+    error_set_errno (ERR_INTERNAL, errno, "creating a folder in %s", tmp);
+    free (q->dir);
+    q->dir = NULL;
+    return -1;
+  }
+  if (asprintf (&sock, "%s/sock", q->dir) == -1 ||
+      asprintf (&log, "%s/log", q->dir) == -1 ||
+      asprintf (&fmt, "--format=%s", format) == -1 ||
+      (bitmap && asprintf (&bm, "--bitmap=%s", bitmap) == -1) ||
+      asprintf (&q->uri, "nbd+unix:///?socket=%s", sock) == -1)
+    goto oom;
+
+  argv[n++] = "qemu-nbd";
+  argv[n++] = fmt;
+  if (ro)
+    argv[n++] = "--read-only";
+  argv[n++] = "--persistent";
+  argv[n++] = "--shared=0";
+  argv[n++] = "--socket";
+  argv[n++] = sock;
+  if (!ro)
+    argv[n++] = "--cache=writeback";
+  if (bm)
+    argv[n++] = bm;
+  argv[n++] = image;
+  argv[n] = NULL;
+  if (proc_spawn (argv, log, &q->pid) == -1) {
+    qnbd_stop (q);
+    return -1;
+  }
+
+  /* Ready once the socket accepts a connection; bounded. */
+  snprintf (sa.sun_path, sizeof sa.sun_path, "%s", sock);
+  for (i = 0; i < 3000; i++) {           /* 30 s */
+    struct timespec ts = { 0, 10 * 1000 * 1000 };
+    int status = 0, fd;
+
+    if (!proc_alive (q->pid, &status)) {
+      char line[512];
+      log_tail (log, line, sizeof line);
+      q->pid = 0;
+      error_set (ERR_INTERNAL, "qemu-nbd on %s exited: %s", image,
+                 line[0] ? line : "no message");
+      qnbd_stop (q);
+      return -1;
+    }
+    fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0 && connect (fd, (struct sockaddr *) &sa, sizeof sa) == 0) {
+      close (fd);
+      return 0;
+    }
+    if (fd >= 0)
+      close (fd);
+    nanosleep (&ts, NULL);
+  }
+  error_set (ERR_INTERNAL, "qemu-nbd on %s did not come up", image);
+  qnbd_stop (q);
+  return -1;
+
+ oom:
+  error_set_errno (ERR_INTERNAL, ENOMEM, "starting qemu-nbd");
+  qnbd_stop (q);
+  return -1;
+}
+
+void
+qnbd_stop (struct qnbd *q)
+{
+  if (q->pid > 0)
+    proc_stop (q->pid);
+  q->pid = 0;
+  if (q->dir) {
+    char p[PATH_MAX];
+    snprintf (p, sizeof p, "%s/sock", q->dir);
+    unlink (p);
+    snprintf (p, sizeof p, "%s/log", q->dir);
+    unlink (p);
+    rmdir (q->dir);
+  }
+  free (q->dir);
+  free (q->uri);
+  q->dir = q->uri = NULL;
+}
+
+/* ------------------------------------------------------- image facts --- */
+
+struct image {
+  char *path;                 /* absolute */
+  bool blockdev;
+  char *format;               /* "qcow2", "raw", ... */
+  int64_t size;
+  json_t *bitmaps;            /* qcow2: [{name, flags:[...]}], or NULL */
+};
+
+static void
+image_clear (struct image *im)
+{
+  free (im->path);
+  free (im->format);
+  json_decref (im->bitmaps);
+  memset (im, 0, sizeof *im);
+}
+
+/* Read what qemu-img knows about a file source.  force_share: do not take
+ * the image's lock (only to read its size). */
+static int
+image_open (struct image *im, const char *source, bool force_share)
+{
+  struct stat sb;
+  CLEANUP_FREE char *out = NULL;
+  CLEANUP_JSON json_t *j = NULL;
+  json_error_t jerr;
+  const char *argv[8];
+  int n = 0;
+
+  memset (im, 0, sizeof *im);
+  im->path = realpath (source, NULL);
+  if (im->path == NULL || stat (im->path, &sb) == -1) {
+    error_set_errno (ERR_INVALID, errno, "source %s", source);
+    image_clear (im);
+    return -1;
+  }
+  if (S_ISBLK (sb.st_mode)) {
+    int fd = open (im->path, O_RDONLY | O_CLOEXEC);
+    uint64_t sz = 0;
+    if (fd == -1 || ioctl (fd, BLKGETSIZE64, &sz) == -1) {
+      error_set_errno (ERR_INVALID, errno, "source %s", source);
+      if (fd >= 0)
+        close (fd);
+      image_clear (im);
+      return -1;
+    }
+    close (fd);
+    im->blockdev = true;
+    im->format = strdup ("raw");
+    im->size = sz;
+    return 0;
+  }
+  if (!S_ISREG (sb.st_mode)) {
+    error_set (ERR_INVALID, "source %s is neither a file, a block device nor an NBD URI",
+               source);
+    image_clear (im);
+    return -1;
+  }
+  argv[n++] = "qemu-img";
+  argv[n++] = "info";
+  argv[n++] = "--output=json";
+  if (force_share)
+    argv[n++] = "-U";
+  argv[n++] = im->path;
+  argv[n] = NULL;
+  if (proc_run (argv, &out) == -1) {
+    error_set (ERR_INVALID, "source %s: %s", source, error_message ());
+    image_clear (im);
+    return -1;
+  }
+  j = json_loads (out, 0, &jerr);
+  if (!json_is_object (j) || !json_is_string (json_object_get (j, "format")) ||
+      !json_is_integer (json_object_get (j, "virtual-size"))) {
+    error_set (ERR_INTERNAL, "source %s: cannot read qemu-img info", source);
+    image_clear (im);
+    return -1;
+  }
+  im->format = strdup (json_string_value (json_object_get (j, "format")));
+  im->size = json_integer_value (json_object_get (j, "virtual-size"));
+  /* qemu rounds a raw file up to whole sectors: its copy would not be
+   * bit-identical. */
+  if (im->format && strcmp (im->format, "raw") == 0 && sb.st_size % 512) {
+    error_set (ERR_INVALID, "source %s is %lld bytes, not a multiple of 512",
+               source, (long long) sb.st_size);
+    image_clear (im);
+    return -1;
+  }
+  im->bitmaps = json_object_get (json_object_get (json_object_get (j, "format-specific"),
+                                                  "data"), "bitmaps");
+  json_incref (im->bitmaps);
+  if (im->format == NULL) {
+    error_set_errno (ERR_INTERNAL, ENOMEM, "source %s", source);
+    image_clear (im);
+    return -1;
+  }
+  return 0;
+}
+
+/* 1 when the image has the bitmap (with *in_use its "in-use" flag), 0 when
+ * not. */
+static int
+image_bitmap (const struct image *im, const char *name, bool *in_use)
+{
+  size_t i, k;
+  json_t *b, *f;
+
+  json_array_foreach (im->bitmaps, i, b) {
+    if (!json_is_string (json_object_get (b, "name")) ||
+        strcmp (json_string_value (json_object_get (b, "name")), name) != 0)
+      continue;
+    if (in_use) {
+      *in_use = false;
+      json_array_foreach (json_object_get (b, "flags"), k, f)
+        if (json_is_string (f) && strcmp (json_string_value (f), "in-use") == 0)
+          *in_use = true;
+    }
+    return 1;
+  }
+  return 0;
+}
+
+static int
+bitmap_op (const char *path, const char *op, const char *name)
+{
+  const char *argv[] = { "qemu-img", "bitmap", "-f", "qcow2", op, path, name, NULL };
+  if (proc_run (argv, NULL) == -1) {
+    error_prefix ("%s bitmap %s of %s", op + 2, name, path);
+    return -1;
+  }
+  return 0;
+}
+
+/* Remove a bitmap if the image has it. */
+static int
+bitmap_remove_if (const char *source, const char *name)
+{
+  struct image im;
+  int r = 0;
+
+  if (name == NULL || *name == '\0')
+    return 0;
+  if (image_open (&im, source, false) == -1)
+    return -1;
+  if (strcmp (im.format, "qcow2") == 0 && image_bitmap (&im, name, NULL))
+    r = bitmap_op (im.path, "--remove", name);
+  image_clear (&im);
+  return r;
+}
+
+/* ------------------------------------------------------------ public --- */
+
+int
+engine_source_size (const char *source, int64_t *size)
+{
+  struct image im;
+
+  if (is_nbd_uri (source)) {
+    struct nbd_handle *h = copy_connect (source, NULL, true, NULL);
+    if (h == NULL)
+      return -1;
+    *size = nbd_get_size (h);
+    if (*size < 0)
+      error_set (ERR_UNAVAILABLE, "%s: %s", source, nbd_get_error ());
+    nbd_shutdown (h, 0);
+    nbd_close (h);
+    return *size < 0 ? -1 : 0;
+  }
+  if (image_open (&im, source, true) == -1)
+    return -1;
+  *size = im.size;
+  image_clear (&im);
+  return 0;
+}
+
+static void
+result_from (struct engine_disk_result *out, const struct copy_stats *st, int64_t t0)
+{
+  out->size_bytes = st->size;
+  out->bytes_read = st->bytes_read;
+  out->bytes_written = st->bytes_written;
+  out->bytes_zero = st->bytes_zero;
+  out->seconds = (now_ns () - t0) / 1e9;
+}
+
+static int
+set_str (char **dst, const char *src)
+{
+  *dst = src ? strdup (src) : NULL;
+  if (src && *dst == NULL) {
+    error_set_errno (ERR_INTERNAL, ENOMEM, "result");
+    return -1;
+  }
+  return 0;
+}
+
+int
+engine_backup_disk (const struct engine_backup_disk *d, struct engine_progress *p,
+                    struct engine_disk_result *out)
+{
+  struct copy_spec spec = { .dst_uri = d->target_uri, .dst_psk = d->tls_psk_file,
+                            .dst_fd = -1, .zero_holes = d->target_has_backing };
+  struct copy_stats st;
+  struct image im = { 0 };
+  struct qnbd q = { 0 };
+  CLEANUP_FREE char *ctx = NULL;
+  const char *prev = d->previous_change_id && *d->previous_change_id
+                     ? d->previous_change_id : NULL;
+  const char *reason = NULL;
+  CLEANUP_FREE char *fallback = NULL;
+  bool added = false;
+  int64_t t0 = now_ns ();
+  int r;
+
+  memset (out, 0, sizeof *out);
+  if (p && p->started_ns == 0)
+    p->started_ns = t0;
+
+  if (is_nbd_uri (d->source)) {
+    spec.src_uri = d->source;
+    if (d->source_bitmap && *d->source_bitmap && d->target_has_backing &&
+        asprintf (&ctx, "qemu:dirty-bitmap:%s", d->source_bitmap) == -1) {
+      ctx = NULL;
+      error_set_errno (ERR_INTERNAL, ENOMEM, "backup");
+      return -1;
+    }
+    spec.dirty_context = ctx;
+    if (copy_run (&spec, p, &st) == -1) {
+      error_prefix ("backing up %s", d->source);
+      return -1;
+    }
+    result_from (out, &st, t0);
+    if (set_str (&out->mode, st.incremental ? "incremental" : "full") == -1 ||
+        set_str (&out->change_id, d->source_change_id) == -1) {
+      free (st.full_reason);
+      engine_disk_result_clear (out);
+      return -1;
+    }
+    out->full_reason = st.full_reason;
+    return 0;
+  }
+
+  if (image_open (&im, d->source, false) == -1)
+    return -1;
+
+  if (strcmp (im.format, "qcow2") == 0) {
+    bool in_use = false;
+
+    if (d->backup_id == NULL || *d->backup_id == '\0') {
+      error_set (ERR_INVALID, "a QCOW2 source needs a backup id to name its bitmap");
+      goto fail;
+    }
+    if (prev && strcmp (prev, d->backup_id) == 0) {
+      error_set (ERR_CONFLICT, "the previous change id is this backup's own bitmap %s", prev);
+      goto fail;
+    }
+    /* A crashed attempt of the same backup left its bitmap: start over. */
+    if (image_bitmap (&im, d->backup_id, NULL) &&
+        bitmap_op (im.path, "--remove", d->backup_id) == -1)
+      goto fail;
+    if (bitmap_op (im.path, "--add", d->backup_id) == -1)
+      goto fail;
+    added = true;
+
+    if (prev && d->target_has_backing) {
+      if (!image_bitmap (&im, prev, &in_use))
+        reason = "missing";
+      else if (in_use)
+        reason = "inconsistent (flagged in-use: the image was not closed cleanly)";
+      if (reason) {
+        if (asprintf (&fallback, "dirty bitmap %s of %s is %s; the whole disk was copied",
+                      prev, im.path, reason) == -1)
+          fallback = NULL;
+      }
+    }
+    if (qnbd_start (&q, im.path, "qcow2", true,
+                    prev && d->target_has_backing && !reason ? prev : NULL) == -1)
+      goto fail;
+    if (prev && d->target_has_backing && !reason) {
+      if (asprintf (&ctx, "qemu:dirty-bitmap:%s", prev) == -1) {
+        ctx = NULL;
+        error_set_errno (ERR_INTERNAL, ENOMEM, "backup");
+        goto fail;
+      }
+    }
+  }
+  else {
+    /* Raw images, block devices and other formats: a full copy. */
+    if (qnbd_start (&q, im.path, im.format, true, NULL) == -1)
+      goto fail;
+  }
+
+  spec.src_uri = q.uri;
+  spec.dirty_context = ctx;
+  r = copy_run (&spec, p, &st);
+  if (r == 0 && fallback && st.full_reason == NULL) {
+    st.full_reason = fallback;
+    fallback = NULL;
+  }
+  qnbd_stop (&q);
+  if (r == -1) {
+    error_prefix ("backing up %s", im.path);
+    goto fail;
+  }
+  result_from (out, &st, t0);
+  if (set_str (&out->mode, st.incremental ? "incremental" : "full") == -1 ||
+      set_str (&out->change_id, added ? d->backup_id : NULL) == -1) {
+    free (st.full_reason);
+    goto fail;
+  }
+  out->full_reason = st.full_reason;
+  image_clear (&im);
+  return 0;
+
+ fail:
+  {
+    struct error_saved es;
+    error_save (&es);
+    qnbd_stop (&q);
+    if (added)
+      bitmap_op (im.path, "--remove", d->backup_id);
+    image_clear (&im);
+    engine_disk_result_clear (out);
+    error_restore (&es);
+  }
+  return -1;
+}
+
+int
+engine_backup_disk_commit (const struct engine_backup_disk *d,
+                           const struct engine_disk_result *r)
+{
+  if (is_nbd_uri (d->source) || r->change_id == NULL)
+    return 0;
+  if (d->previous_change_id == NULL || strcmp (d->previous_change_id, r->change_id) == 0)
+    return 0;
+  return bitmap_remove_if (d->source, d->previous_change_id);
+}
+
+void
+engine_backup_disk_abort (const struct engine_backup_disk *d,
+                          const struct engine_disk_result *r)
+{
+  struct error_saved es;
+  const char *name = r && r->change_id ? r->change_id : d->backup_id;
+
+  if (is_nbd_uri (d->source) || name == NULL)
+    return;
+  if (d->previous_change_id && strcmp (d->previous_change_id, name) == 0)
+    return;
+  error_save (&es);
+  bitmap_remove_if (d->source, name);
+  error_restore (&es);
+}
+
+void
+engine_disk_result_clear (struct engine_disk_result *r)
+{
+  free (r->mode);
+  free (r->change_id);
+  free (r->full_reason);
+  memset (r, 0, sizeof *r);
+}
