@@ -23,7 +23,7 @@ LIBS    = $(PKG_LIBS) -lpthread
 
 # Debian packages the build, the hub and the tests need.
 DEB_PKGS := gcc make pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev \
-            libnbd-dev libcurl4-openssl-dev libmariadb-dev mariadb-server \
+            libnbd-dev libcurl4-openssl-dev libmariadb-dev mariadb-server mariadb-client \
             qemu-utils qemu-system-common libnbd-bin sqlite3 jq curl perl procps \
             iproute2 e2fsprogs
 
@@ -33,7 +33,7 @@ UNIT_SRCS := $(sort $(wildcard tests/unit/test-*.c))
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 MIGRATIONS := $(sort $(wildcard src/catalog/migrations/*/*.sql))
 
-.PHONY: all deps check check-unit check-integration check-asan run clean
+.PHONY: all deps check check-unit check-integration check-mariadb check-asan run clean
 all: $(BUILD)/strata
 
 deps:
@@ -77,6 +77,7 @@ $(BUILD)/tests/%: tests/unit/%.c tests/unit/tap.h $(BUILD)/libstrata.a
 # again against the ASan/UBSan build, whose prove summary closes the run.
 check: deps
 	$(MAKE) check-unit check-integration
+	$(MAKE) check-mariadb
 	$(MAKE) fuzz-smoke
 	$(MAKE) check-asan
 
@@ -85,6 +86,16 @@ check-unit: $(BUILD)/strata $(UNIT_BINS)
 
 check-integration: $(BUILD)/strata
 	STRATA=$(CURDIR)/$(BUILD)/strata prove -j2 tests/integration/test-*.sh
+
+# The catalog's contract test and the whole integration suite once more with
+# the catalog on MariaDB: tests/mariadb-server.sh starts a private mariadbd
+# (its own temporary folder and socket, no system service), runs the tests
+# with STRATA_TEST_DB=mariadb, and stops it whatever happens.  Once per
+# "make check", against the normal build (not again under ASan).
+check-mariadb: $(BUILD)/strata $(BUILD)/tests/test-catalog
+	tests/mariadb-server.sh run sh -c '\
+	  STRATA_BUILD=$(CURDIR)/$(BUILD) prove -v -e "" $(BUILD)/tests/test-catalog && \
+	  STRATA=$(CURDIR)/$(BUILD)/strata prove -j2 tests/integration/test-*.sh'
 
 check-asan:
 	$(MAKE) SANITIZE=1 check-unit check-integration
@@ -163,4 +174,4 @@ fuzz-clean:
 clean:
 	rm -rf build build-asan build-fuzz
 
--include $(shell find build build-asan -name '*.d' 2>/dev/null)
+-include $(shell find $(sort build build-asan $(BUILD)) -name '*.d' 2>/dev/null)

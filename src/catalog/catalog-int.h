@@ -3,6 +3,8 @@
 #ifndef STRATA_CATALOG_CATALOG_INT_H
 #define STRATA_CATALOG_CATALOG_INT_H
 
+#include <stdarg.h>
+
 #include "catalog/catalog.h"
 
 /* Migration files, embedded at build time by tools/embed-migrations.sh from
@@ -12,6 +14,28 @@ struct catalog_migration {
   const char *dialect, *version, *sql;
 };
 extern const struct catalog_migration catalog_migrations[];
+
+/* Raw access to the database, for maintenance tools only (strata
+ * migrate-legacy); the hub never uses it.  Statements take parameters as
+ * the backends' own helpers do: one character of types per "?" or "?N"
+ * (s: const char *, NULL binds NULL; I: int64_t; o: int64_t, negative binds
+ * NULL).  A query calls fn once per row with the columns as strings (NULL
+ * for SQL NULL), which fn must copy; fn returns 0, or -1 to stop with its
+ * error set. */
+typedef int (*catalog_row_fn) (void *opaque, int ncols, char **vals);
+enum catalog_tx { CATALOG_TX_BEGIN, CATALOG_TX_COMMIT, CATALOG_TX_ROLLBACK };
+
+/* Open without applying migrations. */
+struct catalog *catalog_open_raw (const char *url, const char *password_file);
+/* Apply the pending migrations now. */
+int catalog_raw_migrate (struct catalog *cat);
+/* Rows changed, or -1. */
+int catalog_raw_exec (struct catalog *cat, const char *sql, const char *types, ...);
+int catalog_raw_query (struct catalog *cat, catalog_row_fn fn, void *opaque,
+                       const char *sql, const char *types, ...);
+/* Begin a write transaction (with the backend's write lock), commit it or
+ * roll it back. */
+int catalog_raw_tx (struct catalog *cat, enum catalog_tx what);
 
 /* One backend.  Each member has the meaning and contract of the public
  * catalog_* function of the same name (catalog/catalog.h). */
@@ -50,6 +74,13 @@ struct catalog_ops {
   int (*disk_files) (struct catalog *, struct cat_disk **, char ***, size_t *);
   int (*running_disks) (struct catalog *, struct cat_disk **, size_t *);
   int (*disk_lost) (struct catalog *, int64_t, const char *);
+
+  /* Raw access for maintenance (catalog/legacy.c), see catalog_raw_*. */
+  int (*raw_exec) (struct catalog *, const char *sql, const char *types, va_list ap);
+  int (*raw_query) (struct catalog *, const char *sql, const char *types, va_list ap,
+                    catalog_row_fn fn, void *opaque);
+  int (*raw_tx) (struct catalog *, enum catalog_tx what);
+  int (*raw_migrate) (struct catalog *);
 };
 
 /* Every backend's struct embeds this first. */
@@ -59,6 +90,10 @@ struct catalog {
 
 /* Backend constructors: open the database named by the part of the URL
  * after the scheme, migrate it, return the embedded struct catalog. */
-struct catalog *catalog_sqlite_open (const char *path);
+struct catalog *catalog_sqlite_open (const char *path, bool migrate);
+/* rest: "[USER[:PASS]@]HOST[:PORT]/DB[?socket=PATH]"; password_file may be
+ * NULL (then $STRATA_DB_PASSWORD, then the URL's password). */
+struct catalog *catalog_mariadb_open (const char *rest, const char *password_file,
+                                      bool migrate);
 
 #endif

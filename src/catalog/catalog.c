@@ -12,6 +12,8 @@
 #include "util/error.h"
 
 #define SQLITE_SCHEME "sqlite://"
+#define MYSQL_SCHEME "mysql://"
+#define MARIADB_SCHEME "mariadb://"
 
 /* Refuse a call with a missing argument; what names it. */
 static int
@@ -22,37 +24,94 @@ missing (const char *what)
 }
 
 /* Open the catalog that url names.  "sqlite:///abs/path.db" is an absolute
- * path, "sqlite://rel/path.db" a path relative to the working directory.
- * The rest of the URL is never echoed in errors: a later mysql:// URL may
- * carry a password. */
-struct catalog *
-catalog_open (const char *url)
+ * path, "sqlite://rel/path.db" a path relative to the working directory;
+ * "mysql://" and "mariadb://" name a MariaDB/MySQL database.  The rest of
+ * the URL is never echoed in errors: it may carry a password. */
+static struct catalog *
+open_url (const char *url, const char *password_file, bool migrate)
 {
+  static const char expected[] = "expected sqlite:///absolute/path.db,"
+    " sqlite://relative/path.db or mysql://USER@HOST[:PORT]/DATABASE[?socket=PATH]";
   const char *colon;
 
   if (url == NULL || *url == '\0') {
-    error_set (ERR_INVALID, "catalog URL is empty; expected sqlite:///absolute/path.db"
-               " or sqlite://relative/path.db");
+    error_set (ERR_INVALID, "catalog URL is empty; %s", expected);
     return NULL;
   }
   if (strncmp (url, SQLITE_SCHEME, strlen (SQLITE_SCHEME)) == 0) {
     const char *path = url + strlen (SQLITE_SCHEME);
     if (*path == '\0') {
-      error_set (ERR_INVALID, "catalog URL \"sqlite://\" names no file; expected"
-                 " sqlite:///absolute/path.db or sqlite://relative/path.db");
+      error_set (ERR_INVALID, "catalog URL \"sqlite://\" names no file; %s", expected);
       return NULL;
     }
-    return catalog_sqlite_open (path);
+    return catalog_sqlite_open (path, migrate);
   }
+  if (strncmp (url, MYSQL_SCHEME, strlen (MYSQL_SCHEME)) == 0)
+    return catalog_mariadb_open (url + strlen (MYSQL_SCHEME), password_file, migrate);
+  if (strncmp (url, MARIADB_SCHEME, strlen (MARIADB_SCHEME)) == 0)
+    return catalog_mariadb_open (url + strlen (MARIADB_SCHEME), password_file, migrate);
   colon = strchr (url, ':');
   if (colon && colon[1] == '/' && colon[2] == '/')
-    error_set (ERR_INVALID, "catalog URL scheme \"%.*s\" is not supported; expected"
-               " sqlite:///absolute/path.db or sqlite://relative/path.db",
-               (int) (colon - url), url);
+    error_set (ERR_INVALID, "catalog URL scheme \"%.*s\" is not supported; %s",
+               (int) (colon - url), url, expected);
   else
-    error_set (ERR_INVALID, "catalog URL must start with a scheme; expected"
-               " sqlite:///absolute/path.db or sqlite://relative/path.db");
+    error_set (ERR_INVALID, "catalog URL must start with a scheme; %s", expected);
   return NULL;
+}
+
+struct catalog *
+catalog_open_auth (const char *url, const char *password_file)
+{
+  return open_url (url, password_file, true);
+}
+
+struct catalog *
+catalog_open (const char *url)
+{
+  return open_url (url, NULL, true);
+}
+
+struct catalog *
+catalog_open_raw (const char *url, const char *password_file)
+{
+  return open_url (url, password_file, false);
+}
+
+int
+catalog_raw_migrate (struct catalog *cat)
+{
+  return cat->ops->raw_migrate (cat);
+}
+
+int
+catalog_raw_exec (struct catalog *cat, const char *sql, const char *types, ...)
+{
+  va_list ap;
+  int r;
+
+  va_start (ap, types);
+  r = cat->ops->raw_exec (cat, sql, types, ap);
+  va_end (ap);
+  return r;
+}
+
+int
+catalog_raw_query (struct catalog *cat, catalog_row_fn fn, void *opaque,
+                   const char *sql, const char *types, ...)
+{
+  va_list ap;
+  int r;
+
+  va_start (ap, types);
+  r = cat->ops->raw_query (cat, sql, types, ap, fn, opaque);
+  va_end (ap);
+  return r;
+}
+
+int
+catalog_raw_tx (struct catalog *cat, enum catalog_tx what)
+{
+  return cat->ops->raw_tx (cat, what);
 }
 
 /* Close through the backend; NULL is a no-op. */

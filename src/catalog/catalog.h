@@ -9,7 +9,8 @@
  *
  * Every function returns 0 on success, -1 on failure with the thread-local
  * error set (util/error.h): ERR_NOT_FOUND, ERR_CONFLICT (unique keys, state
- * transitions, foreign keys) or ERR_INTERNAL.  Out-parameters are filled
+ * transitions, foreign keys), ERR_UNAVAILABLE (the database is locked or its
+ * server unreachable; nothing was applied) or ERR_INTERNAL.  Out-parameters are filled
  * only on success and are owned by the caller, who frees them with the
  * matching *_free / *_clear function.
  *
@@ -94,8 +95,13 @@ struct catalog;
  * "sqlite://relative.db"), apply pending migrations in one transaction each,
  * and return it.  NULL on error. */
 struct catalog *catalog_open (const char *url);
+/* The same, for a URL that may name a MariaDB/MySQL server,
+ * "mysql://USER[:PASS]@HOST[:PORT]/DB" or "mysql://USER@localhost/DB?socket=PATH"
+ * ("mariadb://" too).  Its password is the first line of password_file when
+ * that is not NULL, else $STRATA_DB_PASSWORD when set, else the URL's. */
+struct catalog *catalog_open_auth (const char *url, const char *password_file);
 void catalog_close (struct catalog *cat);   /* NULL is a no-op */
-/* "sqlite" (for /healthz). */
+/* "sqlite" or "mariadb" (for /healthz). */
 const char *catalog_backend_name (const struct catalog *cat);
 
 /* --- Repositories ----------------------------------------------------- */

@@ -2192,9 +2192,10 @@ pragma (struct sqlite_catalog *sc, const char *sql, const char *want)
   return 0;
 }
 
-/* Configure a new connection, then migrate the database. */
+/* Configure a new connection, then migrate the database unless told not
+ * to. */
 static int
-sqlite_setup (struct sqlite_catalog *sc)
+sqlite_setup (struct sqlite_catalog *sc, bool do_migrate)
 {
   sqlite3_extended_result_codes (sc->db, 1);
   if (sqlite3_busy_timeout (sc->db, BUSY_TIMEOUT_MS) != SQLITE_OK) {
@@ -2208,13 +2209,13 @@ sqlite_setup (struct sqlite_catalog *sc)
       db_exec (sc, "PRAGMA foreign_keys = ON", "") == -1 ||
       pragma (sc, "PRAGMA foreign_keys", "1") == -1)
     return -1;
-  return migrate (sc);
+  return do_migrate ? migrate (sc) : 0;
 }
 
 /* Open (creating if need be) the database file at path, configure and
  * migrate it.  Returns the catalog (freed by catalog_close) or NULL. */
 struct catalog *
-catalog_sqlite_open (const char *path)
+catalog_sqlite_open (const char *path, bool do_migrate)
 {
   struct sqlite_catalog *sc = calloc (1, sizeof *sc);
   int rc;
@@ -2237,7 +2238,7 @@ catalog_sqlite_open (const char *path)
     free (sc);
     return NULL;
   }
-  if (sqlite_setup (sc) == -1) {
+  if (sqlite_setup (sc, do_migrate) == -1) {
     error_prefix ("opening catalog %s", path);
     sqlite3_close (sc->db);
     pthread_mutex_destroy (&sc->lock);
@@ -2259,6 +2260,79 @@ sqlite_close (struct catalog *cat)
     log_warn ("catalog: close: %s", sqlite3_errmsg (sc->db));
   pthread_mutex_destroy (&sc->lock);
   free (sc);
+}
+
+/* ------------------------------------------------------------------------
+ * Raw access for maintenance tools (catalog-int.h)
+ */
+
+static int
+sqlite_raw_migrate (struct catalog *cat)
+{
+  struct sqlite_catalog *sc = SC (cat);
+  SCOPED_LOCK (&sc->lock);
+
+  return migrate (sc);
+}
+
+static int
+sqlite_raw_exec (struct catalog *cat, const char *sql, const char *types, va_list ap)
+{
+  struct sqlite_catalog *sc = SC (cat);
+  SCOPED_LOCK (&sc->lock);
+  CLEANUP_STMT sqlite3_stmt *s = NULL;
+  int rc, r;
+
+  rc = sqlite3_prepare_v2 (sc->db, sql, -1, &s, NULL);
+  if (rc != SQLITE_OK) {
+    db_error (sc, rc, sql);
+    return -1;
+  }
+  if (stmt_bind (sc, s, types, ap) == -1)
+    return -1;
+  while ((r = db_step (sc, s)) == 1)
+    ;
+  return r == -1 ? -1 : sqlite3_changes (sc->db);
+}
+
+static int
+sqlite_raw_query (struct catalog *cat, const char *sql, const char *types, va_list ap,
+                  catalog_row_fn fn, void *opaque)
+{
+  struct sqlite_catalog *sc = SC (cat);
+  SCOPED_LOCK (&sc->lock);
+  CLEANUP_STMT sqlite3_stmt *s = NULL;
+  int rc, r, n;
+
+  rc = sqlite3_prepare_v2 (sc->db, sql, -1, &s, NULL);
+  if (rc != SQLITE_OK) {
+    db_error (sc, rc, sql);
+    return -1;
+  }
+  if (stmt_bind (sc, s, types, ap) == -1)
+    return -1;
+  n = sqlite3_column_count (s);
+  while ((r = db_step (sc, s)) == 1) {
+    char *vals[n > 0 ? n : 1];
+    for (int i = 0; i < n; i++)
+      vals[i] = (char *) sqlite3_column_text (s, i);
+    if (fn (opaque, n, vals) == -1)
+      return -1;
+  }
+  return r;
+}
+
+static int
+sqlite_raw_tx (struct catalog *cat, enum catalog_tx what)
+{
+  struct sqlite_catalog *sc = SC (cat);
+  SCOPED_LOCK (&sc->lock);
+
+  switch (what) {
+  case CATALOG_TX_BEGIN: return tx_begin (sc, true);
+  case CATALOG_TX_COMMIT: return tx_commit (sc);
+  default: tx_rollback (sc); return 0;
+  }
 }
 
 static const struct catalog_ops sqlite_ops = {
@@ -2287,4 +2361,8 @@ static const struct catalog_ops sqlite_ops = {
   .disk_files = sqlite_disk_files,
   .running_disks = sqlite_running_disks,
   .disk_lost = sqlite_disk_lost,
+  .raw_exec = sqlite_raw_exec,
+  .raw_query = sqlite_raw_query,
+  .raw_tx = sqlite_raw_tx,
+  .raw_migrate = sqlite_raw_migrate,
 };

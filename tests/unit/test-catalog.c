@@ -1,11 +1,18 @@
 /* tests/unit/test-catalog.c - the catalog's contract (catalog/catalog.h),
- * checked against a real SQLite catalog in a temporary directory.
+ * checked against a real catalog of the backend that STRATA_TEST_DB names:
+ * "sqlite" (the default; a file in a temporary directory) or "mariadb" (a
+ * database of its own, created and dropped by this test, in the private
+ * server that tests/mariadb-server.sh runs; its STRATA_TEST_MARIADB_*
+ * variables say where).
  *
  * What the catalog says is checked through its own functions and, where a
  * user would look at the database itself (row counts after a cascade, the
- * schema's own guarantees), through a second, raw sqlite3 connection.
+ * schema's own guarantees), through a second, raw connection: sqlite3, or
+ * libmariadb as the server's root.
  */
 #include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -15,6 +22,8 @@
 #include <unistd.h>
 
 #include <sqlite3.h>
+#include <mysql.h>
+#include <mysqld_error.h>
 
 #include "catalog/catalog.h"
 #include "catalog/catalog-int.h"
@@ -25,6 +34,17 @@
 static char tmpdir[] = "/tmp/test-catalog.XXXXXX";
 static char dbpath[PATH_MAX], url[PATH_MAX + 16];
 static sqlite3 *raw;                  /* a second connection, for counts */
+static bool mariadb;                  /* STRATA_TEST_DB=mariadb */
+static MYSQL *raw_my;                 /* the raw connection there */
+static char my_db[64];                /* this run's database */
+static const char *my_pwfile;         /* the password of the test user */
+
+/* Open the catalog under test (the password, for MariaDB, from its file). */
+static struct catalog *
+cat_open (void)
+{
+  return catalog_open_auth (url, my_pwfile);
+}
 
 /* Check that r is a failure of category want; show the message if not. */
 #define fails_with(r, want, ...)                                        \
@@ -62,6 +82,28 @@ raw_int (const char *sql, const char *param)
   sqlite3_stmt *s = NULL;
   int64_t v = -1;
 
+  if (mariadb) {
+    /* The one '?' becomes the escaped, quoted parameter. */
+    char q[4096], esc[1024];
+    const char *mark = strchr (sql, '?');
+    MYSQL_RES *res;
+    MYSQL_ROW row;
+
+    if (param && mark) {
+      mysql_real_escape_string (raw_my, esc, param, strlen (param));
+      snprintf (q, sizeof q, "%.*s'%s'%s", (int) (mark - sql), sql, esc, mark + 1);
+    }
+    else
+      snprintf (q, sizeof q, "%s", sql);
+    if (mysql_query (raw_my, q) != 0 || (res = mysql_store_result (raw_my)) == NULL) {
+      diag ("raw query failed: %s", mysql_error (raw_my));
+      return -1;
+    }
+    if ((row = mysql_fetch_row (res)) != NULL && row[0])
+      v = strtoll (row[0], NULL, 10);
+    mysql_free_result (res);
+    return v;
+  }
   if (sqlite3_prepare_v2 (raw, sql, -1, &s, NULL) != SQLITE_OK) {
     diag ("raw query failed: %s", sqlite3_errmsg (raw));
     return -1;
@@ -161,20 +203,81 @@ run_backup (struct catalog *cat, const char *id, const char *vm, const char *rep
   return r;
 }
 
-/* URLs, migrations applied once, WAL, a relative path. */
+/* MariaDB: a database of this run's own, made (and later dropped) as
+ * root, and the root connection for the raw checks. */
+static void
+mariadb_setup (void)
+{
+  const char *sock = getenv ("STRATA_TEST_MARIADB_SOCKET");
+  const char *user = getenv ("STRATA_TEST_MARIADB_USER");
+  char q[256];
+
+  my_pwfile = getenv ("STRATA_TEST_MARIADB_PWFILE");
+  if (sock == NULL || user == NULL || my_pwfile == NULL)
+    skip_all ("STRATA_TEST_DB=mariadb without a server (run it through"
+              " tests/mariadb-server.sh)");
+  mariadb = true;
+  snprintf (my_db, sizeof my_db, "strata_ut_%d", (int) getpid ());
+  snprintf (url, sizeof url, "mysql://%s@localhost/%s?socket=%s", user, my_db, sock);
+  raw_my = mysql_init (NULL);
+  mysql_options (raw_my, MYSQL_SET_CHARSET_NAME, "utf8mb4");
+  if (mysql_real_connect (raw_my, NULL, "root", NULL, NULL, 0, sock, 0) == NULL) {
+    diag ("root connection: %s", mysql_error (raw_my));
+    exit (1);
+  }
+  snprintf (q, sizeof q, "CREATE DATABASE %s", my_db);
+  if (mysql_query (raw_my, q) != 0 || mysql_select_db (raw_my, my_db) != 0) {
+    diag ("%s: %s", q, mysql_error (raw_my));
+    exit (1);
+  }
+}
+
+static void
+mariadb_teardown (void)
+{
+  char q[128];
+
+  snprintf (q, sizeof q, "DROP DATABASE %s", my_db);
+  if (mysql_query (raw_my, q) != 0)
+    diag ("%s: %s", q, mysql_error (raw_my));
+  mysql_close (raw_my);
+}
+
+/* URLs, migrations applied once; WAL and a relative path for SQLite;
+ * InnoDB, utf8mb4 and a password that never shows for MariaDB. */
 static void
 test_open (void)
 {
   struct catalog *cat;
   char reldb[PATH_MAX + 16], cwd[PATH_MAX];
-  int64_t n_sqlite = 0;
+  const char *dialect = mariadb ? "mysql" : "sqlite";
+  int64_t n_migrations = 0;
 
   error_clear ();
-  ok (catalog_open ("mysql://admin:s3cret@db.example/strata") == NULL &&
-      error_category () == ERR_INVALID, "a mysql:// URL is refused (not built in)");
+  ok (catalog_open ("mysql://admin:s3cret@127.0.0.1:1/strata") == NULL &&
+      error_category () == ERR_UNAVAILABLE,
+      "a mysql:// URL to a server that is not there fails as unavailable");
   ok (strstr (error_message (), "s3cret") == NULL &&
-      strstr (error_message (), "mysql") != NULL,
-      "the error names the scheme but not the password: %s", error_message ());
+      strstr (error_message (), "strata") != NULL,
+      "the error names the database but not the password: %s", error_message ());
+  setenv ("STRATA_DB_PASSWORD", "env-s3cret", 1);
+  ok (catalog_open ("mariadb://admin@[::1]:1/strata") == NULL &&
+      strstr (error_message (), "env-s3cret") == NULL,
+      "nor the password from the environment: %s", error_message ());
+  unsetenv ("STRATA_DB_PASSWORD");
+  ok (catalog_open ("mysql://admin@localhost") == NULL && error_category () == ERR_INVALID,
+      "a mysql:// URL without a database is refused");
+  ok (catalog_open ("mysql://admin@localhost:99999/db") == NULL &&
+      error_category () == ERR_INVALID, "a port out of range is refused");
+  ok (catalog_open ("mysql://admin@localhost/db?socket=rel.sock") == NULL &&
+      error_category () == ERR_INVALID, "a relative socket path is refused");
+  ok (catalog_open ("mysql://ad%zzmin@localhost/db") == NULL &&
+      error_category () == ERR_INVALID, "a bad %%-escape is refused");
+  ok (catalog_open_auth ("mysql://admin@localhost/db", "/nonexistent/pw") == NULL &&
+      error_category () == ERR_INVALID, "a missing password file is refused");
+  ok (catalog_open ("postgres://admin@localhost/db") == NULL &&
+      error_category () == ERR_INVALID && strstr (error_message (), "postgres"),
+      "an unknown scheme is refused by name");
   ok (catalog_open ("/var/lib/strata.db") == NULL && error_category () == ERR_INVALID,
       "a bare path is refused");
   ok (catalog_open ("sqlite://") == NULL && error_category () == ERR_INVALID,
@@ -182,27 +285,45 @@ test_open (void)
   ok (catalog_open ("") == NULL && error_category () == ERR_INVALID,
       "an empty URL is refused");
 
-  cat = catalog_open (url);
+  cat = cat_open ();
   if (!ok (cat != NULL, "open %s", url))
     diag ("%s", error_message ());
   if (cat == NULL)
     exit (done_testing ());
-  is_str (catalog_backend_name (cat), "sqlite", "backend name");
+  is_str (catalog_backend_name (cat), mariadb ? "mariadb" : "sqlite", "backend name");
   catalog_close (cat);
 
-  if (sqlite3_open_v2 (dbpath, &raw, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK)
-    abort ();
-  sqlite3_busy_timeout (raw, 5000);
+  if (!mariadb) {
+    if (sqlite3_open_v2 (dbpath, &raw, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK)
+      abort ();
+    sqlite3_busy_timeout (raw, 5000);
+  }
   for (const struct catalog_migration *m = catalog_migrations; m->version; m++)
-    n_sqlite += strcmp (m->dialect, "sqlite") == 0;
-  ok (n_sqlite >= 1, "at least one sqlite migration is embedded");
-  is_int (raw_int ("SELECT count(*) FROM schema_migrations", NULL), n_sqlite,
-          "every sqlite migration is recorded in schema_migrations");
-  is_int (raw_int ("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN"
-                   " ('backup_repositories', 'vms', 'vm_disks', 'vm_backup_contexts',"
-                   " 'backup_jobs', 'backup_disks')", NULL), 6, "the six tables exist");
-  is_int (raw_int ("SELECT count(*) FROM pragma_journal_mode WHERE journal_mode = 'wal'",
-                   NULL), 1, "the database is in WAL mode");
+    n_migrations += strcmp (m->dialect, dialect) == 0;
+  ok (n_migrations >= 2, "the %s migrations are embedded", dialect);
+  is_int (raw_int ("SELECT count(*) FROM schema_migrations", NULL), n_migrations,
+          "every %s migration is recorded in schema_migrations", dialect);
+  if (mariadb) {
+    is_int (raw_int ("SELECT count(*) FROM information_schema.tables"
+                     " WHERE table_schema = DATABASE() AND engine = 'InnoDB'"
+                     " AND table_collation = 'utf8mb4_nopad_bin' AND table_name IN"
+                     " ('backup_repositories', 'vms', 'vm_disks', 'vm_backup_contexts',"
+                     " 'backup_jobs', 'backup_disks')", NULL), 6,
+            "the six tables exist, InnoDB, utf8mb4 byte-exact");
+    is_int (raw_int ("SELECT count(*) FROM information_schema.referential_constraints"
+                     " WHERE constraint_schema = DATABASE() AND delete_rule = 'CASCADE'",
+                     NULL), 4, "four foreign keys cascade on delete");
+    is_int (raw_int ("SELECT count(*) FROM information_schema.check_constraints"
+                     " WHERE constraint_schema = DATABASE()", NULL) >= 15, 1,
+            "the CHECK constraints are there");
+  }
+  else {
+    is_int (raw_int ("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN"
+                     " ('backup_repositories', 'vms', 'vm_disks', 'vm_backup_contexts',"
+                     " 'backup_jobs', 'backup_disks')", NULL), 6, "the six tables exist");
+    is_int (raw_int ("SELECT count(*) FROM pragma_journal_mode WHERE journal_mode = 'wal'",
+                     NULL), 1, "the database is in WAL mode");
+  }
 
   /* Re-opening applies nothing: the same rows, applied at the same time. */
   {
@@ -210,10 +331,10 @@ test_open (void)
                               " WHERE applied_at = (SELECT min(applied_at)"
                               " FROM schema_migrations)", NULL);
     usleep (5000);
-    cat = catalog_open (url);
+    cat = cat_open ();
     ok (cat != NULL, "re-open");
     catalog_close (cat);
-    is_int (raw_int ("SELECT count(*) FROM schema_migrations", NULL), n_sqlite,
+    is_int (raw_int ("SELECT count(*) FROM schema_migrations", NULL), n_migrations,
             "re-open adds no migration row");
     is_int (raw_int ("SELECT count(*) FROM schema_migrations"
                      " WHERE applied_at = (SELECT min(applied_at)"
@@ -221,6 +342,8 @@ test_open (void)
             "re-open re-applied nothing (applied_at unchanged)");
   }
 
+  if (mariadb)
+    return;
   /* A relative URL is relative to the working directory. */
   if (getcwd (cwd, sizeof cwd) == NULL || chdir (tmpdir) == -1)
     abort ();
@@ -389,12 +512,20 @@ test_backups (struct catalog *cat)
   is_int (raw_int ("SELECT total_backups_run FROM vm_backup_contexts", NULL), 1,
           "the refused start was not counted");
   /* The schema itself refuses a second running job, whoever writes it. */
-  ok (sqlite3_exec (raw, "INSERT INTO backup_jobs (id, vm_backup_context_id, vm_name,"
-                    " repository_id, backup_type, status, created_at)"
-                    " SELECT 'sneaky', context_id, vm_name, repository_id, 'full',"
-                    " 'running', 'x' FROM vm_backup_contexts", NULL, NULL, NULL)
-      == SQLITE_CONSTRAINT,
-      "the partial unique index refuses a second running job in the database");
+  {
+    static const char sneaky[] =
+      "INSERT INTO backup_jobs (id, vm_backup_context_id, vm_name,"
+      " repository_id, backup_type, status, created_at)"
+      " SELECT 'sneaky', context_id, vm_name, repository_id, 'full',"
+      " 'running', 'x' FROM vm_backup_contexts";
+    if (mariadb)
+      ok (mysql_query (raw_my, sneaky) != 0 && mysql_errno (raw_my) == ER_DUP_ENTRY,
+          "the UNIQUE key on running_context refuses a second running job in the"
+          " database: %s", mysql_error (raw_my));
+    else
+      ok (sqlite3_exec (raw, sneaky, NULL, NULL, NULL) == SQLITE_CONSTRAINT,
+          "the partial unique index refuses a second running job in the database");
+  }
 
   succeeds (catalog_backup_plan (cat, "web01", "repo-1", 3, idx, parents, &running),
             "plan while J1 runs");
@@ -785,7 +916,7 @@ racer_run (void *arg)
 static void
 test_race (struct catalog *cat)
 {
-  struct catalog *other = catalog_open (url);
+  struct catalog *other = cat_open ();
   struct racer racers[RACERS];
   pthread_t th[RACERS];
   int wins = 0, conflicts = 0;
@@ -814,6 +945,128 @@ test_race (struct catalog *cat)
   catalog_close (other);
 }
 
+/* MariaDB only: a raw root query that returns nothing we want. */
+static int
+raw_do (const char *fmt, ...)
+{
+  char q[1024];
+  va_list ap;
+
+  va_start (ap, fmt);
+  vsnprintf (q, sizeof q, fmt, ap);
+  va_end (ap);
+  if (mysql_query (raw_my, q) != 0) {
+    diag ("%s: %s", q, mysql_error (raw_my));
+    return -1;
+  }
+  if (mysql_field_count (raw_my) > 0)
+    mysql_free_result (mysql_store_result (raw_my));
+  return 0;
+}
+
+/* Wait (bounded) for the catalog's connection to run a statement that
+ * starts with prefix; its id, or -1. */
+static int64_t
+wait_for_statement (const char *prefix)
+{
+  char sql[512];
+
+  snprintf (sql, sizeof sql, "SELECT id FROM information_schema.processlist"
+            " WHERE user = 'strata' AND db = '%s' AND info LIKE '%s%%'", my_db, prefix);
+  for (int i = 0; i < 800; i++) {
+    int64_t id = raw_int (sql, NULL);
+    if (id > 0)
+      return id;
+    usleep (10000);
+  }
+  {
+    MYSQL_RES *res;
+    MYSQL_ROW row;
+    if (mysql_query (raw_my, "SELECT id, user, db, state, info FROM"
+                     " information_schema.processlist") == 0 &&
+        (res = mysql_store_result (raw_my)) != NULL) {
+      while ((row = mysql_fetch_row (res)) != NULL)
+        diag ("processlist: %s %s %s %s %s", row[0], row[1], row[2] ? row[2] : "-",
+              row[3] ? row[3] : "-", row[4] ? row[4] : "-");
+      mysql_free_result (res);
+    }
+  }
+  return -1;
+}
+
+struct completer {
+  struct catalog *cat;
+  int result;
+  enum error_category err;
+};
+
+static void *
+completer_run (void *arg)
+{
+  struct completer *c = arg;
+  struct cat_job after = { 0 };
+
+  c->result = catalog_disk_complete (c->cat, "backup-lost-1", 0, "cid-lost", 7, NULL, &after);
+  c->err = c->result == -1 ? error_category () : ERR_NONE;
+  cat_job_clear (&after);
+  return NULL;
+}
+
+/* MariaDB: the server drops the connection.  Between operations, the next
+ * one reconnects and succeeds; in the middle of a transaction, after some
+ * of its writes, with no way back in, the operation fails as unavailable
+ * and none of its writes stay; once the server lets it in again, the next
+ * operation works. */
+static void
+test_lost_connection (struct catalog *cat)
+{
+  struct cat_repository r = { "repo-lost", "lost", "local", "/srv/lost", NULL };
+  struct cat_job j;
+  struct completer c = { cat, 0, ERR_NONE };
+  pthread_t th;
+  int64_t conn;
+  char sql[256];
+
+  if (!mariadb)
+    return;
+  snprintf (sql, sizeof sql, "SELECT id FROM information_schema.processlist"
+            " WHERE user = 'strata' AND db = '%s'", my_db);
+  conn = raw_int (sql, NULL);
+  ok (conn > 0 && raw_do ("KILL CONNECTION %" PRId64, conn) == 0,
+      "the server drops the catalog's connection");
+  succeeds (catalog_repo_insert (cat, &r), "the next operation reconnects and succeeds");
+  is_int (raw_int ("SELECT count(*) FROM backup_repositories WHERE id = 'repo-lost'", NULL), 1,
+          "and its write is there, once");
+
+  job_init (&j, "backup-lost-1", "lost01", "repo-1", "2025-07-01T00:00:00.000Z", 1, NULL);
+  succeeds (catalog_backup_insert (cat, &j, NULL), "a running job to complete");
+  cat_job_clear (&j);
+  /* Hold the job's row: disk_complete writes the disk, then waits there to
+   * complete the job. */
+  raw_do ("START TRANSACTION");
+  raw_do ("SELECT * FROM backup_jobs WHERE id = 'backup-lost-1' FOR UPDATE");
+  pthread_create (&th, NULL, completer_run, &c);
+  conn = wait_for_statement ("UPDATE backup_jobs");
+  ok (conn > 0, "the completion waits on the job's row, the disk's row written");
+  raw_do ("ALTER USER 'strata'@'localhost' ACCOUNT LOCK");
+  if (conn > 0)
+    raw_do ("KILL CONNECTION %" PRId64, conn);
+  raw_do ("ROLLBACK");
+  pthread_join (th, NULL);
+  ok (c.result == -1 && c.err == ERR_UNAVAILABLE,
+      "killed there and unable to reconnect, it fails as unavailable");
+  is_int (raw_int ("SELECT count(*) FROM backup_disks WHERE backup_job_id = 'backup-lost-1'"
+                   " AND status = 'running' AND disk_change_id IS NULL", NULL), 1,
+          "the disk's update was rolled back");
+  is_int (raw_int ("SELECT count(*) FROM backup_jobs WHERE id = 'backup-lost-1'"
+                   " AND status = 'running'", NULL), 1, "the job still runs");
+  raw_do ("ALTER USER 'strata'@'localhost' ACCOUNT UNLOCK");
+  completer_run (&c);
+  ok (c.result == 0, "with the server reachable again, the completion works");
+  is_int (raw_int ("SELECT successful_backups FROM vm_backup_contexts WHERE vm_name = 'lost01'",
+                   NULL), 1, "and is counted once");
+}
+
 /* One temporary catalog for the whole run, removed at the end. */
 int
 main (void)
@@ -827,9 +1080,11 @@ main (void)
   }
   snprintf (dbpath, sizeof dbpath, "%s/catalog.db", tmpdir);
   snprintf (url, sizeof url, "sqlite://%s", dbpath);
+  if (getenv ("STRATA_TEST_DB") && strcmp (getenv ("STRATA_TEST_DB"), "mariadb") == 0)
+    mariadb_setup ();
 
   test_open ();
-  cat = catalog_open (url);
+  cat = cat_open ();
   if (cat == NULL) {
     diag ("open: %s", error_message ());
     return 1;
@@ -840,9 +1095,12 @@ main (void)
   test_disk_lost (cat);
   test_context_id (cat);
   test_race (cat);
+  test_lost_connection (cat);
   catalog_close (cat);
   catalog_close (NULL);
   sqlite3_close (raw);
+  if (mariadb)
+    mariadb_teardown ();
 
   snprintf (cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
   if (system (cmd) != 0)
