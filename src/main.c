@@ -4,7 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "agent/agent.h"
 #include "api/api.h"
+#include "catalog/legacy.h"
 #include "hub/hub.h"
 #include "util/error.h"
 #include "util/log.h"
@@ -19,10 +21,17 @@ usage (FILE *fp)
 "Commands:\n"
 "  serve      run the hub: REST API, catalog, repositories, NBD targets\n"
 "             (strata serve --help for its options)\n"
+"  migrate-legacy\n"
+"             upgrade a legacy flat backup_jobs catalog to contexts\n"
+"             (strata migrate-legacy --help)\n"
+"  backup     back up a VM's disks into a hub (strata backup --help)\n"
+"  restore    bring a backed-up disk back, as a file or an NBD export\n"
+"             (strata restore --help)\n"
 "  help       show this help\n"
 "  version    print the version\n"
 "\n"
-"Exit status: 0 on success, 1 on failure, 2 on a usage error.\n");
+"Exit status: 0 on success, 1 on failure, 2 on a usage error; backup and\n"
+"restore also use 3 (hub unreachable or refused) and 4 (conflict).\n");
 }
 
 /* Run the hub until SIGINT or SIGTERM. */
@@ -82,6 +91,12 @@ main (int argc, char **argv)
   }
   if (strcmp (argv[1], "serve") == 0)
     return cmd_serve (argc - 1, argv + 1);
+  if (strcmp (argv[1], "migrate-legacy") == 0)
+    return legacy_command (argc - 1, argv + 1);
+  if (strcmp (argv[1], "backup") == 0)
+    return agent_backup_main (argc - 1, argv + 1);
+  if (strcmp (argv[1], "restore") == 0)
+    return agent_restore_main (argc - 1, argv + 1);
   if (strcmp (argv[1], "help") == 0 || strcmp (argv[1], "--help") == 0 ||
       strcmp (argv[1], "-h") == 0) {
     usage (stdout);

@@ -225,6 +225,22 @@ T=$(mktemp -d "${TMPDIR:-/tmp}/strata-$TEST_NAME.XXXXXX") || { echo "Bail out! m
 DATA=$T/data
 HUB_LOG=$T/hub.log
 CATALOG=$DATA/catalog.db
+# STRATA_TEST_DB=mariadb (set by tests/mariadb-server.sh, which runs a
+# private server): the hub's catalog is a database of this test's own in
+# that server, made now and dropped by the EXIT trap; sql and sql_write
+# talk to it.  Otherwise the catalog is SQLite at $CATALOG.
+TEST_DB=${STRATA_TEST_DB:-sqlite}
+CATALOG_DB=
+_hub_db_args=()
+if [ "$TEST_DB" = mariadb ]; then
+  [ -n "${STRATA_TEST_MARIADB_SOCKET:-}" ] && [ -n "${STRATA_TEST_MARIADB_ROOT:-}" ] ||
+    { echo "Bail out! STRATA_TEST_DB=mariadb needs tests/mariadb-server.sh"; exit 255; }
+  CATALOG_DB=strata_t_$$_$RANDOM
+  $STRATA_TEST_MARIADB_ROOT -e "CREATE DATABASE $CATALOG_DB" ||
+    { echo "Bail out! cannot create database $CATALOG_DB"; exit 255; }
+  CATALOG_URL="mysql://$STRATA_TEST_MARIADB_USER@localhost/$CATALOG_DB?socket=$STRATA_TEST_MARIADB_SOCKET"
+  _hub_db_args=(--db "$CATALOG_URL" --db-password-file "$STRATA_TEST_MARIADB_PWFILE")
+fi
 HUB_PID=
 HUB_PORT=
 NBD_PORT=
@@ -276,6 +292,7 @@ _cleanup ()
   [ -e "$T/.immutable" ] && chattr -R -i "$T" 2>/dev/null
   chmod -R u+w "$T" 2>/dev/null
   rm -rf "$T"
+  [ -n "$CATALOG_DB" ] && $STRATA_TEST_MARIADB_ROOT -e "DROP DATABASE IF EXISTS $CATALOG_DB"
   exit $rc
 }
 trap _cleanup EXIT
@@ -399,7 +416,7 @@ _start_hub_once ()
   echo "==== $(date -u +%H:%M:%S.%N) start: $STRATA serve --data-dir $DATA --listen 127.0.0.1:$HUB_PORT --nbd-listen 127.0.0.1:$NBD_PORT ${_hub_extra_args[*]}" >> "$HUB_LOG"
   "$STRATA" serve --data-dir "$DATA" \
     --listen "127.0.0.1:$HUB_PORT" --nbd-listen "127.0.0.1:$NBD_PORT" \
-    "${_hub_extra_args[@]}" < /dev/null >> "$HUB_LOG" 2>&1 &
+    "${_hub_db_args[@]}" "${_hub_extra_args[@]}" < /dev/null >> "$HUB_LOG" 2>&1 &
   HUB_PID=$!
   deadline=$((SECONDS + HUB_START_TIMEOUT))
   while [ $SECONDS -le $deadline ]; do
@@ -582,16 +599,55 @@ is_error ()
 
 # ------------------------------------------------------------- catalog ----
 
-# sql QUERY: run QUERY on the catalog, read-only ("|"-separated, no header).
+# sql QUERY: run QUERY on the catalog, read-only ("|"-separated, no header,
+# NULL as an empty field, on either backend).
 sql ()
 {
-  sqlite3 -readonly -batch -noheader -cmd '.timeout 5000' "$CATALOG" "$1"
+  if [ "$TEST_DB" = mariadb ]; then
+    _mariadb_sql "$1"
+  else
+    sqlite3 -readonly -batch -noheader -cmd '.timeout 5000' "$CATALOG" "$1"
+  fi
+}
+
+_mariadb_sql ()
+{
+  $STRATA_TEST_MARIADB_ROOT --batch --raw --skip-column-names "$CATALOG_DB" -e "$1" |
+    awk 'BEGIN { FS = "\t"; OFS = "|" }
+         { for (i = 1; i <= NF; i++) if ($i == "NULL") $i = ""; $1 = $1; print }'
+  return "${PIPESTATUS[0]}"
+}
+
+# ts_ago SPAN: the catalog's timestamp text (UTC, milliseconds) for SPAN
+# ago, e.g. ts_ago '2 hours'.
+ts_ago ()
+{
+  date -u -d "$1 ago" +%Y-%m-%dT%H:%M:%S.%3NZ
+}
+
+# hours_between T1 T2: whole hours (rounded) from catalog timestamp T1 to T2.
+hours_between ()
+{
+  local a b
+  a=$(date -u -d "$1" +%s) && b=$(date -u -d "$2" +%s) || return 1
+  echo $(( (b - a + 1800) / 3600 ))
+}
+
+# sql_join SEP: the lines of stdin joined with SEP (for lists that SQLite's
+# group_concat would make; portable to MariaDB).
+sql_join ()
+{
+  paste -sd "$1"
 }
 
 # sql_write QUERY: change the catalog under the hub (tests of the seed 3.4 kind).
 sql_write ()
 {
-  sqlite3 -batch -noheader -cmd '.timeout 5000' "$CATALOG" "$1"
+  if [ "$TEST_DB" = mariadb ]; then
+    _mariadb_sql "$1"
+  else
+    sqlite3 -batch -noheader -cmd '.timeout 5000' "$CATALOG" "$1"
+  fi
 }
 
 # catalog_counts: one line with the row count of every table (for
@@ -809,4 +865,107 @@ mutable ()
 has_error_body ()
 {
   printf '%s' "$API_BODY" | jq -e '(.error.code | type == "string") and (.error.message | type == "string")' > /dev/null
+}
+
+# ------------------------------------------------------------ data path ----
+# Helpers of the agent tests (strata backup / strata restore).
+
+AGENT_RC=
+AGENT_OUT=
+AGENT_ERR=
+
+# agent backup|restore ARGS...: run the strata client against the test's hub.
+# Sets AGENT_RC, AGENT_OUT (stdout) and AGENT_ERR (stderr).
+agent ()
+{
+  local cmd=$1
+  shift
+  "$STRATA" "$cmd" --hub "http://127.0.0.1:$HUB_PORT" "$@" > "$T/agent.out" 2> "$T/agent.err" < /dev/null
+  AGENT_RC=$?
+  AGENT_OUT=$(cat "$T/agent.out")
+  AGENT_ERR=$(cat "$T/agent.err")
+}
+
+# agent_ok DESC backup|restore ARGS...: one test that it exits 0 (its
+# output shown otherwise).
+agent_ok ()
+{
+  local desc=$1
+  shift
+  agent "$@"
+  if [ "$AGENT_RC" = 0 ]; then
+    pass "$desc"
+  else
+    fail "$desc" "  exit status: $AGENT_RC" "  stderr: $AGENT_ERR" "  stdout: $(printf '%s' "$AGENT_OUT" | head -c 3000)"
+  fi
+}
+
+# jqa FILTER: jq -r FILTER on the last agent's stdout.
+jqa ()
+{
+  printf '%s' "$AGENT_OUT" | jq -r "$@" 2>/dev/null
+}
+
+# snapshot IMAGE RAW: save what IMAGE holds now, as a raw file.
+snapshot ()
+{
+  qemu-img convert -U -O raw "$1" "$2"
+}
+
+# restore_is BID IDX REF DESC [FORMAT]: restore disk IDX of backup BID with
+# `strata restore --output` and test that it equals the raw file REF.
+restore_is ()
+{
+  local bid=$1 idx=$2 ref=$3 desc=$4 fmt=${5:-raw} out
+  out=$T/restore-$RANDOM$RANDOM.$fmt
+  agent restore --backup "$bid" --disk "$idx" --output "$out" --format "$fmt"
+  if [ "$AGENT_RC" != 0 ]; then
+    fail "$desc" "  strata restore exited $AGENT_RC: $AGENT_ERR"
+  elif [ "$fmt" = raw ] && cmp "$ref" "$out" > /dev/null 2>&1; then
+    pass "$desc"
+  elif [ "$fmt" != raw ] && qemu-img compare -q -f raw -F "$fmt" "$ref" "$out" > /dev/null 2>&1; then
+    pass "$desc"
+  else
+    fail "$desc" "  $out differs from $ref" "$(cmp "$ref" "$out" 2>&1 | head -3)"
+  fi
+  rm -f "$out"
+}
+
+# bitmaps_of IMAGE: the names of its persistent bitmaps, sorted, one a line.
+bitmaps_of ()
+{
+  qemu-img info -U --output=json "$1" | jq -r '."format-specific".data.bitmaps[]?.name' | sort
+}
+
+# overlay_data QCOW2: bytes of data the file itself holds (not its backing).
+overlay_data ()
+{
+  qemu-img map -U --output=json "$1" |
+    jq '[.[] | select(.depth == 0 and .data == true) | .length] | add // 0'
+}
+
+# no_qemu_nbd DESC: one test that no qemu-nbd serving a file of this test runs.
+no_qemu_nbd ()
+{
+  local left
+  left=$(pgrep -a -f "qemu-nbd.*$T/" 2>/dev/null)
+  if [ -z "$left" ]; then pass "$1"; else fail "$1" "  still running: $left"; fi
+}
+
+# throttled_source RAW SOCK BPS: serve RAW read-only over NBD on the unix
+# socket SOCK through a qemu-storage-daemon limited to BPS bytes a second,
+# so that a copy from it takes long enough to be cut half-way.  Sets
+# SRC_QSD_PID; waits (bounded) until the socket answers.
+throttled_source ()
+{
+  rm -f "$2"
+  qemu-storage-daemon \
+    --blockdev "driver=file,node-name=f0,filename=$1,read-only=on" \
+    --object "throttle-group,id=tg0,x-bps-read=$3" \
+    --blockdev "driver=throttle,node-name=t0,throttle-group=tg0,file=f0,read-only=on" \
+    --nbd-server "addr.type=unix,addr.path=$2" \
+    --export "type=nbd,id=e0,node-name=t0,name=src,writable=off" \
+    > "$T/src-qsd.log" 2>&1 &
+  SRC_QSD_PID=$!
+  wait_for 20 nbdinfo --size "nbd+unix:///src?socket=$2"
 }

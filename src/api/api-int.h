@@ -52,6 +52,10 @@ int api_backups_changeid (struct api_req *r);
 int api_contexts_list (struct api_req *r);
 int api_contexts_get (struct api_req *r);
 int api_contexts_delete (struct api_req *r);
+int api_restores_create (struct api_req *r);
+int api_restores_list (struct api_req *r);
+int api_restores_get (struct api_req *r);
+int api_restores_delete (struct api_req *r);
 
 /* --- Input (api/input.c) ---------------------------------------------- */
 /* Reject query parameters outside allowed (NULL-terminated). */

@@ -64,6 +64,10 @@ static const struct route routes[] = {
   { "GET", "contexts", api_contexts_list },
   { "GET", "contexts/*", api_contexts_get },
   { "DELETE", "contexts/*", api_contexts_delete },
+  { "GET", "restores", api_restores_list },
+  { "POST", "restores", api_restores_create },
+  { "GET", "restores/*", api_restores_get },
+  { "DELETE", "restores/*", api_restores_delete },
 };
 
 /* Match path (after "/api/v1/") against a pattern; *capture points into

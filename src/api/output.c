@@ -97,12 +97,21 @@ json_disk (struct hub *hub, const struct cat_job *job, const struct cat_disk *d,
 {
   CLEANUP_FREE char *path = NULL;
   CLEANUP_FREE char *uri = NULL;
+  struct hub_progress p;
+  json_t *progress = NULL;
 
+  /* Hub-driven copies report their progress while they run. */
+  if (job->driver && strcmp (job->driver, "hub") == 0 &&
+      strcmp (d->status, "running") == 0 &&
+      hub_backup_progress (hub, job->id, d->disk_index, &p))
+    progress = json_pack ("{s:I,s:I,s:I}", "bytes_done", (json_int_t) p.bytes_done,
+                          "bytes_total", (json_int_t) p.bytes_total,
+                          "rate_bytes_per_sec", (json_int_t) p.rate_bytes_per_sec);
   if (d->qcow2_path && repo_path)
     path = repo_abspath (repo_path, d->qcow2_path);
   if (d->nbd_export && strcmp (d->status, "running") == 0)
     uri = hub_nbd_uri (hub, d->nbd_export);
-  return json_pack ("{s:i,s:s,s:o,s:s,s:I,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:I,s:o,s:o,s:o}",
+  return json_pack ("{s:i,s:s,s:o,s:s,s:I,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:I,s:o,s:o,s:o,s:o}",
                     "disk_index", d->disk_index,
                     "backup_type", d->backup_type,
                     "full_reason", api_json_str (d->full_reason),
@@ -116,6 +125,7 @@ json_disk (struct hub *hub, const struct cat_job *job, const struct cat_disk *d,
                     "previous_change_id", api_json_str (d->previous_change_id),
                     "change_id", api_json_str (d->disk_change_id),
                     "bytes_transferred", (json_int_t) d->bytes_transferred,
+                    "progress", progress ? progress : json_null (),
                     "error", api_json_str (d->error),
                     "created_at", api_json_str (d->created_at),
                     "completed_at", api_json_str (d->completed_at));

@@ -1,5 +1,6 @@
 /* api/vms.c - /api/v1/vms: the VM inventory. */
 #include "api/api-int.h"
+#include "util/error.h"
 #include "util/id.h"
 
 static const char *const no_params[] = { NULL };
@@ -57,6 +58,12 @@ api_vms_put (struct api_req *r)
       api_field_str (body, "datacenter", false, 255, false, &datacenter) == -1 ||
       api_field_disks (body, "disks", &disks, &n) == -1)
     return -1;
+  for (size_t i = 0; i < n; i++)
+    if (disks[i].source && hub_source_check (disks[i].source) == -1) {
+      error_prefix ("disks[%zu]", i);
+      api_disks_free (disks, n);
+      return -1;
+    }
   vm.vm_name = (char *) r->id;
   vm.vmware_vm_id = (char *) vmware_vm_id;
   vm.vm_path = (char *) vm_path;

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/engine.h"
 #include "hub/hub-int.h"
 #include "storage/qsd.h"
 #include "storage/repo.h"
@@ -81,7 +82,8 @@ hub_backup_start (struct hub *hub, const struct hub_backup_request *req,
   struct cat_job job = { 0 };
   struct cat_disk *parents = NULL;
   CLEANUP_FREE int *indexes = NULL;
-  bool full = strcmp (req->backup_type, "full") == 0, running;
+  bool full = strcmp (req->backup_type, "full") == 0, running, hub_driven;
+  const char *driver = req->driver;
   size_t n, made = 0, exported = 0;
   char now[32];
   int ret = -1;
@@ -118,6 +120,31 @@ hub_backup_start (struct hub *hub, const struct hub_backup_request *req,
     error_set (ERR_INVALID, "no disks known for VM '%s'", req->vm_name);
     goto out_vm;
   }
+  /* Who moves the data: the hub itself when every inventory disk has a
+   * source it can read, an agent when none has.  Inline disks always mean
+   * an agent, which sent them. */
+  if (driver == NULL && req->disks == NULL) {
+    size_t with = 0;
+    for (size_t i = 0; i < n; i++)
+      with += vm.disks[i].source != NULL;
+    if (with == n)
+      driver = "hub";
+    else if (with > 0) {
+      error_set (ERR_INVALID, "VM '%s': %zu of its %zu disks have a source and the others "
+                 "have none; give every disk a source for a backup the hub runs itself, "
+                 "or none for an agent's backup", req->vm_name, with, n);
+      goto out_vm;
+    }
+  }
+  hub_driven = driver && strcmp (driver, "hub") == 0;
+  if (hub_driven)
+    for (size_t i = 0; i < n; i++)
+      if (vm.disks[i].source == NULL || hub_source_check (vm.disks[i].source) == -1) {
+        if (vm.disks[i].source == NULL)
+          error_set (ERR_INVALID, "disk %d has no source", vm.disks[i].disk_index);
+        error_prefix ("VM '%s' disk %d", req->vm_name, vm.disks[i].disk_index);
+        goto out_vm;
+      }
   indexes = malloc (n * sizeof *indexes);
   parents = calloc (n, sizeof *parents);
   job.disks = calloc (n, sizeof *job.disks);
@@ -155,7 +182,7 @@ hub_backup_start (struct hub *hub, const struct hub_backup_request *req,
   job.repository_id = (char *) repo_id;
   job.backup_type = (char *) req->backup_type;
   job.status = (char *) "running";
-  job.driver = (char *) (req->driver ? req->driver : "agent");
+  job.driver = (char *) (hub_driven ? "hub" : "agent");
   job.created_at = now;
   job.n_disks = n;
 
@@ -167,6 +194,17 @@ hub_backup_start (struct hub *hub, const struct hub_backup_request *req,
 
     d->disk_index = vd->disk_index;
     d->size_bytes = vd->size_bytes;
+    if (hub_driven) {
+      /* The image takes the source's size now; an unreadable source fails
+       * the job in the worker, with the reason on the record. */
+      int64_t size;
+      if (engine_source_size (vd->source, &size) == 0 && size > 0 &&
+          size <= HUB_MAX_DISK_SIZE)
+        d->size_bytes = size;
+      else
+        log_warn ("backup %s disk %d: source %s: %s", job.id, vd->disk_index,
+                  vd->source, error_message ());
+    }
     d->vmware_disk_key = vd->vmware_disk_key;
     d->unit_number = vd->unit_number;
     d->backup_type = (char *) (incremental ? "incremental" : "full");
@@ -207,9 +245,12 @@ hub_backup_start (struct hub *hub, const struct hub_backup_request *req,
       log_warn ("backup %s: updating the inventory of VM '%s': %s", job.id,
                 req->vm_name, error_message ());
   }
-  log_info ("backup %s of VM '%s' started (%s, %zu disk(s))", job.id, req->vm_name,
-            req->backup_type, n);
+  log_info ("backup %s of VM '%s' started (%s, %zu disk(s)%s)", job.id, req->vm_name,
+            req->backup_type, n, hub_driven ? ", copied by the hub" : "");
+  /* Read the job before the workers can move it on. */
   ret = catalog_backup_get (hub->cat, job.id, out);
+  if (hub_driven)
+    hub_workers_queue (hub, job.id);
   goto out;
 
  undo:
@@ -330,6 +371,19 @@ int
 hub_backup_end (struct hub *hub, const char *backup_id, const char *status,
                 int disk_index, const char *error, struct cat_job *out)
 {
+  int r = hub_backup_end_nowait (hub, backup_id, status, disk_index, error, out);
+
+  /* A hub-driven job's copies were told to stop; answer once they have, so
+   * that its sources are free again when the caller hears of it. */
+  if (r == 0)
+    hub_workers_wait (hub, backup_id);
+  return r;
+}
+
+int
+hub_backup_end_nowait (struct hub *hub, const char *backup_id, const char *status,
+                       int disk_index, const char *error, struct cat_job *out)
+{
   struct cat_job job = { 0 };
   struct cat_repository repo = { 0 };
   struct cat_disk *dropped = NULL;
@@ -354,6 +408,8 @@ hub_backup_end (struct hub *hub, const char *backup_id, const char *status,
                           &dropped, &n) == -1)
     goto out;
   hub_crash_point ("end:recorded");
+  /* A hub-driven job's copies stop (they write into what is dropped next). */
+  hub_workers_cancel (hub, backup_id);
   hub_drop_disks (hub, repo.path, dropped, n);
   log_info ("backup %s %s%s%s", backup_id, status, error ? ": " : "", error ? error : "");
   ret = catalog_backup_get (hub->cat, backup_id, out);
@@ -391,6 +447,65 @@ job_ids_of (const struct cat_disk *disks, size_t n)
   return v;
 }
 
+/* The jobs that deleting job (with cascade) removes, as the catalog
+ * decides them: job, and every job of its context with a disk backed by a
+ * disk of a job already in the set.  Without cascade the catalog deletes
+ * job alone or refuses, so the set is an upper bound: checking it against
+ * the open restores refuses nothing the catalog would delete (a dependent
+ * with a file keeps job from being deleted anyway). */
+static char **
+doomed_jobs (struct hub *hub, const struct cat_job *job)
+{
+  struct cat_job_filter f = { .vm_name = job->vm_name,
+                              .repository_id = job->repository_id };
+  struct cat_job *jobs = NULL;
+  size_t n = 0, k = 0;
+  int64_t total;
+  char **v = NULL;
+  bool *in = NULL, grew = true;
+
+  if (catalog_backup_list (hub->cat, &f, &jobs, &n, &total) == -1)
+    return NULL;
+  in = calloc (n + 1, sizeof *in);
+  v = calloc (n + 2, sizeof *v);
+  if (in == NULL || v == NULL)
+    goto oom;
+  for (size_t i = 0; i < n; i++)
+    in[i] = strcmp (jobs[i].id, job->id) == 0;
+  while (grew) {
+    grew = false;
+    for (size_t i = 0; i < n; i++) {
+      if (in[i])
+        continue;
+      for (size_t d = 0; d < jobs[i].n_disks && !in[i]; d++) {
+        int64_t parent = jobs[i].disks[d].parent_disk_id;
+        for (size_t j = 0; parent > 0 && j < n && !in[i]; j++)
+          for (size_t e = 0; in[j] && e < jobs[j].n_disks; e++)
+            if (jobs[j].disks[e].id == parent) {
+              in[i] = grew = true;
+              break;
+            }
+      }
+    }
+  }
+  if ((v[k++] = strdup (job->id)) == NULL)
+    goto oom;
+  for (size_t i = 0; i < n; i++)
+    if (in[i] && strcmp (jobs[i].id, job->id) != 0 && (v[k++] = strdup (jobs[i].id)) == NULL)
+      goto oom;
+  free (in);
+  cat_job_free_array (jobs, n);
+  return v;
+ oom:
+  error_set_errno (ERR_INTERNAL, ENOMEM, "out of memory");
+  for (size_t i = 0; v && v[i]; i++)
+    free (v[i]);
+  free (v);
+  free (in);
+  cat_job_free_array (jobs, n);
+  return NULL;
+}
+
 int
 hub_backup_delete (struct hub *hub, const char *backup_id, bool cascade,
                    char ***deleted_ids)
@@ -411,6 +526,11 @@ hub_backup_delete (struct hub *hub, const char *backup_id, bool cascade,
     error_set (ERR_CONFLICT, "backup %s is running: cancel it first", backup_id);
     goto out;
   }
+  if (hub->restores) {
+    CLEANUP_STRV char **doomed = doomed_jobs (hub, &job);
+    if (doomed == NULL || hub_restores_check_jobs (hub, doomed) == -1)
+      goto out;
+  }
   if (catalog_backup_delete (hub->cat, backup_id, cascade, &deleted, &n) == -1)
     goto out;
   hub_crash_point ("delete:recorded");
@@ -427,9 +547,23 @@ hub_backup_delete (struct hub *hub, const char *backup_id, bool cascade,
   return ret;
 }
 
+static int context_delete (struct hub *hub, const char *context_id, bool force,
+                           char ***deleted_ids);
+
 int
 hub_context_delete (struct hub *hub, const char *context_id, bool force,
                     char ***deleted_ids)
+{
+  int r = context_delete (hub, context_id, force, deleted_ids);
+
+  for (char **p = r == 0 ? *deleted_ids : NULL; p && *p; p++)
+    hub_workers_wait (hub, *p);
+  return r;
+}
+
+static int
+context_delete (struct hub *hub, const char *context_id, bool force,
+                char ***deleted_ids)
 {
   struct cat_context ctx = { 0 };
   struct cat_repository repo = { 0 };
@@ -443,10 +577,15 @@ hub_context_delete (struct hub *hub, const char *context_id, bool force,
     return -1;
   if (catalog_repo_get (hub->cat, ctx.repository_id, &repo) == -1)
     goto out;
+  if (hub_restores_check_context (hub, context_id) == -1)
+    goto out;
   if (catalog_context_delete (hub->cat, context_id, force, &deleted, &n) == -1)
     goto out;
   hub_crash_point ("context-delete:recorded");
   *deleted_ids = job_ids_of (deleted, n);
+  /* force: a hub-driven running job's copies stop. */
+  for (char **p = *deleted_ids; p && *p; p++)
+    hub_workers_cancel (hub, *p);
   hub_drop_disks (hub, repo.path, deleted, n);
   if (repo_remove_context (repo.path, context_id) == -1)
     log_error ("%s", error_message ());

@@ -13,7 +13,7 @@
 #include "util/net.h"
 
 enum { OPT_DATA_DIR = 1, OPT_LISTEN, OPT_NBD_LISTEN, OPT_DB, OPT_TOKEN, OPT_NBD_PSK,
-       OPT_CONFIG, OPT_HELP };
+       OPT_WORKERS, OPT_DB_PASSWORD_FILE, OPT_CONFIG, OPT_HELP };
 
 static const struct option long_options[] = {
   { "data-dir", required_argument, NULL, OPT_DATA_DIR },
@@ -22,6 +22,8 @@ static const struct option long_options[] = {
   { "db", required_argument, NULL, OPT_DB },
   { "api-token-file", required_argument, NULL, OPT_TOKEN },
   { "nbd-tls-psk-file", required_argument, NULL, OPT_NBD_PSK },
+  { "workers", required_argument, NULL, OPT_WORKERS },
+  { "db-password-file", required_argument, NULL, OPT_DB_PASSWORD_FILE },
   { "config", required_argument, NULL, OPT_CONFIG },
   { "help", no_argument, NULL, OPT_HELP },
   { NULL, 0, NULL, 0 },
@@ -38,16 +40,23 @@ hub_config_usage (void)
 "  --listen ADDR:PORT     REST API address (default 127.0.0.1:8082)\n"
 "  --nbd-listen ADDR:PORT NBD targets of the storage daemon\n"
 "                         (default 127.0.0.1:10809; 0.0.0.0 and :: are refused)\n"
-"  --db URL               catalog (default sqlite://DATA-DIR/catalog.db)\n"
+"  --db URL               catalog (default sqlite://DATA-DIR/catalog.db), or\n"
+"                         mysql://USER@HOST[:PORT]/DB[?socket=PATH] (MariaDB)\n"
+"  --db-password-file FILE\n"
+"                         the MariaDB password: FILE's first line (else\n"
+"                         $STRATA_DB_PASSWORD, else the URL's)\n"
 "  --api-token-file FILE  require 'Authorization: Bearer <token>' on /api/v1\n"
 "  --nbd-tls-psk-file FILE\n"
 "                         require TLS with a pre-shared key on the NBD targets;\n"
 "                         FILE holds IDENTITY:HEXKEY lines (keys of 128 bits or\n"
 "                         more, e.g. from 'psktool'); the URIs handed out become\n"
 "                         nbds://IDENTITY@HOST:PORT/EXPORT\n"
+"  --workers N            hub-driven backups copied at once (default 2; each\n"
+"                         copies up to 2 of its disks in parallel)\n"
 "  --config FILE          read these options from FILE, one 'key = value' a line\n"
 "                         (keys: data-dir listen nbd-listen db api-token-file\n"
-"                         nbd-tls-psk-file); options on the command line win\n"
+"                         db-password-file nbd-tls-psk-file workers); options\n"
+"                         on the command line win\n"
 "  --help                 show this help\n"
 "\n"
 "On its first start with no repository the hub creates the repository\n"
@@ -69,7 +78,21 @@ config_set (struct hub_config *cfg, int key, const char *value, const char *wher
   case OPT_NBD_LISTEN: slot = &cfg->nbd_listen; break;
   case OPT_DB: slot = &cfg->db; break;
   case OPT_TOKEN: slot = &cfg->api_token_file; break;
+  case OPT_DB_PASSWORD_FILE: slot = &cfg->db_password_file; break;
   case OPT_NBD_PSK: slot = &cfg->nbd_tls_psk_file; break;
+  case OPT_WORKERS: {
+    char *end;
+    long v;
+    errno = 0;
+    v = strtol (value, &end, 10);
+    if (errno || end == value || *end != '\0' || v < 1 || v > 64) {
+      error_set (ERR_INVALID, "%s: expected a number of workers from 1 to 64, not '%s'",
+                 where, value);
+      return -1;
+    }
+    cfg->workers = (int) v;
+    return 0;
+  }
   default:
     error_set (ERR_INVALID, "%s: unknown option", where);
     return -1;
@@ -137,7 +160,8 @@ config_load_file (struct hub_config *cfg, const char *file)
         break;
     if (o->name == NULL || o->val == OPT_CONFIG || o->val == OPT_HELP) {
       error_set (ERR_INVALID, "%s: unknown key '%s' (known: data-dir, listen, "
-                 "nbd-listen, db, api-token-file, nbd-tls-psk-file)", where, key);
+                 "nbd-listen, db, db-password-file, api-token-file, nbd-tls-psk-file, workers)",
+                 where, key);
       ret = -1;
       break;
     }
@@ -188,6 +212,8 @@ hub_config_parse (struct hub_config *cfg, int argc, char **argv)
       return -1;
   }
 
+  if (cfg->workers == 0)
+    cfg->workers = 2;
   if (!cfg->data_dir && !(cfg->data_dir = strdup ("./var")))
     goto oom;
   if (!cfg->listen && !(cfg->listen = strdup ("127.0.0.1:8082")))
@@ -212,6 +238,7 @@ hub_config_clear (struct hub_config *cfg)
   free (cfg->listen);
   free (cfg->nbd_listen);
   free (cfg->db);
+  free (cfg->db_password_file);
   free (cfg->api_token_file);
   free (cfg->nbd_tls_psk_file);
   memset (cfg, 0, sizeof *cfg);

@@ -17,4 +17,33 @@ void hub_drop_disks (struct hub *hub, const char *repo_path,
  * complete:recorded end:recorded delete:recorded context-delete:recorded. */
 void hub_crash_point (const char *where);
 
+/* --- Restores (hub/restore.c); hub->lock held for all of these. ------- */
+/* ERR_CONFLICT when an open restore export reads a disk of one of these
+ * jobs (a NULL-terminated vector), or of a job of this context. */
+int hub_restores_check_jobs (struct hub *hub, char *const *job_ids);
+int hub_restores_check_context (struct hub *hub, const char *context_id);
+/* Export them again after the storage daemon restarted. */
+void hub_restores_reexport (struct hub *hub);
+/* Forget every restore (hub_close; the daemon is gone by then). */
+void hub_restores_free (struct hub *hub);
+
+/* --- Workers (hub/worker.c) ------------------------------------------- */
+/* Start the pool (hub->cfg.workers threads). */
+int hub_workers_start (struct hub *hub);
+/* Cancel every transfer, wait for the workers, free the pool.  Jobs are
+ * left as they are ("running"), for the next start to pick up. */
+void hub_workers_stop (struct hub *hub);
+/* Queue a hub-driven running job (no-op if it is queued or running). */
+void hub_workers_queue (struct hub *hub, const char *backup_id);
+/* The job was ended or deleted by someone else: stop its transfers. */
+void hub_workers_cancel (struct hub *hub, const char *backup_id);
+/* Wait (bounded) until no worker runs that job.  Never with hub->lock held,
+ * nor from a worker. */
+void hub_workers_wait (struct hub *hub, const char *backup_id);
+
+/* hub_backup_end without waiting for the job's copies to stop: for the
+ * workers themselves. */
+int hub_backup_end_nowait (struct hub *hub, const char *backup_id, const char *status,
+                           int disk_index, const char *error, struct cat_job *out);
+
 #endif

@@ -223,8 +223,33 @@ on_qsd_restart (struct qsd *q, void *opaque)
 {
   struct hub *hub = opaque;
   SCOPED_LOCK (&hub->lock);
-  log_warn ("storage daemon restarted; exporting the running disks again");
+  log_warn ("storage daemon restarted; exporting the running disks and the restores "
+            "again");
   reexport_running (hub);
+  hub_restores_reexport (hub);
+}
+
+/* Hub-driven jobs that were running when the last hub stopped or died:
+ * the workers run them again. */
+static void
+requeue_hub_driven (struct hub *hub)
+{
+  struct cat_job_filter f = { .status = "running" };
+  struct cat_job *jobs = NULL;
+  size_t n = 0;
+  int64_t total;
+
+  if (catalog_backup_list (hub->cat, &f, &jobs, &n, &total) == -1) {
+    log_error ("listing running jobs: %s", error_message ());
+    return;
+  }
+  for (size_t i = 0; i < n; i++)
+    if (jobs[i].driver && strcmp (jobs[i].driver, "hub") == 0) {
+      log_info ("backup %s was running when the hub stopped; the hub copies it again",
+                jobs[i].id);
+      hub_workers_queue (hub, jobs[i].id);
+    }
+  cat_job_free_array (jobs, n);
 }
 
 /* --- Recovery of files and rows ---------------------------------------- */
@@ -412,6 +437,7 @@ hub_open (struct hub_config *cfg)
   hub->lock_fd = -1;
   memset (cfg, 0, sizeof *cfg);
   pthread_mutex_init (&hub->lock, NULL);
+  id_now (hub->started_at, sizeof hub->started_at);
 
   if (net_parse_addr (hub->cfg.listen, &hub->listen) == -1 ||
       net_parse_addr (hub->cfg.nbd_listen, &hub->nbd) == -1)
@@ -455,7 +481,7 @@ hub_open (struct hub_config *cfg)
   if (lock_data_dir (hub) == -1)
     goto fail;
 
-  hub->cat = catalog_open (hub->cfg.db);
+  hub->cat = catalog_open_auth (hub->cfg.db, hub->cfg.db_password_file);
   if (hub->cat == NULL)
     goto fail;
   if (ensure_default_repo (hub) == -1)
@@ -479,6 +505,9 @@ hub_open (struct hub_config *cfg)
       log_error ("recovery: %s", error_message ());
     reexport_running (hub);
   }
+  if (hub_workers_start (hub) == -1)
+    goto fail;
+  requeue_hub_driven (hub);
   return hub;
 
  fail:
@@ -499,7 +528,10 @@ hub_close (struct hub *hub)
 {
   if (hub == NULL)
     return;
+  /* Workers first: they call into the storage daemon and the catalog. */
+  hub_workers_stop (hub);
   qsd_stop (hub->qsd);
+  hub_restores_free (hub);
   catalog_close (hub->cat);
   hub_config_clear (&hub->cfg);
   free (hub->run_dir);

@@ -30,8 +30,10 @@ struct hub_config {
   char *listen;            /* default 127.0.0.1:8082 */
   char *nbd_listen;        /* default 127.0.0.1:10809 */
   char *db;                /* default sqlite://DATA-DIR/catalog.db */
+  char *db_password_file;  /* NULL: $STRATA_DB_PASSWORD or the URL's */
   char *api_token_file;    /* NULL: no authentication */
   char *nbd_tls_psk_file;  /* NULL: NBD without TLS */
+  int workers;             /* hub-driven backups copied at once (default 2) */
 };
 
 /* Fill cfg from the `strata serve` command line, reading --config FILE
@@ -50,9 +52,14 @@ struct hub {
   int lock_fd;             /* flock on DATA-DIR/run/hub.lock: one hub per folder */
   char *token;             /* API token, NULL when none */
   char *nbd_tls_user;      /* PSK identity when NBD needs TLS, else NULL */
+  char started_at[32];     /* when this hub process started (id_now form) */
   /* Serialises the state transitions of backups (start, complete, end,
-   * delete) and the storage-daemon restart callback.  Reads do not take it. */
+   * delete), the restore registry and the storage-daemon restart callback.
+   * Reads of the catalog do not take it. */
   pthread_mutex_t lock;
+  struct hub_restore *restores;   /* open restore exports (hub/restore.c);
+                                   * guarded by lock */
+  struct hub_workers *workers;    /* hub-driven backups (hub/worker.c) */
 };
 
 /* Open the hub: data folder, catalog (migrated), the default repository on
@@ -123,5 +130,43 @@ int hub_backup_delete (struct hub *hub, const char *backup_id, bool cascade,
  * job's exports first. */
 int hub_context_delete (struct hub *hub, const char *context_id, bool force,
                         char ***deleted_ids);
+
+/* Check a disk's source as the inventory takes it: an absolute path (an
+ * image file or block device) or an nbd:// or nbd+unix:// URI.  ERR_INVALID
+ * otherwise. */
+int hub_source_check (const char *source);
+
+/* Live progress of one disk of a hub-driven running job (hub/worker.c).
+ * Returns false when no worker copies that disk now. */
+struct hub_progress {
+  int64_t bytes_done, bytes_total;
+  int64_t rate_bytes_per_sec;
+};
+bool hub_backup_progress (struct hub *hub, const char *backup_id, int disk_index,
+                          struct hub_progress *out);
+
+/* --- Restore exports (hub/restore.c) ----------------------------------
+ * A restore is a read-only NBD export of one completed disk's QCOW2 file,
+ * read through its backing chain: the disk as it was at that backup.
+ * Restores live in the hub's memory only; they end with the hub process,
+ * and the storage daemon's restart callback puts them back. */
+struct hub_restore_info {
+  char *restore_id, *backup_id, *nbd_uri, *created_at;
+  int disk_index;
+  int64_t size_bytes;
+};
+
+/* ERR_NOT_FOUND for an unknown backup or disk; ERR_CONFLICT when the disk is
+ * not completed or its file is gone. */
+int hub_restore_create (struct hub *hub, const char *backup_id, int disk_index,
+                        struct hub_restore_info *out);
+int hub_restore_get (struct hub *hub, const char *restore_id,
+                     struct hub_restore_info *out);
+/* Oldest first. */
+int hub_restore_list (struct hub *hub, struct hub_restore_info **out, size_t *n);
+/* Remove the export; ERR_NOT_FOUND for an unknown id. */
+int hub_restore_delete (struct hub *hub, const char *restore_id);
+void hub_restore_info_clear (struct hub_restore_info *r);
+void hub_restore_info_free_array (struct hub_restore_info *a, size_t n);
 
 #endif

@@ -111,3 +111,22 @@ hub_vm_delete (struct hub *hub, const char *vm_name)
 {
   return catalog_vm_delete (hub->cat, vm_name);
 }
+
+int
+hub_source_check (const char *source)
+{
+  static const char *const schemes[] = { "nbd://", "nbd+unix://", NULL };
+
+  if (source == NULL || *source == '\0') {
+    error_set (ERR_INVALID, "source must not be empty");
+    return -1;
+  }
+  for (const char *const *s = schemes; *s; s++)
+    if (strncmp (source, *s, strlen (*s)) == 0)
+      return 0;
+  if (source[0] == '/')
+    return 0;
+  error_set (ERR_INVALID, "source '%.200s' must be an absolute path (an image file or "
+             "block device) or an nbd:// or nbd+unix:// URI", source);
+  return -1;
+}

@@ -27,7 +27,7 @@ state ()
   local t
   for t in backup_repositories vms vm_disks vm_backup_contexts backup_jobs backup_disks schema_migrations; do
     echo "== $t"
-    sql "SELECT * FROM $t ORDER BY rowid"
+    sql "SELECT * FROM $t ORDER BY 1, 2"
   done
   echo "== files"
   repo_listing "$REPO"

@@ -25,7 +25,7 @@ backup_done ()
 
 snapshot ()
 {
-  echo "$(catalog_counts) $(sql "SELECT group_concat(id || ':' || status) FROM (SELECT * FROM backup_jobs ORDER BY id)")"
+  echo "$(catalog_counts) $(sql "SELECT id, status FROM backup_jobs ORDER BY id" | tr '|' ':' | sql_join ,)"
   repo_listing "$REPO"
 }
 
@@ -132,20 +132,48 @@ put_vm cd3 $SIZE $SIZE
 backup_done cd3 full;        C1=$BID; CTX_C=$CTX
 backup_done cd3 incremental; C2=$BID
 stop_hub
-ok "copy the catalog" sqlite3 "$CATALOG" ".backup '$T/copy.db'"
-is "$(sqlite3 "$T/copy.db" "SELECT count(*) FROM backup_jobs WHERE vm_backup_context_id='$CTX_C'")|$(sqlite3 "$T/copy.db" "SELECT count(*) FROM backup_disks WHERE vm_backup_context_id='$CTX_C'")" \
-   "2|4" "the copy holds the context's 2 jobs and 4 disks"
-ok "DELETE FROM vm_backup_contexts with foreign keys on" sqlite3 "$T/copy.db" "PRAGMA foreign_keys=ON; DELETE FROM vm_backup_contexts WHERE context_id='$CTX_C';"
-is "$(sqlite3 "$T/copy.db" "SELECT count(*) FROM backup_jobs WHERE vm_backup_context_id='$CTX_C'")|$(sqlite3 "$T/copy.db" "SELECT count(*) FROM backup_disks")" \
-   "0|0" "ON DELETE CASCADE removed its jobs and disks"
-ok "the copy passes foreign_key_check" eval "[ -z \"\$(sqlite3 '$T/copy.db' 'PRAGMA foreign_key_check;')\" ]"
-ok "copy the catalog again" sqlite3 "$CATALOG" ".backup '$T/copy2.db'"
-ok "DELETE FROM backup_jobs (the newest job) with foreign keys on" sqlite3 "$T/copy2.db" "PRAGMA foreign_keys=ON; DELETE FROM backup_jobs WHERE id='$C2';"
-is "$(sqlite3 "$T/copy2.db" "SELECT count(*) FROM backup_disks WHERE backup_job_id='$C2'")|$(sqlite3 "$T/copy2.db" "SELECT count(*) FROM backup_disks WHERE backup_job_id='$C1'")" \
-   "0|2" "deleting a job row removes its disks only"
-sqlite3 "$CATALOG" ".backup '$T/copy3.db'"
-nok "deleting the full's job row while an incremental is based on it is refused by the foreign keys" \
-    sqlite3 "$T/copy3.db" "PRAGMA foreign_keys=ON; DELETE FROM backup_jobs WHERE id='$C1';"
-is "$(sqlite3 "$T/copy3.db" "SELECT count(*) FROM backup_jobs")" 2 "and both jobs stay"
+if [ "$TEST_DB" = sqlite ]; then
+  ok "copy the catalog" sqlite3 "$CATALOG" ".backup '$T/copy.db'"
+  is "$(sqlite3 "$T/copy.db" "SELECT count(*) FROM backup_jobs WHERE vm_backup_context_id='$CTX_C'")|$(sqlite3 "$T/copy.db" "SELECT count(*) FROM backup_disks WHERE vm_backup_context_id='$CTX_C'")" \
+     "2|4" "the copy holds the context's 2 jobs and 4 disks"
+  ok "DELETE FROM vm_backup_contexts with foreign keys on" sqlite3 "$T/copy.db" "PRAGMA foreign_keys=ON; DELETE FROM vm_backup_contexts WHERE context_id='$CTX_C';"
+  is "$(sqlite3 "$T/copy.db" "SELECT count(*) FROM backup_jobs WHERE vm_backup_context_id='$CTX_C'")|$(sqlite3 "$T/copy.db" "SELECT count(*) FROM backup_disks")" \
+     "0|0" "ON DELETE CASCADE removed its jobs and disks"
+  ok "the copy passes foreign_key_check" eval "[ -z \"\$(sqlite3 '$T/copy.db' 'PRAGMA foreign_key_check;')\" ]"
+  ok "copy the catalog again" sqlite3 "$CATALOG" ".backup '$T/copy2.db'"
+  ok "DELETE FROM backup_jobs (the newest job) with foreign keys on" sqlite3 "$T/copy2.db" "PRAGMA foreign_keys=ON; DELETE FROM backup_jobs WHERE id='$C2';"
+  is "$(sqlite3 "$T/copy2.db" "SELECT count(*) FROM backup_disks WHERE backup_job_id='$C2'")|$(sqlite3 "$T/copy2.db" "SELECT count(*) FROM backup_disks WHERE backup_job_id='$C1'")" \
+     "0|2" "deleting a job row removes its disks only"
+  sqlite3 "$CATALOG" ".backup '$T/copy3.db'"
+  nok "deleting the full's job row while an incremental is based on it is refused by the foreign keys" \
+      sqlite3 "$T/copy3.db" "PRAGMA foreign_keys=ON; DELETE FROM backup_jobs WHERE id='$C1';"
+  is "$(sqlite3 "$T/copy3.db" "SELECT count(*) FROM backup_jobs")" 2 "and both jobs stay"
+
+else
+  # MariaDB: the same checks inside transactions that are rolled back.  InnoDB
+  # checks foreign keys row by row, so a context whose disks form a chain is
+  # deleted by hand disks newest first, then the context (as the hub does);
+  # a bare DELETE of the context row is refused and leaves everything.
+  is "$(sql "SELECT count(*) FROM backup_jobs WHERE vm_backup_context_id='$CTX_C'")|$(sql "SELECT count(*) FROM backup_disks WHERE vm_backup_context_id='$CTX_C'")" \
+     "2|4" "the catalog holds the context's 2 jobs and 4 disks"
+  nok "a bare DELETE of the context row of a chain is refused by the foreign keys" \
+      sql_write "DELETE FROM vm_backup_contexts WHERE context_id='$CTX_C'"
+  is "$(sql "SELECT count(*) FROM backup_jobs")|$(sql "SELECT count(*) FROM backup_disks")" "2|4" \
+     "and nothing went"
+  is "$(sql_write "START TRANSACTION;
+        DELETE FROM backup_disks WHERE vm_backup_context_id='$CTX_C' ORDER BY id DESC;
+        DELETE FROM vm_backup_contexts WHERE context_id='$CTX_C';
+        SELECT count(*) FROM backup_jobs WHERE vm_backup_context_id='$CTX_C';
+        SELECT count(*) FROM backup_disks; ROLLBACK" | sql_join '|')" \
+     "0|0" "disks newest first, then the context: ON DELETE CASCADE removed its jobs"
+  is "$(sql_write "START TRANSACTION; DELETE FROM backup_jobs WHERE id='$C2';
+        SELECT count(*) FROM backup_disks WHERE backup_job_id='$C2';
+        SELECT count(*) FROM backup_disks WHERE backup_job_id='$C1'; ROLLBACK" | sql_join '|')" \
+     "0|2" "deleting a job row removes its disks only"
+  nok "deleting the full's job row while an incremental is based on it is refused by the foreign keys" \
+      sql_write "DELETE FROM backup_jobs WHERE id='$C1'"
+  is "$(sql "SELECT count(*) FROM backup_jobs")|$(sql "SELECT count(*) FROM backup_disks")" "2|4" \
+     "and both jobs stay, with their disks"
+fi
 
 done_testing

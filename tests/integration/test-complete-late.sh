@@ -19,12 +19,15 @@ write_ok "${NBD_URI[1]}" 0x33 0 1M
 created=$(sql "SELECT created_at FROM backup_jobs WHERE id='$FULL'")
 like "$created" '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z$' "created_at is stored as UTC YYYY-MM-DDTHH:MM:SS.mmmZ"
 
-# "UPDATE backup_jobs SET created_at = DATE_SUB(NOW(), INTERVAL 2 HOUR)", in SQLite,
-# while the hub runs.  The disks' rows go back too: the agent started them then.
+# "UPDATE backup_jobs SET created_at = DATE_SUB(NOW(), INTERVAL 2 HOUR)", while
+# the hub runs (the time made here, in the catalog's own text format, so that
+# the statement is the same for SQLite and MariaDB).  The disks' rows go back
+# too: the agent started them then.
+ago=$(ts_ago '2 hours')
 ok "created_at moved 2 hours back under the running hub" sql_write "
-  UPDATE backup_jobs SET created_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-2 hours') WHERE id='$FULL';
-  UPDATE backup_disks SET created_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-2 hours') WHERE backup_job_id='$FULL';"
-is "$(sql "SELECT CAST(round((julianday('now') - julianday(created_at)) * 24) AS INTEGER) FROM backup_jobs WHERE id='$FULL'")" 2 "the job now started 2 hours ago"
+  UPDATE backup_jobs SET created_at = '$ago' WHERE id='$FULL';
+  UPDATE backup_disks SET created_at = '$ago' WHERE backup_job_id='$FULL';"
+is "$(hours_between "$(sql "SELECT created_at FROM backup_jobs WHERE id='$FULL'")" "$(ts_ago '0 hours')")" 2 "the job now started 2 hours ago"
 api GET "/api/v1/backups/$FULL"
 is "$(jqb .created_at)" "$(sql "SELECT created_at FROM backup_jobs WHERE id='$FULL'")" "the API reports the catalog's created_at"
 
@@ -37,7 +40,7 @@ is "$(jqb .job_status)" completed "and completes the job"
 is "$(sql "SELECT status FROM backup_jobs WHERE id='$FULL'")" completed "catalog: the job is completed"
 is "$(sql "SELECT disk_index, disk_change_id, status FROM backup_disks WHERE backup_job_id='$FULL' ORDER BY disk_index" | tr '\n' ' ')" \
    "0|LATE_COMPLETION|completed 1|LATE_COMPLETION_1|completed " "catalog: both disks completed with their change ids"
-is "$(sql "SELECT CAST(round((julianday(completed_at) - julianday(created_at)) * 24) AS INTEGER) FROM backup_jobs WHERE id='$FULL'")" 2 \
+is "$(hours_between $(sql "SELECT created_at, completed_at FROM backup_jobs WHERE id='$FULL'" | tr '|' ' '))" 2 \
    "completed_at is now, two hours after created_at"
 api GET "/api/v1/contexts/$CTX"
 is "$(jqb '[.successful_backups, .last_backup_id] | map(tostring) | join(" ")')" "1 $FULL" "the context counts the late backup"
@@ -52,9 +55,10 @@ INC=$BID
 is "$(jqb '[.disks[] | .parent_backup_id + "/" + .previous_change_id] | join(" ")')" \
    "$FULL/LATE_COMPLETION $FULL/LATE_COMPLETION_1" "the incremental builds on the late full"
 write_ok "${NBD_URI[0]}" 0x22 1M 1M
+ago=$(ts_ago '3 days')
 ok "the incremental started 3 days ago" sql_write "
-  UPDATE backup_jobs SET created_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-3 days') WHERE id='$INC';
-  UPDATE backup_disks SET created_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-3 days') WHERE backup_job_id='$INC';"
+  UPDATE backup_jobs SET created_at = '$ago' WHERE id='$INC';
+  UPDATE backup_disks SET created_at = '$ago' WHERE backup_job_id='$INC';"
 complete_disk "$INC" 1 VERY_LATE_1 5
 complete_disk "$INC" 0 VERY_LATE_0 5
 is "$(jqb .job_status)" completed "completing in the other order three days late completes the job"

@@ -39,8 +39,8 @@ ok "the overlay files are gone" eval "[ ! -e '${I1_FILES[0]}' ] && [ ! -e '${I1_
 ok "the export of disk 0 is gone" export_gone "${I1_URIS[0]}"
 ok "the export of disk 1 is gone" export_gone "${I1_URIS[1]}"
 is "$(sql "SELECT status FROM backup_jobs WHERE id='$I1'")" failed "catalog: job failed"
-is "$(sql "SELECT group_concat(status || ':' || ifnull(qcow2_path,'NULL'), ' ') FROM (SELECT * FROM backup_disks WHERE backup_job_id='$I1' ORDER BY disk_index)")" \
-   "failed:NULL failed:NULL" "catalog: disks failed, qcow2_path NULL"
+is "$(sql "SELECT status, qcow2_path IS NULL FROM backup_disks WHERE backup_job_id='$I1' ORDER BY disk_index" | tr '|' ':' | sql_join ' ')" \
+   "failed:1 failed:1" "catalog: disks failed, qcow2_path NULL"
 api GET "/api/v1/contexts/$CTX"
 is "$(jqb '[.total_backups_run, .successful_backups, .failed_backups, .last_backup_id] | map(tostring) | join(" ")')" \
    "2 1 1 $F" "context: 2 run, 1 successful, 1 failed, last backup still the full"

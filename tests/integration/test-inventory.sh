@@ -12,16 +12,29 @@ start_hub
 REPO=$DATA/repository
 V=/api/v1/vms
 
-api PUT $V/inv1 "{\"vmware_vm_id\":\"vm-42\",\"vm_path\":\"[ds1] inv1/inv1.vmx\",\"vcenter_host\":\"vc.example\",\"datacenter\":\"dc1\",\"disks\":[{\"disk_index\":0,\"size_bytes\":$SIZE,\"vmware_disk_key\":2000,\"unit_number\":0,\"source\":\"[ds1] inv1/inv1.vmdk\"},{\"disk_index\":1,\"size_bytes\":$((2 * SIZE))}]}"
+api PUT $V/inv1 "{\"vmware_vm_id\":\"vm-42\",\"vm_path\":\"[ds1] inv1/inv1.vmx\",\"vcenter_host\":\"vc.example\",\"datacenter\":\"dc1\",\"disks\":[{\"disk_index\":0,\"size_bytes\":$SIZE,\"vmware_disk_key\":2000,\"unit_number\":0,\"source\":\"/vmfs/volumes/ds1/inv1/inv1.vmdk\"},{\"disk_index\":1,\"size_bytes\":$((2 * SIZE))}]}"
 is "$API_STATUS" 201 "PUT a new VM: 201"
 is "$(jqb '[.vm_name, .vmware_vm_id, .vm_path, .vcenter_host, .datacenter] | join("|")')" "inv1|vm-42|[ds1] inv1/inv1.vmx|vc.example|dc1" "the VM's fields"
 is "$(jqb '[.disks[] | [.disk_index, .size_bytes, .vmware_disk_key, .unit_number, .source] | map(tostring) | join(",")] | join(" ")')" \
-   "0,$SIZE,2000,0,[ds1] inv1/inv1.vmdk 1,$((2 * SIZE)),null,null,null" "its disks, absent fields null"
+   "0,$SIZE,2000,0,/vmfs/volumes/ds1/inv1/inv1.vmdk 1,$((2 * SIZE)),null,null,null" "its disks, absent fields null"
 like "$(jqb .created_at)" '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z$' "created_at is a UTC time"
 is "$(sql "SELECT count(*) FROM vm_disks")" 2 "two vm_disks rows"
 
 api GET $V/inv1
 is "$API_STATUS/$(jqb '.disks | length')/$(jqb .vmware_vm_id)" "200/2/vm-42" "GET the VM"
+
+# A source is an absolute path or an nbd:// / nbd+unix:// URI; nothing else.
+for src in '[ds1] inv1/inv1.vmdk' 'disk.qcow2' 'http://x/disk' 'nbds://h/e'; do
+  api PUT $V/inv1 "$(jq -cn --arg s "$src" '{disks:[{disk_index:0,size_bytes:1048576,source:$s}]}')"
+  is_error 400 invalid_request "PUT with source '$src': 400"
+done
+api GET $V/inv1
+is "$(jqb '.disks[0].source')" "/vmfs/volumes/ds1/inv1/inv1.vmdk" "the refused PUTs changed nothing"
+for src in 'nbd://127.0.0.1:10809/e' 'nbd+unix:///e?socket=/run/s'; do
+  api PUT $V/inv2 "$(jq -cn --arg s "$src" '{disks:[{disk_index:0,size_bytes:1048576,source:$s}]}')"
+  like "$API_STATUS" '^20[01]$' "PUT with source '$src' is taken"
+done
+api DELETE $V/inv2
 
 api PUT $V/inv1 "{\"disks\":[{\"disk_index\":3,\"size_bytes\":$SIZE}]}"
 is "$API_STATUS" 200 "PUT it again: 200 (replaced)"

@@ -59,7 +59,7 @@ is "$(sql "SELECT count(*) FROM vm_backup_contexts WHERE vm_name='pgtest1'")" 1 
 is "$(sql "SELECT context_id, repository_id FROM vm_backup_contexts WHERE vm_name='pgtest1'")" "$CTX|default" "the context row is the one returned"
 is "$(sql "SELECT count(*) FROM backup_jobs WHERE id='$FULL' AND vm_backup_context_id='$CTX' AND status='running'")" 1 "3.1: one running job row linked to the context"
 is "$(sql "SELECT count(*) FROM backup_disks WHERE backup_job_id='$FULL'")" 2 "3.1: two backup_disks rows for the job"
-is "$(sql "SELECT group_concat(disk_index || ':' || status || ':' || vm_backup_context_id, ' ') FROM (SELECT * FROM backup_disks WHERE backup_job_id='$FULL' ORDER BY disk_index)")" \
+is "$(sql "SELECT disk_index, status, vm_backup_context_id FROM backup_disks WHERE backup_job_id='$FULL' ORDER BY disk_index" | tr '|' ':' | sql_join ' ')" \
    "0:running:$CTX 1:running:$CTX" "both disk rows run, in the context"
 
 # The agent writes both disks (different data, so a mix-up shows).
@@ -79,8 +79,8 @@ is "$API_STATUS" 200 "3.3: complete disk 0 answers 200"
 is "$(jqb '[.backup_id, (.disk_id|tostring), .status, .job_status, .change_id] | join(" ")')" \
    "$FULL 0 completed running TEST_DISK0" "disk 0 completed, the job still runs"
 is "$(sql "SELECT status FROM backup_jobs WHERE id='$FULL'")" running "catalog: job still running after disk 0"
-is "$(sql "SELECT group_concat(disk_index || ':' || status || ':' || ifnull(disk_change_id,'NULL') || ':' || bytes_transferred, ' ') FROM (SELECT * FROM backup_disks WHERE backup_job_id='$FULL' ORDER BY disk_index)")" \
-   "0:completed:TEST_DISK0:1000 1:running:NULL:0" "catalog: disk 0 completed with its change id, disk 1 running"
+is "$(sql "SELECT disk_index, status, COALESCE(disk_change_id, '(null)'), bytes_transferred FROM backup_disks WHERE backup_job_id='$FULL' ORDER BY disk_index" | tr '|' ':' | sql_join ' ')" \
+   "0:completed:TEST_DISK0:1000 1:running:(null):0" "catalog: disk 0 completed with its change id, disk 1 running"
 ok "disk 0's export is gone once completed" export_gone "${FULL_URI[0]}"
 ok "disk 0's file is read-only once completed" read_only "${FULL_FILE[0]}"
 ok "disk 1's export still serves" export_up "${FULL_URI[1]}"
