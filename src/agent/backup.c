@@ -36,6 +36,7 @@ struct bdisk {
   int64_t size;
   bool skip;                  /* completed before (a resumed job) */
   char *target_uri, *prev, *hub_full_reason;
+  char *superseded;           /* the context's latest change id before this job */
   bool has_backing;
   struct engine_backup_disk d;
   struct engine_disk_result r;
@@ -204,6 +205,38 @@ stale_agent_job (struct backup *b, json_t **job, char *running, size_t len)
   return false;
 }
 
+/* Read each disk's latest completed change id in the context before the
+ * job starts: a full replaces that chain, and its bitmap is removed with
+ * the previous one once the job has completed.  Only clean-up depends on
+ * it, so a failed lookup leaves the field NULL and is not an error. */
+static void
+read_superseded (struct backup *b)
+{
+  CLEANUP_FREE char *vm = client_escape (b->vm), *repo = client_escape (b->repo);
+
+  if (vm == NULL || repo == NULL)
+    return;
+  for (int i = 0; i < b->n; i++) {
+    CLEANUP_JSON json_t *resp = NULL;
+    CLEANUP_FREE char *path = NULL;
+    struct error_saved es;
+    const char *cid;
+
+    if (asprintf (&path, "/api/v1/backups/changeid?vm_name=%s&disk_id=%d&repository_id=%s",
+                  vm, i, repo) == -1) {
+      path = NULL;
+      return;
+    }
+    error_save (&es);
+    if (client_call (&b->c, "GET", path, NULL, &resp) == 200 &&
+        (cid = jstr (resp, "change_id")) != NULL && *cid) {
+      free (b->disks[i].superseded);
+      b->disks[i].superseded = strdup (cid);
+    }
+    error_restore (&es);
+  }
+}
+
 /* Start the job (or resume a stale one).  Returns an exit status. */
 static int
 start_job (struct backup *b)
@@ -223,6 +256,7 @@ start_job (struct backup *b)
     return AGENT_EXIT_FAILED;
   }
 
+  read_superseded (b);
   for (attempt = 0; attempt < 2; attempt++) {
     json_t *job = NULL;
 
@@ -346,6 +380,7 @@ disk_worker (void *opaque)
     d->d = (struct engine_backup_disk) {
       .source = d->source, .target_uri = d->target_uri, .tls_psk_file = b->psk,
       .backup_id = b->backup_id, .previous_change_id = d->prev,
+      .superseded_change_id = d->superseded,
       .source_bitmap = b->bitmap, .source_change_id = b->change_id,
       /* A resumed target may hold an earlier attempt's data: zero holes. */
       .target_has_backing = d->has_backing || b->resumed,
@@ -570,7 +605,8 @@ agent_backup_main (int argc, char **argv)
       if (d->skip) {
         /* Completed by the attempt this run resumed: its bitmap is ours. */
         d->d = (struct engine_backup_disk) { .source = d->source, .backup_id = b.backup_id,
-                                             .previous_change_id = d->prev };
+                                             .previous_change_id = d->prev,
+                                             .superseded_change_id = d->superseded };
         free (d->r.change_id);
         d->r.change_id = strdup (b.backup_id);
       }
@@ -624,6 +660,7 @@ agent_backup_main (int argc, char **argv)
     free (b.disks[i].target_uri);
     free (b.disks[i].prev);
     free (b.disks[i].hub_full_reason);
+    free (b.disks[i].superseded);
     free (b.disks[i].error);
   }
   free (b.disks);

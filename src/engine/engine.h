@@ -46,6 +46,11 @@ struct engine_backup_disk {
   /* The change id the chain continues from (the hub's previous_change_id);
    * NULL or "" for a full. */
   const char *previous_change_id;
+  /* The change id of the disk's latest completed backup in the context
+   * when this backup started, or NULL.  For a full it is the chain being
+   * replaced: its bitmap is removed at commit as well, so that repeated
+   * fulls leave no bitmaps behind in the image. */
+  const char *superseded_change_id;
   /* The target is an overlay backed by the previous backup (the hub's
    * per-disk backup_type "incremental"): anything that reads as zero in
    * the source but may hold data in the backing file is written as zeroes. */
@@ -77,9 +82,10 @@ int engine_source_size (const char *source, int64_t *size);
 int engine_backup_disk (const struct engine_backup_disk *d, struct engine_progress *p,
                         struct engine_disk_result *out);
 
-/* After the hub accepted the disk's completion: remove the bitmap the
- * chain continued from, which the new one replaces.  A no-op for sources
- * without strata-managed bitmaps. */
+/* After the hub accepted the completion: remove the bitmap the chain
+ * continued from (previous_change_id) and the one of the backup this one
+ * supersedes (superseded_change_id), both replaced by the new one.  A no-op
+ * for sources without strata-managed bitmaps. */
 int engine_backup_disk_commit (const struct engine_backup_disk *d,
                                const struct engine_disk_result *r);
 

@@ -516,11 +516,19 @@ int
 engine_backup_disk_commit (const struct engine_backup_disk *d,
                            const struct engine_disk_result *r)
 {
+  const char *old[] = { d->previous_change_id, d->superseded_change_id };
+  int ret = 0;
+
   if (is_nbd_uri (d->source) || r->change_id == NULL)
     return 0;
-  if (d->previous_change_id == NULL || strcmp (d->previous_change_id, r->change_id) == 0)
-    return 0;
-  return bitmap_remove_if (d->source, d->previous_change_id);
+  for (size_t i = 0; i < sizeof old / sizeof old[0]; i++) {
+    if (old[i] == NULL || *old[i] == '\0' || strcmp (old[i], r->change_id) == 0 ||
+        (i > 0 && old[0] && strcmp (old[i], old[0]) == 0))
+      continue;
+    if (bitmap_remove_if (d->source, old[i]) == -1)
+      ret = -1;
+  }
+  return ret;
 }
 
 void

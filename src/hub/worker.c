@@ -48,6 +48,7 @@
 struct disk_task {
   int disk_index;
   char *source, *target_uri, *previous_change_id;
+  char *superseded_change_id;  /* latest completed change id before this job */
   bool incremental;          /* the target is an overlay */
   bool to_copy;              /* running at pick-up: copy it */
   bool started;              /* a thread took it */
@@ -88,6 +89,7 @@ task_free (struct task *t)
     free (d->source);
     free (d->target_uri);
     free (d->previous_change_id);
+    free (d->superseded_change_id);
     free (d->completed_change_id);
     engine_disk_result_clear (&d->result);
   }
@@ -126,6 +128,7 @@ engine_disk_of (const struct hub *hub, const struct task *t, const struct disk_t
   d->tls_psk_file = hub->cfg.nbd_tls_psk_file;
   d->backup_id = t->backup_id;
   d->previous_change_id = dt->previous_change_id;
+  d->superseded_change_id = dt->superseded_change_id;
   d->target_has_backing = dt->incremental;
 }
 
@@ -170,6 +173,20 @@ load_task (struct hub *hub, struct task *t)
     if (cd->previous_change_id &&
         (dt->previous_change_id = strdup (cd->previous_change_id)) == NULL)
       goto oom;
+    /* A full replaces the chain before it: that chain's bitmap goes too
+     * once this job has completed.  Only clean-up depends on it. */
+    {
+      struct cat_disk latest = { 0 };
+      struct error_saved es;
+
+      error_save (&es);
+      if (catalog_changeid_get (hub->cat, job.vm_name, cd->disk_index, job.repository_id,
+                                &latest) == 0 && latest.disk_change_id &&
+          *latest.disk_change_id)
+        dt->superseded_change_id = strdup (latest.disk_change_id);
+      cat_disk_clear (&latest);
+      error_restore (&es);
+    }
     dt->incremental = strcmp (cd->backup_type, "incremental") == 0 && cd->parent_disk_id > 0;
     if (strcmp (cd->status, "completed") == 0) {
       if (cd->disk_change_id &&
@@ -208,6 +225,7 @@ load_task (struct hub *hub, struct task *t)
       free (disks[i].source);
       free (disks[i].target_uri);
       free (disks[i].previous_change_id);
+      free (disks[i].superseded_change_id);
       free (disks[i].completed_change_id);
     }
     free (disks);

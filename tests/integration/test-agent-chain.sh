@@ -103,5 +103,13 @@ like "$AGENT_ERR" "disk 0: incremental, 64.0 KiB written" "prints a line for dis
 like "$AGENT_ERR" "disk 1: incremental" "and one for disk 1"
 like "$AGENT_OUT" "^backup backup-.* completed$" "and the completed backup on stdout"
 
+# --- A new full replaces the chain: no bitmap of the old chain stays behind.
+agent_ok "a full backup after the chain" backup --vm chain1 --type full --json "$D0" "$D1"
+BF=$(jqa .backup_id)
+is "$(bitmaps_of "$D0")" "$BF" "disk 0 holds only the new full's bitmap"
+is "$(bitmaps_of "$D1")" "$BF" "disk 1 holds only the new full's bitmap"
+agent_ok "an incremental builds on it" backup --vm chain1 --json "$D0" "$D1"
+is "$(jqa '[.disks[].mode] | join(" ")')" "incremental incremental" "both disks incremental"
+
 no_qemu_nbd "no qemu-nbd is left behind"
 done_testing

@@ -222,6 +222,15 @@ wait_job "$B8" "a backup after the cancel completes"
 is "$(jq -r .status <<< "$JOB")" completed "completed"
 compare_restore "$B8" 0 "$T/last-0.qcow2" "and restores right"
 
+# --- A new full replaces the chain: its bitmaps alone stay in the sources ---
+api POST /api/v1/backups '{"vm_name":"hd1","backup_type":"full"}'
+B11=$(jqb .backup_id)
+wait_job "$B11" "a full after the chain ends"
+is "$(jq -r .status <<< "$JOB")" completed "completed"
+for d in 0 1; do
+  is "$(bitmaps_of "$T/src$d.qcow2")" "$B11" "source $d holds only the new full's bitmap"
+done
+
 # --- With NBD over TLS the workers use the hub's key ------------------------
 hexkey () { head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 PSK=$T/keys.psk
