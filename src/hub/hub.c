@@ -303,6 +303,18 @@ recover_files (struct hub *hub)
 
     if (path == NULL)
       continue;
+    /* A repository whose folder is not there is not mounted (or not
+     * reachable from this machine): that says nothing about its files, so
+     * its rows are left as they are. */
+    if (stat (repo_paths[i], &st) == -1 || !S_ISDIR (st.st_mode)) {
+      bool told = false;
+      for (size_t k = 0; k < i && !told; k++)
+        told = strcmp (repo_paths[k], repo_paths[i]) == 0;
+      if (!told)
+        log_error ("repository folder %s is not reachable: its backups are left as they "
+                   "are until it is", repo_paths[i]);
+      continue;
+    }
     if (stat (path, &st) == 0) {
       /* A crash between recording and sealing leaves it writable. */
       if (strcmp (disks[i].status, "completed") == 0 &&

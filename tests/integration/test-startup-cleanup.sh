@@ -126,4 +126,20 @@ is "$(repo_listing "$REPO")" "$listing" "a clean restart deletes nothing"
 api GET "/api/v1/backups/$BID"
 is "$(jqb .status)" running "and the running job still runs"
 
+# A repository whose folder is not there (not mounted) is left alone: its
+# backups are not marked lost, and they are fine once it is back.
+stop_hub
+mv "$T/repo2" "$T/repo2.unmounted"
+start_hub
+api GET "/api/v1/backups/$M"
+is "$(jqb '.status + "/" + .disks[0].status')" completed/completed \
+   "a backup in an unreachable repository is not marked lost"
+like "$(cat "$HUB_LOG")" "repository folder $T/repo2 is not reachable" "the hub says why it left it"
+stop_hub
+mv "$T/repo2.unmounted" "$T/repo2"
+start_hub
+api GET "/api/v1/backups/$M"
+is "$(jqb .status)" completed "the repository back, the backup is still completed"
+ok "and its file is there" test -e "$(jqb '.disks[0].qcow2_path')"
+
 done_testing
