@@ -40,6 +40,7 @@ usage (FILE *fp)
 }
 
 struct rjob {
+  pthread_t waiter;           /* told with SIGUSR1 when the copy is over */
   struct engine_progress *p;
   const char *uri, *psk, *output, *format;
   struct engine_disk_result r;
@@ -54,6 +55,7 @@ restore_thread (void *opaque)
   j->rc = engine_restore (j->uri, j->psk, j->output, j->format, j->p, &j->r);
   if (j->rc == -1)
     snprintf (j->err, sizeof j->err, "%s", error_message ());
+  pthread_kill (j->waiter, SIGUSR1);
   return NULL;
 }
 
@@ -138,6 +140,7 @@ agent_restore_main (int argc, char **argv)
   sigemptyset (&set);
   sigaddset (&set, SIGINT);
   sigaddset (&set, SIGTERM);
+  sigaddset (&set, SIGUSR1);
   pthread_sigmask (SIG_BLOCK, &set, NULL);
 
   body = json_pack ("{s:s,s:i}", "backup_id", backup, "disk_index", (int) disk);
@@ -168,32 +171,33 @@ agent_restore_main (int argc, char **argv)
     if (!json)
       fprintf (stderr, "strata restore: exporting disk %ld of %s read-only; Ctrl-C ends it\n",
                disk, backup);
-    sigwait (&set, &sig);
+    do
+      sigwait (&set, &sig);
+    while (sig == SIGUSR1);
     rc = AGENT_EXIT_OK;
   }
   else {
     struct progress_row row = { 0 };
     struct progress_display *pd;
-    struct rjob j = { .p = &row.p, .uri = uri, .psk = psk, .output = output,
-                      .format = format };
+    struct rjob j = { .waiter = pthread_self (), .p = &row.p, .uri = uri, .psk = psk,
+                      .output = output, .format = format };
     pthread_t t;
-    struct timespec ts = { 0, 0 };
 
     snprintf (row.label, sizeof row.label, "disk %ld", disk);
     pd = progress_start (&row, 1, json);
     if (pthread_create (&t, NULL, restore_thread, &j) != 0)
       restore_thread (&j);
     else {
-      /* Wait for the copy, turning a signal into a cancel. */
+      /* Wait for the copy (it ends with SIGUSR1), turning SIGINT or
+       * SIGTERM into a cancel. */
       for (;;) {
-        int sig;
-        ts.tv_nsec = 100 * 1000 * 1000;
-        sig = sigtimedwait (&set, NULL, &ts);
-        if (sig > 0)
-          row.p.cancel = true;
-        if (pthread_tryjoin_np (t, NULL) == 0)
+        int sig = 0;
+        sigwait (&set, &sig);
+        if (sig == SIGUSR1)
           break;
+        row.p.cancel = true;
       }
+      pthread_join (t, NULL);
     }
     if (j.rc == 0) {
       char w[32];

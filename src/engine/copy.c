@@ -33,12 +33,15 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -144,7 +147,21 @@ copy_connect (const char *uri, const char *psk, bool ro, const char *const *cont
   for (i = 0; contexts && contexts[i]; i++)
     if (nbd_add_meta_context (h, contexts[i]) == -1)
       goto err;
-  if (nbd_connect_uri (h, uri) == -1)
+  /* Connect without blocking, so as to ACK at once during the handshake:
+   * qemu's NBD server sends some replies in pieces with Nagle's algorithm
+   * on, so each later piece waits for this side's delayed ACK, some 40 ms
+   * per option.  TCP_QUICKACK is not sticky, hence set before each wait.
+   * (On a Unix socket the option does not apply; its error is ignored.) */
+  if (nbd_aio_connect_uri (h, uri) == -1)
+    goto err;
+  while (nbd_aio_is_connecting (h)) {
+    int fd = nbd_aio_get_fd (h), one = 1;
+    if (fd >= 0)
+      (void) setsockopt (fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one);
+    if (nbd_poll (h, -1) == -1)
+      goto err;
+  }
+  if (!nbd_aio_is_ready (h))
     goto err;
   if (!ro && nbd_is_read_only (h) == 1) {
     error_set (ERR_INTERNAL, "NBD export %s is read-only", uri);
