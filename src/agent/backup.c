@@ -205,17 +205,20 @@ stale_agent_job (struct backup *b, json_t **job, char *running, size_t len)
   return false;
 }
 
-/* Read each disk's latest completed change id in the context before the
- * job starts: a full replaces that chain, and its bitmap is removed with
- * the previous one once the job has completed.  Only clean-up depends on
- * it, so a failed lookup leaves the field NULL and is not an error. */
-static void
+/* Read each disk's latest completed backup in the context before the job
+ * starts.  Its change id: a full replaces that chain, and its bitmap is
+ * removed with the previous one once the job has completed (only clean-up
+ * depends on it, so a failed lookup leaves the field NULL).  Whether any
+ * disk has one: --type auto is incremental only where there is a chain.
+ * Returns true when some disk has a completed backup to build on. */
+static bool
 read_superseded (struct backup *b)
 {
+  bool chain = false;
   CLEANUP_FREE char *vm = client_escape (b->vm), *repo = client_escape (b->repo);
 
   if (vm == NULL || repo == NULL)
-    return;
+    return true;
   for (int i = 0; i < b->n; i++) {
     CLEANUP_JSON json_t *resp = NULL;
     CLEANUP_FREE char *path = NULL;
@@ -225,16 +228,22 @@ read_superseded (struct backup *b)
     if (asprintf (&path, "/api/v1/backups/changeid?vm_name=%s&disk_id=%d&repository_id=%s",
                   vm, i, repo) == -1) {
       path = NULL;
-      return;
+      return true;
     }
     error_save (&es);
-    if (client_call (&b->c, "GET", path, NULL, &resp) == 200 &&
-        (cid = jstr (resp, "change_id")) != NULL && *cid) {
-      free (b->disks[i].superseded);
-      b->disks[i].superseded = strdup (cid);
+    if (client_call (&b->c, "GET", path, NULL, &resp) != 200)
+      chain = true;           /* unknown: let the hub decide */
+    else {
+      if (jstr (resp, "backup_id"))
+        chain = true;
+      if ((cid = jstr (resp, "change_id")) != NULL && *cid) {
+        free (b->disks[i].superseded);
+        b->disks[i].superseded = strdup (cid);
+      }
     }
     error_restore (&es);
   }
+  return chain;
 }
 
 /* Start the job (or resume a stale one).  Returns an exit status. */
@@ -242,8 +251,16 @@ static int
 start_job (struct backup *b)
 {
   CLEANUP_JSON json_t *body = NULL, *resp = NULL, *disks = NULL;
-  const char *type = strcmp (b->type, "auto") == 0 ? "incremental" : b->type;
+  const char *type = b->type;
   int i, st, attempt;
+
+  /* auto: incremental where the context has a completed chain (the hub
+   * takes a disk without one in full), full where it has none, so that
+   * the job is recorded for what it is. */
+  if (!read_superseded (b) && strcmp (type, "auto") == 0)
+    type = "full";
+  else if (strcmp (type, "auto") == 0)
+    type = "incremental";
 
   disks = json_array ();
   for (i = 0; i < b->n; i++)
@@ -256,7 +273,6 @@ start_job (struct backup *b)
     return AGENT_EXIT_FAILED;
   }
 
-  read_superseded (b);
   for (attempt = 0; attempt < 2; attempt++) {
     json_t *job = NULL;
 

@@ -51,6 +51,7 @@
 
 #define MAP_CHUNK  UINT64_C (0xffff0000)     /* 4 GiB - 64 KiB, 64 KiB aligned */
 #define ZERO_MAX   (UINT64_C (1) << 30)      /* largest write-zeroes request */
+#define CONNECT_TIMEOUT 30                   /* seconds without progress in a handshake */
 
 enum { K_DATA = 1, K_ZERO = 2 };
 
@@ -154,12 +155,21 @@ copy_connect (const char *uri, const char *psk, bool ro, const char *const *cont
    * (On a Unix socket the option does not apply; its error is ignored.) */
   if (nbd_aio_connect_uri (h, uri) == -1)
     goto err;
-  while (nbd_aio_is_connecting (h)) {
-    int fd = nbd_aio_get_fd (h), one = 1;
+  for (int waited = 0; nbd_aio_is_connecting (h); ) {
+    int fd = nbd_aio_get_fd (h), one = 1, r;
     if (fd >= 0)
       (void) setsockopt (fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one);
-    if (nbd_poll (h, -1) == -1)
+    if ((r = nbd_poll (h, 1000)) == -1)
       goto err;
+    /* A server that takes one client at a time (qemu-nbd without
+     * --shared) never answers the second connection: say so, don't hang. */
+    if (r == 0 && ++waited >= CONNECT_TIMEOUT) {
+      error_set (ERR_UNAVAILABLE, "NBD %s: no handshake within %d s (the engine opens "
+                 "several connections: a qemu-nbd source needs --shared=0)", uri,
+                 CONNECT_TIMEOUT);
+      nbd_close (h);
+      return NULL;
+    }
   }
   if (!nbd_aio_is_ready (h))
     goto err;

@@ -27,6 +27,7 @@ is "$(jqa '.disks[0].bytes_written')" $((6 * MiB)) "disk 0: only its data is wri
 is "$(jqa '.disks[0].change_id')" "$B1" "disk 0's change id is the new bitmap, named after the backup"
 api GET "/api/v1/backups/$B1"
 is "$(jqb .status)" completed "the hub has the job completed"
+is "$(jqb .backup_type)" full "--type auto with no chain yet asks for a full job"
 is "$(jqb '[.disks[].change_id] | join(",")')" "$B1,$B1" "with each disk's change id"
 is "$(bitmaps_of "$D0")" "$B1" "disk 0 holds one bitmap, the backup's"
 snapshot "$D0" "$T/p1-0.raw"
@@ -43,6 +44,7 @@ is "$(jqa '.disks[0].bytes_written')" $((256 * 1024)) "disk 0: the dirty data is
 is "$(jqa '.disks[0].bytes_zero')" $((1 * MiB)) "disk 0: the discarded MiB is written as zeroes"
 is "$(jqa '.disks[0].bytes_read')" $((256 * 1024)) "disk 0: only dirty data is read"
 api GET "/api/v1/backups/$B2"
+is "$(jqb .backup_type)" incremental "--type auto on a chain asks for an incremental job"
 is "$(jqb '.disks[1].size_bytes')" $((48 * MiB)) "disk 1's backup has the new size"
 is "$(jqb '.disks[0].parent_backup_id')" "$B1" "disk 0's overlay builds on the full"
 OV=$(jqb '.disks[0].qcow2_path')
