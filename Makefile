@@ -33,7 +33,7 @@ UNIT_SRCS := $(sort $(wildcard tests/unit/test-*.c))
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 MIGRATIONS := $(sort $(wildcard src/catalog/migrations/*/*.sql))
 
-.PHONY: all deps check check-unit check-integration check-mariadb check-asan run clean
+.PHONY: all deps check check-unit check-integration check-mariadb check-asan run bench clean
 all: $(BUILD)/strata
 
 deps:
@@ -103,6 +103,14 @@ check-asan:
 run: deps
 	$(MAKE) $(BUILD)/strata
 	$(BUILD)/strata serve --data-dir ./var
+
+# The data path against its peers in one run on this machine: full backup
+# vs nbdcopy, a 5% incremental, a 100 TiB sparse disk, restore vs qemu-img
+# convert (tests/bench/bench.sh; BENCH_DATA_MIB, BENCH_ROUNDS, BENCH_DIR).
+# Prints figures and ratios; every copy is checked, no speed is asserted.
+bench: deps
+	$(MAKE) $(BUILD)/strata
+	TMPDIR=$${BENCH_DIR:-$${TMPDIR:-/tmp}} STRATA=$(CURDIR)/$(BUILD)/strata bash tests/bench/bench.sh
 
 # --- Fuzzing ---------------------------------------------------------------
 # libFuzzer targets (tests/fuzz/fuzz-*.c) for the parsers of outside input.

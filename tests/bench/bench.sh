@@ -1,0 +1,231 @@
+#!/usr/bin/env bash
+# tests/bench/bench.sh - "make bench": strata's data path against its peers,
+# measured in the same run on the same machine.  Prints figures and ratios;
+# asserts nothing about speed (machines are noisy), but every copy made is
+# checked for correctness, so a fast wrong answer cannot pass for a result.
+#
+#   1. full backup of a disk holding 2 GiB of data: `strata backup` against
+#      `nbdcopy` from the same source into the same kind of target (a fresh
+#      QCOW2 that the hub exports);
+#   2. incremental with 5% of the blocks dirty, in scattered 64 KiB runs:
+#      time, and the bytes the overlay holds against the bytes made dirty;
+#   3. full backup of a 100 TiB virtual disk holding 1 GiB of data;
+#   4. restore of a full plus 3 incrementals to a raw file: `strata restore`
+#      (through the hub's NBD export, fsynced) against `qemu-img convert` of
+#      the same chain followed by a sync of its output.
+#
+# BENCH_DATA_MIB (default 2048) scales test 1; BENCH_DIR picks the scratch
+# folder's parent (default $TMPDIR or /tmp); it needs about 4x the data size.
+
+set -u
+TEST_NAME=bench
+. "$(dirname "$0")/../functions.sh"
+
+BENCH_DATA_MIB=${BENCH_DATA_MIB:-2048}
+BENCH_ROUNDS=${BENCH_ROUNDS:-4}
+DIRTY_PERCENT=5
+HUGE_VIRTUAL=100T
+HUGE_DATA_MIB=${BENCH_HUGE_DATA_MIB:-1024}
+
+for c in qemu-img qemu-io qemu-nbd nbdcopy jq curl; do
+  command -v "$c" > /dev/null || { echo "bench: missing $c" >&2; exit 2; }
+done
+
+say () { printf '%s\n' "$*"; }
+die () { printf 'bench: %s\n' "$*" >&2; _tap_done=1; exit 1; }
+
+# now: seconds since the epoch, with nanoseconds.
+now () { date +%s.%N; }
+# secs START END: END - START with 2 decimals.
+secs () { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+# ratio A B: A / B with 2 decimals.
+ratio () { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+# best A B: the smaller of two durations (A may be empty).
+best () { if [ -z "$1" ]; then echo "$2"; else awk -v a="$1" -v b="$2" 'BEGIN { print (a < b) ? a : b }'; fi; }
+mib () { awk -v a="$1" 'BEGIN { printf "%.1f", a / 1048576 }'; }
+
+hub_url () { echo "http://127.0.0.1:$HUB_PORT"; }
+
+# fill_random RAW OFFSET_MIB LEN_MIB: write random data into a raw file.
+fill_random ()
+{
+  dd if=/dev/urandom of="$1" bs=1M seek="$2" count="$3" conv=notrunc status=none
+}
+
+# strata_backup VM TYPE DISK...: run the agent with --json; sets BACKUP_JSON.
+strata_backup ()
+{
+  local vm=$1 type=$2
+  shift 2
+  BACKUP_JSON=$("$STRATA" backup --hub "$(hub_url)" --vm "$vm" --type "$type" --json "$@" \
+                  2> "$T/agent.err") || die "strata backup failed: $(cat "$T/agent.err")"
+}
+
+# top_layer_bytes QCOW2: bytes of data the image itself holds (not its
+# backing chain): the depth-0 data extents of qemu-img map.
+top_layer_bytes ()
+{
+  qemu-img map --output=json "$1" |
+    jq '[.[] | select(.depth == 0 and .data == true) | .length] | add // 0'
+}
+
+machine ()
+{
+  say "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)," \
+      "$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')"
+  say "versions: strata $("$STRATA" version 2>/dev/null | head -n1), $(qemu-img --version | head -n1)," \
+      "nbdcopy $(nbdcopy --version 2>/dev/null | head -n1 | awk '{print $2}')"
+}
+
+start_hub
+machine
+say ""
+
+# ---- 1. full backup: strata against nbdcopy --------------------------------
+SRC_MIB=$((BENCH_DATA_MIB * 2))
+say "== 1. full backup of a ${SRC_MIB} MiB disk holding ${BENCH_DATA_MIB} MiB of data"
+raw=$T/src1.raw
+truncate -s "${SRC_MIB}M" "$raw"
+# Data in 64 MiB runs, every other run: half data, half holes.
+chunk=64
+for ((off = 0; off < SRC_MIB; off += 2 * chunk)); do
+  fill_random "$raw" "$off" "$chunk"
+done
+src=$T/src1.qcow2
+qemu-img convert -f raw -O qcow2 "$raw" "$src" || die "qemu-img convert"
+size=$(stat -c %s "$raw")
+
+# Each copy is made BENCH_ROUNDS times, alternating the two tools, and the
+# best time of each counts: the disk's write-back makes single runs noisy.
+cat "$src" > /dev/null
+t_nbdcopy= t_strata= s_nbdcopy= s_strata=
+for ((round = 1; round <= BENCH_ROUNDS; round++)); do
+  # nbdcopy into a fresh hub export: start a full job, copy, complete.
+  api POST /api/v1/backups "{\"vm_name\":\"bench-peer-$round\",\"backup_type\":\"full\",\"disks\":[{\"disk_index\":0,\"size_bytes\":$size}]}"
+  [ "$API_STATUS" = 201 ] || die "start for nbdcopy: $API_STATUS $API_BODY"
+  peer_id=$(jqb .backup_id)
+  peer_uri=$(jqb '.disks[0].nbd_uri')
+  sync
+  t0=$(now)
+  nbdcopy --flush -- [ qemu-nbd -r -f qcow2 "$src" ] "$peer_uri" || die "nbdcopy failed"
+  t1=$(now)
+  t_nbdcopy=$(best "$t_nbdcopy" "$(secs "$t0" "$t1")")
+  s_nbdcopy+=" $(secs "$t0" "$t1")"
+  api POST "/api/v1/backups/$peer_id/complete" '{"disk_id":0}'
+  [ "$API_STATUS" = 200 ] || die "complete after nbdcopy: $API_STATUS $API_BODY"
+  api GET "/api/v1/backups/$peer_id"
+  qemu-img compare -q -f qcow2 -F qcow2 "$src" "$(jqb '.disks[0].qcow2_path')" ||
+    die "nbdcopy's copy differs from the source"
+
+  # The last round's backup starts the chain of tests 2 and 4.
+  vm=bench-vm
+  [ "$round" -lt "$BENCH_ROUNDS" ] && vm=bench-vm-$round
+  sync
+  t0=$(now)
+  strata_backup "$vm" full "$src"
+  t1=$(now)
+  t_strata=$(best "$t_strata" "$(secs "$t0" "$t1")")
+  s_strata+=" $(secs "$t0" "$t1")"
+  full_id=$(jq -r .backup_id <<< "$BACKUP_JSON")
+  api GET "/api/v1/backups/$full_id"
+  qemu-img compare -q -f qcow2 -F qcow2 "$src" "$(jqb '.disks[0].qcow2_path')" ||
+    die "strata's backup differs from the source"
+done
+say "nbdcopy (copy + flush):              best ${t_nbdcopy} s of:${s_nbdcopy}"
+say "strata backup (start..completed):    best ${t_strata} s of:${s_strata}"
+say "   last strata run:                  $(jq -c '.disks[0] | {mode, bytes_read, bytes_written, bytes_zero, seconds}' <<< "$BACKUP_JSON")"
+say "ratio strata / nbdcopy:              $(ratio "$t_strata" "$t_nbdcopy")   (goal: <= 1.00)"
+rm -f "$raw"
+say ""
+
+# ---- 2. incremental, 5% dirty in scattered 64 KiB runs ---------------------
+say "== 2. incremental with ${DIRTY_PERCENT}% of the 64 KiB blocks dirty, scattered"
+blocks=$((size / 65536))
+ndirty=$((blocks * DIRTY_PERCENT / 100))
+# Distinct random blocks, none adjacent to another (so no run is longer than
+# 64 KiB), written with qemu-io in one process.
+shuf -i 0-$(((blocks - 1) / 2)) -n "$ndirty" --random-source=<(yes 42) |
+  awk '{ printf "write -P 0x5a %d 64k\n", $1 * 2 * 65536 }' > "$T/dirty.cmds"
+qemu-io -f qcow2 "$src" < "$T/dirty.cmds" > /dev/null || die "qemu-io writes"
+dirty_bytes=$((ndirty * 65536))
+t0=$(now)
+strata_backup bench-vm incremental "$src"
+t1=$(now)
+inc_id=$(jq -r .backup_id <<< "$BACKUP_JSON")
+api GET "/api/v1/backups/$inc_id"
+inc_file=$(jqb '.disks[0].qcow2_path')
+[ "$(jqb '.disks[0].backup_type')" = incremental ] || die "the second backup is not incremental"
+qemu-img compare -q -f qcow2 -F qcow2 "$src" "$inc_file" || die "the incremental differs from the source"
+held=$(top_layer_bytes "$inc_file")
+say "dirty data:                          $(mib "$dirty_bytes") MiB in $ndirty runs of 64 KiB"
+say "strata incremental:                  $(secs "$t0" "$t1") s   ($(jq -c '.disks[0] | {mode, bytes_read, bytes_written, bytes_zero, seconds}' <<< "$BACKUP_JSON"))"
+say "overlay holds:                       $(mib "$held") MiB = $(ratio "$held" "$dirty_bytes") x the dirty data   (goal: about 1.00)"
+say ""
+
+# ---- 4. (chain for it) two more incrementals -------------------------------
+for round in 2 3; do
+  shuf -i 0-$((blocks - 1)) -n "$ndirty" --random-source=<(yes "$round") |
+    awk -v p="$round" '{ printf "write -P %d %d 64k\n", p, $1 * 65536 }' > "$T/dirty.cmds"
+  qemu-io -f qcow2 "$src" < "$T/dirty.cmds" > /dev/null || die "qemu-io writes"
+  strata_backup bench-vm incremental "$src"
+done
+last_id=$(jq -r .backup_id <<< "$BACKUP_JSON")
+api GET "/api/v1/backups/$last_id"
+last_file=$(jqb '.disks[0].qcow2_path')
+
+# ---- 3. 100 TiB virtual disk, 1 GiB of data --------------------------------
+say "== 3. full backup of a ${HUGE_VIRTUAL} virtual disk holding ${HUGE_DATA_MIB} MiB of data"
+huge=$T/huge.qcow2
+qemu-img create -q -f qcow2 "$huge" "$HUGE_VIRTUAL"
+# 16 runs of data spread over the whole virtual size.
+huge_bytes=$(qemu-img info --output=json "$huge" | jq '.["virtual-size"]')
+run_mib=$((HUGE_DATA_MIB / 16))
+fill_random "$T/run.raw" 0 "$run_mib"
+for i in $(seq 0 15); do
+  off=$(( (huge_bytes / 16) * i / 1048576 * 1048576 ))
+  printf 'write -s %s %d %dM\n' "$T/run.raw" "$off" "$run_mib"
+done > "$T/huge.cmds"
+qemu-io -f qcow2 "$huge" < "$T/huge.cmds" > /dev/null || die "qemu-io writes (huge)"
+rm -f "$T/run.raw"
+t0=$(now)
+strata_backup bench-huge full "$huge"
+t1=$(now)
+huge_id=$(jq -r .backup_id <<< "$BACKUP_JSON")
+api GET "/api/v1/backups/$huge_id"
+huge_file=$(jqb '.disks[0].qcow2_path')
+[ "$(top_layer_bytes "$huge_file")" = "$((run_mib * 16 * 1048576))" ] ||
+  die "the 100 TiB backup does not hold exactly the data written"
+say "strata backup:                       $(secs "$t0" "$t1") s   ($(jq -c '.disks[0] | {mode, bytes_read, bytes_written, bytes_zero, seconds}' <<< "$BACKUP_JSON"))   (goal: seconds)"
+say ""
+
+# ---- 4. restore of full + 3 incrementals -----------------------------------
+say "== 4. restore of a full plus 3 incrementals to a raw file"
+t_convert= t_restore= s_convert= s_restore=
+for ((round = 1; round <= BENCH_ROUNDS; round++)); do
+  rm -f "$T/peer.raw" "$T/restored.raw"
+  sync
+  t0=$(now)
+  # qemu-img convert leaves its output in the page cache; strata restore
+  # fsyncs before it returns, so the peer's time includes a sync of its file.
+  qemu-img convert -f qcow2 -O raw "$last_file" "$T/peer.raw" || die "qemu-img convert of the chain"
+  sync "$T/peer.raw"
+  t1=$(now)
+  t_convert=$(best "$t_convert" "$(secs "$t0" "$t1")")
+  s_convert+=" $(secs "$t0" "$t1")"
+  sync
+  t0=$(now)
+  "$STRATA" restore --hub "$(hub_url)" --backup "$last_id" --disk 0 --output "$T/restored.raw" \
+    --format raw > /dev/null 2> "$T/agent.err" || die "strata restore failed: $(cat "$T/agent.err")"
+  t1=$(now)
+  t_restore=$(best "$t_restore" "$(secs "$t0" "$t1")")
+  s_restore+=" $(secs "$t0" "$t1")"
+done
+cmp -s "$T/peer.raw" "$T/restored.raw" || die "strata's restore differs from qemu-img convert's"
+say "qemu-img convert -O raw + sync FILE:  best ${t_convert} s of:${s_convert}"
+say "strata restore --format raw:         best ${t_restore} s of:${s_restore}"
+say "   restored file uses                $(mib $(($(stat -c %b "$T/restored.raw") * 512))) MiB of $(mib "$size") MiB (sparse)"
+say "ratio strata / qemu-img:             $(ratio "$t_restore" "$t_convert")   (goal: <= 1.00)"
+
+stop_hub > /dev/null
+_tap_done=1
+exit 0
