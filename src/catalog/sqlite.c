@@ -163,11 +163,10 @@ stmt_bind (struct sqlite_catalog *sc, sqlite3_stmt *s, const char *types, va_lis
 /* Prepare sql and bind its parameters (see stmt_bind).  Returns the
  * statement, which the caller finalizes, or NULL. */
 static sqlite3_stmt *
-db_prepare (struct sqlite_catalog *sc, const char *sql, const char *types, ...)
+db_vprepare (struct sqlite_catalog *sc, const char *sql, const char *types, va_list ap)
 {
   sqlite3_stmt *s = NULL;
-  va_list ap;
-  int rc, r;
+  int rc;
 
   rc = sqlite3_prepare_v2 (sc->db, sql, -1, &s, NULL);
   if (rc != SQLITE_OK) {
@@ -175,13 +174,22 @@ db_prepare (struct sqlite_catalog *sc, const char *sql, const char *types, ...)
     sqlite3_finalize (s);
     return NULL;
   }
-  va_start (ap, types);
-  r = stmt_bind (sc, s, types, ap);
-  va_end (ap);
-  if (r == -1) {
+  if (stmt_bind (sc, s, types, ap) == -1) {
     sqlite3_finalize (s);
     return NULL;
   }
+  return s;
+}
+
+static sqlite3_stmt *
+db_prepare (struct sqlite_catalog *sc, const char *sql, const char *types, ...)
+{
+  sqlite3_stmt *s;
+  va_list ap;
+
+  va_start (ap, types);
+  s = db_vprepare (sc, sql, types, ap);
+  va_end (ap);
   return s;
 }
 
@@ -2280,15 +2288,10 @@ sqlite_raw_exec (struct catalog *cat, const char *sql, const char *types, va_lis
 {
   struct sqlite_catalog *sc = SC (cat);
   SCOPED_LOCK (&sc->lock);
-  CLEANUP_STMT sqlite3_stmt *s = NULL;
-  int rc, r;
+  CLEANUP_STMT sqlite3_stmt *s = db_vprepare (sc, sql, types, ap);
+  int r;
 
-  rc = sqlite3_prepare_v2 (sc->db, sql, -1, &s, NULL);
-  if (rc != SQLITE_OK) {
-    db_error (sc, rc, sql);
-    return -1;
-  }
-  if (stmt_bind (sc, s, types, ap) == -1)
+  if (s == NULL)
     return -1;
   while ((r = db_step (sc, s)) == 1)
     ;
@@ -2301,15 +2304,10 @@ sqlite_raw_query (struct catalog *cat, const char *sql, const char *types, va_li
 {
   struct sqlite_catalog *sc = SC (cat);
   SCOPED_LOCK (&sc->lock);
-  CLEANUP_STMT sqlite3_stmt *s = NULL;
-  int rc, r, n;
+  CLEANUP_STMT sqlite3_stmt *s = db_vprepare (sc, sql, types, ap);
+  int r, n;
 
-  rc = sqlite3_prepare_v2 (sc->db, sql, -1, &s, NULL);
-  if (rc != SQLITE_OK) {
-    db_error (sc, rc, sql);
-    return -1;
-  }
-  if (stmt_bind (sc, s, types, ap) == -1)
+  if (s == NULL)
     return -1;
   n = sqlite3_column_count (s);
   while ((r = db_step (sc, s)) == 1) {

@@ -83,8 +83,8 @@ struct shared {
   char err[768];
 };
 
-static int64_t
-now_ns (void)
+int64_t
+engine_now_ns (void)
 {
   struct timespec ts;
   clock_gettime (CLOCK_MONOTONIC, &ts);
@@ -784,7 +784,7 @@ copy_run (const struct copy_spec *s, struct engine_progress *p, struct copy_stat
   pthread_mutex_init (&sh.lock, NULL);
   copy_tuning_get (&sh.t);
   if (p && p->started_ns == 0)
-    p->started_ns = now_ns ();
+    p->started_ns = engine_now_ns ();
 
   map = copy_connect (s->src_uri, s->src_psk, true, ctxs);
   if (map == NULL) {

@@ -47,14 +47,6 @@ is_nbd_uri (const char *s)
          strncmp (s, "nbd+vsock://", 12) == 0 || strncmp (s, "nbds+vsock://", 13) == 0;
 }
 
-static int64_t
-now_ns (void)
-{
-  struct timespec ts;
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 /* ---------------------------------------------------------- qemu-nbd --- */
 
 /* The last line of a small log file, for error messages. */
@@ -366,7 +358,7 @@ result_from (struct engine_disk_result *out, const struct copy_stats *st, int64_
   out->bytes_read = st->bytes_read;
   out->bytes_written = st->bytes_written;
   out->bytes_zero = st->bytes_zero;
-  out->seconds = (now_ns () - t0) / 1e9;
+  out->seconds = (engine_now_ns () - t0) / 1e9;
 }
 
 static int
@@ -395,7 +387,7 @@ engine_backup_disk (const struct engine_backup_disk *d, struct engine_progress *
   const char *reason = NULL;
   CLEANUP_FREE char *fallback = NULL;
   bool added = false;
-  int64_t t0 = now_ns ();
+  int64_t t0 = engine_now_ns ();
   int r;
 
   memset (out, 0, sizeof *out);
