@@ -105,6 +105,17 @@ like "$AGENT_ERR" "disk 0: incremental, 64.0 KiB written" "prints a line for dis
 like "$AGENT_ERR" "disk 1: incremental" "and one for disk 1"
 like "$AGENT_OUT" "^backup backup-.* completed$" "and the completed backup on stdout"
 
+# --- On a terminal: a live bar per disk, with bytes, rate and ETA.  script(1)
+# gives the agent a pseudo-terminal; its output is what a user would see.
+qemu-io -f qcow2 -c 'write -P 0x62 8M 2M' "$D0" > /dev/null
+script -qec "$STRATA backup --hub http://127.0.0.1:$HUB_PORT --vm chain1 $D0 $D1" \
+  "$T/tty.log" > /dev/null 2>&1 < /dev/null
+is "$?" 0 "a backup on a terminal succeeds"
+TTY_OUT=$(tr -d '\r' < "$T/tty.log")
+like "$TTY_OUT" 'disk 0 +\[[#=> -]*\] +[0-9]+%' "it draws a bar for disk 0"
+like "$TTY_OUT" 'disk 1 +\[' "and one for disk 1"
+like "$TTY_OUT" '/s ETA ' "with the rate and the ETA"
+
 # --- A new full replaces the chain: no bitmap of the old chain stays behind.
 agent_ok "a full backup after the chain" backup --vm chain1 --type full --json "$D0" "$D1"
 BF=$(jqa .backup_id)
