@@ -275,6 +275,14 @@ remove_orphan (const char *rel, void *opaque)
 
   if (bsearch (&key, k->rels, k->n, sizeof *k->rels, cmp_str))
     return 0;
+  /* Open in a QEMU process: a backup being started right now, by another
+   * hub that shares the catalog and the repository (its files exist an
+   * instant before its rows).  Never delete what someone is using. */
+  if (repo_image_in_use (k->repo_path, rel)) {
+    log_warn ("repository %s: %s belongs to no backup yet but is open in a QEMU "
+              "process (a backup another hub is starting?); leaving it", k->repo_path, rel);
+    return 0;
+  }
   log_warn ("repository %s: %s belongs to no backup (left by a crash?); deleting it",
             k->repo_path, rel);
   if (repo_remove_image (k->repo_path, rel) == -1) {

@@ -333,6 +333,24 @@ repo_remove_image (const char *repo_path, const char *rel)
   return 0;
 }
 
+bool
+repo_image_in_use (const char *repo_path, const char *rel)
+{
+  CLEANUP_FREE char *path = repo_abspath (repo_path, rel);
+  struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 100,
+                      .l_len = 200 };
+  int fd;
+  bool used;
+
+  if (path == NULL || (fd = open (path, O_RDONLY | O_CLOEXEC)) == -1)
+    return false;
+  /* F_OFD_GETLK reports a conflicting lock of any other open file
+   * description, in this process or another. */
+  used = fcntl (fd, F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK;
+  close (fd);
+  return used;
+}
+
 static bool
 is_disk_dir_name (const char *name)
 {

@@ -51,6 +51,10 @@ int repo_seal_image (const char *repo_path, const char *rel);
 
 /* Delete an image, then its disk and context folders if they are empty. */
 int repo_remove_image (const char *repo_path, const char *rel);
+/* Whether a QEMU process (a storage daemon, qemu-nbd) has the image open:
+ * QEMU takes open-file-description locks on bytes 100 to 299 of the
+ * images it opens.  false when the file cannot be opened. */
+bool repo_image_in_use (const char *repo_path, const char *rel);
 
 /* Delete a context's folder with everything strata made in it. */
 int repo_remove_context (const char *repo_path, const char *context_id);

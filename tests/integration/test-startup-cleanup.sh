@@ -126,6 +126,25 @@ is "$(repo_listing "$REPO")" "$listing" "a clean restart deletes nothing"
 api GET "/api/v1/backups/$BID"
 is "$(jqb .status)" running "and the running job still runs"
 
+# A file no row owns yet but that a QEMU process has open (as when another
+# hub sharing the catalog is starting a backup) is left alone, and deleted
+# at a start once nothing has it open.
+BUSY=$REPO/ctx-backup-sc9-20250101T000000-bbbbbbbbbbbb/disk0/backup-sc9-20250101T000000-cccccccccccc.qcow2
+mkdir -p "${BUSY%/*}"
+qemu-img create -q -f qcow2 "$BUSY" 64M
+qemu-nbd -f qcow2 --socket "$T/busy.sock" --persistent "$BUSY" > /dev/null 2>&1 &
+BUSY_PID=$!
+wait_for 20 test -S "$T/busy.sock"
+stop_hub
+start_hub
+ok "an unowned file open in a QEMU process is not deleted" test -e "$BUSY"
+like "$(cat "$HUB_LOG")" "${BUSY##*/} belongs to no backup yet but is open" "the hub says why"
+kill "$BUSY_PID"
+wait "$BUSY_PID" 2>/dev/null
+stop_hub
+start_hub
+ok "once closed, the next start deletes it" test ! -e "$BUSY"
+
 # A repository whose folder is not there (not mounted) is left alone: its
 # backups are not marked lost, and they are fine once it is back.
 stop_hub
