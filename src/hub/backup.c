@@ -139,7 +139,8 @@ hub_backup_start (struct hub *hub, const struct hub_backup_request *req,
   hub_driven = driver && strcmp (driver, "hub") == 0;
   if (hub_driven)
     for (size_t i = 0; i < n; i++)
-      if (vm.disks[i].source == NULL || hub_source_check (vm.disks[i].source) == -1) {
+      if (vm.disks[i].source == NULL || hub_source_check (vm.disks[i].source) == -1 ||
+          hub_source_allowed (hub, vm.disks[i].source, true) == -1) {
         if (vm.disks[i].source == NULL)
           error_set (ERR_INVALID, "disk %d has no source", vm.disks[i].disk_index);
         error_prefix ("VM '%s' disk %d", req->vm_name, vm.disks[i].disk_index);

@@ -13,7 +13,7 @@
 #include "util/net.h"
 
 enum { OPT_DATA_DIR = 1, OPT_LISTEN, OPT_NBD_LISTEN, OPT_DB, OPT_TOKEN, OPT_NBD_PSK,
-       OPT_WORKERS, OPT_DB_PASSWORD_FILE, OPT_CONFIG, OPT_HELP };
+       OPT_WORKERS, OPT_DB_PASSWORD_FILE, OPT_SOURCE_DIRS, OPT_CONFIG, OPT_HELP };
 
 static const struct option long_options[] = {
   { "data-dir", required_argument, NULL, OPT_DATA_DIR },
@@ -24,6 +24,7 @@ static const struct option long_options[] = {
   { "nbd-tls-psk-file", required_argument, NULL, OPT_NBD_PSK },
   { "workers", required_argument, NULL, OPT_WORKERS },
   { "db-password-file", required_argument, NULL, OPT_DB_PASSWORD_FILE },
+  { "source-dirs", required_argument, NULL, OPT_SOURCE_DIRS },
   { "config", required_argument, NULL, OPT_CONFIG },
   { "help", no_argument, NULL, OPT_HELP },
   { NULL, 0, NULL, 0 },
@@ -53,10 +54,13 @@ hub_config_usage (void)
 "                         nbds://IDENTITY@HOST:PORT/EXPORT\n"
 "  --workers N            hub-driven backups copied at once (default 2; each\n"
 "                         copies up to 2 of its disks in parallel)\n"
+"  --source-dirs DIR[:DIR...]\n"
+"                         folders that hub-driven image sources must lie in\n"
+"                         (default: any absolute path the hub can read)\n"
 "  --config FILE          read these options from FILE, one 'key = value' a line\n"
 "                         (keys: data-dir listen nbd-listen db api-token-file\n"
-"                         db-password-file nbd-tls-psk-file workers); options\n"
-"                         on the command line win\n"
+"                         db-password-file nbd-tls-psk-file workers\n"
+"                         source-dirs); options on the command line win\n"
 "  --help                 show this help\n"
 "\n"
 "On its first start with no repository the hub creates the repository\n"
@@ -80,6 +84,21 @@ config_set (struct hub_config *cfg, int key, const char *value, const char *wher
   case OPT_TOKEN: slot = &cfg->api_token_file; break;
   case OPT_DB_PASSWORD_FILE: slot = &cfg->db_password_file; break;
   case OPT_NBD_PSK: slot = &cfg->nbd_tls_psk_file; break;
+  case OPT_SOURCE_DIRS:
+    slot = &cfg->source_dirs;
+    /* Absolute folders, none empty; hub_open resolves them. */
+    for (const char *p = value; ; ) {
+      const char *end = strchrnul (p, ':');
+      if (*p != '/') {
+        error_set (ERR_INVALID, "%s: '%.*s' is not an absolute folder", where,
+                   (int) (end - p), p);
+        return -1;
+      }
+      if (*end == '\0')
+        break;
+      p = end + 1;
+    }
+    break;
   case OPT_WORKERS: {
     char *end;
     long v;
@@ -160,7 +179,8 @@ config_load_file (struct hub_config *cfg, const char *file)
         break;
     if (o->name == NULL || o->val == OPT_CONFIG || o->val == OPT_HELP) {
       error_set (ERR_INVALID, "%s: unknown key '%s' (known: data-dir, listen, "
-                 "nbd-listen, db, db-password-file, api-token-file, nbd-tls-psk-file, workers)",
+                 "nbd-listen, db, db-password-file, api-token-file, nbd-tls-psk-file, workers, "
+                 "source-dirs)",
                  where, key);
       ret = -1;
       break;
@@ -239,6 +259,7 @@ hub_config_clear (struct hub_config *cfg)
   free (cfg->nbd_listen);
   free (cfg->db);
   free (cfg->db_password_file);
+  free (cfg->source_dirs);
   free (cfg->api_token_file);
   free (cfg->nbd_tls_psk_file);
   memset (cfg, 0, sizeof *cfg);

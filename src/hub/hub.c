@@ -252,6 +252,44 @@ requeue_hub_driven (struct hub *hub)
   cat_job_free_array (jobs, n);
 }
 
+/* --source-dirs: each folder resolved (it must exist), so that sources
+ * are compared with real paths. */
+static int
+resolve_source_dirs (struct hub *hub)
+{
+  const char *p = hub->cfg.source_dirs;
+  size_t n = 1;
+
+  for (const char *c = p; *c; c++)
+    n += *c == ':';
+  hub->source_dirs = calloc (n + 1, sizeof *hub->source_dirs);
+  if (hub->source_dirs == NULL) {
+    error_set_errno (ERR_INTERNAL, errno, "out of memory");
+    return -1;
+  }
+  for (size_t i = 0; i < n; i++) {
+    const char *end = strchrnul (p, ':');
+    CLEANUP_FREE char *dir = strndup (p, end - p);
+    struct stat st;
+
+    if (dir == NULL) {
+      error_set_errno (ERR_INTERNAL, errno, "out of memory");
+      return -1;
+    }
+    if ((hub->source_dirs[i] = realpath (dir, NULL)) == NULL ||
+        stat (hub->source_dirs[i], &st) == -1) {
+      error_set_errno (ERR_INVALID, errno, "--source-dirs: folder %s", dir);
+      return -1;
+    }
+    if (!S_ISDIR (st.st_mode)) {
+      error_set (ERR_INVALID, "--source-dirs: %s is not a folder", dir);
+      return -1;
+    }
+    p = *end ? end + 1 : end;
+  }
+  return 0;
+}
+
 /* --- Recovery of files and rows ---------------------------------------- */
 
 struct known_files {
@@ -467,6 +505,8 @@ hub_open (struct hub_config *cfg)
                "every interface; name one address", hub->cfg.nbd_listen);
     goto fail;
   }
+  if (hub->cfg.source_dirs && resolve_source_dirs (hub) == -1)
+    goto fail;
   if (!net_is_loopback (&hub->nbd) && !hub->cfg.nbd_tls_psk_file)
     log_warn ("NBD targets listen on %s without --nbd-tls-psk-file: anyone who can "
               "reach it can list the exports and write into running backups",
@@ -557,6 +597,7 @@ hub_close (struct hub *hub)
   free (hub->run_dir);
   free (hub->token);
   free (hub->nbd_tls_user);
+  cleanup_strv (&hub->source_dirs);
   if (hub->lock_fd >= 0)
     close (hub->lock_fd);
   pthread_mutex_destroy (&hub->lock);

@@ -34,6 +34,8 @@ struct hub_config {
   char *api_token_file;    /* NULL: no authentication */
   char *nbd_tls_psk_file;  /* NULL: NBD without TLS */
   int workers;             /* hub-driven backups copied at once (default 2) */
+  char *source_dirs;       /* DIR[:DIR...] that hub-driven path sources must lie
+                            * in; NULL: any absolute path */
 };
 
 /* Fill cfg from the `strata serve` command line, reading --config FILE
@@ -52,6 +54,7 @@ struct hub {
   int lock_fd;             /* flock on DATA-DIR/run/hub.lock: one hub per folder */
   char *token;             /* API token, NULL when none */
   char *nbd_tls_user;      /* PSK identity when NBD needs TLS, else NULL */
+  char **source_dirs;      /* --source-dirs, resolved; NULL: no restriction */
   char started_at[32];     /* when this hub process started (id_now form) */
   /* Serialises the state transitions of backups (start, complete, end,
    * delete), the restore registry and the storage-daemon restart callback.
@@ -135,6 +138,12 @@ int hub_context_delete (struct hub *hub, const char *context_id, bool force,
  * image file or block device) or an nbd:// or nbd+unix:// URI.  ERR_INVALID
  * otherwise. */
 int hub_source_check (const char *source);
+
+/* Check that the hub may read a path source: with --source-dirs, it must
+ * lie in one of those folders (after resolving symbolic links when it
+ * exists, and it must exist when must_exist).  NBD URIs pass.  ERR_INVALID
+ * otherwise. */
+int hub_source_allowed (struct hub *hub, const char *source, bool must_exist);
 
 /* Live progress of one disk of a hub-driven running job (hub/worker.c).
  * Returns false when no worker copies that disk now. */

@@ -101,6 +101,12 @@ hub_repo_usage (struct hub *hub, const struct cat_repository *r, int64_t *used,
 int
 hub_vm_put (struct hub *hub, const struct cat_vm *vm, bool *created, struct cat_vm *out)
 {
+  for (size_t i = 0; i < vm->n_disks; i++)
+    if (vm->disks[i].source &&
+        hub_source_allowed (hub, vm->disks[i].source, false) == -1) {
+      error_prefix ("disk %d", vm->disks[i].disk_index);
+      return -1;
+    }
   if (catalog_vm_put (hub->cat, vm, created) == -1)
     return -1;
   return catalog_vm_get (hub->cat, vm->vm_name, out);
@@ -128,5 +134,36 @@ hub_source_check (const char *source)
     return 0;
   error_set (ERR_INVALID, "source '%.200s' must be an absolute path (an image file or "
              "block device) or an nbd:// or nbd+unix:// URI", source);
+  return -1;
+}
+
+int
+hub_source_allowed (struct hub *hub, const char *source, bool must_exist)
+{
+  CLEANUP_FREE char *real = NULL;
+  const char *path = source;
+
+  if (hub->source_dirs == NULL || source[0] != '/')
+    return 0;
+  real = realpath (source, NULL);
+  if (real)
+    path = real;                 /* symbolic links resolved */
+  else if (must_exist || errno != ENOENT) {
+    error_set_errno (ERR_INVALID, errno, "source %.200s", source);
+    return -1;
+  }
+  else if (strstr (source, "/../") || strstr (source, "/./") ||
+           (strlen (source) >= 3 && strcmp (source + strlen (source) - 3, "/..") == 0)) {
+    error_set (ERR_INVALID, "source %.200s: no '.' or '..' components in a source that "
+               "does not exist yet", source);
+    return -1;
+  }
+  for (char **d = hub->source_dirs; *d; d++) {
+    size_t len = strlen (*d);
+    if (strncmp (path, *d, len) == 0 && (path[len] == '/' || (len == 1 && **d == '/')))
+      return 0;
+  }
+  error_set (ERR_INVALID, "source %.200s lies outside the folders the hub may read "
+             "(--source-dirs %.200s)", source, hub->cfg.source_dirs);
   return -1;
 }

@@ -201,6 +201,12 @@ load_task (struct hub *hub, struct task *t)
                  "more", cd->disk_index, job.vm_name);
       goto out;
     }
+    /* Checked again: the inventory or --source-dirs may have changed since
+     * the job started (a job run again after a restart). */
+    if (hub_source_allowed (hub, source, true) == -1) {
+      error_prefix ("disk %d", cd->disk_index);
+      goto out;
+    }
     if (cd->nbd_export == NULL) {
       error_set (ERR_INTERNAL, "disk %d has no NBD target", cd->disk_index);
       goto out;
