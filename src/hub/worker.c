@@ -39,6 +39,7 @@
 
 #include "engine/engine.h"
 #include "hub/hub-int.h"
+#include "storage/qsd.h"
 #include "util/cleanup.h"
 #include "util/error.h"
 #include "util/log.h"
@@ -47,7 +48,7 @@
 
 struct disk_task {
   int disk_index;
-  char *source, *target_uri, *previous_change_id;
+  char *source, *target_uri, *export_name, *previous_change_id;
   char *superseded_change_id;  /* latest completed change id before this job */
   bool incremental;          /* the target is an overlay */
   bool to_copy;              /* running at pick-up: copy it */
@@ -88,6 +89,7 @@ task_free (struct task *t)
     struct disk_task *d = &t->disks[i];
     free (d->source);
     free (d->target_uri);
+    free (d->export_name);
     free (d->previous_change_id);
     free (d->superseded_change_id);
     free (d->completed_change_id);
@@ -211,7 +213,8 @@ load_task (struct hub *hub, struct task *t)
       error_set (ERR_INTERNAL, "disk %d has no NBD target", cd->disk_index);
       goto out;
     }
-    if ((dt->target_uri = hub_nbd_uri (hub, cd->nbd_export)) == NULL)
+    if ((dt->target_uri = hub_nbd_uri (hub, cd->nbd_export)) == NULL ||
+        (dt->export_name = strdup (cd->nbd_export)) == NULL)
       goto oom;
     dt->to_copy = true;
   }
@@ -230,6 +233,7 @@ load_task (struct hub *hub, struct task *t)
     for (size_t i = 0; i < job.n_disks; i++) {
       free (disks[i].source);
       free (disks[i].target_uri);
+      free (disks[i].export_name);
       free (disks[i].previous_change_id);
       free (disks[i].superseded_change_id);
       free (disks[i].completed_change_id);
@@ -269,6 +273,33 @@ fail_job (struct hub *hub, struct task *t, int disk_index, const char *reason)
                disk_index, error_message ());
 }
 
+/* After a failed copy: whether the storage daemon died under it (its pid
+ * changed since before) and is back with the disk exported again under
+ * the same name, waiting for that a bounded while.  Then the copy can
+ * simply run once more. */
+static bool
+storage_came_back (struct hub *hub, struct task *t, const struct disk_task *dt,
+                   pid_t before)
+{
+  struct hub_workers *w = hub->workers;
+
+  if (before == 0 || qsd_pid (hub->qsd) == before)
+    return false;
+  for (int i = 0; i < 300; i++) {          /* 30 s */
+    struct timespec ts = { 0, 100 * 1000 * 1000 };
+    pid_t now = qsd_pid (hub->qsd);
+    {
+      SCOPED_LOCK (&w->lock);
+      if (t->cancelled || t->failed || w->stopping)
+        return false;
+    }
+    if (now != 0 && now != before && qsd_export_exists (hub->qsd, dt->export_name))
+      return true;
+    nanosleep (&ts, NULL);
+  }
+  return false;
+}
+
 /* Copy disks of the task until none is left. */
 static void
 copy_disks (struct hub *hub, struct task *t)
@@ -280,6 +311,7 @@ copy_disks (struct hub *hub, struct task *t)
     struct engine_backup_disk d;
     struct cat_job job = { 0 };
     char reason[HUB_MAX_ERROR];
+    pid_t qsd_before;
     int r;
 
     {
@@ -296,7 +328,15 @@ copy_disks (struct hub *hub, struct task *t)
     engine_disk_of (hub, t, dt, &d);
     log_info ("backup %s disk %d: copying %s (%s)", t->backup_id, dt->disk_index,
               dt->source, dt->incremental ? "into an overlay" : "full");
+    qsd_before = qsd_pid (hub->qsd);
     r = engine_backup_disk (&d, &dt->progress, &dt->result);
+    if (r == -1 && storage_came_back (hub, t, dt, qsd_before)) {
+      log_warn ("backup %s disk %d: the storage daemon was restarted during the copy; "
+                "copying again", t->backup_id, dt->disk_index);
+      /* The target holds part of the first attempt: zero what reads as zero. */
+      d.target_has_backing = true;
+      r = engine_backup_disk (&d, &dt->progress, &dt->result);
+    }
     if (r == -1)
       snprintf (reason, sizeof reason, "copying from %s: %s", dt->source,
                 error_message ());
