@@ -56,6 +56,7 @@
 
 #include "catalog/catalog-int.h"
 #include "catalog/legacy.h"
+#include "util/array.h"
 #include "util/cleanup.h"
 #include "util/error.h"
 #include "util/id.h"
@@ -117,22 +118,6 @@ plan_free (struct plan *p)
   free (p->rows);
   free (p->repos);
   free (p->ctxs);
-}
-
-static void *
-grow (void **a, size_t n, size_t *cap, size_t elem)
-{
-  if (n == *cap) {
-    size_t c = *cap ? *cap * 2 : 16;
-    void *p = reallocarray (*a, c, elem);
-    if (p == NULL) {
-      error_set_errno (ERR_INTERNAL, ENOMEM, "migrate-legacy");
-      return NULL;
-    }
-    *a = p;
-    *cap = c;
-  }
-  return memset ((char *) *a + n * elem, 0, elem);
 }
 
 static char *
@@ -210,7 +195,7 @@ static int
 read_repo (void *opaque, int ncols, char **vals)
 {
   struct plan *p = opaque;
-  struct lrepo *r = grow ((void **) &p->repos, p->n_repos, &p->cap_repos, sizeof *r);
+  struct lrepo *r = array_push ((void **) &p->repos, p->n_repos, &p->cap_repos, sizeof *r);
 
   if (r == NULL)
     return -1;
@@ -224,7 +209,7 @@ static int
 read_row (void *opaque, int ncols, char **vals)
 {
   struct plan *p = opaque;
-  struct lrow *r = grow ((void **) &p->rows, p->n_rows, &p->cap_rows, sizeof *r);
+  struct lrow *r = array_push ((void **) &p->rows, p->n_rows, &p->cap_rows, sizeof *r);
 
   if (r == NULL)
     return -1;
@@ -414,7 +399,7 @@ plan_rows (struct plan *p)
           strcmp (p->ctxs[k].repo, r->repository_id) == 0)
         r->ctx = (int) k;
     if (r->ctx < 0) {
-      struct lctx *c = grow ((void **) &p->ctxs, p->n_ctxs, &p->cap_ctxs, sizeof *c);
+      struct lctx *c = array_push ((void **) &p->ctxs, p->n_ctxs, &p->cap_ctxs, sizeof *c);
       if (c == NULL)
         return -1;
       c->vm = strdup (r->vm_name);

@@ -65,6 +65,7 @@
 #include <mysqld_error.h>
 
 #include "catalog/catalog-int.h"
+#include "util/array.h"
 #include "util/cleanup.h"
 #include "util/error.h"
 #include "util/id.h"
@@ -566,24 +567,6 @@ row_int (struct row *r, int col)
   const char *v = r->s->vals[col];
 
   return v ? strtoll (v, NULL, 10) : -1;
-}
-
-/* Make room for one more element of size elem in *arr and return it
- * zeroed, or NULL with the error set. */
-static void *
-array_push (void **arr, size_t n, size_t *cap, size_t elem)
-{
-  if (n == *cap) {
-    size_t newcap = *cap ? *cap * 2 : 8;
-    void *p = reallocarray (*arr, newcap, elem);
-    if (p == NULL) {
-      oom_error ();
-      return NULL;
-    }
-    *arr = p;
-    *cap = newcap;
-  }
-  return memset ((char *) *arr + n * elem, 0, elem);
 }
 
 typedef int (*row_reader) (struct mariadb_catalog *mc, struct row *r, void *rec);

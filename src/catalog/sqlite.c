@@ -46,6 +46,7 @@
 #include <sqlite3.h>
 
 #include "catalog/catalog-int.h"
+#include "util/array.h"
 #include "util/cleanup.h"
 #include "util/error.h"
 #include "util/id.h"
@@ -325,24 +326,6 @@ row_int (struct row *r, int col)
   if (sqlite3_column_type (r->s, col) == SQLITE_NULL)
     return -1;
   return sqlite3_column_int64 (r->s, col);
-}
-
-/* Make room for one more element of size elem in *arr (n used, *cap
- * allocated) and return it zeroed, or NULL with the error set. */
-static void *
-array_push (void **arr, size_t n, size_t *cap, size_t elem)
-{
-  if (n == *cap) {
-    size_t newcap = *cap ? *cap * 2 : 8;
-    void *p = reallocarray (*arr, newcap, elem);
-    if (p == NULL) {
-      oom_error ();
-      return NULL;
-    }
-    *arr = p;
-    *cap = newcap;
-  }
-  return memset ((char *) *arr + n * elem, 0, elem);
 }
 
 /* Reads the current row into one zeroed record; on failure it leaves the
