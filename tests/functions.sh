@@ -867,6 +867,47 @@ has_error_body ()
   printf '%s' "$API_BODY" | jq -e '(.error.code | type == "string") and (.error.message | type == "string")' > /dev/null
 }
 
+# ------------------------------------------------------- racing starts ----
+# Tests of simultaneous starts set N (the number of requests).
+
+# race BODY [PORT...]: fire N identical POST /api/v1/backups at once, the
+# i-th to the ((i-1) mod count)-th PORT (default: this test's hub); leaves
+# the statuses in $T/race.I.code and the bodies in $T/race.I.body.
+race ()
+{
+  local body=$1 i port pids=()
+  shift
+  local ports=("$@")
+  [ ${#ports[@]} -gt 0 ] || ports=("$HUB_PORT")
+  rm -f "$T"/race.*
+  printf '%s' "$body" > "$T/race.req"
+  for i in $(seq 1 $N); do
+    port=${ports[$(((i - 1) % ${#ports[@]}))]}
+    curl -s -o "$T/race.$i.body" -w '%{http_code}' --max-time 30 -X POST \
+      --data-binary "@$T/race.req" "http://127.0.0.1:$port/api/v1/backups" > "$T/race.$i.code" &
+    pids+=($!)
+  done
+  wait "${pids[@]}"
+}
+
+# race_codes: the statuses of the last race, counted: "201×1 409×7 ".
+race_codes ()
+{
+  local i
+  for i in $(seq 1 $N); do cat "$T/race.$i.code"; echo; done | sort | uniq -c |
+    awk '{printf "%s×%s ", $2, $1}'
+}
+
+# race_losers_are_conflicts: every answer but the 201 is a JSON conflict.
+race_losers_are_conflicts ()
+{
+  local i
+  for i in $(seq 1 $N); do
+    [ "$(cat "$T/race.$i.code")" = 201 ] && continue
+    jq -e '.error.code == "conflict"' "$T/race.$i.body" > /dev/null || { cat "$T/race.$i.body"; return 1; }
+  done
+}
+
 # ------------------------------------------------------------ data path ----
 # Helpers of the agent tests (strata backup / strata restore).
 

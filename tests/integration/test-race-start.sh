@@ -13,42 +13,12 @@ N=8
 start_hub
 REPO=$DATA/repository
 
-# race BODY: fire N identical POST /api/v1/backups at once; leaves the
-# statuses in $T/race.N.code and bodies in $T/race.N.body.
-race ()
-{
-  local i pids=()
-  rm -f "$T"/race.*
-  printf '%s' "$1" > "$T/race.req"
-  for i in $(seq 1 $N); do
-    curl -s -o "$T/race.$i.body" -w '%{http_code}' --max-time 30 -X POST \
-      --data-binary "@$T/race.req" "http://127.0.0.1:$HUB_PORT/api/v1/backups" > "$T/race.$i.code" &
-    pids+=($!)
-  done
-  wait "${pids[@]}"
-}
-
-race_codes ()
-{
-  local i
-  for i in $(seq 1 $N); do echo "$(cat "$T/race.$i.code")"; done | sort | uniq -c | awk '{printf "%s×%s ", $2, $1}'
-}
-
 # the body of the one 201
 race_winner ()
 {
   local i
   for i in $(seq 1 $N); do
     [ "$(cat "$T/race.$i.code")" = 201 ] && cat "$T/race.$i.body"
-  done
-}
-
-race_losers_are_conflicts ()
-{
-  local i
-  for i in $(seq 1 $N); do
-    [ "$(cat "$T/race.$i.code")" = 201 ] && continue
-    jq -e '.error.code == "conflict"' "$T/race.$i.body" > /dev/null || { cat "$T/race.$i.body"; return 1; }
   done
 }
 

@@ -34,30 +34,6 @@ is "$(jqb '[.repositories[].id] | join(" ")')" default "hub A sees one repositor
 is "$(curl -s "http://127.0.0.1:$PORT_B/api/v1/repositories" | jq -r '[.repositories[].id] | join(" ")')" \
    default "hub B sees the same one: it made no repository of its own"
 
-# race BODY: N identical POST /api/v1/backups at once, the odd ones to hub A,
-# the even ones to hub B.  Statuses in $T/race.I.code, bodies in .body.
-race ()
-{
-  local i port pids=()
-  rm -f "$T"/race.*
-  printf '%s' "$1" > "$T/race.req"
-  for i in $(seq 1 $N); do
-    port=$HUB_PORT
-    [ $((i % 2)) = 0 ] && port=$PORT_B
-    curl -s -o "$T/race.$i.body" -w '%{http_code}' --max-time 30 -X POST \
-      --data-binary "@$T/race.req" "http://127.0.0.1:$port/api/v1/backups" > "$T/race.$i.code" &
-    pids+=($!)
-  done
-  wait "${pids[@]}"
-}
-
-race_codes ()
-{
-  local i
-  for i in $(seq 1 $N); do cat "$T/race.$i.code"; echo; done | sort | uniq -c |
-    awk '{printf "%s×%s ", $2, $1}'
-}
-
 # The port of the hub whose answer was the 201, and the backup id.
 race_winner ()
 {
@@ -71,19 +47,10 @@ race_winner ()
   done
 }
 
-race_losers_are_conflicts ()
-{
-  local i
-  for i in $(seq 1 $N); do
-    [ "$(cat "$T/race.$i.code")" = 201 ] && continue
-    jq -e '.error.code == "conflict"' "$T/race.$i.body" > /dev/null || { cat "$T/race.$i.body"; return 1; }
-  done
-}
-
 put_vm twohub1 $SIZE $SIZE
 winners_a=0 winners_b=0
 for round in $(seq 1 $ROUNDS); do
-  race '{"vm_name":"twohub1","backup_type":"full"}'
+  race '{"vm_name":"twohub1","backup_type":"full"}' "$HUB_PORT" "$PORT_B"
   is "$(race_codes)" "201×1 409×$((N - 1)) " \
      "round $round: $N simultaneous starts on two hubs: one 201, the rest 409"
   ok "round $round: every loser gets a JSON conflict error" race_losers_are_conflicts
