@@ -12,6 +12,7 @@
 #include "util/error.h"
 #include "util/id.h"
 #include "util/net.h"
+#include "util/state.h"
 
 static void
 test_ids (void)
@@ -158,6 +159,42 @@ test_errors (void)
   is_str (error_message (), "outer: inner", "error_prefix adds context");
 }
 
+/* Every word of each vocabulary parses back to its value; the words are
+ * the ones the catalog's CHECK constraints and docs/API.md list; anything
+ * else is refused. */
+static void
+test_states (void)
+{
+  static const char *const jobs[] = { "running", "finishing", "completed", "failed",
+                                      "cancelled" };
+  static const char *const disks[] = { "pending", "running", "completed", "failed" };
+  enum job_status js;
+  enum disk_status ds;
+  enum backup_type bt;
+  enum job_driver dr;
+  bool all = true;
+
+  for (int i = 0; i < 5; i++)
+    all &= job_status_parse (jobs[i], &js) == 0 && strcmp (job_status_name (js), jobs[i]) == 0;
+  ok (all, "job statuses round-trip through their text");
+  all = true;
+  for (int i = 0; i < 4; i++)
+    all &= disk_status_parse (disks[i], &ds) == 0 &&
+      strcmp (disk_status_name (ds), disks[i]) == 0;
+  ok (all, "disk statuses round-trip through their text");
+  ok (backup_type_parse ("incremental", &bt) == 0 && bt == BACKUP_INCREMENTAL &&
+      strcmp (backup_type_name (BACKUP_FULL), "full") == 0, "backup types");
+  ok (job_driver_parse ("hub", &dr) == 0 && dr == DRIVER_HUB &&
+      strcmp (job_driver_name (DRIVER_AGENT), "agent") == 0, "drivers");
+  ok (job_status_parse ("Running", &js) == -1 && job_status_parse ("", &js) == -1 &&
+      job_status_parse (NULL, &js) == -1 && backup_type_parse ("auto", &bt) == -1 &&
+      disk_status_parse ("cancelled", &ds) == -1,
+      "other words (case, empty, NULL, another vocabulary's) are refused");
+  is_str (job_status_name ((enum job_status) 42), "?", "a value outside the enum names itself '?'");
+  ok (job_status_active (JOB_RUNNING) && job_status_active (JOB_FINISHING) &&
+      !job_status_active (JOB_COMPLETED), "running and finishing jobs hold their context");
+}
+
 int
 main (void)
 {
@@ -167,5 +204,6 @@ main (void)
   test_config ();
   test_relative ();
   test_errors ();
+  test_states ();
   return done_testing ();
 }

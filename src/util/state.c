@@ -1,0 +1,72 @@
+/* util/state.c - the one table of text forms for each vocabulary of
+ * util/state.h. */
+#include <stddef.h>
+#include <string.h>
+
+#include "util/state.h"
+
+static const char *const job_status_names[] = {
+  [JOB_RUNNING] = "running",
+  [JOB_FINISHING] = "finishing",
+  [JOB_COMPLETED] = "completed",
+  [JOB_FAILED] = "failed",
+  [JOB_CANCELLED] = "cancelled",
+};
+
+static const char *const disk_status_names[] = {
+  [DISK_PENDING] = "pending",
+  [DISK_RUNNING] = "running",
+  [DISK_COMPLETED] = "completed",
+  [DISK_FAILED] = "failed",
+};
+
+static const char *const backup_type_names[] = {
+  [BACKUP_FULL] = "full",
+  [BACKUP_INCREMENTAL] = "incremental",
+};
+
+static const char *const job_driver_names[] = {
+  [DRIVER_AGENT] = "agent",
+  [DRIVER_HUB] = "hub",
+};
+
+#define N_OF(a) (sizeof (a) / sizeof (a)[0])
+
+static const char *
+name_of (const char *const *names, size_t n, int v)
+{
+  return v >= 0 && (size_t) v < n && names[v] ? names[v] : "?";
+}
+
+static int
+parse (const char *const *names, size_t n, const char *s, int *out)
+{
+  for (size_t i = 0; s && i < n; i++)
+    if (names[i] && strcmp (names[i], s) == 0) {
+      *out = (int) i;
+      return 0;
+    }
+  return -1;
+}
+
+/* One name/parse pair per vocabulary, over its table. */
+#define STATE_VOCABULARY(type, prefix, table)                            \
+  const char *                                                          \
+  prefix##_name (enum type v)                                           \
+  {                                                                     \
+    return name_of (table, N_OF (table), (int) v);                      \
+  }                                                                     \
+  int                                                                   \
+  prefix##_parse (const char *s, enum type *out)                        \
+  {                                                                     \
+    int v;                                                              \
+    if (parse (table, N_OF (table), s, &v) == -1)                       \
+      return -1;                                                        \
+    *out = (enum type) v;                                               \
+    return 0;                                                           \
+  }
+
+STATE_VOCABULARY (job_status, job_status, job_status_names)
+STATE_VOCABULARY (disk_status, disk_status, disk_status_names)
+STATE_VOCABULARY (backup_type, backup_type, backup_type_names)
+STATE_VOCABULARY (job_driver, job_driver, job_driver_names)

@@ -1,0 +1,69 @@
+/* util/state.h - the domain's small vocabularies as enums: job and disk
+ * statuses, backup types, drivers.
+ *
+ * Inside the program these are enums; they become text only at the edges,
+ * where the catalog stores them and where JSON carries them, and both edges
+ * use the one table per vocabulary in util/state.c, so the words the
+ * database's CHECK constraints and the API documentation list are written
+ * once in C.
+ *
+ * Job life:   running -> finishing -> completed      (hub-driven: the bitmaps
+ *             running -> completed                    are committed between)
+ *             running -> failed | cancelled
+ * Disk life:  pending -> running -> completed | failed
+ */
+#ifndef STRATA_UTIL_STATE_H
+#define STRATA_UTIL_STATE_H
+
+#include <stdbool.h>
+
+enum job_status {
+  JOB_RUNNING,
+  JOB_FINISHING,     /* every disk recorded; the job still owes work at its
+                      * sources (removing superseded bitmaps) */
+  JOB_COMPLETED,
+  JOB_FAILED,
+  JOB_CANCELLED,
+};
+
+enum disk_status {
+  DISK_PENDING,
+  DISK_RUNNING,
+  DISK_COMPLETED,
+  DISK_FAILED,
+};
+
+enum backup_type {
+  BACKUP_FULL,
+  BACKUP_INCREMENTAL,
+};
+
+enum job_driver {
+  DRIVER_AGENT,      /* an outside client writes the NBD targets */
+  DRIVER_HUB,        /* the hub's workers copy from the inventory's sources */
+};
+
+/* The text form of a value ("running", "full", "hub", ...).  A value outside
+ * the enum gives "?" (never NULL). */
+const char *job_status_name (enum job_status s);
+const char *disk_status_name (enum disk_status s);
+const char *backup_type_name (enum backup_type t);
+const char *job_driver_name (enum job_driver d);
+
+/* Parse a text form.  Returns 0 and sets *out, or -1 (nothing set, no error
+ * recorded: the edge that read the text knows whether a bad word is a
+ * client's mistake or a damaged catalog). */
+int job_status_parse (const char *s, enum job_status *out);
+int disk_status_parse (const char *s, enum disk_status *out);
+int backup_type_parse (const char *s, enum backup_type *out);
+int job_driver_parse (const char *s, enum job_driver *out);
+
+/* A job that holds its context: no other job of the context may start, and
+ * its rows may not be deleted (running or finishing). */
+static inline bool
+job_status_active (enum job_status s)
+{
+  return s == JOB_RUNNING || s == JOB_FINISHING;
+}
+
+#endif
