@@ -18,7 +18,7 @@
 #                                admin client (root has no password; only the
 #                                socket, in a 0700 folder, reaches it)
 #
-# Each test then makes its own database (see tests/functions.sh).
+# Each test then makes its own database (see tests/lib/setup.sh).
 set -u
 
 die () { echo "mariadb-server.sh: $*" >&2; exit 1; }

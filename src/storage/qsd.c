@@ -1,4 +1,8 @@
-/* storage/qsd.c - the hub's qemu-storage-daemon: spawn, supervise, QMP.
+/* storage/qsd.c - the hub's qemu-storage-daemon: spawn and supervise it.
+ *
+ * This file owns the daemon process and the QMP connection to it (the
+ * transport itself is storage/qmp.c); storage/qsd-export.c serves NBD
+ * through it.  The shared struct is in storage/qsd-int.h.
  *
  * THREADS AND LOCKING
  *
@@ -11,9 +15,10 @@
  *
  * Two mutexes, always taken in this order when both are needed:
  *
- *   qmp_lock    serialises QMP conversations: the socket, its read buffer,
- *               the command id counter and the export map.  A command holds
- *               it from sending the request until the reply is read.
+ *   qmp_lock    serialises QMP conversations: the connection (q->qmp) and
+ *               the export map.  A command holds it from sending the
+ *               request until the reply is read; an API call holds it for
+ *               its whole conversation.
  *   state_lock  the process state (pid, up, stopping, generations) and
  *               state_cond, which is broadcast whenever that state changes.
  *               It is never held across blocking I/O, so qsd_pid and the
@@ -38,86 +43,32 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <inttypes.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
-#include <jansson.h>
-
-#include "storage/qsd.h"
+#include "storage/qsd-int.h"
 #include "util/cleanup.h"
 #include "util/error.h"
 #include "util/id.h"
 #include "util/log.h"
 
-#define QSD_PROGRAM "qemu-storage-daemon"
-#define QMP_TIMEOUT_MS 30000        /* a command's reply */
-#define QSD_STARTUP_MS 10000        /* from fork to a connected QMP socket */
-#define QSD_WAIT_UP_MS 10000        /* API calls wait this long for a restart */
-#define QSD_EXPORT_DEL_MS 10000     /* an export's asynchronous deletion */
 #define QSD_TERM_MS 5000            /* SIGTERM to SIGKILL in qsd_stop */
 #define QSD_LEFTOVER_MS 5000        /* a leftover daemon to disappear */
 #define QSD_BACKOFF_MIN_MS 100
 #define QSD_BACKOFF_MAX_MS 5000
 #define QSD_STABLE_MS 10000         /* up this long resets the backoff */
-#define QMP_MSG_MAX (16 * 1024 * 1024)
-
-struct qsd_export {
-  struct qsd_export *next;
-  char *name;                 /* NBD export name, also the block export id */
-  char *node;                 /* block node name in the daemon */
-  char *path;
-  bool writable;
-};
-
-struct qsd {
-  /* Set by qsd_start, then read-only. */
-  char *run_dir, *nbd_host, *sock_path, *pid_path, *log_path;
-  char *chardev_arg;
-  char *tls_arg;              /* --object for the PSK credentials, or NULL */
-  int nbd_port;
-  qsd_restart_fn on_restart;
-  void *opaque;
-  pthread_t thread;
-  int max_fd;
-
-  /* Protected by qmp_lock. */
-  pthread_mutex_t qmp_lock;
-  int qmp_fd;
-  char *rbuf;
-  size_t rlen, rcap;
-  uint64_t next_cmd_id;
-  uint64_t next_node;
-  int qmp_timeout_ms;
-  struct qsd_export *exports;
-
-  /* Protected by state_lock. */
-  pthread_mutex_t state_lock;
-  pthread_cond_t state_cond;
-  pid_t pid;                  /* our child until it is reaped, else 0 */
-  bool up;
-  bool stopping;
-  bool thread_done;
-  uint64_t spawn_gen, up_gen, reaped_gen;
-  bool started;               /* the first launch finished ... */
-  int start_rc;               /* ... with this result */
-  enum error_category start_cat;
-  char start_msg[1024];
-};
 
 /* Milliseconds on the monotonic clock. */
-static int64_t
+int64_t
 qsd_now_ms (void)
 {
   struct timespec ts;
@@ -138,8 +89,9 @@ qsd_cond_wait_until (struct qsd *q, int64_t deadline_ms)
   return pthread_cond_timedwait (&q->state_cond, &q->state_lock, &ts);
 }
 
+
 /* Sleep the whole of ms even when a signal interrupts. */
-static void
+void
 qsd_sleep_ms (int ms)
 {
   struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
@@ -147,95 +99,15 @@ qsd_sleep_ms (int ms)
     ;
 }
 
-/* "host:port", with brackets around an IPv6 host, into buf. */
-static const char *
-qsd_addr (const struct qsd *q, char *buf, size_t len)
-{
-  snprintf (buf, len, strchr (q->nbd_host, ':') ? "[%s]:%d" : "%s:%d",
-            q->nbd_host, q->nbd_port);
-  return buf;
-}
-
-/* The calling thread's error, saved so that the QMP commands of a cleanup
- * path can't clobber it. */
-struct qsd_saved_error {
-  enum error_category cat;
-  char msg[1024];
-};
-
-static void
-qsd_save_error (struct qsd_saved_error *s)
-{
-  s->cat = error_category ();
-  snprintf (s->msg, sizeof s->msg, "%s", error_message ());
-}
-
-static void
-qsd_restore_error (const struct qsd_saved_error *s)
-{
-  error_set (s->cat, "%s", s->msg);
-}
-
-/* ---- the export map (qmp_lock held) ----
- *
- * What this daemon exports now, name -> node.  It is only ever changed
- * together with the daemon, so it is the truth as long as the daemon runs;
- * when the daemon dies it is emptied, since the exports died with it. */
-
-/* The entry for name, or NULL.  The map keeps ownership. */
-static struct qsd_export *
-qsd_export_find (struct qsd *q, const char *name)
-{
-  for (struct qsd_export *e = q->exports; e; e = e->next)
-    if (strcmp (e->name, name) == 0)
-      return e;
-  return NULL;
-}
-
-static void
-qsd_export_free (struct qsd_export *e)
-{
-  if (e) {
-    free (e->name);
-    free (e->node);
-    free (e->path);
-    free (e);
-  }
-}
-
-/* Take e out of the map and free it. */
-static void
-qsd_export_unlink (struct qsd *q, struct qsd_export *e)
-{
-  for (struct qsd_export **p = &q->exports; *p; p = &(*p)->next)
-    if (*p == e) {
-      *p = e->next;
-      qsd_export_free (e);
-      return;
-    }
-}
-
-static void
-qsd_exports_clear (struct qsd *q)
-{
-  while (q->exports) {
-    struct qsd_export *e = q->exports;
-    q->exports = e->next;
-    qsd_export_free (e);
-  }
-}
-
-/* ---- QMP (qmp_lock held) ---- */
+/* ---- the QMP connection (qmp_lock held) ---- */
 
 /* Drop the QMP connection and forget the exports, with nothing else.  The
  * supervisor uses this once the daemon is reaped. */
 static void
-qmp_disconnect (struct qsd *q)
+qsd_disconnect (struct qsd *q)
 {
-  if (q->qmp_fd >= 0)
-    close (q->qmp_fd);
-  q->qmp_fd = -1;
-  q->rlen = 0;
+  qmp_free (q->qmp);
+  q->qmp = NULL;
   qsd_exports_clear (q);
 }
 
@@ -243,9 +115,9 @@ qmp_disconnect (struct qsd *q)
  * down and SIGKILL it so that the supervisor restarts it from a known
  * state.  The caller's error stays set. */
 static void
-qmp_broken (struct qsd *q)
+qsd_broken (struct qsd *q)
 {
-  qmp_disconnect (q);
+  qsd_disconnect (q);
   SCOPED_LOCK (&q->state_lock);
   if (q->pid > 0) {
     log_warn (QSD_PROGRAM " (pid %d): %s; killing it so that it restarts",
@@ -256,186 +128,27 @@ qmp_broken (struct qsd *q)
   pthread_cond_broadcast (&q->state_cond);
 }
 
-/* Read one QMP message (a JSON object on one line) before deadline_ms.
- * Returns a new reference, or NULL with ERR_UNAVAILABLE set. */
-static json_t *
-qmp_read (struct qsd *q, int64_t deadline_ms, const char *what)
+/* Run one QMP command on the daemon (args stolen, *ret as qmp_execute).
+ * Returns 0; -1 when the daemon answered with an error (ERR_INTERNAL with
+ * its desc, for the caller to refine); or -2 on a transport failure, after
+ * which the daemon has been declared broken (see the top of the file) and
+ * the error is ERR_UNAVAILABLE. */
+int
+qsd_qmp (struct qsd *q, const char *cmd, json_t *args, json_t **ret)
 {
-  for (;;) {
-    char *nl = q->rlen ? memchr (q->rbuf, '\n', q->rlen) : NULL;
-    if (nl) {
-      size_t n = nl - q->rbuf + 1;
-      size_t skip = strspn (q->rbuf, " \t\r");
-      json_error_t jerr;
-      json_t *msg = NULL;
-      bool blank = q->rbuf + skip >= nl;
+  int r;
 
-      if (!blank)
-        msg = json_loadb (q->rbuf, n, 0, &jerr);
-      memmove (q->rbuf, q->rbuf + n, q->rlen - n);
-      q->rlen -= n;
-      if (blank)
-        continue;
-      if (msg == NULL || !json_is_object (msg)) {
-        json_decref (msg);
-        error_set (ERR_UNAVAILABLE, "malformed QMP message from "
-                   "qemu-storage-daemon");
-        return NULL;
-      }
-      return msg;
-    }
-
-    if (q->rlen == q->rcap) {
-      size_t cap = q->rcap ? q->rcap * 2 : 4096;
-      char *p;
-      if (cap > QMP_MSG_MAX) {
-        error_set (ERR_UNAVAILABLE, "QMP message from qemu-storage-daemon "
-                   "is longer than %d bytes", QMP_MSG_MAX);
-        return NULL;
-      }
-      p = realloc (q->rbuf, cap);
-      if (p == NULL) {
-        error_set_errno (ERR_INTERNAL, errno, "realloc");
-        return NULL;
-      }
-      q->rbuf = p;
-      q->rcap = cap;
-    }
-
-    int64_t left = deadline_ms - qsd_now_ms ();
-    struct pollfd pfd = { .fd = q->qmp_fd, .events = POLLIN };
-    int r = left > 0 ? poll (&pfd, 1, (int) left) : 0;
-    if (r == -1) {
-      if (errno == EINTR)
-        continue;
-      error_set_errno (ERR_UNAVAILABLE, errno, "poll on the QMP socket");
-      return NULL;
-    }
-    if (r == 0) {
-      error_set (ERR_UNAVAILABLE, "qemu-storage-daemon did not answer %s "
-                 "within %d ms", what, q->qmp_timeout_ms);
-      return NULL;
-    }
-    ssize_t got = read (q->qmp_fd, q->rbuf + q->rlen, q->rcap - q->rlen);
-    if (got == -1) {
-      if (errno == EINTR || errno == EAGAIN)
-        continue;
-      error_set_errno (ERR_UNAVAILABLE, errno,
-                       "reading from qemu-storage-daemon's QMP socket");
-      return NULL;
-    }
-    if (got == 0) {
-      error_set (ERR_UNAVAILABLE, "qemu-storage-daemon closed its QMP "
-                 "socket (it is exiting)");
-      return NULL;
-    }
-    q->rlen += got;
-  }
-}
-
-/* Write all of buf to the QMP socket before deadline_ms.  Returns 0, or -1
- * with ERR_UNAVAILABLE set. */
-static int
-qmp_write (struct qsd *q, const char *buf, size_t len, int64_t deadline_ms)
-{
-  while (len > 0) {
-    ssize_t r = send (q->qmp_fd, buf, len, MSG_NOSIGNAL);
-    if (r >= 0) {
-      buf += r;
-      len -= r;
-      continue;
-    }
-    if (errno == EINTR)
-      continue;
-    if (errno != EAGAIN) {
-      error_set_errno (ERR_UNAVAILABLE, errno,
-                       "writing to qemu-storage-daemon's QMP socket");
-      return -1;
-    }
-    int64_t left = deadline_ms - qsd_now_ms ();
-    struct pollfd pfd = { .fd = q->qmp_fd, .events = POLLOUT };
-    if (left <= 0 || poll (&pfd, 1, (int) left) == 0) {
-      error_set (ERR_UNAVAILABLE, "qemu-storage-daemon is not reading its "
-                 "QMP socket");
-      return -1;
-    }
-  }
-  return 0;
-}
-
-/* Run one QMP command and wait for its reply, skipping events and stale
- * replies.  args (may be NULL) is stolen.
- *
- * Returns 0 with *ret (if not NULL) a new reference to the "return" value;
- * -1 when the daemon answered with an error, whose desc becomes the error
- * message (ERR_INTERNAL; callers refine it); or -2 on a transport failure,
- * after which the daemon has been declared broken (see the top of the
- * file) and the error is ERR_UNAVAILABLE. */
-static int
-qmp_execute (struct qsd *q, const char *cmd, json_t *args, json_t **ret)
-{
-  CLEANUP_JSON json_t *req = NULL;
-  CLEANUP_FREE char *text = NULL;
-  uint64_t id = ++q->next_cmd_id;
-  int64_t deadline = qsd_now_ms () + q->qmp_timeout_ms;
-
-  if (ret)
-    *ret = NULL;
-  if (q->qmp_fd < 0) {
+  if (q->qmp == NULL) {
     json_decref (args);
-    error_set (ERR_UNAVAILABLE, "not connected to qemu-storage-daemon");
+    if (ret)
+      *ret = NULL;
+    error_set (ERR_UNAVAILABLE, "not connected to " QSD_PROGRAM);
     return -2;
   }
-  req = json_pack ("{s:s, s:I}", "execute", cmd, "id", (json_int_t) id);
-  if (req == NULL || (args && json_object_set_new (req, "arguments", args))) {
-    if (req == NULL)
-      json_decref (args);
-    error_set (ERR_INTERNAL, "building the QMP command %s", cmd);
-    return -1;
-  }
-  text = json_dumps (req, JSON_COMPACT);
-  if (text == NULL) {
-    error_set (ERR_INTERNAL, "serialising the QMP command %s", cmd);
-    return -1;
-  }
-  log_debug ("qmp> %s", text);
-  if (qmp_write (q, text, strlen (text), deadline) == -1 ||
-      qmp_write (q, "\n", 1, deadline) == -1) {
-    qmp_broken (q);
-    return -2;
-  }
-
-  for (;;) {
-    CLEANUP_JSON json_t *msg = qmp_read (q, deadline, cmd);
-    json_t *v;
-
-    if (msg == NULL) {
-      qmp_broken (q);
-      return -2;
-    }
-    if ((v = json_object_get (msg, "event")) != NULL) {
-      log_debug ("qmp event %s", json_string_value (v) ?: "?");
-      continue;
-    }
-    v = json_object_get (msg, "id");
-    if (!json_is_integer (v) || (uint64_t) json_integer_value (v) != id)
-      continue;                 /* a reply to a command we gave up on */
-    if ((v = json_object_get (msg, "return")) != NULL) {
-      if (ret)
-        *ret = json_incref (v);
-      return 0;
-    }
-    if ((v = json_object_get (msg, "error")) != NULL) {
-      const char *desc = json_string_value (json_object_get (v, "desc"));
-      const char *cls = json_string_value (json_object_get (v, "class"));
-      error_set (ERR_INTERNAL, "%s", desc ? desc : cls ? cls : "QMP error");
-      log_debug ("qmp< error %s: %s", cls ?: "?", desc ?: "?");
-      return -1;
-    }
-    error_set (ERR_UNAVAILABLE, "unexpected QMP reply to %s", cmd);
-    qmp_broken (q);
-    return -2;
-  }
+  r = qmp_execute (q->qmp, cmd, args, q->qmp_timeout_ms, ret);
+  if (r == -2)
+    qsd_broken (q);
+  return r;
 }
 
 /* ---- processes ---- */
@@ -604,7 +317,6 @@ qsd_child (struct qsd *q, pid_t parent, int null_fd, int log_fd, int err_fd)
     (char *) QSD_PROGRAM,
     (char *) "--chardev", q->chardev_arg,
     (char *) "--monitor", (char *) "chardev=qmp0",
-    q->tls_arg ? (char *) "--object" : NULL, q->tls_arg,
     NULL
   };
   int e;
@@ -755,33 +467,21 @@ qsd_status_str (int status, char *buf, size_t len)
 }
 
 /* Connect to the QMP socket of the daemon just spawned, retrying until it
- * listens.  qmp_lock held.  Returns 0 or -1 with the error set. */
+ * listens, and negotiate capabilities.  qmp_lock held.  Returns 0 or -1
+ * with the error set. */
 static int
 qsd_connect (struct qsd *q)
 {
-  struct sockaddr_un sun = { .sun_family = AF_UNIX };
   int64_t deadline = qsd_now_ms () + QSD_STARTUP_MS;
   char tail[512];
 
-  memcpy (sun.sun_path, q->sock_path, strlen (q->sock_path) + 1);
   for (;;) {
-    int fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd == -1) {
-      error_set_errno (ERR_INTERNAL, errno, "socket");
+    q->qmp = qmp_connect (q->sock_path, QSD_PROGRAM);
+    if (q->qmp)
+      break;
+    int e = error_errno ();
+    if (e != ENOENT && e != ECONNREFUSED && e != EAGAIN)
       return -1;
-    }
-    if (connect (fd, (struct sockaddr *) &sun, sizeof sun) == 0) {
-      fcntl (fd, F_SETFL, fcntl (fd, F_GETFL) | O_NONBLOCK);
-      q->qmp_fd = fd;
-      q->rlen = 0;
-      return 0;
-    }
-    int e = errno;
-    close (fd);
-    if (e != ENOENT && e != ECONNREFUSED && e != EAGAIN) {
-      error_set_errno (ERR_INTERNAL, e, "connect %s", q->sock_path);
-      return -1;
-    }
 
     pid_t pid;
     bool stopping;
@@ -808,49 +508,7 @@ qsd_connect (struct qsd *q)
     }
     qsd_sleep_ms (10);
   }
-}
-
-/* Read the greeting, leave capabilities negotiation mode and start the NBD
- * server.  qmp_lock held.  Returns 0 or -1 with the error set. */
-static int
-qsd_handshake (struct qsd *q)
-{
-  CLEANUP_JSON json_t *greeting = NULL;
-  char addr[300], port[16];
-  json_t *args;
-  int r;
-
-  greeting = qmp_read (q, qsd_now_ms () + QSD_STARTUP_MS, "the connection");
-  if (greeting == NULL)
-    return -1;
-  if (json_object_get (greeting, "QMP") == NULL) {
-    error_set (ERR_UNAVAILABLE, "%s does not speak QMP", q->sock_path);
-    return -1;
-  }
-  if (qmp_execute (q, "qmp_capabilities", NULL, NULL) != 0) {
-    error_prefix ("qmp_capabilities");
-    return -1;
-  }
-
-  snprintf (port, sizeof port, "%d", q->nbd_port);
-  args = json_pack ("{s:{s:s, s:{s:s, s:s}}}", "addr", "type", "inet",
-                    "data", "host", q->nbd_host, "port", port);
-  /* With credentials, qemu refuses every option, the export list included,
-   * until the client has done the TLS handshake with a known key. */
-  if (args && q->tls_arg && json_object_set_new (args, "tls-creds", json_string ("tls0")) == -1) {
-    json_decref (args);
-    args = NULL;
-  }
-  r = qmp_execute (q, "nbd-server-start", args, NULL);
-  if (r == -1) {
-    if (strstr (error_message (), "in use"))
-      error_set (ERR_CONFLICT, "NBD port %s is in use",
-                 qsd_addr (q, addr, sizeof addr));
-    else
-      error_prefix ("starting the NBD server on %s",
-                    qsd_addr (q, addr, sizeof addr));
-  }
-  return r == 0 ? 0 : -1;
+  return qmp_handshake (q->qmp, QSD_STARTUP_MS);
 }
 
 /* Bring up one daemon: spawn, connect, NBD server, mark it up.  Runs in the
@@ -874,10 +532,10 @@ qsd_launch (struct qsd *q)
   qsd_write_pid_file (q, q->pid);
 
   pthread_mutex_lock (&q->qmp_lock);
-  if (qsd_connect (q) == -1 || qsd_handshake (q) == -1) {
-    struct qsd_saved_error err;
-    qsd_save_error (&err);
-    qmp_disconnect (q);
+  if (qsd_connect (q) == -1 || qsd_serve (q) == -1) {
+    struct error_saved err;
+    error_save (&err);
+    qsd_disconnect (q);
     pthread_mutex_unlock (&q->qmp_lock);
     {
       SCOPED_LOCK (&q->state_lock);
@@ -886,7 +544,7 @@ qsd_launch (struct qsd *q)
     }
     qsd_reap (q);
     unlink (q->pid_path);
-    qsd_restore_error (&err);
+    error_restore (&err);
     return -1;
   }
   {
@@ -936,8 +594,7 @@ qsd_supervise (void *arg)
     q->started = true;
     q->start_rc = rc;
     if (rc == -1) {
-      q->start_cat = error_category ();
-      snprintf (q->start_msg, sizeof q->start_msg, "%s", error_message ());
+      error_save (&q->start_err);
       q->thread_done = true;
     }
     pthread_cond_broadcast (&q->state_cond);
@@ -955,7 +612,7 @@ qsd_supervise (void *arg)
     int status = qsd_reap (q);
 
     pthread_mutex_lock (&q->qmp_lock);
-    qmp_disconnect (q);
+    qsd_disconnect (q);
     pthread_mutex_unlock (&q->qmp_lock);
     if (qsd_stopping (q))
       break;
@@ -995,17 +652,14 @@ qsd_supervise (void *arg)
 static void
 qsd_free (struct qsd *q)
 {
-  if (q->qmp_fd >= 0)
-    close (q->qmp_fd);
-  qsd_exports_clear (q);
-  free (q->rbuf);
+  qsd_disconnect (q);
   free (q->run_dir);
   free (q->nbd_host);
   free (q->sock_path);
   free (q->pid_path);
   free (q->log_path);
   free (q->chardev_arg);
-  free (q->tls_arg);
+  free (q->tls_psk_dir);
   pthread_mutex_destroy (&q->qmp_lock);
   pthread_mutex_destroy (&q->state_lock);
   pthread_cond_destroy (&q->state_cond);
@@ -1062,7 +716,6 @@ qsd_start (const struct qsd_config *cfg, qsd_restart_fn on_restart,
     error_set_errno (ERR_INTERNAL, errno, "calloc");
     return NULL;
   }
-  q->qmp_fd = -1;
   q->qmp_timeout_ms = QMP_TIMEOUT_MS;
   q->nbd_port = cfg->nbd_port;
   q->on_restart = on_restart;
@@ -1086,8 +739,7 @@ qsd_start (const struct qsd_config *cfg, qsd_restart_fn on_restart,
       (q->chardev_arg = qsd_option_arg ("socket,path=", q->sock_path,
                                         ",server=on,wait=off,id=qmp0")) == NULL ||
       (cfg->tls_psk_dir &&
-       (q->tls_arg = qsd_option_arg ("tls-creds-psk,id=tls0,endpoint=server,dir=",
-                                     cfg->tls_psk_dir, "")) == NULL)) {
+       (q->tls_psk_dir = strdup (cfg->tls_psk_dir)) == NULL)) {
     error_set_errno (ERR_INTERNAL, ENOMEM, "qsd_start");
     qsd_free (q);
     return NULL;
@@ -1111,7 +763,7 @@ qsd_start (const struct qsd_config *cfg, qsd_restart_fn on_restart,
   }
   if (q->start_rc == -1) {
     pthread_join (q->thread, NULL);
-    error_set (q->start_cat, "%s", q->start_msg);
+    error_restore (&q->start_err);
     unlink (q->sock_path);
     qsd_free (q);
     return NULL;
@@ -1157,7 +809,7 @@ qsd_stop (struct qsd *q)
  *
  * The restart callback runs in the supervisor thread, which is the one
  * that would bring the daemon back: it must not wait for itself. */
-static int
+int
 qsd_acquire (struct qsd *q, bool gone_ok, int64_t deadline)
 {
   bool self = pthread_equal (pthread_self (), q->thread);
@@ -1190,7 +842,7 @@ qsd_acquire (struct qsd *q, bool gone_ok, int64_t deadline)
       SCOPED_LOCK (&q->state_lock);
       up = q->up;
     }
-    if (up && q->qmp_fd >= 0)
+    if (up && q->qmp)
       return 0;
     /* It died between the two checks; wait for the restart. */
     pthread_mutex_unlock (&q->qmp_lock);
@@ -1199,7 +851,7 @@ qsd_acquire (struct qsd *q, bool gone_ok, int64_t deadline)
 
 /* Wait until the daemon of generation gen has been reaped, which closed
  * its images.  Returns true when it has, within QSD_WAIT_UP_MS. */
-static bool
+bool
 qsd_wait_reaped (struct qsd *q, uint64_t gen)
 {
   int64_t deadline = qsd_now_ms () + QSD_WAIT_UP_MS;
@@ -1207,227 +859,6 @@ qsd_wait_reaped (struct qsd *q, uint64_t gen)
   while (q->reaped_gen < gen && qsd_cond_wait_until (q, deadline) != ETIMEDOUT)
     ;
   return q->reaped_gen >= gen;
-}
-
-/* Export names reach QMP and NBD clients: only id characters. */
-static int
-qsd_check_name (const char *name)
-{
-  if (!id_valid (name)) {
-    error_set (ERR_INVALID, "invalid NBD export name");
-    return -1;
-  }
-  return 0;
-}
-
-/* The body of qsd_export_add, with qmp_lock held.  Returns 0, -1 with the
- * error set, or -2 when the daemon was declared broken along the way. */
-static int
-qsd_export_add_locked (struct qsd *q, const char *name, const char *path,
-                       bool writable)
-{
-  char node[32];
-  struct qsd_export *e;
-  json_t *args;
-  int r;
-
-  if ((e = qsd_export_find (q, name)) != NULL) {
-    if (strcmp (e->path, path) == 0 && e->writable == writable)
-      return 0;
-    error_set (ERR_CONFLICT, "export %s already exists for %s (%s)", name,
-               e->path, e->writable ? "writable" : "read-only");
-    return -1;
-  }
-
-  /* Node names are at most 31 characters and start with a letter, so they
-   * can't be derived from the export name; a counter never repeats. */
-  snprintf (node, sizeof node, "n%" PRIu64, ++q->next_node);
-  /* Allocate the record first: once the daemon exports, nothing may fail. */
-  e = calloc (1, sizeof *e);
-  if (e == NULL || (e->name = strdup (name)) == NULL ||
-      (e->node = strdup (node)) == NULL || (e->path = strdup (path)) == NULL) {
-    qsd_export_free (e);
-    error_set_errno (ERR_INTERNAL, ENOMEM, "qsd_export_add");
-    return -1;
-  }
-  e->writable = writable;
-
-  args = json_pack ("{s:s, s:s, s:{s:s, s:s}, s:b}",
-                    "driver", "qcow2", "node-name", node,
-                    "file", "driver", "file", "filename", path,
-                    "read-only", !writable);
-  r = qmp_execute (q, "blockdev-add", args, NULL);
-  if (r == -1) {
-    struct qsd_saved_error err;
-    struct stat st;
-    qsd_save_error (&err);
-    err.cat = stat (path, &st) == -1 && errno == ENOENT ? ERR_NOT_FOUND
-                                                         : ERR_INTERNAL;
-    error_set (err.cat, "cannot open image %s: %s", path, err.msg);
-  }
-  if (r != 0) {
-    qsd_export_free (e);
-    return r;
-  }
-
-  args = json_pack ("{s:s, s:s, s:s, s:s, s:b}", "type", "nbd", "id", name,
-                    "node-name", node, "name", name, "writable", writable);
-  r = qmp_execute (q, "block-export-add", args, NULL);
-  if (r == -1) {
-    struct qsd_saved_error err;
-    error_prefix ("exporting %s", path);
-    qsd_save_error (&err);
-    /* Don't leave the image open in the daemon. */
-    if (qmp_execute (q, "blockdev-del", json_pack ("{s:s}", "node-name", node),
-                     NULL) == -1)
-      log_warn ("blockdev-del %s after a failed export: %s", node,
-                error_message ());
-    qsd_restore_error (&err);
-  }
-  if (r != 0) {
-    qsd_export_free (e);
-    return r;
-  }
-
-  e->next = q->exports;
-  q->exports = e;
-  log_debug ("exported %s as %s (%s, node %s)", path, name,
-             writable ? "writable" : "read-only", node);
-  return 0;
-}
-
-int
-qsd_export_add (struct qsd *q, const char *name, const char *path,
-                bool writable)
-{
-  int64_t deadline = qsd_now_ms () + QSD_WAIT_UP_MS;
-  int r;
-
-  if (qsd_check_name (name) == -1)
-    return -1;
-  if (path == NULL || path[0] != '/') {
-    error_set (ERR_INVALID, "export %s: the image path must be absolute",
-               name);
-    return -1;
-  }
-  /* A daemon that dies under us is restarted with nothing exported, so the
-   * add can simply be tried again on the new one. */
-  do {
-    if (qsd_acquire (q, false, deadline) == -1)
-      return -1;
-    r = qsd_export_add_locked (q, name, path, writable);
-    pthread_mutex_unlock (&q->qmp_lock);
-  } while (r == -2 && !pthread_equal (pthread_self (), q->thread) &&
-           qsd_now_ms () < deadline);
-  return r == 0 ? 0 : -1;
-}
-
-/* True when query-block-exports still lists id (including one that is
- * shutting down).  qmp_lock held.  Returns 1, 0, or -1/-2 as
- * qmp_execute. */
-static int
-qsd_export_listed (struct qsd *q, const char *id)
-{
-  CLEANUP_JSON json_t *list = NULL;
-  size_t i;
-  json_t *v;
-  int r = qmp_execute (q, "query-block-exports", NULL, &list);
-
-  if (r != 0)
-    return r;
-  json_array_foreach (list, i, v) {
-    const char *s = json_string_value (json_object_get (v, "id"));
-    if (s && strcmp (s, id) == 0)
-      return 1;
-  }
-  return 0;
-}
-
-/* The body of qsd_export_remove, with qmp_lock held.  Returns 0, -1 with
- * the error set, or -2 when the daemon was declared broken (and is being
- * killed) along the way. */
-static int
-qsd_export_remove_locked (struct qsd *q, const char *name)
-{
-  struct qsd_export *e = qsd_export_find (q, name);
-  int64_t deadline;
-  int r;
-
-  if (e == NULL)
-    return 0;
-
-  /* "hard" drops connected clients instead of waiting for them. */
-  r = qmp_execute (q, "block-export-del",
-                   json_pack ("{s:s, s:s}", "id", name, "mode", "hard"), NULL);
-  if (r == -1 && qsd_export_listed (q, name) == 1) {
-    error_prefix ("removing export %s", name);
-    return -1;
-  }
-  /* Deletion completes asynchronously, once in-flight requests drain. */
-  deadline = qsd_now_ms () + QSD_EXPORT_DEL_MS;
-  while (r != -2 && (r = qsd_export_listed (q, name)) == 1) {
-    if (qsd_now_ms () > deadline) {
-      error_set (ERR_INTERNAL, "export %s is still shutting down after %d s",
-                 name, QSD_EXPORT_DEL_MS / 1000);
-      return -1;
-    }
-    qsd_sleep_ms (10);
-  }
-  if (r == -2)
-    return -2;
-  /* Closing the node flushes the image; only then is the backup on disk. */
-  r = qmp_execute (q, "blockdev-del",
-                   json_pack ("{s:s}", "node-name", e->node), NULL);
-  if (r == -1)
-    error_prefix ("closing the image of export %s", name);
-  if (r != 0)
-    return r;
-  qsd_export_unlink (q, e);
-  log_debug ("removed export %s", name);
-  return 0;
-}
-
-int
-qsd_export_remove (struct qsd *q, const char *name)
-{
-  uint64_t gen;
-  int r;
-
-  if (qsd_check_name (name) == -1)
-    return -1;
-  r = qsd_acquire (q, true, qsd_now_ms () + QSD_WAIT_UP_MS);
-  if (r != 0)
-    return r == 1 ? 0 : -1;
-  {
-    SCOPED_LOCK (&q->state_lock);
-    gen = q->up_gen;
-  }
-  r = qsd_export_remove_locked (q, name);
-  pthread_mutex_unlock (&q->qmp_lock);
-  if (r != -2)
-    return r;
-
-  /* The daemon is being killed, and its exit closes the image.  Wait for
-   * that (without qmp_lock, which the supervisor needs to reap it). */
-  if (!qsd_wait_reaped (q, gen)) {
-    error_set (ERR_UNAVAILABLE, "removing export %s: " QSD_PROGRAM
-               " does not exit", name);
-    return -1;
-  }
-  return 0;
-}
-
-bool
-qsd_export_exists (struct qsd *q, const char *name)
-{
-  bool ret;
-
-  if (name == NULL ||
-      qsd_acquire (q, false, qsd_now_ms () + QSD_WAIT_UP_MS) == -1)
-    return false;
-  ret = qsd_export_find (q, name) != NULL;
-  pthread_mutex_unlock (&q->qmp_lock);
-  return ret;
 }
 
 pid_t

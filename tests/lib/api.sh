@@ -1,0 +1,209 @@
+# tests/lib/api.sh - the hub's HTTP API from the tests: requests and
+# their status and body (api, jqb, is_error), and the backup flow through
+# it: put a VM, start a backup, complete its disks, race many starts.
+
+# ----------------------------------------------------------------- API ----
+
+API_STATUS=
+API_BODY=
+API_REQ=
+API_CT=default        # "default": curl's own (as the seed's curl -d); "": none; else the value
+API_CURL_EXTRA=()     # more curl arguments for every request (e.g. -H ...)
+
+_api_context ()
+{
+  [ -n "$API_REQ" ] || return 0
+  printf '    last request: %s\n    response: %s %s' "$API_REQ" "$API_STATUS" "$(printf '%s' "$API_BODY" | head -c 2000)"
+}
+
+# api METHOD PATH [BODY]: sets API_STATUS (000 when nothing answered) and
+# API_BODY.  The body is sent as is (curl --data-binary); with API_CT=""
+# no Content-Type header is sent at all.
+api ()
+{
+  local method=$1 path=$2
+  if [ $# -ge 3 ]; then
+    printf '%s' "$3" > "$T/req.body"
+    _api_send "$method" "$path" "$T/req.body" "$3"
+  else
+    _api_send "$method" "$path" "" ""
+  fi
+}
+
+# api_file METHOD PATH FILE: the same with the body read from FILE.
+api_file ()
+{
+  _api_send "$1" "$2" "$3" "<$(stat -c %s "$3") bytes from $3>"
+}
+
+_api_send ()
+{
+  local method=$1 path=$2 file=$3 shown=$4 args=()
+  args=(-s -S -g --path-as-is -o "$T/resp.body" -w '%{http_code}' --max-time 30 -X "$method")
+  [ -n "$API_TOKEN" ] && args+=(-H "Authorization: Bearer $API_TOKEN")
+  args+=("${API_CURL_EXTRA[@]}")
+  if [ -n "$file" ]; then
+    args+=(--data-binary "@$file")
+    case $API_CT in
+      default) ;;
+      "") args+=(-H 'Content-Type:') ;;
+      *) args+=(-H "Content-Type: $API_CT") ;;
+    esac
+  fi
+  : > "$T/resp.body"
+  API_STATUS=$(curl "${args[@]}" "http://127.0.0.1:$HUB_PORT$path" 2> "$T/curl.err")
+  [ -n "$API_STATUS" ] || API_STATUS=000
+  API_BODY=$(cat "$T/resp.body")
+  API_REQ="$method $path $(printf '%s' "$shown" | head -c 300)"
+  if [ "$API_STATUS" = 000 ] && [ -n "$HUB_PID" ] && ! hub_alive; then
+    wait "$HUB_PID" 2>/dev/null
+    local rc=$?
+    HUB_PID=
+    diag "$API_REQ: no answer: $(cat "$T/curl.err")"
+    bail_out "the hub died (exit status $rc$( [ $rc -gt 128 ] && echo ", signal $((rc - 128))"))"
+  fi
+}
+
+# jqb FILTER: jq -r FILTER on the last response body.
+jqb ()
+{
+  printf '%s' "$API_BODY" | jq -r "$@" 2>/dev/null
+}
+
+# api_is METHOD PATH [BODY] STATUS DESC: call and assert the status in one go.
+api_is ()
+{
+  local want=${@: -2:1} desc=${@: -1}
+  api "${@:1:$#-2}"
+  is "$API_STATUS" "$want" "$desc"
+}
+
+# is_error STATUS CODE DESC: the last response is STATUS with a JSON error
+# body {"error":{"code":CODE,"message":"..."}}.
+is_error ()
+{
+  local want=$1 code=$2 desc=$3
+  if [ "$API_STATUS" = "$want" ] &&
+       printf '%s' "$API_BODY" | jq -e --arg c "$code" \
+         '(.error.code == $c) and (.error.message | type == "string" and length > 0)' > /dev/null 2>&1; then
+    pass "$desc"
+  else
+    fail "$desc" "    expected $want with error code '$code'" "$(_api_context)"
+  fi
+}
+
+# has_error_body: the last response body is {"error":{"code":"...","message":"..."}}.
+has_error_body ()
+{
+  printf '%s' "$API_BODY" | jq -e '(.error.code | type == "string") and (.error.message | type == "string")' > /dev/null
+}
+
+# percent-encode a string for a URL path segment.
+urlencode ()
+{
+  jq -rn --arg s "$1" '$s|@uri'
+}
+
+# --------------------------------------------------------- backup flow ----
+
+# vm_json SIZE [SIZE...]: a PUT /api/v1/vms body with one disk per size.
+vm_json ()
+{
+  local i=0 s sep="" out='{"disks":['
+  for s in "$@"; do
+    out+="$sep{\"disk_index\":$i,\"size_bytes\":$s,\"vmware_disk_key\":$((2000 + i)),\"unit_number\":$i}"
+    sep=,
+    i=$((i + 1))
+  done
+  echo "$out]}"
+}
+
+# put_vm NAME SIZE...: PUT the VM into the inventory with one disk per size
+# (keys 2000+i, unit i); one test that it answers 201 or 200.
+put_vm ()
+{
+  local name=$1
+  shift
+  api PUT "/api/v1/vms/$(urlencode "$name")" "$(vm_json "$@")"
+  like "$API_STATUS" '^20[01]$' "PUT VM $name with $# disk(s)"
+}
+
+# start_backup VM TYPE [EXTRA-JSON-MEMBERS]: POST /api/v1/backups; one test
+# that it answers 201.  Sets BID, CTX and, per disk index, NBD_URI[i] and
+# QCOW2[i] from the answer.
+start_backup ()
+{
+  local body
+  body=$(jq -cn --arg v "$1" --arg t "$2" '{vm_name:$v, backup_type:$t}')
+  [ -n "$3" ] && body="${body%\}},$3}"
+  _start_backup_body "$1" "$2" "$body"
+}
+
+_start_backup_body ()
+{
+  local idx uri path
+  api POST /api/v1/backups "$3"
+  is "$API_STATUS" 201 "start $2 backup of $1"
+  BID=$(jqb .backup_id)
+  CTX=$(jqb .context_id)
+  BACKUP_JSON=$API_BODY
+  NBD_URI=()
+  QCOW2=()
+  while read -r idx uri path; do
+    [ -n "$idx" ] || continue
+    NBD_URI[$idx]=$uri
+    QCOW2[$idx]=$path
+  done < <(jqb '.disks[]? | "\(.disk_index) \(.nbd_uri) \(.qcow2_path)"')
+}
+
+# complete_disk BID IDX [CHANGE_ID [BYTES]]: one test that it answers 200.
+complete_disk ()
+{
+  local body
+  body=$(jq -cn --argjson d "$2" --arg c "${3-}" --arg b "${4:-}" \
+    '{disk_id:$d} + (if $c != "" then {change_id:$c} else {} end)
+                  + (if $b != "" then {bytes_transferred:($b|tonumber)} else {} end)')
+  api POST "/api/v1/backups/$1/complete" "$body"
+  is "$API_STATUS" 200 "complete disk $2 of $1"
+}
+
+# ------------------------------------------------------- racing starts ----
+# Tests of simultaneous starts set N (the number of requests).
+
+# race BODY [PORT...]: fire N identical POST /api/v1/backups at once, the
+# i-th to the ((i-1) mod count)-th PORT (default: this test's hub); leaves
+# the statuses in $T/race.I.code and the bodies in $T/race.I.body.
+race ()
+{
+  local body=$1 i port pids=()
+  shift
+  local ports=("$@")
+  [ ${#ports[@]} -gt 0 ] || ports=("$HUB_PORT")
+  rm -f "$T"/race.*
+  printf '%s' "$body" > "$T/race.req"
+  for i in $(seq 1 $N); do
+    port=${ports[$(((i - 1) % ${#ports[@]}))]}
+    curl -s -o "$T/race.$i.body" -w '%{http_code}' --max-time 30 -X POST \
+      --data-binary "@$T/race.req" "http://127.0.0.1:$port/api/v1/backups" > "$T/race.$i.code" &
+    pids+=($!)
+  done
+  wait "${pids[@]}"
+}
+
+# race_codes: the statuses of the last race, counted: "201×1 409×7 ".
+race_codes ()
+{
+  local i
+  for i in $(seq 1 $N); do cat "$T/race.$i.code"; echo; done | sort | uniq -c |
+    awk '{printf "%s×%s ", $2, $1}'
+}
+
+# race_losers_are_conflicts: every answer but the 201 is a JSON conflict.
+race_losers_are_conflicts ()
+{
+  local i
+  for i in $(seq 1 $N); do
+    [ "$(cat "$T/race.$i.code")" = 201 ] && continue
+    jq -e '.error.code == "conflict"' "$T/race.$i.body" > /dev/null || { cat "$T/race.$i.body"; return 1; }
+  done
+}
