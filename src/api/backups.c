@@ -64,7 +64,9 @@ api_backups_list (struct api_req *r)
   static const char *const params[] = {
     "vm_name", "repository_id", "status", "backup_type", "limit", "offset", NULL
   };
-  static const char *const statuses[] = { "running", "completed", "failed", "cancelled", NULL };
+  static const char *const statuses[] = {
+    "running", "finishing", "completed", "failed", "cancelled", NULL
+  };
   struct cat_job_filter f = { .limit = 100, .offset = 0 };
   struct cat_repository *repos = NULL;
   struct cat_job *jobs = NULL;
@@ -89,7 +91,8 @@ api_backups_list (struct api_req *r)
     for (s = statuses; *s && strcmp (*s, f.status) != 0; s++)
       ;
     if (*s == NULL) {
-      error_set (ERR_INVALID, "status must be running, completed, failed or cancelled");
+      error_set (ERR_INVALID, "status must be running, finishing, completed, failed or "
+                 "cancelled");
       return -1;
     }
   }

@@ -148,6 +148,8 @@ struct engine_session_ops {
   /* Have the hub record a copied, flushed disk.  0, or -1 with the error
    * set (the session fails). */
   int (*complete_disk) (struct engine_session *s, struct engine_session_disk *sd);
+  /* Optional.  A disk's copy begins (called before each attempt). */
+  void (*disk_start) (struct engine_session *s, struct engine_session_disk *sd);
   /* Optional.  A copy failed: whether to run it once more (the callback
    * may adjust sd->d, for instance set target_has_backing). */
   bool (*copy_again) (struct engine_session *s, struct engine_session_disk *sd);

@@ -7,7 +7,8 @@
  *   copy (engine_backup_disk: new bitmap, data, flush)
  *     -> ops->complete_disk (the hub records the disk)
  *   every disk recorded -> ops->all_completed -> commit -> ops->finish
- *   a failure or a stop -> ops->fail (once, after every copy stopped)
+ *   a failure, or a stop before every disk was recorded
+ *     -> ops->fail (once, after every copy stopped)
  *     -> abort, keep-completed or leave, as fail answers
  *
  * A bitmap that replaces another is committed only once every disk of the
@@ -90,6 +91,8 @@ run_disk (struct engine_session *s, struct engine_session_disk *sd)
   char why[4096];
   int r;
 
+  if (s->ops->disk_start)
+    s->ops->disk_start (s, sd);
   r = engine_backup_disk (&sd->d, sd->progress, &sd->result);
   if (r == -1 && s->ops->copy_again && s->ops->copy_again (s, sd))
     r = engine_backup_disk (&sd->d, sd->progress, &sd->result);
@@ -148,7 +151,7 @@ commit (struct engine_session *s)
 {
   for (size_t i = 0; i < s->n; i++) {
     struct engine_session_disk *sd = &s->disks[i];
-    if (!sd->completed)
+    if (!sd->completed || sd->d.source == NULL)
       continue;
     if (engine_backup_disk_commit (&sd->d, &sd->result) == -1 && s->ops->warn)
       s->ops->warn (s, sd, error_message ());
@@ -163,7 +166,7 @@ abort_bitmaps (struct engine_session *s, enum engine_verdict v)
 {
   for (size_t i = 0; i < s->n; i++) {
     struct engine_session_disk *sd = &s->disks[i];
-    if (!sd->copied && !sd->done_before)
+    if ((!sd->copied && !sd->done_before) || sd->d.source == NULL)
       continue;
     if (v == ENGINE_KEEP_COMPLETED && sd->completed)
       continue;
@@ -199,7 +202,12 @@ engine_session_run (struct engine_session *s)
     pthread_join (threads[i], NULL);
   free (threads);
 
-  {
+  /* A stop that came once every disk was recorded stops nothing: the job
+   * owes only its bitmaps. */
+  failed = false;
+  for (size_t i = 0; i < s->n; i++)
+    failed |= !s->disks[i].completed;
+  if (failed) {
     SCOPED_LOCK (&s->lock);
     failed = s->stopped;
   }

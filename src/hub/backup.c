@@ -250,8 +250,8 @@ hub_backup_start (struct hub *hub, const struct hub_backup_request *req,
             req->backup_type, n, hub_driven ? ", copied by the hub" : "");
   /* Read the job before the workers can move it on. */
   ret = catalog_backup_get (hub->cat, job.id, out);
-  if (hub_driven)
-    hub_workers_queue (hub, job.id);
+  if (hub_driven && hub->hooks.runnable)
+    hub->hooks.runnable (hub, job.id);
   goto out;
 
  undo:
@@ -360,7 +360,8 @@ hub_backup_complete (struct hub *hub, const char *backup_id, int disk_index,
     log_warn ("backup %s disk %d: %s", backup_id, disk_index, error_message ());
   log_info ("backup %s disk %d completed (%s)%s", backup_id, disk_index,
             change_id ? change_id : "no change id",
-            strcmp (out->status, "completed") == 0 ? "; job completed" : "");
+            strcmp (out->status, "completed") == 0 ? "; job completed"
+            : strcmp (out->status, "finishing") == 0 ? "; job finishing" : "");
   ret = 0;
  out:
   cat_job_clear (&job);
@@ -368,22 +369,28 @@ hub_backup_complete (struct hub *hub, const char *backup_id, int disk_index,
   return ret;
 }
 
-int
-hub_backup_end (struct hub *hub, const char *backup_id, const char *status,
-                int disk_index, const char *error, struct cat_job *out)
+/* Tell the worker pool that these jobs ended or are gone, without
+ * hub->lock: it stops their copies and returns once they have stopped, so
+ * that the sources are free again when the caller hears of it. */
+static void
+jobs_ended (struct hub *hub, char *const *ids)
 {
-  int r = hub_backup_end_nowait (hub, backup_id, status, disk_index, error, out);
+  for (size_t i = 0; hub->hooks.ended && ids && ids[i]; i++)
+    hub->hooks.ended (hub, ids[i]);
+}
 
-  /* A hub-driven job's copies were told to stop; answer once they have, so
-   * that its sources are free again when the caller hears of it. */
-  if (r == 0)
-    hub_workers_wait (hub, backup_id);
-  return r;
+/* The message for a transition refused because the job is finishing. */
+static void
+refuse_finishing (const char *backup_id, const char *what)
+{
+  error_set (ERR_CONFLICT, "backup %s is finishing: its data is complete and recorded, "
+             "and the hub is removing the superseded bitmaps from its sources; it cannot "
+             "be %s (wait until it is completed)", backup_id, what);
 }
 
 int
-hub_backup_end_nowait (struct hub *hub, const char *backup_id, const char *status,
-                       int disk_index, const char *error, struct cat_job *out)
+hub_backup_end (struct hub *hub, const char *backup_id, const char *status,
+                int disk_index, const char *error, struct cat_job *out)
 {
   struct cat_job job = { 0 };
   struct cat_repository repo = { 0 };
@@ -391,12 +398,15 @@ hub_backup_end_nowait (struct hub *hub, const char *backup_id, const char *statu
   size_t n = 0;
   int ret = -1;
 
-  SCOPED_LOCK (&hub->lock);
-
+  pthread_mutex_lock (&hub->lock);
   if (catalog_backup_get (hub->cat, backup_id, &job) == -1)
-    return -1;
+    goto out;
   if (disk_index >= 0 && find_disk (&job, disk_index) == NULL) {
     error_set (ERR_NOT_FOUND, "backup %s has no disk %d", backup_id, disk_index);
+    goto out;
+  }
+  if (strcmp (job.status, "finishing") == 0) {
+    refuse_finishing (backup_id, strcmp (status, "cancelled") == 0 ? "cancelled" : "failed");
     goto out;
   }
   if (strcmp (job.status, "running") != 0) {
@@ -409,16 +419,30 @@ hub_backup_end_nowait (struct hub *hub, const char *backup_id, const char *statu
                           &dropped, &n) == -1)
     goto out;
   hub_crash_point ("end:recorded");
-  /* A hub-driven job's copies stop (they write into what is dropped next). */
-  hub_workers_cancel (hub, backup_id);
   hub_drop_disks (hub, repo.path, dropped, n);
   log_info ("backup %s %s%s%s", backup_id, status, error ? ": " : "", error ? error : "");
   ret = catalog_backup_get (hub->cat, backup_id, out);
  out:
+  pthread_mutex_unlock (&hub->lock);
+  if (ret == 0) {
+    char *ids[] = { (char *) backup_id, NULL };
+    jobs_ended (hub, ids);
+  }
   cat_disk_free_array (dropped, n);
   cat_job_clear (&job);
   cat_repository_clear (&repo);
   return ret;
+}
+
+int
+hub_backup_finish (struct hub *hub, const char *backup_id, struct cat_job *out)
+{
+  SCOPED_LOCK (&hub->lock);
+
+  if (catalog_backup_finish (hub->cat, backup_id, out) == -1)
+    return -1;
+  hub_crash_point ("finish:recorded");
+  return 0;
 }
 
 /* The distinct job ids of a set of deleted disk rows, as a NULL-terminated
@@ -527,6 +551,10 @@ hub_backup_delete (struct hub *hub, const char *backup_id, bool cascade,
     error_set (ERR_CONFLICT, "backup %s is running: cancel it first", backup_id);
     goto out;
   }
+  if (strcmp (job.status, "finishing") == 0) {
+    refuse_finishing (backup_id, "deleted");
+    goto out;
+  }
   if (hub->restores) {
     CLEANUP_STRV char **doomed = doomed_jobs (hub, &job);
     if (doomed == NULL || hub_restores_check_jobs (hub, doomed) == -1)
@@ -548,23 +576,9 @@ hub_backup_delete (struct hub *hub, const char *backup_id, bool cascade,
   return ret;
 }
 
-static int context_delete (struct hub *hub, const char *context_id, bool force,
-                           char ***deleted_ids);
-
 int
 hub_context_delete (struct hub *hub, const char *context_id, bool force,
                     char ***deleted_ids)
-{
-  int r = context_delete (hub, context_id, force, deleted_ids);
-
-  for (char **p = r == 0 ? *deleted_ids : NULL; p && *p; p++)
-    hub_workers_wait (hub, *p);
-  return r;
-}
-
-static int
-context_delete (struct hub *hub, const char *context_id, bool force,
-                char ***deleted_ids)
 {
   struct cat_context ctx = { 0 };
   struct cat_repository repo = { 0 };
@@ -572,10 +586,9 @@ context_delete (struct hub *hub, const char *context_id, bool force,
   size_t n = 0;
   int ret = -1;
 
-  SCOPED_LOCK (&hub->lock);
-
+  pthread_mutex_lock (&hub->lock);
   if (catalog_context_get (hub->cat, context_id, &ctx) == -1)
-    return -1;
+    goto out;
   if (catalog_repo_get (hub->cat, ctx.repository_id, &repo) == -1)
     goto out;
   if (hub_restores_check_context (hub, context_id) == -1)
@@ -584,9 +597,6 @@ context_delete (struct hub *hub, const char *context_id, bool force,
     goto out;
   hub_crash_point ("context-delete:recorded");
   *deleted_ids = job_ids_of (deleted, n);
-  /* force: a hub-driven running job's copies stop. */
-  for (char **p = *deleted_ids; p && *p; p++)
-    hub_workers_cancel (hub, *p);
   hub_drop_disks (hub, repo.path, deleted, n);
   if (repo_remove_context (repo.path, context_id) == -1)
     log_error ("%s", error_message ());
@@ -596,6 +606,10 @@ context_delete (struct hub *hub, const char *context_id, bool force,
             ctx.repository_id);
   ret = 0;
  out:
+  pthread_mutex_unlock (&hub->lock);
+  /* force: a hub-driven running job's copies stop. */
+  if (ret == 0)
+    jobs_ended (hub, *deleted_ids);
   cat_disk_free_array (deleted, n);
   cat_context_clear (&ctx);
   cat_repository_clear (&repo);

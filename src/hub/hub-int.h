@@ -14,7 +14,8 @@ void hub_drop_disks (struct hub *hub, const char *repo_path,
  * STRATA_CRASH_AT names this point, the hub kills itself here with SIGKILL,
  * as a power cut would, so a test can check that the next start recovers.
  * Points: start:images start:exports start:recorded complete:synced
- * complete:recorded end:recorded delete:recorded context-delete:recorded. */
+ * complete:recorded finishing:recorded finish:recorded end:recorded
+ * delete:recorded context-delete:recorded. */
 void hub_crash_point (const char *where);
 
 /* --- Restores (hub/restore.c); hub->lock held for all of these. ------- */
@@ -28,22 +29,13 @@ void hub_restores_reexport (struct hub *hub);
 void hub_restores_free (struct hub *hub);
 
 /* --- Workers (hub/worker.c) ------------------------------------------- */
-/* Start the pool (hub->cfg.workers threads). */
+/* Start the pool (hub->cfg.workers threads) and set hub->hooks. */
 int hub_workers_start (struct hub *hub);
 /* Cancel every transfer, wait for the workers, free the pool.  Jobs are
  * left as they are ("running"), for the next start to pick up. */
 void hub_workers_stop (struct hub *hub);
-/* Queue a hub-driven running job (no-op if it is queued or running). */
+/* Queue a hub-driven running or finishing job (no-op if it is queued or
+ * running). */
 void hub_workers_queue (struct hub *hub, const char *backup_id);
-/* The job was ended or deleted by someone else: stop its transfers. */
-void hub_workers_cancel (struct hub *hub, const char *backup_id);
-/* Wait (bounded) until no worker runs that job.  Never with hub->lock held,
- * nor from a worker. */
-void hub_workers_wait (struct hub *hub, const char *backup_id);
-
-/* hub_backup_end without waiting for the job's copies to stop: for the
- * workers themselves. */
-int hub_backup_end_nowait (struct hub *hub, const char *backup_id, const char *status,
-                           int disk_index, const char *error, struct cat_job *out);
 
 #endif

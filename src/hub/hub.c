@@ -229,27 +229,32 @@ on_qsd_restart (struct qsd *q, void *opaque)
   hub_restores_reexport (hub);
 }
 
-/* Hub-driven jobs that were running when the last hub stopped or died:
- * the workers run them again. */
+/* Hub-driven jobs that were running or finishing when the last hub
+ * stopped or died: the workers run them again (a finishing one only owes
+ * its bitmap commit, which is redone from the start). */
 static void
 requeue_hub_driven (struct hub *hub)
 {
-  struct cat_job_filter f = { .status = "running" };
-  struct cat_job *jobs = NULL;
-  size_t n = 0;
-  int64_t total;
+  static const char *const states[] = { "running", "finishing" };
 
-  if (catalog_backup_list (hub->cat, &f, &jobs, &n, &total) == -1) {
-    log_error ("listing running jobs: %s", error_message ());
-    return;
-  }
-  for (size_t i = 0; i < n; i++)
-    if (jobs[i].driver && strcmp (jobs[i].driver, "hub") == 0) {
-      log_info ("backup %s was running when the hub stopped; the hub copies it again",
-                jobs[i].id);
-      hub_workers_queue (hub, jobs[i].id);
+  for (size_t s = 0; s < sizeof states / sizeof states[0]; s++) {
+    struct cat_job_filter f = { .status = states[s] };
+    struct cat_job *jobs = NULL;
+    size_t n = 0;
+    int64_t total;
+
+    if (catalog_backup_list (hub->cat, &f, &jobs, &n, &total) == -1) {
+      log_error ("listing %s jobs: %s", states[s], error_message ());
+      continue;
     }
-  cat_job_free_array (jobs, n);
+    for (size_t i = 0; i < n; i++)
+      if (jobs[i].driver && strcmp (jobs[i].driver, "hub") == 0) {
+        log_info ("backup %s was %s when the hub stopped; the hub %s", jobs[i].id,
+                  states[s], s == 0 ? "copies it again" : "finishes it");
+        hub_workers_queue (hub, jobs[i].id);
+      }
+    cat_job_free_array (jobs, n);
+  }
 }
 
 /* --source-dirs: each folder resolved (it must exist), so that sources

@@ -63,6 +63,15 @@ struct hub {
   struct hub_restore *restores;   /* open restore exports (hub/restore.c);
                                    * guarded by lock */
   struct hub_workers *workers;    /* hub-driven backups (hub/worker.c) */
+  /* What the backup transitions tell whoever runs jobs (the worker pool
+   * sets these when it starts; NULL: nobody listens). */
+  struct hub_job_hooks {
+    /* A hub-driven job was recorded; hub->lock held. */
+    void (*runnable) (struct hub *hub, const char *backup_id);
+    /* The job was ended or deleted: stop working on it, and return once
+     * its copies have stopped.  Called without hub->lock. */
+    void (*ended) (struct hub *hub, const char *backup_id);
+  } hooks;
 };
 
 /* Open the hub: data folder, catalog (migrated), the default repository on
@@ -119,11 +128,19 @@ int hub_backup_complete (struct hub *hub, const char *backup_id, int disk_index,
                          const char *full_reason, struct cat_job *out);
 
 /* End a running job as "failed" or "cancelled"; drops the unfinished disks'
- * exports and files.  disk_index < 0 when no disk is named. */
+ * exports and files.  disk_index < 0 when no disk is named.  A finishing
+ * job is refused (ERR_CONFLICT): its data is complete and recorded.  Returns
+ * once a hub-driven job's copies have stopped. */
 int hub_backup_end (struct hub *hub, const char *backup_id, const char *status,
                     int disk_index, const char *error, struct cat_job *out);
 
-/* Delete a finished backup (and, with cascade, the backups built on it).
+/* A hub-driven job whose disks are all recorded ("finishing") has had its
+ * bitmaps committed at its sources: mark it completed, with the context's
+ * statistics, in one transaction.  ERR_CONFLICT unless it is finishing. */
+int hub_backup_finish (struct hub *hub, const char *backup_id, struct cat_job *out);
+
+/* Delete a finished backup (and, with cascade, the backups built on it);
+ * a running or finishing one is refused (ERR_CONFLICT).
  * *deleted_ids receives the deleted job ids (NULL-terminated, caller frees
  * with the strv cleanup). */
 int hub_backup_delete (struct hub *hub, const char *backup_id, bool cascade,
