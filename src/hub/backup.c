@@ -472,65 +472,6 @@ job_ids_of (const struct cat_disk *disks, size_t n)
   return v;
 }
 
-/* The jobs that deleting job (with cascade) removes, as the catalog
- * decides them: job, and every job of its context with a disk backed by a
- * disk of a job already in the set.  Without cascade the catalog deletes
- * job alone or refuses, so the set is an upper bound: checking it against
- * the open restores refuses nothing the catalog would delete (a dependent
- * with a file keeps job from being deleted anyway). */
-static char **
-doomed_jobs (struct hub *hub, const struct cat_job *job)
-{
-  struct cat_job_filter f = { .vm_name = job->vm_name,
-                              .repository_id = job->repository_id };
-  struct cat_job *jobs = NULL;
-  size_t n = 0, k = 0;
-  int64_t total;
-  char **v = NULL;
-  bool *in = NULL, grew = true;
-
-  if (catalog_backup_list (hub->cat, &f, &jobs, &n, &total) == -1)
-    return NULL;
-  in = calloc (n + 1, sizeof *in);
-  v = calloc (n + 2, sizeof *v);
-  if (in == NULL || v == NULL)
-    goto oom;
-  for (size_t i = 0; i < n; i++)
-    in[i] = strcmp (jobs[i].id, job->id) == 0;
-  while (grew) {
-    grew = false;
-    for (size_t i = 0; i < n; i++) {
-      if (in[i])
-        continue;
-      for (size_t d = 0; d < jobs[i].n_disks && !in[i]; d++) {
-        int64_t parent = jobs[i].disks[d].parent_disk_id;
-        for (size_t j = 0; parent > 0 && j < n && !in[i]; j++)
-          for (size_t e = 0; in[j] && e < jobs[j].n_disks; e++)
-            if (jobs[j].disks[e].id == parent) {
-              in[i] = grew = true;
-              break;
-            }
-      }
-    }
-  }
-  if ((v[k++] = strdup (job->id)) == NULL)
-    goto oom;
-  for (size_t i = 0; i < n; i++)
-    if (in[i] && strcmp (jobs[i].id, job->id) != 0 && (v[k++] = strdup (jobs[i].id)) == NULL)
-      goto oom;
-  free (in);
-  cat_job_free_array (jobs, n);
-  return v;
- oom:
-  error_set_errno (ERR_INTERNAL, ENOMEM, "out of memory");
-  for (size_t i = 0; v && v[i]; i++)
-    free (v[i]);
-  free (v);
-  free (in);
-  cat_job_free_array (jobs, n);
-  return NULL;
-}
-
 int
 hub_backup_delete (struct hub *hub, const char *backup_id, bool cascade,
                    char ***deleted_ids)
@@ -555,9 +496,12 @@ hub_backup_delete (struct hub *hub, const char *backup_id, bool cascade,
     refuse_finishing (backup_id, "deleted");
     goto out;
   }
+  /* An open restore export must not lose an image of its chain: check
+   * the exact set of jobs the catalog's delete would remove. */
   if (hub->restores) {
-    CLEANUP_STRV char **doomed = doomed_jobs (hub, &job);
-    if (doomed == NULL || hub_restores_check_jobs (hub, doomed) == -1)
+    CLEANUP_STRV char **doomed = NULL;
+    if (catalog_backup_delete_plan (hub->cat, backup_id, cascade, &doomed) == -1 ||
+        hub_restores_check_jobs (hub, doomed) == -1)
       goto out;
   }
   if (catalog_backup_delete (hub->cat, backup_id, cascade, &deleted, &n) == -1)
