@@ -5,7 +5,8 @@
  * (`strata backup`), the restore command (`strata restore`) and the hub's
  * own workers (hub-driven backups).  Nothing here talks HTTP or to the
  * catalog: callers hand in the source, the target and the chain facts they
- * got from the hub.
+ * got from the hub, and the backup session (session.c) reaches the hub
+ * only through its caller's callbacks.
  *
  * Every function returns 0 on success, -1 with the thread-local error set
  * (util/error.h).

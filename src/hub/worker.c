@@ -2,33 +2,45 @@
  * inventory source into the job's own NBD targets with the copy engine.
  *
  * A pool of hub->cfg.workers threads takes jobs from a FIFO queue, one job
- * per thread.  A job's disks are copied in parallel, WORKER_DISKS_PARALLEL
- * at a time (the job's thread and helpers it starts for that job).  Each
- * disk goes through the same core calls an agent's requests would make:
+ * per thread.  Each job runs the backup session of engine/session.c (the
+ * same one `strata backup` runs), WORKER_DISKS_PARALLEL disks at a time,
+ * with callbacks that call the hub core directly where the agent's talk
+ * HTTP:
  *
- *   engine_backup_disk ok -> hub_backup_complete (flush, sync, record)
- *   engine_backup_disk failed -> hub_backup_end "failed" with the reason,
- *                                which cancels the job's other copies
+ *   copy ok      -> hub_backup_complete (flush, sync, record); the last
+ *                   disk leaves the job "finishing"
+ *   all recorded -> commit the bitmaps at the sources -> hub_backup_finish
+ *                   (the job is "completed", counted in its context)
+ *   copy failed  -> hub_backup_end "failed" with the reason -> the new
+ *                   bitmaps go, so the next incremental still finds the
+ *                   bitmap of the last good backup on every disk
  *
- * Bitmaps are committed (the old one removed) only once the whole job is
- * completed; if it failed, the disks that were copied drop their new
- * bitmap instead, so the next incremental still finds the bitmap of the
- * last good backup on every disk.
+ * A superseded bitmap that cannot be removed (the source image is gone or
+ * held by a writer) does not keep the job finishing: the data is complete
+ * and durable, so the job is completed and the bitmap named in a warning.
+ * A job left finishing for ever would block its context instead.
+ *
+ * The core tells the pool about jobs through hub->hooks, which
+ * hub_workers_start sets: runnable (a hub-driven job was recorded: queue
+ * it) and ended (failed, cancelled or deleted by someone: stop its copies
+ * and wait for them).  The pool calls the core; the core never calls the
+ * pool by name.
  *
  * LOCKING
  *
- * w->lock guards the queue, the list of running tasks and each task's
- * cancelled flag and disk slots.  It is never held while calling into the
- * hub core, which takes hub->lock and may call hub_workers_cancel: the
- * order is always hub->lock, then w->lock.
+ * w->lock guards the queue, the list of running tasks, each task's
+ * cancelled and loaded flags and its disks' active flags.  It is never held
+ * while calling into the hub core, which takes hub->lock and may call the
+ * runnable hook: the order is always hub->lock, then w->lock.
  *
  * SHUTDOWN AND RESTART
  *
- * hub_workers_stop cancels every copy and waits for the threads; jobs stay
- * "running" in the catalog.  At the next start hub_open queues every
- * running hub-driven job again: its running disks are copied again from
- * the start (the engine re-creates the new bitmap of that backup id), its
- * completed disks are kept.
+ * hub_workers_stop stops every session and waits for the threads; jobs stay
+ * "running" (or "finishing") in the catalog.  At the next start
+ * hub_requeue_jobs queues them again: a running job's running disks are
+ * copied again from the start (the engine re-creates the new bitmap of
+ * that backup id), its completed disks are kept; a finishing job redoes
+ * its bitmap commit, which is idempotent, and is finished.
  */
 #include <errno.h>
 #include <stdatomic.h>
