@@ -37,7 +37,8 @@ ended ()
 
 context_stats ()
 {
-  sql "SELECT successful_backups || '/' || last_backup_id FROM vm_backup_contexts WHERE vm_name='fin'"
+  echo "$(sql "SELECT successful_backups FROM vm_backup_contexts WHERE vm_name='fin'")/$(
+         sql "SELECT last_backup_id FROM vm_backup_contexts WHERE vm_name='fin'")"
 }
 
 # --- A first full, as usual ---------------------------------------------------
@@ -61,9 +62,10 @@ ok "the hub dies (SIGKILL at finishing:recorded)" wait_for 60 eval '! hub_alive'
 wait "$HUB_PID" 2>/dev/null
 HUB_PID=
 echo "==== hub died at finishing:recorded" >> "$HUB_LOG"
-is "$(sql "SELECT status || '/' || (completed_at IS NULL) FROM backup_jobs WHERE id='$B2'")" \
+is "$(sql "SELECT status FROM backup_jobs WHERE id='$B2'")/$(
+      sql "SELECT count(*) FROM backup_jobs WHERE id='$B2' AND completed_at IS NULL")" \
    "finishing/1" "the job was left finishing, with no completion time"
-is "$(sql "SELECT group_concat(status) FROM backup_disks WHERE backup_job_id='$B2'")" \
+is "$(sql "SELECT status FROM backup_disks WHERE backup_job_id='$B2'")" \
    completed "its disk is recorded completed"
 is "$(context_stats)" "1/$B1" "the context does not count it yet"
 is "$(bitmaps_of "$SRC" | tr '\n' ' ')" "$(printf '%s\n' "$B1" "$B2" | sort | tr '\n' ' ')" \
