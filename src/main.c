@@ -74,7 +74,7 @@ cmd_serve (int argc, char **argv)
     return 1;
   }
   log_info ("strata %s ready (catalog %s, NBD on %s)", STRATA_VERSION,
-            catalog_backend_name (hub->cat), hub->cfg.nbd_listen);
+            catalog_backend_name (hub_catalog (hub)), hub_nbd_listen (hub));
   sigwait (&set, &sig);
   log_info ("signal %d: shutting down", sig);
   api_stop (api);

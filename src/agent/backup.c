@@ -10,12 +10,20 @@
  *    it is resumed (same backup id, the disks not yet completed are copied
  *    again into their re-exported targets), or failed and replaced when its
  *    disks do not match.  Any other 409 is a conflict.
- * 3. The disks copy in parallel (at most --parallel at a time).  Each is
- *    flushed by the engine and then completed at the hub with its change id.
+ * 3. The backup session (engine/session.c) copies the disks in parallel
+ *    (at most --parallel at a time); each is flushed by the engine and then
+ *    completed at the hub with its change id (POST .../complete).
  * 4. Only when the hub reports the job completed are the older bitmaps
- *    removed (engine_backup_disk_commit).  On any error, a signal or a
- *    refused completion, the job is failed at the hub and every disk's new
- *    bitmap removed, so the previous chain stays usable.
+ *    removed.  On any error, a signal or a refused completion, the job is
+ *    failed at the hub (POST .../fail) and every disk's new bitmap removed,
+ *    so the previous chain stays usable.
+ *
+ * An agent's job is completed at the hub by its last disk, before the
+ * agent removes the superseded bitmaps: an agent that dies in between
+ * leaves the old bitmap in its image (harmless: the next backup of that
+ * disk removes it with its own commit when it names it as superseded, and
+ * an incremental only ever reads the bitmap it names).  Hub-driven jobs
+ * have no such window: they stay "finishing" until the hub has committed.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -37,11 +45,8 @@ struct bdisk {
   bool skip;                  /* completed before (a resumed job) */
   char *target_uri, *prev, *hub_full_reason;
   char *superseded;           /* the context's latest change id before this job */
+  char *recorded_change_id;   /* skip: the change id the hub recorded */
   bool has_backing;
-  struct engine_backup_disk d;
-  struct engine_disk_result r;
-  bool copied, completed;
-  char *error;
 };
 
 struct backup {
@@ -54,13 +59,13 @@ struct backup {
   int n;
   struct progress_row *rows;
   struct progress_display *pd;
+  struct engine_session s;    /* set up once the job is started */
+  struct engine_session_disk *sdisks;
 
-  pthread_mutex_t lock;
-  int next;
-  bool job_completed;
-  bool hub_gone;              /* a call to the hub got no answer */
-  _Atomic bool failed;
+  _Atomic bool job_completed; /* the hub answered job_status "completed" */
+  _Atomic bool hub_gone;      /* a call to the hub got no answer */
   _Atomic int signal;
+  char *why;                  /* why the job failed */
 };
 
 static void
@@ -109,14 +114,6 @@ jdup (json_t *o, const char *key)
   return s ? strdup (s) : NULL;
 }
 
-static void
-cancel_all (struct backup *b)
-{
-  int i;
-  for (i = 0; i < b->n; i++)
-    b->rows[i].p.cancel = true;
-}
-
 /* Take the disks of a job answer.  Returns -1 (error set) when they do not
  * match the DISKs given. */
 static int
@@ -154,11 +151,12 @@ take_job (struct backup *b, json_t *job)
     free (d->target_uri);
     free (d->prev);
     free (d->hub_full_reason);
+    free (d->recorded_change_id);
     d->target_uri = jdup (jd, "nbd_uri");
     d->prev = jdup (jd, "previous_change_id");
     d->hub_full_reason = jdup (jd, "full_reason");
     d->skip = jstr (jd, "status") && strcmp (jstr (jd, "status"), "completed") == 0;
-    d->completed = d->skip;
+    d->recorded_change_id = d->skip ? jdup (jd, "change_id") : NULL;
     d->has_backing = jstr (jd, "parent_backup_id") != NULL;
     if (!d->skip && d->target_uri == NULL) {
       error_set (ERR_CONFLICT, "disk %d of job %s has no NBD target", d->index, b->backup_id);
@@ -337,19 +335,22 @@ start_job (struct backup *b)
   return AGENT_EXIT_CONFLICT;
 }
 
+/* Session callback: POST .../complete for a copied, flushed disk. */
 static int
-complete_disk (struct backup *b, struct bdisk *d)
+on_complete (struct engine_session *s, struct engine_session_disk *sd)
 {
+  struct backup *b = s->opaque;
   CLEANUP_JSON json_t *body = NULL, *resp = NULL;
   CLEANUP_FREE char *path = NULL;
+  const char *job_status;
   int st;
 
-  body = json_pack ("{s:i,s:I}", "disk_id", d->index,
-                    "bytes_transferred", (json_int_t) d->r.bytes_written);
-  if (d->r.change_id)
-    json_object_set_new (body, "change_id", json_string (d->r.change_id));
-  if (d->r.full_reason)
-    json_object_set_new (body, "full_reason", json_string (d->r.full_reason));
+  body = json_pack ("{s:i,s:I}", "disk_id", sd->disk_index,
+                    "bytes_transferred", (json_int_t) sd->result.bytes_written);
+  if (sd->result.change_id)
+    json_object_set_new (body, "change_id", json_string (sd->result.change_id));
+  if (sd->result.full_reason)
+    json_object_set_new (body, "full_reason", json_string (sd->result.full_reason));
   if (asprintf (&path, "/api/v1/backups/%s/complete", b->backup_id) == -1) {
     path = NULL;
     error_set_errno (ERR_INTERNAL, ENOMEM, "complete");
@@ -359,72 +360,99 @@ complete_disk (struct backup *b, struct bdisk *d)
   if (st != 200) {
     if (st == -1)
       b->hub_gone = true;
-    error_prefix ("completing disk %d", d->index);
     return -1;
   }
-  if (jstr (resp, "job_status") && strcmp (jstr (resp, "job_status"), "completed") == 0) {
-    pthread_mutex_lock (&b->lock);
+  job_status = jstr (resp, "job_status");
+  if (job_status && strcmp (job_status, "completed") == 0)
     b->job_completed = true;
-    pthread_mutex_unlock (&b->lock);
-  }
   return 0;
 }
 
-static void *
-disk_worker (void *opaque)
+/* Session callback: a disk's line on the progress display. */
+static void
+on_disk_done (struct engine_session *s, struct engine_session_disk *sd)
 {
-  struct backup *b = opaque;
+  struct backup *b = s->opaque;
+  struct progress_row *row = &b->rows[sd->disk_index];
+  const struct engine_disk_result *r = &sd->result;
+  char w[32], z[32];
 
-  for (;;) {
-    struct bdisk *d;
-    struct progress_row *row;
-    int i;
-
-    pthread_mutex_lock (&b->lock);
-    while (b->next < b->n && b->disks[b->next].skip)
-      b->next++;
-    i = b->next < b->n ? b->next++ : -1;
-    pthread_mutex_unlock (&b->lock);
-    if (i < 0)
-      return NULL;
-    d = &b->disks[i];
-    row = &b->rows[i];
-    if (b->failed) {
-      d->error = strdup ("not started: another disk failed");
-      continue;
-    }
-    d->d = (struct engine_backup_disk) {
-      .source = d->source, .target_uri = d->target_uri, .tls_psk_file = b->psk,
-      .backup_id = b->backup_id, .previous_change_id = d->prev,
-      .superseded_change_id = d->superseded,
-      .source_bitmap = b->bitmap, .source_change_id = b->change_id,
-      /* A resumed target may hold an earlier attempt's data: zero holes. */
-      .target_has_backing = d->has_backing || b->resumed,
-    };
-    if (engine_backup_disk (&d->d, &row->p, &d->r) == 0) {
-      char w[32], z[32];
-      d->copied = true;
-      if (complete_disk (b, d) == 0) {
-        d->completed = true;
-        progress_human (w, sizeof w, d->r.bytes_written);
-        progress_human (z, sizeof z, d->r.bytes_zero);
-        snprintf (row->summary, sizeof row->summary,
-                  "%s, %s written, %s zeroed, %.1f s%s%s%s", d->r.mode, w, z, d->r.seconds,
-                  d->r.full_reason ? " (" : "",
-                  d->r.full_reason ? d->r.full_reason : "",
-                  d->r.full_reason ? ")" : "");
-        progress_row_done (b->pd, i);
-        continue;
-      }
-    }
-    error_prefix ("disk %d", i);
-    d->error = strdup (error_message ());
-    snprintf (row->summary, sizeof row->summary, "failed: %s", error_message ());
-    progress_row_done (b->pd, i);
-    b->failed = true;
-    cancel_all (b);
+  if (sd->completed) {
+    progress_human (w, sizeof w, r->bytes_written);
+    progress_human (z, sizeof z, r->bytes_zero);
+    snprintf (row->summary, sizeof row->summary,
+              "%s, %s written, %s zeroed, %.1f s%s%s%s", r->mode, w, z, r->seconds,
+              r->full_reason ? " (" : "", r->full_reason ? r->full_reason : "",
+              r->full_reason ? ")" : "");
   }
+  else
+    snprintf (row->summary, sizeof row->summary, "failed: %s",
+              sd->error ? sd->error : "unknown error");
+  progress_row_done (b->pd, sd->disk_index);
 }
+
+/* Fail the job at the hub: the bitmaps go, unless the hub could not be
+ * told (then the job may be resumed by a rerun, and the disks it recorded
+ * keep theirs). */
+static enum engine_verdict
+fail_at_hub (struct backup *b, const char *why)
+{
+  CLEANUP_JSON json_t *fb = NULL;
+  CLEANUP_FREE char *path = NULL;
+  int st;
+
+  free (b->why);
+  b->why = strdup (why);
+  fb = json_pack ("{s:s+}", "error", "agent: ", why);
+  if (asprintf (&path, "/api/v1/backups/%s/fail", b->backup_id) == -1)
+    path = NULL;
+  st = path ? client_call (&b->c, "POST", path, fb, NULL) : -1;
+  if (st == -1)
+    b->hub_gone = true;
+  return b->hub_gone ? ENGINE_KEEP_COMPLETED : ENGINE_ABORT;
+}
+
+/* Session callback: every disk is recorded.  An agent's job is completed
+ * by its last disk at the hub. */
+static enum engine_verdict
+on_all_completed (struct engine_session *s)
+{
+  struct backup *b = s->opaque;
+
+  if (b->job_completed)
+    return ENGINE_COMMIT;
+  return fail_at_hub (b, "the hub did not complete the job");
+}
+
+/* Session callback: a disk failed, or a signal stopped the copies. */
+static enum engine_verdict
+on_fail (struct engine_session *s, int disk_index, const char *reason)
+{
+  struct backup *b = s->opaque;
+  CLEANUP_FREE char *why = NULL;
+
+  /* Stopped after the hub completed the job: it is complete. */
+  if (b->job_completed)
+    return ENGINE_COMMIT;
+  if (disk_index >= 0 && asprintf (&why, "disk %d: %s", disk_index, reason) == -1)
+    why = NULL;
+  return fail_at_hub (b, why ? why : reason);
+}
+
+static void
+on_warn (struct engine_session *s, struct engine_session_disk *sd, const char *msg)
+{
+  (void) s;
+  fprintf (stderr, "strata backup: disk %d: warning: %s\n", sd->disk_index, msg);
+}
+
+static const struct engine_session_ops agent_session_ops = {
+  .complete_disk = on_complete,
+  .disk_done = on_disk_done,
+  .all_completed = on_all_completed,
+  .fail = on_fail,
+  .warn = on_warn,
+};
 
 static void *
 signal_watch (void *opaque)
@@ -441,8 +469,7 @@ signal_watch (void *opaque)
     if (sigwait (&set, &sig) != 0 || sig == SIGUSR2)
       return NULL;
     b->signal = sig;
-    b->failed = true;
-    cancel_all (b);
+    engine_session_stop (&b->s, "interrupted");
   }
 }
 
@@ -455,19 +482,22 @@ print_json (struct backup *b, const char *status, const char *error)
 
   for (i = 0; i < b->n; i++) {
     struct bdisk *d = &b->disks[i];
-    const char *reason = d->r.full_reason ? d->r.full_reason : d->hub_full_reason;
+    static const struct engine_session_disk none;
+    const struct engine_session_disk *sd = b->sdisks ? &b->sdisks[i] : &none;
+    const struct engine_disk_result *r = &sd->result;
+    const char *reason = r->full_reason ? r->full_reason : d->hub_full_reason;
     json_array_append_new (arr, json_pack (
       "{s:i,s:s,s:s,s:o,s:o,s:I,s:I,s:I,s:f,s:o,s:o}",
       "disk_index", i, "source", d->source,
-      "status", d->completed ? "completed" : "failed",
-      "mode", d->r.mode ? json_string (d->r.mode) : json_null (),
-      "change_id", d->r.change_id ? json_string (d->r.change_id) : json_null (),
-      "bytes_read", (json_int_t) d->r.bytes_read,
-      "bytes_written", (json_int_t) d->r.bytes_written,
-      "bytes_zero", (json_int_t) d->r.bytes_zero,
-      "seconds", d->r.seconds,
+      "status", sd->completed ? "completed" : "failed",
+      "mode", r->mode ? json_string (r->mode) : json_null (),
+      "change_id", r->change_id ? json_string (r->change_id) : json_null (),
+      "bytes_read", (json_int_t) r->bytes_read,
+      "bytes_written", (json_int_t) r->bytes_written,
+      "bytes_zero", (json_int_t) r->bytes_zero,
+      "seconds", r->seconds,
       "full_reason", reason ? json_string (reason) : json_null (),
-      "error", d->error ? json_string (d->error) : json_null ()));
+      "error", sd->error ? json_string (sd->error) : json_null ()));
   }
   json_object_set_new (o, "backup_id", b->backup_id ? json_string (b->backup_id) : json_null ());
   json_object_set_new (o, "status", json_string (status));
@@ -499,10 +529,10 @@ agent_backup_main (int argc, char **argv)
   };
   struct backup b = { .repo = "default", .type = "auto", .parallel = 2 };
   const char *hub = NULL, *token = NULL;
-  CLEANUP_FREE char *first_error = NULL;
-  pthread_t *threads = NULL, sigthread;
+  enum engine_verdict verdict;
+  pthread_t sigthread;
   sigset_t set;
-  int c, i, rc = AGENT_EXIT_FAILED, nthreads;
+  int c, i, rc = AGENT_EXIT_FAILED;
   char *end;
 
   signal (SIGPIPE, SIG_IGN);
@@ -575,8 +605,6 @@ agent_backup_main (int argc, char **argv)
       goto out;
     }
   }
-  pthread_mutex_init (&b.lock, NULL);
-
   rc = start_job (&b);
   if (rc != AGENT_EXIT_OK) {
     fprintf (stderr, "strata backup: %s\n", error_message ());
@@ -584,6 +612,34 @@ agent_backup_main (int argc, char **argv)
       print_json (&b, "not started", error_message ());
     goto out;
   }
+
+  b.sdisks = calloc (b.n, sizeof *b.sdisks);
+  if (b.sdisks == NULL) {
+    fprintf (stderr, "strata backup: out of memory\n");
+    rc = AGENT_EXIT_FAILED;
+    goto out;
+  }
+  for (i = 0; i < b.n; i++) {
+    struct bdisk *d = &b.disks[i];
+    struct engine_session_disk *sd = &b.sdisks[i];
+
+    sd->disk_index = i;
+    sd->progress = &b.rows[i].p;
+    sd->done_before = d->skip;
+    sd->d = (struct engine_backup_disk) {
+      .source = d->source, .target_uri = d->target_uri, .tls_psk_file = b.psk,
+      .backup_id = b.backup_id, .previous_change_id = d->prev,
+      .superseded_change_id = d->superseded,
+      .source_bitmap = b.bitmap, .source_change_id = b.change_id,
+      /* A resumed target may hold an earlier attempt's data: zero holes. */
+      .target_has_backing = d->has_backing || b.resumed,
+    };
+    /* Completed by the attempt this run resumed: its bitmap is ours. */
+    if (d->skip)
+      sd->result.change_id = strdup (d->recorded_change_id ? d->recorded_change_id
+                                                           : b.backup_id);
+  }
+  engine_session_init (&b.s, &agent_session_ops, &b, b.sdisks, b.n, b.parallel);
 
   /* Signals go to the watcher thread only. */
   sigemptyset (&set);
@@ -594,42 +650,12 @@ agent_backup_main (int argc, char **argv)
   pthread_create (&sigthread, NULL, signal_watch, &b);
 
   b.pd = progress_start (b.rows, b.n, b.json);
-  nthreads = b.parallel < b.n ? b.parallel : b.n;
-  threads = calloc (nthreads, sizeof *threads);
-  for (i = 0; threads && i < nthreads; i++)
-    if (pthread_create (&threads[i], NULL, disk_worker, &b) != 0)
-      break;
-  nthreads = threads ? i : 0;
-  if (nthreads == 0)
-    disk_worker (&b);
-  for (i = 0; i < nthreads; i++)
-    pthread_join (threads[i], NULL);
-  free (threads);
+  verdict = engine_session_run (&b.s);
   progress_stop (b.pd);
   pthread_kill (sigthread, SIGUSR2);
   pthread_join (sigthread, NULL);
 
-  for (i = 0; i < b.n && first_error == NULL; i++)
-    if (b.disks[i].error)
-      first_error = strdup (b.disks[i].error);
-  if (b.signal && first_error == NULL)
-    first_error = strdup ("interrupted");
-
-  if (!b.failed && b.job_completed) {
-    for (i = 0; i < b.n; i++) {
-      struct bdisk *d = &b.disks[i];
-      if (d->skip) {
-        /* Completed by the attempt this run resumed: its bitmap is ours. */
-        d->d = (struct engine_backup_disk) { .source = d->source, .backup_id = b.backup_id,
-                                             .previous_change_id = d->prev,
-                                             .superseded_change_id = d->superseded };
-        free (d->r.change_id);
-        d->r.change_id = strdup (b.backup_id);
-      }
-      if ((d->copied || d->skip) && d->r.change_id &&
-          engine_backup_disk_commit (&d->d, &d->r) == -1)
-        fprintf (stderr, "strata backup: disk %d: warning: %s\n", i, error_message ());
-    }
+  if (verdict == ENGINE_COMMIT) {
     if (b.json)
       print_json (&b, "completed", NULL);
     else
@@ -637,30 +663,8 @@ agent_backup_main (int argc, char **argv)
     rc = AGENT_EXIT_OK;
   }
   else {
-    CLEANUP_JSON json_t *fb = NULL;
-    CLEANUP_FREE char *path = NULL;
-    const char *why = first_error ? first_error : "the hub did not complete the job";
-    int st;
+    const char *why = b.why ? b.why : "the hub did not complete the job";
 
-    fb = json_pack ("{s:s+}", "error", "agent: ", why);
-    if (asprintf (&path, "/api/v1/backups/%s/fail", b.backup_id) == -1)
-      path = NULL;
-    st = path ? client_call (&b.c, "POST", path, fb, NULL) : -1;
-    if (st == -1)
-      b.hub_gone = true;
-    /* The job failed: the chain continues from the older bitmaps, so the
-     * new ones go.  When the hub could not be told, the job may be resumed
-     * by a rerun: disks it recorded completed keep theirs. */
-    for (i = 0; i < b.n; i++) {
-      struct bdisk *d = &b.disks[i];
-      if (b.hub_gone && d->completed)
-        continue;
-      if (d->skip)
-        d->d = (struct engine_backup_disk) { .source = d->source, .backup_id = b.backup_id,
-                                             .previous_change_id = d->prev };
-      if (d->d.source)
-        engine_backup_disk_abort (&d->d, &d->r);
-    }
     fprintf (stderr, "strata backup: backup %s failed: %s\n", b.backup_id, why);
     if (b.hub_gone)
       fprintf (stderr, "strata backup: the hub could not be told; rerun strata backup "
@@ -669,16 +673,18 @@ agent_backup_main (int argc, char **argv)
       print_json (&b, "failed", why);
     rc = b.hub_gone ? AGENT_EXIT_HUB : AGENT_EXIT_FAILED;
   }
+  engine_session_clear (&b.s);
 
  out:
   for (i = 0; b.disks && i < b.n; i++) {
-    engine_disk_result_clear (&b.disks[i].r);
+    free (b.disks[i].recorded_change_id);
     free (b.disks[i].target_uri);
     free (b.disks[i].prev);
     free (b.disks[i].hub_full_reason);
     free (b.disks[i].superseded);
-    free (b.disks[i].error);
   }
+  free (b.sdisks);
+  free (b.why);
   free (b.disks);
   free (b.rows);
   free (b.backup_id);

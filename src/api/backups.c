@@ -64,7 +64,9 @@ api_backups_list (struct api_req *r)
   static const char *const params[] = {
     "vm_name", "repository_id", "status", "backup_type", "limit", "offset", NULL
   };
-  static const char *const statuses[] = { "running", "completed", "failed", "cancelled", NULL };
+  static const char *const statuses[] = {
+    "running", "finishing", "completed", "failed", "cancelled", NULL
+  };
   struct cat_job_filter f = { .limit = 100, .offset = 0 };
   struct cat_repository *repos = NULL;
   struct cat_job *jobs = NULL;
@@ -89,13 +91,14 @@ api_backups_list (struct api_req *r)
     for (s = statuses; *s && strcmp (*s, f.status) != 0; s++)
       ;
     if (*s == NULL) {
-      error_set (ERR_INVALID, "status must be running, completed, failed or cancelled");
+      error_set (ERR_INVALID, "status must be running, finishing, completed, failed or "
+                 "cancelled");
       return -1;
     }
   }
-  if (catalog_repo_list (r->hub->cat, &repos, &n_repos) == -1)
+  if (catalog_repo_list (hub_catalog (r->hub), &repos, &n_repos) == -1)
     return -1;
-  if (catalog_backup_list (r->hub->cat, &f, &jobs, &n, &total) == -1) {
+  if (catalog_backup_list (hub_catalog (r->hub), &f, &jobs, &n, &total) == -1) {
     cat_repository_free_array (repos, n_repos);
     return -1;
   }
@@ -120,7 +123,7 @@ api_backups_get (struct api_req *r)
   int ret;
 
   if (api_query_check (r, no_params) == -1 || api_check_id ("backup id", r->id) == -1 ||
-      catalog_backup_get (r->hub->cat, r->id, &job) == -1)
+      catalog_backup_get (hub_catalog (r->hub), r->id, &job) == -1)
     return -1;
   ret = api_reply (r, 200, api_json_job_lookup (r->hub, &job));
   cat_job_clear (&job);
@@ -250,7 +253,7 @@ api_backups_changeid (struct api_req *r)
     return -1;
   }
   snprintf (disk_str, sizeof disk_str, "%d", (int) disk_id);
-  if (catalog_changeid_get (r->hub->cat, vm_name, (int) disk_id, repository_id, &d) == -1) {
+  if (catalog_changeid_get (hub_catalog (r->hub), vm_name, (int) disk_id, repository_id, &d) == -1) {
     if (error_category () != ERR_NOT_FOUND)
       return -1;
     return api_reply (r, 200, json_pack ("{s:s,s:s,s:o,s:s,s:n,s:s}",
@@ -260,7 +263,7 @@ api_backups_changeid (struct api_req *r)
                                          "message", "No previous backup found"));
   }
   if (repository_id == NULL &&
-      catalog_context_get (r->hub->cat, d.context_id, &ctx) == 0)
+      catalog_context_get (hub_catalog (r->hub), d.context_id, &ctx) == 0)
     repository_id = ctx.repository_id;
   reply = json_pack ("{s:s,s:s,s:o,s:s,s:o,s:s}",
                      "vm_name", vm_name, "disk_id", disk_str,

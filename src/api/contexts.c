@@ -17,7 +17,7 @@ api_contexts_list (struct api_req *r)
   vm_name = api_query (r, "vm_name");
   if (vm_name && id_check_vm_name (vm_name) == -1)
     return -1;
-  if (catalog_context_list (r->hub->cat, vm_name, &ctxs, &n) == -1)
+  if (catalog_context_list (hub_catalog (r->hub), vm_name, &ctxs, &n) == -1)
     return -1;
   arr = json_array ();
   for (size_t i = 0; arr && i < n; i++)
@@ -35,7 +35,7 @@ api_contexts_get (struct api_req *r)
 
   if (api_query_check (r, no_params) == -1 ||
       api_check_id ("context id", r->id) == -1 ||
-      catalog_context_get (r->hub->cat, r->id, &ctx) == -1)
+      catalog_context_get (hub_catalog (r->hub), r->id, &ctx) == -1)
     return -1;
   ret = api_reply (r, 200, api_json_context (&ctx));
   cat_context_clear (&ctx);

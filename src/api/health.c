@@ -7,8 +7,8 @@ api_health (struct api_req *r)
   return api_reply (r, 200, json_pack ("{s:s,s:s,s:s,s:s,s:s}",
                                        "status", "ok",
                                        "version", STRATA_VERSION,
-                                       "started_at", r->hub->started_at,
-                                       "catalog", catalog_backend_name (r->hub->cat),
+                                       "started_at", hub_started_at (r->hub),
+                                       "catalog", catalog_backend_name (hub_catalog (r->hub)),
                                        "storage_daemon",
                                        hub_storage_up (r->hub) ? "up" : "down"));
 }

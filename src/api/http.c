@@ -156,34 +156,11 @@ send_error (struct MHD_Connection *conn, const char *method, const char *url,
   return send_reply (conn, status, body, allow);
 }
 
-/* Constant-time comparison, so the token cannot be guessed byte by byte. */
-static bool
-token_equal (const char *given, const char *want)
-{
-  size_t gl = strlen (given), wl = strlen (want);
-  unsigned char diff = gl != wl;
-  for (size_t i = 0; i < gl; i++)
-    diff |= (unsigned char) given[i] ^ (unsigned char) want[i % (wl ? wl : 1)];
-  return diff == 0;
-}
-
 static int
 check_auth (struct hub *hub, struct MHD_Connection *conn)
 {
-  const char *h;
-
-  if (hub->token == NULL)
-    return 0;
-  h = MHD_lookup_connection_value (conn, MHD_HEADER_KIND, "Authorization");
-  if (h == NULL || strncmp (h, "Bearer ", 7) != 0) {
-    error_set (ERR_UNAUTHORIZED, "this hub needs 'Authorization: Bearer <token>'");
-    return -1;
-  }
-  if (!token_equal (h + 7, hub->token)) {
-    error_set (ERR_UNAUTHORIZED, "wrong API token");
-    return -1;
-  }
-  return 0;
+  return hub_authorize (hub, MHD_lookup_connection_value (conn, MHD_HEADER_KIND,
+                                                          "Authorization"));
 }
 
 static int
@@ -399,6 +376,8 @@ struct api *
 api_start (struct hub *hub)
 {
   struct api *api = calloc (1, sizeof *api);
+  const struct net_addr *addr;
+  const char *listen_text;
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
                    MHD_USE_ERROR_LOG;
 
@@ -407,11 +386,12 @@ api_start (struct hub *hub)
     return NULL;
   }
   api->hub = hub;
-  if (hub->listen.ipv6)
+  addr = hub_api_address (hub, &listen_text);
+  if (addr->ipv6)
     flags |= MHD_USE_IPv6;
-  api->daemon = MHD_start_daemon (flags, (uint16_t) hub->listen.port, NULL, NULL,
+  api->daemon = MHD_start_daemon (flags, (uint16_t) addr->port, NULL, NULL,
                                   on_request, api,
-                                  MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &hub->listen.ss,
+                                  MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &addr->ss,
                                   MHD_OPTION_NOTIFY_COMPLETED, on_completed, api,
                                   MHD_OPTION_CONNECTION_LIMIT, (unsigned) 256,
                                   MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) 120,
@@ -425,11 +405,11 @@ api_start (struct hub *hub)
                                   MHD_OPTION_END);
   if (api->daemon == NULL) {
     error_set (ERR_INTERNAL, "cannot listen on %s for the API (in use, or not an "
-               "address of this machine?)", hub->cfg.listen);
+               "address of this machine?)", listen_text);
     free (api);
     return NULL;
   }
-  log_info ("API listening on http://%s", hub->cfg.listen);
+  log_info ("API listening on http://%s", listen_text);
   return api;
 }
 

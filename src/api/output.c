@@ -158,7 +158,7 @@ api_json_job_lookup (struct hub *hub, const struct cat_job *job)
 {
   struct cat_repository repo = { 0 };
   json_t *ret;
-  bool have = catalog_repo_get (hub->cat, job->repository_id, &repo) == 0;
+  bool have = catalog_repo_get (hub_catalog (hub), job->repository_id, &repo) == 0;
   ret = api_json_job (hub, job, have ? repo.path : NULL);
   cat_repository_clear (&repo);
   return ret;

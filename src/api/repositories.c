@@ -12,7 +12,7 @@ api_repos_list (struct api_req *r)
   json_t *arr;
 
   if (api_query_check (r, no_params) == -1 ||
-      catalog_repo_list (r->hub->cat, &repos, &n) == -1)
+      catalog_repo_list (hub_catalog (r->hub), &repos, &n) == -1)
     return -1;
   arr = json_array ();
   for (size_t i = 0; arr && i < n; i++)
@@ -58,7 +58,7 @@ api_repos_get (struct api_req *r)
 
   if (api_query_check (r, no_params) == -1 ||
       api_check_id ("repository id", r->id) == -1 ||
-      catalog_repo_get (r->hub->cat, r->id, &repo) == -1)
+      catalog_repo_get (hub_catalog (r->hub), r->id, &repo) == -1)
     return -1;
   ret = api_reply (r, 200, api_json_repo (r->hub, &repo));
   cat_repository_clear (&repo);

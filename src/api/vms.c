@@ -13,7 +13,7 @@ api_vms_list (struct api_req *r)
   json_t *arr;
 
   if (api_query_check (r, no_params) == -1 ||
-      catalog_vm_list (r->hub->cat, &vms, &n) == -1)
+      catalog_vm_list (hub_catalog (r->hub), &vms, &n) == -1)
     return -1;
   arr = json_array ();
   for (size_t i = 0; arr && i < n; i++)
@@ -29,7 +29,7 @@ api_vms_get (struct api_req *r)
   int ret;
 
   if (api_query_check (r, no_params) == -1 || id_check_vm_name (r->id) == -1 ||
-      catalog_vm_get (r->hub->cat, r->id, &vm) == -1)
+      catalog_vm_get (hub_catalog (r->hub), r->id, &vm) == -1)
     return -1;
   ret = api_reply (r, 200, api_json_vm (&vm));
   cat_vm_clear (&vm);

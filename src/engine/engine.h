@@ -5,7 +5,8 @@
  * (`strata backup`), the restore command (`strata restore`) and the hub's
  * own workers (hub-driven backups).  Nothing here talks HTTP or to the
  * catalog: callers hand in the source, the target and the chain facts they
- * got from the hub.
+ * got from the hub, and the backup session (session.c) reaches the hub
+ * only through its caller's callbacks.
  *
  * Every function returns 0 on success, -1 with the thread-local error set
  * (util/error.h).
@@ -13,8 +14,10 @@
 #ifndef STRATA_ENGINE_ENGINE_H
 #define STRATA_ENGINE_ENGINE_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* Live progress of one copy.  The engine updates it; anyone may read it
@@ -102,5 +105,99 @@ int engine_restore (const char *source_uri, const char *tls_psk_file, const char
                     struct engine_disk_result *out);
 
 void engine_disk_result_clear (struct engine_disk_result *r);
+
+/* --- A backup session (engine/session.c) ------------------------------
+ * One job's protocol, as both the agent and the hub's workers run it: copy
+ * each disk (a bounded number at once), have the hub record it, and at the
+ * end commit the bitmaps (keep the new ones, remove those they replace) or
+ * abort them (remove the new ones).  What "the hub" means is the caller's:
+ * the agent's callbacks talk HTTP, the workers' call the hub core.
+ *
+ * The first failure stops the other copies; the caller's fail callback then
+ * tells the hub once, after every copy has stopped, and answers what becomes
+ * of the bitmaps. */
+
+/* What becomes of the bitmaps when a session ends. */
+enum engine_verdict {
+  ENGINE_COMMIT,          /* the job's disks are all recorded: keep the new
+                           * bitmaps, remove the ones they replace */
+  ENGINE_ABORT,           /* the job failed: remove every new bitmap */
+  ENGINE_KEEP_COMPLETED,  /* the hub could not be told: remove the new bitmaps
+                           * of disks it did not record, keep the others for
+                           * a rerun that resumes the job */
+  ENGINE_LEAVE,           /* touch nothing: the job stays running (the hub is
+                           * stopping; its next start resumes it) */
+};
+
+struct engine_session_disk {
+  struct engine_backup_disk d;       /* in: filled by the caller */
+  int disk_index;                    /* in: as the hub numbers it */
+  struct engine_progress *progress;  /* in: the caller's, never NULL */
+  /* in: recorded at the hub before this session (a resumed job): not
+   * copied; result.change_id holds the change id the hub recorded. */
+  bool done_before;
+  void *opaque;                      /* the caller's, for its callbacks */
+  struct engine_disk_result result;  /* out: what the copy did */
+  bool copied;                       /* out: copied and flushed */
+  bool completed;                    /* out: the hub recorded it (or done_before) */
+  char *error;                       /* out: why it failed, or NULL */
+};
+
+struct engine_session;
+
+struct engine_session_ops {
+  /* Have the hub record a copied, flushed disk.  0, or -1 with the error
+   * set (the session fails). */
+  int (*complete_disk) (struct engine_session *s, struct engine_session_disk *sd);
+  /* Optional.  A disk's copy begins (called before each attempt). */
+  void (*disk_start) (struct engine_session *s, struct engine_session_disk *sd);
+  /* Optional.  A copy failed: whether to run it once more (the callback
+   * may adjust sd->d, for instance set target_has_backing). */
+  bool (*copy_again) (struct engine_session *s, struct engine_session_disk *sd);
+  /* Optional.  A disk's part is over, well (sd->completed) or not. */
+  void (*disk_done) (struct engine_session *s, struct engine_session_disk *sd);
+  /* Every disk is recorded: ENGINE_COMMIT when the job now owes only its
+   * bitmaps, or what else to do (the job was ended meanwhile, or the hub
+   * stops). */
+  enum engine_verdict (*all_completed) (struct engine_session *s);
+  /* A disk failed (disk_index) or the session was stopped (-1): tell the
+   * hub, and answer what becomes of the bitmaps. */
+  enum engine_verdict (*fail) (struct engine_session *s, int disk_index,
+                               const char *reason);
+  /* Optional.  A superseded bitmap could not be removed at commit (msg
+   * names it).  The backup itself is complete and durable. */
+  void (*warn) (struct engine_session *s, struct engine_session_disk *sd,
+                const char *msg);
+  /* Optional.  After the commit: the job is finished (the hub may mark it
+   * completed now). */
+  void (*finish) (struct engine_session *s);
+};
+
+struct engine_session {
+  const struct engine_session_ops *ops;
+  void *opaque;                      /* the caller's */
+  struct engine_session_disk *disks; /* the caller's array */
+  size_t n;
+  int parallel;                      /* copies at once (>= 1) */
+  /* Private to session.c. */
+  pthread_mutex_t lock;
+  size_t next;
+  bool stopped;
+  int fail_index;                    /* the disk that failed first, or -1 */
+  char *reason;                      /* the first failure, or NULL */
+};
+
+/* Set up a session over the caller's disks (which it keeps owning).
+ * engine_session_stop may be called from then on. */
+void engine_session_init (struct engine_session *s, const struct engine_session_ops *ops,
+                          void *opaque, struct engine_session_disk *disks, size_t n,
+                          int parallel);
+/* Run it to its end and return the verdict it applied to the bitmaps. */
+enum engine_verdict engine_session_run (struct engine_session *s);
+/* From any thread: stop the copies; the session fails with reason (unless
+ * something failed before). */
+void engine_session_stop (struct engine_session *s, const char *reason);
+/* Free what the session allocated: its reason, each disk's result and error. */
+void engine_session_clear (struct engine_session *s);
 
 #endif

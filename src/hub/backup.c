@@ -3,13 +3,17 @@
  * STATE AND ORDER
  *
  * A job is "running" from the moment its rows exist until it is completed,
- * failed or cancelled.  Each transition touches three things that cannot
- * share one transaction: the catalog, the repository files and the storage
- * daemon's exports.  They are ordered so that a crash at any point leaves
- * something the next start can recover (see hub.c):
+ * failed or cancelled; a hub-driven job is "finishing" between its last
+ * disk's record and the removal of the superseded bitmaps at its sources
+ * (hub/worker.c), and can then only be finished.  Each transition touches
+ * three things that cannot share one transaction: the catalog, the
+ * repository files and the storage daemon's exports.  They are ordered so
+ * that a crash at any point leaves something the next start can recover
+ * (hub/recovery.c):
  *
  *   start     plan (read) -> create images -> export -> insert rows
  *   complete  remove export (flush) -> fsync + read-only -> record completed
+ *   finish    (bitmaps committed by the worker) -> record completed
  *   end       record failed/cancelled -> drop exports -> delete files
  *   delete    delete rows -> delete files
  *
@@ -17,6 +21,8 @@
  * stays true until its insert.  The catalog re-checks what matters (no
  * running job in the context, parents still the latest completed disks) in
  * the insert's own transaction, so two hubs sharing a catalog stay safe too.
+ * Whoever runs jobs hears of them through hub->hooks, called by end and
+ * delete once hub->lock is released.
  */
 #include <errno.h>
 #include <signal.h>
@@ -56,146 +62,179 @@ hub_drop_disks (struct hub *hub, const char *repo_path,
   }
 }
 
-/* Free the strings hub_backup_start allocated into the job it built. */
+/* --- Start: plan -> materialise -> record ------------------------------
+ *
+ * struct start carries a backup from one step to the next.  plan only reads
+ * (the catalog, the sources' sizes) and fills the job to record; materialise
+ * makes its images and exports and, when it fails, removes what it made;
+ * record inserts the rows, after which the job exists.  A failure of record
+ * is undone by start_undo, so a failed start leaves no rows and no files. */
+struct start {
+  const struct hub_backup_request *req;
+  const char *repo_id;
+  struct cat_repository repo;
+  struct cat_vm vm;          /* the disks; inline ones are borrowed from req */
+  bool hub_driven;
+  struct cat_disk *parents;  /* each disk's latest completed backup in the context */
+  size_t n;
+  /* The job to record.  It owns id, context_id and each disk's qcow2_path,
+   * nbd_export and context_id; its other strings point into req, vm or
+   * now. */
+  struct cat_job job;
+  char now[32];
+  size_t made, exported;     /* images created, exports added so far */
+};
+
 static void
-free_planned (struct cat_job *job, struct cat_disk *parents, size_t n)
+start_clear (struct start *st)
 {
-  for (size_t i = 0; i < job->n_disks; i++) {
-    free (job->disks[i].qcow2_path);
-    free (job->disks[i].nbd_export);
-    free (job->disks[i].context_id);
+  for (size_t i = 0; st->job.disks && i < st->n; i++) {
+    free (st->job.disks[i].qcow2_path);
+    free (st->job.disks[i].nbd_export);
+    free (st->job.disks[i].context_id);   /* set by catalog_backup_insert */
   }
-  free (job->disks);
-  free (job->id);
-  free (job->context_id);
-  cat_disk_free_array (parents, n);
+  free (st->job.disks);
+  free (st->job.id);
+  free (st->job.context_id);
+  cat_disk_free_array (st->parents, st->parents ? st->n : 0);
+  if (st->req->disks) {
+    st->vm.vm_name = NULL;
+    st->vm.disks = NULL;
+    st->vm.n_disks = 0;
+  }
+  cat_vm_clear (&st->vm);
+  cat_repository_clear (&st->repo);
 }
 
-int
-hub_backup_start (struct hub *hub, const struct hub_backup_request *req,
-                  struct cat_job *out)
+/* The VM's disks: inline (they replace the inventory's once the job
+ * exists, keeping the VM's descriptive fields) or the inventory's. */
+static int
+plan_disks (struct hub *hub, struct start *st)
 {
-  const char *repo_id = req->repository_id ? req->repository_id : "default";
-  struct cat_repository repo = { 0 };
-  struct cat_context ctx = { 0 };
-  struct cat_vm vm = { 0 };
-  struct cat_job job = { 0 };
-  struct cat_disk *parents = NULL;
-  CLEANUP_FREE int *indexes = NULL;
-  bool full = strcmp (req->backup_type, "full") == 0, running, hub_driven;
-  const char *driver = req->driver;
-  size_t n, made = 0, exported = 0;
-  char now[32];
-  int ret = -1;
+  const struct hub_backup_request *req = st->req;
 
-  SCOPED_LOCK (&hub->lock);
-
-  if (catalog_repo_get (hub->cat, repo_id, &repo) == -1)
-    return -1;
-
-  /* The disks: inline (they replace the inventory's once the job exists)
-   * or from the inventory. */
   if (req->disks) {
-    vm.vm_name = (char *) req->vm_name;
-    vm.n_disks = req->n_disks;
-    vm.disks = (struct cat_vm_disk *) req->disks;
     struct cat_vm old = { 0 };
+    st->vm.vm_name = (char *) req->vm_name;
+    st->vm.n_disks = req->n_disks;
+    st->vm.disks = (struct cat_vm_disk *) req->disks;
     if (catalog_vm_get (hub->cat, req->vm_name, &old) == 0) {
-      /* Keep the VM's descriptive fields for the context. */
-      vm.vmware_vm_id = old.vmware_vm_id;  old.vmware_vm_id = NULL;
-      vm.vm_path = old.vm_path;            old.vm_path = NULL;
-      vm.vcenter_host = old.vcenter_host;  old.vcenter_host = NULL;
-      vm.datacenter = old.datacenter;      old.datacenter = NULL;
+      st->vm.vmware_vm_id = old.vmware_vm_id;  old.vmware_vm_id = NULL;
+      st->vm.vm_path = old.vm_path;            old.vm_path = NULL;
+      st->vm.vcenter_host = old.vcenter_host;  old.vcenter_host = NULL;
+      st->vm.datacenter = old.datacenter;      old.datacenter = NULL;
     }
     cat_vm_clear (&old);
   }
-  else if (catalog_vm_get (hub->cat, req->vm_name, &vm) == -1) {
+  else if (catalog_vm_get (hub->cat, req->vm_name, &st->vm) == -1) {
     if (error_category () == ERR_NOT_FOUND)
       error_set (ERR_INVALID, "no disks known for VM '%s': PUT /api/v1/vms/{vm_name} "
                  "or pass \"disks\"", req->vm_name);
-    goto out_vm;
+    return -1;
   }
-  n = vm.n_disks;
-  if (n == 0) {
+  st->n = st->vm.n_disks;
+  if (st->n == 0) {
     error_set (ERR_INVALID, "no disks known for VM '%s'", req->vm_name);
-    goto out_vm;
+    return -1;
   }
-  /* Who moves the data: the hub itself when every inventory disk has a
-   * source it can read, an agent when none has.  Inline disks always mean
-   * an agent, which sent them. */
+  return 0;
+}
+
+/* Who moves the data: the hub itself when every inventory disk has a
+ * source it may read, an agent when none has.  Inline disks always mean an
+ * agent, which sent them. */
+static int
+plan_driver (struct hub *hub, struct start *st)
+{
+  const struct hub_backup_request *req = st->req;
+  const char *driver = req->driver;
+
   if (driver == NULL && req->disks == NULL) {
     size_t with = 0;
-    for (size_t i = 0; i < n; i++)
-      with += vm.disks[i].source != NULL;
-    if (with == n)
+    for (size_t i = 0; i < st->n; i++)
+      with += st->vm.disks[i].source != NULL;
+    if (with == st->n)
       driver = "hub";
     else if (with > 0) {
       error_set (ERR_INVALID, "VM '%s': %zu of its %zu disks have a source and the others "
                  "have none; give every disk a source for a backup the hub runs itself, "
-                 "or none for an agent's backup", req->vm_name, with, n);
-      goto out_vm;
+                 "or none for an agent's backup", req->vm_name, with, st->n);
+      return -1;
     }
   }
-  hub_driven = driver && strcmp (driver, "hub") == 0;
-  if (hub_driven)
-    for (size_t i = 0; i < n; i++)
-      if (vm.disks[i].source == NULL || hub_source_check (vm.disks[i].source) == -1 ||
-          hub_source_allowed (hub, vm.disks[i].source, true) == -1) {
-        if (vm.disks[i].source == NULL)
-          error_set (ERR_INVALID, "disk %d has no source", vm.disks[i].disk_index);
-        error_prefix ("VM '%s' disk %d", req->vm_name, vm.disks[i].disk_index);
-        goto out_vm;
-      }
-  indexes = malloc (n * sizeof *indexes);
-  parents = calloc (n, sizeof *parents);
-  job.disks = calloc (n, sizeof *job.disks);
-  if (!indexes || !parents || !job.disks) {
-    error_set_errno (ERR_INTERNAL, errno, "out of memory");
-    goto out;
+  st->hub_driven = driver && strcmp (driver, "hub") == 0;
+  for (size_t i = 0; st->hub_driven && i < st->n; i++) {
+    const struct cat_vm_disk *vd = &st->vm.disks[i];
+    if (vd->source == NULL || hub_source_check (vd->source) == -1 ||
+        hub_source_allowed (hub, vd->source, true) == -1) {
+      if (vd->source == NULL)
+        error_set (ERR_INVALID, "disk %d has no source", vd->disk_index);
+      error_prefix ("VM '%s' disk %d", req->vm_name, vd->disk_index);
+      return -1;
+    }
   }
-  for (size_t i = 0; i < n; i++)
-    indexes[i] = vm.disks[i].disk_index;
+  return 0;
+}
 
-  /* Plan: the context, whether a job runs, each disk's latest completed
-   * backup. */
-  if (catalog_backup_plan (hub->cat, req->vm_name, repo_id, n, indexes, parents,
-                           &running) == -1)
-    goto out;
+/* Plan a start, reading only: the repository, the disks and who copies
+ * them, each disk's parent (its latest completed backup in the context,
+ * with no job running there), the ids, and the rows to record.  Nothing to
+ * undo when it fails. */
+static int
+start_plan (struct hub *hub, struct start *st)
+{
+  const struct hub_backup_request *req = st->req;
+  bool full = strcmp (req->backup_type, "full") == 0, running;
+  struct cat_context ctx = { 0 };
+  CLEANUP_FREE int *indexes = NULL;
+  struct cat_job *job = &st->job;
+
+  if (catalog_repo_get (hub->cat, st->repo_id, &st->repo) == -1 ||
+      plan_disks (hub, st) == -1 || plan_driver (hub, st) == -1)
+    return -1;
+  indexes = malloc (st->n * sizeof *indexes);
+  st->parents = calloc (st->n, sizeof *st->parents);
+  job->disks = calloc (st->n, sizeof *job->disks);
+  if (!indexes || !st->parents || !job->disks) {
+    error_set_errno (ERR_INTERNAL, errno, "out of memory");
+    return -1;
+  }
+  for (size_t i = 0; i < st->n; i++)
+    indexes[i] = st->vm.disks[i].disk_index;
+  if (catalog_backup_plan (hub->cat, req->vm_name, st->repo_id, st->n, indexes,
+                           st->parents, &running) == -1)
+    return -1;
   if (running) {
     error_set (ERR_CONFLICT, "a backup of VM '%s' to repository '%s' is already running",
-               req->vm_name, repo_id);
-    goto out;
+               req->vm_name, st->repo_id);
+    return -1;
   }
-  if (catalog_context_find (hub->cat, req->vm_name, repo_id, &ctx) == 0) {
-    job.context_id = ctx.context_id;
+  if (catalog_context_find (hub->cat, req->vm_name, st->repo_id, &ctx) == 0) {
+    job->context_id = ctx.context_id;
     ctx.context_id = NULL;
   }
   else if (error_category () == ERR_NOT_FOUND)
-    job.context_id = id_new ("ctx-backup", req->vm_name);
-  else
-    goto out;
-  job.id = id_new ("backup", req->vm_name);
-  if (job.context_id == NULL || job.id == NULL)
-    goto out;
+    job->context_id = id_new ("ctx-backup", req->vm_name);
+  cat_context_clear (&ctx);
+  if (job->context_id == NULL || (job->id = id_new ("backup", req->vm_name)) == NULL)
+    return -1;
 
-  id_now (now, sizeof now);
-  job.vm_name = (char *) req->vm_name;
-  job.repository_id = (char *) repo_id;
-  job.backup_type = (char *) req->backup_type;
-  job.status = (char *) "running";
-  job.driver = (char *) (hub_driven ? "hub" : "agent");
-  job.created_at = now;
-  job.n_disks = n;
-
-  /* Images first: a crash from here on leaves only files no row owns. */
-  for (made = 0; made < n; made++) {
-    struct cat_disk *d = &job.disks[made];
-    const struct cat_vm_disk *vd = &vm.disks[made];
-    bool incremental = !full && parents[made].id > 0;
+  id_now (st->now, sizeof st->now);
+  job->vm_name = (char *) req->vm_name;
+  job->repository_id = (char *) st->repo_id;
+  job->backup_type = (char *) req->backup_type;
+  job->status = (char *) "running";
+  job->driver = (char *) (st->hub_driven ? "hub" : "agent");
+  job->created_at = st->now;
+  job->n_disks = st->n;
+  for (size_t i = 0; i < st->n; i++) {
+    struct cat_disk *d = &job->disks[i];
+    const struct cat_vm_disk *vd = &st->vm.disks[i];
+    bool incremental = !full && st->parents[i].id > 0;
 
     d->disk_index = vd->disk_index;
     d->size_bytes = vd->size_bytes;
-    if (hub_driven) {
+    if (st->hub_driven) {
       /* The image takes the source's size now; an unreadable source fails
        * the job in the worker, with the reason on the record. */
       int64_t size;
@@ -203,30 +242,60 @@ hub_backup_start (struct hub *hub, const struct hub_backup_request *req,
           size <= HUB_MAX_DISK_SIZE)
         d->size_bytes = size;
       else
-        log_warn ("backup %s disk %d: source %s: %s", job.id, vd->disk_index,
+        log_warn ("backup %s disk %d: source %s: %s", job->id, vd->disk_index,
                   vd->source, error_message ());
     }
     d->vmware_disk_key = vd->vmware_disk_key;
     d->unit_number = vd->unit_number;
     d->backup_type = (char *) (incremental ? "incremental" : "full");
-    d->parent_disk_id = incremental ? parents[made].id : -1;
+    d->parent_disk_id = incremental ? st->parents[i].id : -1;
     d->full_reason = (char *) (!full && !incremental
                                ? "no completed backup of this disk in the context to build on"
                                : NULL);
     d->status = (char *) "running";
-    d->created_at = now;
-    d->qcow2_path = repo_disk_relpath (job.context_id, d->disk_index, job.id);
-    if (d->qcow2_path == NULL ||
-        repo_create_image (repo.path, d->qcow2_path, d->size_bytes,
-                           incremental ? parents[made].qcow2_path : NULL) == -1) {
+    d->created_at = st->now;
+    d->qcow2_path = repo_disk_relpath (job->context_id, d->disk_index, job->id);
+    if (d->qcow2_path == NULL)
+      return -1;
+  }
+  return 0;
+}
+
+/* Remove the exports and images materialise made (st->exported,
+ * st->made), keeping the error. */
+static void
+start_undo (struct hub *hub, struct start *st)
+{
+  struct error_saved saved;
+
+  error_save (&saved);
+  for (size_t i = 0; i < st->exported; i++)
+    qsd_export_remove (hub->qsd, st->job.disks[i].nbd_export);
+  for (size_t i = 0; i < st->made; i++)
+    repo_remove_image (st->repo.path, st->job.disks[i].qcow2_path);
+  st->exported = st->made = 0;
+  error_restore (&saved);
+}
+
+/* Make the planned images (an incremental's backed by its parent's file),
+ * then export each as a writable NBD target.  Images come first: a crash
+ * from here on leaves only files no row owns, which the next start
+ * deletes.  On failure everything made here is removed again. */
+static int
+start_materialise (struct hub *hub, struct start *st)
+{
+  for (st->made = 0; st->made < st->n; st->made++) {
+    struct cat_disk *d = &st->job.disks[st->made];
+    const char *backing = d->parent_disk_id > 0 ? st->parents[st->made].qcow2_path : NULL;
+    if (repo_create_image (st->repo.path, d->qcow2_path, d->size_bytes, backing) == -1) {
       error_prefix ("creating the image of disk %d", d->disk_index);
       goto undo;
     }
   }
   hub_crash_point ("start:images");
-  for (exported = 0; exported < n; exported++) {
-    struct cat_disk *d = &job.disks[exported];
-    CLEANUP_FREE char *path = repo_abspath (repo.path, d->qcow2_path);
+  for (st->exported = 0; st->exported < st->n; st->exported++) {
+    struct cat_disk *d = &st->job.disks[st->exported];
+    CLEANUP_FREE char *path = repo_abspath (st->repo.path, d->qcow2_path);
     d->nbd_export = id_export_name ();
     if (path == NULL || d->nbd_export == NULL ||
         qsd_export_add (hub->qsd, d->nbd_export, path, true) == -1) {
@@ -235,49 +304,56 @@ hub_backup_start (struct hub *hub, const struct hub_backup_request *req,
     }
   }
   hub_crash_point ("start:exports");
-  if (catalog_backup_insert (hub->cat, &job, &vm) == -1)
-    goto undo;
-  hub_crash_point ("start:recorded");
-
-  /* The job exists: inline disks become the VM's inventory. */
-  if (req->disks) {
-    bool created;
-    if (catalog_vm_put (hub->cat, &vm, &created) == -1)
-      log_warn ("backup %s: updating the inventory of VM '%s': %s", job.id,
-                req->vm_name, error_message ());
-  }
-  log_info ("backup %s of VM '%s' started (%s, %zu disk(s)%s)", job.id, req->vm_name,
-            req->backup_type, n, hub_driven ? ", copied by the hub" : "");
-  /* Read the job before the workers can move it on. */
-  ret = catalog_backup_get (hub->cat, job.id, out);
-  if (hub_driven)
-    hub_workers_queue (hub, job.id);
-  goto out;
-
+  return 0;
  undo:
-  {
-    struct error_saved saved;
-    error_save (&saved);
-    for (size_t i = 0; i < exported; i++)
-      qsd_export_remove (hub->qsd, job.disks[i].nbd_export);
-    for (size_t i = 0; i < made; i++)
-      repo_remove_image (repo.path, job.disks[i].qcow2_path);
-    error_restore (&saved);
+  start_undo (hub, st);
+  return -1;
+}
+
+/* Insert the job's rows; the catalog checks again, in the insert's own
+ * transaction, that no job is running in the context and that the parents
+ * are still the latest completed disks.  Then inline disks become the VM's
+ * inventory (a failure there is only logged: the job exists). */
+static int
+start_record (struct hub *hub, struct start *st)
+{
+  if (catalog_backup_insert (hub->cat, &st->job, &st->vm) == -1)
+    return -1;
+  hub_crash_point ("start:recorded");
+  if (st->req->disks) {
+    bool created;
+    if (catalog_vm_put (hub->cat, &st->vm, &created) == -1)
+      log_warn ("backup %s: updating the inventory of VM '%s': %s", st->job.id,
+                st->req->vm_name, error_message ());
   }
+  return 0;
+}
+
+int
+hub_backup_start (struct hub *hub, const struct hub_backup_request *req,
+                  struct cat_job *out)
+{
+  struct start st = {
+    .req = req,
+    .repo_id = req->repository_id ? req->repository_id : "default",
+  };
+  int ret = -1;
+
+  SCOPED_LOCK (&hub->lock);
+  if (start_plan (hub, &st) == -1 || start_materialise (hub, &st) == -1)
+    goto out;
+  if (start_record (hub, &st) == -1) {
+    start_undo (hub, &st);
+    goto out;
+  }
+  log_info ("backup %s of VM '%s' started (%s, %zu disk(s)%s)", st.job.id, req->vm_name,
+            req->backup_type, st.n, st.hub_driven ? ", copied by the hub" : "");
+  /* Read the job before the workers can move it on. */
+  ret = catalog_backup_get (hub->cat, st.job.id, out);
+  if (st.hub_driven && hub->hooks.runnable)
+    hub->hooks.runnable (hub, st.job.id);
  out:
-  job.vm_name = job.repository_id = job.backup_type = job.status = job.created_at = NULL;
-  job.driver = NULL;
-  job.n_disks = job.disks ? n : 0;
-  free_planned (&job, parents, n);
-  cat_context_clear (&ctx);
- out_vm:
-  if (req->disks) {
-    vm.vm_name = NULL;
-    vm.disks = NULL;
-    vm.n_disks = 0;
-  }
-  cat_vm_clear (&vm);
-  cat_repository_clear (&repo);
+  start_clear (&st);
   return ret;
 }
 
@@ -360,7 +436,8 @@ hub_backup_complete (struct hub *hub, const char *backup_id, int disk_index,
     log_warn ("backup %s disk %d: %s", backup_id, disk_index, error_message ());
   log_info ("backup %s disk %d completed (%s)%s", backup_id, disk_index,
             change_id ? change_id : "no change id",
-            strcmp (out->status, "completed") == 0 ? "; job completed" : "");
+            strcmp (out->status, "completed") == 0 ? "; job completed"
+            : strcmp (out->status, "finishing") == 0 ? "; job finishing" : "");
   ret = 0;
  out:
   cat_job_clear (&job);
@@ -368,22 +445,28 @@ hub_backup_complete (struct hub *hub, const char *backup_id, int disk_index,
   return ret;
 }
 
-int
-hub_backup_end (struct hub *hub, const char *backup_id, const char *status,
-                int disk_index, const char *error, struct cat_job *out)
+/* Tell the worker pool that these jobs ended or are gone, without
+ * hub->lock: it stops their copies and returns once they have stopped, so
+ * that the sources are free again when the caller hears of it. */
+static void
+jobs_ended (struct hub *hub, char *const *ids)
 {
-  int r = hub_backup_end_nowait (hub, backup_id, status, disk_index, error, out);
+  for (size_t i = 0; hub->hooks.ended && ids && ids[i]; i++)
+    hub->hooks.ended (hub, ids[i]);
+}
 
-  /* A hub-driven job's copies were told to stop; answer once they have, so
-   * that its sources are free again when the caller hears of it. */
-  if (r == 0)
-    hub_workers_wait (hub, backup_id);
-  return r;
+/* The message for a transition refused because the job is finishing. */
+static void
+refuse_finishing (const char *backup_id, const char *what)
+{
+  error_set (ERR_CONFLICT, "backup %s is finishing: its data is complete and recorded, "
+             "and the hub is removing the superseded bitmaps from its sources; it cannot "
+             "be %s (wait until it is completed)", backup_id, what);
 }
 
 int
-hub_backup_end_nowait (struct hub *hub, const char *backup_id, const char *status,
-                       int disk_index, const char *error, struct cat_job *out)
+hub_backup_end (struct hub *hub, const char *backup_id, const char *status,
+                int disk_index, const char *error, struct cat_job *out)
 {
   struct cat_job job = { 0 };
   struct cat_repository repo = { 0 };
@@ -391,12 +474,15 @@ hub_backup_end_nowait (struct hub *hub, const char *backup_id, const char *statu
   size_t n = 0;
   int ret = -1;
 
-  SCOPED_LOCK (&hub->lock);
-
+  pthread_mutex_lock (&hub->lock);
   if (catalog_backup_get (hub->cat, backup_id, &job) == -1)
-    return -1;
+    goto out;
   if (disk_index >= 0 && find_disk (&job, disk_index) == NULL) {
     error_set (ERR_NOT_FOUND, "backup %s has no disk %d", backup_id, disk_index);
+    goto out;
+  }
+  if (strcmp (job.status, "finishing") == 0) {
+    refuse_finishing (backup_id, strcmp (status, "cancelled") == 0 ? "cancelled" : "failed");
     goto out;
   }
   if (strcmp (job.status, "running") != 0) {
@@ -409,16 +495,30 @@ hub_backup_end_nowait (struct hub *hub, const char *backup_id, const char *statu
                           &dropped, &n) == -1)
     goto out;
   hub_crash_point ("end:recorded");
-  /* A hub-driven job's copies stop (they write into what is dropped next). */
-  hub_workers_cancel (hub, backup_id);
   hub_drop_disks (hub, repo.path, dropped, n);
   log_info ("backup %s %s%s%s", backup_id, status, error ? ": " : "", error ? error : "");
   ret = catalog_backup_get (hub->cat, backup_id, out);
  out:
+  pthread_mutex_unlock (&hub->lock);
+  if (ret == 0) {
+    char *ids[] = { (char *) backup_id, NULL };
+    jobs_ended (hub, ids);
+  }
   cat_disk_free_array (dropped, n);
   cat_job_clear (&job);
   cat_repository_clear (&repo);
   return ret;
+}
+
+int
+hub_backup_finish (struct hub *hub, const char *backup_id, struct cat_job *out)
+{
+  SCOPED_LOCK (&hub->lock);
+
+  if (catalog_backup_finish (hub->cat, backup_id, out) == -1)
+    return -1;
+  hub_crash_point ("finish:recorded");
+  return 0;
 }
 
 /* The distinct job ids of a set of deleted disk rows, as a NULL-terminated
@@ -448,65 +548,6 @@ job_ids_of (const struct cat_disk *disks, size_t n)
   return v;
 }
 
-/* The jobs that deleting job (with cascade) removes, as the catalog
- * decides them: job, and every job of its context with a disk backed by a
- * disk of a job already in the set.  Without cascade the catalog deletes
- * job alone or refuses, so the set is an upper bound: checking it against
- * the open restores refuses nothing the catalog would delete (a dependent
- * with a file keeps job from being deleted anyway). */
-static char **
-doomed_jobs (struct hub *hub, const struct cat_job *job)
-{
-  struct cat_job_filter f = { .vm_name = job->vm_name,
-                              .repository_id = job->repository_id };
-  struct cat_job *jobs = NULL;
-  size_t n = 0, k = 0;
-  int64_t total;
-  char **v = NULL;
-  bool *in = NULL, grew = true;
-
-  if (catalog_backup_list (hub->cat, &f, &jobs, &n, &total) == -1)
-    return NULL;
-  in = calloc (n + 1, sizeof *in);
-  v = calloc (n + 2, sizeof *v);
-  if (in == NULL || v == NULL)
-    goto oom;
-  for (size_t i = 0; i < n; i++)
-    in[i] = strcmp (jobs[i].id, job->id) == 0;
-  while (grew) {
-    grew = false;
-    for (size_t i = 0; i < n; i++) {
-      if (in[i])
-        continue;
-      for (size_t d = 0; d < jobs[i].n_disks && !in[i]; d++) {
-        int64_t parent = jobs[i].disks[d].parent_disk_id;
-        for (size_t j = 0; parent > 0 && j < n && !in[i]; j++)
-          for (size_t e = 0; in[j] && e < jobs[j].n_disks; e++)
-            if (jobs[j].disks[e].id == parent) {
-              in[i] = grew = true;
-              break;
-            }
-      }
-    }
-  }
-  if ((v[k++] = strdup (job->id)) == NULL)
-    goto oom;
-  for (size_t i = 0; i < n; i++)
-    if (in[i] && strcmp (jobs[i].id, job->id) != 0 && (v[k++] = strdup (jobs[i].id)) == NULL)
-      goto oom;
-  free (in);
-  cat_job_free_array (jobs, n);
-  return v;
- oom:
-  error_set_errno (ERR_INTERNAL, ENOMEM, "out of memory");
-  for (size_t i = 0; v && v[i]; i++)
-    free (v[i]);
-  free (v);
-  free (in);
-  cat_job_free_array (jobs, n);
-  return NULL;
-}
-
 int
 hub_backup_delete (struct hub *hub, const char *backup_id, bool cascade,
                    char ***deleted_ids)
@@ -527,9 +568,16 @@ hub_backup_delete (struct hub *hub, const char *backup_id, bool cascade,
     error_set (ERR_CONFLICT, "backup %s is running: cancel it first", backup_id);
     goto out;
   }
+  if (strcmp (job.status, "finishing") == 0) {
+    refuse_finishing (backup_id, "deleted");
+    goto out;
+  }
+  /* An open restore export must not lose an image of its chain: check
+   * the exact set of jobs the catalog's delete would remove. */
   if (hub->restores) {
-    CLEANUP_STRV char **doomed = doomed_jobs (hub, &job);
-    if (doomed == NULL || hub_restores_check_jobs (hub, doomed) == -1)
+    CLEANUP_STRV char **doomed = NULL;
+    if (catalog_backup_delete_plan (hub->cat, backup_id, cascade, &doomed) == -1 ||
+        hub_restores_check_jobs (hub, doomed) == -1)
       goto out;
   }
   if (catalog_backup_delete (hub->cat, backup_id, cascade, &deleted, &n) == -1)
@@ -548,23 +596,9 @@ hub_backup_delete (struct hub *hub, const char *backup_id, bool cascade,
   return ret;
 }
 
-static int context_delete (struct hub *hub, const char *context_id, bool force,
-                           char ***deleted_ids);
-
 int
 hub_context_delete (struct hub *hub, const char *context_id, bool force,
                     char ***deleted_ids)
-{
-  int r = context_delete (hub, context_id, force, deleted_ids);
-
-  for (char **p = r == 0 ? *deleted_ids : NULL; p && *p; p++)
-    hub_workers_wait (hub, *p);
-  return r;
-}
-
-static int
-context_delete (struct hub *hub, const char *context_id, bool force,
-                char ***deleted_ids)
 {
   struct cat_context ctx = { 0 };
   struct cat_repository repo = { 0 };
@@ -572,10 +606,9 @@ context_delete (struct hub *hub, const char *context_id, bool force,
   size_t n = 0;
   int ret = -1;
 
-  SCOPED_LOCK (&hub->lock);
-
+  pthread_mutex_lock (&hub->lock);
   if (catalog_context_get (hub->cat, context_id, &ctx) == -1)
-    return -1;
+    goto out;
   if (catalog_repo_get (hub->cat, ctx.repository_id, &repo) == -1)
     goto out;
   if (hub_restores_check_context (hub, context_id) == -1)
@@ -584,9 +617,6 @@ context_delete (struct hub *hub, const char *context_id, bool force,
     goto out;
   hub_crash_point ("context-delete:recorded");
   *deleted_ids = job_ids_of (deleted, n);
-  /* force: a hub-driven running job's copies stop. */
-  for (char **p = *deleted_ids; p && *p; p++)
-    hub_workers_cancel (hub, *p);
   hub_drop_disks (hub, repo.path, deleted, n);
   if (repo_remove_context (repo.path, context_id) == -1)
     log_error ("%s", error_message ());
@@ -596,6 +626,10 @@ context_delete (struct hub *hub, const char *context_id, bool force,
             ctx.repository_id);
   ret = 0;
  out:
+  pthread_mutex_unlock (&hub->lock);
+  /* force: a hub-driven running job's copies stop. */
+  if (ret == 0)
+    jobs_ended (hub, *deleted_ids);
   cat_disk_free_array (deleted, n);
   cat_context_clear (&ctx);
   cat_repository_clear (&repo);

@@ -4,6 +4,57 @@
 
 #include "hub/hub.h"
 
+/* The hub.  Owned by hub.c (hub_open, hub_close); the other files of
+ * src/hub/ read and change it under the rules written beside each field. */
+struct hub {
+  struct hub_config cfg;
+  struct catalog *cat;
+  struct qsd *qsd;
+  struct net_addr listen, nbd;
+  char *run_dir;
+  int lock_fd;             /* flock on DATA-DIR/run/hub.lock: one hub per folder */
+  char *token;             /* API token, NULL when none */
+  char *nbd_tls_user;      /* PSK identity when NBD needs TLS, else NULL */
+  char **source_dirs;      /* --source-dirs, resolved; NULL: no restriction */
+  char started_at[32];     /* when this hub process started (id_now form) */
+  /* Serialises the state transitions of backups (start, complete, end,
+   * delete), the restore registry and the storage-daemon restart callback.
+   * Reads of the catalog do not take it. */
+  pthread_mutex_t lock;
+  struct hub_restore *restores;   /* open restore exports (hub/restore.c);
+                                   * guarded by lock */
+  struct hub_workers *workers;    /* hub-driven backups (hub/worker.c) */
+  /* What the backup transitions tell whoever runs jobs (the worker pool
+   * sets these when it starts; NULL: nobody listens). */
+  struct hub_job_hooks {
+    /* A hub-driven job was recorded; hub->lock held. */
+    void (*runnable) (struct hub *hub, const char *backup_id);
+    /* The job was ended or deleted: stop working on it, and return once
+     * its copies have stopped.  Called without hub->lock. */
+    void (*ended) (struct hub *hub, const char *backup_id);
+  } hooks;
+};
+
+/* --- Policy (hub/policy.c) --------------------------------------------- */
+/* Resolve --source-dirs and read the API token; warn about open listeners. */
+int hub_policy_open (struct hub *hub);
+/* Check the NBD pre-shared keys file (IDENTITY:HEXKEY lines, keys of 128
+ * bits or more) and install it as DATA-DIR/run/tls/keys.psk, where the
+ * storage daemon reads it; *tls_dir (caller frees) is its folder.  The
+ * first identity goes into the NBD URIs. */
+int hub_psk_install (struct hub *hub, char **tls_dir);
+void hub_policy_clear (struct hub *hub);
+
+/* --- Recovery (hub/recovery.c); hub->lock held but for requeue -------- */
+/* Mark rows whose file is missing, then delete files that no row owns. */
+int hub_recover_files (struct hub *hub);
+/* Export every disk that should be exported now: at start, and after the
+ * storage daemon restarted. */
+void hub_reexport_running (struct hub *hub);
+/* Give the workers the hub-driven jobs that were running or finishing
+ * (once they have started). */
+void hub_requeue_jobs (struct hub *hub);
+
 /* Drop the exports of these disk rows and delete their files (rows that are
  * already gone from the catalog).  Errors are logged, not returned: the
  * rows are gone, and a file left behind is removed at the next start. */
@@ -14,7 +65,8 @@ void hub_drop_disks (struct hub *hub, const char *repo_path,
  * STRATA_CRASH_AT names this point, the hub kills itself here with SIGKILL,
  * as a power cut would, so a test can check that the next start recovers.
  * Points: start:images start:exports start:recorded complete:synced
- * complete:recorded end:recorded delete:recorded context-delete:recorded. */
+ * complete:recorded finishing:recorded finish:recorded end:recorded
+ * delete:recorded context-delete:recorded. */
 void hub_crash_point (const char *where);
 
 /* --- Restores (hub/restore.c); hub->lock held for all of these. ------- */
@@ -28,22 +80,13 @@ void hub_restores_reexport (struct hub *hub);
 void hub_restores_free (struct hub *hub);
 
 /* --- Workers (hub/worker.c) ------------------------------------------- */
-/* Start the pool (hub->cfg.workers threads). */
+/* Start the pool (hub->cfg.workers threads) and set hub->hooks. */
 int hub_workers_start (struct hub *hub);
 /* Cancel every transfer, wait for the workers, free the pool.  Jobs are
  * left as they are ("running"), for the next start to pick up. */
 void hub_workers_stop (struct hub *hub);
-/* Queue a hub-driven running job (no-op if it is queued or running). */
+/* Queue a hub-driven running or finishing job (no-op if it is queued or
+ * running). */
 void hub_workers_queue (struct hub *hub, const char *backup_id);
-/* The job was ended or deleted by someone else: stop its transfers. */
-void hub_workers_cancel (struct hub *hub, const char *backup_id);
-/* Wait (bounded) until no worker runs that job.  Never with hub->lock held,
- * nor from a worker. */
-void hub_workers_wait (struct hub *hub, const char *backup_id);
-
-/* hub_backup_end without waiting for the job's copies to stop: for the
- * workers themselves. */
-int hub_backup_end_nowait (struct hub *hub, const char *backup_id, const char *status,
-                           int disk_index, const char *error, struct cat_job *out);
 
 #endif

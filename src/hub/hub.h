@@ -1,6 +1,7 @@
 /* hub/hub.h - the hub's core: configuration, start-up recovery, and the
  * backup state transitions that tie the catalog, the repository files and
- * the storage daemon's NBD exports together.
+ * the storage daemon's NBD exports together.  struct hub is opaque here;
+ * the files of src/hub/ share it through hub/hub-int.h.
  *
  * The HTTP layer validates input and calls these; nothing here knows about
  * HTTP.  Every function returns 0 or -1 with the thread-local error set
@@ -45,25 +46,8 @@ int hub_config_parse (struct hub_config *cfg, int argc, char **argv);
 void hub_config_clear (struct hub_config *cfg);
 void hub_config_usage (void);
 
-struct hub {
-  struct hub_config cfg;
-  struct catalog *cat;
-  struct qsd *qsd;
-  struct net_addr listen, nbd;
-  char *run_dir;
-  int lock_fd;             /* flock on DATA-DIR/run/hub.lock: one hub per folder */
-  char *token;             /* API token, NULL when none */
-  char *nbd_tls_user;      /* PSK identity when NBD needs TLS, else NULL */
-  char **source_dirs;      /* --source-dirs, resolved; NULL: no restriction */
-  char started_at[32];     /* when this hub process started (id_now form) */
-  /* Serialises the state transitions of backups (start, complete, end,
-   * delete), the restore registry and the storage-daemon restart callback.
-   * Reads of the catalog do not take it. */
-  pthread_mutex_t lock;
-  struct hub_restore *restores;   /* open restore exports (hub/restore.c);
-                                   * guarded by lock */
-  struct hub_workers *workers;    /* hub-driven backups (hub/worker.c) */
-};
+/* The hub: opaque outside src/hub/ (hub/hub-int.h has it). */
+struct hub;
 
 /* Open the hub: data folder, catalog (migrated), the default repository on
  * a first start, the storage daemon, then recovery: report and remove files
@@ -72,6 +56,17 @@ struct hub {
 struct hub *hub_open (struct hub_config *cfg);
 void hub_close (struct hub *hub);        /* NULL is a no-op */
 bool hub_storage_up (struct hub *hub);
+
+/* What the HTTP layer and main may read of the hub. */
+struct catalog *hub_catalog (struct hub *hub);   /* for reads; the hub owns it */
+const char *hub_started_at (struct hub *hub);    /* when this process started */
+/* The API's listen address (*text: as configured, may be NULL). */
+const struct net_addr *hub_api_address (struct hub *hub, const char **text);
+const char *hub_nbd_listen (struct hub *hub);
+/* Check a request's Authorization header (NULL when it has none) against
+ * the API token: 0, or -1 with ERR_UNAUTHORIZED.  Always 0 without
+ * --api-token-file. */
+int hub_authorize (struct hub *hub, const char *authorization);
 
 /* "nbd://HOST:PORT/EXPORT" for an export name, or "nbds://USER@HOST:PORT/
  * EXPORT" when NBD needs TLS (the client adds its ?tls-psk-file=).  Caller
@@ -119,11 +114,19 @@ int hub_backup_complete (struct hub *hub, const char *backup_id, int disk_index,
                          const char *full_reason, struct cat_job *out);
 
 /* End a running job as "failed" or "cancelled"; drops the unfinished disks'
- * exports and files.  disk_index < 0 when no disk is named. */
+ * exports and files.  disk_index < 0 when no disk is named.  A finishing
+ * job is refused (ERR_CONFLICT): its data is complete and recorded.  Returns
+ * once a hub-driven job's copies have stopped. */
 int hub_backup_end (struct hub *hub, const char *backup_id, const char *status,
                     int disk_index, const char *error, struct cat_job *out);
 
-/* Delete a finished backup (and, with cascade, the backups built on it).
+/* A hub-driven job whose disks are all recorded ("finishing") has had its
+ * bitmaps committed at its sources: mark it completed, with the context's
+ * statistics, in one transaction.  ERR_CONFLICT unless it is finishing. */
+int hub_backup_finish (struct hub *hub, const char *backup_id, struct cat_job *out);
+
+/* Delete a finished backup (and, with cascade, the backups built on it);
+ * a running or finishing one is refused (ERR_CONFLICT).
  * *deleted_ids receives the deleted job ids (NULL-terminated, caller frees
  * with the strv cleanup). */
 int hub_backup_delete (struct hub *hub, const char *backup_id, bool cascade,

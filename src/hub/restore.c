@@ -15,7 +15,7 @@
  * An open export reads its image and every image below it.  Deleting a
  * backup (with or without cascade) deletes a set of jobs that is closed
  * upward: with a job, every job with a disk backed by one of its disks
- * (hub_backup_delete computes that set the way the catalog does).  If such
+ * (catalog_backup_delete_plan names that set).  If such
  * a set holds any image of an export's chain, it also holds the exported
  * image's own job, since that image is backed, directly or not, by every
  * image of its chain.  So checking each restore's own job against the set

@@ -2,33 +2,45 @@
  * inventory source into the job's own NBD targets with the copy engine.
  *
  * A pool of hub->cfg.workers threads takes jobs from a FIFO queue, one job
- * per thread.  A job's disks are copied in parallel, WORKER_DISKS_PARALLEL
- * at a time (the job's thread and helpers it starts for that job).  Each
- * disk goes through the same core calls an agent's requests would make:
+ * per thread.  Each job runs the backup session of engine/session.c (the
+ * same one `strata backup` runs), WORKER_DISKS_PARALLEL disks at a time,
+ * with callbacks that call the hub core directly where the agent's talk
+ * HTTP:
  *
- *   engine_backup_disk ok -> hub_backup_complete (flush, sync, record)
- *   engine_backup_disk failed -> hub_backup_end "failed" with the reason,
- *                                which cancels the job's other copies
+ *   copy ok      -> hub_backup_complete (flush, sync, record); the last
+ *                   disk leaves the job "finishing"
+ *   all recorded -> commit the bitmaps at the sources -> hub_backup_finish
+ *                   (the job is "completed", counted in its context)
+ *   copy failed  -> hub_backup_end "failed" with the reason -> the new
+ *                   bitmaps go, so the next incremental still finds the
+ *                   bitmap of the last good backup on every disk
  *
- * Bitmaps are committed (the old one removed) only once the whole job is
- * completed; if it failed, the disks that were copied drop their new
- * bitmap instead, so the next incremental still finds the bitmap of the
- * last good backup on every disk.
+ * A superseded bitmap that cannot be removed (the source image is gone or
+ * held by a writer) does not keep the job finishing: the data is complete
+ * and durable, so the job is completed and the bitmap named in a warning.
+ * A job left finishing for ever would block its context instead.
+ *
+ * The core tells the pool about jobs through hub->hooks, which
+ * hub_workers_start sets: runnable (a hub-driven job was recorded: queue
+ * it) and ended (failed, cancelled or deleted by someone: stop its copies
+ * and wait for them).  The pool calls the core; the core never calls the
+ * pool by name.
  *
  * LOCKING
  *
- * w->lock guards the queue, the list of running tasks and each task's
- * cancelled flag and disk slots.  It is never held while calling into the
- * hub core, which takes hub->lock and may call hub_workers_cancel: the
- * order is always hub->lock, then w->lock.
+ * w->lock guards the queue, the list of running tasks, each task's
+ * cancelled and loaded flags and its disks' active flags.  It is never held
+ * while calling into the hub core, which takes hub->lock and may call the
+ * runnable hook: the order is always hub->lock, then w->lock.
  *
  * SHUTDOWN AND RESTART
  *
- * hub_workers_stop cancels every copy and waits for the threads; jobs stay
- * "running" in the catalog.  At the next start hub_open queues every
- * running hub-driven job again: its running disks are copied again from
- * the start (the engine re-creates the new bitmap of that backup id), its
- * completed disks are kept.
+ * hub_workers_stop stops every session and waits for the threads; jobs stay
+ * "running" (or "finishing") in the catalog.  At the next start
+ * hub_requeue_jobs queues them again: a running job's running disks are
+ * copied again from the start (the engine re-creates the new bitmap of
+ * that backup id), its completed disks are kept; a finishing job redoes
+ * its bitmap commit, which is idempotent, and is finished.
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -46,27 +58,26 @@
 
 #define WORKER_DISKS_PARALLEL 2
 
+/* The hub's side of one disk: the strings its engine_backup_disk points
+ * into, and its live progress. */
 struct disk_task {
-  int disk_index;
   char *source, *target_uri, *export_name, *previous_change_id;
   char *superseded_change_id;  /* latest completed change id before this job */
-  bool incremental;          /* the target is an overlay */
-  bool to_copy;              /* running at pick-up: copy it */
-  bool started;              /* a thread took it */
-  bool active;               /* its copy runs now */
-  bool copied;               /* copied and completed by this task */
-  char *completed_change_id; /* completed before pick-up: its change id */
+  pid_t qsd_before;          /* the storage daemon's pid when the copy began */
+  bool active;               /* its copy runs now (w->lock) */
   struct engine_progress progress;
-  struct engine_disk_result result;
 };
 
 struct task {
   struct task *next;
+  struct hub *hub;
   char *backup_id;
   bool cancelled;            /* the job was ended or deleted by someone */
-  bool failed;               /* a disk failed: the others stop */
+  bool loaded;               /* session is set up (w->lock) */
   size_t n;
-  struct disk_task *disks;   /* NULL until the job is loaded */
+  struct disk_task *disks;
+  struct engine_session_disk *sdisks;
+  struct engine_session session;
 };
 
 struct hub_workers {
@@ -80,11 +91,17 @@ struct hub_workers {
   pthread_t *threads;
 };
 
+/* The task this worker thread runs, so that the job-ended hook, called
+ * by the worker itself when it fails its job, does not wait for itself. */
+static __thread const struct task *current_task;
+
 static void
 task_free (struct task *t)
 {
   if (t == NULL)
     return;
+  if (t->loaded)
+    engine_session_clear (&t->session);
   for (size_t i = 0; t->disks && i < t->n; i++) {
     struct disk_task *d = &t->disks[i];
     free (d->source);
@@ -92,9 +109,10 @@ task_free (struct task *t)
     free (d->export_name);
     free (d->previous_change_id);
     free (d->superseded_change_id);
-    free (d->completed_change_id);
-    engine_disk_result_clear (&d->result);
   }
+  for (size_t i = 0; t->sdisks && !t->loaded && i < t->n; i++)
+    engine_disk_result_clear (&t->sdisks[i].result);
+  free (t->sdisks);
   free (t->disks);
   free (t->backup_id);
   free (t);
@@ -120,35 +138,194 @@ unlink_task (struct task **list, struct task *t)
     }
 }
 
-static void
-engine_disk_of (const struct hub *hub, const struct task *t, const struct disk_task *dt,
-                struct engine_backup_disk *d)
+static struct task *
+task_of (struct engine_session *s)
 {
-  memset (d, 0, sizeof *d);
-  d->source = dt->source;
-  d->target_uri = dt->target_uri;
-  d->tls_psk_file = hub->cfg.nbd_tls_psk_file;
-  d->backup_id = t->backup_id;
-  d->previous_change_id = dt->previous_change_id;
-  d->superseded_change_id = dt->superseded_change_id;
-  d->target_has_backing = dt->incremental;
+  return s->opaque;
 }
 
-/* Fill t->disks from the catalog and the inventory.  Returns 0, or -1
- * with the error set: the job can't be run (the caller fails it), or 1
- * when there is nothing to do (the job is no longer a running hub job). */
+/* --- The session's callbacks: the hub core, called directly ----------- */
+
+static void
+on_disk_start (struct engine_session *s, struct engine_session_disk *sd)
+{
+  struct task *t = task_of (s);
+  struct disk_task *dt = sd->opaque;
+
+  log_info ("backup %s disk %d: copying %s (%s)", t->backup_id, sd->disk_index,
+            dt->source, sd->d.target_has_backing ? "into an overlay" : "full");
+  dt->qsd_before = qsd_pid (t->hub->qsd);
+  SCOPED_LOCK (&t->hub->workers->lock);
+  dt->active = true;
+}
+
+/* After a failed copy: whether the storage daemon died under it (its pid
+ * changed since the copy began) and is back with the disk exported again
+ * under the same name, waiting for that a bounded while.  Then the copy
+ * simply runs once more, zeroing what reads as zero (the target holds part
+ * of the first attempt). */
+static bool
+on_copy_again (struct engine_session *s, struct engine_session_disk *sd)
+{
+  struct task *t = task_of (s);
+  struct hub *hub = t->hub;
+  struct disk_task *dt = sd->opaque;
+
+  if (dt->qsd_before == 0 || qsd_pid (hub->qsd) == dt->qsd_before)
+    return false;
+  for (int i = 0; i < 300; i++) {          /* 30 s */
+    struct timespec ts = { 0, 100 * 1000 * 1000 };
+    pid_t now = qsd_pid (hub->qsd);
+    if (atomic_load (&dt->progress.cancel))
+      return false;
+    if (now != 0 && now != dt->qsd_before && qsd_export_exists (hub->qsd, dt->export_name)) {
+      log_warn ("backup %s disk %d: the storage daemon was restarted during the copy; "
+                "copying again", t->backup_id, sd->disk_index);
+      sd->d.target_has_backing = true;
+      return true;
+    }
+    nanosleep (&ts, NULL);
+  }
+  return false;
+}
+
+static int
+on_complete (struct engine_session *s, struct engine_session_disk *sd)
+{
+  struct task *t = task_of (s);
+  struct cat_job job = { 0 };
+  struct disk_task *dt = sd->opaque;
+
+  {
+    SCOPED_LOCK (&t->hub->workers->lock);
+    dt->active = false;
+  }
+  if (hub_backup_complete (t->hub, t->backup_id, sd->disk_index, sd->result.change_id,
+                           sd->result.bytes_written, sd->result.full_reason, &job) == -1)
+    return -1;
+  cat_job_clear (&job);
+  return 0;
+}
+
+static void
+on_disk_done (struct engine_session *s, struct engine_session_disk *sd)
+{
+  struct disk_task *dt = sd->opaque;
+  SCOPED_LOCK (&task_of (s)->hub->workers->lock);
+  dt->active = false;
+}
+
+/* Every disk is recorded, so the job is "finishing": it owes only the
+ * bitmap commit.  (A job found "completed" was finished by an earlier run
+ * of this hub; committing again changes nothing.) */
+static enum engine_verdict
+on_all_completed (struct engine_session *s)
+{
+  struct task *t = task_of (s);
+  struct cat_job job = { 0 };
+  enum engine_verdict v;
+
+  if (catalog_backup_get (t->hub->cat, t->backup_id, &job) == -1) {
+    if (error_category () == ERR_NOT_FOUND)
+      return ENGINE_ABORT;
+    log_error ("backup %s: %s; its next start finishes it", t->backup_id, error_message ());
+    return ENGINE_LEAVE;
+  }
+  if (strcmp (job.status, "finishing") == 0 || strcmp (job.status, "completed") == 0) {
+    hub_crash_point ("finishing:recorded");
+    v = ENGINE_COMMIT;
+  }
+  else if (strcmp (job.status, "running") == 0)
+    v = ENGINE_LEAVE;
+  else
+    v = ENGINE_ABORT;
+  cat_job_clear (&job);
+  return v;
+}
+
+/* A disk failed, or the copies were stopped.  Stopping hub: the job stays
+ * running for the next start, and so do its bitmaps.  Ended or deleted by
+ * someone else: nothing to tell.  Otherwise the job is failed with the
+ * disk's reason.  In the last two cases the new bitmaps go. */
+static enum engine_verdict
+on_fail (struct engine_session *s, int disk_index, const char *reason)
+{
+  struct task *t = task_of (s);
+  struct hub_workers *w = t->hub->workers;
+  struct cat_job job = { 0 };
+  bool cancelled, stopping;
+
+  {
+    SCOPED_LOCK (&w->lock);
+    cancelled = t->cancelled;
+    stopping = w->stopping;
+  }
+  if (stopping || cancelled) {
+    log_info ("backup %s: copies stopped (%s)", t->backup_id,
+              stopping ? "the hub is stopping; its next start runs the job again"
+                       : "the job was ended");
+    return stopping ? ENGINE_LEAVE : ENGINE_ABORT;
+  }
+  if (hub_backup_end (t->hub, t->backup_id, "failed", disk_index, reason, &job) == 0)
+    cat_job_clear (&job);
+  else if (error_category () != ERR_CONFLICT && error_category () != ERR_NOT_FOUND)
+    log_error ("backup %s: recording the failure of disk %d: %s", t->backup_id,
+               disk_index, error_message ());
+  return ENGINE_ABORT;
+}
+
+static void
+on_warn (struct engine_session *s, struct engine_session_disk *sd, const char *msg)
+{
+  log_warn ("backup %s disk %d: the superseded bitmap stays in %s (remove it with "
+            "qemu-img bitmap --remove when convenient): %s", task_of (s)->backup_id,
+            sd->disk_index, sd->d.source, msg);
+}
+
+/* The bitmaps are committed: the job is completed now. */
+static void
+on_finish (struct engine_session *s)
+{
+  struct task *t = task_of (s);
+  struct cat_job job = { 0 };
+
+  if (hub_backup_finish (t->hub, t->backup_id, &job) == 0) {
+    log_info ("backup %s completed by the hub", t->backup_id);
+    cat_job_clear (&job);
+  }
+  else if (error_category () != ERR_CONFLICT)
+    log_error ("backup %s: marking it completed: %s; its next start finishes it",
+               t->backup_id, error_message ());
+}
+
+static const struct engine_session_ops worker_session_ops = {
+  .disk_start = on_disk_start,
+  .copy_again = on_copy_again,
+  .complete_disk = on_complete,
+  .disk_done = on_disk_done,
+  .all_completed = on_all_completed,
+  .fail = on_fail,
+  .warn = on_warn,
+  .finish = on_finish,
+};
+
+/* Fill t's disks from the catalog and the inventory and set up its
+ * session.  Returns 0, or -1 with the error set: the job can't be run (the
+ * caller fails it), or 1 when there is nothing to do (the job is no longer
+ * a running or finishing hub job). */
 static int
 load_task (struct hub *hub, struct task *t)
 {
   struct cat_job job = { 0 };
   struct cat_vm vm = { 0 };
   struct disk_task *disks = NULL;
+  struct engine_session_disk *sdisks = NULL;
   int ret = -1;
 
   if (catalog_backup_get (hub->cat, t->backup_id, &job) == -1)
     return error_category () == ERR_NOT_FOUND ? 1 : -1;
-  if (strcmp (job.status, "running") != 0 || job.driver == NULL ||
-      strcmp (job.driver, "hub") != 0) {
+  if ((strcmp (job.status, "running") != 0 && strcmp (job.status, "finishing") != 0) ||
+      job.driver == NULL || strcmp (job.driver, "hub") != 0) {
     ret = 1;
     goto out;
   }
@@ -157,16 +334,15 @@ load_task (struct hub *hub, struct task *t)
     goto out;
   }
   disks = calloc (job.n_disks, sizeof *disks);
-  if (disks == NULL && job.n_disks) {
-    error_set_errno (ERR_INTERNAL, errno, "out of memory");
-    goto out;
-  }
+  sdisks = calloc (job.n_disks, sizeof *sdisks);
+  if ((disks == NULL || sdisks == NULL) && job.n_disks)
+    goto oom;
   for (size_t i = 0; i < job.n_disks; i++) {
     const struct cat_disk *cd = &job.disks[i];
     struct disk_task *dt = &disks[i];
+    struct engine_session_disk *sd = &sdisks[i];
     const char *source = NULL;
 
-    dt->disk_index = cd->disk_index;
     for (size_t k = 0; k < vm.n_disks; k++)
       if (vm.disks[k].disk_index == cd->disk_index)
         source = vm.disks[k].source;
@@ -176,7 +352,8 @@ load_task (struct hub *hub, struct task *t)
         (dt->previous_change_id = strdup (cd->previous_change_id)) == NULL)
       goto oom;
     /* A full replaces the chain before it: that chain's bitmap goes too
-     * once this job has completed.  Only clean-up depends on it. */
+     * once this job's disks are all recorded.  Only clean-up depends on
+     * it.  (A finishing job is not yet the latest completed one.) */
     {
       struct cat_disk latest = { 0 };
       struct error_saved es;
@@ -189,15 +366,31 @@ load_task (struct hub *hub, struct task *t)
       cat_disk_clear (&latest);
       error_restore (&es);
     }
-    dt->incremental = strcmp (cd->backup_type, "incremental") == 0 && cd->parent_disk_id > 0;
+    sd->disk_index = cd->disk_index;
+    sd->progress = &dt->progress;
+    sd->opaque = dt;
+    sd->d = (struct engine_backup_disk) {
+      .source = dt->source, .tls_psk_file = hub->cfg.nbd_tls_psk_file,
+      .backup_id = t->backup_id, .previous_change_id = dt->previous_change_id,
+      .superseded_change_id = dt->superseded_change_id,
+      .target_has_backing = strcmp (cd->backup_type, "incremental") == 0 &&
+                            cd->parent_disk_id > 0,
+    };
     if (strcmp (cd->status, "completed") == 0) {
+      sd->done_before = true;
       if (cd->disk_change_id &&
-          (dt->completed_change_id = strdup (cd->disk_change_id)) == NULL)
+          (sd->result.change_id = strdup (cd->disk_change_id)) == NULL)
         goto oom;
+      if (source == NULL)
+        log_warn ("backup %s disk %d: no source in the inventory any more; its bitmaps "
+                  "are left as they are", t->backup_id, cd->disk_index);
       continue;
     }
-    if (strcmp (cd->status, "running") != 0 && strcmp (cd->status, "pending") != 0)
-      continue;
+    if (strcmp (cd->status, "running") != 0 && strcmp (cd->status, "pending") != 0) {
+      error_set (ERR_INTERNAL, "disk %d is %s in a %s job", cd->disk_index, cd->status,
+                 job.status);
+      goto out;
+    }
     if (source == NULL) {
       error_set (ERR_INVALID, "disk %d has no source in the inventory of VM '%s' any "
                  "more", cd->disk_index, job.vm_name);
@@ -216,228 +409,67 @@ load_task (struct hub *hub, struct task *t)
     if ((dt->target_uri = hub_nbd_uri (hub, cd->nbd_export)) == NULL ||
         (dt->export_name = strdup (cd->nbd_export)) == NULL)
       goto oom;
-    dt->to_copy = true;
+    sd->d.target_uri = dt->target_uri;
   }
   {
     SCOPED_LOCK (&hub->workers->lock);
     t->disks = disks;
+    t->sdisks = sdisks;
     t->n = job.n_disks;
+    engine_session_init (&t->session, &worker_session_ops, t, sdisks, t->n,
+                         WORKER_DISKS_PARALLEL);
+    t->loaded = true;
+    /* Ended or stopped while it was loading. */
+    if (t->cancelled || hub->workers->stopping)
+      engine_session_stop (&t->session, "the job was ended");
   }
   disks = NULL;
+  sdisks = NULL;
   ret = 0;
   goto out;
  oom:
   error_set_errno (ERR_INTERNAL, ENOMEM, "out of memory");
  out:
-  if (disks) {
-    for (size_t i = 0; i < job.n_disks; i++) {
-      free (disks[i].source);
-      free (disks[i].target_uri);
-      free (disks[i].export_name);
-      free (disks[i].previous_change_id);
-      free (disks[i].superseded_change_id);
-      free (disks[i].completed_change_id);
-    }
-    free (disks);
+  for (size_t i = 0; disks && i < job.n_disks; i++) {
+    free (disks[i].source);
+    free (disks[i].target_uri);
+    free (disks[i].export_name);
+    free (disks[i].previous_change_id);
+    free (disks[i].superseded_change_id);
+    if (sdisks)
+      engine_disk_result_clear (&sdisks[i].result);
   }
+  free (disks);
+  free (sdisks);
   cat_job_clear (&job);
   cat_vm_clear (&vm);
   return ret;
-}
-
-/* Fail the job with this disk's reason, unless it was ended, deleted or
- * the hub is stopping. */
-static void
-fail_job (struct hub *hub, struct task *t, int disk_index, const char *reason)
-{
-  struct hub_workers *w = hub->workers;
-  struct cat_job job = { 0 };
-  bool cancelled, stopping;
-
-  {
-    SCOPED_LOCK (&w->lock);
-    cancelled = t->cancelled;
-    stopping = w->stopping;
-    t->failed = true;
-  }
-  if (cancelled || stopping) {
-    log_info ("backup %s disk %d: copy stopped (%s)", t->backup_id, disk_index,
-              stopping ? "the hub is stopping; its next start copies it again"
-                       : "the job was ended");
-    return;
-  }
-  if (hub_backup_end_nowait (hub, t->backup_id, "failed", disk_index, reason, &job) == 0)
-    cat_job_clear (&job);
-  else if (error_category () != ERR_CONFLICT && error_category () != ERR_NOT_FOUND)
-    log_error ("backup %s: recording the failure of disk %d: %s", t->backup_id,
-               disk_index, error_message ());
-}
-
-/* After a failed copy: whether the storage daemon died under it (its pid
- * changed since before) and is back with the disk exported again under
- * the same name, waiting for that a bounded while.  Then the copy can
- * simply run once more. */
-static bool
-storage_came_back (struct hub *hub, struct task *t, const struct disk_task *dt,
-                   pid_t before)
-{
-  struct hub_workers *w = hub->workers;
-
-  if (before == 0 || qsd_pid (hub->qsd) == before)
-    return false;
-  for (int i = 0; i < 300; i++) {          /* 30 s */
-    struct timespec ts = { 0, 100 * 1000 * 1000 };
-    pid_t now = qsd_pid (hub->qsd);
-    {
-      SCOPED_LOCK (&w->lock);
-      if (t->cancelled || t->failed || w->stopping)
-        return false;
-    }
-    if (now != 0 && now != before && qsd_export_exists (hub->qsd, dt->export_name))
-      return true;
-    nanosleep (&ts, NULL);
-  }
-  return false;
-}
-
-/* Copy disks of the task until none is left. */
-static void
-copy_disks (struct hub *hub, struct task *t)
-{
-  struct hub_workers *w = hub->workers;
-
-  for (;;) {
-    struct disk_task *dt = NULL;
-    struct engine_backup_disk d;
-    struct cat_job job = { 0 };
-    char reason[HUB_MAX_ERROR];
-    pid_t qsd_before;
-    int r;
-
-    {
-      SCOPED_LOCK (&w->lock);
-      if (t->cancelled || t->failed || w->stopping)
-        return;
-      for (size_t i = 0; i < t->n && dt == NULL; i++)
-        if (t->disks[i].to_copy && !t->disks[i].started)
-          dt = &t->disks[i];
-      if (dt == NULL)
-        return;
-      dt->started = dt->active = true;
-    }
-    engine_disk_of (hub, t, dt, &d);
-    log_info ("backup %s disk %d: copying %s (%s)", t->backup_id, dt->disk_index,
-              dt->source, dt->incremental ? "into an overlay" : "full");
-    qsd_before = qsd_pid (hub->qsd);
-    r = engine_backup_disk (&d, &dt->progress, &dt->result);
-    if (r == -1 && storage_came_back (hub, t, dt, qsd_before)) {
-      log_warn ("backup %s disk %d: the storage daemon was restarted during the copy; "
-                "copying again", t->backup_id, dt->disk_index);
-      /* The target holds part of the first attempt: zero what reads as zero. */
-      d.target_has_backing = true;
-      r = engine_backup_disk (&d, &dt->progress, &dt->result);
-    }
-    if (r == -1)
-      snprintf (reason, sizeof reason, "copying from %s: %s", dt->source,
-                error_message ());
-    {
-      SCOPED_LOCK (&w->lock);
-      dt->active = false;
-    }
-    if (r == -1) {
-      fail_job (hub, t, dt->disk_index, reason);
-      continue;
-    }
-    if (hub_backup_complete (hub, t->backup_id, dt->disk_index, dt->result.change_id,
-                             dt->result.bytes_written, dt->result.full_reason,
-                             &job) == 0) {
-      dt->copied = true;
-      cat_job_clear (&job);
-      continue;
-    }
-    snprintf (reason, sizeof reason, "completing the copy: %s", error_message ());
-    engine_backup_disk_abort (&d, &dt->result);
-    engine_disk_result_clear (&dt->result);
-    fail_job (hub, t, dt->disk_index, reason);
-  }
-}
-
-static void *
-helper_main (void *arg)
-{
-  void **a = arg;
-  copy_disks (a[0], a[1]);
-  return NULL;
 }
 
 /* Run one job to its end (or until the hub stops). */
 static void
 run_task (struct hub *hub, struct task *t)
 {
-  pthread_t helpers[WORKER_DISKS_PARALLEL];
-  void *arg[2] = { hub, t };
   struct cat_job job = { 0 };
-  size_t to_copy = 0, n_helpers = 0;
-  bool completed;
   int r = load_task (hub, t);
 
   if (r == 1)
     return;
   if (r == -1) {
-    char reason[HUB_MAX_ERROR];
-    snprintf (reason, sizeof reason, "%s", error_message ());
-    fail_job (hub, t, -1, reason);
+    bool stopping;
+    {
+      SCOPED_LOCK (&hub->workers->lock);
+      stopping = hub->workers->stopping || t->cancelled;
+    }
+    if (!stopping &&
+        hub_backup_end (hub, t->backup_id, "failed", -1, error_message (), &job) == 0)
+      cat_job_clear (&job);
     return;
   }
-  for (size_t i = 0; i < t->n; i++)
-    to_copy += t->disks[i].to_copy;
-  for (size_t i = 1; i < to_copy && i < WORKER_DISKS_PARALLEL; i++) {
-    if (pthread_create (&helpers[n_helpers], NULL, helper_main, arg) != 0) {
-      log_warn ("backup %s: starting a copy thread failed; copying one disk at a time",
-                t->backup_id);
-      break;
-    }
-    n_helpers++;
-  }
-  copy_disks (hub, t);
-  for (size_t i = 0; i < n_helpers; i++)
-    pthread_join (helpers[i], NULL);
-
-  /* Bitmaps: keep the new ones and drop the old ones only when the whole
-   * job completed; otherwise drop the new ones of the disks copied here. */
-  if (catalog_backup_get (hub->cat, t->backup_id, &job) == -1) {
-    if (error_category () != ERR_NOT_FOUND) {
-      log_error ("backup %s: %s", t->backup_id, error_message ());
-      return;
-    }
-    completed = false;
-  }
-  else {
-    completed = strcmp (job.status, "completed") == 0;
-    if (strcmp (job.status, "running") == 0) {
-      /* Stopping: the next start finishes it, and decides then. */
-      cat_job_clear (&job);
-      return;
-    }
-    cat_job_clear (&job);
-  }
-  for (size_t i = 0; i < t->n; i++) {
-    struct disk_task *dt = &t->disks[i];
-    struct engine_backup_disk d;
-
-    engine_disk_of (hub, t, dt, &d);
-    if (completed && (dt->copied || dt->completed_change_id)) {
-      struct engine_disk_result before = { .change_id = dt->completed_change_id };
-      if (engine_backup_disk_commit (&d, dt->copied ? &dt->result : &before) == -1)
-        log_warn ("backup %s disk %d: removing the previous bitmap: %s", t->backup_id,
-                  dt->disk_index, error_message ());
-    }
-    else if (!completed && dt->copied)
-      engine_backup_disk_abort (&d, &dt->result);
-  }
-  if (completed)
-    log_info ("backup %s completed by the hub", t->backup_id);
+  engine_session_run (&t->session);
 }
+
+static void on_job_ended (struct hub *hub, const char *backup_id);
 
 static void *
 worker_main (void *arg)
@@ -457,7 +489,9 @@ worker_main (void *arg)
     w->running = t;
     pthread_mutex_unlock (&w->lock);
 
+    current_task = t;
     run_task (hub, t);
+    current_task = NULL;
 
     pthread_mutex_lock (&w->lock);
     unlink_task (&w->running, t);
@@ -483,6 +517,8 @@ hub_workers_start (struct hub *hub)
   pthread_mutex_init (&w->lock, NULL);
   pthread_cond_init (&w->cond, NULL);
   hub->workers = w;
+  hub->hooks.runnable = hub_workers_queue;
+  hub->hooks.ended = on_job_ended;
   for (w->n_threads = 0; w->n_threads < n; w->n_threads++) {
     int err = pthread_create (&w->threads[w->n_threads], NULL, worker_main, hub);
     if (err != 0) {
@@ -510,8 +546,8 @@ hub_workers_stop (struct hub *hub)
       task_free (t);
     }
     for (struct task *t = w->running; t; t = t->next)
-      for (size_t i = 0; t->disks && i < t->n; i++)
-        atomic_store (&t->disks[i].progress.cancel, true);
+      if (t->loaded)
+        engine_session_stop (&t->session, "the hub is stopping");
     pthread_cond_broadcast (&w->cond);
   }
   for (int i = 0; i < w->n_threads; i++)
@@ -535,6 +571,8 @@ hub_workers_queue (struct hub *hub, const char *backup_id)
   if (w->stopping || find_task (w->queue, backup_id) || find_task (w->running, backup_id))
     return;
   t = calloc (1, sizeof *t);
+  if (t != NULL)
+    t->hub = hub;
   if (t == NULL || (t->backup_id = strdup (backup_id)) == NULL) {
     free (t);
     log_error ("backup %s: out of memory queueing it; the next start runs it",
@@ -547,8 +585,9 @@ hub_workers_queue (struct hub *hub, const char *backup_id)
   pthread_cond_broadcast (&w->cond);
 }
 
-void
-hub_workers_cancel (struct hub *hub, const char *backup_id)
+/* The job was ended or deleted by someone else: stop its copies. */
+static void
+workers_cancel (struct hub *hub, const char *backup_id)
 {
   struct hub_workers *w = hub->workers;
   struct task *t;
@@ -562,15 +601,17 @@ hub_workers_cancel (struct hub *hub, const char *backup_id)
   }
   if ((t = find_task (w->running, backup_id)) != NULL) {
     t->cancelled = true;
-    for (size_t i = 0; t->disks && i < t->n; i++)
-      atomic_store (&t->disks[i].progress.cancel, true);
+    if (t->loaded)
+      engine_session_stop (&t->session, "the job was ended");
   }
 }
 
 #define WORKER_WAIT_S 60
 
-void
-hub_workers_wait (struct hub *hub, const char *backup_id)
+/* Wait (bounded) until no worker runs that job.  Never with hub->lock
+ * held. */
+static void
+workers_wait (struct hub *hub, const char *backup_id)
 {
   struct hub_workers *w = hub->workers;
   struct timespec deadline;
@@ -588,6 +629,16 @@ hub_workers_wait (struct hub *hub, const char *backup_id)
     }
 }
 
+/* hub->hooks.ended: stop the job's copies and wait for them, unless this
+ * is the job's own worker ending it (its copies have stopped already). */
+static void
+on_job_ended (struct hub *hub, const char *backup_id)
+{
+  workers_cancel (hub, backup_id);
+  if (current_task == NULL || strcmp (current_task->backup_id, backup_id) != 0)
+    workers_wait (hub, backup_id);
+}
+
 bool
 hub_backup_progress (struct hub *hub, const char *backup_id, int disk_index,
                      struct hub_progress *out)
@@ -599,14 +650,14 @@ hub_backup_progress (struct hub *hub, const char *backup_id, int disk_index,
     return false;
   SCOPED_LOCK (&w->lock);
   t = find_task (w->running, backup_id);
-  for (size_t i = 0; t && t->disks && i < t->n; i++) {
+  for (size_t i = 0; t && t->loaded && i < t->n; i++) {
     struct disk_task *dt = &t->disks[i];
     struct timespec now;
     int64_t started, elapsed_ns;
 
-    if (dt->disk_index != disk_index)
+    if (t->sdisks[i].disk_index != disk_index)
       continue;
-    if (!dt->to_copy || dt->copied || (dt->started && !dt->active))
+    if (!dt->active)
       return false;
     out->bytes_done = atomic_load (&dt->progress.bytes_done);
     out->bytes_total = atomic_load (&dt->progress.bytes_total);

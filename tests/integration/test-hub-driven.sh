@@ -34,12 +34,6 @@ api PUT /api/v1/vms/hd1 "$(jq -cn --arg a "$T/src0.qcow2" --arg b "$T/src1.qcow2
   '{disks:[{disk_index:0,size_bytes:$s,source:$a},{disk_index:1,size_bytes:$s,source:$b}]}')"
 is "$API_STATUS" 201 "PUT a VM whose two disks have QCOW2 sources"
 
-# job_done ID: the job is no longer running (its final state in $JOB).
-job_done ()
-{
-  JOB=$(curl -s "http://127.0.0.1:$HUB_PORT/api/v1/backups/$1")
-  [ "$(jq -r .status <<< "$JOB")" != running ]
-}
 
 # progress_ok: every disk's progress is null or well-formed.
 BAD_PROGRESS=
@@ -49,7 +43,8 @@ watch_job ()
   local deadline=$((SECONDS + 120)) p
   while [ $SECONDS -le $deadline ]; do
     JOB=$(curl -s "http://127.0.0.1:$HUB_PORT/api/v1/backups/$1")
-    [ "$(jq -r .status <<< "$JOB")" != running ] && return 0
+    # finishing: every disk is recorded, the hub still settles the bitmaps.
+    case $(jq -r .status <<< "$JOB") in running|finishing) ;; *) return 0 ;; esac
     p=$(jq -c '[.disks[].progress | select(. != null)]' <<< "$JOB")
     if [ "$p" != "[]" ]; then
       SEEN_PROGRESS=1

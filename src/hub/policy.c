@@ -1,0 +1,306 @@
+/* hub/policy.c - who may talk to the hub and what it may read: the API
+ * token, the NBD pre-shared keys (and the URIs they shape), and the folders
+ * hub-driven sources must lie in.
+ *
+ * Everything here is read once at start (hub_policy_open, hub_psk_install)
+ * and is read-only afterwards, so no lock guards it.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "hub/hub-int.h"
+#include "util/cleanup.h"
+#include "util/error.h"
+#include "util/id.h"
+#include "util/log.h"
+
+char *
+hub_nbd_uri (struct hub *hub, const char *export_name)
+{
+  char *uri;
+  int r;
+
+  if (hub->nbd_tls_user)
+    r = asprintf (&uri, hub->nbd.ipv6 ? "nbds://%s@[%s]:%d/%s" : "nbds://%s@%s:%d/%s",
+                  hub->nbd_tls_user, hub->nbd.host, hub->nbd.port, export_name);
+  else
+    r = asprintf (&uri, hub->nbd.ipv6 ? "nbd://[%s]:%d/%s" : "nbd://%s:%d/%s",
+                  hub->nbd.host, hub->nbd.port, export_name);
+  return r == -1 ? NULL : uri;
+}
+
+/* Read the API token: the first line of the file, which must not be empty. */
+static char *
+read_token (const char *file)
+{
+  CLEANUP_FREE char *line = NULL;
+  size_t cap = 0;
+  ssize_t len;
+  FILE *fp = fopen (file, "r");
+  struct stat st;
+
+  if (fp == NULL) {
+    error_set_errno (ERR_INVALID, errno, "API token file %s", file);
+    return NULL;
+  }
+  if (fstat (fileno (fp), &st) == 0 && (st.st_mode & 077))
+    log_warn ("API token file %s can be read by other users; chmod 600 it", file);
+  len = getline (&line, &cap, fp);
+  fclose (fp);
+  if (len > 0 && (size_t) len != strlen (line)) {
+    error_set (ERR_INVALID, "API token file %s: the token has a NUL byte", file);
+    return NULL;
+  }
+  while (len > 0 && strchr (" \t\r\n", line[len - 1]))
+    line[--len] = '\0';
+  if (len <= 0 || strspn (line, " \t") > 0) {
+    error_set (ERR_INVALID, "API token file %s: the first line must hold the token, "
+               "with no blanks before it", file);
+    return NULL;
+  }
+  for (ssize_t i = 0; i < len; i++)
+    if ((unsigned char) line[i] <= ' ' || line[i] == 0x7f) {
+      error_set (ERR_INVALID, "API token file %s: the token must not contain blanks "
+                 "or control characters", file);
+      return NULL;
+    }
+  if (len > 4096) {
+    error_set (ERR_INVALID, "API token file %s: the token is longer than 4096 bytes", file);
+    return NULL;
+  }
+  char *ret = line;
+  line = NULL;
+  return ret;
+}
+
+/* --source-dirs: each folder resolved (it must exist), so that sources
+ * are compared with real paths. */
+static int
+resolve_source_dirs (struct hub *hub)
+{
+  const char *p = hub->cfg.source_dirs;
+  size_t n = 1;
+
+  for (const char *c = p; *c; c++)
+    n += *c == ':';
+  hub->source_dirs = calloc (n + 1, sizeof *hub->source_dirs);
+  if (hub->source_dirs == NULL) {
+    error_set_errno (ERR_INTERNAL, errno, "out of memory");
+    return -1;
+  }
+  for (size_t i = 0; i < n; i++) {
+    const char *end = strchrnul (p, ':');
+    CLEANUP_FREE char *dir = strndup (p, end - p);
+    struct stat st;
+
+    if (dir == NULL) {
+      error_set_errno (ERR_INTERNAL, errno, "out of memory");
+      return -1;
+    }
+    if ((hub->source_dirs[i] = realpath (dir, NULL)) == NULL ||
+        stat (hub->source_dirs[i], &st) == -1) {
+      error_set_errno (ERR_INVALID, errno, "--source-dirs: folder %s", dir);
+      return -1;
+    }
+    if (!S_ISDIR (st.st_mode)) {
+      error_set (ERR_INVALID, "--source-dirs: %s is not a folder", dir);
+      return -1;
+    }
+    p = *end ? end + 1 : end;
+  }
+  return 0;
+}
+
+int
+hub_policy_open (struct hub *hub)
+{
+  if (hub->cfg.source_dirs && resolve_source_dirs (hub) == -1)
+    return -1;
+  if (!net_is_loopback (&hub->nbd) && !hub->cfg.nbd_tls_psk_file)
+    log_warn ("NBD targets listen on %s without --nbd-tls-psk-file: anyone who can "
+              "reach it can list the exports and write into running backups",
+              hub->cfg.nbd_listen);
+  if (hub->cfg.api_token_file && (hub->token = read_token (hub->cfg.api_token_file)) == NULL)
+    return -1;
+  else if (!hub->cfg.api_token_file && !net_is_loopback (&hub->listen))
+    log_warn ("the API listens on %s without --api-token-file: anyone who reaches it "
+              "can delete backups", hub->cfg.listen);
+  return 0;
+}
+
+void
+hub_policy_clear (struct hub *hub)
+{
+  free (hub->token);
+  free (hub->nbd_tls_user);
+  cleanup_strv (&hub->source_dirs);
+  hub->token = hub->nbd_tls_user = NULL;
+}
+
+int
+hub_psk_install (struct hub *hub, char **tls_dir)
+{
+  CLEANUP_FREE char *line = NULL;
+  CLEANUP_FREE char *keys = NULL;
+  CLEANUP_FREE char *tmp = NULL;
+  size_t cap = 0, keys_len = 0;
+  FILE *fp = fopen (hub->cfg.nbd_tls_psk_file, "r"), *out = NULL;
+  ssize_t len;
+  int lineno = 0;
+
+  *tls_dir = NULL;
+  if (fp == NULL) {
+    error_set_errno (ERR_INVALID, errno, "NBD PSK file %s", hub->cfg.nbd_tls_psk_file);
+    return -1;
+  }
+  out = open_memstream (&keys, &keys_len);
+  if (out == NULL) {
+    fclose (fp);
+    error_set_errno (ERR_INTERNAL, errno, "out of memory");
+    return -1;
+  }
+  while ((len = getline (&line, &cap, fp)) != -1) {
+    char *colon;
+    size_t idlen, hexlen;
+
+    lineno++;
+    while (len > 0 && strchr (" \t\r\n", line[len - 1]))
+      line[--len] = '\0';
+    if (len == 0)
+      continue;
+    colon = strchr (line, ':');
+    idlen = colon ? (size_t) (colon - line) : 0;
+    hexlen = colon ? strlen (colon + 1) : 0;
+    *(colon ? colon : line) = '\0';
+    if (colon == NULL || idlen == 0 || idlen > 64 || !id_valid (line) ||
+        hexlen < 32 || hexlen % 2 != 0 || strspn (colon + 1, "0123456789abcdefABCDEF") != hexlen) {
+      error_set (ERR_INVALID, "NBD PSK file %s:%d: expected IDENTITY:HEXKEY with an "
+                 "identity of [A-Za-z0-9._-] and a key of at least 32 hex digits",
+                 hub->cfg.nbd_tls_psk_file, lineno);
+      goto fail;
+    }
+    if (hub->nbd_tls_user == NULL && (hub->nbd_tls_user = strdup (line)) == NULL)
+      goto oom;
+    fprintf (out, "%s:%s\n", line, colon + 1);
+  }
+  fclose (fp);
+  fp = NULL;
+  fclose (out);
+  out = NULL;
+  if (hub->nbd_tls_user == NULL) {
+    error_set (ERR_INVALID, "NBD PSK file %s holds no key", hub->cfg.nbd_tls_psk_file);
+    return -1;
+  }
+
+  if (asprintf (tls_dir, "%s/tls", hub->run_dir) == -1 ||
+      asprintf (&tmp, "%s/keys.psk.tmp", *tls_dir) == -1)
+    goto oom;
+  if (mkdir (*tls_dir, 0700) == -1 && errno != EEXIST) {
+    error_set_errno (ERR_INTERNAL, errno, "creating %s", *tls_dir);
+    goto fail;
+  }
+  {
+    CLEANUP_FREE char *final = NULL;
+    CLEANUP_FD int fd = open (tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd == -1 || write (fd, keys, keys_len) != (ssize_t) keys_len || fsync (fd) == -1 ||
+        asprintf (&final, "%s/keys.psk", *tls_dir) == -1 || rename (tmp, final) == -1) {
+      error_set_errno (ERR_INTERNAL, errno, "installing the NBD keys in %s", *tls_dir);
+      unlink (tmp);
+      goto fail;
+    }
+  }
+  return 0;
+
+ oom:
+  error_set_errno (ERR_INTERNAL, ENOMEM, "out of memory");
+ fail:
+  if (fp)
+    fclose (fp);
+  if (out)
+    fclose (out);
+  free (*tls_dir);
+  *tls_dir = NULL;
+  return -1;
+}
+
+/* Constant-time comparison, so the token cannot be guessed byte by byte. */
+static bool
+token_equal (const char *given, const char *want)
+{
+  size_t gl = strlen (given), wl = strlen (want);
+  unsigned char diff = gl != wl;
+  for (size_t i = 0; i < gl; i++)
+    diff |= (unsigned char) given[i] ^ (unsigned char) want[i % (wl ? wl : 1)];
+  return diff == 0;
+}
+
+int
+hub_authorize (struct hub *hub, const char *authorization)
+{
+  if (hub->token == NULL)
+    return 0;
+  if (authorization == NULL || strncmp (authorization, "Bearer ", 7) != 0) {
+    error_set (ERR_UNAUTHORIZED, "this hub needs 'Authorization: Bearer <token>'");
+    return -1;
+  }
+  if (!token_equal (authorization + 7, hub->token)) {
+    error_set (ERR_UNAUTHORIZED, "wrong API token");
+    return -1;
+  }
+  return 0;
+}
+
+int
+hub_source_check (const char *source)
+{
+  static const char *const schemes[] = { "nbd://", "nbd+unix://", NULL };
+
+  if (source == NULL || *source == '\0') {
+    error_set (ERR_INVALID, "source must not be empty");
+    return -1;
+  }
+  for (const char *const *s = schemes; *s; s++)
+    if (strncmp (source, *s, strlen (*s)) == 0)
+      return 0;
+  if (source[0] == '/')
+    return 0;
+  error_set (ERR_INVALID, "source '%.200s' must be an absolute path (an image file or "
+             "block device) or an nbd:// or nbd+unix:// URI", source);
+  return -1;
+}
+
+int
+hub_source_allowed (struct hub *hub, const char *source, bool must_exist)
+{
+  CLEANUP_FREE char *real = NULL;
+  const char *path = source;
+
+  if (hub->source_dirs == NULL || source[0] != '/')
+    return 0;
+  real = realpath (source, NULL);
+  if (real)
+    path = real;                 /* symbolic links resolved */
+  else if (must_exist || errno != ENOENT) {
+    error_set_errno (ERR_INVALID, errno, "source %.200s", source);
+    return -1;
+  }
+  else if (strstr (source, "/../") || strstr (source, "/./") ||
+           (strlen (source) >= 3 && strcmp (source + strlen (source) - 3, "/..") == 0)) {
+    error_set (ERR_INVALID, "source %.200s: no '.' or '..' components in a source that "
+               "does not exist yet", source);
+    return -1;
+  }
+  for (char **d = hub->source_dirs; *d; d++) {
+    size_t len = strlen (*d);
+    if (strncmp (path, *d, len) == 0 && (path[len] == '/' || (len == 1 && **d == '/')))
+      return 0;
+  }
+  error_set (ERR_INVALID, "source %.200s lies outside the folders the hub may read "
+             "(--source-dirs %.200s)", source, hub->cfg.source_dirs);
+  return -1;
+}
