@@ -588,6 +588,65 @@ job_load (struct catalog *cat, const char *id, struct cat_job *out)
   return query_one (cat, job_read, out, JOB_SELECT " WHERE j.id = ?", "s", id, NULL);
 }
 
+/* One record of any kind the catalog reads whole. */
+union any_record {
+  struct cat_repository repo;
+  struct cat_vm vm;
+  struct cat_context ctx;
+  struct cat_job job;
+};
+
+/* Read the one row that sql selects (see query_one) into *out, elem bytes,
+ * in one read transaction; clear frees a record.  When there is none,
+ * ERR_NOT_FOUND: "WHAT A not found", or, with b, "VM A has no backups in
+ * repository B". */
+static int
+read_one (struct catalog *cat, row_reader read, void (*clear) (void *), void *out,
+          size_t elem, const char *what, const char *sql, const char *types,
+          const char *a, const char *b)
+{
+  union any_record rec = { 0 };
+  int found = 0;
+  SCOPED_LOCK (&cat->lock);
+
+  if (RUN_TX (cat, false, (found = query_one (cat, read, &rec, sql, types, a, b)) == -1
+                          ? -1 : 0, (clear (&rec), found = 0)) == -1) {
+    clear (&rec);
+    return -1;
+  }
+  if (found)
+    memcpy (out, &rec, elem);
+  else if (b)
+    error_set (ERR_NOT_FOUND, "VM %s has no backups in repository %s", a, b);
+  else
+    error_set (ERR_NOT_FOUND, "%s %s not found", what, a);
+  return found ? 0 : -1;
+}
+
+/* Read every row that sql selects (with one text parameter, which may be
+ * NULL, when types is "s") into a new array of elem-sized records, in one
+ * read transaction.  On failure *out is untouched. */
+static int
+read_all (struct catalog *cat, row_reader read, void (*free_array) (void *a, size_t n),
+          size_t elem, void **out, size_t *n, const char *sql, const char *types,
+          const char *param)
+{
+  void *a = NULL;
+  size_t count = 0;
+  SCOPED_LOCK (&cat->lock);
+
+#define READ_ALL_TX ({ CLEANUP_STMT struct db_stmt *st_ = db_prepare (cat, sql, types, param); \
+      collect_rows (cat, st_, elem, read, free_array, &a, &count); })
+  if (RUN_TX (cat, false, READ_ALL_TX, (free_array (a, count), a = NULL, count = 0)) == -1) {
+    free_array (a, count);
+    return -1;
+  }
+#undef READ_ALL_TX
+  *out = a;
+  *n = count;
+  return 0;
+}
+
 /* The latest completed disk of a context and disk index (see the top of
  * the file).  Selected by d.id; ?1 is the context, ?2 the disk index. */
 #define LATEST_WHERE \
@@ -709,31 +768,19 @@ catalog_repo_insert (struct catalog *cat, const struct cat_repository *r)
   return RUN_TX (cat, true, repo_insert_tx (cat, r, now), (void) 0);
 }
 
-/* Read one repository; ERR_NOT_FOUND when there is none. */
-static int
-repo_get_tx (struct catalog *cat, const char *id, struct cat_repository *out)
+static void
+repo_clear (void *r)
 {
-  int r = query_one (cat, repo_read, out, REPO_SELECT " WHERE id = ?", "s", id, NULL);
-
-  if (r == 0)
-    error_set (ERR_NOT_FOUND, "repository %s not found", id);
-  return r == 1 ? 0 : -1;
+  cat_repository_clear (r);
 }
 
 int
 catalog_repo_get (struct catalog *cat, const char *id, struct cat_repository *out)
 {
-  struct cat_repository r = { 0 };
-
   if (id == NULL || out == NULL)
     return missing ("repository id");
-  SCOPED_LOCK (&cat->lock);
-  if (RUN_TX (cat, false, repo_get_tx (cat, id, &r), cat_repository_clear (&r)) == -1) {
-    cat_repository_clear (&r);
-    return -1;
-  }
-  *out = r;
-  return 0;
+  return read_one (cat, repo_read, repo_clear, out, sizeof *out, "repository",
+                  REPO_SELECT " WHERE id = ?", "s", id, NULL);
 }
 
 static void
@@ -743,31 +790,13 @@ repos_free (void *a, size_t n)
 }
 
 /* All repositories, oldest first. */
-static int
-repo_list_tx (struct catalog *cat, struct cat_repository **out, size_t *n)
-{
-  CLEANUP_STMT struct db_stmt *st = db_prepare (cat, REPO_SELECT " ORDER BY created_at, id", "");
-
-  return collect_rows (cat, st, sizeof **out, repo_read, repos_free, (void **) out, n);
-}
-
 int
 catalog_repo_list (struct catalog *cat, struct cat_repository **out, size_t *n)
 {
-  struct cat_repository *a = NULL;
-  size_t count = 0;
-
   if (out == NULL || n == NULL)
     return missing ("output array");
-  SCOPED_LOCK (&cat->lock);
-  if (RUN_TX (cat, false, repo_list_tx (cat, &a, &count),
-              (cat_repository_free_array (a, count), a = NULL, count = 0)) == -1) {
-    cat_repository_free_array (a, count);
-    return -1;
-  }
-  *out = a;
-  *n = count;
-  return 0;
+  return read_all (cat, repo_read, repos_free, sizeof **out, (void **) out, n,
+                   REPO_SELECT " ORDER BY created_at, id", "", NULL);
 }
 
 /* Delete a repository no context uses.  The foreign key from
@@ -922,31 +951,19 @@ catalog_vm_put (struct catalog *cat, const struct cat_vm *vm, bool *created)
   return 0;
 }
 
-/* Read one VM with its disks. */
-static int
-vm_get_tx (struct catalog *cat, const char *vm_name, struct cat_vm *out)
+static void
+vm_clear (void *vm)
 {
-  int r = query_one (cat, vm_read, out, VM_SELECT " WHERE vm_name = ?", "s", vm_name, NULL);
-
-  if (r == 0)
-    error_set (ERR_NOT_FOUND, "VM %s not found", vm_name);
-  return r == 1 ? 0 : -1;
+  cat_vm_clear (vm);
 }
 
 int
 catalog_vm_get (struct catalog *cat, const char *vm_name, struct cat_vm *out)
 {
-  struct cat_vm vm = { 0 };
-
   if (vm_name == NULL || out == NULL)
     return missing ("vm_name");
-  SCOPED_LOCK (&cat->lock);
-  if (RUN_TX (cat, false, vm_get_tx (cat, vm_name, &vm), cat_vm_clear (&vm)) == -1) {
-    cat_vm_clear (&vm);
-    return -1;
-  }
-  *out = vm;
-  return 0;
+  return read_one (cat, vm_read, vm_clear, out, sizeof *out, "VM",
+                  VM_SELECT " WHERE vm_name = ?", "s", vm_name, NULL);
 }
 
 static void
@@ -956,31 +973,13 @@ vms_free (void *a, size_t n)
 }
 
 /* Every VM with its disks, by name. */
-static int
-vm_list_tx (struct catalog *cat, struct cat_vm **out, size_t *n)
-{
-  CLEANUP_STMT struct db_stmt *st = db_prepare (cat, VM_SELECT " ORDER BY vm_name", "");
-
-  return collect_rows (cat, st, sizeof **out, vm_read, vms_free, (void **) out, n);
-}
-
 int
 catalog_vm_list (struct catalog *cat, struct cat_vm **out, size_t *n)
 {
-  struct cat_vm *a = NULL;
-  size_t count = 0;
-
   if (out == NULL || n == NULL)
     return missing ("output array");
-  SCOPED_LOCK (&cat->lock);
-  if (RUN_TX (cat, false, vm_list_tx (cat, &a, &count),
-              (cat_vm_free_array (a, count), a = NULL, count = 0)) == -1) {
-    cat_vm_free_array (a, count);
-    return -1;
-  }
-  *out = a;
-  *n = count;
-  return 0;
+  return read_all (cat, vm_read, vms_free, sizeof **out, (void **) out, n,
+                   VM_SELECT " ORDER BY vm_name", "", NULL);
 }
 
 /* Delete a VM from the inventory; its disks go by cascade.  Its backups
@@ -1008,36 +1007,10 @@ catalog_vm_delete (struct catalog *cat, const char *vm_name)
  * Contexts
  */
 
-/* Read one context by id, or by (vm, repository) when b is not NULL. */
-static int
-context_get_tx (struct catalog *cat, const char *a, const char *b, struct cat_context *out)
+static void
+context_clear (void *c)
 {
-  int r = b ? query_one (cat, context_read, out,
-                         CONTEXT_SELECT " WHERE vm_name = ? AND repository_id = ?",
-                         "ss", a, b)
-            : query_one (cat, context_read, out, CONTEXT_SELECT " WHERE context_id = ?",
-                         "s", a, NULL);
-
-  if (r == 0 && b)
-    error_set (ERR_NOT_FOUND, "VM %s has no backups in repository %s", a, b);
-  else if (r == 0)
-    error_set (ERR_NOT_FOUND, "backup context %s not found", a);
-  return r == 1 ? 0 : -1;
-}
-
-/* catalog_context_get and catalog_context_find. */
-static int
-context_get (struct catalog *cat, const char *a, const char *b, struct cat_context *out)
-{
-  struct cat_context c = { 0 };
-  SCOPED_LOCK (&cat->lock);
-
-  if (RUN_TX (cat, false, context_get_tx (cat, a, b, &c), cat_context_clear (&c)) == -1) {
-    cat_context_clear (&c);
-    return -1;
-  }
-  *out = c;
-  return 0;
+  cat_context_clear (c);
 }
 
 int
@@ -1045,7 +1018,8 @@ catalog_context_get (struct catalog *cat, const char *id, struct cat_context *ou
 {
   if (id == NULL || out == NULL)
     return missing ("context id");
-  return context_get (cat, id, NULL, out);
+  return read_one (cat, context_read, context_clear, out, sizeof *out, "backup context",
+                  CONTEXT_SELECT " WHERE context_id = ?", "s", id, NULL);
 }
 
 int
@@ -1054,7 +1028,9 @@ catalog_context_find (struct catalog *cat, const char *vm_name,
 {
   if (vm_name == NULL || repository_id == NULL || out == NULL)
     return missing ("vm_name and repository_id");
-  return context_get (cat, vm_name, repository_id, out);
+  return read_one (cat, context_read, context_clear, out, sizeof *out, "VM",
+                  CONTEXT_SELECT " WHERE vm_name = ? AND repository_id = ?",
+                  "ss", vm_name, repository_id);
 }
 
 static void
@@ -1064,36 +1040,15 @@ contexts_free (void *a, size_t n)
 }
 
 /* The contexts of one VM or of all, by VM name then repository. */
-static int
-context_list_tx (struct catalog *cat, const char *vm_name, struct cat_context **out,
-                 size_t *n)
-{
-  CLEANUP_STMT struct db_stmt *st =
-    db_prepare (cat, CONTEXT_SELECT " WHERE ?1 IS NULL OR vm_name = ?1"
-                " ORDER BY vm_name, repository_id", "s", vm_name);
-
-  return collect_rows (cat, st, sizeof **out, context_read, contexts_free,
-                       (void **) out, n);
-}
-
 int
 catalog_context_list (struct catalog *cat, const char *vm_name,
                       struct cat_context **out, size_t *n)
 {
-  struct cat_context *a = NULL;
-  size_t count = 0;
-
   if (out == NULL || n == NULL)
     return missing ("output array");
-  SCOPED_LOCK (&cat->lock);
-  if (RUN_TX (cat, false, context_list_tx (cat, vm_name, &a, &count),
-              (cat_context_free_array (a, count), a = NULL, count = 0)) == -1) {
-    cat_context_free_array (a, count);
-    return -1;
-  }
-  *out = a;
-  *n = count;
-  return 0;
+  return read_all (cat, context_read, contexts_free, sizeof **out, (void **) out, n,
+                   CONTEXT_SELECT " WHERE ?1 IS NULL OR vm_name = ?1"
+                   " ORDER BY vm_name, repository_id", "s", vm_name);
 }
 
 /* The active (running or finishing) job of a context: 1 and *id, 0 when
@@ -1460,31 +1415,19 @@ catalog_backup_insert (struct catalog *cat, struct cat_job *job, const struct ca
   return 0;
 }
 
-/* Read one job with its disks. */
-static int
-backup_get_tx (struct catalog *cat, const char *id, struct cat_job *out)
+static void
+job_clear (void *j)
 {
-  int r = job_load (cat, id, out);
-
-  if (r == 0)
-    error_set (ERR_NOT_FOUND, "backup %s not found", id);
-  return r == 1 ? 0 : -1;
+  cat_job_clear (j);
 }
 
 int
 catalog_backup_get (struct catalog *cat, const char *id, struct cat_job *out)
 {
-  struct cat_job j = { 0 };
-
   if (id == NULL || out == NULL)
     return missing ("backup id");
-  SCOPED_LOCK (&cat->lock);
-  if (RUN_TX (cat, false, backup_get_tx (cat, id, &j), cat_job_clear (&j)) == -1) {
-    cat_job_clear (&j);
-    return -1;
-  }
-  *out = j;
-  return 0;
+  return read_one (cat, job_read, job_clear, out, sizeof *out, "backup",
+                  JOB_SELECT " WHERE j.id = ?", "s", id, NULL);
 }
 
 /* The filter of catalog_backup_list, as ?1..?4 (NULL matches anything). */
