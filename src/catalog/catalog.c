@@ -1,9 +1,6 @@
-/* catalog/catalog.c - the catalog's front: opening by URL, the public
- * functions, which check their arguments and dispatch through cat->ops, and
- * the functions that free what the catalog hands out.
- *
- * The backends may assume that every required argument is there: a missing
- * one is refused here with ERR_INVALID.
+/* catalog/catalog.c - the catalog's front: opening by URL (which picks
+ * the driver), closing, and the functions that free what the catalog hands
+ * out.  The operations themselves are in core.c.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -12,26 +9,18 @@
 #include "util/error.h"
 
 #define SQLITE_SCHEME "sqlite://"
-#define MYSQL_SCHEME "mysql://"
 #define MARIADB_SCHEME "mariadb://"
-
-/* Refuse a call with a missing argument; what names it. */
-static int
-missing (const char *what)
-{
-  error_set (ERR_INVALID, "catalog: %s is required", what);
-  return -1;
-}
+#define MYSQL_SCHEME "mysql://"         /* an alias of mariadb:// */
 
 /* Open the catalog that url names.  "sqlite:///abs/path.db" is an absolute
  * path, "sqlite://rel/path.db" a path relative to the working directory;
- * "mysql://" and "mariadb://" name a MariaDB/MySQL database.  The rest of
+ * "mariadb://" (or its alias "mysql://") names a MariaDB database.  The rest of
  * the URL is never echoed in errors: it may carry a password. */
 static struct catalog *
 open_url (const char *url, const char *password_file, bool migrate)
 {
   static const char expected[] = "expected sqlite:///absolute/path.db,"
-    " sqlite://relative/path.db or mysql://USER@HOST[:PORT]/DATABASE[?socket=PATH]";
+    " sqlite://relative/path.db or mariadb://USER@HOST[:PORT]/DATABASE[?socket=PATH]";
   const char *colon;
 
   if (url == NULL || *url == '\0') {
@@ -46,10 +35,10 @@ open_url (const char *url, const char *password_file, bool migrate)
     }
     return catalog_sqlite_open (path, migrate);
   }
-  if (strncmp (url, MYSQL_SCHEME, strlen (MYSQL_SCHEME)) == 0)
-    return catalog_mariadb_open (url + strlen (MYSQL_SCHEME), password_file, migrate);
   if (strncmp (url, MARIADB_SCHEME, strlen (MARIADB_SCHEME)) == 0)
     return catalog_mariadb_open (url + strlen (MARIADB_SCHEME), password_file, migrate);
+  if (strncmp (url, MYSQL_SCHEME, strlen (MYSQL_SCHEME)) == 0)
+    return catalog_mariadb_open (url + strlen (MYSQL_SCHEME), password_file, migrate);
   colon = strchr (url, ':');
   if (colon && colon[1] == '/' && colon[2] == '/')
     error_set (ERR_INVALID, "catalog URL scheme \"%.*s\" is not supported; %s",
@@ -77,298 +66,32 @@ catalog_open_raw (const char *url, const char *password_file)
   return open_url (url, password_file, false);
 }
 
-int
-catalog_raw_migrate (struct catalog *cat)
-{
-  return cat->ops->raw_migrate (cat);
-}
-
-int
-catalog_raw_exec (struct catalog *cat, const char *sql, const char *types, ...)
-{
-  va_list ap;
-  int r;
-
-  va_start (ap, types);
-  r = cat->ops->raw_exec (cat, sql, types, ap);
-  va_end (ap);
-  return r;
-}
-
-int
-catalog_raw_query (struct catalog *cat, catalog_row_fn fn, void *opaque,
-                   const char *sql, const char *types, ...)
-{
-  va_list ap;
-  int r;
-
-  va_start (ap, types);
-  r = cat->ops->raw_query (cat, sql, types, ap, fn, opaque);
-  va_end (ap);
-  return r;
-}
-
-int
-catalog_raw_tx (struct catalog *cat, enum catalog_tx what)
-{
-  return cat->ops->raw_tx (cat, what);
-}
-
-/* Close through the backend; NULL is a no-op. */
+/* Close through the driver; NULL is a no-op. */
 void
 catalog_close (struct catalog *cat)
 {
   if (cat)
-    cat->ops->close (cat);
+    cat->drv->close (cat);
 }
 
-/* The backend's name, a static string. */
+/* The driver's name, a static string. */
 const char *
 catalog_backend_name (const struct catalog *cat)
 {
-  return cat->ops->name;
+  return cat->drv->name;
 }
 
-/* --- Repositories -----------------------------------------------------
- * From here on each public function checks what its contract requires of
- * the caller, then calls the backend; the contracts are in catalog.h. */
-
-int
-catalog_repo_insert (struct catalog *cat, const struct cat_repository *r)
+void
+catalog_base_init (struct catalog *cat, const struct catalog_driver *drv)
 {
-  if (r == NULL || r->id == NULL || r->name == NULL || r->type == NULL || r->path == NULL)
-    return missing ("repository id, name, type and path");
-  return cat->ops->repo_insert (cat, r);
+  cat->drv = drv;
+  pthread_mutex_init (&cat->lock, NULL);
 }
 
-int
-catalog_repo_get (struct catalog *cat, const char *id, struct cat_repository *out)
+void
+catalog_base_destroy (struct catalog *cat)
 {
-  if (id == NULL || out == NULL)
-    return missing ("repository id");
-  return cat->ops->repo_get (cat, id, out);
-}
-
-int
-catalog_repo_list (struct catalog *cat, struct cat_repository **out, size_t *n)
-{
-  if (out == NULL || n == NULL)
-    return missing ("output array");
-  return cat->ops->repo_list (cat, out, n);
-}
-
-int
-catalog_repo_delete (struct catalog *cat, const char *id)
-{
-  if (id == NULL)
-    return missing ("repository id");
-  return cat->ops->repo_delete (cat, id);
-}
-
-/* --- VM inventory ----------------------------------------------------- */
-
-int
-catalog_vm_put (struct catalog *cat, const struct cat_vm *vm, bool *created)
-{
-  if (vm == NULL || vm->vm_name == NULL)
-    return missing ("vm_name");
-  if (vm->n_disks > 0 && vm->disks == NULL)
-    return missing ("disk list");
-  return cat->ops->vm_put (cat, vm, created);
-}
-
-int
-catalog_vm_get (struct catalog *cat, const char *vm_name, struct cat_vm *out)
-{
-  if (vm_name == NULL || out == NULL)
-    return missing ("vm_name");
-  return cat->ops->vm_get (cat, vm_name, out);
-}
-
-int
-catalog_vm_list (struct catalog *cat, struct cat_vm **out, size_t *n)
-{
-  if (out == NULL || n == NULL)
-    return missing ("output array");
-  return cat->ops->vm_list (cat, out, n);
-}
-
-int
-catalog_vm_delete (struct catalog *cat, const char *vm_name)
-{
-  if (vm_name == NULL)
-    return missing ("vm_name");
-  return cat->ops->vm_delete (cat, vm_name);
-}
-
-/* --- Contexts --------------------------------------------------------- */
-
-int
-catalog_context_get (struct catalog *cat, const char *id, struct cat_context *out)
-{
-  if (id == NULL || out == NULL)
-    return missing ("context id");
-  return cat->ops->context_get (cat, id, out);
-}
-
-int
-catalog_context_find (struct catalog *cat, const char *vm_name,
-                      const char *repository_id, struct cat_context *out)
-{
-  if (vm_name == NULL || repository_id == NULL || out == NULL)
-    return missing ("vm_name and repository_id");
-  return cat->ops->context_find (cat, vm_name, repository_id, out);
-}
-
-int
-catalog_context_list (struct catalog *cat, const char *vm_name,
-                      struct cat_context **out, size_t *n)
-{
-  if (out == NULL || n == NULL)
-    return missing ("output array");
-  return cat->ops->context_list (cat, vm_name, out, n);
-}
-
-int
-catalog_context_delete (struct catalog *cat, const char *id, bool force,
-                        struct cat_disk **disks, size_t *n_disks)
-{
-  if (id == NULL)
-    return missing ("context id");
-  if (disks == NULL || n_disks == NULL)
-    return missing ("output array");
-  return cat->ops->context_delete (cat, id, force, disks, n_disks);
-}
-
-/* --- Backups ---------------------------------------------------------- */
-
-int
-catalog_backup_plan (struct catalog *cat, const char *vm_name,
-                     const char *repository_id, size_t n, const int *disk_indexes,
-                     struct cat_disk *parents, bool *running)
-{
-  if (vm_name == NULL || repository_id == NULL)
-    return missing ("vm_name and repository_id");
-  if (n > 0 && (disk_indexes == NULL || parents == NULL))
-    return missing ("disk index list");
-  if (running == NULL)
-    return missing ("running flag");
-  return cat->ops->backup_plan (cat, vm_name, repository_id, n, disk_indexes,
-                                parents, running);
-}
-
-int
-catalog_backup_insert (struct catalog *cat, struct cat_job *job, const struct cat_vm *vm)
-{
-  if (job == NULL || job->id == NULL || job->vm_name == NULL ||
-      job->repository_id == NULL || job->backup_type == NULL)
-    return missing ("backup id, vm_name, repository_id and backup_type");
-  if (job->n_disks > 0 && job->disks == NULL)
-    return missing ("disk list");
-  return cat->ops->backup_insert (cat, job, vm);
-}
-
-int
-catalog_backup_get (struct catalog *cat, const char *id, struct cat_job *out)
-{
-  if (id == NULL || out == NULL)
-    return missing ("backup id");
-  return cat->ops->backup_get (cat, id, out);
-}
-
-int
-catalog_backup_list (struct catalog *cat, const struct cat_job_filter *f,
-                     struct cat_job **out, size_t *n, int64_t *total)
-{
-  if (out == NULL || n == NULL)
-    return missing ("output array");
-  return cat->ops->backup_list (cat, f, out, n, total);
-}
-
-int
-catalog_disk_complete (struct catalog *cat, const char *backup_id, int disk_index,
-                       const char *change_id, int64_t bytes_transferred,
-                       const char *full_reason, struct cat_job *job_after)
-{
-  if (backup_id == NULL)
-    return missing ("backup id");
-  return cat->ops->disk_complete (cat, backup_id, disk_index, change_id,
-                                  bytes_transferred, full_reason, job_after);
-}
-
-int
-catalog_backup_end (struct catalog *cat, const char *backup_id, const char *status,
-                    int error_disk, const char *error,
-                    struct cat_disk **dropped, size_t *n_dropped)
-{
-  if (backup_id == NULL || status == NULL)
-    return missing ("backup id and status");
-  if ((dropped == NULL) != (n_dropped == NULL))
-    return missing ("count of dropped disks");
-  return cat->ops->backup_end (cat, backup_id, status, error_disk, error,
-                               dropped, n_dropped);
-}
-
-int
-catalog_backup_delete (struct catalog *cat, const char *backup_id, bool cascade,
-                       struct cat_disk **deleted, size_t *n_deleted)
-{
-  if (backup_id == NULL)
-    return missing ("backup id");
-  if ((deleted == NULL) != (n_deleted == NULL))
-    return missing ("count of deleted disks");
-  return cat->ops->backup_delete (cat, backup_id, cascade, deleted, n_deleted);
-}
-
-int
-catalog_backup_finish (struct catalog *cat, const char *backup_id, struct cat_job *job_after)
-{
-  if (backup_id == NULL)
-    return missing ("backup id");
-  return cat->ops->backup_finish (cat, backup_id, job_after);
-}
-
-int
-catalog_backup_delete_plan (struct catalog *cat, const char *backup_id, bool cascade,
-                            char ***job_ids)
-{
-  if (backup_id == NULL || job_ids == NULL)
-    return missing ("backup id and output vector");
-  return cat->ops->backup_delete_plan (cat, backup_id, cascade, job_ids);
-}
-
-int
-catalog_changeid_get (struct catalog *cat, const char *vm_name, int disk_index,
-                      const char *repository_id, struct cat_disk *out)
-{
-  if (vm_name == NULL || out == NULL)
-    return missing ("vm_name");
-  return cat->ops->changeid_get (cat, vm_name, disk_index, repository_id, out);
-}
-
-/* --- Recovery --------------------------------------------------------- */
-
-int
-catalog_disk_files (struct catalog *cat, struct cat_disk **out,
-                    char ***repo_paths, size_t *n)
-{
-  if (out == NULL || repo_paths == NULL || n == NULL)
-    return missing ("output arrays");
-  return cat->ops->disk_files (cat, out, repo_paths, n);
-}
-
-int
-catalog_running_disks (struct catalog *cat, struct cat_disk **out, size_t *n)
-{
-  if (out == NULL || n == NULL)
-    return missing ("output array");
-  return cat->ops->running_disks (cat, out, n);
-}
-
-int
-catalog_disk_lost (struct catalog *cat, int64_t disk_id, const char *reason)
-{
-  return cat->ops->disk_lost (cat, disk_id, reason);
+  pthread_mutex_destroy (&cat->lock);
 }
 
 /* --- Freeing ----------------------------------------------------------

@@ -4,8 +4,8 @@
  * The interface is made of whole domain operations, each of which runs in
  * one transaction of its own inside the backend, so that callers never hold
  * a transaction open across threads or across slow work (qemu-img, QMP).
- * Backends sit behind a vtable (struct catalog_ops); SQLite is the embedded
- * default.
+ * One SQL core (core.c) runs them over a driver (catalog-int.h): SQLite,
+ * the embedded default, or MariaDB.
  *
  * Every function returns 0 on success, -1 on failure with the thread-local
  * error set (util/error.h): ERR_NOT_FOUND, ERR_CONFLICT (unique keys, state
@@ -97,9 +97,9 @@ struct catalog;
  * "sqlite://relative.db"), apply pending migrations in one transaction each,
  * and return it.  NULL on error. */
 struct catalog *catalog_open (const char *url);
-/* The same, for a URL that may name a MariaDB/MySQL server,
- * "mysql://USER[:PASS]@HOST[:PORT]/DB" or "mysql://USER@localhost/DB?socket=PATH"
- * ("mariadb://" too).  Its password is the first line of password_file when
+/* The same, for a URL that may name a MariaDB server,
+ * "mariadb://USER[:PASS]@HOST[:PORT]/DB" or "mariadb://USER@localhost/DB?socket=PATH"
+ * ("mysql://" is an alias).  Its password is the first line of password_file when
  * that is not NULL, else $STRATA_DB_PASSWORD when set, else the URL's. */
 struct catalog *catalog_open_auth (const char *url, const char *password_file);
 void catalog_close (struct catalog *cat);   /* NULL is a no-op */

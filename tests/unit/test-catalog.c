@@ -250,7 +250,7 @@ test_open (void)
 {
   struct catalog *cat;
   char reldb[PATH_MAX + 16], cwd[PATH_MAX];
-  const char *dialect = mariadb ? "mysql" : "sqlite";
+  const char *dialect = mariadb ? "mariadb" : "sqlite";
   int64_t n_migrations = 0;
 
   error_clear ();

@@ -1,4 +1,4 @@
--- catalog/migrations/mysql/0003_finishing.sql - a job that owes work at its
+-- catalog/migrations/mariadb/0003_finishing.sql - a job that owes work at its
 -- source, and mounted repositories (see sqlite/0003_finishing.sql).
 -- MODIFY replaces a column's CHECK and a generated column's expression, and
 -- is re-runnable, as every MariaDB migration must be.

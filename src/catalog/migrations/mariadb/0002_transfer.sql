@@ -1,4 +1,4 @@
--- catalog/migrations/mysql/0002_transfer.sql - what the data path records
+-- catalog/migrations/mariadb/0002_transfer.sql - what the data path records
 -- (see sqlite/0002_transfer.sql): why a disk of an incremental job holds a
 -- full copy, and who moves a job's data.  IF NOT EXISTS: re-runnable, as
 -- every MariaDB migration (DDL is not transactional there).

@@ -1,5 +1,5 @@
--- catalog/migrations/mysql/0001_init.sql - the first catalog schema, in the
--- MySQL/MariaDB (InnoDB) dialect.  The same tables, columns, keys and checks
+-- catalog/migrations/mariadb/0001_init.sql - the first catalog schema, in the
+-- MariaDB (InnoDB) dialect.  The same tables, columns, keys and checks
 -- as sqlite/0001_init.sql; docs/SCHEMA.md says how each is expressed here.
 --
 -- Every table is InnoDB, utf8mb4 with the collation utf8mb4_nopad_bin: text

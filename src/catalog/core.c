@@ -1,0 +1,2322 @@
+/* catalog/core.c - the catalog's SQL core: every domain operation of
+ * catalog.h, written once, over the driver interface of catalog-int.h.
+ *
+ * TRANSACTIONS
+ *
+ * Each public operation takes cat->lock, then runs its X_tx body as one
+ * transaction (RUN_TX): the driver's begin, the body, commit or rollback.
+ * An operation that writes begins with the catalog-wide write lock (SQLite's
+ * BEGIN IMMEDIATE; on MariaDB the one row of catalog_lock, SELECT ... FOR
+ * UPDATE), taken before its first read, so that what it checks (is a job
+ * active? is this parent still the latest? does anything depend on this
+ * job?) still holds when it writes, against every thread and every process
+ * sharing the database.  The schema's constraints (one active job per
+ * context, the foreign keys) are the backstop.  A read runs in one
+ * snapshot.  When the driver says a failed attempt applied nothing and may
+ * run again (SQLite busy; MariaDB lost connection or deadlock before
+ * COMMIT), the body runs once more from its start; a connection lost during
+ * COMMIT is never retried (nobody knows whether it applied).  The X_tx
+ * bodies fill the caller's out-parameters only through locals that the
+ * public function hands over after COMMIT succeeded.
+ *
+ * PORTABLE SQL
+ *
+ * Every statement here is accepted by SQLite and MariaDB alike: "?N"
+ * parameters (the MariaDB driver rewrites them), WITH RECURSIVE, no row
+ * values, no UPDATE or DELETE with a WITH clause.  Two consequences of
+ * InnoDB checking foreign keys row by row rather than at the end of a
+ * statement are written once for both: a chain of disk rows is deleted one
+ * row at a time, newest first (children before their parents), and the
+ * rows built on a lost disk are updated one by one.
+ *
+ * THE LATEST COMPLETED DISK
+ *
+ * The parent of a new incremental disk, and the answer to "what is the
+ * change id of this disk", is the backup_disks row with the highest id among
+ * the completed disks, of completed jobs, of that context and disk index.  A
+ * context runs one job at a time, so the highest id is the latest
+ * completion; timestamps are never used to order backups.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "catalog/catalog-int.h"
+#include "util/array.h"
+#include "util/cleanup.h"
+#include "util/error.h"
+#include "util/id.h"
+#include "util/log.h"
+
+/* ------------------------------------------------------------------------
+ * Statements
+ */
+
+static void
+oom_error (void)
+{
+  error_set_errno (ERR_INTERNAL, ENOMEM, "catalog");
+}
+
+/* For CLEANUP_STMT: finalize a statement (NULL is harmless). */
+static void
+stmt_cleanup (struct db_stmt **st)
+{
+  if (*st)
+    (*st)->drv->finalize (*st);
+}
+#define CLEANUP_STMT __attribute__((cleanup (stmt_cleanup)))
+
+/* Parse ap by types (see struct db_arg) and prepare sql with it. */
+static struct db_stmt *
+stmt_vprepare (struct catalog *cat, const char *sql, const char *types, va_list ap)
+{
+  struct db_arg args[DB_MAX_ARGS];
+  size_t n = strlen (types);
+
+  if (n > DB_MAX_ARGS) {
+    error_set (ERR_INTERNAL, "catalog: too many parameters (in \"%.80s\")", sql);
+    return NULL;
+  }
+  for (size_t i = 0; i < n; i++) {
+    struct db_arg *a = &args[i];
+
+    memset (a, 0, sizeof *a);
+    switch (types[i]) {
+    case 's':
+    case 'e':
+      a->text = true;
+      a->s = va_arg (ap, const char *);
+      if (a->s == NULL && types[i] == 'e')
+        a->s = "";
+      a->null = a->s == NULL;
+      break;
+    case 'i': a->v = va_arg (ap, int); break;
+    case 'I': a->v = va_arg (ap, int64_t); break;
+    case 'o':
+      a->v = va_arg (ap, int64_t);
+      a->null = a->v < 0;
+      break;
+    default:
+      error_set (ERR_INTERNAL, "catalog: bad bind type '%c'", types[i]);
+      return NULL;
+    }
+  }
+  return cat->drv->prepare (cat, sql, args, n);
+}
+
+/* Prepare sql and bind its parameters; the caller steps and finalizes. */
+static struct db_stmt *
+db_prepare (struct catalog *cat, const char *sql, const char *types, ...)
+{
+  struct db_stmt *st;
+  va_list ap;
+
+  va_start (ap, types);
+  st = stmt_vprepare (cat, sql, types, ap);
+  va_end (ap);
+  return st;
+}
+
+/* 1 for a row, 0 when done, -1 on error. */
+static int
+db_step (struct db_stmt *st)
+{
+  return st->drv->step (st);
+}
+
+/* Step st to its end: the rows it changed, or -1. */
+static int64_t
+stmt_run (struct db_stmt *st)
+{
+  int r;
+
+  while ((r = db_step (st)) == 1)
+    ;
+  return r == -1 ? -1 : st->drv->changes (st);
+}
+
+/* Run a statement that returns no rows we want: the rows it changed, or
+ * -1. */
+static int64_t
+db_exec (struct catalog *cat, const char *sql, const char *types, ...)
+{
+  CLEANUP_STMT struct db_stmt *st = NULL;
+  va_list ap;
+
+  va_start (ap, types);
+  st = stmt_vprepare (cat, sql, types, ap);
+  va_end (ap);
+  return st ? stmt_run (st) : -1;
+}
+
+/* Run an INSERT and put the id it gave its row in *id. */
+static int
+db_insert (struct catalog *cat, int64_t *id, const char *sql, const char *types, ...)
+{
+  CLEANUP_STMT struct db_stmt *st = NULL;
+  va_list ap;
+
+  va_start (ap, types);
+  st = stmt_vprepare (cat, sql, types, ap);
+  va_end (ap);
+  if (st == NULL || stmt_run (st) == -1)
+    return -1;
+  *id = st->drv->last_insert_id (st);
+  return 0;
+}
+
+/* Reading the columns of a row.  A failed copy sets oom, checked once per
+ * row rather than after each column. */
+struct row {
+  struct db_stmt *st;
+  bool oom;
+};
+
+/* A text column, copied (the caller owns it); NULL for SQL NULL. */
+static char *
+row_text (struct row *r, int col)
+{
+  const char *v;
+  char *c = NULL;
+
+  if (r->st->drv->column (r->st, col, &v) == -1 || (v && (c = strdup (v)) == NULL))
+    r->oom = true;
+  return c;
+}
+
+/* An integer column: NULL reads as -1. */
+static int64_t
+row_int (struct row *r, int col)
+{
+  const char *v;
+
+  if (r->st->drv->column (r->st, col, &v) == -1) {
+    r->oom = true;
+    return -1;
+  }
+  return v ? strtoll (v, NULL, 10) : -1;
+}
+
+/* After reading a row: -1 with the error set if a copy failed. */
+static int
+row_done (struct row *r)
+{
+  if (!r->oom)
+    return 0;
+  oom_error ();
+  return -1;
+}
+
+/* One integer: 1 and *out when there is a row (NULL reads as -1), 0 when
+ * none, -1 on error. */
+static int
+db_int (struct catalog *cat, int64_t *out, const char *sql, const char *types, ...)
+{
+  CLEANUP_STMT struct db_stmt *st = NULL;
+  va_list ap;
+  int r;
+
+  va_start (ap, types);
+  st = stmt_vprepare (cat, sql, types, ap);
+  va_end (ap);
+  if (st == NULL || (r = db_step (st)) == -1)
+    return -1;
+  if (r == 1) {
+    struct row row = { st, false };
+    int64_t v = row_int (&row, 0);
+    if (row_done (&row) == -1)
+      return -1;
+    *out = v;
+  }
+  return r;
+}
+
+/* One string: 1 and *out (malloc'd, the caller's; NULL for SQL NULL) when
+ * there is a row, 0 when none, -1 on error. */
+static int
+db_text (struct catalog *cat, char **out, const char *sql, const char *types, ...)
+{
+  CLEANUP_STMT struct db_stmt *st = NULL;
+  va_list ap;
+  int r;
+
+  va_start (ap, types);
+  st = stmt_vprepare (cat, sql, types, ap);
+  va_end (ap);
+  if (st == NULL || (r = db_step (st)) == -1)
+    return -1;
+  if (r == 1) {
+    struct row row = { st, false };
+    char *v = row_text (&row, 0);
+    if (row_done (&row) == -1)
+      return -1;
+    *out = v;
+  }
+  return r;
+}
+
+/* Reads the current row into one zeroed record; on failure it leaves the
+ * record empty (nothing to free) and sets the error.  cat is for readers
+ * that query more, such as a job's disks. */
+typedef int (*row_reader) (struct catalog *cat, struct row *r, void *rec);
+
+/* Step through st, reading every row into a new array of elem-sized
+ * records.  On failure free_array frees what was read, and *out is
+ * untouched. */
+static int
+collect_rows (struct catalog *cat, struct db_stmt *st, size_t elem, row_reader read,
+              void (*free_array) (void *a, size_t n), void **out, size_t *n)
+{
+  void *a = NULL;
+  size_t count = 0, cap = 0;
+  int r;
+
+  if (st == NULL)
+    return -1;
+  while ((r = db_step (st)) == 1) {
+    struct row row = { st, false };
+    void *o = array_push (&a, count, &cap, elem);
+    if (o == NULL || read (cat, &row, o) == -1) {
+      r = -1;
+      break;
+    }
+    count++;
+  }
+  if (r == -1) {
+    free_array (a, count);
+    return -1;
+  }
+  *out = a;
+  *n = count;
+  return 0;
+}
+
+/* Free a NULL-terminated vector of strings. */
+static void
+strv_free (char **v)
+{
+  for (size_t i = 0; v && v[i]; i++)
+    free (v[i]);
+  free (v);
+}
+
+/* Read the first column of every row of st into a new NULL-terminated
+ * vector (the caller frees it). */
+static int
+collect_strings (struct db_stmt *st, char ***out)
+{
+  char **v = NULL;
+  size_t n = 0, cap = 0;
+  int r;
+
+  if (st == NULL)
+    return -1;
+  do {
+    struct row row = { st, false };
+    char **slot = array_push ((void **) &v, n, &cap, sizeof *v);
+
+    if (slot == NULL) {
+      r = -1;
+      break;
+    }
+    if ((r = db_step (st)) == 1) {
+      *slot = row_text (&row, 0);
+      if (row_done (&row) == -1)
+        r = -1;
+      else
+        n++;
+    }
+  } while (r == 1);
+  if (r == -1) {
+    strv_free (v);
+    return -1;
+  }
+  *out = v;
+  return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Transactions
+ */
+
+/* End the transaction that the body's result r describes. */
+static int
+tx_end (struct catalog *cat, int r)
+{
+  if (r == -1) {
+    cat->drv->rollback (cat);
+    return -1;
+  }
+  return cat->drv->commit (cat);
+}
+
+/* Run body (an expression that returns 0 or -1) as one transaction, again
+ * if the driver allows; cleanup (a statement) undoes what a failed
+ * attempt left in the caller's locals.  The value is 0 or -1. */
+#define RUN_TX(cat, write, body, cleanup)                               \
+  ({                                                                    \
+    int r_;                                                             \
+    for (int attempt_ = 0; ; attempt_++) {                              \
+      r_ = (cat)->drv->begin ((cat), (write)) == -1                     \
+        ? ((cat)->drv->rollback (cat), -1) : tx_end ((cat), (body));    \
+      if (r_ == 0 || !(cat)->drv->again ((cat), attempt_))              \
+        break;                                                          \
+      cleanup;                                                          \
+    }                                                                   \
+    r_;                                                                 \
+  })
+
+/* ------------------------------------------------------------------------
+ * Rows
+ */
+
+#define REPO_SELECT \
+  "SELECT id, name, type, path, created_at FROM backup_repositories"
+
+/* Copy a REPO_SELECT row into *o (owned by the caller). */
+static int
+repo_read (struct catalog *cat, struct row *r, void *rec)
+{
+  struct cat_repository *o = rec;
+
+  o->id = row_text (r, 0);
+  o->name = row_text (r, 1);
+  o->type = row_text (r, 2);
+  o->path = row_text (r, 3);
+  o->created_at = row_text (r, 4);
+  if (row_done (r) == -1) {
+    cat_repository_clear (o);
+    return -1;
+  }
+  return 0;
+}
+
+#define CONTEXT_SELECT \
+  "SELECT context_id, vm_name, repository_id, vmware_vm_id, vm_path," \
+  " vcenter_host, datacenter, total_backups_run, successful_backups," \
+  " failed_backups, last_backup_id, last_backup_type, last_backup_at," \
+  " created_at, updated_at FROM vm_backup_contexts"
+
+/* Copy a CONTEXT_SELECT row into *o (owned by the caller). */
+static int
+context_read (struct catalog *cat, struct row *r, void *rec)
+{
+  struct cat_context *o = rec;
+
+  o->context_id = row_text (r, 0);
+  o->vm_name = row_text (r, 1);
+  o->repository_id = row_text (r, 2);
+  o->vmware_vm_id = row_text (r, 3);
+  o->vm_path = row_text (r, 4);
+  o->vcenter_host = row_text (r, 5);
+  o->datacenter = row_text (r, 6);
+  o->total_backups_run = row_int (r, 7);
+  o->successful_backups = row_int (r, 8);
+  o->failed_backups = row_int (r, 9);
+  o->last_backup_id = row_text (r, 10);
+  o->last_backup_type = row_text (r, 11);
+  o->last_backup_at = row_text (r, 12);
+  o->created_at = row_text (r, 13);
+  o->updated_at = row_text (r, 14);
+  if (row_done (r) == -1) {
+    cat_context_clear (o);
+    return -1;
+  }
+  return 0;
+}
+
+/* Every disk query selects these columns, the parent row joined in as p. */
+#define DISK_SELECT \
+  "SELECT d.id, d.backup_job_id, d.vm_backup_context_id, d.disk_index," \
+  " d.vmware_disk_key, d.unit_number, d.size_bytes, d.backup_type," \
+  " d.disk_change_id, d.qcow2_path, d.parent_disk_id, p.backup_job_id," \
+  " p.disk_change_id, d.nbd_export, d.bytes_transferred, d.status, d.error," \
+  " d.created_at, d.completed_at, d.full_reason"
+#define DISK_NCOLUMNS 20
+#define DISK_FROM \
+  " FROM backup_disks d LEFT JOIN backup_disks p ON p.id = d.parent_disk_id"
+
+/* Copy a DISK_SELECT row into *o (owned by the caller). */
+static int
+disk_read (struct row *r, struct cat_disk *o)
+{
+  o->id = row_int (r, 0);
+  o->backup_job_id = row_text (r, 1);
+  o->context_id = row_text (r, 2);
+  o->disk_index = (int) row_int (r, 3);
+  o->vmware_disk_key = row_int (r, 4);
+  o->unit_number = row_int (r, 5);
+  o->size_bytes = row_int (r, 6);
+  o->backup_type = row_text (r, 7);
+  o->disk_change_id = row_text (r, 8);
+  o->qcow2_path = row_text (r, 9);
+  o->parent_disk_id = row_int (r, 10);
+  o->parent_backup_id = row_text (r, 11);
+  o->previous_change_id = row_text (r, 12);
+  o->nbd_export = row_text (r, 13);
+  o->bytes_transferred = row_int (r, 14);
+  o->status = row_text (r, 15);
+  o->error = row_text (r, 16);
+  o->created_at = row_text (r, 17);
+  o->completed_at = row_text (r, 18);
+  o->full_reason = row_text (r, 19);
+  if (row_done (r) == -1) {
+    cat_disk_clear (o);
+    return -1;
+  }
+  return 0;
+}
+
+/* Read every row of st (a DISK_SELECT, with the repository path as one more
+ * column when paths is not NULL) into a new array. */
+static int
+disks_read_all (struct db_stmt *st, struct cat_disk **out, size_t *n, char ***paths)
+{
+  struct cat_disk *a = NULL;
+  char **p = NULL;
+  size_t count = 0, cap = 0, pcap = 0;
+  int r;
+
+  if (st == NULL)
+    return -1;
+  while ((r = db_step (st)) == 1) {
+    struct row row = { st, false };
+    struct cat_disk *d = array_push ((void **) &a, count, &cap, sizeof *a);
+    char **path;
+
+    if (d == NULL)
+      goto fail;
+    if (paths) {
+      if ((path = array_push ((void **) &p, count, &pcap, sizeof *p)) == NULL)
+        goto fail;
+      *path = row_text (&row, DISK_NCOLUMNS);
+    }
+    if (disk_read (&row, d) == -1) {
+      if (paths)
+        free (p[count]);
+      goto fail;
+    }
+    count++;
+  }
+  if (r == -1)
+    goto fail;
+  *out = a;
+  *n = count;
+  if (paths)
+    *paths = p;
+  return 0;
+
+ fail:
+  cat_disk_free_array (a, count);
+  if (p)
+    for (size_t i = 0; i < count; i++)
+      free (p[i]);
+  free (p);
+  return -1;
+}
+
+/* Read the disks that sql (a DISK_SELECT...) selects with one text
+ * parameter. */
+static int
+disks_query (struct catalog *cat, const char *sql, const char *param,
+             struct cat_disk **out, size_t *n)
+{
+  CLEANUP_STMT struct db_stmt *st = db_prepare (cat, sql, "s", param);
+
+  return disks_read_all (st, out, n, NULL);
+}
+
+#define JOB_SELECT \
+  "SELECT j.id, j.vm_backup_context_id, j.vm_name, j.repository_id," \
+  " j.backup_type, j.status, j.error, j.created_at, j.completed_at, j.driver" \
+  " FROM backup_jobs j"
+
+/* Copy a JOB_SELECT row into *o with its disks, sorted by disk_index
+ * (owned by the caller). */
+static int
+job_read (struct catalog *cat, struct row *r, void *rec)
+{
+  struct cat_job *o = rec;
+
+  o->id = row_text (r, 0);
+  o->context_id = row_text (r, 1);
+  o->vm_name = row_text (r, 2);
+  o->repository_id = row_text (r, 3);
+  o->backup_type = row_text (r, 4);
+  o->status = row_text (r, 5);
+  o->error = row_text (r, 6);
+  o->created_at = row_text (r, 7);
+  o->completed_at = row_text (r, 8);
+  o->driver = row_text (r, 9);
+  if (row_done (r) == -1 ||
+      disks_query (cat, DISK_SELECT DISK_FROM
+                   " WHERE d.backup_job_id = ? ORDER BY d.disk_index",
+                   o->id, &o->disks, &o->n_disks) == -1) {
+    cat_job_clear (o);
+    return -1;
+  }
+  return 0;
+}
+
+/* Read the one row that sql selects with the text parameters a and b (b
+ * may be unused: types says) into *out with read.  1 found, 0 not, -1
+ * error. */
+static int
+query_one (struct catalog *cat, row_reader read, void *out, const char *sql,
+           const char *types, const char *a, const char *b)
+{
+  CLEANUP_STMT struct db_stmt *st = db_prepare (cat, sql, types, a, b);
+  struct row row = { st, false };
+  int r;
+
+  if (st == NULL || (r = db_step (st)) == -1)
+    return -1;
+  if (r == 1 && read (cat, &row, out) == -1)
+    return -1;
+  return r;
+}
+
+/* Load one job with its disks into *out.  1 when found, 0 when not, -1 on
+ * error. */
+static int
+job_load (struct catalog *cat, const char *id, struct cat_job *out)
+{
+  return query_one (cat, job_read, out, JOB_SELECT " WHERE j.id = ?", "s", id, NULL);
+}
+
+/* One record of any kind the catalog reads whole. */
+union any_record {
+  struct cat_repository repo;
+  struct cat_vm vm;
+  struct cat_context ctx;
+  struct cat_job job;
+};
+
+/* Read the one row that sql selects (see query_one) into *out, elem bytes,
+ * in one read transaction; clear frees a record.  When there is none,
+ * ERR_NOT_FOUND: "WHAT A not found", or, with b, "VM A has no backups in
+ * repository B". */
+static int
+read_one (struct catalog *cat, row_reader read, void (*clear) (void *), void *out,
+          size_t elem, const char *what, const char *sql, const char *types,
+          const char *a, const char *b)
+{
+  union any_record rec = { 0 };
+  int found = 0;
+  SCOPED_LOCK (&cat->lock);
+
+  if (RUN_TX (cat, false, (found = query_one (cat, read, &rec, sql, types, a, b)) == -1
+                          ? -1 : 0, (clear (&rec), found = 0)) == -1) {
+    clear (&rec);
+    return -1;
+  }
+  if (found)
+    memcpy (out, &rec, elem);
+  else if (b)
+    error_set (ERR_NOT_FOUND, "VM %s has no backups in repository %s", a, b);
+  else
+    error_set (ERR_NOT_FOUND, "%s %s not found", what, a);
+  return found ? 0 : -1;
+}
+
+/* Read every row that sql selects (with one text parameter, which may be
+ * NULL, when types is "s") into a new array of elem-sized records, in one
+ * read transaction.  On failure *out is untouched. */
+static int
+read_all (struct catalog *cat, row_reader read, void (*free_array) (void *a, size_t n),
+          size_t elem, void **out, size_t *n, const char *sql, const char *types,
+          const char *param)
+{
+  void *a = NULL;
+  size_t count = 0;
+  SCOPED_LOCK (&cat->lock);
+
+#define READ_ALL_TX ({ CLEANUP_STMT struct db_stmt *st_ = db_prepare (cat, sql, types, param); \
+      collect_rows (cat, st_, elem, read, free_array, &a, &count); })
+  if (RUN_TX (cat, false, READ_ALL_TX, (free_array (a, count), a = NULL, count = 0)) == -1) {
+    free_array (a, count);
+    return -1;
+  }
+#undef READ_ALL_TX
+  *out = a;
+  *n = count;
+  return 0;
+}
+
+/* The latest completed disk of a context and disk index (see the top of
+ * the file).  Selected by d.id; ?1 is the context, ?2 the disk index. */
+#define LATEST_WHERE \
+  " WHERE d.vm_backup_context_id = ?1 AND d.disk_index = ?2" \
+  " AND d.status = 'completed'" \
+  " AND EXISTS (SELECT 1 FROM backup_jobs lj" \
+  "             WHERE lj.id = d.backup_job_id AND lj.status = 'completed')" \
+  " ORDER BY d.id DESC LIMIT 1"
+
+/* Read the latest completed disk of (context, disk_index) into *out.  1
+ * when there is one, 0 when not, -1 on error. */
+static int
+latest_disk (struct catalog *cat, const char *ctx, int disk_index, struct cat_disk *out)
+{
+  CLEANUP_STMT struct db_stmt *st =
+    db_prepare (cat, DISK_SELECT DISK_FROM LATEST_WHERE, "si", ctx, disk_index);
+  struct row row = { st, false };
+  int r;
+
+  if (st == NULL || (r = db_step (st)) == -1)
+    return -1;
+  if (r == 1 && disk_read (&row, out) == -1)
+    return -1;
+  return r;
+}
+
+/* After jobs of a context were deleted or failed: if last_backup_id no
+ * longer names a completed job, point last_backup_* at the newest completed
+ * job that remains (newest = holding the highest disk id), or at nothing. */
+static int
+context_refresh_last (struct catalog *cat, const char *ctx, const char *now)
+{
+  CLEANUP_STMT struct db_stmt *st = NULL;
+  CLEANUP_FREE char *id = NULL, *type = NULL, *at = NULL;
+  int64_t stale;
+  int f;
+
+  f = db_int (cat, &stale, "SELECT 1 FROM vm_backup_contexts c"
+              " WHERE c.context_id = ? AND c.last_backup_id IS NOT NULL"
+              " AND NOT EXISTS (SELECT 1 FROM backup_jobs j"
+              "                 WHERE j.id = c.last_backup_id AND j.status = 'completed')",
+              "s", ctx);
+  if (f != 1)
+    return f;
+  st = db_prepare (cat, "SELECT j.id, j.backup_type, j.completed_at FROM backup_jobs j"
+                   " WHERE j.vm_backup_context_id = ? AND j.status = 'completed'"
+                   " ORDER BY (SELECT max(d.id) FROM backup_disks d"
+                   "           WHERE d.backup_job_id = j.id) DESC,"
+                   " j.created_at DESC, j.id DESC LIMIT 1", "s", ctx);
+  if (st == NULL || (f = db_step (st)) == -1)
+    return -1;
+  if (f == 1) {
+    struct row row = { st, false };
+    id = row_text (&row, 0);
+    type = row_text (&row, 1);
+    at = row_text (&row, 2);
+    if (row_done (&row) == -1)
+      return -1;
+  }
+  return db_exec (cat, "UPDATE vm_backup_contexts SET last_backup_id = ?,"
+                  " last_backup_type = ?, last_backup_at = ?, updated_at = ?"
+                  " WHERE context_id = ?", "sssss", id, type, at, now, ctx) == -1 ? -1 : 0;
+}
+
+/* Refuse a call with a missing argument; what names it. */
+static int
+missing (const char *what)
+{
+  error_set (ERR_INVALID, "catalog: %s is required", what);
+  return -1;
+}
+
+/* ------------------------------------------------------------------------
+ * Repositories
+ *
+ * From here on each public function checks what its contract requires of
+ * the caller (the contracts are in catalog.h), then runs its X_tx. */
+
+/* Insert a repository.  The taken id and path are checked first so that
+ * the conflict says which; the UNIQUE constraints are the backstop. */
+static int
+repo_insert_tx (struct catalog *cat, const struct cat_repository *r, const char *now)
+{
+  CLEANUP_FREE char *other = NULL;
+  int64_t one;
+  int f;
+
+  if ((f = db_int (cat, &one, "SELECT 1 FROM backup_repositories WHERE id = ?",
+                   "s", r->id)) != 0) {
+    if (f == 1)
+      error_set (ERR_CONFLICT, "repository %s already exists", r->id);
+    return -1;
+  }
+  if ((f = db_text (cat, &other, "SELECT id FROM backup_repositories WHERE path = ?",
+                    "s", r->path)) != 0) {
+    if (f == 1)
+      error_set (ERR_CONFLICT, "path %s is already used by repository %s",
+                 r->path, other);
+    return -1;
+  }
+  if (db_exec (cat, "INSERT INTO backup_repositories (id, name, type, path, created_at)"
+               " VALUES (?, ?, ?, ?, ?)", "sssss",
+               r->id, r->name, r->type, r->path, r->created_at ? r->created_at : now) == -1) {
+    error_prefix ("adding repository %s", r->id);
+    return -1;
+  }
+  return 0;
+}
+
+int
+catalog_repo_insert (struct catalog *cat, const struct cat_repository *r)
+{
+  char now[32];
+
+  if (r == NULL || r->id == NULL || r->name == NULL || r->type == NULL || r->path == NULL)
+    return missing ("repository id, name, type and path");
+  id_now (now, sizeof now);
+  SCOPED_LOCK (&cat->lock);
+  return RUN_TX (cat, true, repo_insert_tx (cat, r, now), (void) 0);
+}
+
+static void
+repo_clear (void *r)
+{
+  cat_repository_clear (r);
+}
+
+int
+catalog_repo_get (struct catalog *cat, const char *id, struct cat_repository *out)
+{
+  if (id == NULL || out == NULL)
+    return missing ("repository id");
+  return read_one (cat, repo_read, repo_clear, out, sizeof *out, "repository",
+                  REPO_SELECT " WHERE id = ?", "s", id, NULL);
+}
+
+static void
+repos_free (void *a, size_t n)
+{
+  cat_repository_free_array (a, n);
+}
+
+/* All repositories, oldest first. */
+int
+catalog_repo_list (struct catalog *cat, struct cat_repository **out, size_t *n)
+{
+  if (out == NULL || n == NULL)
+    return missing ("output array");
+  return read_all (cat, repo_read, repos_free, sizeof **out, (void **) out, n,
+                   REPO_SELECT " ORDER BY created_at, id", "", NULL);
+}
+
+/* Delete a repository no context uses.  The foreign key from
+ * vm_backup_contexts would refuse it anyway; checking first gives the
+ * reason in words. */
+static int
+repo_delete_tx (struct catalog *cat, const char *id)
+{
+  int64_t count;
+  int f;
+
+  if ((f = db_int (cat, &count, "SELECT 1 FROM backup_repositories WHERE id = ?",
+                   "s", id)) != 1) {
+    if (f == 0)
+      error_set (ERR_NOT_FOUND, "repository %s not found", id);
+    return -1;
+  }
+  if (db_int (cat, &count, "SELECT count(*) FROM vm_backup_contexts WHERE repository_id = ?",
+              "s", id) == -1)
+    return -1;
+  if (count > 0) {
+    error_set (ERR_CONFLICT, "repository %s holds the backups of %" PRId64
+               " VM%s; delete those first", id, count, count == 1 ? "" : "s");
+    return -1;
+  }
+  if (db_exec (cat, "DELETE FROM backup_repositories WHERE id = ?", "s", id) == -1) {
+    error_prefix ("deleting repository %s", id);
+    return -1;
+  }
+  return 0;
+}
+
+int
+catalog_repo_delete (struct catalog *cat, const char *id)
+{
+  if (id == NULL)
+    return missing ("repository id");
+  SCOPED_LOCK (&cat->lock);
+  return RUN_TX (cat, true, repo_delete_tx (cat, id), (void) 0);
+}
+
+/* ------------------------------------------------------------------------
+ * VM inventory
+ */
+
+#define VM_SELECT \
+  "SELECT vm_name, vmware_vm_id, vm_path, vcenter_host, datacenter," \
+  " created_at, updated_at FROM vms"
+
+/* Fill vm->disks from vm_disks, sorted by disk_index. */
+static int
+vm_load_disks (struct catalog *cat, struct cat_vm *vm)
+{
+  CLEANUP_STMT struct db_stmt *st =
+    db_prepare (cat, "SELECT disk_index, size_bytes, vmware_disk_key, unit_number, source"
+                " FROM vm_disks WHERE vm_name = ? ORDER BY disk_index", "s", vm->vm_name);
+  size_t cap = 0;
+  int r;
+
+  if (st == NULL)
+    return -1;
+  while ((r = db_step (st)) == 1) {
+    struct row row = { st, false };
+    struct cat_vm_disk *d = array_push ((void **) &vm->disks, vm->n_disks, &cap,
+                                        sizeof *d);
+    if (d == NULL)
+      return -1;
+    vm->n_disks++;
+    d->disk_index = (int) row_int (&row, 0);
+    d->size_bytes = row_int (&row, 1);
+    d->vmware_disk_key = row_int (&row, 2);
+    d->unit_number = row_int (&row, 3);
+    d->source = row_text (&row, 4);
+    if (row_done (&row) == -1)
+      return -1;
+  }
+  return r;
+}
+
+/* Copy a VM_SELECT row and the VM's disks into *o (owned by the caller). */
+static int
+vm_read (struct catalog *cat, struct row *r, void *rec)
+{
+  struct cat_vm *o = rec;
+
+  o->vm_name = row_text (r, 0);
+  o->vmware_vm_id = row_text (r, 1);
+  o->vm_path = row_text (r, 2);
+  o->vcenter_host = row_text (r, 3);
+  o->datacenter = row_text (r, 4);
+  o->created_at = row_text (r, 5);
+  o->updated_at = row_text (r, 6);
+  if (row_done (r) == -1 || vm_load_disks (cat, o) == -1) {
+    cat_vm_clear (o);
+    return -1;
+  }
+  return 0;
+}
+
+/* Insert or update the VM row (keeping created_at) and replace its whole
+ * disk list.  *created tells which it was. */
+static int
+vm_put_tx (struct catalog *cat, const struct cat_vm *vm, const char *now, bool *created)
+{
+  int64_t one, f;
+
+  if ((f = db_int (cat, &one, "SELECT 1 FROM vms WHERE vm_name = ?", "s", vm->vm_name)) == -1)
+    return -1;
+  *created = f == 0;
+  if (*created)
+    f = db_exec (cat, "INSERT INTO vms (vm_name, vmware_vm_id, vm_path, vcenter_host,"
+                 " datacenter, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                 "seeeess", vm->vm_name, vm->vmware_vm_id, vm->vm_path,
+                 vm->vcenter_host, vm->datacenter, now, now);
+  else
+    f = db_exec (cat, "UPDATE vms SET vmware_vm_id = ?, vm_path = ?, vcenter_host = ?,"
+                 " datacenter = ?, updated_at = ? WHERE vm_name = ?",
+                 "eeeess", vm->vmware_vm_id, vm->vm_path, vm->vcenter_host,
+                 vm->datacenter, now, vm->vm_name);
+  if (f == -1 ||
+      db_exec (cat, "DELETE FROM vm_disks WHERE vm_name = ?", "s", vm->vm_name) == -1)
+    return -1;
+  for (size_t i = 0; i < vm->n_disks; i++) {
+    const struct cat_vm_disk *d = &vm->disks[i];
+    if (db_exec (cat, "INSERT INTO vm_disks (vm_name, disk_index, size_bytes,"
+                 " vmware_disk_key, unit_number, source) VALUES (?, ?, ?, ?, ?, ?)",
+                 "siIoos", vm->vm_name, d->disk_index, d->size_bytes,
+                 d->vmware_disk_key, d->unit_number, d->source) == -1) {
+      error_prefix ("VM %s, disk %d", vm->vm_name, d->disk_index);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+int
+catalog_vm_put (struct catalog *cat, const struct cat_vm *vm, bool *created)
+{
+  bool c = false;
+  char now[32];
+
+  if (vm == NULL || vm->vm_name == NULL)
+    return missing ("vm_name");
+  if (vm->n_disks > 0 && vm->disks == NULL)
+    return missing ("disk list");
+  id_now (now, sizeof now);
+  SCOPED_LOCK (&cat->lock);
+  if (RUN_TX (cat, true, vm_put_tx (cat, vm, now, &c), (void) 0) == -1)
+    return -1;
+  if (created)
+    *created = c;
+  return 0;
+}
+
+static void
+vm_clear (void *vm)
+{
+  cat_vm_clear (vm);
+}
+
+int
+catalog_vm_get (struct catalog *cat, const char *vm_name, struct cat_vm *out)
+{
+  if (vm_name == NULL || out == NULL)
+    return missing ("vm_name");
+  return read_one (cat, vm_read, vm_clear, out, sizeof *out, "VM",
+                  VM_SELECT " WHERE vm_name = ?", "s", vm_name, NULL);
+}
+
+static void
+vms_free (void *a, size_t n)
+{
+  cat_vm_free_array (a, n);
+}
+
+/* Every VM with its disks, by name. */
+int
+catalog_vm_list (struct catalog *cat, struct cat_vm **out, size_t *n)
+{
+  if (out == NULL || n == NULL)
+    return missing ("output array");
+  return read_all (cat, vm_read, vms_free, sizeof **out, (void **) out, n,
+                   VM_SELECT " ORDER BY vm_name", "", NULL);
+}
+
+/* Delete a VM from the inventory; its disks go by cascade.  Its backups
+ * stay: contexts copy what they need of the VM. */
+static int
+vm_delete_tx (struct catalog *cat, const char *vm_name)
+{
+  int64_t r = db_exec (cat, "DELETE FROM vms WHERE vm_name = ?", "s", vm_name);
+
+  if (r == 0)
+    error_set (ERR_NOT_FOUND, "VM %s not found", vm_name);
+  return r <= 0 ? -1 : 0;
+}
+
+int
+catalog_vm_delete (struct catalog *cat, const char *vm_name)
+{
+  if (vm_name == NULL)
+    return missing ("vm_name");
+  SCOPED_LOCK (&cat->lock);
+  return RUN_TX (cat, true, vm_delete_tx (cat, vm_name), (void) 0);
+}
+
+/* ------------------------------------------------------------------------
+ * Contexts
+ */
+
+static void
+context_clear (void *c)
+{
+  cat_context_clear (c);
+}
+
+int
+catalog_context_get (struct catalog *cat, const char *id, struct cat_context *out)
+{
+  if (id == NULL || out == NULL)
+    return missing ("context id");
+  return read_one (cat, context_read, context_clear, out, sizeof *out, "backup context",
+                  CONTEXT_SELECT " WHERE context_id = ?", "s", id, NULL);
+}
+
+int
+catalog_context_find (struct catalog *cat, const char *vm_name,
+                      const char *repository_id, struct cat_context *out)
+{
+  if (vm_name == NULL || repository_id == NULL || out == NULL)
+    return missing ("vm_name and repository_id");
+  return read_one (cat, context_read, context_clear, out, sizeof *out, "VM",
+                  CONTEXT_SELECT " WHERE vm_name = ? AND repository_id = ?",
+                  "ss", vm_name, repository_id);
+}
+
+static void
+contexts_free (void *a, size_t n)
+{
+  cat_context_free_array (a, n);
+}
+
+/* The contexts of one VM or of all, by VM name then repository. */
+int
+catalog_context_list (struct catalog *cat, const char *vm_name,
+                      struct cat_context **out, size_t *n)
+{
+  if (out == NULL || n == NULL)
+    return missing ("output array");
+  return read_all (cat, context_read, contexts_free, sizeof **out, (void **) out, n,
+                   CONTEXT_SELECT " WHERE ?1 IS NULL OR vm_name = ?1"
+                   " ORDER BY vm_name, repository_id", "s", vm_name);
+}
+
+/* The active (running or finishing) job of a context: 1 and *id, 0 when
+ * there is none, -1 on error. */
+static int
+active_job (struct catalog *cat, const char *ctx, char **id)
+{
+  return db_text (cat, id, "SELECT id FROM backup_jobs WHERE vm_backup_context_id = ?"
+                  " AND status IN ('running', 'finishing')", "s", ctx);
+}
+
+/* Delete the disk rows of a, which are sorted by id, newest first, so that
+ * no row goes before a row based on it (see PORTABLE SQL at the top). */
+static int
+disks_delete (struct catalog *cat, const struct cat_disk *a, size_t n)
+{
+  for (size_t i = n; i-- > 0; )
+    if (db_exec (cat, "DELETE FROM backup_disks WHERE id = ?", "I", a[i].id) == -1)
+      return -1;
+  return 0;
+}
+
+/* Delete a context after collecting its disk rows for the caller: the
+ * disks newest first, then the context, whose cascade takes the jobs. */
+static int
+context_delete_tx (struct catalog *cat, const char *id, bool force,
+                   struct cat_disk **disks, size_t *n)
+{
+  CLEANUP_FREE char *running = NULL;
+  int64_t one;
+  int f;
+
+  if ((f = db_int (cat, &one, "SELECT 1 FROM vm_backup_contexts WHERE context_id = ?",
+                   "s", id)) != 1) {
+    if (f == 0)
+      error_set (ERR_NOT_FOUND, "backup context %s not found", id);
+    return -1;
+  }
+  if (!force && (f = active_job (cat, id, &running)) != 0) {
+    if (f == 1)
+      error_set (ERR_CONFLICT, "backup %s of context %s is running", running, id);
+    return -1;
+  }
+  if (disks_query (cat, DISK_SELECT DISK_FROM " WHERE d.vm_backup_context_id = ?"
+                   " ORDER BY d.id", id, disks, n) == -1)
+    return -1;
+  if (disks_delete (cat, *disks, *n) == -1 ||
+      db_exec (cat, "DELETE FROM vm_backup_contexts WHERE context_id = ?", "s", id) == -1) {
+    error_prefix ("deleting backup context %s", id);
+    return -1;
+  }
+  return 0;
+}
+
+int
+catalog_context_delete (struct catalog *cat, const char *id, bool force,
+                        struct cat_disk **disks, size_t *n_disks)
+{
+  struct cat_disk *a = NULL;
+  size_t n = 0;
+
+  if (id == NULL)
+    return missing ("context id");
+  if (disks == NULL || n_disks == NULL)
+    return missing ("output array");
+  SCOPED_LOCK (&cat->lock);
+  if (RUN_TX (cat, true, context_delete_tx (cat, id, force, &a, &n),
+              (cat_disk_free_array (a, n), a = NULL, n = 0)) == -1) {
+    cat_disk_free_array (a, n);
+    return -1;
+  }
+  *disks = a;
+  *n_disks = n;
+  return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Backups
+ */
+
+/* Fill parents[] with the latest completed disk of each index and say
+ * whether a job is active.  With no context yet there is nothing to find. */
+static int
+backup_plan_tx (struct catalog *cat, const char *vm_name, const char *repository_id,
+                size_t n, const int *disk_indexes, struct cat_disk *parents,
+                bool *running)
+{
+  CLEANUP_FREE char *ctx = NULL, *active = NULL;
+  int f;
+
+  f = db_text (cat, &ctx, "SELECT context_id FROM vm_backup_contexts"
+               " WHERE vm_name = ? AND repository_id = ?", "ss", vm_name, repository_id);
+  if (f != 1)
+    return f;                   /* no context: no parents, nothing running */
+  if ((f = active_job (cat, ctx, &active)) == -1)
+    return -1;
+  *running = f == 1;
+  for (size_t i = 0; i < n; i++)
+    if (latest_disk (cat, ctx, disk_indexes[i], &parents[i]) == -1)
+      return -1;
+  return 0;
+}
+
+int
+catalog_backup_plan (struct catalog *cat, const char *vm_name,
+                     const char *repository_id, size_t n, const int *disk_indexes,
+                     struct cat_disk *parents, bool *running)
+{
+  CLEANUP_FREE struct cat_disk *tmp = NULL;
+  bool run = false;
+
+  if (vm_name == NULL || repository_id == NULL)
+    return missing ("vm_name and repository_id");
+  if (n > 0 && (disk_indexes == NULL || parents == NULL))
+    return missing ("disk index list");
+  if (running == NULL)
+    return missing ("running flag");
+  /* A scratch array, so that parents[] is written only on success. */
+  if ((tmp = calloc (n ? n : 1, sizeof *tmp)) == NULL) {
+    oom_error ();
+    return -1;
+  }
+  SCOPED_LOCK (&cat->lock);
+#define CLEAR_TMP for (size_t i = 0; i < n; i++) cat_disk_clear (&tmp[i])
+  if (RUN_TX (cat, false, backup_plan_tx (cat, vm_name, repository_id, n, disk_indexes,
+                                          tmp, &run), ({ CLEAR_TMP; run = false; })) == -1) {
+    CLEAR_TMP;
+    return -1;
+  }
+#undef CLEAR_TMP
+  memcpy (parents, tmp, n * sizeof *tmp);
+  *running = run;
+  return 0;
+}
+
+/* True for the two backup types the schema allows. */
+static bool
+backup_type_valid (const char *t)
+{
+  return t && (strcmp (t, "full") == 0 || strcmp (t, "incremental") == 0);
+}
+
+/* Check a new job's disks against the contract before touching the
+ * database: ERR_INVALID for what no state of the catalog could accept. */
+static int
+backup_insert_check (const struct cat_job *job)
+{
+  if (job->n_disks == 0) {
+    error_set (ERR_INVALID, "backup %s has no disks", job->id);
+    return -1;
+  }
+  if (job->context_id && !id_valid (job->context_id)) {
+    error_set (ERR_INVALID, "context id \"%s\" is not a valid id", job->context_id);
+    return -1;
+  }
+  if (!backup_type_valid (job->backup_type)) {
+    error_set (ERR_INVALID, "backup_type must be \"full\" or \"incremental\"");
+    return -1;
+  }
+  if (job->driver && strcmp (job->driver, "agent") != 0 && strcmp (job->driver, "hub") != 0) {
+    error_set (ERR_INVALID, "driver must be \"agent\" or \"hub\"");
+    return -1;
+  }
+  for (size_t i = 0; i < job->n_disks; i++) {
+    const struct cat_disk *d = &job->disks[i];
+    bool full = d->backup_type && strcmp (d->backup_type, "full") == 0;
+
+    if (!backup_type_valid (d->backup_type)) {
+      error_set (ERR_INVALID, "disk %d: backup_type must be \"full\" or \"incremental\"",
+                 d->disk_index);
+      return -1;
+    }
+    if (full && d->parent_disk_id >= 0) {
+      error_set (ERR_INVALID, "disk %d: a full backup has no parent disk", d->disk_index);
+      return -1;
+    }
+    if (!full && d->parent_disk_id < 0) {
+      error_set (ERR_INVALID, "disk %d: an incremental backup needs a parent disk",
+                 d->disk_index);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+/* Find or create the context, refuse a second active job, check each
+ * parent against the latest completed disk, then write the job, its disks
+ * and the count: all inside the caller's write transaction, so that no
+ * other writer, in this process or another, comes between the checks and
+ * the writes.  On success *ctx_out is the context id (caller frees) and
+ * disk_ids[i] the new rows' ids. */
+static int
+backup_insert_tx (struct catalog *cat, const struct cat_job *job, const struct cat_vm *vm,
+                  const char *now, char **ctx_out, int64_t *disk_ids)
+{
+  CLEANUP_FREE char *ctx = NULL, *running = NULL;
+  int64_t one, latest;
+  int f;
+
+  if ((f = db_int (cat, &one, "SELECT 1 FROM backup_repositories WHERE id = ?",
+                   "s", job->repository_id)) != 1) {
+    if (f == 0)
+      error_set (ERR_NOT_FOUND, "repository %s not found", job->repository_id);
+    return -1;
+  }
+  f = db_text (cat, &ctx, "SELECT context_id FROM vm_backup_contexts"
+               " WHERE vm_name = ? AND repository_id = ?", "ss",
+               job->vm_name, job->repository_id);
+  if (f == -1)
+    return -1;
+  /* The caller may have chosen the context's id already (its files' paths
+   * hold it): a new context takes it; an existing one must be it. */
+  if (f == 1 && job->context_id && strcmp (job->context_id, ctx) != 0) {
+    error_set (ERR_CONFLICT, "the backup context of VM %s in repository %s is %s,"
+               " not %s; plan again", job->vm_name, job->repository_id, ctx,
+               job->context_id);
+    return -1;
+  }
+  if (f == 0) {
+    ctx = job->context_id ? strdup (job->context_id) : id_new ("ctx-backup", job->vm_name);
+    if (ctx == NULL) {
+      if (job->context_id)
+        oom_error ();
+      return -1;
+    }
+    if (db_exec (cat, "INSERT INTO vm_backup_contexts (context_id, vm_name, repository_id,"
+                 " vmware_vm_id, vm_path, vcenter_host, datacenter, created_at, updated_at)"
+                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", "ssseeeess",
+                 ctx, job->vm_name, job->repository_id,
+                 vm ? vm->vmware_vm_id : NULL, vm ? vm->vm_path : NULL,
+                 vm ? vm->vcenter_host : NULL, vm ? vm->datacenter : NULL,
+                 now, now) == -1) {
+      error_prefix ("creating the backup context of VM %s", job->vm_name);
+      return -1;
+    }
+  }
+  else if ((f = active_job (cat, ctx, &running)) != 0) {
+    if (f == 1)
+      error_set (ERR_CONFLICT, "VM %s already has a running backup (%s) in repository %s",
+                 job->vm_name, running, job->repository_id);
+    return -1;
+  }
+
+  /* The plan was read in an earlier transaction: check that every parent
+   * is still the latest completed disk of its index. */
+  for (size_t i = 0; i < job->n_disks; i++) {
+    const struct cat_disk *d = &job->disks[i];
+
+    if (d->parent_disk_id < 0)
+      continue;
+    f = db_int (cat, &latest, "SELECT d.id FROM backup_disks d" LATEST_WHERE,
+                "si", ctx, d->disk_index);
+    if (f == -1)
+      return -1;
+    if (f == 0 || latest != d->parent_disk_id) {
+      if (f == 0)
+        error_set (ERR_CONFLICT, "disk %d: parent disk %" PRId64 " is not the latest"
+                   " completed backup of that disk (there is none); plan again",
+                   d->disk_index, d->parent_disk_id);
+      else
+        error_set (ERR_CONFLICT, "disk %d: parent disk %" PRId64 " is not the latest"
+                   " completed backup of that disk (%" PRId64 " is); plan again",
+                   d->disk_index, d->parent_disk_id, latest);
+      return -1;
+    }
+  }
+
+  if (db_exec (cat, "INSERT INTO backup_jobs (id, vm_backup_context_id, vm_name,"
+               " repository_id, backup_type, status, error, created_at, completed_at, driver)"
+               " VALUES (?, ?, ?, ?, ?, 'running', NULL, ?, NULL, ?)", "sssssss",
+               job->id, ctx, job->vm_name, job->repository_id, job->backup_type,
+               job->created_at ? job->created_at : now,
+               job->driver ? job->driver : "agent") == -1) {
+    error_prefix ("adding backup %s", job->id);
+    return -1;
+  }
+  for (size_t i = 0; i < job->n_disks; i++) {
+    const struct cat_disk *d = &job->disks[i];
+
+    if (db_insert (cat, &disk_ids[i], "INSERT INTO backup_disks (vm_backup_context_id,"
+                   " backup_job_id, disk_index, vmware_disk_key, size_bytes, unit_number,"
+                   " backup_type, qcow2_path, parent_disk_id, nbd_export, bytes_transferred,"
+                   " status, created_at, full_reason)"
+                   " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)",
+                   "ssioIossossss", ctx, job->id, d->disk_index, d->vmware_disk_key,
+                   d->size_bytes, d->unit_number, d->backup_type, d->qcow2_path,
+                   d->parent_disk_id, d->nbd_export, d->status ? d->status : "running",
+                   d->created_at ? d->created_at : now, d->full_reason) == -1) {
+      error_prefix ("adding disk %d of backup %s", d->disk_index, job->id);
+      return -1;
+    }
+  }
+  if (db_exec (cat, "UPDATE vm_backup_contexts SET total_backups_run = total_backups_run + 1,"
+               " updated_at = ? WHERE context_id = ?", "ss", now, ctx) == -1)
+    return -1;
+  *ctx_out = ctx;
+  ctx = NULL;
+  return 0;
+}
+
+/* See backup_insert_tx.  The job's context_id, if set, is the id the
+ * caller chose for a new context; after COMMIT the job and its disks
+ * receive the context id and the disk ids. */
+int
+catalog_backup_insert (struct catalog *cat, struct cat_job *job, const struct cat_vm *vm)
+{
+  CLEANUP_FREE int64_t *ids = NULL;
+  CLEANUP_FREE char *ctx = NULL;
+  char **copies = NULL;
+  char now[32];
+  int r;
+
+  if (job == NULL || job->id == NULL || job->vm_name == NULL ||
+      job->repository_id == NULL || job->backup_type == NULL)
+    return missing ("backup id, vm_name, repository_id and backup_type");
+  if (job->n_disks > 0 && job->disks == NULL)
+    return missing ("disk list");
+  if (backup_insert_check (job) == -1)
+    return -1;
+  /* Everything that can fail is done before COMMIT, so that a job that was
+   * committed is always handed back complete. */
+  ids = calloc (job->n_disks, sizeof *ids);
+  copies = calloc (job->n_disks, sizeof *copies);
+  if (ids == NULL || copies == NULL) {
+    free (copies);
+    oom_error ();
+    return -1;
+  }
+  id_now (now, sizeof now);
+#define COPY_CTX ({ int c_ = 0;                                         \
+      for (size_t i = 0; c_ == 0 && i < job->n_disks; i++)              \
+        if ((copies[i] = strdup (ctx)) == NULL) {                       \
+          oom_error ();                                                 \
+          c_ = -1;                                                      \
+        }                                                               \
+      c_; })
+#define FREE_COPIES ({ for (size_t i = 0; i < job->n_disks; i++) {      \
+        free (copies[i]);                                               \
+        copies[i] = NULL;                                               \
+      }                                                                 \
+      free (ctx);                                                       \
+      ctx = NULL; })
+  {
+    SCOPED_LOCK (&cat->lock);
+    r = RUN_TX (cat, true, backup_insert_tx (cat, job, vm, now, &ctx, ids) == -1
+                           ? -1 : COPY_CTX, FREE_COPIES);
+  }
+  if (r == -1) {
+    FREE_COPIES;
+    free (copies);
+    return -1;
+  }
+#undef COPY_CTX
+#undef FREE_COPIES
+  free (job->context_id);
+  job->context_id = ctx;
+  ctx = NULL;
+  for (size_t i = 0; i < job->n_disks; i++) {
+    job->disks[i].id = ids[i];
+    free (job->disks[i].context_id);
+    job->disks[i].context_id = copies[i];
+  }
+  free (copies);
+  return 0;
+}
+
+static void
+job_clear (void *j)
+{
+  cat_job_clear (j);
+}
+
+int
+catalog_backup_get (struct catalog *cat, const char *id, struct cat_job *out)
+{
+  if (id == NULL || out == NULL)
+    return missing ("backup id");
+  return read_one (cat, job_read, job_clear, out, sizeof *out, "backup",
+                  JOB_SELECT " WHERE j.id = ?", "s", id, NULL);
+}
+
+/* The filter of catalog_backup_list, as ?1..?4 (NULL matches anything). */
+#define JOB_FILTER \
+  " WHERE (?1 IS NULL OR j.vm_name = ?1) AND (?2 IS NULL OR j.repository_id = ?2)" \
+  " AND (?3 IS NULL OR j.status = ?3) AND (?4 IS NULL OR j.backup_type = ?4)"
+
+static void
+jobs_free (void *a, size_t n)
+{
+  cat_job_free_array (a, n);
+}
+
+/* Count the matches, then read one page of them, newest first, each with
+ * its disks.  A limit of 0 or less means no limit. */
+static int
+backup_list_tx (struct catalog *cat, const struct cat_job_filter *f,
+                struct cat_job **out, size_t *n, int64_t *total)
+{
+  CLEANUP_STMT struct db_stmt *st = NULL;
+  int64_t limit = f->limit > 0 ? f->limit : INT64_MAX, offset = f->offset > 0 ? f->offset : 0;
+
+  if (db_int (cat, total, "SELECT count(*) FROM backup_jobs j" JOB_FILTER, "ssss",
+              f->vm_name, f->repository_id, f->status, f->backup_type) == -1)
+    return -1;
+  st = db_prepare (cat, JOB_SELECT JOB_FILTER " ORDER BY j.created_at DESC, j.id DESC"
+                   " LIMIT ?5 OFFSET ?6", "ssssII", f->vm_name, f->repository_id,
+                   f->status, f->backup_type, limit, offset);
+  return collect_rows (cat, st, sizeof **out, job_read, jobs_free, (void **) out, n);
+}
+
+/* One read transaction, so that the total and the page agree. */
+int
+catalog_backup_list (struct catalog *cat, const struct cat_job_filter *f,
+                     struct cat_job **out, size_t *n, int64_t *total)
+{
+  static const struct cat_job_filter any = { 0 };
+  struct cat_job *a = NULL;
+  size_t count = 0;
+  int64_t t = 0;
+
+  if (out == NULL || n == NULL)
+    return missing ("output array");
+  SCOPED_LOCK (&cat->lock);
+  if (RUN_TX (cat, false, backup_list_tx (cat, f ? f : &any, &a, &count, &t),
+              (cat_job_free_array (a, count), a = NULL, count = 0)) == -1) {
+    cat_job_free_array (a, count);
+    return -1;
+  }
+  *out = a;
+  *n = count;
+  if (total)
+    *total = t;
+  return 0;
+}
+
+/* Check that job id exists and its status is want.  On success *ctx, *type
+ * and *driver receive its context id, backup type and driver (malloc'd,
+ * the caller frees). */
+static int
+job_in (struct catalog *cat, const char *id, const char *want, char **ctx, char **type,
+        char **driver)
+{
+  CLEANUP_STMT struct db_stmt *st =
+    db_prepare (cat, "SELECT status, vm_backup_context_id, backup_type, driver"
+                " FROM backup_jobs WHERE id = ?", "s", id);
+  struct row row = { st, false };
+  CLEANUP_FREE char *status = NULL;
+  int r;
+
+  if (st == NULL || (r = db_step (st)) == -1)
+    return -1;
+  if (r == 0) {
+    error_set (ERR_NOT_FOUND, "backup %s not found", id);
+    return -1;
+  }
+  status = row_text (&row, 0);
+  *ctx = row_text (&row, 1);
+  *type = row_text (&row, 2);
+  *driver = row_text (&row, 3);
+  if (row_done (&row) == -1)
+    return -1;
+  if (strcmp (status, want) != 0) {
+    error_set (ERR_CONFLICT, "backup %s is %s", id, status);
+    return -1;
+  }
+  return 0;
+}
+
+/* Mark job backup_id (of context ctx, backup type type) completed and
+ * count it as the context's latest successful backup. */
+static int
+job_complete (struct catalog *cat, const char *backup_id, const char *type,
+              const char *ctx, const char *now)
+{
+  if (db_exec (cat, "UPDATE backup_jobs SET status = 'completed', completed_at = ?"
+               " WHERE id = ?", "ss", now, backup_id) == -1 ||
+      db_exec (cat, "UPDATE vm_backup_contexts SET"
+               " successful_backups = successful_backups + 1, last_backup_id = ?,"
+               " last_backup_type = ?, last_backup_at = ?, updated_at = ?"
+               " WHERE context_id = ?", "sssss", backup_id, type, now, now, ctx) == -1)
+    return -1;
+  return 0;
+}
+
+/* Complete one disk of a running job; when it was the last unfinished
+ * one, complete the job and count it in the context, or, for a hub-driven
+ * job, which still owes its source the bitmaps, make it finishing.  *after
+ * receives the job as it stands after the change (caller frees). */
+static int
+disk_complete_tx (struct catalog *cat, const char *backup_id, int disk_index,
+                  const char *change_id, int64_t bytes, const char *full_reason,
+                  const char *now, struct cat_job *after)
+{
+  CLEANUP_FREE char *ctx = NULL, *type = NULL, *driver = NULL, *status = NULL;
+  int64_t disk_id, left;
+  int f;
+
+  if (job_in (cat, backup_id, "running", &ctx, &type, &driver) == -1)
+    return -1;
+  f = db_int (cat, &disk_id, "SELECT id FROM backup_disks"
+              " WHERE backup_job_id = ? AND disk_index = ?", "si", backup_id, disk_index);
+  if (f == -1)
+    return -1;
+  if (f == 0) {
+    error_set (ERR_NOT_FOUND, "backup %s has no disk %d", backup_id, disk_index);
+    return -1;
+  }
+  if (db_text (cat, &status, "SELECT status FROM backup_disks WHERE id = ?",
+               "I", disk_id) != 1)
+    return -1;
+  if (strcmp (status, "running") != 0 && strcmp (status, "pending") != 0) {
+    error_set (ERR_CONFLICT, "disk %d of backup %s is %s", disk_index, backup_id, status);
+    return -1;
+  }
+  if (db_exec (cat, "UPDATE backup_disks SET status = 'completed', disk_change_id = ?,"
+               " bytes_transferred = ?, completed_at = ?, nbd_export = NULL,"
+               " full_reason = COALESCE(?, full_reason) WHERE id = ?",
+               "sIssI", change_id, bytes, now, full_reason, disk_id) == -1)
+    return -1;
+  if (db_int (cat, &left, "SELECT count(*) FROM backup_disks"
+              " WHERE backup_job_id = ? AND status <> 'completed'", "s", backup_id) == -1)
+    return -1;
+  if (left == 0) {
+    if (strcmp (driver, "hub") == 0) {
+      if (db_exec (cat, "UPDATE backup_jobs SET status = 'finishing' WHERE id = ?",
+                   "s", backup_id) == -1)
+        return -1;
+    }
+    else if (job_complete (cat, backup_id, type, ctx, now) == -1)
+      return -1;
+  }
+  return job_load (cat, backup_id, after) == 1 ? 0 : -1;
+}
+
+/* Finish a finishing job: complete it and count it in its context. */
+static int
+backup_finish_tx (struct catalog *cat, const char *backup_id, const char *now,
+                  struct cat_job *after)
+{
+  CLEANUP_FREE char *ctx = NULL, *type = NULL, *driver = NULL;
+
+  if (job_in (cat, backup_id, "finishing", &ctx, &type, &driver) == -1 ||
+      job_complete (cat, backup_id, type, ctx, now) == -1)
+    return -1;
+  return job_load (cat, backup_id, after) == 1 ? 0 : -1;
+}
+
+/* Run a write operation that hands back the job as it stands after it:
+ * complete (disk_index >= 0) or finish. */
+static int
+job_change (struct catalog *cat, const char *backup_id, int disk_index,
+            const char *change_id, int64_t bytes, const char *full_reason,
+            struct cat_job *job_after)
+{
+  struct cat_job after = { 0 };
+  char now[32];
+  int r;
+
+  id_now (now, sizeof now);
+  {
+    SCOPED_LOCK (&cat->lock);
+    r = RUN_TX (cat, true, disk_index >= 0
+                ? disk_complete_tx (cat, backup_id, disk_index, change_id, bytes,
+                                    full_reason, now, &after)
+                : backup_finish_tx (cat, backup_id, now, &after),
+                cat_job_clear (&after));
+  }
+  if (r == -1 || job_after == NULL)
+    cat_job_clear (&after);
+  else
+    *job_after = after;
+  return r;
+}
+
+int
+catalog_disk_complete (struct catalog *cat, const char *backup_id, int disk_index,
+                       const char *change_id, int64_t bytes_transferred,
+                       const char *full_reason, struct cat_job *job_after)
+{
+  if (backup_id == NULL)
+    return missing ("backup id");
+  if (bytes_transferred < 0) {
+    error_set (ERR_INVALID, "bytes_transferred must not be negative");
+    return -1;
+  }
+  if (disk_index < 0) {
+    error_set (ERR_NOT_FOUND, "backup %s has no disk %d", backup_id, disk_index);
+    return -1;
+  }
+  return job_change (cat, backup_id, disk_index, change_id, bytes_transferred,
+                     full_reason, job_after);
+}
+
+int
+catalog_backup_finish (struct catalog *cat, const char *backup_id, struct cat_job *job_after)
+{
+  if (backup_id == NULL)
+    return missing ("backup id");
+  return job_change (cat, backup_id, -1, NULL, 0, NULL, job_after);
+}
+
+/* End a running job as failed or cancelled: collect its unfinished disks
+ * as they are (with paths and exports) into *dropped, then fail them,
+ * clearing paths and exports, and count the failure in the context. */
+static int
+backup_end_tx (struct catalog *cat, const char *backup_id, const char *status,
+               int error_disk, const char *error, const char *now,
+               struct cat_disk **dropped, size_t *n)
+{
+  CLEANUP_FREE char *ctx = NULL, *type = NULL, *driver = NULL;
+  const char *other = strcmp (status, "failed") == 0 ? "job failed" : "job cancelled";
+
+  if (job_in (cat, backup_id, "running", &ctx, &type, &driver) == -1)
+    return -1;
+  if (disks_query (cat, DISK_SELECT DISK_FROM " WHERE d.backup_job_id = ?"
+                   " AND d.status <> 'completed' ORDER BY d.disk_index",
+                   backup_id, dropped, n) == -1)
+    return -1;
+  for (size_t i = 0; i < *n; i++) {
+    const struct cat_disk *d = &(*dropped)[i];
+    const char *msg = other;
+
+    if (d->disk_index == error_disk && error_disk >= 0 && error)
+      msg = error;
+    if (db_exec (cat, "UPDATE backup_disks SET status = 'failed', error = ?,"
+                 " qcow2_path = NULL, nbd_export = NULL, completed_at = ?"
+                 " WHERE id = ?", "ssI", msg, now, d->id) == -1)
+      return -1;
+  }
+  if (db_exec (cat, "UPDATE backup_jobs SET status = ?, error = ?, completed_at = ?"
+               " WHERE id = ?", "ssss", status, error, now, backup_id) == -1 ||
+      db_exec (cat, "UPDATE vm_backup_contexts SET failed_backups = failed_backups + 1,"
+               " updated_at = ? WHERE context_id = ?", "ss", now, ctx) == -1)
+    return -1;
+  return 0;
+}
+
+/* Hand the disk rows a of a finished write to *out (or free them when the
+ * caller wants none). */
+static void
+disks_hand_over (struct cat_disk *a, size_t n, struct cat_disk **out, size_t *n_out)
+{
+  if (out) {
+    *out = a;
+    *n_out = n;
+  }
+  else
+    cat_disk_free_array (a, n);
+}
+
+int
+catalog_backup_end (struct catalog *cat, const char *backup_id, const char *status,
+                    int error_disk, const char *error,
+                    struct cat_disk **dropped, size_t *n_dropped)
+{
+  struct cat_disk *a = NULL;
+  size_t n = 0;
+  char now[32];
+
+  if (backup_id == NULL || status == NULL)
+    return missing ("backup id and status");
+  if ((dropped == NULL) != (n_dropped == NULL))
+    return missing ("count of dropped disks");
+  if (strcmp (status, "failed") != 0 && strcmp (status, "cancelled") != 0) {
+    error_set (ERR_INVALID, "a backup can only end as failed or cancelled, not %s", status);
+    return -1;
+  }
+  id_now (now, sizeof now);
+  SCOPED_LOCK (&cat->lock);
+  if (RUN_TX (cat, true, backup_end_tx (cat, backup_id, status, error_disk, error, now,
+                                        &a, &n),
+              (cat_disk_free_array (a, n), a = NULL, n = 0)) == -1) {
+    cat_disk_free_array (a, n);
+    return -1;
+  }
+  disks_hand_over (a, n, dropped, n_dropped);
+  return 0;
+}
+
+/* The job ?1 and, recursively, every job with a disk based on a disk of a
+ * job already in the set: what deleting ?1 with cascade deletes.  The
+ * anchor selects the column, not the parameter, so that the CTE's column
+ * has the column's type. */
+#define DOOMED_JOBS \
+  "WITH RECURSIVE doomed (job_id) AS (" \
+  "  SELECT id FROM backup_jobs WHERE id = ?1" \
+  "  UNION" \
+  "  SELECT c.backup_job_id FROM backup_disks c" \
+  "  JOIN backup_disks p ON c.parent_disk_id = p.id" \
+  "  JOIN doomed ON p.backup_job_id = doomed.job_id) "
+
+#define WITH_FILES \
+  " AND EXISTS (SELECT 1 FROM backup_disks x" \
+  "             WHERE x.backup_job_id = doomed.job_id AND x.qcow2_path IS NOT NULL)"
+
+/* What deleting backup_id (with cascade or not) deletes, after its checks:
+ * backup_id exists and is not active; dependents that still have a file
+ * (only those are backed by it: a failed attempt whose overlays are gone
+ * goes with it) are deleted only with cascade, and only when none of them
+ * is active.  *job_ids receives the doomed jobs' ids, backup_id first,
+ * then the others by id (a NULL-terminated vector, the caller frees it). */
+static int
+backup_delete_plan_tx (struct catalog *cat, const char *backup_id, bool cascade,
+                       char ***job_ids)
+{
+  CLEANUP_FREE char *status = NULL, *dependent = NULL, *active = NULL;
+  CLEANUP_STMT struct db_stmt *st = NULL;
+  int64_t dependents;
+  int f;
+
+  f = db_text (cat, &status, "SELECT status FROM backup_jobs WHERE id = ?", "s", backup_id);
+  if (f == 0)
+    error_set (ERR_NOT_FOUND, "backup %s not found", backup_id);
+  if (f != 1)
+    return -1;
+  if (strcmp (status, "running") == 0 || strcmp (status, "finishing") == 0) {
+    error_set (ERR_CONFLICT, "backup %s is %s", backup_id, status);
+    return -1;
+  }
+  if (db_int (cat, &dependents, DOOMED_JOBS
+              "SELECT count(*) FROM doomed WHERE job_id <> ?1" WITH_FILES,
+              "s", backup_id) == -1)
+    return -1;
+  if (dependents > 0) {
+    if (db_text (cat, &dependent, DOOMED_JOBS
+                 "SELECT job_id FROM doomed WHERE job_id <> ?1" WITH_FILES
+                 " ORDER BY job_id LIMIT 1", "s", backup_id) != 1)
+      return -1;
+    if (!cascade) {
+      error_set (ERR_CONFLICT, "%" PRId64 " later backup%s (%s%s) %s based on backup %s;"
+                 " delete with cascade to delete them too",
+                 dependents, dependents == 1 ? "" : "s", dependent,
+                 dependents == 1 ? "" : ", ...", dependents == 1 ? "is" : "are",
+                 backup_id);
+      return -1;
+    }
+    f = db_text (cat, &active, DOOMED_JOBS
+                 "SELECT j.id FROM backup_jobs j JOIN doomed ON j.id = doomed.job_id"
+                 " WHERE j.status IN ('running', 'finishing') LIMIT 1", "s", backup_id);
+    if (f == 1)
+      error_set (ERR_CONFLICT, "backup %s, which is based on backup %s, is running",
+                 active, backup_id);
+    if (f != 0)
+      return -1;
+  }
+  st = db_prepare (cat, DOOMED_JOBS "SELECT job_id FROM doomed"
+                   " ORDER BY job_id <> ?1, job_id", "s", backup_id);
+  return collect_strings (st, job_ids);
+}
+
+int
+catalog_backup_delete_plan (struct catalog *cat, const char *backup_id, bool cascade,
+                            char ***job_ids)
+{
+  char **v = NULL;
+
+  if (backup_id == NULL || job_ids == NULL)
+    return missing ("backup id and output vector");
+  SCOPED_LOCK (&cat->lock);
+  if (RUN_TX (cat, false, backup_delete_plan_tx (cat, backup_id, cascade, &v),
+              (strv_free (v), v = NULL)) == -1) {
+    strv_free (v);
+    return -1;
+  }
+  *job_ids = v;
+  return 0;
+}
+
+/* Delete a finished job, and with cascade every job built on it: the
+ * plan's jobs.  Their disk rows are collected into *deleted, then deleted
+ * newest first, then the jobs.  last_backup_* moves back if it named a
+ * deleted job. */
+static int
+backup_delete_tx (struct catalog *cat, const char *backup_id, bool cascade,
+                  const char *now, struct cat_disk **deleted, size_t *n)
+{
+  CLEANUP_STRV char **jobs = NULL;
+  CLEANUP_FREE char *ctx = NULL;
+
+  if (backup_delete_plan_tx (cat, backup_id, cascade, &jobs) == -1 ||
+      db_text (cat, &ctx, "SELECT vm_backup_context_id FROM backup_jobs WHERE id = ?",
+               "s", backup_id) != 1 ||
+      disks_query (cat, DOOMED_JOBS DISK_SELECT DISK_FROM
+                   " WHERE d.backup_job_id IN (SELECT job_id FROM doomed)"
+                   " ORDER BY d.id", backup_id, deleted, n) == -1)
+    return -1;
+  if (disks_delete (cat, *deleted, *n) == -1)
+    goto fail;
+  for (char **j = jobs; *j; j++)
+    if (db_exec (cat, "DELETE FROM backup_jobs WHERE id = ?", "s", *j) == -1)
+      goto fail;
+  return context_refresh_last (cat, ctx, now);
+
+ fail:
+  error_prefix ("deleting backup %s", backup_id);
+  return -1;
+}
+
+int
+catalog_backup_delete (struct catalog *cat, const char *backup_id, bool cascade,
+                       struct cat_disk **deleted, size_t *n_deleted)
+{
+  struct cat_disk *a = NULL;
+  size_t n = 0;
+  char now[32];
+
+  if (backup_id == NULL)
+    return missing ("backup id");
+  if ((deleted == NULL) != (n_deleted == NULL))
+    return missing ("count of deleted disks");
+  id_now (now, sizeof now);
+  SCOPED_LOCK (&cat->lock);
+  if (RUN_TX (cat, true, backup_delete_tx (cat, backup_id, cascade, now, &a, &n),
+              (cat_disk_free_array (a, n), a = NULL, n = 0)) == -1) {
+    cat_disk_free_array (a, n);
+    return -1;
+  }
+  disks_hand_over (a, n, deleted, n_deleted);
+  return 0;
+}
+
+/* Find the context (the named repository's, or the VM's only one), then
+ * its latest completed disk of that index. */
+static int
+changeid_get_tx (struct catalog *cat, const char *vm_name, int disk_index,
+                 const char *repository_id, struct cat_disk *out)
+{
+  CLEANUP_FREE char *ctx = NULL;
+  int64_t contexts;
+  int f;
+
+  if (repository_id) {
+    f = db_text (cat, &ctx, "SELECT context_id FROM vm_backup_contexts"
+                 " WHERE vm_name = ? AND repository_id = ?", "ss", vm_name, repository_id);
+    if (f == 0)
+      error_set (ERR_NOT_FOUND, "VM %s has no backups in repository %s",
+                 vm_name, repository_id);
+    if (f != 1)
+      return -1;
+  }
+  else {
+    if (db_int (cat, &contexts, "SELECT count(*) FROM vm_backup_contexts WHERE vm_name = ?",
+                "s", vm_name) == -1)
+      return -1;
+    if (contexts == 0) {
+      error_set (ERR_NOT_FOUND, "VM %s has no backups", vm_name);
+      return -1;
+    }
+    if (contexts > 1) {
+      error_set (ERR_CONFLICT, "VM %s has backups in %" PRId64 " repositories;"
+                 " name the repository", vm_name, contexts);
+      return -1;
+    }
+    if (db_text (cat, &ctx, "SELECT context_id FROM vm_backup_contexts WHERE vm_name = ?",
+                 "s", vm_name) != 1)
+      return -1;
+  }
+  f = latest_disk (cat, ctx, disk_index, out);
+  if (f == 0)
+    error_set (ERR_NOT_FOUND, "VM %s has no completed backup of disk %d",
+               vm_name, disk_index);
+  return f == 1 ? 0 : -1;
+}
+
+int
+catalog_changeid_get (struct catalog *cat, const char *vm_name, int disk_index,
+                      const char *repository_id, struct cat_disk *out)
+{
+  struct cat_disk d = { 0 };
+
+  if (vm_name == NULL || out == NULL)
+    return missing ("vm_name");
+  SCOPED_LOCK (&cat->lock);
+  if (RUN_TX (cat, false, changeid_get_tx (cat, vm_name, disk_index, repository_id, &d),
+              cat_disk_clear (&d)) == -1) {
+    cat_disk_clear (&d);
+    return -1;
+  }
+  *out = d;
+  return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Recovery
+ */
+
+/* Every disk row with a file, and its repository's path. */
+static int
+disk_files_tx (struct catalog *cat, struct cat_disk **out, char ***repo_paths, size_t *n)
+{
+  CLEANUP_STMT struct db_stmt *st =
+    db_prepare (cat, DISK_SELECT ", r.path" DISK_FROM
+                " JOIN vm_backup_contexts c ON c.context_id = d.vm_backup_context_id"
+                " JOIN backup_repositories r ON r.id = c.repository_id"
+                " WHERE d.qcow2_path IS NOT NULL ORDER BY d.id", "");
+
+  return disks_read_all (st, out, n, repo_paths);
+}
+
+/* Free what disk_files_tx returned. */
+static void
+disk_files_free (struct cat_disk *a, char **p, size_t n)
+{
+  cat_disk_free_array (a, n);
+  for (size_t i = 0; p && i < n; i++)
+    free (p[i]);
+  free (p);
+}
+
+int
+catalog_disk_files (struct catalog *cat, struct cat_disk **out,
+                    char ***repo_paths, size_t *n)
+{
+  struct cat_disk *a = NULL;
+  char **p = NULL;
+  size_t count = 0;
+
+  if (out == NULL || repo_paths == NULL || n == NULL)
+    return missing ("output arrays");
+  SCOPED_LOCK (&cat->lock);
+  if (RUN_TX (cat, false, disk_files_tx (cat, &a, &p, &count),
+              (disk_files_free (a, p, count), a = NULL, p = NULL, count = 0)) == -1) {
+    disk_files_free (a, p, count);
+    return -1;
+  }
+  *out = a;
+  *repo_paths = p;
+  *n = count;
+  return 0;
+}
+
+/* The disks to export: running disks of running jobs. */
+static int
+running_disks_tx (struct catalog *cat, struct cat_disk **out, size_t *n)
+{
+  CLEANUP_STMT struct db_stmt *st =
+    db_prepare (cat, DISK_SELECT DISK_FROM
+                " JOIN backup_jobs j ON j.id = d.backup_job_id"
+                " WHERE d.status = 'running' AND j.status = 'running' ORDER BY d.id", "");
+
+  return disks_read_all (st, out, n, NULL);
+}
+
+int
+catalog_running_disks (struct catalog *cat, struct cat_disk **out, size_t *n)
+{
+  struct cat_disk *a = NULL;
+  size_t count = 0;
+
+  if (out == NULL || n == NULL)
+    return missing ("output array");
+  SCOPED_LOCK (&cat->lock);
+  if (RUN_TX (cat, false, running_disks_tx (cat, &a, &count),
+              (cat_disk_free_array (a, count), a = NULL, count = 0)) == -1) {
+    cat_disk_free_array (a, count);
+    return -1;
+  }
+  *out = a;
+  *n = count;
+  return 0;
+}
+
+/* The disk ?1 and every disk based on it, recursively.  The anchor selects
+ * the column, not the parameter, so that the CTE's column has the column's
+ * type. */
+#define LOST_DISKS \
+  "WITH RECURSIVE lost (id) AS (" \
+  "  SELECT id FROM backup_disks WHERE id = ?1" \
+  "  UNION" \
+  "  SELECT c.id FROM backup_disks c JOIN lost ON c.parent_disk_id = lost.id) "
+
+/* A job that owns the lost disk or one built on it. */
+struct lost_job {
+  char *id, *status, *ctx;
+};
+
+static void
+lost_jobs_free (void *a, size_t n)
+{
+  struct lost_job *j = a;
+
+  for (size_t i = 0; i < n; i++) {
+    free (j[i].id);
+    free (j[i].status);
+    free (j[i].ctx);
+  }
+  free (a);
+}
+
+static int
+lost_job_read (struct catalog *cat, struct row *r, void *rec)
+{
+  struct lost_job *j = rec;
+
+  j->id = row_text (r, 0);
+  j->status = row_text (r, 1);
+  j->ctx = row_text (r, 2);
+  if (row_done (r) == -1) {
+    free (j->id);
+    free (j->status);
+    free (j->ctx);
+    return -1;
+  }
+  return 0;
+}
+
+/* Fail the disk id with msg, clearing its path and export. */
+static int
+disk_fail (struct catalog *cat, int64_t id, const char *msg, const char *now)
+{
+  return db_exec (cat, "UPDATE backup_disks SET status = 'failed', error = ?,"
+                  " qcow2_path = NULL, nbd_export = NULL,"
+                  " completed_at = coalesce (completed_at, ?) WHERE id = ?",
+                  "ssI", msg, now, id) == -1 ? -1 : 0;
+}
+
+/* Fail a disk whose file is gone and every disk built on it, clearing
+ * their paths and exports.  Their jobs, if running, finishing or
+ * completed, fail too; an active one also stops its other disks (their
+ * files stay referenced until the job is deleted) and counts as a failed
+ * backup.  A completed one keeps its place in successful_backups: that is
+ * history. */
+static int
+disk_lost_tx (struct catalog *cat, int64_t disk_id, const char *reason, const char *now)
+{
+  struct lost_job *jobs = NULL;
+  CLEANUP_FREE char *child_msg = NULL, *job_msg = NULL;
+  CLEANUP_FREE int64_t *ids = NULL;
+  size_t n_jobs = 0, n_ids = 0, cap = 0;
+  int64_t one;
+  int f, r = -1;
+
+  if ((f = db_int (cat, &one, "SELECT 1 FROM backup_disks WHERE id = ?", "I", disk_id)) != 1) {
+    if (f == 0)
+      error_set (ERR_NOT_FOUND, "backup disk %" PRId64 " not found", disk_id);
+    return -1;
+  }
+  if (asprintf (&child_msg, "based on lost backup disk %" PRId64 ": %s",
+                disk_id, reason) == -1 ||
+      asprintf (&job_msg, "backup disk %" PRId64 " lost: %s", disk_id, reason) == -1) {
+    oom_error ();
+    return -1;
+  }
+  {
+    CLEANUP_STMT struct db_stmt *st =
+      db_prepare (cat, LOST_DISKS "SELECT id FROM lost WHERE id <> ?1 ORDER BY id",
+                  "I", disk_id);
+    if (st == NULL)
+      return -1;
+    while ((f = db_step (st)) == 1) {
+      struct row row = { st, false };
+      int64_t *slot = array_push ((void **) &ids, n_ids, &cap, sizeof *ids);
+      if (slot == NULL)
+        return -1;
+      *slot = row_int (&row, 0);
+      n_ids++;
+      if (row_done (&row) == -1)
+        return -1;
+    }
+    if (f == -1)
+      return -1;
+  }
+  {
+    CLEANUP_STMT struct db_stmt *st =
+      db_prepare (cat, LOST_DISKS "SELECT DISTINCT j.id, j.status, j.vm_backup_context_id"
+                  " FROM backup_jobs j JOIN backup_disks d ON d.backup_job_id = j.id"
+                  " WHERE d.id IN (SELECT id FROM lost) ORDER BY j.id", "I", disk_id);
+    if (collect_rows (cat, st, sizeof *jobs, lost_job_read, lost_jobs_free,
+                      (void **) &jobs, &n_jobs) == -1)
+      return -1;
+  }
+
+  if (disk_fail (cat, disk_id, reason, now) == -1)
+    goto out;
+  for (size_t i = 0; i < n_ids; i++)
+    if (disk_fail (cat, ids[i], child_msg, now) == -1)
+      goto out;
+
+  for (size_t i = 0; i < n_jobs; i++) {
+    const struct lost_job *j = &jobs[i];
+    bool active = strcmp (j->status, "running") == 0 || strcmp (j->status, "finishing") == 0;
+
+    if (!active && strcmp (j->status, "completed") != 0)
+      continue;
+    if (db_exec (cat, "UPDATE backup_jobs SET status = 'failed', error = ?,"
+                 " completed_at = coalesce (completed_at, ?) WHERE id = ?",
+                 "sss", job_msg, now, j->id) == -1)
+      goto out;
+    if (active) {
+      /* A failed job has no running disks: the others stop too.  Their
+       * files stay referenced, to go when the job is deleted. */
+      if (db_exec (cat, "UPDATE backup_disks SET status = 'failed', error = 'job failed',"
+                   " nbd_export = NULL, completed_at = ?"
+                   " WHERE backup_job_id = ? AND status IN ('pending', 'running')",
+                   "ss", now, j->id) == -1 ||
+          db_exec (cat, "UPDATE vm_backup_contexts SET failed_backups = failed_backups + 1,"
+                   " updated_at = ? WHERE context_id = ?", "ss", now, j->ctx) == -1)
+        goto out;
+    }
+    if (context_refresh_last (cat, j->ctx, now) == -1)
+      goto out;
+  }
+  r = 0;
+
+ out:
+  lost_jobs_free (jobs, n_jobs);
+  return r;
+}
+
+int
+catalog_disk_lost (struct catalog *cat, int64_t disk_id, const char *reason)
+{
+  char now[32];
+
+  id_now (now, sizeof now);
+  SCOPED_LOCK (&cat->lock);
+  return RUN_TX (cat, true, disk_lost_tx (cat, disk_id, reason ? reason : "file lost", now),
+                 (void) 0);
+}
+
+/* ------------------------------------------------------------------------
+ * Migrations
+ */
+
+/* Apply migration m unless it is already applied: with its
+ * schema_migrations row in one write transaction where the dialect's DDL
+ * is transactional (the "already applied?" check inside it, so that two
+ * processes opening a new database cannot both apply it); else, under the
+ * driver's migration lock, statement by statement, recording the version
+ * last (every such migration is re-runnable). */
+static int
+migrate_one (struct catalog *cat, const struct catalog_migration *m)
+{
+  bool tx = cat->drv->ddl_in_tx;
+  char now[32];
+  int64_t one;
+  int f;
+
+  if (tx && cat->drv->begin (cat, true) == -1) {
+    cat->drv->rollback (cat);
+    return -1;
+  }
+  f = db_int (cat, &one, "SELECT 1 FROM schema_migrations WHERE version = ?", "s", m->version);
+  if (f == 0) {
+    log_info ("catalog: applying migration %s", m->version);
+    id_now (now, sizeof now);
+    if (cat->drv->script (cat, m) == -1 ||
+        db_exec (cat, "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                 "ss", m->version, now) == -1)
+      f = -1;
+  }
+  if (!tx)
+    return f == -1 ? -1 : 0;
+  return tx_end (cat, f == -1 ? -1 : 0);
+}
+
+/* Warn about applied migrations this binary does not carry: the database
+ * was migrated by a newer strata, and this one may misread it. */
+static int
+migrate_check_unknown (struct catalog *cat)
+{
+  CLEANUP_STMT struct db_stmt *st =
+    db_prepare (cat, "SELECT version FROM schema_migrations ORDER BY version", "");
+  int r;
+
+  if (st == NULL)
+    return -1;
+  while ((r = db_step (st)) == 1) {
+    const char *v;
+    bool known = false;
+
+    if (st->drv->column (st, 0, &v) == -1)
+      v = NULL;
+    for (const struct catalog_migration *m = catalog_migrations; m->version; m++)
+      known |= v && strcmp (m->dialect, cat->drv->name) == 0 && strcmp (m->version, v) == 0;
+    if (!known)
+      log_warn ("catalog: the database has migration %s, which this strata does not"
+                " know: it was made by a newer version", v ? v : "?");
+  }
+  return r;
+}
+
+/* Make sure schema_migrations exists, then apply, in order, each migration
+ * of the catalog's dialect that the database has not seen.  Versions are
+ * file names ("0003_finishing"), the same in every dialect. */
+int
+catalog_migrate (struct catalog *cat)
+{
+  int r = -1;
+  SCOPED_LOCK (&cat->lock);
+
+  if (cat->drv->migrate_enter (cat) == -1)
+    return -1;
+  if (db_exec (cat, cat->drv->migrations_ddl, "") == -1)
+    goto out;
+  for (const struct catalog_migration *m = catalog_migrations; m->version; m++)
+    if (strcmp (m->dialect, cat->drv->name) == 0 && migrate_one (cat, m) == -1)
+      goto out;
+  r = migrate_check_unknown (cat);
+ out:
+  cat->drv->migrate_leave (cat);
+  return r;
+}
+
+/* ------------------------------------------------------------------------
+ * Raw access for maintenance tools (catalog-int.h)
+ */
+
+int
+catalog_raw_migrate (struct catalog *cat)
+{
+  return catalog_migrate (cat);
+}
+
+int
+catalog_raw_exec (struct catalog *cat, const char *sql, const char *types, ...)
+{
+  CLEANUP_STMT struct db_stmt *st = NULL;
+  va_list ap;
+  SCOPED_LOCK (&cat->lock);
+
+  va_start (ap, types);
+  st = stmt_vprepare (cat, sql, types, ap);
+  va_end (ap);
+  return st ? (int) stmt_run (st) : -1;
+}
+
+int
+catalog_raw_query (struct catalog *cat, catalog_row_fn fn, void *opaque,
+                   const char *sql, const char *types, ...)
+{
+  CLEANUP_STMT struct db_stmt *st = NULL;
+  va_list ap;
+  int r, n;
+  SCOPED_LOCK (&cat->lock);
+
+  va_start (ap, types);
+  st = stmt_vprepare (cat, sql, types, ap);
+  va_end (ap);
+  if (st == NULL)
+    return -1;
+  while ((r = db_step (st)) == 1) {
+    n = st->drv->ncols (st);
+    char *vals[n > 0 ? n : 1];
+    for (int i = 0; i < n; i++)
+      if (st->drv->column (st, i, (const char **) &vals[i]) == -1) {
+        oom_error ();
+        return -1;
+      }
+    if (fn (opaque, n, vals) == -1)
+      return -1;
+  }
+  return r;
+}
+
+int
+catalog_raw_tx (struct catalog *cat, enum catalog_tx what)
+{
+  SCOPED_LOCK (&cat->lock);
+
+  switch (what) {
+  case CATALOG_TX_BEGIN:
+    if (cat->drv->begin (cat, true) == -1) {
+      cat->drv->rollback (cat);
+      return -1;
+    }
+    return 0;
+  case CATALOG_TX_COMMIT: return cat->drv->commit (cat);
+  default: cat->drv->rollback (cat); return 0;
+  }
+}
