@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "agent/agent-int.h"
+#include "util/clock.h"
 
 struct progress_display {
   struct progress_row *rows;
@@ -36,12 +37,10 @@ progress_human (char *buf, size_t len, double bytes)
 static double
 elapsed (const struct engine_progress *p)
 {
-  struct timespec ts;
   int64_t start = p->started_ns;
   if (start == 0)
     return 0;
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return ((int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec - start) / 1e9;
+  return (clock_mono_ns () - start) / 1e9;
 }
 
 static void

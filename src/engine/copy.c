@@ -47,6 +47,7 @@
 
 #include "engine/engine-int.h"
 #include "util/cleanup.h"
+#include "util/clock.h"
 #include "util/error.h"
 
 #define MAP_CHUNK  UINT64_C (0xffff0000)     /* 4 GiB - 64 KiB, 64 KiB aligned */
@@ -82,14 +83,6 @@ struct shared {
   enum error_category err_cat;
   char err[768];
 };
-
-int64_t
-engine_now_ns (void)
-{
-  struct timespec ts;
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 /* Record the first failure of the copy; later ones are dropped. */
 static void
@@ -784,7 +777,7 @@ copy_run (const struct copy_spec *s, struct engine_progress *p, struct copy_stat
   pthread_mutex_init (&sh.lock, NULL);
   copy_tuning_get (&sh.t);
   if (p && p->started_ns == 0)
-    p->started_ns = engine_now_ns ();
+    p->started_ns = clock_mono_ns ();
 
   map = copy_connect (s->src_uri, s->src_psk, true, ctxs);
   if (map == NULL) {

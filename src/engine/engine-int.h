@@ -53,9 +53,6 @@ struct copy_tuning {
 };
 void copy_tuning_get (struct copy_tuning *t);
 
-/* CLOCK_MONOTONIC in nanoseconds. */
-int64_t engine_now_ns (void);
-
 /* A private qemu-nbd serving one image on a unix socket in a private
  * temporary folder.  qnbd_stop always kills and reaps it and removes the
  * folder. */

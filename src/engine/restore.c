@@ -20,6 +20,7 @@
 
 #include "engine/engine-int.h"
 #include "util/cleanup.h"
+#include "util/clock.h"
 #include "util/error.h"
 #include "util/proc.h"
 
@@ -56,14 +57,14 @@ engine_restore (const char *source_uri, const char *tls_psk_file, const char *ou
   struct copy_spec spec = { .src_uri = source_uri, .src_psk = tls_psk_file,
                             .dst_fd = -1, .zero_holes = false };
   struct copy_stats st;
-  struct timespec t0, t1;
+  int64_t t0;
   struct qnbd q = { 0 };
   struct stat sb;
   bool created = false;
   int fd = -1;
 
   memset (out, 0, sizeof *out);
-  clock_gettime (CLOCK_MONOTONIC, &t0);
+  t0 = clock_mono_ns ();
   if (format == NULL)
     format = "raw";
   if (strcmp (format, "raw") != 0 && strcmp (format, "qcow2") != 0) {
@@ -128,13 +129,12 @@ engine_restore (const char *source_uri, const char *tls_psk_file, const char *ou
   if (sync_parent (output) == -1)
     goto fail;
 
-  clock_gettime (CLOCK_MONOTONIC, &t1);
   out->mode = strdup ("full");
   out->size_bytes = st.size;
   out->bytes_read = st.bytes_read;
   out->bytes_written = st.bytes_written;
   out->bytes_zero = st.bytes_zero;
-  out->seconds = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
+  out->seconds = (clock_mono_ns () - t0) / 1e9;
   free (st.full_reason);
   return 0;
 

@@ -36,6 +36,7 @@
 
 #include "engine/engine-int.h"
 #include "util/cleanup.h"
+#include "util/clock.h"
 #include "util/error.h"
 #include "util/proc.h"
 
@@ -358,7 +359,7 @@ result_from (struct engine_disk_result *out, const struct copy_stats *st, int64_
   out->bytes_read = st->bytes_read;
   out->bytes_written = st->bytes_written;
   out->bytes_zero = st->bytes_zero;
-  out->seconds = (engine_now_ns () - t0) / 1e9;
+  out->seconds = (clock_mono_ns () - t0) / 1e9;
 }
 
 static int
@@ -387,7 +388,7 @@ engine_backup_disk (const struct engine_backup_disk *d, struct engine_progress *
   const char *reason = NULL;
   CLEANUP_FREE char *fallback = NULL;
   bool added = false;
-  int64_t t0 = engine_now_ns ();
+  int64_t t0 = clock_mono_ns ();
   int r;
 
   memset (out, 0, sizeof *out);

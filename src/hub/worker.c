@@ -53,6 +53,7 @@
 #include "hub/hub-int.h"
 #include "storage/qsd.h"
 #include "util/cleanup.h"
+#include "util/clock.h"
 #include "util/error.h"
 #include "util/log.h"
 
@@ -652,7 +653,6 @@ hub_backup_progress (struct hub *hub, const char *backup_id, int disk_index,
   t = find_task (w->running, backup_id);
   for (size_t i = 0; t && t->loaded && i < t->n; i++) {
     struct disk_task *dt = &t->disks[i];
-    struct timespec now;
     int64_t started, elapsed_ns;
 
     if (t->sdisks[i].disk_index != disk_index)
@@ -663,8 +663,7 @@ hub_backup_progress (struct hub *hub, const char *backup_id, int disk_index,
     out->bytes_total = atomic_load (&dt->progress.bytes_total);
     out->rate_bytes_per_sec = 0;
     started = atomic_load (&dt->progress.started_ns);
-    clock_gettime (CLOCK_MONOTONIC, &now);
-    elapsed_ns = (int64_t) now.tv_sec * 1000000000 + now.tv_nsec - started;
+    elapsed_ns = clock_mono_ns () - started;
     if (started > 0 && elapsed_ns > 0)
       out->rate_bytes_per_sec = (int64_t) ((double) out->bytes_done * 1e9 / elapsed_ns);
     return true;

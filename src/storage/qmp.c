@@ -29,6 +29,7 @@
 
 #include "storage/qmp.h"
 #include "util/cleanup.h"
+#include "util/clock.h"
 #include "util/error.h"
 #include "util/log.h"
 
@@ -43,15 +44,6 @@ struct qmp {
   qmp_event_fn on_event;
   void *event_opaque;
 };
-
-/* Milliseconds on the monotonic clock. */
-static int64_t
-qmp_now_ms (void)
-{
-  struct timespec ts;
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 struct qmp *
 qmp_new (int fd, const char *peer)
@@ -176,7 +168,7 @@ qmp_read (struct qmp *m, int64_t deadline_ms, int timeout_ms, const char *what)
       m->rcap = cap;
     }
 
-    int64_t left = deadline_ms - qmp_now_ms ();
+    int64_t left = deadline_ms - clock_mono_ms ();
     struct pollfd pfd = { .fd = m->fd, .events = POLLIN };
     int r = left > 0 ? poll (&pfd, 1, (int) left) : 0;
     if (r == -1) {
@@ -226,7 +218,7 @@ qmp_write (struct qmp *m, const char *buf, size_t len, int64_t deadline_ms)
                        m->peer);
       return -1;
     }
-    int64_t left = deadline_ms - qmp_now_ms ();
+    int64_t left = deadline_ms - clock_mono_ms ();
     struct pollfd pfd = { .fd = m->fd, .events = POLLOUT };
     if (left <= 0 || poll (&pfd, 1, (int) left) == 0) {
       error_set (ERR_UNAVAILABLE, "%s is not reading its QMP socket", m->peer);
@@ -256,7 +248,7 @@ qmp_handshake (struct qmp *m, int timeout_ms)
     error_set (ERR_UNAVAILABLE, "the QMP connection to %s is broken", m->peer);
     return -1;
   }
-  greeting = qmp_read (m, qmp_now_ms () + timeout_ms, timeout_ms,
+  greeting = qmp_read (m, clock_mono_ms () + timeout_ms, timeout_ms,
                        "the connection");
   if (greeting == NULL) {
     qmp_break (m);
@@ -281,7 +273,7 @@ qmp_execute (struct qmp *m, const char *cmd, json_t *args, int timeout_ms,
   CLEANUP_JSON json_t *req = NULL;
   CLEANUP_FREE char *text = NULL;
   uint64_t id = ++m->next_id;
-  int64_t deadline = qmp_now_ms () + timeout_ms;
+  int64_t deadline = clock_mono_ms () + timeout_ms;
 
   if (ret)
     *ret = NULL;

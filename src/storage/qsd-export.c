@@ -23,6 +23,7 @@
 
 #include "storage/qsd-int.h"
 #include "util/cleanup.h"
+#include "util/clock.h"
 #include "util/error.h"
 #include "util/id.h"
 #include "util/log.h"
@@ -219,7 +220,7 @@ int
 qsd_export_add (struct qsd *q, const char *name, const char *path,
                 bool writable)
 {
-  int64_t deadline = qsd_now_ms () + QSD_WAIT_UP_MS;
+  int64_t deadline = clock_mono_ms () + QSD_WAIT_UP_MS;
   int r;
 
   if (qsd_check_name (name) == -1)
@@ -237,7 +238,7 @@ qsd_export_add (struct qsd *q, const char *name, const char *path,
     r = qsd_export_add_locked (q, name, path, writable);
     pthread_mutex_unlock (&q->qmp_lock);
   } while (r == -2 && !pthread_equal (pthread_self (), q->thread) &&
-           qsd_now_ms () < deadline);
+           clock_mono_ms () < deadline);
   return r == 0 ? 0 : -1;
 }
 
@@ -283,9 +284,9 @@ qsd_export_remove_locked (struct qsd *q, const char *name)
     return -1;
   }
   /* Deletion completes asynchronously, once in-flight requests drain. */
-  deadline = qsd_now_ms () + QSD_EXPORT_DEL_MS;
+  deadline = clock_mono_ms () + QSD_EXPORT_DEL_MS;
   while (r != -2 && (r = qsd_export_listed (q, name)) == 1) {
-    if (qsd_now_ms () > deadline) {
+    if (clock_mono_ms () > deadline) {
       error_set (ERR_INTERNAL, "export %s is still shutting down after %d s",
                  name, QSD_EXPORT_DEL_MS / 1000);
       return -1;
@@ -314,7 +315,7 @@ qsd_export_remove (struct qsd *q, const char *name)
 
   if (qsd_check_name (name) == -1)
     return -1;
-  r = qsd_acquire (q, true, qsd_now_ms () + QSD_WAIT_UP_MS);
+  r = qsd_acquire (q, true, clock_mono_ms () + QSD_WAIT_UP_MS);
   if (r != 0)
     return r == 1 ? 0 : -1;
   {
@@ -342,7 +343,7 @@ qsd_export_exists (struct qsd *q, const char *name)
   bool ret;
 
   if (name == NULL ||
-      qsd_acquire (q, false, qsd_now_ms () + QSD_WAIT_UP_MS) == -1)
+      qsd_acquire (q, false, clock_mono_ms () + QSD_WAIT_UP_MS) == -1)
     return false;
   ret = qsd_export_find (q, name) != NULL;
   pthread_mutex_unlock (&q->qmp_lock);

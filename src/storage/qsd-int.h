@@ -67,7 +67,6 @@ struct qsd {
 };
 
 /* qsd.c */
-int64_t qsd_now_ms (void);
 void qsd_sleep_ms (int ms);
 int qsd_qmp (struct qsd *q, const char *cmd, json_t *args, json_t **ret);
 int qsd_acquire (struct qsd *q, bool gone_ok, int64_t deadline);

@@ -57,6 +57,7 @@
 
 #include "storage/qsd-int.h"
 #include "util/cleanup.h"
+#include "util/clock.h"
 #include "util/error.h"
 #include "util/id.h"
 #include "util/log.h"
@@ -67,22 +68,13 @@
 #define QSD_BACKOFF_MAX_MS 5000
 #define QSD_STABLE_MS 10000         /* up this long resets the backoff */
 
-/* Milliseconds on the monotonic clock. */
-int64_t
-qsd_now_ms (void)
-{
-  struct timespec ts;
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Wait on state_cond (state_lock held) until deadline_ms on the monotonic
  * clock.  Returns ETIMEDOUT once the deadline has passed, else 0. */
 static int
 qsd_cond_wait_until (struct qsd *q, int64_t deadline_ms)
 {
   struct timespec ts;
-  if (qsd_now_ms () >= deadline_ms)
+  if (clock_mono_ms () >= deadline_ms)
     return ETIMEDOUT;
   ts.tv_sec = deadline_ms / 1000;
   ts.tv_nsec = (deadline_ms % 1000) * 1000000;
@@ -247,9 +239,9 @@ qsd_kill_leftover (struct qsd *q)
     log_warn ("killing qemu-storage-daemon (pid %ld) left behind by an "
               "earlier hub in %s", pid, q->run_dir);
     kill ((pid_t) pid, SIGKILL);
-    int64_t deadline = qsd_now_ms () + QSD_LEFTOVER_MS;
+    int64_t deadline = clock_mono_ms () + QSD_LEFTOVER_MS;
     while (!qsd_proc_gone ((pid_t) pid)) {
-      if (qsd_now_ms () > deadline) {
+      if (clock_mono_ms () > deadline) {
         error_set (ERR_INTERNAL, "qemu-storage-daemon (pid %ld) left behind "
                    "in %s does not die", pid, q->run_dir);
         return -1;
@@ -472,7 +464,7 @@ qsd_status_str (int status, char *buf, size_t len)
 static int
 qsd_connect (struct qsd *q)
 {
-  int64_t deadline = qsd_now_ms () + QSD_STARTUP_MS;
+  int64_t deadline = clock_mono_ms () + QSD_STARTUP_MS;
   char tail[512];
 
   for (;;) {
@@ -501,7 +493,7 @@ qsd_connect (struct qsd *q)
       error_set (ERR_UNAVAILABLE, QSD_PROGRAM " is stopping");
       return -1;
     }
-    if (qsd_now_ms () > deadline) {
+    if (clock_mono_ms () > deadline) {
       error_set (ERR_UNAVAILABLE, QSD_PROGRAM " did not open %s within %d s "
                  "(see %s)", q->sock_path, QSD_STARTUP_MS / 1000, q->log_path);
       return -1;
@@ -571,7 +563,7 @@ qsd_stopping (struct qsd *q)
 static bool
 qsd_backoff (struct qsd *q, int ms)
 {
-  int64_t deadline = qsd_now_ms () + ms;
+  int64_t deadline = clock_mono_ms () + ms;
   SCOPED_LOCK (&q->state_lock);
   while (!q->stopping && qsd_cond_wait_until (q, deadline) != ETIMEDOUT)
     ;
@@ -601,7 +593,7 @@ qsd_supervise (void *arg)
   }
   if (rc == -1)
     return NULL;
-  started_at = qsd_now_ms ();
+  started_at = clock_mono_ms ();
 
   for (;;) {
     pid_t pid;
@@ -619,7 +611,7 @@ qsd_supervise (void *arg)
 
     log_warn (QSD_PROGRAM " (pid %d) %s; restarting it", (int) pid,
               qsd_status_str (status, what, sizeof what));
-    if (qsd_now_ms () - started_at > QSD_STABLE_MS)
+    if (clock_mono_ms () - started_at > QSD_STABLE_MS)
       backoff = QSD_BACKOFF_MIN_MS;
     for (;;) {
       if (qsd_backoff (q, backoff))
@@ -632,7 +624,7 @@ qsd_supervise (void *arg)
         goto out;
       log_error ("restarting " QSD_PROGRAM ": %s", error_message ());
     }
-    started_at = qsd_now_ms ();
+    started_at = clock_mono_ms ();
     if (q->on_restart)
       q->on_restart (q, q->opaque);
   }
@@ -778,7 +770,7 @@ qsd_stop (struct qsd *q)
     return;
   {
     SCOPED_LOCK (&q->state_lock);
-    int64_t deadline = qsd_now_ms () + QSD_TERM_MS;
+    int64_t deadline = clock_mono_ms () + QSD_TERM_MS;
 
     q->stopping = true;
     if (q->pid > 0)
@@ -854,7 +846,7 @@ qsd_acquire (struct qsd *q, bool gone_ok, int64_t deadline)
 bool
 qsd_wait_reaped (struct qsd *q, uint64_t gen)
 {
-  int64_t deadline = qsd_now_ms () + QSD_WAIT_UP_MS;
+  int64_t deadline = clock_mono_ms () + QSD_WAIT_UP_MS;
   SCOPED_LOCK (&q->state_lock);
   while (q->reaped_gen < gen && qsd_cond_wait_until (q, deadline) != ETIMEDOUT)
     ;
