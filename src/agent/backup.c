@@ -51,7 +51,9 @@ struct bdisk {
 
 struct backup {
   struct client c;
-  const char *vm, *repo, *type, *psk, *bitmap, *change_id;
+  const char *vm, *repo, *psk, *bitmap, *change_id;
+  bool type_auto;             /* --type auto: decided by the context's chain */
+  enum backup_type type;
   bool json, resumed;
   int parallel;
   char *backup_id;
@@ -114,6 +116,25 @@ jdup (json_t *o, const char *key)
   return s ? strdup (s) : NULL;
 }
 
+/* Parse the word of field key of the hub's answer o into *out with parse
+ * (job_status_parse, ...): 0, or -1 with ERR_INTERNAL naming the field and
+ * the word (a hub newer than this strata?). */
+#define JWORD(o, key, parse, out)                                       \
+  jword_check ((key), jstr ((o), (key)), (parse) (jstr ((o), (key)), (out)))
+
+static int
+jword_check (const char *key, const char *word, int parsed)
+{
+  if (parsed == 0)
+    return 0;
+  if (word)
+    error_set (ERR_INTERNAL, "the hub answered %s \"%s\", which this strata does not know",
+               key, word);
+  else
+    error_set (ERR_INTERNAL, "the hub's answer has no %s", key);
+  return -1;
+}
+
 /* Take the disks of a job answer.  Returns -1 (error set) when they do not
  * match the DISKs given. */
 static int
@@ -135,12 +156,17 @@ take_job (struct backup *b, json_t *job)
   }
   json_array_foreach (disks, i, jd) {
     json_int_t idx = json_integer_value (json_object_get (jd, "disk_index"));
+    enum disk_status status;
     struct bdisk *d;
     if (idx < 0 || idx >= b->n) {
       error_set (ERR_CONFLICT, "job %s has a disk %lld", b->backup_id, (long long) idx);
       return -1;
     }
     d = &b->disks[idx];
+    if (JWORD (jd, "status", disk_status_parse, &status) == -1) {
+      error_prefix ("disk %d of job %s", d->index, b->backup_id);
+      return -1;
+    }
     if (json_integer_value (json_object_get (jd, "size_bytes")) != d->size) {
       error_set (ERR_CONFLICT, "disk %d of job %s is %lld bytes, %s is %lld",
                  d->index, b->backup_id,
@@ -155,7 +181,7 @@ take_job (struct backup *b, json_t *job)
     d->target_uri = jdup (jd, "nbd_uri");
     d->prev = jdup (jd, "previous_change_id");
     d->hub_full_reason = jdup (jd, "full_reason");
-    d->skip = jstr (jd, "status") && strcmp (jstr (jd, "status"), "completed") == 0;
+    d->skip = status == DISK_COMPLETED;
     d->recorded_change_id = d->skip ? jdup (jd, "change_id") : NULL;
     d->has_backing = jstr (jd, "parent_backup_id") != NULL;
     if (!d->skip && d->target_uri == NULL) {
@@ -173,7 +199,8 @@ stale_agent_job (struct backup *b, json_t **job, char *running, size_t len)
 {
   CLEANUP_JSON json_t *health = NULL, *list = NULL;
   CLEANUP_FREE char *path = NULL, *vm = NULL;
-  const char *started, *drv, *created;
+  const char *started, *created;
+  enum job_driver drv;
   json_t *j;
 
   *job = NULL;
@@ -193,10 +220,12 @@ stale_agent_job (struct backup *b, json_t **job, char *running, size_t len)
   if (client_call (&b->c, "GET", "/healthz", NULL, &health) != 200 ||
       (started = jstr (health, "started_at")) == NULL)
     return false;
-  drv = jstr (j, "driver");
   created = jstr (j, "created_at");
+  /* An unknown driver is no job of an agent's: not resumed. */
+  if (JWORD (j, "driver", job_driver_parse, &drv) == -1)
+    return false;
   /* Same format (UTC, fixed width): the strings order as the times. */
-  if (drv && strcmp (drv, "agent") == 0 && created && strcmp (created, started) < 0) {
+  if (drv == DRIVER_AGENT && created && strcmp (created, started) < 0) {
     *job = json_incref (j);
     return true;
   }
@@ -249,23 +278,22 @@ static int
 start_job (struct backup *b)
 {
   CLEANUP_JSON json_t *body = NULL, *resp = NULL, *disks = NULL;
-  const char *type = b->type;
+  enum backup_type type = b->type;
+  bool chain = read_superseded (b);
   int i, st, attempt;
 
   /* auto: incremental where the context has a completed chain (the hub
    * takes a disk without one in full), full where it has none, so that
    * the job is recorded for what it is. */
-  if (!read_superseded (b) && strcmp (type, "auto") == 0)
-    type = "full";
-  else if (strcmp (type, "auto") == 0)
-    type = "incremental";
+  if (b->type_auto)
+    type = chain ? BACKUP_INCREMENTAL : BACKUP_FULL;
 
   disks = json_array ();
   for (i = 0; i < b->n; i++)
     json_array_append_new (disks, json_pack ("{s:i,s:I}", "disk_index", i,
                                              "size_bytes", (json_int_t) b->disks[i].size));
   body = json_pack ("{s:s,s:s,s:s,s:O}", "vm_name", b->vm, "repository_id", b->repo,
-                    "backup_type", type, "disks", disks);
+                    "backup_type", backup_type_name (type), "disks", disks);
   if (body == NULL) {
     error_set (ERR_INTERNAL, "encoding the request");
     return AGENT_EXIT_FAILED;
@@ -342,7 +370,7 @@ on_complete (struct engine_session *s, struct engine_session_disk *sd)
   struct backup *b = s->opaque;
   CLEANUP_JSON json_t *body = NULL, *resp = NULL;
   CLEANUP_FREE char *path = NULL;
-  const char *job_status;
+  enum job_status job_status;
   int st;
 
   body = json_pack ("{s:i,s:I}", "disk_id", sd->disk_index,
@@ -362,8 +390,9 @@ on_complete (struct engine_session *s, struct engine_session_disk *sd)
       b->hub_gone = true;
     return -1;
   }
-  job_status = jstr (resp, "job_status");
-  if (job_status && strcmp (job_status, "completed") == 0)
+  if (JWORD (resp, "job_status", job_status_parse, &job_status) == -1)
+    return -1;
+  if (job_status == JOB_COMPLETED)
     b->job_completed = true;
   return 0;
 }
@@ -381,7 +410,8 @@ on_disk_done (struct engine_session *s, struct engine_session_disk *sd)
     progress_human (w, sizeof w, r->bytes_written);
     progress_human (z, sizeof z, r->bytes_zero);
     snprintf (row->summary, sizeof row->summary,
-              "%s, %s written, %s zeroed, %.1f s%s%s%s", r->mode, w, z, r->seconds,
+              "%s, %s written, %s zeroed, %.1f s%s%s%s", backup_type_name (r->mode), w, z,
+              r->seconds,
               r->full_reason ? " (" : "", r->full_reason ? r->full_reason : "",
               r->full_reason ? ")" : "");
   }
@@ -489,8 +519,8 @@ print_json (struct backup *b, const char *status, const char *error)
     json_array_append_new (arr, json_pack (
       "{s:i,s:s,s:s,s:o,s:o,s:I,s:I,s:I,s:f,s:o,s:o}",
       "disk_index", i, "source", d->source,
-      "status", sd->completed ? "completed" : "failed",
-      "mode", r->mode ? json_string (r->mode) : json_null (),
+      "status", disk_status_name (sd->completed ? DISK_COMPLETED : DISK_FAILED),
+      "mode", r->copied ? json_string (backup_type_name (r->mode)) : json_null (),
       "change_id", r->change_id ? json_string (r->change_id) : json_null (),
       "bytes_read", (json_int_t) r->bytes_read,
       "bytes_written", (json_int_t) r->bytes_written,
@@ -527,8 +557,8 @@ agent_backup_main (int argc, char **argv)
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
-  struct backup b = { .repo = "default", .type = "auto", .parallel = 2 };
-  const char *hub = NULL, *token = NULL;
+  struct backup b = { .repo = "default", .type_auto = true, .parallel = 2 };
+  const char *hub = NULL, *token = NULL, *type = "auto";
   enum engine_verdict verdict;
   pthread_t sigthread;
   sigset_t set;
@@ -543,7 +573,7 @@ agent_backup_main (int argc, char **argv)
     case 'T': token = optarg; break;
     case 'v': b.vm = optarg; break;
     case 'r': b.repo = optarg; break;
-    case 't': b.type = optarg; break;
+    case 't': type = optarg; break;
     case 'b': b.bitmap = optarg; break;
     case 'c': b.change_id = optarg; break;
     case 'k': b.psk = optarg; break;
@@ -564,8 +594,9 @@ agent_backup_main (int argc, char **argv)
     fprintf (stderr, "strata backup: --vm NAME is required\n");
     return AGENT_EXIT_USAGE;
   }
-  if (strcmp (b.type, "auto") && strcmp (b.type, "full") && strcmp (b.type, "incremental")) {
-    fprintf (stderr, "strata backup: --type %s: auto, full or incremental\n", b.type);
+  b.type_auto = strcmp (type, "auto") == 0;
+  if (!b.type_auto && backup_type_parse (type, &b.type) == -1) {
+    fprintf (stderr, "strata backup: --type %s: auto, full or incremental\n", type);
     return AGENT_EXIT_USAGE;
   }
   if (optind >= argc) {
@@ -657,7 +688,7 @@ agent_backup_main (int argc, char **argv)
 
   if (verdict == ENGINE_COMMIT) {
     if (b.json)
-      print_json (&b, "completed", NULL);
+      print_json (&b, job_status_name (JOB_COMPLETED), NULL);
     else
       printf ("backup %s completed\n", b.backup_id);
     rc = AGENT_EXIT_OK;
@@ -670,7 +701,7 @@ agent_backup_main (int argc, char **argv)
       fprintf (stderr, "strata backup: the hub could not be told; rerun strata backup "
                "to resume the job\n");
     if (b.json)
-      print_json (&b, "failed", why);
+      print_json (&b, job_status_name (JOB_FAILED), why);
     rc = b.hub_gone ? AGENT_EXIT_HUB : AGENT_EXIT_FAILED;
   }
   engine_session_clear (&b.s);

@@ -11,13 +11,18 @@
 
 static const char *const no_params[] = { NULL };
 
+/* A word of a request (field or query parameter what, text s) parsed into
+ * *out at this edge: 0, or -1 with ERR_INVALID listing the allowed words. */
+#define PARSE_WORD(what, s, parse, words, out)                          \
+  ((parse) ((s), (out)) == 0 ? 0 : bad_word ((what), (words)))
+
 static int
-check_backup_type (const char *t, bool allow_null)
+bad_word (const char *what, void (*words) (char *, size_t))
 {
-  if ((t == NULL && allow_null) ||
-      (t && (strcmp (t, "full") == 0 || strcmp (t, "incremental") == 0)))
-    return 0;
-  error_set (ERR_INVALID, "backup_type must be \"full\" or \"incremental\"");
+  char allowed[128];
+
+  words (allowed, sizeof allowed);
+  error_set (ERR_INVALID, "%s must be %s", what, allowed);
   return -1;
 }
 
@@ -29,7 +34,8 @@ api_backups_start (struct api_req *r)
   };
   struct hub_backup_request req = { 0 };
   struct cat_vm_disk *disks = NULL;
-  struct cat_job job = { 0 };
+  CLEANUP_CAT_JOB struct cat_job job = { 0 };
+  const char *type;
   size_t n = 0;
   json_t *body;
   int ret;
@@ -40,8 +46,9 @@ api_backups_start (struct api_req *r)
       id_check_vm_name (req.vm_name) == -1 ||
       api_field_str (body, "repository_id", false, 1024, false, &req.repository_id) == -1 ||
       (req.repository_id && api_check_id ("repository_id", req.repository_id) == -1) ||
-      api_field_str (body, "backup_type", true, 32, false, &req.backup_type) == -1 ||
-      check_backup_type (req.backup_type, false) == -1)
+      api_field_str (body, "backup_type", true, 32, false, &type) == -1 ||
+      PARSE_WORD ("backup_type", type, backup_type_parse, backup_type_words,
+                  &req.backup_type) == -1)
     return -1;
   if (json_object_get (body, "disks") && !json_is_null (json_object_get (body, "disks"))) {
     if (api_field_disks (body, "disks", &disks, &n) == -1)
@@ -53,9 +60,7 @@ api_backups_start (struct api_req *r)
   api_disks_free (disks, n);
   if (ret == -1)
     return -1;
-  ret = api_reply (r, 201, api_json_job_lookup (r->hub, &job));
-  cat_job_clear (&job);
-  return ret;
+  return api_reply (r, 201, api_json_job_lookup (r->hub, &job));
 }
 
 int
@@ -64,13 +69,10 @@ api_backups_list (struct api_req *r)
   static const char *const params[] = {
     "vm_name", "repository_id", "status", "backup_type", "limit", "offset", NULL
   };
-  static const char *const statuses[] = {
-    "running", "finishing", "completed", "failed", "cancelled", NULL
-  };
   struct cat_job_filter f = { .limit = 100, .offset = 0 };
-  struct cat_repository *repos = NULL;
-  struct cat_job *jobs = NULL;
-  size_t n = 0, n_repos = 0;
+  CLEANUP_CAT_REPO_LIST struct cat_repository_list repos = { 0 };
+  CLEANUP_CAT_JOB_LIST struct cat_job_list jobs = { 0 };
+  const char *status, *type;
   int64_t total = 0;
   json_t *arr;
 
@@ -80,38 +82,28 @@ api_backups_list (struct api_req *r)
     return -1;
   f.vm_name = api_query (r, "vm_name");
   f.repository_id = api_query (r, "repository_id");
-  f.status = api_query (r, "status");
-  f.backup_type = api_query (r, "backup_type");
+  status = api_query (r, "status");
+  type = api_query (r, "backup_type");
+  f.by_status = status != NULL;
+  f.by_type = type != NULL;
   if ((f.vm_name && id_check_vm_name (f.vm_name) == -1) ||
       (f.repository_id && api_check_id ("repository_id", f.repository_id) == -1) ||
-      check_backup_type (f.backup_type, true) == -1)
+      (type && PARSE_WORD ("backup_type", type, backup_type_parse, backup_type_words,
+                           &f.backup_type) == -1) ||
+      (status && PARSE_WORD ("status", status, job_status_parse, job_status_words,
+                             &f.status) == -1))
     return -1;
-  if (f.status) {
-    const char *const *s;
-    for (s = statuses; *s && strcmp (*s, f.status) != 0; s++)
-      ;
-    if (*s == NULL) {
-      error_set (ERR_INVALID, "status must be running, finishing, completed, failed or "
-                 "cancelled");
-      return -1;
-    }
-  }
-  if (catalog_repo_list (hub_catalog (r->hub), &repos, &n_repos) == -1)
+  if (catalog_repo_list (hub_catalog (r->hub), &repos.v, &repos.n) == -1 ||
+      catalog_backup_list (hub_catalog (r->hub), &f, &jobs.v, &jobs.n, &total) == -1)
     return -1;
-  if (catalog_backup_list (hub_catalog (r->hub), &f, &jobs, &n, &total) == -1) {
-    cat_repository_free_array (repos, n_repos);
-    return -1;
-  }
   arr = json_array ();
-  for (size_t i = 0; arr && i < n; i++) {
+  for (size_t i = 0; arr && i < jobs.n; i++) {
     const char *path = NULL;
-    for (size_t k = 0; k < n_repos && !path; k++)
-      if (strcmp (repos[k].id, jobs[i].repository_id) == 0)
-        path = repos[k].path;
-    json_array_append_new (arr, api_json_job (r->hub, &jobs[i], path));
+    for (size_t k = 0; k < repos.n && !path; k++)
+      if (strcmp (repos.v[k].id, jobs.v[i].repository_id) == 0)
+        path = repos.v[k].path;
+    json_array_append_new (arr, api_json_job (r->hub, &jobs.v[i], path));
   }
-  cat_job_free_array (jobs, n);
-  cat_repository_free_array (repos, n_repos);
   return api_reply (r, 200, arr ? json_pack ("{s:o,s:I}", "backups", arr,
                                              "total", (json_int_t) total) : NULL);
 }
@@ -119,15 +111,12 @@ api_backups_list (struct api_req *r)
 int
 api_backups_get (struct api_req *r)
 {
-  struct cat_job job = { 0 };
-  int ret;
+  CLEANUP_CAT_JOB struct cat_job job = { 0 };
 
   if (api_query_check (r, no_params) == -1 || api_check_id ("backup id", r->id) == -1 ||
       catalog_backup_get (hub_catalog (r->hub), r->id, &job) == -1)
     return -1;
-  ret = api_reply (r, 200, api_json_job_lookup (r->hub, &job));
-  cat_job_clear (&job);
-  return ret;
+  return api_reply (r, 200, api_json_job_lookup (r->hub, &job));
 }
 
 int
@@ -152,9 +141,8 @@ api_backups_complete (struct api_req *r)
   };
   const char *change_id, *full_reason;
   int64_t disk_id, bytes = 0;
-  struct cat_job job = { 0 };
+  CLEANUP_CAT_JOB struct cat_job job = { 0 };
   json_t *body;
-  int ret;
 
   if (api_query_check (r, no_params) == -1 || api_check_id ("backup id", r->id) == -1 ||
       api_body (r, fields, false, &body) == -1 ||
@@ -171,28 +159,25 @@ api_backups_complete (struct api_req *r)
   if (hub_backup_complete (r->hub, r->id, (int) disk_id, change_id, bytes, full_reason,
                            &job) == -1)
     return -1;
-  ret = api_reply (r, 200, json_pack ("{s:s,s:I,s:s,s:s,s:o}",
-                                      "backup_id", job.id,
-                                      "disk_id", (json_int_t) disk_id,
-                                      "status", "completed",
-                                      "job_status", job.status,
-                                      "change_id", api_json_str (change_id)));
-  cat_job_clear (&job);
-  return ret;
+  return api_reply (r, 200, json_pack ("{s:s,s:I,s:s,s:s,s:o}",
+                                       "backup_id", job.id,
+                                       "disk_id", (json_int_t) disk_id,
+                                       "status", disk_status_name (DISK_COMPLETED),
+                                       "job_status", job_status_name (job.status),
+                                       "change_id", api_json_str (change_id)));
 }
 
 /* fail and cancel share everything but the status and the body. */
 static int
-end_job (struct api_req *r, const char *status)
+end_job (struct api_req *r, enum job_status status)
 {
   static const char *const fail_fields[] = { "disk_id", "error", NULL };
   static const char *const cancel_fields[] = { NULL };
-  bool failing = strcmp (status, "failed") == 0;
+  bool failing = status == JOB_FAILED;
   const char *error = NULL;
   int64_t disk_id = -1;
-  struct cat_job job = { 0 };
+  CLEANUP_CAT_JOB struct cat_job job = { 0 };
   json_t *body;
-  int ret;
 
   if (api_query_check (r, no_params) == -1 || api_check_id ("backup id", r->id) == -1 ||
       api_body (r, failing ? fail_fields : cancel_fields, !failing, &body) == -1)
@@ -208,21 +193,19 @@ end_job (struct api_req *r, const char *status)
   if (hub_backup_end (r->hub, r->id, status, (int) disk_id,
                       failing ? error : "cancelled", &job) == -1)
     return -1;
-  ret = api_reply (r, 200, api_json_job_lookup (r->hub, &job));
-  cat_job_clear (&job);
-  return ret;
+  return api_reply (r, 200, api_json_job_lookup (r->hub, &job));
 }
 
 int
 api_backups_fail (struct api_req *r)
 {
-  return end_job (r, "failed");
+  return end_job (r, JOB_FAILED);
 }
 
 int
 api_backups_cancel (struct api_req *r)
 {
-  return end_job (r, "cancelled");
+  return end_job (r, JOB_CANCELLED);
 }
 
 int
@@ -231,10 +214,9 @@ api_backups_changeid (struct api_req *r)
   static const char *const params[] = { "vm_name", "disk_id", "repository_id", NULL };
   const char *vm_name, *repository_id;
   int64_t disk_id = -1;
-  struct cat_disk d = { 0 };
-  struct cat_context ctx = { 0 };
+  CLEANUP_CAT_DISK struct cat_disk d = { 0 };
+  CLEANUP_CAT_CONTEXT struct cat_context ctx = { 0 };
   char disk_str[16];
-  json_t *reply;
 
   if (api_query_check (r, params) == -1)
     return -1;
@@ -265,14 +247,12 @@ api_backups_changeid (struct api_req *r)
   if (repository_id == NULL &&
       catalog_context_get (hub_catalog (r->hub), d.context_id, &ctx) == 0)
     repository_id = ctx.repository_id;
-  reply = json_pack ("{s:s,s:s,s:o,s:s,s:o,s:s}",
-                     "vm_name", vm_name, "disk_id", disk_str,
-                     "repository_id", api_json_str (repository_id),
-                     "change_id", d.disk_change_id ? d.disk_change_id : "",
-                     "backup_id", api_json_str (d.backup_job_id),
-                     "message", d.disk_change_id ? "Previous change_id found"
-                     : "The latest backup of this disk recorded no change_id");
-  cat_disk_clear (&d);
-  cat_context_clear (&ctx);
-  return api_reply (r, 200, reply);
+  return api_reply (r, 200, json_pack ("{s:s,s:s,s:o,s:s,s:o,s:s}",
+                                       "vm_name", vm_name, "disk_id", disk_str,
+                                       "repository_id", api_json_str (repository_id),
+                                       "change_id", d.disk_change_id ? d.disk_change_id : "",
+                                       "backup_id", api_json_str (d.backup_job_id),
+                                       "message", d.disk_change_id
+                                       ? "Previous change_id found"
+                                       : "The latest backup of this disk recorded no change_id"));
 }

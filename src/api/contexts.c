@@ -7,9 +7,8 @@ int
 api_contexts_list (struct api_req *r)
 {
   static const char *const params[] = { "vm_name", NULL };
-  struct cat_context *ctxs = NULL;
+  CLEANUP_CAT_CONTEXT_LIST struct cat_context_list ctxs = { 0 };
   const char *vm_name;
-  size_t n = 0;
   json_t *arr;
 
   if (api_query_check (r, params) == -1)
@@ -17,12 +16,11 @@ api_contexts_list (struct api_req *r)
   vm_name = api_query (r, "vm_name");
   if (vm_name && id_check_vm_name (vm_name) == -1)
     return -1;
-  if (catalog_context_list (hub_catalog (r->hub), vm_name, &ctxs, &n) == -1)
+  if (catalog_context_list (hub_catalog (r->hub), vm_name, &ctxs.v, &ctxs.n) == -1)
     return -1;
   arr = json_array ();
-  for (size_t i = 0; arr && i < n; i++)
-    json_array_append_new (arr, api_json_context (&ctxs[i]));
-  cat_context_free_array (ctxs, n);
+  for (size_t i = 0; arr && i < ctxs.n; i++)
+    json_array_append_new (arr, api_json_context (&ctxs.v[i]));
   return api_reply (r, 200, arr ? json_pack ("{s:o}", "contexts", arr) : NULL);
 }
 
@@ -30,16 +28,13 @@ int
 api_contexts_get (struct api_req *r)
 {
   static const char *const no_params[] = { NULL };
-  struct cat_context ctx = { 0 };
-  int ret;
+  CLEANUP_CAT_CONTEXT struct cat_context ctx = { 0 };
 
   if (api_query_check (r, no_params) == -1 ||
       api_check_id ("context id", r->id) == -1 ||
       catalog_context_get (hub_catalog (r->hub), r->id, &ctx) == -1)
     return -1;
-  ret = api_reply (r, 200, api_json_context (&ctx));
-  cat_context_clear (&ctx);
-  return ret;
+  return api_reply (r, 200, api_json_context (&ctx));
 }
 
 int

@@ -85,7 +85,8 @@ api_json_context (const struct cat_context *c)
                     "successful_backups", (json_int_t) c->successful_backups,
                     "failed_backups", (json_int_t) c->failed_backups,
                     "last_backup_id", api_json_str (c->last_backup_id),
-                    "last_backup_type", api_json_str (c->last_backup_type),
+                    "last_backup_type", c->last_backup_id
+                    ? json_string (backup_type_name (c->last_backup_type)) : json_null (),
                     "last_backup_at", api_json_str (c->last_backup_at),
                     "created_at", api_json_str (c->created_at),
                     "updated_at", api_json_str (c->updated_at));
@@ -101,21 +102,20 @@ json_disk (struct hub *hub, const struct cat_job *job, const struct cat_disk *d,
   json_t *progress = NULL;
 
   /* Hub-driven copies report their progress while they run. */
-  if (job->driver && strcmp (job->driver, "hub") == 0 &&
-      strcmp (d->status, "running") == 0 &&
+  if (job->driver == DRIVER_HUB && d->status == DISK_RUNNING &&
       hub_backup_progress (hub, job->id, d->disk_index, &p))
     progress = json_pack ("{s:I,s:I,s:I}", "bytes_done", (json_int_t) p.bytes_done,
                           "bytes_total", (json_int_t) p.bytes_total,
                           "rate_bytes_per_sec", (json_int_t) p.rate_bytes_per_sec);
   if (d->qcow2_path && repo_path)
     path = repo_abspath (repo_path, d->qcow2_path);
-  if (d->nbd_export && strcmp (d->status, "running") == 0)
+  if (d->nbd_export && d->status == DISK_RUNNING)
     uri = hub_nbd_uri (hub, d->nbd_export);
   return json_pack ("{s:i,s:s,s:o,s:s,s:I,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:I,s:o,s:o,s:o,s:o}",
                     "disk_index", d->disk_index,
-                    "backup_type", d->backup_type,
+                    "backup_type", backup_type_name (d->backup_type),
                     "full_reason", api_json_str (d->full_reason),
-                    "status", d->status,
+                    "status", disk_status_name (d->status),
                     "size_bytes", (json_int_t) d->size_bytes,
                     "vmware_disk_key", opt_int (d->vmware_disk_key),
                     "unit_number", opt_int (d->unit_number),
@@ -144,9 +144,9 @@ api_json_job (struct hub *hub, const struct cat_job *job, const char *repo_path)
                     "context_id", api_json_str (job->context_id),
                     "vm_name", api_json_str (job->vm_name),
                     "repository_id", api_json_str (job->repository_id),
-                    "backup_type", api_json_str (job->backup_type),
-                    "driver", api_json_str (job->driver),
-                    "status", api_json_str (job->status),
+                    "backup_type", json_string (backup_type_name (job->backup_type)),
+                    "driver", json_string (job_driver_name (job->driver)),
+                    "status", json_string (job_status_name (job->status)),
                     "error", api_json_str (job->error),
                     "created_at", api_json_str (job->created_at),
                     "completed_at", api_json_str (job->completed_at),
@@ -156,12 +156,10 @@ api_json_job (struct hub *hub, const struct cat_job *job, const char *repo_path)
 json_t *
 api_json_job_lookup (struct hub *hub, const struct cat_job *job)
 {
-  struct cat_repository repo = { 0 };
-  json_t *ret;
+  CLEANUP_CAT_REPO struct cat_repository repo = { 0 };
   bool have = catalog_repo_get (hub_catalog (hub), job->repository_id, &repo) == 0;
-  ret = api_json_job (hub, job, have ? repo.path : NULL);
-  cat_repository_clear (&repo);
-  return ret;
+
+  return api_json_job (hub, job, have ? repo.path : NULL);
 }
 
 json_t *

@@ -7,17 +7,15 @@ static const char *const no_params[] = { NULL };
 int
 api_repos_list (struct api_req *r)
 {
-  struct cat_repository *repos = NULL;
-  size_t n = 0;
+  CLEANUP_CAT_REPO_LIST struct cat_repository_list repos = { 0 };
   json_t *arr;
 
   if (api_query_check (r, no_params) == -1 ||
-      catalog_repo_list (hub_catalog (r->hub), &repos, &n) == -1)
+      catalog_repo_list (hub_catalog (r->hub), &repos.v, &repos.n) == -1)
     return -1;
   arr = json_array ();
-  for (size_t i = 0; arr && i < n; i++)
-    json_array_append_new (arr, api_json_repo (r->hub, &repos[i]));
-  cat_repository_free_array (repos, n);
+  for (size_t i = 0; arr && i < repos.n; i++)
+    json_array_append_new (arr, api_json_repo (r->hub, &repos.v[i]));
   return api_reply (r, 200, arr ? json_pack ("{s:o}", "repositories", arr) : NULL);
 }
 
@@ -26,9 +24,8 @@ api_repos_create (struct api_req *r)
 {
   static const char *const fields[] = { "id", "name", "type", "path", NULL };
   const char *id, *name, *type, *path;
-  struct cat_repository repo = { 0 };
+  CLEANUP_CAT_REPO struct cat_repository repo = { 0 };
   json_t *body;
-  int ret;
 
   if (api_query_check (r, no_params) == -1 ||
       api_body (r, fields, false, &body) == -1 ||
@@ -45,24 +42,19 @@ api_repos_create (struct api_req *r)
   }
   if (hub_repo_create (r->hub, id, name, type, path, &repo) == -1)
     return -1;
-  ret = api_reply (r, 201, api_json_repo (r->hub, &repo));
-  cat_repository_clear (&repo);
-  return ret;
+  return api_reply (r, 201, api_json_repo (r->hub, &repo));
 }
 
 int
 api_repos_get (struct api_req *r)
 {
-  struct cat_repository repo = { 0 };
-  int ret;
+  CLEANUP_CAT_REPO struct cat_repository repo = { 0 };
 
   if (api_query_check (r, no_params) == -1 ||
       api_check_id ("repository id", r->id) == -1 ||
       catalog_repo_get (hub_catalog (r->hub), r->id, &repo) == -1)
     return -1;
-  ret = api_reply (r, 200, api_json_repo (r->hub, &repo));
-  cat_repository_clear (&repo);
-  return ret;
+  return api_reply (r, 200, api_json_repo (r->hub, &repo));
 }
 
 int

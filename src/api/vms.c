@@ -8,32 +8,27 @@ static const char *const no_params[] = { NULL };
 int
 api_vms_list (struct api_req *r)
 {
-  struct cat_vm *vms = NULL;
-  size_t n = 0;
+  CLEANUP_CAT_VM_LIST struct cat_vm_list vms = { 0 };
   json_t *arr;
 
   if (api_query_check (r, no_params) == -1 ||
-      catalog_vm_list (hub_catalog (r->hub), &vms, &n) == -1)
+      catalog_vm_list (hub_catalog (r->hub), &vms.v, &vms.n) == -1)
     return -1;
   arr = json_array ();
-  for (size_t i = 0; arr && i < n; i++)
-    json_array_append_new (arr, api_json_vm (&vms[i]));
-  cat_vm_free_array (vms, n);
+  for (size_t i = 0; arr && i < vms.n; i++)
+    json_array_append_new (arr, api_json_vm (&vms.v[i]));
   return api_reply (r, 200, arr ? json_pack ("{s:o}", "vms", arr) : NULL);
 }
 
 int
 api_vms_get (struct api_req *r)
 {
-  struct cat_vm vm = { 0 };
-  int ret;
+  CLEANUP_CAT_VM struct cat_vm vm = { 0 };
 
   if (api_query_check (r, no_params) == -1 || id_check_vm_name (r->id) == -1 ||
       catalog_vm_get (hub_catalog (r->hub), r->id, &vm) == -1)
     return -1;
-  ret = api_reply (r, 200, api_json_vm (&vm));
-  cat_vm_clear (&vm);
-  return ret;
+  return api_reply (r, 200, api_json_vm (&vm));
 }
 
 int

@@ -96,7 +96,8 @@ catalog_base_destroy (struct catalog *cat)
 
 /* --- Freeing ----------------------------------------------------------
  * Each *_clear frees what the struct owns and zeroes it, so clearing twice
- * is harmless; each *_free_array clears n elements and frees the array. */
+ * is harmless; each *_free_array clears n elements and frees the array,
+ * and each *_list_clear does that to a list and empties it. */
 
 void
 cat_repository_clear (struct cat_repository *r)
@@ -142,7 +143,6 @@ cat_context_clear (struct cat_context *c)
   free (c->vcenter_host);
   free (c->datacenter);
   free (c->last_backup_id);
-  free (c->last_backup_type);
   free (c->last_backup_at);
   free (c->created_at);
   free (c->updated_at);
@@ -156,13 +156,11 @@ cat_disk_clear (struct cat_disk *d)
     return;
   free (d->backup_job_id);
   free (d->context_id);
-  free (d->backup_type);
   free (d->disk_change_id);
   free (d->qcow2_path);
   free (d->parent_backup_id);
   free (d->previous_change_id);
   free (d->nbd_export);
-  free (d->status);
   free (d->error);
   free (d->created_at);
   free (d->completed_at);
@@ -179,52 +177,32 @@ cat_job_clear (struct cat_job *j)
   free (j->context_id);
   free (j->vm_name);
   free (j->repository_id);
-  free (j->backup_type);
-  free (j->status);
   free (j->error);
   free (j->created_at);
   free (j->completed_at);
-  free (j->driver);
   cat_disk_free_array (j->disks, j->n_disks);
   memset (j, 0, sizeof *j);
 }
 
-void
-cat_repository_free_array (struct cat_repository *a, size_t n)
-{
-  for (size_t i = 0; a && i < n; i++)
-    cat_repository_clear (&a[i]);
-  free (a);
-}
+/* For each kind of row: free an array of n, and free a list (then empty). */
+#define CAT_ARRAY_FREE(name)                                            \
+  void                                                                  \
+  cat_##name##_free_array (struct cat_##name *a, size_t n)              \
+  {                                                                     \
+    for (size_t i = 0; a && i < n; i++)                                 \
+      cat_##name##_clear (&a[i]);                                       \
+    free (a);                                                           \
+  }                                                                     \
+  void                                                                  \
+  cat_##name##_list_clear (struct cat_##name##_list *l)                 \
+  {                                                                     \
+    cat_##name##_free_array (l->v, l->n);                               \
+    l->v = NULL;                                                        \
+    l->n = 0;                                                           \
+  }
 
-void
-cat_vm_free_array (struct cat_vm *a, size_t n)
-{
-  for (size_t i = 0; a && i < n; i++)
-    cat_vm_clear (&a[i]);
-  free (a);
-}
-
-void
-cat_context_free_array (struct cat_context *a, size_t n)
-{
-  for (size_t i = 0; a && i < n; i++)
-    cat_context_clear (&a[i]);
-  free (a);
-}
-
-void
-cat_disk_free_array (struct cat_disk *a, size_t n)
-{
-  for (size_t i = 0; a && i < n; i++)
-    cat_disk_clear (&a[i]);
-  free (a);
-}
-
-void
-cat_job_free_array (struct cat_job *a, size_t n)
-{
-  for (size_t i = 0; a && i < n; i++)
-    cat_job_clear (&a[i]);
-  free (a);
-}
+CAT_ARRAY_FREE (repository)
+CAT_ARRAY_FREE (vm)
+CAT_ARRAY_FREE (context)
+CAT_ARRAY_FREE (disk)
+CAT_ARRAY_FREE (job)

@@ -15,7 +15,14 @@
  * matching *_free / *_clear function.
  *
  * Optional integers (vmware_disk_key, unit_number, parent_disk_id) use -1
- * for "absent"; optional strings use NULL.
+ * for "absent"; optional strings use NULL.  Statuses, backup types and
+ * drivers are the enums of util/state.h: the catalog turns them into the
+ * words its tables hold and back, and a word it reads that util/state.c
+ * does not know is ERR_INTERNAL naming the column and the word.
+ *
+ * Rows read into a local are cleared at the end of its scope by the
+ * CLEANUP_CAT_* attributes at the bottom; arrays are read into a
+ * struct cat_X_list ({ v, n }), which has its own.
  */
 #ifndef STRATA_CATALOG_CATALOG_H
 #define STRATA_CATALOG_CATALOG_H
@@ -23,6 +30,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "util/state.h"
 
 /* type is "local", "nfs" or "cifs": to the hub each is a folder, path (for
  * nfs and cifs, where the share is mounted). */
@@ -49,7 +58,8 @@ struct cat_context {
   char *context_id, *vm_name, *repository_id;
   char *vmware_vm_id, *vm_path, *vcenter_host, *datacenter;
   int64_t total_backups_run, successful_backups, failed_backups;
-  char *last_backup_id, *last_backup_type, *last_backup_at;  /* may be NULL */
+  char *last_backup_id, *last_backup_at;   /* NULL before the first completed job */
+  enum backup_type last_backup_type;       /* meaningful when last_backup_id is set */
   char *created_at, *updated_at;
 };
 
@@ -59,7 +69,7 @@ struct cat_disk {
   char *backup_job_id, *context_id;
   int disk_index;
   int64_t vmware_disk_key, unit_number, size_bytes;
-  char *backup_type;           /* "full" or "incremental" (this disk) */
+  enum backup_type backup_type;  /* this disk's */
   char *disk_change_id;        /* NULL until completed with one */
   char *qcow2_path;            /* relative to the repository root; NULL once deleted */
   int64_t parent_disk_id;      /* -1 for a full */
@@ -67,7 +77,7 @@ struct cat_disk {
   char *previous_change_id;    /* joined: the parent row's change id, or NULL */
   char *nbd_export;            /* export name while the job runs, else NULL */
   int64_t bytes_transferred;
-  char *status;                /* pending running completed failed */
+  enum disk_status status;     /* inserted as given (the hub: running) */
   char *error;                 /* NULL unless failed */
   char *created_at, *completed_at;
   char *full_reason;           /* why this disk of an incremental job holds a
@@ -76,18 +86,21 @@ struct cat_disk {
 
 struct cat_job {
   char *id, *context_id, *vm_name, *repository_id;
-  char *backup_type;           /* "full" or "incremental" (as requested) */
-  char *status;                /* running finishing completed failed cancelled */
+  enum backup_type backup_type; /* as requested */
+  enum job_status status;      /* inserted as running, whatever it says */
   char *error;
   char *created_at, *completed_at;
-  char *driver;                /* "agent" or "hub": who moves the data (NULL
-                                * on insert means "agent") */
+  enum job_driver driver;      /* who moves the data */
   size_t n_disks;
   struct cat_disk *disks;      /* sorted by disk_index */
 };
 
+/* A zeroed filter matches every job. */
 struct cat_job_filter {
-  const char *vm_name, *repository_id, *status, *backup_type;  /* NULL = any */
+  const char *vm_name, *repository_id;   /* NULL = any */
+  bool by_status, by_type;               /* false = any status, any type */
+  enum job_status status;
+  enum backup_type backup_type;
   int64_t limit, offset;
 };
 
@@ -170,10 +183,10 @@ int catalog_backup_list (struct catalog *cat, const struct cat_job_filter *f,
 /* Mark one disk completed (change_id may be NULL) and clear its export.
  * full_reason, when not NULL, records why the disk was copied in full into
  * its overlay (its change tracking was lost); NULL keeps what was planned.
- * When it is the job's last unfinished disk: a job of driver "agent"
+ * When it is the job's last unfinished disk: a job of DRIVER_AGENT
  * completes, and the context's successful_backups and last_backup_* are
- * updated, in the same transaction; a job of driver "hub" becomes
- * "finishing" (completed_at stays NULL, the context is not updated yet)
+ * updated, in the same transaction; a job of DRIVER_HUB becomes
+ * finishing (completed_at stays NULL, the context is not updated yet)
  * until catalog_backup_finish.  ERR_NOT_FOUND for an unknown job or disk;
  * ERR_CONFLICT when the job is not running or the disk is not running.
  * *job_after receives the job as it stands after the change. */
@@ -181,7 +194,7 @@ int catalog_disk_complete (struct catalog *cat, const char *backup_id, int disk_
                            const char *change_id, int64_t bytes_transferred,
                            const char *full_reason, struct cat_job *job_after);
 
-/* Finish a "finishing" job (its source owes nothing any more): it becomes
+/* Finish a finishing job (its source owes nothing any more): it becomes
  * completed, with completed_at, and the context's successful_backups and
  * last_backup_* are updated, in one transaction.  ERR_NOT_FOUND for an
  * unknown job, ERR_CONFLICT when it is not finishing.  *job_after (may be
@@ -189,16 +202,16 @@ int catalog_disk_complete (struct catalog *cat, const char *backup_id, int disk_
 int catalog_backup_finish (struct catalog *cat, const char *backup_id,
                            struct cat_job *job_after);
 
-/* End a running job as "failed" or "cancelled": every disk not completed
- * becomes "failed" with the error (error_disk >= 0 names the disk that
+/* End a running job as JOB_FAILED or JOB_CANCELLED (anything else is
+ * ERR_INVALID): every disk not completed becomes failed with the error (error_disk >= 0 names the disk that
  * failed; the others get "job failed"/"job cancelled"), its qcow2_path and
  * nbd_export are cleared, and failed_backups is counted.  *dropped receives
  * the disk rows as they were before (with their paths and exports) so the
  * caller can drop the exports and delete the files.  ERR_CONFLICT when the
  * job is not running (a finishing job's data is complete: it can only be
  * finished). */
-int catalog_backup_end (struct catalog *cat, const char *backup_id, const char *status,
-                        int error_disk, const char *error,
+int catalog_backup_end (struct catalog *cat, const char *backup_id,
+                        enum job_status status, int error_disk, const char *error,
                         struct cat_disk **dropped, size_t *n_dropped);
 
 /* Delete a finished job.  ERR_CONFLICT while it runs or finishes, or while
@@ -227,11 +240,11 @@ int catalog_changeid_get (struct catalog *cat, const char *vm_name, int disk_ind
  * path joined into *repo_paths[i] (malloc'd, parallel array). */
 int catalog_disk_files (struct catalog *cat, struct cat_disk **out,
                         char ***repo_paths, size_t *n);
-/* The disks that should be exported: status "running" in a running job. */
+/* The disks that should be exported: running disks of running jobs. */
 int catalog_running_disks (struct catalog *cat, struct cat_disk **out, size_t *n);
 /* A disk's file is gone: mark it failed with the reason, clear its path
  * and export, and do the same for every disk backed by it, recursively;
- * their jobs become "failed" if they were running, finishing or
+ * their jobs become failed if they were running, finishing or
  * completed. */
 int catalog_disk_lost (struct catalog *cat, int64_t disk_id, const char *reason);
 
@@ -246,5 +259,31 @@ void cat_vm_free_array (struct cat_vm *a, size_t n);
 void cat_context_free_array (struct cat_context *a, size_t n);
 void cat_disk_free_array (struct cat_disk *a, size_t n);
 void cat_job_free_array (struct cat_job *a, size_t n);
+
+/* Arrays of rows as one value, for the CLEANUP_CAT_*_LIST attributes:
+ * pass &l.v, &l.n where the catalog returns an array. */
+struct cat_repository_list { struct cat_repository *v; size_t n; };
+struct cat_vm_list { struct cat_vm *v; size_t n; };
+struct cat_context_list { struct cat_context *v; size_t n; };
+struct cat_disk_list { struct cat_disk *v; size_t n; };
+struct cat_job_list { struct cat_job *v; size_t n; };
+void cat_repository_list_clear (struct cat_repository_list *l);
+void cat_vm_list_clear (struct cat_vm_list *l);
+void cat_context_list_clear (struct cat_context_list *l);
+void cat_disk_list_clear (struct cat_disk_list *l);
+void cat_job_list_clear (struct cat_job_list *l);
+
+/* Clear a row, or free a list, when its variable goes out of scope.  To
+ * hand one out: *out = row; row = (struct cat_X) { 0 }; */
+#define CLEANUP_CAT_REPO __attribute__((cleanup (cat_repository_clear)))
+#define CLEANUP_CAT_VM __attribute__((cleanup (cat_vm_clear)))
+#define CLEANUP_CAT_CONTEXT __attribute__((cleanup (cat_context_clear)))
+#define CLEANUP_CAT_DISK __attribute__((cleanup (cat_disk_clear)))
+#define CLEANUP_CAT_JOB __attribute__((cleanup (cat_job_clear)))
+#define CLEANUP_CAT_REPO_LIST __attribute__((cleanup (cat_repository_list_clear)))
+#define CLEANUP_CAT_VM_LIST __attribute__((cleanup (cat_vm_list_clear)))
+#define CLEANUP_CAT_CONTEXT_LIST __attribute__((cleanup (cat_context_list_clear)))
+#define CLEANUP_CAT_DISK_LIST __attribute__((cleanup (cat_disk_list_clear)))
+#define CLEANUP_CAT_JOB_LIST __attribute__((cleanup (cat_job_list_clear)))
 
 #endif

@@ -50,6 +50,7 @@
 #include "util/error.h"
 #include "util/id.h"
 #include "util/log.h"
+#include "util/state.h"
 
 /* ------------------------------------------------------------------------
  * Statements
@@ -170,11 +171,47 @@ db_insert (struct catalog *cat, int64_t *id, const char *sql, const char *types,
 }
 
 /* Reading the columns of a row.  A failed copy sets oom, checked once per
- * row rather than after each column. */
+ * row rather than after each column; so is a word that does not parse
+ * (bad, with its error already set). */
 struct row {
   struct db_stmt *st;
-  bool oom;
+  bool oom, bad;
 };
+
+/* A word read back from the database that util/state.c does not know: a
+ * damaged catalog, or one written by a newer strata.  column names it. */
+static int
+bad_word (const char *column, const char *value)
+{
+  error_set (ERR_INTERNAL, "catalog: %s holds \"%s\", which this strata does not know",
+             column, value ? value : "NULL");
+  return -1;
+}
+
+/* Column col of the current row as text, not copied (NULL for SQL NULL
+ * or when memory ran out: then r->oom). */
+static const char *
+row_peek (struct row *r, int col)
+{
+  const char *v;
+
+  if (r->st->drv->column (r->st, col, &v) == -1) {
+    r->oom = true;
+    return NULL;
+  }
+  return v;
+}
+
+/* Read column col, which holds a word of a vocabulary, into *out with
+ * parse (job_status_parse, ...); column names it for bad_word. */
+#define ROW_WORD(r, col, column, parse, out)                            \
+  do {                                                                  \
+    const char *w_ = row_peek ((r), (col));                             \
+    if (!(r)->oom && parse (w_, (out)) == -1) {                         \
+      bad_word ((column), w_);                                          \
+      (r)->bad = true;                                                  \
+    }                                                                   \
+  } while (0)
 
 /* A text column, copied (the caller owns it); NULL for SQL NULL. */
 static char *
@@ -201,14 +238,14 @@ row_int (struct row *r, int col)
   return v ? strtoll (v, NULL, 10) : -1;
 }
 
-/* After reading a row: -1 with the error set if a copy failed. */
+/* After reading a row: -1 with the error set if a copy failed or a word
+ * did not parse. */
 static int
 row_done (struct row *r)
 {
-  if (!r->oom)
-    return 0;
-  oom_error ();
-  return -1;
+  if (r->oom)
+    oom_error ();
+  return r->oom || r->bad ? -1 : 0;
 }
 
 /* One integer: 1 and *out when there is a row (NULL reads as -1), 0 when
@@ -226,7 +263,7 @@ db_int (struct catalog *cat, int64_t *out, const char *sql, const char *types, .
   if (st == NULL || (r = db_step (st)) == -1)
     return -1;
   if (r == 1) {
-    struct row row = { st, false };
+    struct row row = { st, false, false };
     int64_t v = row_int (&row, 0);
     if (row_done (&row) == -1)
       return -1;
@@ -250,7 +287,7 @@ db_text (struct catalog *cat, char **out, const char *sql, const char *types, ..
   if (st == NULL || (r = db_step (st)) == -1)
     return -1;
   if (r == 1) {
-    struct row row = { st, false };
+    struct row row = { st, false, false };
     char *v = row_text (&row, 0);
     if (row_done (&row) == -1)
       return -1;
@@ -278,7 +315,7 @@ collect_rows (struct catalog *cat, struct db_stmt *st, size_t elem, row_reader r
   if (st == NULL)
     return -1;
   while ((r = db_step (st)) == 1) {
-    struct row row = { st, false };
+    struct row row = { st, false, false };
     void *o = array_push (&a, count, &cap, elem);
     if (o == NULL || read (cat, &row, o) == -1) {
       r = -1;
@@ -316,7 +353,7 @@ collect_strings (struct db_stmt *st, char ***out)
   if (st == NULL)
     return -1;
   do {
-    struct row row = { st, false };
+    struct row row = { st, false, false };
     char **slot = array_push ((void **) &v, n, &cap, sizeof *v);
 
     if (slot == NULL) {
@@ -418,7 +455,9 @@ context_read (struct catalog *cat, struct row *r, void *rec)
   o->successful_backups = row_int (r, 8);
   o->failed_backups = row_int (r, 9);
   o->last_backup_id = row_text (r, 10);
-  o->last_backup_type = row_text (r, 11);
+  if (o->last_backup_id)
+    ROW_WORD (r, 11, "vm_backup_contexts.last_backup_type", backup_type_parse,
+              &o->last_backup_type);
   o->last_backup_at = row_text (r, 12);
   o->created_at = row_text (r, 13);
   o->updated_at = row_text (r, 14);
@@ -451,7 +490,7 @@ disk_read (struct row *r, struct cat_disk *o)
   o->vmware_disk_key = row_int (r, 4);
   o->unit_number = row_int (r, 5);
   o->size_bytes = row_int (r, 6);
-  o->backup_type = row_text (r, 7);
+  ROW_WORD (r, 7, "backup_disks.backup_type", backup_type_parse, &o->backup_type);
   o->disk_change_id = row_text (r, 8);
   o->qcow2_path = row_text (r, 9);
   o->parent_disk_id = row_int (r, 10);
@@ -459,7 +498,7 @@ disk_read (struct row *r, struct cat_disk *o)
   o->previous_change_id = row_text (r, 12);
   o->nbd_export = row_text (r, 13);
   o->bytes_transferred = row_int (r, 14);
-  o->status = row_text (r, 15);
+  ROW_WORD (r, 15, "backup_disks.status", disk_status_parse, &o->status);
   o->error = row_text (r, 16);
   o->created_at = row_text (r, 17);
   o->completed_at = row_text (r, 18);
@@ -484,7 +523,7 @@ disks_read_all (struct db_stmt *st, struct cat_disk **out, size_t *n, char ***pa
   if (st == NULL)
     return -1;
   while ((r = db_step (st)) == 1) {
-    struct row row = { st, false };
+    struct row row = { st, false, false };
     struct cat_disk *d = array_push ((void **) &a, count, &cap, sizeof *a);
     char **path;
 
@@ -546,12 +585,12 @@ job_read (struct catalog *cat, struct row *r, void *rec)
   o->context_id = row_text (r, 1);
   o->vm_name = row_text (r, 2);
   o->repository_id = row_text (r, 3);
-  o->backup_type = row_text (r, 4);
-  o->status = row_text (r, 5);
+  ROW_WORD (r, 4, "backup_jobs.backup_type", backup_type_parse, &o->backup_type);
+  ROW_WORD (r, 5, "backup_jobs.status", job_status_parse, &o->status);
   o->error = row_text (r, 6);
   o->created_at = row_text (r, 7);
   o->completed_at = row_text (r, 8);
-  o->driver = row_text (r, 9);
+  ROW_WORD (r, 9, "backup_jobs.driver", job_driver_parse, &o->driver);
   if (row_done (r) == -1 ||
       disks_query (cat, DISK_SELECT DISK_FROM
                    " WHERE d.backup_job_id = ? ORDER BY d.disk_index",
@@ -570,7 +609,7 @@ query_one (struct catalog *cat, row_reader read, void *out, const char *sql,
            const char *types, const char *a, const char *b)
 {
   CLEANUP_STMT struct db_stmt *st = db_prepare (cat, sql, types, a, b);
-  struct row row = { st, false };
+  struct row row = { st, false, false };
   int r;
 
   if (st == NULL || (r = db_step (st)) == -1)
@@ -663,7 +702,7 @@ latest_disk (struct catalog *cat, const char *ctx, int disk_index, struct cat_di
 {
   CLEANUP_STMT struct db_stmt *st =
     db_prepare (cat, DISK_SELECT DISK_FROM LATEST_WHERE, "si", ctx, disk_index);
-  struct row row = { st, false };
+  struct row row = { st, false, false };
   int r;
 
   if (st == NULL || (r = db_step (st)) == -1)
@@ -699,7 +738,7 @@ context_refresh_last (struct catalog *cat, const char *ctx, const char *now)
   if (st == NULL || (f = db_step (st)) == -1)
     return -1;
   if (f == 1) {
-    struct row row = { st, false };
+    struct row row = { st, false, false };
     id = row_text (&row, 0);
     type = row_text (&row, 1);
     at = row_text (&row, 2);
@@ -859,7 +898,7 @@ vm_load_disks (struct catalog *cat, struct cat_vm *vm)
   if (st == NULL)
     return -1;
   while ((r = db_step (st)) == 1) {
-    struct row row = { st, false };
+    struct row row = { st, false, false };
     struct cat_vm_disk *d = array_push ((void **) &vm->disks, vm->n_disks, &cap,
                                         sizeof *d);
     if (d == NULL)
@@ -1051,13 +1090,26 @@ catalog_context_list (struct catalog *cat, const char *vm_name,
                    " ORDER BY vm_name, repository_id", "s", vm_name);
 }
 
-/* The active (running or finishing) job of a context: 1 and *id, 0 when
- * there is none, -1 on error. */
+/* Hand the disk rows of a finished write over to *out (or leave them in
+ * l, to be freed, when the caller wants none); l is empty afterwards. */
+static void
+disks_hand_over (struct cat_disk_list *l, struct cat_disk **out, size_t *n_out)
+{
+  if (out == NULL)
+    return;
+  *out = l->v;
+  *n_out = l->n;
+  *l = (struct cat_disk_list) { 0 };
+}
+
+/* The active job of a context (job_status_active: running or
+ * finishing): 1 and *id, 0 when there is none, -1 on error. */
 static int
 active_job (struct catalog *cat, const char *ctx, char **id)
 {
   return db_text (cat, id, "SELECT id FROM backup_jobs WHERE vm_backup_context_id = ?"
-                  " AND status IN ('running', 'finishing')", "s", ctx);
+                  " AND status IN (?, ?)", "sss", ctx, job_status_name (JOB_RUNNING),
+                  job_status_name (JOB_FINISHING));
 }
 
 /* Delete the disk rows of a, which are sorted by id, newest first, so that
@@ -1107,21 +1159,17 @@ int
 catalog_context_delete (struct catalog *cat, const char *id, bool force,
                         struct cat_disk **disks, size_t *n_disks)
 {
-  struct cat_disk *a = NULL;
-  size_t n = 0;
+  CLEANUP_CAT_DISK_LIST struct cat_disk_list l = { 0 };
 
   if (id == NULL)
     return missing ("context id");
   if (disks == NULL || n_disks == NULL)
     return missing ("output array");
   SCOPED_LOCK (&cat->lock);
-  if (RUN_TX (cat, true, context_delete_tx (cat, id, force, &a, &n),
-              (cat_disk_free_array (a, n), a = NULL, n = 0)) == -1) {
-    cat_disk_free_array (a, n);
+  if (RUN_TX (cat, true, context_delete_tx (cat, id, force, &l.v, &l.n),
+              cat_disk_list_clear (&l)) == -1)
     return -1;
-  }
-  *disks = a;
-  *n_disks = n;
+  disks_hand_over (&l, disks, n_disks);
   return 0;
 }
 
@@ -1184,13 +1232,6 @@ catalog_backup_plan (struct catalog *cat, const char *vm_name,
   return 0;
 }
 
-/* True for the two backup types the schema allows. */
-static bool
-backup_type_valid (const char *t)
-{
-  return t && (strcmp (t, "full") == 0 || strcmp (t, "incremental") == 0);
-}
-
 /* Check a new job's disks against the contract before touching the
  * database: ERR_INVALID for what no state of the catalog could accept. */
 static int
@@ -1204,23 +1245,10 @@ backup_insert_check (const struct cat_job *job)
     error_set (ERR_INVALID, "context id \"%s\" is not a valid id", job->context_id);
     return -1;
   }
-  if (!backup_type_valid (job->backup_type)) {
-    error_set (ERR_INVALID, "backup_type must be \"full\" or \"incremental\"");
-    return -1;
-  }
-  if (job->driver && strcmp (job->driver, "agent") != 0 && strcmp (job->driver, "hub") != 0) {
-    error_set (ERR_INVALID, "driver must be \"agent\" or \"hub\"");
-    return -1;
-  }
   for (size_t i = 0; i < job->n_disks; i++) {
     const struct cat_disk *d = &job->disks[i];
-    bool full = d->backup_type && strcmp (d->backup_type, "full") == 0;
+    bool full = d->backup_type == BACKUP_FULL;
 
-    if (!backup_type_valid (d->backup_type)) {
-      error_set (ERR_INVALID, "disk %d: backup_type must be \"full\" or \"incremental\"",
-                 d->disk_index);
-      return -1;
-    }
     if (full && d->parent_disk_id >= 0) {
       error_set (ERR_INVALID, "disk %d: a full backup has no parent disk", d->disk_index);
       return -1;
@@ -1318,10 +1346,11 @@ backup_insert_tx (struct catalog *cat, const struct cat_job *job, const struct c
 
   if (db_exec (cat, "INSERT INTO backup_jobs (id, vm_backup_context_id, vm_name,"
                " repository_id, backup_type, status, error, created_at, completed_at, driver)"
-               " VALUES (?, ?, ?, ?, ?, 'running', NULL, ?, NULL, ?)", "sssssss",
-               job->id, ctx, job->vm_name, job->repository_id, job->backup_type,
+               " VALUES (?, ?, ?, ?, ?, ?, NULL, ?, NULL, ?)", "ssssssss",
+               job->id, ctx, job->vm_name, job->repository_id,
+               backup_type_name (job->backup_type), job_status_name (JOB_RUNNING),
                job->created_at ? job->created_at : now,
-               job->driver ? job->driver : "agent") == -1) {
+               job_driver_name (job->driver)) == -1) {
     error_prefix ("adding backup %s", job->id);
     return -1;
   }
@@ -1334,8 +1363,9 @@ backup_insert_tx (struct catalog *cat, const struct cat_job *job, const struct c
                    " status, created_at, full_reason)"
                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)",
                    "ssioIossossss", ctx, job->id, d->disk_index, d->vmware_disk_key,
-                   d->size_bytes, d->unit_number, d->backup_type, d->qcow2_path,
-                   d->parent_disk_id, d->nbd_export, d->status ? d->status : "running",
+                   d->size_bytes, d->unit_number, backup_type_name (d->backup_type),
+                   d->qcow2_path, d->parent_disk_id, d->nbd_export,
+                   disk_status_name (d->status),
                    d->created_at ? d->created_at : now, d->full_reason) == -1) {
       error_prefix ("adding disk %d of backup %s", d->disk_index, job->id);
       return -1;
@@ -1361,9 +1391,8 @@ catalog_backup_insert (struct catalog *cat, struct cat_job *job, const struct ca
   char now[32];
   int r;
 
-  if (job == NULL || job->id == NULL || job->vm_name == NULL ||
-      job->repository_id == NULL || job->backup_type == NULL)
-    return missing ("backup id, vm_name, repository_id and backup_type");
+  if (job == NULL || job->id == NULL || job->vm_name == NULL || job->repository_id == NULL)
+    return missing ("backup id, vm_name and repository_id");
   if (job->n_disks > 0 && job->disks == NULL)
     return missing ("disk list");
   if (backup_insert_check (job) == -1)
@@ -1430,7 +1459,8 @@ catalog_backup_get (struct catalog *cat, const char *id, struct cat_job *out)
                   JOB_SELECT " WHERE j.id = ?", "s", id, NULL);
 }
 
-/* The filter of catalog_backup_list, as ?1..?4 (NULL matches anything). */
+/* The filter of catalog_backup_list, as ?1..?4 (NULL matches anything);
+ * statuses and types bound by their words. */
 #define JOB_FILTER \
   " WHERE (?1 IS NULL OR j.vm_name = ?1) AND (?2 IS NULL OR j.repository_id = ?2)" \
   " AND (?3 IS NULL OR j.status = ?3) AND (?4 IS NULL OR j.backup_type = ?4)"
@@ -1449,13 +1479,15 @@ backup_list_tx (struct catalog *cat, const struct cat_job_filter *f,
 {
   CLEANUP_STMT struct db_stmt *st = NULL;
   int64_t limit = f->limit > 0 ? f->limit : INT64_MAX, offset = f->offset > 0 ? f->offset : 0;
+  const char *status = f->by_status ? job_status_name (f->status) : NULL;
+  const char *type = f->by_type ? backup_type_name (f->backup_type) : NULL;
 
   if (db_int (cat, total, "SELECT count(*) FROM backup_jobs j" JOB_FILTER, "ssss",
-              f->vm_name, f->repository_id, f->status, f->backup_type) == -1)
+              f->vm_name, f->repository_id, status, type) == -1)
     return -1;
   st = db_prepare (cat, JOB_SELECT JOB_FILTER " ORDER BY j.created_at DESC, j.id DESC"
                    " LIMIT ?5 OFFSET ?6", "ssssII", f->vm_name, f->repository_id,
-                   f->status, f->backup_type, limit, offset);
+                   status, type, limit, offset);
   return collect_rows (cat, st, sizeof **out, job_read, jobs_free, (void **) out, n);
 }
 
@@ -1465,37 +1497,35 @@ catalog_backup_list (struct catalog *cat, const struct cat_job_filter *f,
                      struct cat_job **out, size_t *n, int64_t *total)
 {
   static const struct cat_job_filter any = { 0 };
-  struct cat_job *a = NULL;
-  size_t count = 0;
+  CLEANUP_CAT_JOB_LIST struct cat_job_list l = { 0 };
   int64_t t = 0;
 
   if (out == NULL || n == NULL)
     return missing ("output array");
   SCOPED_LOCK (&cat->lock);
-  if (RUN_TX (cat, false, backup_list_tx (cat, f ? f : &any, &a, &count, &t),
-              (cat_job_free_array (a, count), a = NULL, count = 0)) == -1) {
-    cat_job_free_array (a, count);
+  if (RUN_TX (cat, false, backup_list_tx (cat, f ? f : &any, &l.v, &l.n, &t),
+              cat_job_list_clear (&l)) == -1)
     return -1;
-  }
-  *out = a;
-  *n = count;
+  *out = l.v;
+  *n = l.n;
+  l = (struct cat_job_list) { 0 };
   if (total)
     *total = t;
   return 0;
 }
 
-/* Check that job id exists and its status is want.  On success *ctx, *type
- * and *driver receive its context id, backup type and driver (malloc'd,
- * the caller frees). */
+/* Check that job id exists and its status is want.  *ctx (malloc'd, the
+ * caller frees, even on failure), *type and *driver receive its context
+ * id, backup type and driver. */
 static int
-job_in (struct catalog *cat, const char *id, const char *want, char **ctx, char **type,
-        char **driver)
+job_in (struct catalog *cat, const char *id, enum job_status want, char **ctx,
+        enum backup_type *type, enum job_driver *driver)
 {
   CLEANUP_STMT struct db_stmt *st =
     db_prepare (cat, "SELECT status, vm_backup_context_id, backup_type, driver"
                 " FROM backup_jobs WHERE id = ?", "s", id);
-  struct row row = { st, false };
-  CLEANUP_FREE char *status = NULL;
+  struct row row = { st, false, false };
+  enum job_status status;
   int r;
 
   if (st == NULL || (r = db_step (st)) == -1)
@@ -1504,14 +1534,14 @@ job_in (struct catalog *cat, const char *id, const char *want, char **ctx, char 
     error_set (ERR_NOT_FOUND, "backup %s not found", id);
     return -1;
   }
-  status = row_text (&row, 0);
+  ROW_WORD (&row, 0, "backup_jobs.status", job_status_parse, &status);
+  ROW_WORD (&row, 2, "backup_jobs.backup_type", backup_type_parse, type);
+  ROW_WORD (&row, 3, "backup_jobs.driver", job_driver_parse, driver);
   *ctx = row_text (&row, 1);
-  *type = row_text (&row, 2);
-  *driver = row_text (&row, 3);
   if (row_done (&row) == -1)
     return -1;
-  if (strcmp (status, want) != 0) {
-    error_set (ERR_CONFLICT, "backup %s is %s", id, status);
+  if (status != want) {
+    error_set (ERR_CONFLICT, "backup %s is %s", id, job_status_name (status));
     return -1;
   }
   return 0;
@@ -1520,15 +1550,17 @@ job_in (struct catalog *cat, const char *id, const char *want, char **ctx, char 
 /* Mark job backup_id (of context ctx, backup type type) completed and
  * count it as the context's latest successful backup. */
 static int
-job_complete (struct catalog *cat, const char *backup_id, const char *type,
+job_complete (struct catalog *cat, const char *backup_id, enum backup_type type,
               const char *ctx, const char *now)
 {
-  if (db_exec (cat, "UPDATE backup_jobs SET status = 'completed', completed_at = ?"
-               " WHERE id = ?", "ss", now, backup_id) == -1 ||
+  if (db_exec (cat, "UPDATE backup_jobs SET status = ?, completed_at = ?"
+               " WHERE id = ?", "sss", job_status_name (JOB_COMPLETED), now,
+               backup_id) == -1 ||
       db_exec (cat, "UPDATE vm_backup_contexts SET"
                " successful_backups = successful_backups + 1, last_backup_id = ?,"
                " last_backup_type = ?, last_backup_at = ?, updated_at = ?"
-               " WHERE context_id = ?", "sssss", backup_id, type, now, now, ctx) == -1)
+               " WHERE context_id = ?", "sssss", backup_id, backup_type_name (type),
+               now, now, ctx) == -1)
     return -1;
   return 0;
 }
@@ -1542,11 +1574,14 @@ disk_complete_tx (struct catalog *cat, const char *backup_id, int disk_index,
                   const char *change_id, int64_t bytes, const char *full_reason,
                   const char *now, struct cat_job *after)
 {
-  CLEANUP_FREE char *ctx = NULL, *type = NULL, *driver = NULL, *status = NULL;
+  CLEANUP_FREE char *ctx = NULL, *word = NULL;
+  enum backup_type type;
+  enum job_driver driver;
+  enum disk_status status;
   int64_t disk_id, left;
   int f;
 
-  if (job_in (cat, backup_id, "running", &ctx, &type, &driver) == -1)
+  if (job_in (cat, backup_id, JOB_RUNNING, &ctx, &type, &driver) == -1)
     return -1;
   f = db_int (cat, &disk_id, "SELECT id FROM backup_disks"
               " WHERE backup_job_id = ? AND disk_index = ?", "si", backup_id, disk_index);
@@ -1556,25 +1591,28 @@ disk_complete_tx (struct catalog *cat, const char *backup_id, int disk_index,
     error_set (ERR_NOT_FOUND, "backup %s has no disk %d", backup_id, disk_index);
     return -1;
   }
-  if (db_text (cat, &status, "SELECT status FROM backup_disks WHERE id = ?",
+  if (db_text (cat, &word, "SELECT status FROM backup_disks WHERE id = ?",
                "I", disk_id) != 1)
     return -1;
-  if (strcmp (status, "running") != 0 && strcmp (status, "pending") != 0) {
-    error_set (ERR_CONFLICT, "disk %d of backup %s is %s", disk_index, backup_id, status);
+  if (disk_status_parse (word, &status) == -1)
+    return bad_word ("backup_disks.status", word);
+  if (status != DISK_RUNNING && status != DISK_PENDING) {
+    error_set (ERR_CONFLICT, "disk %d of backup %s is %s", disk_index, backup_id, word);
     return -1;
   }
-  if (db_exec (cat, "UPDATE backup_disks SET status = 'completed', disk_change_id = ?,"
+  if (db_exec (cat, "UPDATE backup_disks SET status = ?, disk_change_id = ?,"
                " bytes_transferred = ?, completed_at = ?, nbd_export = NULL,"
                " full_reason = COALESCE(?, full_reason) WHERE id = ?",
-               "sIssI", change_id, bytes, now, full_reason, disk_id) == -1)
+               "ssIssI", disk_status_name (DISK_COMPLETED), change_id, bytes, now,
+               full_reason, disk_id) == -1)
     return -1;
   if (db_int (cat, &left, "SELECT count(*) FROM backup_disks"
               " WHERE backup_job_id = ? AND status <> 'completed'", "s", backup_id) == -1)
     return -1;
   if (left == 0) {
-    if (strcmp (driver, "hub") == 0) {
-      if (db_exec (cat, "UPDATE backup_jobs SET status = 'finishing' WHERE id = ?",
-                   "s", backup_id) == -1)
+    if (driver == DRIVER_HUB) {
+      if (db_exec (cat, "UPDATE backup_jobs SET status = ? WHERE id = ?",
+                   "ss", job_status_name (JOB_FINISHING), backup_id) == -1)
         return -1;
     }
     else if (job_complete (cat, backup_id, type, ctx, now) == -1)
@@ -1588,9 +1626,11 @@ static int
 backup_finish_tx (struct catalog *cat, const char *backup_id, const char *now,
                   struct cat_job *after)
 {
-  CLEANUP_FREE char *ctx = NULL, *type = NULL, *driver = NULL;
+  CLEANUP_FREE char *ctx = NULL;
+  enum backup_type type;
+  enum job_driver driver;
 
-  if (job_in (cat, backup_id, "finishing", &ctx, &type, &driver) == -1 ||
+  if (job_in (cat, backup_id, JOB_FINISHING, &ctx, &type, &driver) == -1 ||
       job_complete (cat, backup_id, type, ctx, now) == -1)
     return -1;
   return job_load (cat, backup_id, after) == 1 ? 0 : -1;
@@ -1603,24 +1643,22 @@ job_change (struct catalog *cat, const char *backup_id, int disk_index,
             const char *change_id, int64_t bytes, const char *full_reason,
             struct cat_job *job_after)
 {
-  struct cat_job after = { 0 };
+  CLEANUP_CAT_JOB struct cat_job after = { 0 };
   char now[32];
-  int r;
+  SCOPED_LOCK (&cat->lock);
 
   id_now (now, sizeof now);
-  {
-    SCOPED_LOCK (&cat->lock);
-    r = RUN_TX (cat, true, disk_index >= 0
-                ? disk_complete_tx (cat, backup_id, disk_index, change_id, bytes,
-                                    full_reason, now, &after)
-                : backup_finish_tx (cat, backup_id, now, &after),
-                cat_job_clear (&after));
-  }
-  if (r == -1 || job_after == NULL)
-    cat_job_clear (&after);
-  else
+  if (RUN_TX (cat, true, disk_index >= 0
+              ? disk_complete_tx (cat, backup_id, disk_index, change_id, bytes,
+                                  full_reason, now, &after)
+              : backup_finish_tx (cat, backup_id, now, &after),
+              cat_job_clear (&after)) == -1)
+    return -1;
+  if (job_after) {
     *job_after = after;
-  return r;
+    after = (struct cat_job) { 0 };
+  }
+  return 0;
 }
 
 int
@@ -1654,14 +1692,16 @@ catalog_backup_finish (struct catalog *cat, const char *backup_id, struct cat_jo
  * as they are (with paths and exports) into *dropped, then fail them,
  * clearing paths and exports, and count the failure in the context. */
 static int
-backup_end_tx (struct catalog *cat, const char *backup_id, const char *status,
+backup_end_tx (struct catalog *cat, const char *backup_id, enum job_status status,
                int error_disk, const char *error, const char *now,
                struct cat_disk **dropped, size_t *n)
 {
-  CLEANUP_FREE char *ctx = NULL, *type = NULL, *driver = NULL;
-  const char *other = strcmp (status, "failed") == 0 ? "job failed" : "job cancelled";
+  CLEANUP_FREE char *ctx = NULL;
+  enum backup_type type;
+  enum job_driver driver;
+  const char *other = status == JOB_FAILED ? "job failed" : "job cancelled";
 
-  if (job_in (cat, backup_id, "running", &ctx, &type, &driver) == -1)
+  if (job_in (cat, backup_id, JOB_RUNNING, &ctx, &type, &driver) == -1)
     return -1;
   if (disks_query (cat, DISK_SELECT DISK_FROM " WHERE d.backup_job_id = ?"
                    " AND d.status <> 'completed' ORDER BY d.disk_index",
@@ -1673,58 +1713,45 @@ backup_end_tx (struct catalog *cat, const char *backup_id, const char *status,
 
     if (d->disk_index == error_disk && error_disk >= 0 && error)
       msg = error;
-    if (db_exec (cat, "UPDATE backup_disks SET status = 'failed', error = ?,"
+    if (db_exec (cat, "UPDATE backup_disks SET status = ?, error = ?,"
                  " qcow2_path = NULL, nbd_export = NULL, completed_at = ?"
-                 " WHERE id = ?", "ssI", msg, now, d->id) == -1)
+                 " WHERE id = ?", "sssI", disk_status_name (DISK_FAILED), msg, now,
+                 d->id) == -1)
       return -1;
   }
   if (db_exec (cat, "UPDATE backup_jobs SET status = ?, error = ?, completed_at = ?"
-               " WHERE id = ?", "ssss", status, error, now, backup_id) == -1 ||
+               " WHERE id = ?", "ssss", job_status_name (status), error, now,
+               backup_id) == -1 ||
       db_exec (cat, "UPDATE vm_backup_contexts SET failed_backups = failed_backups + 1,"
                " updated_at = ? WHERE context_id = ?", "ss", now, ctx) == -1)
     return -1;
   return 0;
 }
 
-/* Hand the disk rows a of a finished write to *out (or free them when the
- * caller wants none). */
-static void
-disks_hand_over (struct cat_disk *a, size_t n, struct cat_disk **out, size_t *n_out)
-{
-  if (out) {
-    *out = a;
-    *n_out = n;
-  }
-  else
-    cat_disk_free_array (a, n);
-}
-
 int
-catalog_backup_end (struct catalog *cat, const char *backup_id, const char *status,
+catalog_backup_end (struct catalog *cat, const char *backup_id, enum job_status status,
                     int error_disk, const char *error,
                     struct cat_disk **dropped, size_t *n_dropped)
 {
-  struct cat_disk *a = NULL;
-  size_t n = 0;
+  CLEANUP_CAT_DISK_LIST struct cat_disk_list l = { 0 };
   char now[32];
 
-  if (backup_id == NULL || status == NULL)
-    return missing ("backup id and status");
+  if (backup_id == NULL)
+    return missing ("backup id");
   if ((dropped == NULL) != (n_dropped == NULL))
     return missing ("count of dropped disks");
-  if (strcmp (status, "failed") != 0 && strcmp (status, "cancelled") != 0) {
-    error_set (ERR_INVALID, "a backup can only end as failed or cancelled, not %s", status);
+  if (status != JOB_FAILED && status != JOB_CANCELLED) {
+    error_set (ERR_INVALID, "a backup can only end as failed or cancelled, not %s",
+               job_status_name (status));
     return -1;
   }
   id_now (now, sizeof now);
   SCOPED_LOCK (&cat->lock);
   if (RUN_TX (cat, true, backup_end_tx (cat, backup_id, status, error_disk, error, now,
-                                        &a, &n),
-              (cat_disk_free_array (a, n), a = NULL, n = 0)) == -1) {
-    cat_disk_free_array (a, n);
+                                        &l.v, &l.n),
+              cat_disk_list_clear (&l)) == -1)
     return -1;
-  }
-  disks_hand_over (a, n, dropped, n_dropped);
+  disks_hand_over (&l, dropped, n_dropped);
   return 0;
 }
 
@@ -1754,18 +1781,21 @@ static int
 backup_delete_plan_tx (struct catalog *cat, const char *backup_id, bool cascade,
                        char ***job_ids)
 {
-  CLEANUP_FREE char *status = NULL, *dependent = NULL, *active = NULL;
+  CLEANUP_FREE char *word = NULL, *dependent = NULL, *active = NULL;
   CLEANUP_STMT struct db_stmt *st = NULL;
+  enum job_status status;
   int64_t dependents;
   int f;
 
-  f = db_text (cat, &status, "SELECT status FROM backup_jobs WHERE id = ?", "s", backup_id);
+  f = db_text (cat, &word, "SELECT status FROM backup_jobs WHERE id = ?", "s", backup_id);
   if (f == 0)
     error_set (ERR_NOT_FOUND, "backup %s not found", backup_id);
   if (f != 1)
     return -1;
-  if (strcmp (status, "running") == 0 || strcmp (status, "finishing") == 0) {
-    error_set (ERR_CONFLICT, "backup %s is %s", backup_id, status);
+  if (job_status_parse (word, &status) == -1)
+    return bad_word ("backup_jobs.status", word);
+  if (job_status_active (status)) {
+    error_set (ERR_CONFLICT, "backup %s is %s", backup_id, word);
     return -1;
   }
   if (db_int (cat, &dependents, DOOMED_JOBS
@@ -1787,7 +1817,8 @@ backup_delete_plan_tx (struct catalog *cat, const char *backup_id, bool cascade,
     }
     f = db_text (cat, &active, DOOMED_JOBS
                  "SELECT j.id FROM backup_jobs j JOIN doomed ON j.id = doomed.job_id"
-                 " WHERE j.status IN ('running', 'finishing') LIMIT 1", "s", backup_id);
+                 " WHERE j.status IN (?2, ?3) LIMIT 1", "sss", backup_id,
+                 job_status_name (JOB_RUNNING), job_status_name (JOB_FINISHING));
     if (f == 1)
       error_set (ERR_CONFLICT, "backup %s, which is based on backup %s, is running",
                  active, backup_id);
@@ -1851,8 +1882,7 @@ int
 catalog_backup_delete (struct catalog *cat, const char *backup_id, bool cascade,
                        struct cat_disk **deleted, size_t *n_deleted)
 {
-  struct cat_disk *a = NULL;
-  size_t n = 0;
+  CLEANUP_CAT_DISK_LIST struct cat_disk_list l = { 0 };
   char now[32];
 
   if (backup_id == NULL)
@@ -1861,12 +1891,10 @@ catalog_backup_delete (struct catalog *cat, const char *backup_id, bool cascade,
     return missing ("count of deleted disks");
   id_now (now, sizeof now);
   SCOPED_LOCK (&cat->lock);
-  if (RUN_TX (cat, true, backup_delete_tx (cat, backup_id, cascade, now, &a, &n),
-              (cat_disk_free_array (a, n), a = NULL, n = 0)) == -1) {
-    cat_disk_free_array (a, n);
+  if (RUN_TX (cat, true, backup_delete_tx (cat, backup_id, cascade, now, &l.v, &l.n),
+              cat_disk_list_clear (&l)) == -1)
     return -1;
-  }
-  disks_hand_over (a, n, deleted, n_deleted);
+  disks_hand_over (&l, deleted, n_deleted);
   return 0;
 }
 
@@ -1917,17 +1945,16 @@ int
 catalog_changeid_get (struct catalog *cat, const char *vm_name, int disk_index,
                       const char *repository_id, struct cat_disk *out)
 {
-  struct cat_disk d = { 0 };
+  CLEANUP_CAT_DISK struct cat_disk d = { 0 };
 
   if (vm_name == NULL || out == NULL)
     return missing ("vm_name");
   SCOPED_LOCK (&cat->lock);
   if (RUN_TX (cat, false, changeid_get_tx (cat, vm_name, disk_index, repository_id, &d),
-              cat_disk_clear (&d)) == -1) {
-    cat_disk_clear (&d);
+              cat_disk_clear (&d)) == -1)
     return -1;
-  }
   *out = d;
+  d = (struct cat_disk) { 0 };
   return 0;
 }
 
@@ -1995,19 +2022,14 @@ running_disks_tx (struct catalog *cat, struct cat_disk **out, size_t *n)
 int
 catalog_running_disks (struct catalog *cat, struct cat_disk **out, size_t *n)
 {
-  struct cat_disk *a = NULL;
-  size_t count = 0;
+  CLEANUP_CAT_DISK_LIST struct cat_disk_list l = { 0 };
 
   if (out == NULL || n == NULL)
     return missing ("output array");
   SCOPED_LOCK (&cat->lock);
-  if (RUN_TX (cat, false, running_disks_tx (cat, &a, &count),
-              (cat_disk_free_array (a, count), a = NULL, count = 0)) == -1) {
-    cat_disk_free_array (a, count);
+  if (RUN_TX (cat, false, running_disks_tx (cat, &l.v, &l.n), cat_disk_list_clear (&l)) == -1)
     return -1;
-  }
-  *out = a;
-  *n = count;
+  disks_hand_over (&l, out, n);
   return 0;
 }
 
@@ -2022,7 +2044,8 @@ catalog_running_disks (struct catalog *cat, struct cat_disk **out, size_t *n)
 
 /* A job that owns the lost disk or one built on it. */
 struct lost_job {
-  char *id, *status, *ctx;
+  char *id, *ctx;
+  enum job_status status;
 };
 
 static void
@@ -2032,10 +2055,20 @@ lost_jobs_free (void *a, size_t n)
 
   for (size_t i = 0; i < n; i++) {
     free (j[i].id);
-    free (j[i].status);
     free (j[i].ctx);
   }
   free (a);
+}
+
+struct lost_jobs {
+  struct lost_job *v;
+  size_t n;
+};
+
+static void
+lost_jobs_clear (struct lost_jobs *l)
+{
+  lost_jobs_free (l->v, l->n);
 }
 
 static int
@@ -2044,11 +2077,10 @@ lost_job_read (struct catalog *cat, struct row *r, void *rec)
   struct lost_job *j = rec;
 
   j->id = row_text (r, 0);
-  j->status = row_text (r, 1);
+  ROW_WORD (r, 1, "backup_jobs.status", job_status_parse, &j->status);
   j->ctx = row_text (r, 2);
   if (row_done (r) == -1) {
     free (j->id);
-    free (j->status);
     free (j->ctx);
     return -1;
   }
@@ -2059,10 +2091,10 @@ lost_job_read (struct catalog *cat, struct row *r, void *rec)
 static int
 disk_fail (struct catalog *cat, int64_t id, const char *msg, const char *now)
 {
-  return db_exec (cat, "UPDATE backup_disks SET status = 'failed', error = ?,"
+  return db_exec (cat, "UPDATE backup_disks SET status = ?, error = ?,"
                   " qcow2_path = NULL, nbd_export = NULL,"
                   " completed_at = coalesce (completed_at, ?) WHERE id = ?",
-                  "ssI", msg, now, id) == -1 ? -1 : 0;
+                  "sssI", disk_status_name (DISK_FAILED), msg, now, id) == -1 ? -1 : 0;
 }
 
 /* Fail a disk whose file is gone and every disk built on it, clearing
@@ -2074,12 +2106,12 @@ disk_fail (struct catalog *cat, int64_t id, const char *msg, const char *now)
 static int
 disk_lost_tx (struct catalog *cat, int64_t disk_id, const char *reason, const char *now)
 {
-  struct lost_job *jobs = NULL;
+  __attribute__((cleanup (lost_jobs_clear))) struct lost_jobs jobs = { 0 };
   CLEANUP_FREE char *child_msg = NULL, *job_msg = NULL;
   CLEANUP_FREE int64_t *ids = NULL;
-  size_t n_jobs = 0, n_ids = 0, cap = 0;
+  size_t n_ids = 0, cap = 0;
   int64_t one;
-  int f, r = -1;
+  int f;
 
   if ((f = db_int (cat, &one, "SELECT 1 FROM backup_disks WHERE id = ?", "I", disk_id)) != 1) {
     if (f == 0)
@@ -2099,7 +2131,7 @@ disk_lost_tx (struct catalog *cat, int64_t disk_id, const char *reason, const ch
     if (st == NULL)
       return -1;
     while ((f = db_step (st)) == 1) {
-      struct row row = { st, false };
+      struct row row = { st, false, false };
       int64_t *slot = array_push ((void **) &ids, n_ids, &cap, sizeof *ids);
       if (slot == NULL)
         return -1;
@@ -2116,46 +2148,43 @@ disk_lost_tx (struct catalog *cat, int64_t disk_id, const char *reason, const ch
       db_prepare (cat, LOST_DISKS "SELECT DISTINCT j.id, j.status, j.vm_backup_context_id"
                   " FROM backup_jobs j JOIN backup_disks d ON d.backup_job_id = j.id"
                   " WHERE d.id IN (SELECT id FROM lost) ORDER BY j.id", "I", disk_id);
-    if (collect_rows (cat, st, sizeof *jobs, lost_job_read, lost_jobs_free,
-                      (void **) &jobs, &n_jobs) == -1)
+    if (collect_rows (cat, st, sizeof *jobs.v, lost_job_read, lost_jobs_free,
+                      (void **) &jobs.v, &jobs.n) == -1)
       return -1;
   }
 
   if (disk_fail (cat, disk_id, reason, now) == -1)
-    goto out;
+    return -1;
   for (size_t i = 0; i < n_ids; i++)
     if (disk_fail (cat, ids[i], child_msg, now) == -1)
-      goto out;
+      return -1;
 
-  for (size_t i = 0; i < n_jobs; i++) {
-    const struct lost_job *j = &jobs[i];
-    bool active = strcmp (j->status, "running") == 0 || strcmp (j->status, "finishing") == 0;
+  for (size_t i = 0; i < jobs.n; i++) {
+    const struct lost_job *j = &jobs.v[i];
+    bool active = job_status_active (j->status);
 
-    if (!active && strcmp (j->status, "completed") != 0)
+    if (!active && j->status != JOB_COMPLETED)
       continue;
-    if (db_exec (cat, "UPDATE backup_jobs SET status = 'failed', error = ?,"
+    if (db_exec (cat, "UPDATE backup_jobs SET status = ?, error = ?,"
                  " completed_at = coalesce (completed_at, ?) WHERE id = ?",
-                 "sss", job_msg, now, j->id) == -1)
-      goto out;
+                 "ssss", job_status_name (JOB_FAILED), job_msg, now, j->id) == -1)
+      return -1;
     if (active) {
       /* A failed job has no running disks: the others stop too.  Their
        * files stay referenced, to go when the job is deleted. */
-      if (db_exec (cat, "UPDATE backup_disks SET status = 'failed', error = 'job failed',"
+      if (db_exec (cat, "UPDATE backup_disks SET status = ?, error = 'job failed',"
                    " nbd_export = NULL, completed_at = ?"
-                   " WHERE backup_job_id = ? AND status IN ('pending', 'running')",
-                   "ss", now, j->id) == -1 ||
+                   " WHERE backup_job_id = ? AND status IN (?, ?)", "sssss",
+                   disk_status_name (DISK_FAILED), now, j->id,
+                   disk_status_name (DISK_PENDING), disk_status_name (DISK_RUNNING)) == -1 ||
           db_exec (cat, "UPDATE vm_backup_contexts SET failed_backups = failed_backups + 1,"
                    " updated_at = ? WHERE context_id = ?", "ss", now, j->ctx) == -1)
-        goto out;
+        return -1;
     }
     if (context_refresh_last (cat, j->ctx, now) == -1)
-      goto out;
+      return -1;
   }
-  r = 0;
-
- out:
-  lost_jobs_free (jobs, n_jobs);
-  return r;
+  return 0;
 }
 
 int

@@ -20,6 +20,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util/state.h"
+
 /* Live progress of one copy.  The engine updates it; anyone may read it
  * from another thread.  cancel asks the copy to stop as soon as it can (it
  * then fails with ERR_UNAVAILABLE, "cancelled"). */
@@ -62,7 +64,8 @@ struct engine_backup_disk {
 
 /* What one disk's copy did. */
 struct engine_disk_result {
-  char *mode;           /* "full" or "incremental": what was copied */
+  bool copied;          /* the copy ran to its end: mode says how */
+  enum backup_type mode;/* what was copied */
   char *change_id;      /* the change id to record (a QCOW2 source's new
                          * bitmap), or NULL without change tracking */
   char *full_reason;    /* why a disk with a previous change id was copied

@@ -129,7 +129,8 @@ engine_restore (const char *source_uri, const char *tls_psk_file, const char *ou
   if (sync_parent (output) == -1)
     goto fail;
 
-  out->mode = strdup ("full");
+  out->copied = true;
+  out->mode = BACKUP_FULL;
   out->size_bytes = st.size;
   out->bytes_read = st.bytes_read;
   out->bytes_written = st.bytes_written;

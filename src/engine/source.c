@@ -409,8 +409,9 @@ engine_backup_disk (const struct engine_backup_disk *d, struct engine_progress *
       return -1;
     }
     result_from (out, &st, t0);
-    if (set_str (&out->mode, st.incremental ? "incremental" : "full") == -1 ||
-        set_str (&out->change_id, d->source_change_id) == -1) {
+    out->copied = true;
+    out->mode = st.incremental ? BACKUP_INCREMENTAL : BACKUP_FULL;
+    if (set_str (&out->change_id, d->source_change_id) == -1) {
       free (st.full_reason);
       engine_disk_result_clear (out);
       return -1;
@@ -482,8 +483,9 @@ engine_backup_disk (const struct engine_backup_disk *d, struct engine_progress *
     goto fail;
   }
   result_from (out, &st, t0);
-  if (set_str (&out->mode, st.incremental ? "incremental" : "full") == -1 ||
-      set_str (&out->change_id, added ? d->backup_id : NULL) == -1) {
+  out->copied = true;
+  out->mode = st.incremental ? BACKUP_INCREMENTAL : BACKUP_FULL;
+  if (set_str (&out->change_id, added ? d->backup_id : NULL) == -1) {
     free (st.full_reason);
     goto fail;
   }
@@ -543,7 +545,6 @@ engine_backup_disk_abort (const struct engine_backup_disk *d,
 void
 engine_disk_result_clear (struct engine_disk_result *r)
 {
-  free (r->mode);
   free (r->change_id);
   free (r->full_reason);
   memset (r, 0, sizeof *r);

@@ -147,14 +147,14 @@ static int
 plan_driver (struct hub *hub, struct start *st)
 {
   const struct hub_backup_request *req = st->req;
-  const char *driver = req->driver;
+  enum job_driver driver = req->driver_given ? req->driver : DRIVER_AGENT;
 
-  if (driver == NULL && req->disks == NULL) {
+  if (!req->driver_given && req->disks == NULL) {
     size_t with = 0;
     for (size_t i = 0; i < st->n; i++)
       with += st->vm.disks[i].source != NULL;
     if (with == st->n)
-      driver = "hub";
+      driver = DRIVER_HUB;
     else if (with > 0) {
       error_set (ERR_INVALID, "VM '%s': %zu of its %zu disks have a source and the others "
                  "have none; give every disk a source for a backup the hub runs itself, "
@@ -162,7 +162,7 @@ plan_driver (struct hub *hub, struct start *st)
       return -1;
     }
   }
-  st->hub_driven = driver && strcmp (driver, "hub") == 0;
+  st->hub_driven = driver == DRIVER_HUB;
   for (size_t i = 0; st->hub_driven && i < st->n; i++) {
     const struct cat_vm_disk *vd = &st->vm.disks[i];
     if (vd->source == NULL || hub_source_check (vd->source) == -1 ||
@@ -184,7 +184,7 @@ static int
 start_plan (struct hub *hub, struct start *st)
 {
   const struct hub_backup_request *req = st->req;
-  bool full = strcmp (req->backup_type, "full") == 0, running;
+  bool full = req->backup_type == BACKUP_FULL, running;
   struct cat_context ctx = { 0 };
   CLEANUP_FREE int *indexes = NULL;
   struct cat_job *job = &st->job;
@@ -222,9 +222,9 @@ start_plan (struct hub *hub, struct start *st)
   id_now (st->now, sizeof st->now);
   job->vm_name = (char *) req->vm_name;
   job->repository_id = (char *) st->repo_id;
-  job->backup_type = (char *) req->backup_type;
-  job->status = (char *) "running";
-  job->driver = (char *) (st->hub_driven ? "hub" : "agent");
+  job->backup_type = req->backup_type;
+  job->status = JOB_RUNNING;
+  job->driver = st->hub_driven ? DRIVER_HUB : DRIVER_AGENT;
   job->created_at = st->now;
   job->n_disks = st->n;
   for (size_t i = 0; i < st->n; i++) {
@@ -247,12 +247,12 @@ start_plan (struct hub *hub, struct start *st)
     }
     d->vmware_disk_key = vd->vmware_disk_key;
     d->unit_number = vd->unit_number;
-    d->backup_type = (char *) (incremental ? "incremental" : "full");
+    d->backup_type = incremental ? BACKUP_INCREMENTAL : BACKUP_FULL;
     d->parent_disk_id = incremental ? st->parents[i].id : -1;
     d->full_reason = (char *) (!full && !incremental
                                ? "no completed backup of this disk in the context to build on"
                                : NULL);
-    d->status = (char *) "running";
+    d->status = DISK_RUNNING;
     d->created_at = st->now;
     d->qcow2_path = repo_disk_relpath (job->context_id, d->disk_index, job->id);
     if (d->qcow2_path == NULL)
@@ -347,7 +347,7 @@ hub_backup_start (struct hub *hub, const struct hub_backup_request *req,
     goto out;
   }
   log_info ("backup %s of VM '%s' started (%s, %zu disk(s)%s)", st.job.id, req->vm_name,
-            req->backup_type, st.n, st.hub_driven ? ", copied by the hub" : "");
+            backup_type_name (req->backup_type), st.n, st.hub_driven ? ", copied by the hub" : "");
   /* Read the job before the workers can move it on. */
   ret = catalog_backup_get (hub->cat, st.job.id, out);
   if (st.hub_driven && hub->hooks.runnable)
@@ -379,10 +379,9 @@ hub_backup_complete (struct hub *hub, const char *backup_id, int disk_index,
                      const char *change_id, int64_t bytes_transferred,
                      const char *full_reason, struct cat_job *out)
 {
-  struct cat_job job = { 0 };
-  struct cat_repository repo = { 0 };
+  CLEANUP_CAT_JOB struct cat_job job = { 0 };
+  CLEANUP_CAT_REPO struct cat_repository repo = { 0 };
   const struct cat_disk *d;
-  int ret = -1;
 
   SCOPED_LOCK (&hub->lock);
 
@@ -391,30 +390,32 @@ hub_backup_complete (struct hub *hub, const char *backup_id, int disk_index,
   d = find_disk (&job, disk_index);
   if (d == NULL) {
     error_set (ERR_NOT_FOUND, "backup %s has no disk %d", backup_id, disk_index);
-    goto out;
+    return -1;
   }
-  if (strcmp (d->status, "completed") == 0) {
+  if (d->status == DISK_COMPLETED) {
     /* A repeat of an accepted call is answered the same way again. */
     if (same_change_id (d->disk_change_id, change_id)) {
       *out = job;
+      job = (struct cat_job) { 0 };
       return 0;
     }
     error_set (ERR_CONFLICT, "disk %d of backup %s was already completed with "
                "change id '%s'", disk_index, backup_id,
                d->disk_change_id ? d->disk_change_id : "");
-    goto out;
+    return -1;
   }
-  if (strcmp (job.status, "running") != 0) {
-    error_set (ERR_CONFLICT, "backup %s is %s, not running", backup_id, job.status);
-    goto out;
+  if (job.status != JOB_RUNNING) {
+    error_set (ERR_CONFLICT, "backup %s is %s, not running", backup_id,
+               job_status_name (job.status));
+    return -1;
   }
-  if (strcmp (d->status, "running") != 0 && strcmp (d->status, "pending") != 0) {
+  if (d->status != DISK_RUNNING && d->status != DISK_PENDING) {
     error_set (ERR_CONFLICT, "disk %d of backup %s is %s", disk_index, backup_id,
-               d->status);
-    goto out;
+               disk_status_name (d->status));
+    return -1;
   }
   if (catalog_repo_get (hub->cat, job.repository_id, &repo) == -1)
-    goto out;
+    return -1;
 
   /* Durability before acknowledgement: closing the export flushes qemu's
    * cache into the file, fsync makes it stable, and only then is the disk
@@ -423,26 +424,22 @@ hub_backup_complete (struct hub *hub, const char *backup_id, int disk_index,
    * exported for writing (start-up seals completed files that missed it). */
   if (d->nbd_export && qsd_export_remove (hub->qsd, d->nbd_export) == -1) {
     error_prefix ("flushing disk %d", disk_index);
-    goto out;
+    return -1;
   }
   if (repo_sync_image (repo.path, d->qcow2_path) == -1)
-    goto out;
+    return -1;
   hub_crash_point ("complete:synced");
   if (catalog_disk_complete (hub->cat, backup_id, disk_index, change_id,
                              bytes_transferred, full_reason, out) == -1)
-    goto out;
+    return -1;
   hub_crash_point ("complete:recorded");
   if (repo_seal_image (repo.path, d->qcow2_path) == -1)
     log_warn ("backup %s disk %d: %s", backup_id, disk_index, error_message ());
   log_info ("backup %s disk %d completed (%s)%s", backup_id, disk_index,
             change_id ? change_id : "no change id",
-            strcmp (out->status, "completed") == 0 ? "; job completed"
-            : strcmp (out->status, "finishing") == 0 ? "; job finishing" : "");
-  ret = 0;
- out:
-  cat_job_clear (&job);
-  cat_repository_clear (&repo);
-  return ret;
+            out->status == JOB_COMPLETED ? "; job completed"
+            : out->status == JOB_FINISHING ? "; job finishing" : "");
+  return 0;
 }
 
 /* Tell the worker pool that these jobs ended or are gone, without
@@ -464,49 +461,55 @@ refuse_finishing (const char *backup_id, const char *what)
              "be %s (wait until it is completed)", backup_id, what);
 }
 
-int
-hub_backup_end (struct hub *hub, const char *backup_id, const char *status,
-                int disk_index, const char *error, struct cat_job *out)
+/* hub_backup_end with hub->lock held. */
+static int
+backup_end_locked (struct hub *hub, const char *backup_id, enum job_status status,
+                   int disk_index, const char *error, struct cat_job *out)
 {
-  struct cat_job job = { 0 };
-  struct cat_repository repo = { 0 };
-  struct cat_disk *dropped = NULL;
-  size_t n = 0;
-  int ret = -1;
+  CLEANUP_CAT_JOB struct cat_job job = { 0 };
+  CLEANUP_CAT_REPO struct cat_repository repo = { 0 };
+  CLEANUP_CAT_DISK_LIST struct cat_disk_list dropped = { 0 };
 
-  pthread_mutex_lock (&hub->lock);
   if (catalog_backup_get (hub->cat, backup_id, &job) == -1)
-    goto out;
+    return -1;
   if (disk_index >= 0 && find_disk (&job, disk_index) == NULL) {
     error_set (ERR_NOT_FOUND, "backup %s has no disk %d", backup_id, disk_index);
-    goto out;
+    return -1;
   }
-  if (strcmp (job.status, "finishing") == 0) {
-    refuse_finishing (backup_id, strcmp (status, "cancelled") == 0 ? "cancelled" : "failed");
-    goto out;
+  if (job.status == JOB_FINISHING) {
+    refuse_finishing (backup_id, status == JOB_CANCELLED ? "cancelled" : "failed");
+    return -1;
   }
-  if (strcmp (job.status, "running") != 0) {
-    error_set (ERR_CONFLICT, "backup %s is %s, not running", backup_id, job.status);
-    goto out;
+  if (job.status != JOB_RUNNING) {
+    error_set (ERR_CONFLICT, "backup %s is %s, not running", backup_id,
+               job_status_name (job.status));
+    return -1;
   }
-  if (catalog_repo_get (hub->cat, job.repository_id, &repo) == -1)
-    goto out;
-  if (catalog_backup_end (hub->cat, backup_id, status, disk_index, error,
-                          &dropped, &n) == -1)
-    goto out;
+  if (catalog_repo_get (hub->cat, job.repository_id, &repo) == -1 ||
+      catalog_backup_end (hub->cat, backup_id, status, disk_index, error,
+                          &dropped.v, &dropped.n) == -1)
+    return -1;
   hub_crash_point ("end:recorded");
-  hub_drop_disks (hub, repo.path, dropped, n);
-  log_info ("backup %s %s%s%s", backup_id, status, error ? ": " : "", error ? error : "");
-  ret = catalog_backup_get (hub->cat, backup_id, out);
- out:
-  pthread_mutex_unlock (&hub->lock);
+  hub_drop_disks (hub, repo.path, dropped.v, dropped.n);
+  log_info ("backup %s %s%s%s", backup_id, job_status_name (status), error ? ": " : "",
+            error ? error : "");
+  return catalog_backup_get (hub->cat, backup_id, out);
+}
+
+int
+hub_backup_end (struct hub *hub, const char *backup_id, enum job_status status,
+                int disk_index, const char *error, struct cat_job *out)
+{
+  int ret;
+
+  {
+    SCOPED_LOCK (&hub->lock);
+    ret = backup_end_locked (hub, backup_id, status, disk_index, error, out);
+  }
   if (ret == 0) {
     char *ids[] = { (char *) backup_id, NULL };
     jobs_ended (hub, ids);
   }
-  cat_disk_free_array (dropped, n);
-  cat_job_clear (&job);
-  cat_repository_clear (&repo);
   return ret;
 }
 
@@ -552,25 +555,22 @@ int
 hub_backup_delete (struct hub *hub, const char *backup_id, bool cascade,
                    char ***deleted_ids)
 {
-  struct cat_job job = { 0 };
-  struct cat_repository repo = { 0 };
-  struct cat_disk *deleted = NULL;
-  size_t n = 0;
-  int ret = -1;
+  CLEANUP_CAT_JOB struct cat_job job = { 0 };
+  CLEANUP_CAT_REPO struct cat_repository repo = { 0 };
+  CLEANUP_CAT_DISK_LIST struct cat_disk_list deleted = { 0 };
 
   SCOPED_LOCK (&hub->lock);
 
-  if (catalog_backup_get (hub->cat, backup_id, &job) == -1)
+  if (catalog_backup_get (hub->cat, backup_id, &job) == -1 ||
+      catalog_repo_get (hub->cat, job.repository_id, &repo) == -1)
     return -1;
-  if (catalog_repo_get (hub->cat, job.repository_id, &repo) == -1)
-    goto out;
-  if (strcmp (job.status, "running") == 0) {
+  if (job.status == JOB_RUNNING) {
     error_set (ERR_CONFLICT, "backup %s is running: cancel it first", backup_id);
-    goto out;
+    return -1;
   }
-  if (strcmp (job.status, "finishing") == 0) {
+  if (job.status == JOB_FINISHING) {
     refuse_finishing (backup_id, "deleted");
-    goto out;
+    return -1;
   }
   /* An open restore export must not lose an image of its chain: check
    * the exact set of jobs the catalog's delete would remove. */
@@ -578,60 +578,58 @@ hub_backup_delete (struct hub *hub, const char *backup_id, bool cascade,
     CLEANUP_STRV char **doomed = NULL;
     if (catalog_backup_delete_plan (hub->cat, backup_id, cascade, &doomed) == -1 ||
         hub_restores_check_jobs (hub, doomed) == -1)
-      goto out;
+      return -1;
   }
-  if (catalog_backup_delete (hub->cat, backup_id, cascade, &deleted, &n) == -1)
-    goto out;
+  if (catalog_backup_delete (hub->cat, backup_id, cascade, &deleted.v, &deleted.n) == -1)
+    return -1;
   hub_crash_point ("delete:recorded");
-  *deleted_ids = job_ids_of (deleted, n);
-  hub_drop_disks (hub, repo.path, deleted, n);
+  *deleted_ids = job_ids_of (deleted.v, deleted.n);
+  hub_drop_disks (hub, repo.path, deleted.v, deleted.n);
   if (*deleted_ids == NULL)
-    goto out;
-  log_info ("deleted backup %s%s", backup_id, n && cascade ? " and its dependents" : "");
-  ret = 0;
- out:
-  cat_disk_free_array (deleted, n);
-  cat_job_clear (&job);
-  cat_repository_clear (&repo);
-  return ret;
+    return -1;
+  log_info ("deleted backup %s%s", backup_id,
+            deleted.n && cascade ? " and its dependents" : "");
+  return 0;
+}
+
+/* hub_context_delete with hub->lock held. */
+static int
+context_delete_locked (struct hub *hub, const char *context_id, bool force,
+                       char ***deleted_ids)
+{
+  CLEANUP_CAT_CONTEXT struct cat_context ctx = { 0 };
+  CLEANUP_CAT_REPO struct cat_repository repo = { 0 };
+  CLEANUP_CAT_DISK_LIST struct cat_disk_list deleted = { 0 };
+
+  if (catalog_context_get (hub->cat, context_id, &ctx) == -1 ||
+      catalog_repo_get (hub->cat, ctx.repository_id, &repo) == -1 ||
+      hub_restores_check_context (hub, context_id) == -1 ||
+      catalog_context_delete (hub->cat, context_id, force, &deleted.v, &deleted.n) == -1)
+    return -1;
+  hub_crash_point ("context-delete:recorded");
+  *deleted_ids = job_ids_of (deleted.v, deleted.n);
+  hub_drop_disks (hub, repo.path, deleted.v, deleted.n);
+  if (repo_remove_context (repo.path, context_id) == -1)
+    log_error ("%s", error_message ());
+  if (*deleted_ids == NULL)
+    return -1;
+  log_info ("deleted context %s (VM '%s', repository %s)", context_id, ctx.vm_name,
+            ctx.repository_id);
+  return 0;
 }
 
 int
 hub_context_delete (struct hub *hub, const char *context_id, bool force,
                     char ***deleted_ids)
 {
-  struct cat_context ctx = { 0 };
-  struct cat_repository repo = { 0 };
-  struct cat_disk *deleted = NULL;
-  size_t n = 0;
-  int ret = -1;
+  int ret;
 
-  pthread_mutex_lock (&hub->lock);
-  if (catalog_context_get (hub->cat, context_id, &ctx) == -1)
-    goto out;
-  if (catalog_repo_get (hub->cat, ctx.repository_id, &repo) == -1)
-    goto out;
-  if (hub_restores_check_context (hub, context_id) == -1)
-    goto out;
-  if (catalog_context_delete (hub->cat, context_id, force, &deleted, &n) == -1)
-    goto out;
-  hub_crash_point ("context-delete:recorded");
-  *deleted_ids = job_ids_of (deleted, n);
-  hub_drop_disks (hub, repo.path, deleted, n);
-  if (repo_remove_context (repo.path, context_id) == -1)
-    log_error ("%s", error_message ());
-  if (*deleted_ids == NULL)
-    goto out;
-  log_info ("deleted context %s (VM '%s', repository %s)", context_id, ctx.vm_name,
-            ctx.repository_id);
-  ret = 0;
- out:
-  pthread_mutex_unlock (&hub->lock);
+  {
+    SCOPED_LOCK (&hub->lock);
+    ret = context_delete_locked (hub, context_id, force, deleted_ids);
+  }
   /* force: a hub-driven running job's copies stop. */
   if (ret == 0)
     jobs_ended (hub, *deleted_ids);
-  cat_disk_free_array (deleted, n);
-  cat_context_clear (&ctx);
-  cat_repository_clear (&repo);
   return ret;
 }

@@ -44,14 +44,13 @@ on_qsd_restart (struct qsd *q, void *opaque)
 static int
 ensure_default_repo (struct hub *hub)
 {
-  struct cat_repository *repos = NULL, r = { 0 };
+  CLEANUP_CAT_REPO_LIST struct cat_repository_list repos = { 0 };
+  CLEANUP_CAT_REPO struct cat_repository r = { 0 };
   CLEANUP_FREE char *path = NULL;
-  size_t n = 0;
 
-  if (catalog_repo_list (hub->cat, &repos, &n) == -1)
+  if (catalog_repo_list (hub->cat, &repos.v, &repos.n) == -1)
     return -1;
-  cat_repository_free_array (repos, n);
-  if (n > 0)
+  if (repos.n > 0)
     return 0;
   if (asprintf (&path, "%s/repository", hub->cfg.data_dir) == -1) {
     path = NULL;
@@ -61,7 +60,6 @@ ensure_default_repo (struct hub *hub)
   if (hub_repo_create (hub, "default", "default", "local", path, &r) == -1)
     return -1;
   log_info ("created repository 'default' at %s", r.path);
-  cat_repository_clear (&r);
   return 0;
 }
 

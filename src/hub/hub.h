@@ -92,11 +92,13 @@ int hub_vm_delete (struct hub *hub, const char *vm_name);
 struct hub_backup_request {
   const char *vm_name;
   const char *repository_id;      /* NULL: "default" */
-  const char *backup_type;        /* "full" or "incremental" */
+  enum backup_type backup_type;
   const struct cat_vm_disk *disks;  /* NULL: use the inventory; else sorted
                                      * by disk_index, indexes distinct */
   size_t n_disks;
-  const char *driver;             /* "agent" (NULL) or "hub" */
+  bool driver_given;              /* false: the hub when every inventory disk
+                                   * has a source, else an agent */
+  enum job_driver driver;         /* when driver_given */
 };
 
 /* Start a backup: plan the chain, create the images, export them, and record
@@ -113,14 +115,14 @@ int hub_backup_complete (struct hub *hub, const char *backup_id, int disk_index,
                          const char *change_id, int64_t bytes_transferred,
                          const char *full_reason, struct cat_job *out);
 
-/* End a running job as "failed" or "cancelled"; drops the unfinished disks'
+/* End a running job as JOB_FAILED or JOB_CANCELLED; drops the unfinished disks'
  * exports and files.  disk_index < 0 when no disk is named.  A finishing
  * job is refused (ERR_CONFLICT): its data is complete and recorded.  Returns
  * once a hub-driven job's copies have stopped. */
-int hub_backup_end (struct hub *hub, const char *backup_id, const char *status,
+int hub_backup_end (struct hub *hub, const char *backup_id, enum job_status status,
                     int disk_index, const char *error, struct cat_job *out);
 
-/* A hub-driven job whose disks are all recorded ("finishing") has had its
+/* A hub-driven job whose disks are all recorded (finishing) has had its
  * bitmaps committed at its sources: mark it completed, with the context's
  * statistics, in one transaction.  ERR_CONFLICT unless it is finishing. */
 int hub_backup_finish (struct hub *hub, const char *backup_id, struct cat_job *out);

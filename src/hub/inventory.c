@@ -25,24 +25,21 @@ path_within (const char *a, const char *b)
 static int
 check_overlap (struct hub *hub, const char *path)
 {
-  struct cat_repository *repos = NULL;
-  size_t n = 0;
-  int ret = 0;
+  CLEANUP_CAT_REPO_LIST struct cat_repository_list repos = { 0 };
 
   if (path_within (hub->cfg.data_dir, path)) {
     error_set (ERR_CONFLICT, "repository path %s holds the hub's data folder", path);
     return -1;
   }
-  if (catalog_repo_list (hub->cat, &repos, &n) == -1)
+  if (catalog_repo_list (hub->cat, &repos.v, &repos.n) == -1)
     return -1;
-  for (size_t i = 0; i < n && ret == 0; i++)
-    if (path_within (path, repos[i].path) || path_within (repos[i].path, path)) {
+  for (size_t i = 0; i < repos.n; i++)
+    if (path_within (path, repos.v[i].path) || path_within (repos.v[i].path, path)) {
       error_set (ERR_CONFLICT, "repository path %s overlaps repository '%s' at %s", path,
-                 repos[i].id, repos[i].path);
-      ret = -1;
+                 repos.v[i].id, repos.v[i].path);
+      return -1;
     }
-  cat_repository_free_array (repos, n);
-  return ret;
+  return 0;
 }
 
 int

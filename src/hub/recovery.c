@@ -27,37 +27,29 @@
 void
 hub_reexport_running (struct hub *hub)
 {
-  struct cat_disk *disks = NULL;
-  size_t n = 0;
+  CLEANUP_CAT_DISK_LIST struct cat_disk_list disks = { 0 };
 
-  if (catalog_running_disks (hub->cat, &disks, &n) == -1) {
+  if (catalog_running_disks (hub->cat, &disks.v, &disks.n) == -1) {
     log_error ("listing running disks: %s", error_message ());
     return;
   }
-  for (size_t i = 0; i < n; i++) {
-    struct cat_repository repo = { 0 };
+  for (size_t i = 0; i < disks.n; i++) {
+    const struct cat_disk *d = &disks.v[i];
+    CLEANUP_CAT_REPO struct cat_repository repo = { 0 };
+    CLEANUP_CAT_JOB struct cat_job job = { 0 };
     CLEANUP_FREE char *path = NULL;
-    struct cat_job job = { 0 };
 
-    if (disks[i].nbd_export == NULL || disks[i].qcow2_path == NULL)
+    if (d->nbd_export == NULL || d->qcow2_path == NULL)
       continue;
-    if (catalog_backup_get (hub->cat, disks[i].backup_job_id, &job) == -1 ||
-        catalog_repo_get (hub->cat, job.repository_id, &repo) == -1) {
-      log_error ("re-exporting %s disk %d: %s", disks[i].backup_job_id,
-                 disks[i].disk_index, error_message ());
-      cat_job_clear (&job);
-      continue;
-    }
-    path = repo_abspath (repo.path, disks[i].qcow2_path);
-    if (path && qsd_export_add (hub->qsd, disks[i].nbd_export, path, true) == 0)
-      log_info ("re-exported %s disk %d", disks[i].backup_job_id, disks[i].disk_index);
+    if (catalog_backup_get (hub->cat, d->backup_job_id, &job) == 0 &&
+        catalog_repo_get (hub->cat, job.repository_id, &repo) == 0 &&
+        (path = repo_abspath (repo.path, d->qcow2_path)) != NULL &&
+        qsd_export_add (hub->qsd, d->nbd_export, path, true) == 0)
+      log_info ("re-exported %s disk %d", d->backup_job_id, d->disk_index);
     else
-      log_error ("re-exporting %s disk %d: %s", disks[i].backup_job_id,
-                 disks[i].disk_index, error_message ());
-    cat_repository_clear (&repo);
-    cat_job_clear (&job);
+      log_error ("re-exporting %s disk %d: %s", d->backup_job_id, d->disk_index,
+                 error_message ());
   }
-  cat_disk_free_array (disks, n);
 }
 
 /* Hub-driven jobs that were running or finishing when the last hub
@@ -66,25 +58,24 @@ hub_reexport_running (struct hub *hub)
 void
 hub_requeue_jobs (struct hub *hub)
 {
-  static const char *const states[] = { "running", "finishing" };
+  static const enum job_status states[] = { JOB_RUNNING, JOB_FINISHING };
 
   for (size_t s = 0; s < sizeof states / sizeof states[0]; s++) {
-    struct cat_job_filter f = { .status = states[s] };
-    struct cat_job *jobs = NULL;
-    size_t n = 0;
+    struct cat_job_filter f = { .by_status = true, .status = states[s] };
+    CLEANUP_CAT_JOB_LIST struct cat_job_list jobs = { 0 };
     int64_t total;
 
-    if (catalog_backup_list (hub->cat, &f, &jobs, &n, &total) == -1) {
-      log_error ("listing %s jobs: %s", states[s], error_message ());
+    if (catalog_backup_list (hub->cat, &f, &jobs.v, &jobs.n, &total) == -1) {
+      log_error ("listing %s jobs: %s", job_status_name (states[s]), error_message ());
       continue;
     }
-    for (size_t i = 0; i < n; i++)
-      if (jobs[i].driver && strcmp (jobs[i].driver, "hub") == 0) {
-        log_info ("backup %s was %s when the hub stopped; the hub %s", jobs[i].id,
-                  states[s], s == 0 ? "copies it again" : "finishes it");
-        hub_workers_queue (hub, jobs[i].id);
+    for (size_t i = 0; i < jobs.n; i++)
+      if (jobs.v[i].driver == DRIVER_HUB) {
+        log_info ("backup %s was %s when the hub stopped; the hub %s", jobs.v[i].id,
+                  job_status_name (states[s]),
+                  states[s] == JOB_RUNNING ? "copies it again" : "finishes it");
+        hub_workers_queue (hub, jobs.v[i].id);
       }
-    cat_job_free_array (jobs, n);
   }
 }
 
@@ -127,18 +118,36 @@ remove_orphan (const char *rel, void *opaque)
   return 0;
 }
 
-int
-hub_recover_files (struct hub *hub)
-{
-  struct cat_disk *disks = NULL;
-  char **repo_paths = NULL;
-  struct cat_repository *repos = NULL;
-  size_t n = 0, n_repos = 0;
+/* What catalog_disk_files returns, freed at the end of its scope. */
+struct disk_files {
+  struct cat_disk *disks;
+  char **repo_paths;          /* parallel to disks */
+  size_t n;
+};
 
-  if (catalog_disk_files (hub->cat, &disks, &repo_paths, &n) == -1)
+static void
+disk_files_clear (struct disk_files *f)
+{
+  for (size_t i = 0; f->repo_paths && i < f->n; i++)
+    free (f->repo_paths[i]);
+  free (f->repo_paths);
+  cat_disk_free_array (f->disks, f->n);
+}
+#define CLEANUP_DISK_FILES __attribute__((cleanup (disk_files_clear)))
+
+/* Check every row that has a file: seal a completed one's file that a
+ * crash left writable; a missing file fails its running job, or marks the
+ * disk (and what is built on it) lost. */
+static int
+check_rows (struct hub *hub)
+{
+  CLEANUP_DISK_FILES struct disk_files f = { 0 };
+
+  if (catalog_disk_files (hub->cat, &f.disks, &f.repo_paths, &f.n) == -1)
     return -1;
-  for (size_t i = 0; i < n; i++) {
-    CLEANUP_FREE char *path = repo_abspath (repo_paths[i], disks[i].qcow2_path);
+  for (size_t i = 0; i < f.n; i++) {
+    const struct cat_disk *d = &f.disks[i];
+    CLEANUP_FREE char *path = repo_abspath (f.repo_paths[i], d->qcow2_path);
     struct stat st;
     char reason[512];
 
@@ -147,71 +156,72 @@ hub_recover_files (struct hub *hub)
     /* A repository whose folder is not there is not mounted (or not
      * reachable from this machine): that says nothing about its files, so
      * its rows are left as they are. */
-    if (stat (repo_paths[i], &st) == -1 || !S_ISDIR (st.st_mode)) {
+    if (stat (f.repo_paths[i], &st) == -1 || !S_ISDIR (st.st_mode)) {
       bool told = false;
       for (size_t k = 0; k < i && !told; k++)
-        told = strcmp (repo_paths[k], repo_paths[i]) == 0;
+        told = strcmp (f.repo_paths[k], f.repo_paths[i]) == 0;
       if (!told)
         log_error ("repository folder %s is not reachable: its backups are left as they "
-                   "are until it is", repo_paths[i]);
+                   "are until it is", f.repo_paths[i]);
       continue;
     }
     if (stat (path, &st) == 0) {
       /* A crash between recording and sealing leaves it writable. */
-      if (strcmp (disks[i].status, "completed") == 0 &&
-          repo_seal_image (repo_paths[i], disks[i].qcow2_path) == -1)
+      if (d->status == DISK_COMPLETED &&
+          repo_seal_image (f.repo_paths[i], d->qcow2_path) == -1)
         log_warn ("%s", error_message ());
       continue;
     }
     snprintf (reason, sizeof reason, "file %s missing at start-up", path);
     log_error ("backup %s disk %d: %s; marking it (and the backups built on it) failed",
-               disks[i].backup_job_id, disks[i].disk_index, reason);
-    if (strcmp (disks[i].status, "running") == 0 ||
-        strcmp (disks[i].status, "pending") == 0) {
-      struct cat_disk *dropped = NULL;
-      size_t nd = 0;
-      if (catalog_backup_end (hub->cat, disks[i].backup_job_id, "failed",
-                              disks[i].disk_index, reason, &dropped, &nd) == 0) {
-        hub_drop_disks (hub, repo_paths[i], dropped, nd);
-        cat_disk_free_array (dropped, nd);
-      }
+               d->backup_job_id, d->disk_index, reason);
+    if (d->status == DISK_RUNNING || d->status == DISK_PENDING) {
+      CLEANUP_CAT_DISK_LIST struct cat_disk_list dropped = { 0 };
+      if (catalog_backup_end (hub->cat, d->backup_job_id, JOB_FAILED, d->disk_index,
+                              reason, &dropped.v, &dropped.n) == 0)
+        hub_drop_disks (hub, f.repo_paths[i], dropped.v, dropped.n);
     }
-    else if (catalog_disk_lost (hub->cat, disks[i].id, reason) == -1)
+    else if (catalog_disk_lost (hub->cat, d->id, reason) == -1)
       log_error ("%s", error_message ());
   }
-  for (size_t i = 0; i < n; i++)
-    free (repo_paths[i]);
-  free (repo_paths);
-  cat_disk_free_array (disks, n);
+  return 0;
+}
 
-  /* Now the files: collect what rows own per repository, delete the rest. */
-  if (catalog_repo_list (hub->cat, &repos, &n_repos) == -1)
+/* Collect what rows own per repository and delete the rest. */
+static int
+remove_orphans (struct hub *hub)
+{
+  CLEANUP_CAT_REPO_LIST struct cat_repository_list repos = { 0 };
+  CLEANUP_DISK_FILES struct disk_files f = { 0 };
+
+  if (catalog_repo_list (hub->cat, &repos.v, &repos.n) == -1 ||
+      catalog_disk_files (hub->cat, &f.disks, &f.repo_paths, &f.n) == -1)
     return -1;
-  if (catalog_disk_files (hub->cat, &disks, &repo_paths, &n) == -1) {
-    cat_repository_free_array (repos, n_repos);
-    return -1;
-  }
-  for (size_t r = 0; r < n_repos; r++) {
-    struct known_files k = { .repo_path = repos[r].path };
-    k.rels = calloc (n + 1, sizeof *k.rels);
+  for (size_t r = 0; r < repos.n; r++) {
+    const struct cat_repository *repo = &repos.v[r];
+    struct known_files k = { .repo_path = repo->path };
+    k.rels = calloc (f.n + 1, sizeof *k.rels);
     if (k.rels == NULL)
       break;
-    for (size_t i = 0; i < n; i++)
-      if (strcmp (repo_paths[i], repos[r].path) == 0)
-        k.rels[k.n++] = disks[i].qcow2_path;
+    for (size_t i = 0; i < f.n; i++)
+      if (strcmp (f.repo_paths[i], repo->path) == 0)
+        k.rels[k.n++] = f.disks[i].qcow2_path;
     qsort (k.rels, k.n, sizeof *k.rels, cmp_str);
-    if (repo_scan (repos[r].path, remove_orphan, &k) == -1)
+    if (repo_scan (repo->path, remove_orphan, &k) == -1)
       log_warn ("%s", error_message ());
-    repo_prune (repos[r].path);
+    repo_prune (repo->path);
     if (k.removed)
       log_warn ("repository %s: deleted %d file(s) that no backup owned",
-                repos[r].id, k.removed);
+                repo->id, k.removed);
     free (k.rels);
   }
-  for (size_t i = 0; i < n; i++)
-    free (repo_paths[i]);
-  free (repo_paths);
-  cat_disk_free_array (disks, n);
-  cat_repository_free_array (repos, n_repos);
   return 0;
+}
+
+int
+hub_recover_files (struct hub *hub)
+{
+  if (check_rows (hub) == -1)
+    return -1;
+  return remove_orphans (hub);
 }

@@ -60,6 +60,13 @@ restore_free (struct hub_restore *r)
   free (r);
 }
 
+static void
+restore_cleanup (struct hub_restore **r)
+{
+  restore_free (*r);
+}
+#define CLEANUP_RESTORE __attribute__((cleanup (restore_cleanup)))
+
 void
 hub_restore_info_clear (struct hub_restore_info *r)
 {
@@ -99,12 +106,11 @@ int
 hub_restore_create (struct hub *hub, const char *backup_id, int disk_index,
                     struct hub_restore_info *out)
 {
-  struct cat_job job = { 0 };
-  struct cat_repository repo = { 0 };
+  CLEANUP_CAT_JOB struct cat_job job = { 0 };
+  CLEANUP_CAT_REPO struct cat_repository repo = { 0 };
+  CLEANUP_RESTORE struct hub_restore *r = NULL;
   const struct cat_disk *d = NULL;
-  struct hub_restore *r = NULL;
   struct stat st;
-  int ret = -1;
 
   SCOPED_LOCK (&hub->lock);
 
@@ -115,20 +121,20 @@ hub_restore_create (struct hub *hub, const char *backup_id, int disk_index,
       d = &job.disks[i];
   if (d == NULL) {
     error_set (ERR_NOT_FOUND, "backup %s has no disk %d", backup_id, disk_index);
-    goto out;
+    return -1;
   }
-  if (strcmp (d->status, "completed") != 0) {
+  if (d->status != DISK_COMPLETED) {
     error_set (ERR_CONFLICT, "disk %d of backup %s is %s: only a completed disk can be "
-               "restored", disk_index, backup_id, d->status);
-    goto out;
+               "restored", disk_index, backup_id, disk_status_name (d->status));
+    return -1;
   }
   if (d->qcow2_path == NULL) {
     error_set (ERR_CONFLICT, "disk %d of backup %s has no file any more", disk_index,
                backup_id);
-    goto out;
+    return -1;
   }
   if (catalog_repo_get (hub->cat, job.repository_id, &repo) == -1)
-    goto out;
+    return -1;
 
   r = calloc (1, sizeof *r);
   if (r == NULL ||
@@ -138,7 +144,7 @@ hub_restore_create (struct hub *hub, const char *backup_id, int disk_index,
       (r->export_name = id_export_name ()) == NULL ||
       (r->path = repo_abspath (repo.path, d->qcow2_path)) == NULL) {
     error_set_errno (ERR_INTERNAL, ENOMEM, "out of memory");
-    goto out;
+    return -1;
   }
   r->disk_index = disk_index;
   r->size_bytes = d->size_bytes;
@@ -146,30 +152,25 @@ hub_restore_create (struct hub *hub, const char *backup_id, int disk_index,
   if (stat (r->path, &st) == -1) {
     error_set_errno (ERR_CONFLICT, errno, "disk %d of backup %s: its file %s is gone",
                      disk_index, backup_id, r->path);
-    goto out;
+    return -1;
   }
   if (qsd_export_add (hub->qsd, r->export_name, r->path, false) == -1) {
     /* A missing file further down the chain is a 409 too, not a 404. */
     if (error_category () == ERR_NOT_FOUND)
       error_set (ERR_CONFLICT, "%s", error_message ());
     error_prefix ("exporting disk %d of backup %s", disk_index, backup_id);
-    goto out;
+    return -1;
   }
   if (fill_info (hub, r, out) == -1) {
     qsd_export_remove (hub->qsd, r->export_name);
-    goto out;
+    return -1;
   }
   r->next = hub->restores;
   hub->restores = r;
   log_info ("restore %s: disk %d of backup %s exported read-only", r->id, disk_index,
             backup_id);
   r = NULL;
-  ret = 0;
- out:
-  restore_free (r);
-  cat_job_clear (&job);
-  cat_repository_clear (&repo);
-  return ret;
+  return 0;
 }
 
 static struct hub_restore *

@@ -194,18 +194,15 @@ static int
 on_complete (struct engine_session *s, struct engine_session_disk *sd)
 {
   struct task *t = task_of (s);
-  struct cat_job job = { 0 };
+  CLEANUP_CAT_JOB struct cat_job job = { 0 };
   struct disk_task *dt = sd->opaque;
 
   {
     SCOPED_LOCK (&t->hub->workers->lock);
     dt->active = false;
   }
-  if (hub_backup_complete (t->hub, t->backup_id, sd->disk_index, sd->result.change_id,
-                           sd->result.bytes_written, sd->result.full_reason, &job) == -1)
-    return -1;
-  cat_job_clear (&job);
-  return 0;
+  return hub_backup_complete (t->hub, t->backup_id, sd->disk_index, sd->result.change_id,
+                              sd->result.bytes_written, sd->result.full_reason, &job);
 }
 
 static void
@@ -223,8 +220,7 @@ static enum engine_verdict
 on_all_completed (struct engine_session *s)
 {
   struct task *t = task_of (s);
-  struct cat_job job = { 0 };
-  enum engine_verdict v;
+  CLEANUP_CAT_JOB struct cat_job job = { 0 };
 
   if (catalog_backup_get (t->hub->cat, t->backup_id, &job) == -1) {
     if (error_category () == ERR_NOT_FOUND)
@@ -232,16 +228,18 @@ on_all_completed (struct engine_session *s)
     log_error ("backup %s: %s; its next start finishes it", t->backup_id, error_message ());
     return ENGINE_LEAVE;
   }
-  if (strcmp (job.status, "finishing") == 0 || strcmp (job.status, "completed") == 0) {
+  switch (job.status) {
+  case JOB_FINISHING:
+  case JOB_COMPLETED:
     hub_crash_point ("finishing:recorded");
-    v = ENGINE_COMMIT;
+    return ENGINE_COMMIT;
+  case JOB_RUNNING:
+    return ENGINE_LEAVE;
+  case JOB_FAILED:
+  case JOB_CANCELLED:
+    break;
   }
-  else if (strcmp (job.status, "running") == 0)
-    v = ENGINE_LEAVE;
-  else
-    v = ENGINE_ABORT;
-  cat_job_clear (&job);
-  return v;
+  return ENGINE_ABORT;
 }
 
 /* A disk failed, or the copies were stopped.  Stopping hub: the job stays
@@ -253,7 +251,7 @@ on_fail (struct engine_session *s, int disk_index, const char *reason)
 {
   struct task *t = task_of (s);
   struct hub_workers *w = t->hub->workers;
-  struct cat_job job = { 0 };
+  CLEANUP_CAT_JOB struct cat_job job = { 0 };
   bool cancelled, stopping;
 
   {
@@ -267,9 +265,8 @@ on_fail (struct engine_session *s, int disk_index, const char *reason)
                        : "the job was ended");
     return stopping ? ENGINE_LEAVE : ENGINE_ABORT;
   }
-  if (hub_backup_end (t->hub, t->backup_id, "failed", disk_index, reason, &job) == 0)
-    cat_job_clear (&job);
-  else if (error_category () != ERR_CONFLICT && error_category () != ERR_NOT_FOUND)
+  if (hub_backup_end (t->hub, t->backup_id, JOB_FAILED, disk_index, reason, &job) == -1 &&
+      error_category () != ERR_CONFLICT && error_category () != ERR_NOT_FOUND)
     log_error ("backup %s: recording the failure of disk %d: %s", t->backup_id,
                disk_index, error_message ());
   return ENGINE_ABORT;
@@ -288,12 +285,10 @@ static void
 on_finish (struct engine_session *s)
 {
   struct task *t = task_of (s);
-  struct cat_job job = { 0 };
+  CLEANUP_CAT_JOB struct cat_job job = { 0 };
 
-  if (hub_backup_finish (t->hub, t->backup_id, &job) == 0) {
+  if (hub_backup_finish (t->hub, t->backup_id, &job) == 0)
     log_info ("backup %s completed by the hub", t->backup_id);
-    cat_job_clear (&job);
-  }
   else if (error_category () != ERR_CONFLICT)
     log_error ("backup %s: marking it completed: %s; its next start finishes it",
                t->backup_id, error_message ());
@@ -317,22 +312,19 @@ static const struct engine_session_ops worker_session_ops = {
 static int
 load_task (struct hub *hub, struct task *t)
 {
-  struct cat_job job = { 0 };
-  struct cat_vm vm = { 0 };
+  CLEANUP_CAT_JOB struct cat_job job = { 0 };
+  CLEANUP_CAT_VM struct cat_vm vm = { 0 };
   struct disk_task *disks = NULL;
   struct engine_session_disk *sdisks = NULL;
   int ret = -1;
 
   if (catalog_backup_get (hub->cat, t->backup_id, &job) == -1)
     return error_category () == ERR_NOT_FOUND ? 1 : -1;
-  if ((strcmp (job.status, "running") != 0 && strcmp (job.status, "finishing") != 0) ||
-      job.driver == NULL || strcmp (job.driver, "hub") != 0) {
-    ret = 1;
-    goto out;
-  }
+  if (!job_status_active (job.status) || job.driver != DRIVER_HUB)
+    return 1;
   if (catalog_vm_get (hub->cat, job.vm_name, &vm) == -1) {
     error_prefix ("reading the sources of VM '%s'", job.vm_name);
-    goto out;
+    return -1;
   }
   disks = calloc (job.n_disks, sizeof *disks);
   sdisks = calloc (job.n_disks, sizeof *sdisks);
@@ -356,7 +348,7 @@ load_task (struct hub *hub, struct task *t)
      * once this job's disks are all recorded.  Only clean-up depends on
      * it.  (A finishing job is not yet the latest completed one.) */
     {
-      struct cat_disk latest = { 0 };
+      CLEANUP_CAT_DISK struct cat_disk latest = { 0 };
       struct error_saved es;
 
       error_save (&es);
@@ -364,7 +356,6 @@ load_task (struct hub *hub, struct task *t)
                                 &latest) == 0 && latest.disk_change_id &&
           *latest.disk_change_id)
         dt->superseded_change_id = strdup (latest.disk_change_id);
-      cat_disk_clear (&latest);
       error_restore (&es);
     }
     sd->disk_index = cd->disk_index;
@@ -374,10 +365,10 @@ load_task (struct hub *hub, struct task *t)
       .source = dt->source, .tls_psk_file = hub->cfg.nbd_tls_psk_file,
       .backup_id = t->backup_id, .previous_change_id = dt->previous_change_id,
       .superseded_change_id = dt->superseded_change_id,
-      .target_has_backing = strcmp (cd->backup_type, "incremental") == 0 &&
+      .target_has_backing = cd->backup_type == BACKUP_INCREMENTAL &&
                             cd->parent_disk_id > 0,
     };
-    if (strcmp (cd->status, "completed") == 0) {
+    if (cd->status == DISK_COMPLETED) {
       sd->done_before = true;
       if (cd->disk_change_id &&
           (sd->result.change_id = strdup (cd->disk_change_id)) == NULL)
@@ -387,9 +378,9 @@ load_task (struct hub *hub, struct task *t)
                   "are left as they are", t->backup_id, cd->disk_index);
       continue;
     }
-    if (strcmp (cd->status, "running") != 0 && strcmp (cd->status, "pending") != 0) {
-      error_set (ERR_INTERNAL, "disk %d is %s in a %s job", cd->disk_index, cd->status,
-                 job.status);
+    if (cd->status != DISK_RUNNING && cd->status != DISK_PENDING) {
+      error_set (ERR_INTERNAL, "disk %d is %s in a %s job", cd->disk_index,
+                 disk_status_name (cd->status), job_status_name (job.status));
       goto out;
     }
     if (source == NULL) {
@@ -442,8 +433,6 @@ load_task (struct hub *hub, struct task *t)
   }
   free (disks);
   free (sdisks);
-  cat_job_clear (&job);
-  cat_vm_clear (&vm);
   return ret;
 }
 
@@ -451,7 +440,7 @@ load_task (struct hub *hub, struct task *t)
 static void
 run_task (struct hub *hub, struct task *t)
 {
-  struct cat_job job = { 0 };
+  CLEANUP_CAT_JOB struct cat_job job = { 0 };
   int r = load_task (hub, t);
 
   if (r == 1)
@@ -462,9 +451,8 @@ run_task (struct hub *hub, struct task *t)
       SCOPED_LOCK (&hub->workers->lock);
       stopping = hub->workers->stopping || t->cancelled;
     }
-    if (!stopping &&
-        hub_backup_end (hub, t->backup_id, "failed", -1, error_message (), &job) == 0)
-      cat_job_clear (&job);
+    if (!stopping)
+      hub_backup_end (hub, t->backup_id, JOB_FAILED, -1, error_message (), &job);
     return;
   }
   engine_session_run (&t->session);

@@ -1,6 +1,7 @@
 /* util/state.c - the one table of text forms for each vocabulary of
  * util/state.h. */
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "util/state.h"
@@ -49,7 +50,23 @@ parse (const char *const *names, size_t n, const char *s, int *out)
   return -1;
 }
 
-/* One name/parse pair per vocabulary, over its table. */
+/* "a", "b" or "c" into buf. */
+static void
+words (const char *const *names, size_t n, char *buf, size_t len)
+{
+  size_t used = 0;
+
+  buf[0] = '\0';
+  for (size_t i = 0; i < n && used < len; i++) {
+    int w = snprintf (buf + used, len - used, "%s\"%s\"",
+                      i == 0 ? "" : i + 1 == n ? " or " : ", ", names[i]);
+    if (w < 0)
+      break;
+    used += (size_t) w;
+  }
+}
+
+/* One name/parse/words set per vocabulary, over its table. */
 #define STATE_VOCABULARY(type, prefix, table)                            \
   const char *                                                          \
   prefix##_name (enum type v)                                           \
@@ -64,6 +81,11 @@ parse (const char *const *names, size_t n, const char *s, int *out)
       return -1;                                                        \
     *out = (enum type) v;                                               \
     return 0;                                                           \
+  }                                                                     \
+  void                                                                  \
+  prefix##_words (char *buf, size_t len)                                \
+  {                                                                     \
+    words (table, N_OF (table), buf, len);                              \
   }
 
 STATE_VOCABULARY (job_status, job_status, job_status_names)

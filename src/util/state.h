@@ -16,6 +16,7 @@
 #define STRATA_UTIL_STATE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 enum job_status {
   JOB_RUNNING,
@@ -57,6 +58,13 @@ int job_status_parse (const char *s, enum job_status *out);
 int disk_status_parse (const char *s, enum disk_status *out);
 int backup_type_parse (const char *s, enum backup_type *out);
 int job_driver_parse (const char *s, enum job_driver *out);
+
+/* The words of a vocabulary for a message, quoted, in order: "\"full\" or
+ * \"incremental\"".  Truncated to len (always terminated). */
+void job_status_words (char *buf, size_t len);
+void disk_status_words (char *buf, size_t len);
+void backup_type_words (char *buf, size_t len);
+void job_driver_words (char *buf, size_t len);
 
 /* A job that holds its context: no other job of the context may start, and
  * its rows may not be deleted (running or finishing). */

@@ -152,7 +152,7 @@ job_init (struct cat_job *j, const char *id, const char *vm, const char *repo,
   j->id = xstrdup (id);
   j->vm_name = xstrdup (vm);
   j->repository_id = xstrdup (repo);
-  j->status = xstrdup ("running");
+  j->status = JOB_RUNNING;
   j->created_at = xstrdup (created_at);
   j->n_disks = n;
   j->disks = calloc (n, sizeof *j->disks);
@@ -165,15 +165,15 @@ job_init (struct cat_job *j, const char *id, const char *vm, const char *repo,
     d->size_bytes = ((int64_t) i + 1) << 30;
     d->vmware_disk_key = 2000 + (int64_t) i;
     d->unit_number = (int64_t) i;
-    d->backup_type = xstrdup (parent >= 0 ? "incremental" : "full");
+    d->backup_type = parent >= 0 ? BACKUP_INCREMENTAL : BACKUP_FULL;
     if (asprintf (&d->qcow2_path, "%s/%s/disk%zu.qcow2", vm, id, i) == -1)
       abort ();
     d->parent_disk_id = parent;
     d->nbd_export = id_export_name ();
-    d->status = xstrdup ("running");
+    d->status = DISK_RUNNING;
     d->created_at = xstrdup (created_at);
   }
-  j->backup_type = xstrdup (incremental ? "incremental" : "full");
+  j->backup_type = incremental ? BACKUP_INCREMENTAL : BACKUP_FULL;
 }
 
 /* Insert a job and complete all its disks; returns the inserted job's disk
@@ -447,7 +447,7 @@ test_migration_rebuild (void)
       "with its disk, still linked to its parent");
   cat_job_clear (&got);
   succeeds (catalog_backup_get (cat, "backup-o1", &got), "so is the completed one");
-  ok (got.n_disks == 1 && got.driver && strcmp (got.driver, "hub") == 0,
+  ok (got.n_disks == 1 && got.driver == DRIVER_HUB,
       "with its disk and its driver");
   cat_job_clear (&got);
   catalog_close (cat);
@@ -595,8 +595,9 @@ test_backups (struct catalog *cat)
   /* Completing J1 disk by disk. */
   succeeds (catalog_disk_complete (cat, "backup-j1", 0, "cid-j1-0", 111, NULL, &after),
             "complete J1 disk 0");
-  is_str (after.status, "running", "J1 still runs with one disk left");
-  is_str (after.n_disks == 2 ? after.disks[0].status : "?", "completed", "disk 0 completed");
+  is_str (job_status_name (after.status), "running", "J1 still runs with one disk left");
+  is_str (after.n_disks == 2 ? disk_status_name (after.disks[0].status) : "?", "completed",
+          "disk 0 completed");
   is_str (after.n_disks == 2 ? after.disks[0].disk_change_id : "?", "cid-j1-0",
           "disk 0 change id");
   is_int (after.n_disks == 2 ? after.disks[0].bytes_transferred : -9, 111,
@@ -615,7 +616,7 @@ test_backups (struct catalog *cat)
 
   succeeds (catalog_disk_complete (cat, "backup-j1", 1, "cid-j1-1", 222, NULL, &after),
             "complete J1 disk 1");
-  is_str (after.status, "completed", "the last disk completes J1");
+  is_str (job_status_name (after.status), "completed", "the last disk completes J1");
   ok (after.completed_at != NULL, "J1 has completed_at");
   cat_job_clear (&after);
   fails_with (catalog_disk_complete (cat, "backup-j1", 1, "x", 1, NULL, &after), ERR_CONFLICT,
@@ -626,7 +627,8 @@ test_backups (struct catalog *cat)
   succeeds (catalog_context_get (cat, ctx_id, &ctx), "get the context");
   is_int (ctx.successful_backups, 1, "successful_backups is 1");
   is_str (ctx.last_backup_id, "backup-j1", "last_backup_id is J1");
-  is_str (ctx.last_backup_type, "full", "last_backup_type is full");
+  is_str (ctx.last_backup_id ? backup_type_name (ctx.last_backup_type) : NULL, "full",
+          "last_backup_type is full");
   ok (ctx.last_backup_at != NULL, "last_backup_at is set");
   cat_context_clear (&ctx);
 
@@ -657,9 +659,9 @@ test_backups (struct catalog *cat)
   succeeds (catalog_disk_complete (cat, "backup-j2", 0, "cid-j2-0", 5, NULL, &after),
             "complete J2 disk 0");
   cat_job_clear (&after);
-  fails_with (catalog_backup_end (cat, "backup-j2", "completed", -1, NULL, &disks, &n),
+  fails_with (catalog_backup_end (cat, "backup-j2", JOB_COMPLETED, -1, NULL, &disks, &n),
               ERR_INVALID, "a backup cannot be ended as completed");
-  succeeds (catalog_backup_end (cat, "backup-j2", "failed", 1, "nbd copy failed",
+  succeeds (catalog_backup_end (cat, "backup-j2", JOB_FAILED, 1, "nbd copy failed",
                                 &disks, &n), "end J2 as failed on disk 1");
   is_int ((int64_t) n, 1, "one disk dropped");
   ok (n == 1 && disks[0].disk_index == 1 && disks[0].qcow2_path &&
@@ -668,18 +670,18 @@ test_backups (struct catalog *cat)
       "the dropped disk comes as it was: with its path and export");
   cat_disk_free_array (disks, n);
   succeeds (catalog_backup_get (cat, "backup-j2", &got), "get J2 after");
-  is_str (got.status, "failed", "J2 failed");
+  is_str (job_status_name (got.status), "failed", "J2 failed");
   is_str (got.error, "nbd copy failed", "with the error");
   ok (got.completed_at != NULL, "J2 has completed_at");
-  ok (got.n_disks == 2 && strcmp (got.disks[1].status, "failed") == 0 &&
+  ok (got.n_disks == 2 && got.disks[1].status == DISK_FAILED &&
       got.disks[1].qcow2_path == NULL && got.disks[1].nbd_export == NULL,
       "disk 1 failed, path and export cleared");
   is_str (got.n_disks == 2 ? got.disks[1].error : "?", "nbd copy failed",
           "disk 1 carries the error");
-  ok (got.n_disks == 2 && strcmp (got.disks[0].status, "completed") == 0 &&
+  ok (got.n_disks == 2 && got.disks[0].status == DISK_COMPLETED &&
       got.disks[0].qcow2_path != NULL, "disk 0, completed before, keeps its file");
   cat_job_clear (&got);
-  fails_with (catalog_backup_end (cat, "backup-j2", "cancelled", -1, NULL, &disks, &n),
+  fails_with (catalog_backup_end (cat, "backup-j2", JOB_CANCELLED, -1, NULL, &disks, &n),
               ERR_CONFLICT, "ending a failed backup again is a conflict");
 
   succeeds (catalog_context_get (cat, ctx_id, &ctx), "get the context after J2");
@@ -710,8 +712,7 @@ test_backups (struct catalog *cat)
   p[0] = -1;
   p[1] = j1_ids[1];
   job_init (&j, "backup-j3", "web01", "repo-1", "2025-03-03T10:00:00.000Z", 2, p);
-  free (j.disks[1].backup_type);
-  j.disks[1].backup_type = xstrdup ("full");
+  j.disks[1].backup_type = BACKUP_FULL;
   fails_with (catalog_backup_insert (cat, &j, &vm), ERR_INVALID,
               "a full disk with a parent is refused as invalid");
   cat_job_clear (&j);
@@ -744,12 +745,14 @@ test_backups (struct catalog *cat)
   ok (n == 3 && list[0].n_disks == 2 && list[1].n_disks == 2 && list[2].n_disks == 2,
       "each job once, with its disks");
   cat_job_free_array (list, n);
-  f.status = "failed";
+  f.by_status = true;
+  f.status = JOB_FAILED;
   succeeds (catalog_backup_list (cat, &f, &list, &n, &total), "list failed backups");
   ok (n == 1 && total == 1 && strcmp (list[0].id, "backup-j2") == 0, "just J2");
   cat_job_free_array (list, n);
-  f.status = NULL;
-  f.backup_type = "incremental";
+  f.by_status = false;
+  f.by_type = true;
+  f.backup_type = BACKUP_INCREMENTAL;
   f.vm_name = "web01";
   f.repository_id = "repo-1";
   succeeds (catalog_backup_list (cat, &f, &list, &n, &total), "list incrementals");
@@ -777,7 +780,8 @@ test_backups (struct catalog *cat)
   cat_disk_free_array (disks, n);
   succeeds (catalog_context_get (cat, ctx_id, &ctx), "get the context after deleting J3");
   is_str (ctx.last_backup_id, "backup-j1", "last_backup_id went back to J1");
-  is_str (ctx.last_backup_type, "full", "and last_backup_type with it");
+  is_str (ctx.last_backup_id ? backup_type_name (ctx.last_backup_type) : NULL, "full",
+          "and last_backup_type with it");
   cat_context_clear (&ctx);
 
   succeeds (catalog_backup_delete (cat, "backup-j1", true, &disks, &n),
@@ -842,28 +846,28 @@ test_disk_lost (struct catalog *cat)
   succeeds (catalog_disk_lost (cat, k2[0], "qcow2 file missing"), "K2 disk 0 is lost");
 
   succeeds (catalog_backup_get (cat, "backup-k2", &got), "get K2");
-  is_str (got.status, "failed", "K2 failed");
-  ok (got.n_disks == 2 && strcmp (got.disks[0].status, "failed") == 0 &&
+  is_str (job_status_name (got.status), "failed", "K2 failed");
+  ok (got.n_disks == 2 && got.disks[0].status == DISK_FAILED &&
       got.disks[0].qcow2_path == NULL && got.disks[0].error &&
       strcmp (got.disks[0].error, "qcow2 file missing") == 0,
       "its disk 0 failed with the reason, path cleared");
-  ok (got.n_disks == 2 && strcmp (got.disks[1].status, "completed") == 0 &&
+  ok (got.n_disks == 2 && got.disks[1].status == DISK_COMPLETED &&
       got.disks[1].qcow2_path != NULL, "its disk 1 is untouched");
   cat_job_clear (&got);
   succeeds (catalog_backup_get (cat, "backup-k3", &got), "get K3");
-  ok (strcmp (got.status, "failed") == 0 && got.n_disks == 2 &&
-      strcmp (got.disks[0].status, "failed") == 0 && got.disks[0].qcow2_path == NULL,
+  ok (got.status == JOB_FAILED && got.n_disks == 2 &&
+      got.disks[0].status == DISK_FAILED && got.disks[0].qcow2_path == NULL,
       "K3, built on it, failed; its disk 0 too");
   cat_job_clear (&got);
   succeeds (catalog_backup_get (cat, "backup-k4", &got), "get K4");
-  ok (strcmp (got.status, "failed") == 0 && got.n_disks == 2 &&
-      strcmp (got.disks[0].status, "failed") == 0 && got.disks[0].nbd_export == NULL,
+  ok (got.status == JOB_FAILED && got.n_disks == 2 &&
+      got.disks[0].status == DISK_FAILED && got.disks[0].nbd_export == NULL,
       "K4, running on it, failed; its disk 0 export cleared");
-  ok (got.n_disks == 2 && strcmp (got.disks[1].status, "failed") == 0,
+  ok (got.n_disks == 2 && got.disks[1].status == DISK_FAILED,
       "a failed job keeps no running disk");
   cat_job_clear (&got);
   succeeds (catalog_backup_get (cat, "backup-k1", &got), "get K1");
-  is_str (got.status, "completed", "K1, below the lost disk, is untouched");
+  is_str (job_status_name (got.status), "completed", "K1, below the lost disk, is untouched");
   cat_job_clear (&got);
 
   succeeds (catalog_context_find (cat, "web01", "repo-2", &ctx), "the repo-2 context");
@@ -923,7 +927,7 @@ test_context_id (struct catalog *cat)
   succeeds (catalog_context_find (cat, "app01", "repo-1", &ctx), "find app01's context");
   is_str (ctx.context_id, "ctx-backup-app01-chosen", "it has the chosen id");
   cat_context_clear (&ctx);
-  succeeds (catalog_backup_end (cat, "backup-a1", "cancelled", -1, NULL, NULL, NULL),
+  succeeds (catalog_backup_end (cat, "backup-a1", JOB_CANCELLED, -1, NULL, NULL, NULL),
             "cancel it (dropped disks not wanted)");
 
   job_init (&j, "backup-a2", "app01", "repo-1", "2025-06-02T00:00:00.000Z", 1, NULL);
@@ -967,15 +971,16 @@ test_finishing (struct catalog *cat)
   succeeds (catalog_repo_insert (cat, &cifs), "a repository of type cifs");
 
   job_init (&j, "backup-h1", "hub01", "repo-nfs", "2025-07-01T00:00:00.000Z", 1, NULL);
-  j.driver = xstrdup ("hub");
+  j.driver = DRIVER_HUB;
   succeeds (catalog_backup_insert (cat, &j, NULL), "insert hub-driven H1");
   h1[0] = j.disks[0].id;
   cat_job_clear (&j);
   succeeds (catalog_disk_complete (cat, "backup-h1", 0, "cid-h1", 10, NULL, &after),
             "complete H1's only disk");
-  is_str (after.status, "finishing", "the hub-driven job is finishing, not completed");
+  is_str (job_status_name (after.status), "finishing",
+          "the hub-driven job is finishing, not completed");
   ok (after.completed_at == NULL, "with no completed_at yet");
-  ok (after.n_disks == 1 && strcmp (after.disks[0].status, "completed") == 0,
+  ok (after.n_disks == 1 && after.disks[0].status == DISK_COMPLETED,
       "its disk is completed");
   cat_job_clear (&after);
   succeeds (catalog_context_find (cat, "hub01", "repo-nfs", &ctx), "H1's context");
@@ -992,7 +997,7 @@ test_finishing (struct catalog *cat)
   fails_with (catalog_backup_insert (cat, &j, NULL), ERR_CONFLICT,
               "no second job while one finishes");
   cat_job_clear (&j);
-  fails_with (catalog_backup_end (cat, "backup-h1", "failed", -1, "x", NULL, NULL),
+  fails_with (catalog_backup_end (cat, "backup-h1", JOB_FAILED, -1, "x", NULL, NULL),
               ERR_CONFLICT, "a finishing job cannot fail: its data is recorded");
   fails_with (catalog_backup_delete (cat, "backup-h1", false, &disks, &n), ERR_CONFLICT,
               "a finishing job cannot be deleted");
@@ -1004,7 +1009,7 @@ test_finishing (struct catalog *cat)
   cat_context_clear (&ctx);
 
   succeeds (catalog_backup_finish (cat, "backup-h1", &after), "finish H1");
-  is_str (after.status, "completed", "H1 is completed");
+  is_str (job_status_name (after.status), "completed", "H1 is completed");
   ok (after.completed_at != NULL, "with completed_at");
   cat_job_clear (&after);
   fails_with (catalog_backup_finish (cat, "backup-h1", NULL), ERR_CONFLICT,
@@ -1019,7 +1024,7 @@ test_finishing (struct catalog *cat)
 
   /* H2 on H1, H3 on H2: the delete plan is the delete's own set. */
   job_init (&j, "backup-h2", "hub01", "repo-nfs", "2025-07-02T00:00:00.000Z", 1, h1);
-  j.driver = xstrdup ("hub");
+  j.driver = DRIVER_HUB;
   succeeds (catalog_backup_insert (cat, &j, NULL), "insert hub-driven H2 on H1");
   h2[0] = j.disks[0].id;
   cat_job_clear (&j);
@@ -1027,7 +1032,7 @@ test_finishing (struct catalog *cat)
             "complete H2's disk");
   succeeds (catalog_disk_lost (cat, h2[0], "gone"), "H2's disk is lost while finishing");
   succeeds (catalog_backup_get (cat, "backup-h2", &after), "get H2");
-  is_str (after.status, "failed", "a finishing job whose disk is lost fails");
+  is_str (job_status_name (after.status), "failed", "a finishing job whose disk is lost fails");
   cat_job_clear (&after);
   succeeds (catalog_context_find (cat, "hub01", "repo-nfs", &ctx), "the context after H2");
   ok (ctx.failed_backups == 1 && ctx.successful_backups == 1,

@@ -193,6 +193,16 @@ test_states (void)
   is_str (job_status_name ((enum job_status) 42), "?", "a value outside the enum names itself '?'");
   ok (job_status_active (JOB_RUNNING) && job_status_active (JOB_FINISHING) &&
       !job_status_active (JOB_COMPLETED), "running and finishing jobs hold their context");
+  {
+    char buf[128], small[8];
+    backup_type_words (buf, sizeof buf);
+    is_str (buf, "\"full\" or \"incremental\"", "the words of a vocabulary, for a message");
+    job_status_words (buf, sizeof buf);
+    is_str (buf, "\"running\", \"finishing\", \"completed\", \"failed\" or \"cancelled\"",
+            "five words: commas, then \"or\"");
+    job_status_words (small, sizeof small);
+    is_str (small, "\"runnin", "a short buffer is cut, and terminated");
+  }
 }
 
 int
