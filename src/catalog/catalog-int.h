@@ -69,6 +69,8 @@ struct catalog_ops {
   int (*backup_end) (struct catalog *, const char *, const char *, int, const char *,
                      struct cat_disk **, size_t *);
   int (*backup_delete) (struct catalog *, const char *, bool, struct cat_disk **, size_t *);
+  int (*backup_finish) (struct catalog *, const char *, struct cat_job *);
+  int (*backup_delete_plan) (struct catalog *, const char *, bool, char ***);
   int (*changeid_get) (struct catalog *, const char *, int, const char *, struct cat_disk *);
 
   int (*disk_files) (struct catalog *, struct cat_disk **, char ***, size_t *);

@@ -321,6 +321,23 @@ catalog_backup_delete (struct catalog *cat, const char *backup_id, bool cascade,
 }
 
 int
+catalog_backup_finish (struct catalog *cat, const char *backup_id, struct cat_job *job_after)
+{
+  if (backup_id == NULL)
+    return missing ("backup id");
+  return cat->ops->backup_finish (cat, backup_id, job_after);
+}
+
+int
+catalog_backup_delete_plan (struct catalog *cat, const char *backup_id, bool cascade,
+                            char ***job_ids)
+{
+  if (backup_id == NULL || job_ids == NULL)
+    return missing ("backup id and output vector");
+  return cat->ops->backup_delete_plan (cat, backup_id, cascade, job_ids);
+}
+
+int
 catalog_changeid_get (struct catalog *cat, const char *vm_name, int disk_index,
                       const char *repository_id, struct cat_disk *out)
 {

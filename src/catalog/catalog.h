@@ -24,6 +24,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* type is "local", "nfs" or "cifs": to the hub each is a folder, path (for
+ * nfs and cifs, where the share is mounted). */
 struct cat_repository {
   char *id, *name, *type, *path, *created_at;
 };
@@ -75,7 +77,7 @@ struct cat_disk {
 struct cat_job {
   char *id, *context_id, *vm_name, *repository_id;
   char *backup_type;           /* "full" or "incremental" (as requested) */
-  char *status;                /* running completed failed cancelled */
+  char *status;                /* running finishing completed failed cancelled */
   char *error;
   char *created_at, *completed_at;
   char *driver;                /* "agent" or "hub": who moves the data (NULL
@@ -128,7 +130,8 @@ int catalog_context_list (struct catalog *cat, const char *vm_name /* NULL = all
                           struct cat_context **out, size_t *n);
 /* Delete the context; its jobs and disks go by ON DELETE CASCADE.  Without
  * force, ERR_CONFLICT while one of its jobs is running.  On success *disks
- * receives the disk rows that were deleted (for their files and exports). */
+ * receives the disk rows that were deleted (for their files and exports).
+ * A finishing job counts as running here. */
 int catalog_context_delete (struct catalog *cat, const char *id, bool force,
                             struct cat_disk **disks, size_t *n_disks);
 
@@ -139,7 +142,7 @@ int catalog_context_delete (struct catalog *cat, const char *id, bool force,
  * disk_index whose job completed too (a completed disk of a failed job is a
  * point in time of one disk only, never a parent), or a zeroed struct with
  * id 0 when there is none or no context yet.
- * *running is set when the context has a running job. */
+ * *running is set when the context has a running or finishing job. */
 int catalog_backup_plan (struct catalog *cat, const char *vm_name,
                          const char *repository_id, size_t n, const int *disk_indexes,
                          struct cat_disk *parents, bool *running);
@@ -167,14 +170,24 @@ int catalog_backup_list (struct catalog *cat, const struct cat_job_filter *f,
 /* Mark one disk completed (change_id may be NULL) and clear its export.
  * full_reason, when not NULL, records why the disk was copied in full into
  * its overlay (its change tracking was lost); NULL keeps what was planned.
- * When it is the job's last unfinished disk, complete the job and update
- * the context's successful_backups and last_backup_* in the same
- * transaction.  ERR_NOT_FOUND for an unknown job or disk; ERR_CONFLICT when
- * the job is not running or the disk is not running.  *job_after receives
- * the job as it stands after the change. */
+ * When it is the job's last unfinished disk: a job of driver "agent"
+ * completes, and the context's successful_backups and last_backup_* are
+ * updated, in the same transaction; a job of driver "hub" becomes
+ * "finishing" (completed_at stays NULL, the context is not updated yet)
+ * until catalog_backup_finish.  ERR_NOT_FOUND for an unknown job or disk;
+ * ERR_CONFLICT when the job is not running or the disk is not running.
+ * *job_after receives the job as it stands after the change. */
 int catalog_disk_complete (struct catalog *cat, const char *backup_id, int disk_index,
                            const char *change_id, int64_t bytes_transferred,
                            const char *full_reason, struct cat_job *job_after);
+
+/* Finish a "finishing" job (its source owes nothing any more): it becomes
+ * completed, with completed_at, and the context's successful_backups and
+ * last_backup_* are updated, in one transaction.  ERR_NOT_FOUND for an
+ * unknown job, ERR_CONFLICT when it is not finishing.  *job_after (may be
+ * NULL) receives the job as it stands after the change. */
+int catalog_backup_finish (struct catalog *cat, const char *backup_id,
+                           struct cat_job *job_after);
 
 /* End a running job as "failed" or "cancelled": every disk not completed
  * becomes "failed" with the error (error_disk >= 0 names the disk that
@@ -182,17 +195,25 @@ int catalog_disk_complete (struct catalog *cat, const char *backup_id, int disk_
  * nbd_export are cleared, and failed_backups is counted.  *dropped receives
  * the disk rows as they were before (with their paths and exports) so the
  * caller can drop the exports and delete the files.  ERR_CONFLICT when the
- * job is not running. */
+ * job is not running (a finishing job's data is complete: it can only be
+ * finished). */
 int catalog_backup_end (struct catalog *cat, const char *backup_id, const char *status,
                         int error_disk, const char *error,
                         struct cat_disk **dropped, size_t *n_dropped);
 
-/* Delete a finished job.  ERR_CONFLICT while it runs, or while a disk of
- * another job is backed by one of its disks (unless cascade, which deletes
- * those jobs too, recursively; ERR_CONFLICT if any of them runs).  *deleted
- * receives every deleted disk row (for the files). */
+/* Delete a finished job.  ERR_CONFLICT while it runs or finishes, or while
+ * a disk of another job is backed by one of its disks (unless cascade,
+ * which deletes those jobs too, recursively; ERR_CONFLICT if any of them
+ * runs or finishes).  *deleted receives every deleted disk row (for the
+ * files). */
 int catalog_backup_delete (struct catalog *cat, const char *backup_id, bool cascade,
                            struct cat_disk **deleted, size_t *n_deleted);
+/* The ids of the jobs that catalog_backup_delete with the same arguments
+ * would delete, backup_id first: a NULL-terminated vector, the caller frees
+ * each string and the vector.  The same rule and the same errors as the
+ * delete. */
+int catalog_backup_delete_plan (struct catalog *cat, const char *backup_id, bool cascade,
+                                char ***job_ids);
 
 /* The latest completed disk row of (vm_name, disk_index) by the same rule as
  * catalog_backup_plan, found through the
@@ -210,7 +231,8 @@ int catalog_disk_files (struct catalog *cat, struct cat_disk **out,
 int catalog_running_disks (struct catalog *cat, struct cat_disk **out, size_t *n);
 /* A disk's file is gone: mark it failed with the reason, clear its path
  * and export, and do the same for every disk backed by it, recursively;
- * their jobs become "failed" if they were running or completed. */
+ * their jobs become "failed" if they were running, finishing or
+ * completed. */
 int catalog_disk_lost (struct catalog *cat, int64_t disk_id, const char *reason);
 
 /* --- Freeing ---------------------------------------------------------- */

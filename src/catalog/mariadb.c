@@ -1486,7 +1486,7 @@ context_delete_tx (struct mariadb_catalog *mc, const char *id, bool force,
   }
   if (!force) {
     f = db_text (mc, &running, "SELECT id FROM backup_jobs"
-                 " WHERE vm_backup_context_id = ? AND status = 'running'", "s", id);
+                 " WHERE vm_backup_context_id = ? AND status IN ('running', 'finishing')", "s", id);
     if (f == -1)
       return -1;
     if (f == 1) {
@@ -1543,7 +1543,7 @@ backup_plan_tx (struct mariadb_catalog *mc, const char *vm_name, const char *rep
   if (f != 1)
     return f;
   f = db_int (mc, &one, "SELECT 1 FROM backup_jobs"
-              " WHERE vm_backup_context_id = ? AND status = 'running'", "s", ctx);
+              " WHERE vm_backup_context_id = ? AND status IN ('running', 'finishing')", "s", ctx);
   if (f == -1)
     return -1;
   *running = f == 1;
@@ -1674,7 +1674,7 @@ backup_insert_tx (struct mariadb_catalog *mc, const struct cat_job *job,
   }
   else {
     f = db_text (mc, &running, "SELECT id FROM backup_jobs"
-                 " WHERE vm_backup_context_id = ? AND status = 'running'", "s", ctx);
+                 " WHERE vm_backup_context_id = ? AND status IN ('running', 'finishing')", "s", ctx);
     if (f == -1)
       return -1;
     if (f == 1) {
@@ -1886,13 +1886,14 @@ mariadb_backup_list (struct catalog *cat, const struct cat_job_filter *f,
 }
 
 static int
-job_running (struct mariadb_catalog *mc, const char *id, char **ctx, char **type)
+job_in (struct mariadb_catalog *mc, const char *id, const char *want, char **ctx,
+        char **type, char **driver)
 {
   CLEANUP_STMT struct stmt *s =
-    db_prepare (mc, "SELECT status, vm_backup_context_id, backup_type FROM backup_jobs"
+    db_prepare (mc, "SELECT status, vm_backup_context_id, backup_type, driver FROM backup_jobs"
                 " WHERE id = ?", "s", id);
   struct row row = { s, false };
-  CLEANUP_FREE char *status = NULL, *c = NULL, *t = NULL;
+  CLEANUP_FREE char *status = NULL, *c = NULL, *t = NULL, *dr = NULL;
   int r;
 
   if (s == NULL || (r = db_step (s)) == -1)
@@ -1904,13 +1905,35 @@ job_running (struct mariadb_catalog *mc, const char *id, char **ctx, char **type
   status = row_text (&row, 0);
   c = row_text (&row, 1);
   t = row_text (&row, 2);
-  if (strcmp (status, "running") != 0) {
+  dr = row_text (&row, 3);
+  if (strcmp (status, want) != 0) {
     error_set (ERR_CONFLICT, "backup %s is %s", id, status);
     return -1;
   }
   *ctx = c;
   *type = t;
+  if (driver) {
+    *driver = dr;
+    dr = NULL;
+  }
   c = t = NULL;
+  return 0;
+}
+
+/* Mark job backup_id (of context ctx, backup type type) completed and
+ * count it as the context's latest successful backup. */
+static int
+job_complete (struct mariadb_catalog *mc, const char *backup_id, const char *type, const char *ctx,
+              const char *now)
+{
+  if (db_exec (mc, "UPDATE backup_jobs SET status = 'completed', completed_at = ?"
+               " WHERE id = ?", "ss", now, backup_id) == -1 ||
+      db_exec (mc, "UPDATE vm_backup_contexts SET"
+               " successful_backups = successful_backups + 1, last_backup_id = ?,"
+               " last_backup_type = ?, last_backup_at = ?, updated_at = ?"
+               " WHERE context_id = ?", "sssss",
+               backup_id, type, now, now, ctx) == -1)
+    return -1;
   return 0;
 }
 
@@ -1919,11 +1942,11 @@ disk_complete_tx (struct mariadb_catalog *mc, const char *backup_id, int disk_in
                   const char *change_id, int64_t bytes, const char *full_reason,
                   const char *now, struct cat_job *after)
 {
-  CLEANUP_FREE char *ctx = NULL, *type = NULL, *status = NULL;
+  CLEANUP_FREE char *ctx = NULL, *type = NULL, *status = NULL, *driver = NULL;
   int64_t disk_id, left;
   int f;
 
-  if (job_running (mc, backup_id, &ctx, &type) == -1)
+  if (job_in (mc, backup_id, "running", &ctx, &type, &driver) == -1)
     return -1;
   f = db_int (mc, &disk_id, "SELECT id FROM backup_disks"
               " WHERE backup_job_id = ? AND disk_index = ?", "si", backup_id, disk_index);
@@ -1949,15 +1972,30 @@ disk_complete_tx (struct mariadb_catalog *mc, const char *backup_id, int disk_in
               " WHERE backup_job_id = ? AND status <> 'completed'", "s", backup_id) == -1)
     return -1;
   if (left == 0) {
-    if (db_exec (mc, "UPDATE backup_jobs SET status = 'completed', completed_at = ?"
-                 " WHERE id = ?", "ss", now, backup_id) == -1 ||
-        db_exec (mc, "UPDATE vm_backup_contexts SET"
-                 " successful_backups = successful_backups + 1, last_backup_id = ?,"
-                 " last_backup_type = ?, last_backup_at = ?, updated_at = ?"
-                 " WHERE context_id = ?", "sssss",
-                 backup_id, type, now, now, ctx) == -1)
+    /* A hub-driven job still owes the source its bitmaps: it finishes
+     * later, by catalog_backup_finish. */
+    if (strcmp (driver, "hub") == 0) {
+      if (db_exec (mc, "UPDATE backup_jobs SET status = 'finishing' WHERE id = ?",
+                   "s", backup_id) == -1)
+        return -1;
+    }
+    else if (job_complete (mc, backup_id, type, ctx, now) == -1)
       return -1;
   }
+  return job_load (mc, backup_id, after) == 1 ? 0 : -1;
+}
+
+/* Finish a finishing job: complete it and count it in its context.
+ * *after receives the job as it stands after the change. */
+static int
+backup_finish_tx (struct mariadb_catalog *mc, const char *backup_id, const char *now,
+                  struct cat_job *after)
+{
+  CLEANUP_FREE char *ctx = NULL, *type = NULL;
+
+  if (job_in (mc, backup_id, "finishing", &ctx, &type, NULL) == -1 ||
+      job_complete (mc, backup_id, type, ctx, now) == -1)
+    return -1;
   return job_load (mc, backup_id, after) == 1 ? 0 : -1;
 }
 
@@ -1989,6 +2027,58 @@ mariadb_disk_complete (struct catalog *cat, const char *backup_id, int disk_inde
   return 0;
 }
 
+/* catalog_backup_finish: backup_finish_tx in one write transaction. */
+static int
+mariadb_backup_finish (struct catalog *cat, const char *backup_id, struct cat_job *job_after)
+{
+  struct mariadb_catalog *mc = MC (cat);
+  struct cat_job after = { 0 };
+  char now[32];
+
+  id_now (now, sizeof now);
+  SCOPED_LOCK (&mc->lock);
+  if (RUN_TX (mc, true, backup_finish_tx (mc, backup_id, now, &after),
+              cat_job_clear (&after)) == -1) {
+    cat_job_clear (&after);
+    return -1;
+  }
+  if (job_after)
+    *job_after = after;
+  else
+    cat_job_clear (&after);
+  return 0;
+}
+
+static int backup_delete_plan_tx (struct mariadb_catalog *mc, const char *backup_id, bool cascade,
+                                  char ***out);
+
+/* Free a NULL-terminated vector of strings. */
+static void
+strv_free (char **v)
+{
+  for (size_t i = 0; v && v[i]; i++)
+    free (v[i]);
+  free (v);
+}
+
+/* catalog_backup_delete_plan: backup_delete_plan_tx in one transaction. */
+static int
+mariadb_backup_delete_plan (struct catalog *cat, const char *backup_id, bool cascade,
+                        char ***job_ids)
+{
+  struct mariadb_catalog *mc = MC (cat);
+  char **v = NULL;
+  SCOPED_LOCK (&mc->lock);
+
+  if (RUN_TX (mc, false, backup_delete_plan_tx (mc, backup_id, cascade, &v),
+              (strv_free (v), v = NULL)) == -1) {
+    strv_free (v);
+    return -1;
+  }
+  *job_ids = v;
+  return 0;
+}
+
 static int
 backup_end_tx (struct mariadb_catalog *mc, const char *backup_id, const char *status,
                int error_disk, const char *error, const char *now,
@@ -1997,7 +2087,7 @@ backup_end_tx (struct mariadb_catalog *mc, const char *backup_id, const char *st
   CLEANUP_FREE char *ctx = NULL, *type = NULL;
   const char *other = strcmp (status, "failed") == 0 ? "job failed" : "job cancelled";
 
-  if (job_running (mc, backup_id, &ctx, &type) == -1)
+  if (job_in (mc, backup_id, "running", &ctx, &type, NULL) == -1)
     return -1;
   if (disks_query (mc, DISK_SELECT DISK_FROM " WHERE d.backup_job_id = ?"
                    " AND d.status <> 'completed' ORDER BY d.disk_index",
@@ -2068,11 +2158,14 @@ mariadb_backup_end (struct catalog *cat, const char *backup_id, const char *stat
   " AND EXISTS (SELECT 1 FROM backup_disks x" \
   "             WHERE x.backup_job_id = doomed.job_id AND x.qcow2_path IS NOT NULL)"
 
+/* The checks of deleting backup_id (with cascade or not): it exists and
+ * is not active, and its dependents with files are deleted only with
+ * cascade and only when none of them is active.  On success *ctx is its
+ * context id (malloc'd, the caller frees). */
 static int
-backup_delete_tx (struct mariadb_catalog *mc, const char *backup_id, bool cascade,
-                  const char *now, struct cat_disk **deleted, size_t *n)
+backup_delete_check (struct mariadb_catalog *mc, const char *backup_id, bool cascade, char **ctx)
 {
-  CLEANUP_FREE char *ctx = NULL, *status = NULL, *dependent = NULL, *dep_status = NULL;
+  CLEANUP_FREE char *status = NULL, *dependent = NULL, *dep_status = NULL;
   int64_t dependents;
   int f;
 
@@ -2083,11 +2176,11 @@ backup_delete_tx (struct mariadb_catalog *mc, const char *backup_id, bool cascad
     error_set (ERR_NOT_FOUND, "backup %s not found", backup_id);
     return -1;
   }
-  if (strcmp (status, "running") == 0) {
-    error_set (ERR_CONFLICT, "backup %s is running", backup_id);
+  if (strcmp (status, "running") == 0 || strcmp (status, "finishing") == 0) {
+    error_set (ERR_CONFLICT, "backup %s is %s", backup_id, status);
     return -1;
   }
-  if (db_text (mc, &ctx, "SELECT vm_backup_context_id FROM backup_jobs WHERE id = ?",
+  if (db_text (mc, ctx, "SELECT vm_backup_context_id FROM backup_jobs WHERE id = ?",
                "s", backup_id) != 1 ||
       db_int (mc, &dependents, DOOMED_JOBS
               "SELECT count(*) FROM doomed WHERE job_id <> ?1" WITH_FILES,
@@ -2108,7 +2201,7 @@ backup_delete_tx (struct mariadb_catalog *mc, const char *backup_id, bool cascad
     }
     f = db_text (mc, &dep_status, DOOMED_JOBS
                  "SELECT j.id FROM backup_jobs j JOIN doomed ON j.id = doomed.job_id"
-                 " WHERE j.status = 'running' LIMIT 1", "s", backup_id);
+                 " WHERE j.status IN ('running', 'finishing') LIMIT 1", "s", backup_id);
     if (f == -1)
       return -1;
     if (f == 1) {
@@ -2117,6 +2210,62 @@ backup_delete_tx (struct mariadb_catalog *mc, const char *backup_id, bool cascad
       return -1;
     }
   }
+  return 0;
+}
+
+/* The ids of the jobs that deleting backup_id would delete: backup_id
+ * first, then the others by id, into a NULL-terminated vector (the caller
+ * frees it). */
+static int
+backup_delete_plan_tx (struct mariadb_catalog *mc, const char *backup_id, bool cascade, char ***out)
+{
+  CLEANUP_FREE char *ctx = NULL;
+  CLEANUP_STMT struct stmt *s = NULL;
+  char **v = NULL;
+  size_t n = 0, cap = 0;
+  int r;
+
+  if (backup_delete_check (mc, backup_id, cascade, &ctx) == -1)
+    return -1;
+  s = db_prepare (mc, DOOMED_JOBS "SELECT job_id FROM doomed"
+                  " ORDER BY job_id <> ?1, job_id", "s", backup_id);
+  if (s == NULL)
+    return -1;
+  for (;;) {
+    char **slot = array_push ((void **) &v, n, &cap, sizeof *v);
+    if (slot == NULL) {
+      r = -1;
+      break;
+    }
+    *slot = NULL;
+    if ((r = db_step (s)) != 1)
+      break;
+    struct row row = { s, false };
+    if ((*slot = row_text (&row, 0)) == NULL) {
+      oom_error ();
+      r = -1;
+      break;
+    }
+    n++;
+  }
+  if (r == -1) {
+    for (size_t i = 0; i < n; i++)
+      free (v[i]);
+    free (v);
+    return -1;
+  }
+  *out = v;
+  return 0;
+}
+
+static int
+backup_delete_tx (struct mariadb_catalog *mc, const char *backup_id, bool cascade,
+                  const char *now, struct cat_disk **deleted, size_t *n)
+{
+  CLEANUP_FREE char *ctx = NULL;
+
+  if (backup_delete_check (mc, backup_id, cascade, &ctx) == -1)
+    return -1;
   if (disks_query (mc, DOOMED_JOBS DISK_SELECT DISK_FROM
                    " WHERE d.backup_job_id IN (SELECT job_id FROM doomed)"
                    " ORDER BY d.id", backup_id, deleted, n) == -1)
@@ -2450,7 +2599,8 @@ disk_lost_tx (struct mariadb_catalog *mc, int64_t disk_id, const char *reason,
 
   for (size_t i = 0; i < n_jobs; i++) {
     const struct lost_job *j = &jobs[i];
-    bool was_running = strcmp (j->status, "running") == 0;
+    bool was_running = strcmp (j->status, "running") == 0 ||
+                       strcmp (j->status, "finishing") == 0;
 
     if (!was_running && strcmp (j->status, "completed") != 0)
       continue;
@@ -2889,6 +3039,8 @@ static const struct catalog_ops mariadb_ops = {
   .disk_complete = mariadb_disk_complete,
   .backup_end = mariadb_backup_end,
   .backup_delete = mariadb_backup_delete,
+  .backup_finish = mariadb_backup_finish,
+  .backup_delete_plan = mariadb_backup_delete_plan,
   .changeid_get = mariadb_changeid_get,
   .disk_files = mariadb_disk_files,
   .running_disks = mariadb_running_disks,

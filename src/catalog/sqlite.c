@@ -1120,7 +1120,7 @@ context_delete_tx (struct sqlite_catalog *sc, const char *id, bool force,
   }
   if (!force) {
     f = db_text (sc, &running, "SELECT id FROM backup_jobs"
-                 " WHERE vm_backup_context_id = ? AND status = 'running'", "s", id);
+                 " WHERE vm_backup_context_id = ? AND status IN ('running', 'finishing')", "s", id);
     if (f == -1)
       return -1;
     if (f == 1) {
@@ -1179,7 +1179,7 @@ backup_plan_tx (struct sqlite_catalog *sc, const char *vm_name, const char *repo
   if (f != 1)
     return f;                   /* no context: no parents, nothing running */
   f = db_int (sc, &one, "SELECT 1 FROM backup_jobs"
-              " WHERE vm_backup_context_id = ? AND status = 'running'", "s", ctx);
+              " WHERE vm_backup_context_id = ? AND status IN ('running', 'finishing')", "s", ctx);
   if (f == -1)
     return -1;
   *running = f == 1;
@@ -1322,7 +1322,7 @@ backup_insert_tx (struct sqlite_catalog *sc, const struct cat_job *job,
   }
   else {
     f = db_text (sc, &running, "SELECT id FROM backup_jobs"
-                 " WHERE vm_backup_context_id = ? AND status = 'running'", "s", ctx);
+                 " WHERE vm_backup_context_id = ? AND status IN ('running', 'finishing')", "s", ctx);
     if (f == -1)
       return -1;
     if (f == 1) {
@@ -1540,16 +1540,18 @@ sqlite_backup_list (struct catalog *cat, const struct cat_job_filter *f,
   return 0;
 }
 
-/* Check that job id exists and is running.  On success *ctx and *type
- * receive its context id and backup type (malloc'd, the caller frees). */
+/* Check that job id exists and its status is want.  On success *ctx, *type
+ * and, when driver is not NULL, *driver receive its context id, backup
+ * type and driver (malloc'd, the caller frees). */
 static int
-job_running (struct sqlite_catalog *sc, const char *id, char **ctx, char **type)
+job_in (struct sqlite_catalog *sc, const char *id, const char *want, char **ctx,
+        char **type, char **driver)
 {
   CLEANUP_STMT sqlite3_stmt *s =
-    db_prepare (sc, "SELECT status, vm_backup_context_id, backup_type FROM backup_jobs"
+    db_prepare (sc, "SELECT status, vm_backup_context_id, backup_type, driver FROM backup_jobs"
                 " WHERE id = ?", "s", id);
   struct row row = { s, false };
-  CLEANUP_FREE char *status = NULL, *c = NULL, *t = NULL;
+  CLEANUP_FREE char *status = NULL, *c = NULL, *t = NULL, *dr = NULL;
   int r;
 
   if (s == NULL || (r = db_step (sc, s)) == -1)
@@ -1561,17 +1563,39 @@ job_running (struct sqlite_catalog *sc, const char *id, char **ctx, char **type)
   status = row_text (&row, 0);
   c = row_text (&row, 1);
   t = row_text (&row, 2);
+  dr = row_text (&row, 3);
   if (row.oom) {
     oom_error ();
     return -1;
   }
-  if (strcmp (status, "running") != 0) {
+  if (strcmp (status, want) != 0) {
     error_set (ERR_CONFLICT, "backup %s is %s", id, status);
     return -1;
   }
   *ctx = c;
   *type = t;
+  if (driver) {
+    *driver = dr;
+    dr = NULL;
+  }
   c = t = NULL;
+  return 0;
+}
+
+/* Mark job backup_id (of context ctx, backup type type) completed and
+ * count it as the context's latest successful backup. */
+static int
+job_complete (struct sqlite_catalog *sc, const char *backup_id, const char *type, const char *ctx,
+              const char *now)
+{
+  if (db_exec (sc, "UPDATE backup_jobs SET status = 'completed', completed_at = ?"
+               " WHERE id = ?", "ss", now, backup_id) == -1 ||
+      db_exec (sc, "UPDATE vm_backup_contexts SET"
+               " successful_backups = successful_backups + 1, last_backup_id = ?,"
+               " last_backup_type = ?, last_backup_at = ?, updated_at = ?"
+               " WHERE context_id = ?", "sssss",
+               backup_id, type, now, now, ctx) == -1)
+    return -1;
   return 0;
 }
 
@@ -1583,11 +1607,11 @@ disk_complete_tx (struct sqlite_catalog *sc, const char *backup_id, int disk_ind
                   const char *change_id, int64_t bytes, const char *full_reason,
                   const char *now, struct cat_job *after)
 {
-  CLEANUP_FREE char *ctx = NULL, *type = NULL, *status = NULL;
+  CLEANUP_FREE char *ctx = NULL, *type = NULL, *status = NULL, *driver = NULL;
   int64_t disk_id, left;
   int f;
 
-  if (job_running (sc, backup_id, &ctx, &type) == -1)
+  if (job_in (sc, backup_id, "running", &ctx, &type, &driver) == -1)
     return -1;
   f = db_int (sc, &disk_id, "SELECT id FROM backup_disks"
               " WHERE backup_job_id = ? AND disk_index = ?", "si", backup_id, disk_index);
@@ -1613,15 +1637,30 @@ disk_complete_tx (struct sqlite_catalog *sc, const char *backup_id, int disk_ind
               " WHERE backup_job_id = ? AND status <> 'completed'", "s", backup_id) == -1)
     return -1;
   if (left == 0) {
-    if (db_exec (sc, "UPDATE backup_jobs SET status = 'completed', completed_at = ?"
-                 " WHERE id = ?", "ss", now, backup_id) == -1 ||
-        db_exec (sc, "UPDATE vm_backup_contexts SET"
-                 " successful_backups = successful_backups + 1, last_backup_id = ?,"
-                 " last_backup_type = ?, last_backup_at = ?, updated_at = ?"
-                 " WHERE context_id = ?", "sssss",
-                 backup_id, type, now, now, ctx) == -1)
+    /* A hub-driven job still owes the source its bitmaps: it finishes
+     * later, by catalog_backup_finish. */
+    if (strcmp (driver, "hub") == 0) {
+      if (db_exec (sc, "UPDATE backup_jobs SET status = 'finishing' WHERE id = ?",
+                   "s", backup_id) == -1)
+        return -1;
+    }
+    else if (job_complete (sc, backup_id, type, ctx, now) == -1)
       return -1;
   }
+  return job_load (sc, backup_id, after) == 1 ? 0 : -1;
+}
+
+/* Finish a finishing job: complete it and count it in its context.
+ * *after receives the job as it stands after the change. */
+static int
+backup_finish_tx (struct sqlite_catalog *sc, const char *backup_id, const char *now,
+                  struct cat_job *after)
+{
+  CLEANUP_FREE char *ctx = NULL, *type = NULL;
+
+  if (job_in (sc, backup_id, "finishing", &ctx, &type, NULL) == -1 ||
+      job_complete (sc, backup_id, type, ctx, now) == -1)
+    return -1;
   return job_load (sc, backup_id, after) == 1 ? 0 : -1;
 }
 
@@ -1666,7 +1705,7 @@ backup_end_tx (struct sqlite_catalog *sc, const char *backup_id, const char *sta
   CLEANUP_FREE char *ctx = NULL, *type = NULL;
   const char *other = strcmp (status, "failed") == 0 ? "job failed" : "job cancelled";
 
-  if (job_running (sc, backup_id, &ctx, &type) == -1)
+  if (job_in (sc, backup_id, "running", &ctx, &type, NULL) == -1)
     return -1;
   if (disks_query (sc, DISK_SELECT DISK_FROM " WHERE d.backup_job_id = ?"
                    " AND d.status <> 'completed' ORDER BY d.disk_index",
@@ -1688,6 +1727,60 @@ backup_end_tx (struct sqlite_catalog *sc, const char *backup_id, const char *sta
       db_exec (sc, "UPDATE vm_backup_contexts SET failed_backups = failed_backups + 1,"
                " updated_at = ? WHERE context_id = ?", "ss", now, ctx) == -1)
     return -1;
+  return 0;
+}
+
+/* catalog_backup_finish: backup_finish_tx in one write transaction. */
+static int
+sqlite_backup_finish (struct catalog *cat, const char *backup_id, struct cat_job *job_after)
+{
+  struct sqlite_catalog *sc = SC (cat);
+  struct cat_job after = { 0 };
+  char now[32];
+
+  id_now (now, sizeof now);
+  SCOPED_LOCK (&sc->lock);
+  if (tx_begin (sc, true) == -1)
+    return -1;
+  if (tx_end (sc, backup_finish_tx (sc, backup_id, now, &after)) == -1) {
+    cat_job_clear (&after);
+    return -1;
+  }
+  if (job_after)
+    *job_after = after;
+  else
+    cat_job_clear (&after);
+  return 0;
+}
+
+static int backup_delete_plan_tx (struct sqlite_catalog *sc, const char *backup_id, bool cascade,
+                                  char ***out);
+
+/* Free a NULL-terminated vector of strings. */
+static void
+strv_free (char **v)
+{
+  for (size_t i = 0; v && v[i]; i++)
+    free (v[i]);
+  free (v);
+}
+
+/* catalog_backup_delete_plan: backup_delete_plan_tx in one transaction. */
+static int
+sqlite_backup_delete_plan (struct catalog *cat, const char *backup_id, bool cascade,
+                        char ***job_ids)
+{
+  struct sqlite_catalog *sc = SC (cat);
+  char **v = NULL;
+  SCOPED_LOCK (&sc->lock);
+
+  if (tx_begin (sc, false) == -1)
+    return -1;
+  if (tx_end (sc, backup_delete_plan_tx (sc, backup_id, cascade, &v)) == -1) {
+    strv_free (v);
+    return -1;
+  }
+  *job_ids = v;
   return 0;
 }
 
@@ -1738,15 +1831,14 @@ sqlite_backup_end (struct catalog *cat, const char *backup_id, const char *statu
   " AND EXISTS (SELECT 1 FROM backup_disks x" \
   "             WHERE x.backup_job_id = doomed.job_id AND x.qcow2_path IS NOT NULL)"
 
-/* Delete a finished job, and with cascade every job built on it.  The
- * deleted disk rows are collected into *deleted first; the delete itself
- * is one statement (see below).  last_backup_* moves back if it named a
- * deleted job. */
+/* The checks of deleting backup_id (with cascade or not): it exists and
+ * is not active, and its dependents with files are deleted only with
+ * cascade and only when none of them is active.  On success *ctx is its
+ * context id (malloc'd, the caller frees). */
 static int
-backup_delete_tx (struct sqlite_catalog *sc, const char *backup_id, bool cascade,
-                  const char *now, struct cat_disk **deleted, size_t *n)
+backup_delete_check (struct sqlite_catalog *sc, const char *backup_id, bool cascade, char **ctx)
 {
-  CLEANUP_FREE char *ctx = NULL, *status = NULL, *dependent = NULL, *dep_status = NULL;
+  CLEANUP_FREE char *status = NULL, *dependent = NULL, *dep_status = NULL;
   int64_t dependents;
   int f;
 
@@ -1757,13 +1849,13 @@ backup_delete_tx (struct sqlite_catalog *sc, const char *backup_id, bool cascade
     error_set (ERR_NOT_FOUND, "backup %s not found", backup_id);
     return -1;
   }
-  if (strcmp (status, "running") == 0) {
-    error_set (ERR_CONFLICT, "backup %s is running", backup_id);
+  if (strcmp (status, "running") == 0 || strcmp (status, "finishing") == 0) {
+    error_set (ERR_CONFLICT, "backup %s is %s", backup_id, status);
     return -1;
   }
   /* Only dependents that still have a file are backed by this backup; a
    * failed attempt whose overlays are gone goes with it. */
-  if (db_text (sc, &ctx, "SELECT vm_backup_context_id FROM backup_jobs WHERE id = ?",
+  if (db_text (sc, ctx, "SELECT vm_backup_context_id FROM backup_jobs WHERE id = ?",
                "s", backup_id) != 1 ||
       db_int (sc, &dependents, DOOMED_JOBS
               "SELECT count(*) FROM doomed WHERE job_id <> ?1" WITH_FILES,
@@ -1784,7 +1876,7 @@ backup_delete_tx (struct sqlite_catalog *sc, const char *backup_id, bool cascade
     }
     f = db_text (sc, &dep_status, DOOMED_JOBS
                  "SELECT j.id FROM backup_jobs j JOIN doomed ON j.id = doomed.job_id"
-                 " WHERE j.status = 'running' LIMIT 1", "s", backup_id);
+                 " WHERE j.status IN ('running', 'finishing') LIMIT 1", "s", backup_id);
     if (f == -1)
       return -1;
     if (f == 1) {
@@ -1793,6 +1885,66 @@ backup_delete_tx (struct sqlite_catalog *sc, const char *backup_id, bool cascade
       return -1;
     }
   }
+  return 0;
+}
+
+/* The ids of the jobs that deleting backup_id would delete: backup_id
+ * first, then the others by id, into a NULL-terminated vector (the caller
+ * frees it). */
+static int
+backup_delete_plan_tx (struct sqlite_catalog *sc, const char *backup_id, bool cascade, char ***out)
+{
+  CLEANUP_FREE char *ctx = NULL;
+  CLEANUP_STMT sqlite3_stmt *s = NULL;
+  char **v = NULL;
+  size_t n = 0, cap = 0;
+  int r;
+
+  if (backup_delete_check (sc, backup_id, cascade, &ctx) == -1)
+    return -1;
+  s = db_prepare (sc, DOOMED_JOBS "SELECT job_id FROM doomed"
+                  " ORDER BY job_id <> ?1, job_id", "s", backup_id);
+  if (s == NULL)
+    return -1;
+  for (;;) {
+    char **slot = array_push ((void **) &v, n, &cap, sizeof *v);
+    if (slot == NULL) {
+      r = -1;
+      break;
+    }
+    *slot = NULL;
+    if ((r = db_step (sc, s)) != 1)
+      break;
+    struct row row = { s, false };
+    if ((*slot = row_text (&row, 0)) == NULL) {
+      oom_error ();
+      r = -1;
+      break;
+    }
+    n++;
+  }
+  if (r == -1) {
+    for (size_t i = 0; i < n; i++)
+      free (v[i]);
+    free (v);
+    return -1;
+  }
+  *out = v;
+  return 0;
+}
+
+/* Delete a finished job, and with cascade every job built on it.  The
+ * deleted disk rows are collected into *deleted first; the delete itself
+ * is one statement (see below).  last_backup_* moves back if it named a
+ * deleted job. */
+static int
+backup_delete_tx (struct sqlite_catalog *sc, const char *backup_id, bool cascade,
+                  const char *now, struct cat_disk **deleted, size_t *n)
+{
+  CLEANUP_FREE char *ctx = NULL;
+
+  if (backup_delete_check (sc, backup_id, cascade, &ctx) == -1)
+    return -1;
   if (disks_query (sc, DOOMED_JOBS DISK_SELECT DISK_FROM
                    " WHERE d.backup_job_id IN (SELECT job_id FROM doomed)"
                    " ORDER BY d.id", backup_id, deleted, n) == -1)
@@ -2045,7 +2197,8 @@ disk_lost_tx (struct sqlite_catalog *sc, int64_t disk_id, const char *reason,
 
   for (size_t i = 0; i < n_jobs; i++) {
     const struct lost_job *j = &jobs[i];
-    bool was_running = strcmp (j->status, "running") == 0;
+    bool was_running = strcmp (j->status, "running") == 0 ||
+                       strcmp (j->status, "finishing") == 0;
 
     if (!was_running && strcmp (j->status, "completed") != 0)
       continue;
@@ -2092,11 +2245,9 @@ sqlite_disk_lost (struct catalog *cat, int64_t disk_id, const char *reason)
  * Opening, migrating, closing
  */
 
-/* Apply one migration, with its schema_migrations row, in one transaction,
- * unless it is already applied (checked inside the transaction, so that two
- * processes opening a new database cannot both apply it). */
+/* migrate_one's transaction. */
 static int
-migrate_one (struct sqlite_catalog *sc, const struct catalog_migration *m)
+migrate_one_tx (struct sqlite_catalog *sc, const struct catalog_migration *m)
 {
   char now[32];
   int64_t one;
@@ -2119,6 +2270,13 @@ migrate_one (struct sqlite_catalog *sc, const struct catalog_migration *m)
     tx_rollback (sc);
     return -1;
   }
+  f = db_int (sc, &one, "SELECT 1 FROM pragma_foreign_key_check", "");
+  if (f == 1)
+    error_set (ERR_INTERNAL, "catalog: migration %s breaks a foreign key", m->version);
+  if (f != 0) {
+    tx_rollback (sc);
+    return -1;
+  }
   id_now (now, sizeof now);
   if (db_exec (sc, "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
                "ss", m->version, now) == -1) {
@@ -2126,6 +2284,26 @@ migrate_one (struct sqlite_catalog *sc, const struct catalog_migration *m)
     return -1;
   }
   return tx_commit (sc);
+}
+
+/* Apply one migration, with its schema_migrations row, in one transaction,
+ * unless it is already applied (checked inside the transaction, so that two
+ * processes opening a new database cannot both apply it).  Foreign keys are
+ * off meanwhile, as SQLite's procedure for general schema changes wants (a
+ * table rebuilt by DROP and RENAME must not cascade), and checked whole
+ * before COMMIT. */
+static int
+migrate_one (struct sqlite_catalog *sc, const struct catalog_migration *m)
+{
+  int r;
+
+  /* PRAGMA foreign_keys is a no-op inside a transaction. */
+  if (db_exec (sc, "PRAGMA foreign_keys = OFF", "") == -1)
+    return -1;
+  r = migrate_one_tx (sc, m);
+  if (db_exec (sc, "PRAGMA foreign_keys = ON", "") == -1)
+    return -1;
+  return r;
 }
 
 /* Warn about applied migrations this binary does not carry: the database
@@ -2338,6 +2516,8 @@ static const struct catalog_ops sqlite_ops = {
   .disk_complete = sqlite_disk_complete,
   .backup_end = sqlite_backup_end,
   .backup_delete = sqlite_backup_delete,
+  .backup_finish = sqlite_backup_finish,
+  .backup_delete_plan = sqlite_backup_delete_plan,
   .changeid_get = sqlite_changeid_get,
   .disk_files = sqlite_disk_files,
   .running_disks = sqlite_running_disks,

@@ -365,7 +365,7 @@ test_repositories (struct catalog *cat)
                                "2025-01-01T00:00:00.000Z" };
   struct cat_repository dup_id = { "repo-1", "again", "local", "/srv/elsewhere", NULL };
   struct cat_repository dup_path = { "repo-3", "same", "local", "/srv/backups/one", NULL };
-  struct cat_repository bad_type = { "repo-4", "nfs", "nfs", "/srv/nfs", NULL };
+  struct cat_repository bad_type = { "repo-4", "smb", "smb", "/srv/smb", NULL };
   struct cat_repository got = { 0 }, *list = NULL;
   size_t n = 0;
 
@@ -377,7 +377,7 @@ test_repositories (struct catalog *cat)
   ok (strstr (error_message (), "repo-1") != NULL,
       "the conflict names the repository that has the path: %s", error_message ());
   fails_with (catalog_repo_insert (cat, &bad_type), ERR_CONFLICT,
-              "type 'nfs' is refused by the schema's CHECK");
+              "type 'smb' (not local, nfs or cifs) is refused by the schema's CHECK");
 
   succeeds (catalog_repo_get (cat, "repo-1", &got), "get repo-1");
   is_str (got.path, "/srv/backups/one", "repo-1 path");
@@ -390,6 +390,67 @@ test_repositories (struct catalog *cat)
   succeeds (catalog_repo_list (cat, &list, &n), "list repositories");
   is_int ((int64_t) n, 2, "two repositories");
   cat_repository_free_array (list, n);
+}
+
+/* SQLite: migration 0003 rebuilds backup_jobs and backup_repositories (a
+ * CHECK changes only so) on a catalog that has rows, and loses none: not a
+ * backup_disks row by cascade, not a chain link. */
+static void
+test_migration_rebuild (void)
+{
+  char path[PATH_MAX], u[PATH_MAX + 16];
+  sqlite3 *db = NULL;
+  struct catalog *cat;
+  struct cat_job got = { 0 };
+  bool ok_exec;
+
+  snprintf (path, sizeof path, "%s/old.db", tmpdir);
+  snprintf (u, sizeof u, "sqlite://%s", path);
+  ok_exec = sqlite3_open (path, &db) == SQLITE_OK &&
+    sqlite3_exec (db, "PRAGMA foreign_keys = ON; CREATE TABLE schema_migrations ("
+                  " version TEXT NOT NULL PRIMARY KEY, applied_at TEXT NOT NULL)",
+                  NULL, NULL, NULL) == SQLITE_OK;
+  for (const struct catalog_migration *m = catalog_migrations; ok_exec && m->version; m++) {
+    char ins[256];
+    if (strcmp (m->dialect, "sqlite") != 0 || strcmp (m->version, "0003") >= 0)
+      continue;
+    snprintf (ins, sizeof ins, "INSERT INTO schema_migrations VALUES ('%s', 'then')",
+              m->version);
+    ok_exec = sqlite3_exec (db, m->sql, NULL, NULL, NULL) == SQLITE_OK &&
+              sqlite3_exec (db, ins, NULL, NULL, NULL) == SQLITE_OK;
+  }
+  ok_exec = ok_exec && sqlite3_exec (db,
+    "INSERT INTO backup_repositories VALUES ('r', 'r', 'local', '/r', 't');"
+    "INSERT INTO vm_backup_contexts (context_id, vm_name, repository_id, created_at,"
+    " updated_at) VALUES ('ctx-old', 'old01', 'r', 't', 't');"
+    "INSERT INTO backup_jobs (id, vm_backup_context_id, vm_name, repository_id,"
+    " backup_type, status, created_at, driver) VALUES"
+    " ('backup-o1', 'ctx-old', 'old01', 'r', 'full', 'completed', 't', 'hub'),"
+    " ('backup-o2', 'ctx-old', 'old01', 'r', 'incremental', 'running', 't', 'agent');"
+    "INSERT INTO backup_disks (id, vm_backup_context_id, backup_job_id, disk_index,"
+    " size_bytes, backup_type, parent_disk_id, status, created_at) VALUES"
+    " (1, 'ctx-old', 'backup-o1', 0, 1, 'full', NULL, 'completed', 't'),"
+    " (2, 'ctx-old', 'backup-o2', 0, 1, 'incremental', 1, 'running', 't');",
+    NULL, NULL, NULL) == SQLITE_OK;
+  if (!ok (ok_exec, "a catalog at migration 0002, with a chain of two jobs"))
+    diag ("%s", sqlite3_errmsg (db));
+  sqlite3_close (db);
+
+  cat = catalog_open (u);
+  if (!ok (cat != NULL, "opening it applies 0003"))
+    diag ("%s", error_message ());
+  if (cat == NULL)
+    return;
+  succeeds (catalog_backup_get (cat, "backup-o2", &got), "the running job is there");
+  ok (got.n_disks == 1 && got.disks[0].parent_disk_id == 1 &&
+      got.disks[0].parent_backup_id && strcmp (got.disks[0].parent_backup_id, "backup-o1") == 0,
+      "with its disk, still linked to its parent");
+  cat_job_clear (&got);
+  succeeds (catalog_backup_get (cat, "backup-o1", &got), "so is the completed one");
+  ok (got.n_disks == 1 && got.driver && strcmp (got.driver, "hub") == 0,
+      "with its disk and its driver");
+  cat_job_clear (&got);
+  catalog_close (cat);
 }
 
 /* vm_put creates, then replaces the whole disk list; get, list, delete. */
@@ -884,6 +945,116 @@ test_context_id (struct catalog *cat)
   cat_disk_free_array (disks, n);
 }
 
+/* A hub-driven job whose last disk completes owes its source work: it is
+ * "finishing", active like a running job, until catalog_backup_finish
+ * completes it and counts it.  An agent job completes at once (see
+ * test_backups). */
+static void
+test_finishing (struct catalog *cat)
+{
+  struct cat_repository nfs = { "repo-nfs", "nfs share", "nfs", "/mnt/nfs-backups", NULL };
+  struct cat_repository cifs = { "repo-cifs", "cifs share", "cifs", "/mnt/cifs", NULL };
+  struct cat_job j, after = { 0 };
+  struct cat_context ctx = { 0 };
+  struct cat_disk *disks = NULL, parents[1] = { { 0 } };
+  char **plan = NULL;
+  int idx[1] = { 0 };
+  int64_t h1[1], h2[1];
+  size_t n = 0;
+  bool running = false;
+
+  succeeds (catalog_repo_insert (cat, &nfs), "a repository of type nfs");
+  succeeds (catalog_repo_insert (cat, &cifs), "a repository of type cifs");
+
+  job_init (&j, "backup-h1", "hub01", "repo-nfs", "2025-07-01T00:00:00.000Z", 1, NULL);
+  j.driver = xstrdup ("hub");
+  succeeds (catalog_backup_insert (cat, &j, NULL), "insert hub-driven H1");
+  h1[0] = j.disks[0].id;
+  cat_job_clear (&j);
+  succeeds (catalog_disk_complete (cat, "backup-h1", 0, "cid-h1", 10, NULL, &after),
+            "complete H1's only disk");
+  is_str (after.status, "finishing", "the hub-driven job is finishing, not completed");
+  ok (after.completed_at == NULL, "with no completed_at yet");
+  ok (after.n_disks == 1 && strcmp (after.disks[0].status, "completed") == 0,
+      "its disk is completed");
+  cat_job_clear (&after);
+  succeeds (catalog_context_find (cat, "hub01", "repo-nfs", &ctx), "H1's context");
+  ok (ctx.successful_backups == 0 && ctx.last_backup_id == NULL,
+      "the context does not count it yet");
+  cat_context_clear (&ctx);
+
+  succeeds (catalog_backup_plan (cat, "hub01", "repo-nfs", 1, idx, parents, &running),
+            "plan while H1 finishes");
+  ok (running && parents[0].id == 0,
+      "a finishing job counts as running; its disk is no parent yet");
+  cat_disk_clear (&parents[0]);
+  job_init (&j, "backup-h2", "hub01", "repo-nfs", "2025-07-02T00:00:00.000Z", 1, NULL);
+  fails_with (catalog_backup_insert (cat, &j, NULL), ERR_CONFLICT,
+              "no second job while one finishes");
+  cat_job_clear (&j);
+  fails_with (catalog_backup_end (cat, "backup-h1", "failed", -1, "x", NULL, NULL),
+              ERR_CONFLICT, "a finishing job cannot fail: its data is recorded");
+  fails_with (catalog_backup_delete (cat, "backup-h1", false, &disks, &n), ERR_CONFLICT,
+              "a finishing job cannot be deleted");
+  fails_with (catalog_backup_delete_plan (cat, "backup-h1", true, &plan), ERR_CONFLICT,
+              "nor planned for deletion");
+  succeeds (catalog_context_find (cat, "hub01", "repo-nfs", &ctx), "H1's context again");
+  fails_with (catalog_context_delete (cat, ctx.context_id, false, &disks, &n), ERR_CONFLICT,
+              "its context cannot be deleted without force");
+  cat_context_clear (&ctx);
+
+  succeeds (catalog_backup_finish (cat, "backup-h1", &after), "finish H1");
+  is_str (after.status, "completed", "H1 is completed");
+  ok (after.completed_at != NULL, "with completed_at");
+  cat_job_clear (&after);
+  fails_with (catalog_backup_finish (cat, "backup-h1", NULL), ERR_CONFLICT,
+              "finishing a completed job is a conflict");
+  fails_with (catalog_backup_finish (cat, "backup-nope", NULL), ERR_NOT_FOUND,
+              "finishing an unknown job: not found");
+  succeeds (catalog_context_find (cat, "hub01", "repo-nfs", &ctx), "H1's context after");
+  ok (ctx.successful_backups == 1 && ctx.last_backup_id &&
+      strcmp (ctx.last_backup_id, "backup-h1") == 0 && ctx.last_backup_at != NULL,
+      "the context counts H1 now, as its last backup");
+  cat_context_clear (&ctx);
+
+  /* H2 on H1, H3 on H2: the delete plan is the delete's own set. */
+  job_init (&j, "backup-h2", "hub01", "repo-nfs", "2025-07-02T00:00:00.000Z", 1, h1);
+  j.driver = xstrdup ("hub");
+  succeeds (catalog_backup_insert (cat, &j, NULL), "insert hub-driven H2 on H1");
+  h2[0] = j.disks[0].id;
+  cat_job_clear (&j);
+  succeeds (catalog_disk_complete (cat, "backup-h2", 0, "cid-h2", 10, NULL, NULL),
+            "complete H2's disk");
+  succeeds (catalog_disk_lost (cat, h2[0], "gone"), "H2's disk is lost while finishing");
+  succeeds (catalog_backup_get (cat, "backup-h2", &after), "get H2");
+  is_str (after.status, "failed", "a finishing job whose disk is lost fails");
+  cat_job_clear (&after);
+  succeeds (catalog_context_find (cat, "hub01", "repo-nfs", &ctx), "the context after H2");
+  ok (ctx.failed_backups == 1 && ctx.successful_backups == 1,
+      "and counts as failed, once");
+  cat_context_clear (&ctx);
+  succeeds (run_backup (cat, "backup-h3", "hub01", "repo-nfs", "2025-07-03T00:00:00.000Z",
+                        1, h1, h2), "agent job H3 on H1");
+  fails_with (catalog_backup_delete_plan (cat, "backup-h1", false, &plan), ERR_CONFLICT,
+              "planning H1's delete without cascade: H3 depends on it");
+  fails_with (catalog_backup_delete_plan (cat, "backup-nope", true, &plan), ERR_NOT_FOUND,
+              "planning an unknown job's delete: not found");
+  succeeds (catalog_backup_delete_plan (cat, "backup-h1", true, &plan),
+            "plan H1's delete with cascade");
+  ok (plan && plan[0] && strcmp (plan[0], "backup-h1") == 0 && plan[1] &&
+      strcmp (plan[1], "backup-h2") == 0 && plan[2] && strcmp (plan[2], "backup-h3") == 0 &&
+      plan[3] == NULL, "H1 first, then H2 (no file left) and H3");
+  for (size_t i = 0; plan && plan[i]; i++)
+    free (plan[i]);
+  free (plan);
+  succeeds (catalog_backup_delete (cat, "backup-h1", true, &disks, &n),
+            "delete H1 with cascade");
+  ok (n == 3, "the three jobs' disks go, as planned");
+  cat_disk_free_array (disks, n);
+  is_int (raw_int ("SELECT count(*) FROM backup_jobs WHERE vm_name = 'hub01'", NULL), 0,
+          "no job of hub01 is left");
+}
+
 /* Several threads on two handles (two connections, like two processes)
  * start a backup of the same VM at once: exactly one wins. */
 #define RACERS 8
@@ -1084,6 +1255,8 @@ main (void)
     mariadb_setup ();
 
   test_open ();
+  if (!mariadb)
+    test_migration_rebuild ();
   cat = cat_open ();
   if (cat == NULL) {
     diag ("open: %s", error_message ());
@@ -1094,6 +1267,7 @@ main (void)
   test_backups (cat);
   test_disk_lost (cat);
   test_context_id (cat);
+  test_finishing (cat);
   test_race (cat);
   test_lost_connection (cat);
   catalog_close (cat);
