@@ -949,9 +949,9 @@ build_report (const struct plan *p, struct legacy_report *rep)
  * another system's vm_disks or schema_migrations at times) aside under the
  * prefix legacy_, so that step 2 never meets a table it did not make and
  * the undo never drops one. */
-static const char *const strata_tables[] = {
-  "backup_jobs", "backup_repositories", "backup_disks", "vm_backup_contexts", "vm_disks",
-  "vms", "catalog_lock", "schema_migrations", NULL
+static const char *const strata_tables[] = {   /* children first: the undo drops in order */
+  "backup_disks", "backup_jobs", "vm_backup_contexts", "vm_disks", "vms",
+  "backup_repositories", "catalog_lock", "schema_migrations", NULL
 };
 
 /* Which of strata_tables are aside (legacy_NAME exists; aside) or, before
