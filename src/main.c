@@ -6,7 +6,7 @@
 
 #include "agent/agent.h"
 #include "api/api.h"
-#include "catalog/legacy.h"
+#include "cli/cli.h"
 #include "hub/hub.h"
 #include "util/error.h"
 #include "util/log.h"
@@ -92,7 +92,7 @@ main (int argc, char **argv)
   if (strcmp (argv[1], "serve") == 0)
     return cmd_serve (argc - 1, argv + 1);
   if (strcmp (argv[1], "migrate-legacy") == 0)
-    return legacy_command (argc - 1, argv + 1);
+    return cli_migrate_legacy (argc - 1, argv + 1);
   if (strcmp (argv[1], "backup") == 0)
     return agent_backup_main (argc - 1, argv + 1);
   if (strcmp (argv[1], "restore") == 0)

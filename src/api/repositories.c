@@ -1,4 +1,6 @@
 /* api/repositories.c - /api/v1/repositories. */
+#include <string.h>
+
 #include "api/api-int.h"
 #include "util/error.h"
 
@@ -17,6 +19,20 @@ api_repos_list (struct api_req *r)
   for (size_t i = 0; arr && i < repos.n; i++)
     json_array_append_new (arr, api_json_repo (r->hub, &repos.v[i]));
   return api_reply (r, 200, arr ? json_pack ("{s:o}", "repositories", arr) : NULL);
+}
+
+/* A repository is a folder: 'local', or 'nfs'/'cifs' for a share mounted
+ * there, which the hub treats exactly like a local folder (docs/API.md). */
+static int
+repo_type_check (const char *type)
+{
+  static const char *const types[] = { "local", "nfs", "cifs", NULL };
+
+  for (size_t i = 0; types[i]; i++)
+    if (strcmp (type, types[i]) == 0)
+      return 0;
+  error_set (ERR_INVALID, "repository type '%s' is not supported (local, nfs or cifs)", type);
+  return -1;
 }
 
 int
@@ -40,6 +56,8 @@ api_repos_create (struct api_req *r)
     error_set (ERR_INVALID, "field 'name' must not be empty");
     return -1;
   }
+  if (repo_type_check (type) == -1)
+    return -1;
   if (hub_repo_create (r->hub, id, name, type, path, &repo) == -1)
     return -1;
   return api_reply (r, 201, api_json_repo (r->hub, &repo));

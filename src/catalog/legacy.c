@@ -1,16 +1,30 @@
-/* catalog/legacy.c - `strata migrate-legacy`: the seed's Phase 1 migration,
- * from the legacy flat backup_jobs table to contexts, jobs and backup_disks.
+/* catalog/legacy.c - the migration of a legacy flat catalog to contexts,
+ * jobs and backup_disks (the seed's Phase 1).  `strata migrate-legacy`
+ * (cli/migrate.c) drives it and prints the report it returns.
  *
  * THE LEGACY LAYOUT
  *
  * backup_jobs (id, vm_name, repository_id, disk_id, change_id,
  * repository_path, bytes_transferred, status, created_at, completed_at
  * [, backup_type]): a parent row per backup run (disk_id NULL) and a row per
- * disk (disk_id set) that the old code matched to its parent by time; and
- * backup_repositories (id, path).  No contexts.
+ * disk (disk_id set) that the old code matched to its parent by time.  A
+ * multi-disk run's parent row carries a placeholder repository_path such as
+ * "/multi-disk-parent": it names no file, and a parent row's path is never
+ * read.
+ *
+ * backup_repositories, in either of two shapes: the legacy system's own
+ * (id, name, repository_type local/nfs/cifs, enabled, config JSON,
+ * is_immutable, immutable_config, min_retention_days, sizes, timestamps),
+ * whose folder is config.path for local and config.mount_point for nfs and
+ * cifs (a mounted share is a folder to the hub); or a plain (id [, name],
+ * path).
  *
  * WHAT IT BECOMES
  *
+ * - every repository a strata repository with its id, name, type and
+ *   folder.  strata has no disabled or immutable repository and no minimum
+ *   retention: such a repository is migrated as a plain one and the report
+ *   says so (its backups are restore points all the same);
  * - one context per (vm_name, repository_id);
  * - every row a job of its context, under its own id (a per-disk row is a
  *   job of one disk: it is never matched to a parent by time);
@@ -25,12 +39,20 @@
  *   A failed row keeps no file and is never a parent;
  * - a parent row's backup_type is the legacy column's when there is one;
  *   without it, "incremental" when a disk of its context had completed
- *   before it was created, else "full" (a label: no chain depends on it).
+ *   before it was created, else "full" (a label: no chain depends on it);
+ * - a pending row never ran, so it is no point in time.  It becomes a
+ *   cancelled job (and, for a per-disk row, a failed disk without a file)
+ *   whose error says why, counted as the hub counts a cancel: whoever
+ *   queued it finds it ended, not vanished, and nothing builds on it.
  *
  * Rows that cannot be placed stay behind, each reported with its reason: an
  * unknown repository, a path outside the repository's root, a row still
- * running, a timestamp or id that is not one.  Rows the schema refuses
- * (an unknown status, negative bytes, ...) fail the whole migration.
+ * running (it may have half a file: the old system should end it), a
+ * timestamp or id that is not one.  A repository whose folder cannot be
+ * known (config JSON missing or unparseable, no path or mount_point, a
+ * relative folder, an unknown type) and rows the schema refuses (an
+ * unknown status, negative bytes, ...) fail the whole migration, naming the
+ * row: nothing is migrated.
  *
  * ONE TRANSACTION, ON BOTH BACKENDS
  *
@@ -44,15 +66,19 @@
  *    process dies between 1 and the COMMIT of 3, the next run finds the
  *    legacy tables renamed and the new ones empty, and finishes the job.
  *    The legacy rows stay in legacy_backup_jobs: a second run sees no legacy
- *    backup_jobs and changes nothing.
+ *    backup_jobs and changes nothing.  Before 1, a catalog that already
+ *    holds a table strata would create (another system's vm_disks, say) is
+ *    refused: step 2 would clash with it and the undo would drop it.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+
+#include <jansson.h>
 
 #include "catalog/catalog-int.h"
 #include "catalog/legacy.h"
@@ -68,6 +94,7 @@ struct lrow {
   int64_t disk_id, bytes;       /* disk_id -1 for a parent row */
   char created[32], completed[32];
   bool has_completed;
+  bool pending;                 /* never ran: migrated as cancelled */
   char *why;                    /* not placed: the reason */
   int ctx;                      /* index into contexts */
   char *rel;                    /* qcow2 path relative to the repository */
@@ -76,8 +103,12 @@ struct lrow {
   const char *type;             /* the job's backup_type */
 };
 
+/* A legacy repository: its columns as read (NULL when absent or NULL), and
+ * what it becomes (pub, filled by plan_repos). */
 struct lrepo {
-  char *id, *path;
+  char *id, *name, *type, *path, *config, *enabled, *immutable, *retention, *created_at;
+  char created[32];
+  struct legacy_repo pub;
 };
 
 struct lctx {
@@ -95,7 +126,16 @@ struct plan {
   struct lctx *ctxs;
   size_t n_ctxs, cap_ctxs;
   bool has_type;
+  char now[32];                 /* when this run migrates */
 };
+
+static void
+legacy_repo_clear (struct legacy_repo *r)
+{
+  free (r->id); free (r->name); free (r->type); free (r->folder); free (r->origin);
+  free (r->min_retention_days);
+  memset (r, 0, sizeof *r);
+}
 
 static void
 plan_free (struct plan *p)
@@ -107,8 +147,10 @@ plan_free (struct plan *p)
     free (r->backup_type); free (r->why); free (r->rel);
   }
   for (size_t i = 0; i < p->n_repos; i++) {
-    free (p->repos[i].id);
-    free (p->repos[i].path);
+    struct lrepo *r = &p->repos[i];
+    free (r->id); free (r->name); free (r->type); free (r->path); free (r->config);
+    free (r->enabled); free (r->immutable); free (r->retention); free (r->created_at);
+    legacy_repo_clear (&r->pub);
   }
   for (size_t i = 0; i < p->n_ctxs; i++) {
     free (p->ctxs[i].vm);
@@ -118,12 +160,20 @@ plan_free (struct plan *p)
   free (p->rows);
   free (p->repos);
   free (p->ctxs);
+  memset (p, 0, sizeof *p);
 }
 
 static char *
 dup_or_null (const char *s)
 {
   return s ? strdup (s) : NULL;
+}
+
+static int
+no_memory (void)
+{
+  error_set_errno (ERR_INTERNAL, ENOMEM, "migrate-legacy");
+  return -1;
 }
 
 /* ------------------------------------------------------------------------
@@ -191,17 +241,21 @@ count_rows (struct catalog *cat, const char *table)
   return n;
 }
 
+/* One legacy repository, in the column order of repos_select. */
 static int
 read_repo (void *opaque, int ncols, char **vals)
 {
   struct plan *p = opaque;
   struct lrepo *r = array_push ((void **) &p->repos, p->n_repos, &p->cap_repos, sizeof *r);
+  char **f[] = { &r->id, &r->name, &r->type, &r->path, &r->config, &r->enabled,
+                 &r->immutable, &r->retention, &r->created_at };
 
   if (r == NULL)
     return -1;
   p->n_repos++;
-  r->id = dup_or_null (vals[0]);
-  r->path = dup_or_null (vals[1]);
+  for (size_t i = 0; i < sizeof f / sizeof f[0] && (int) i < ncols; i++)
+    if (vals[i] && (*f[i] = strdup (vals[i])) == NULL)
+      return no_memory ();
   return 0;
 }
 
@@ -280,8 +334,7 @@ set_why (struct lrow *r, const char *fmt, ...)
   va_end (ap);
   if (n == -1) {
     r->why = NULL;
-    error_set_errno (ERR_INTERNAL, ENOMEM, "migrate-legacy");
-    return -1;
+    return no_memory ();
   }
   return 0;
 }
@@ -292,14 +345,13 @@ static int
 place_path (struct lrow *r, const struct lrepo *repo)
 {
   const char *rel = r->path;
-  size_t rootlen = strlen (repo->path);
+  const char *root = repo->pub.folder;
+  size_t rootlen = strlen (root);
 
-  while (rootlen > 1 && repo->path[rootlen - 1] == '/')
-    rootlen--;
   if (rel == NULL || *rel == '\0')
     return set_why (r, "no repository_path");
   if (*rel == '/') {
-    if (strncmp (rel, repo->path, rootlen) != 0 || rel[rootlen] != '/')
+    if (strncmp (rel, root, rootlen) != 0 || rel[rootlen] != '/')
       return set_why (r, "repository_path %s is outside the repository's root", r->path);
     rel += rootlen;
     while (*rel == '/')
@@ -308,9 +360,164 @@ place_path (struct lrow *r, const struct lrepo *repo)
   if (*rel == '\0' || strcmp (rel, "..") == 0 || strncmp (rel, "../", 3) == 0 ||
       strstr (rel, "/../") || (strlen (rel) >= 3 && strcmp (rel + strlen (rel) - 3, "/..") == 0))
     return set_why (r, "repository_path %s is outside the repository's root", r->path);
-  if ((r->rel = strdup (rel)) == NULL) {
-    error_set_errno (ERR_INTERNAL, ENOMEM, "migrate-legacy");
+  if ((r->rel = strdup (rel)) == NULL)
+    return no_memory ();
+  return 0;
+}
+
+/* A repository folder as strata keeps one: absolute, no "." or ".."
+ * component, not the root; trailing slashes dropped.  The folder is not
+ * looked at: a share may well be unmounted while the catalog is migrated.
+ * Returns the folder (caller frees) or NULL with ERR_INVALID set. */
+static char *
+folder_check (const char *s, const char *what)
+{
+  size_t len = s ? strlen (s) : 0;
+
+  while (len > 1 && s[len - 1] == '/')
+    len--;
+  if (len == 0 || s[0] != '/') {
+    error_set (ERR_INVALID, "%s \"%s\" is not an absolute folder", what, s ? s : "");
+    return NULL;
+  }
+  if (len == 1) {
+    error_set (ERR_INVALID, "%s is the root folder /", what);
+    return NULL;
+  }
+  for (const char *c = s; c < s + len; c++)
+    if (c[0] == '/' && c[1] == '.' &&
+        (c + 2 == s + len || c[2] == '/' || (c[2] == '.' && (c + 3 == s + len || c[3] == '/')))) {
+      error_set (ERR_INVALID, "%s \"%s\" has a \".\" or \"..\" component", what, s);
+      return NULL;
+    }
+  char *ret = strndup (s, len);
+  if (ret == NULL)
+    no_memory ();
+  return ret;
+}
+
+/* The string member key of obj, or NULL. */
+static const char *
+json_member (json_t *obj, const char *key)
+{
+  return json_string_value (json_object_get (obj, key));
+}
+
+int
+legacy_repo_folder (const char *type, const char *config, char **folder, char **origin)
+{
+  CLEANUP_JSON json_t *j = NULL;
+  json_error_t jerr;
+  const char *key, *value, *server;
+  json_t *v;
+  int n;
+
+  *folder = *origin = NULL;
+  if (type == NULL || (strcmp (type, "local") != 0 && strcmp (type, "nfs") != 0 &&
+                       strcmp (type, "cifs") != 0)) {
+    error_set (ERR_INVALID, "repository_type \"%s\" is none of local, nfs, cifs",
+               type ? type : "(NULL)");
     return -1;
+  }
+  if (config == NULL || config[0] == '\0') {
+    error_set (ERR_INVALID, "no config JSON: the folder of the %s repository is unknown", type);
+    return -1;
+  }
+  j = json_loads (config, JSON_REJECT_DUPLICATES, &jerr);
+  if (j == NULL) {
+    error_set (ERR_INVALID, "config is not JSON (%s, at character %d)", jerr.text,
+               jerr.position);
+    return -1;
+  }
+  if (!json_is_object (j)) {
+    error_set (ERR_INVALID, "config is JSON but not an object");
+    return -1;
+  }
+  key = strcmp (type, "local") == 0 ? "path" : "mount_point";
+  v = json_object_get (j, key);
+  value = json_string_value (v);
+  if (value == NULL || strlen (value) != json_string_length (v)) {
+    error_set (ERR_INVALID, "config has no \"%s\" string, where a %s repository's folder is",
+               key, type);
+    return -1;
+  }
+  *folder = folder_check (value, strcmp (type, "local") == 0 ? "config path"
+                          : "config mount_point");
+  if (*folder == NULL)
+    return -1;
+  server = json_member (j, "server");
+  if (strcmp (type, "nfs") == 0 && server && json_member (j, "export_path"))
+    n = asprintf (origin, "config mount_point, where nfs %s:%s is mounted", server,
+                  json_member (j, "export_path"));
+  else if (strcmp (type, "cifs") == 0 && server && json_member (j, "share"))
+    n = asprintf (origin, "config mount_point, where cifs //%s/%s is mounted", server,
+                  json_member (j, "share"));
+  else
+    n = asprintf (origin, "config %s", key);
+  if (n == -1) {
+    *origin = NULL;
+    free (*folder);
+    *folder = NULL;
+    return no_memory ();
+  }
+  return 0;
+}
+
+/* "0"/"false" and "1"/"true", as SQLite or MariaDB may hold a flag. */
+static bool
+flag_is (const char *v, bool want)
+{
+  if (v == NULL)
+    return false;
+  if (want)
+    return strcmp (v, "1") == 0 || strcasecmp (v, "true") == 0;
+  return strcmp (v, "0") == 0 || strcasecmp (v, "false") == 0;
+}
+
+/* Decide what every repository becomes.  Any that cannot be placed fails
+ * the whole run, naming it: its backups would otherwise be left behind. */
+static int
+plan_repos (struct plan *p)
+{
+  for (size_t i = 0; i < p->n_repos; i++) {
+    struct lrepo *r = &p->repos[i];
+    struct legacy_repo *pub = &r->pub;
+
+    if (r->id == NULL || !id_valid (r->id)) {
+      error_set (ERR_INVALID, "legacy repository id \"%s\" is not a valid strata id",
+                 r->id ? r->id : "(NULL)");
+      return -1;
+    }
+    if (r->config || r->path == NULL) {
+      if (legacy_repo_folder (r->type ? r->type : "local", r->config, &pub->folder,
+                              &pub->origin) == -1) {
+        error_prefix ("legacy repository %s", r->id);
+        return -1;
+      }
+    }
+    else {
+      if (r->type && strcmp (r->type, "local") != 0) {
+        error_set (ERR_INVALID, "legacy repository %s: repository_type \"%s\" with a path"
+                   " column: only local folders have one", r->id, r->type);
+        return -1;
+      }
+      if ((pub->folder = folder_check (r->path, "path")) == NULL) {
+        error_prefix ("legacy repository %s", r->id);
+        return -1;
+      }
+      if ((pub->origin = strdup ("path column")) == NULL)
+        return no_memory ();
+    }
+    pub->id = strdup (r->id);
+    pub->name = strdup (r->name && r->name[0] ? r->name : r->id);
+    pub->type = strdup (r->type ? r->type : "local");
+    if (pub->id == NULL || pub->name == NULL || pub->type == NULL ||
+        (r->retention && (pub->min_retention_days = strdup (r->retention)) == NULL))
+      return no_memory ();
+    pub->disabled = flag_is (r->enabled, false);
+    pub->immutable = flag_is (r->immutable, true);
+    if (!norm_time (r->created_at, r->created))
+      memcpy (r->created, p->now, sizeof r->created);
   }
   return 0;
 }
@@ -357,9 +564,9 @@ plan_rows (struct plan *p)
     for (size_t k = 0; r->repository_id && k < p->n_repos; k++)
       if (p->repos[k].id && strcmp (p->repos[k].id, r->repository_id) == 0)
         repo = &p->repos[k];
-    if (repo == NULL || repo->path == NULL || repo->path[0] != '/') {
-      if (set_why (r, "repository \"%s\" is not in backup_repositories (with an absolute"
-                   " path)", r->repository_id) == -1)
+    if (repo == NULL) {
+      if (set_why (r, "repository \"%s\" is not in backup_repositories",
+                   r->repository_id) == -1)
         return -1;
       continue;
     }
@@ -374,12 +581,19 @@ plan_rows (struct plan *p)
         return -1;
       continue;
     }
-    if (r->status && (strcmp (r->status, "running") == 0 ||
-                      strcmp (r->status, "pending") == 0)) {
-      if (set_why (r, "still %s in the legacy catalog (finish or fail it with the old"
-                   " system first)", r->status) == -1)
+    if (r->status && strcmp (r->status, "running") == 0) {
+      if (set_why (r, "still running in the legacy catalog (finish or fail it with the"
+                   " old system first)") == -1)
         return -1;
       continue;
+    }
+    if (r->status && strcmp (r->status, "pending") == 0) {
+      /* Never ran: a cancelled job, ended now (see the top). */
+      free (r->status);
+      if ((r->status = strdup ("cancelled")) == NULL)
+        return no_memory ();
+      r->pending = true;
+      r->has_completed = false;
     }
     if (r->disk_id == -2) {
       if (set_why (r, "negative disk_id") == -1)
@@ -406,10 +620,8 @@ plan_rows (struct plan *p)
       c->repo = strdup (r->repository_id);
       c->id = id_new ("ctx-backup", r->vm_name);
       c->last_row = -1;
-      if (c->vm == NULL || c->repo == NULL || c->id == NULL) {
-        error_set_errno (ERR_INTERNAL, ENOMEM, "migrate-legacy");
-        return -1;
-      }
+      if (c->vm == NULL || c->repo == NULL || c->id == NULL)
+        return no_memory ();
       r->ctx = (int) p->n_ctxs++;
     }
     {
@@ -427,10 +639,8 @@ plan_rows (struct plan *p)
 
   /* The per-disk rows in completion order: their ids, their chains. */
   order = calloc (n_disks ? n_disks : 1, sizeof *order);
-  if (order == NULL) {
-    error_set_errno (ERR_INTERNAL, ENOMEM, "migrate-legacy");
-    return -1;
-  }
+  if (order == NULL)
+    return no_memory ();
   n_disks = 0;
   for (size_t i = 0; i < p->n_rows; i++)
     if (!p->rows[i].why && p->rows[i].disk_id >= 0)
@@ -480,20 +690,25 @@ plan_rows (struct plan *p)
  * Writing
  */
 
+static const char never_ran[] =
+  "never ran: pending in the legacy catalog when it was migrated";
+
+/* Every row of the plan, inside the caller's transaction. */
 static int
 write_all (struct catalog *cat, const struct plan *p)
 {
-  char now[32];
+  const char *now = p->now;
 
-  id_now (now, sizeof now);
-  for (size_t i = 0; i < p->n_repos; i++)
-    if (p->repos[i].id && p->repos[i].path &&
-        catalog_raw_exec (cat, "INSERT INTO backup_repositories (id, name, type, path,"
-                          " created_at) VALUES (?, ?, 'local', ?, ?)", "ssss",
-                          p->repos[i].id, p->repos[i].id, p->repos[i].path, now) == -1) {
-      error_prefix ("repository %s", p->repos[i].id);
+  for (size_t i = 0; i < p->n_repos; i++) {
+    const struct lrepo *r = &p->repos[i];
+
+    if (catalog_raw_exec (cat, "INSERT INTO backup_repositories (id, name, type, path,"
+                          " created_at) VALUES (?, ?, ?, ?, ?)", "sssss", r->pub.id,
+                          r->pub.name, r->pub.type, r->pub.folder, r->created) == -1) {
+      error_prefix ("legacy repository %s", r->id);
       return -1;
     }
+  }
   for (size_t i = 0; i < p->n_ctxs; i++) {
     const struct lctx *c = &p->ctxs[i];
     const struct lrow *last = c->last_row >= 0 ? &p->rows[c->last_row] : NULL;
@@ -518,10 +733,10 @@ write_all (struct catalog *cat, const struct plan *p)
     if (catalog_raw_exec (cat, "INSERT INTO backup_jobs (id, vm_backup_context_id,"
                           " vm_name, repository_id, backup_type, status, error,"
                           " created_at, completed_at, driver)"
-                          " VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?, 'agent')", "ssssssss",
+                          " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'agent')", "sssssssss",
                           r->id, p->ctxs[r->ctx].id, r->vm_name, r->repository_id,
-                          r->type, r->status, r->created,
-                          r->has_completed ? r->completed : NULL) == -1) {
+                          r->type, r->status, r->pending ? never_ran : NULL, r->created,
+                          r->has_completed ? r->completed : r->pending ? p->now : NULL) == -1) {
       error_prefix ("legacy row %s", r->id);
       return -1;
     }
@@ -547,8 +762,9 @@ write_all (struct catalog *cat, const struct plan *p)
                           r->parent, r->bytes,
                           r->status && strcmp (r->status, "cancelled") == 0 ? "failed"
                           : r->status,
-                          completed ? NULL : "not completed in the legacy catalog",
-                          r->created, r->has_completed ? r->completed : NULL) == -1) {
+                          completed ? NULL : r->pending ? never_ran
+                          : "not completed in the legacy catalog", r->created,
+                          r->has_completed ? r->completed : r->pending ? p->now : NULL) == -1) {
       error_prefix ("legacy row %s (disk %" PRId64 ")", r->id, r->disk_id);
       return -1;
     }
@@ -557,115 +773,262 @@ write_all (struct catalog *cat, const struct plan *p)
 }
 
 /* ------------------------------------------------------------------------
- * The evidence
+ * The report
  */
 
-static void
-report (FILE *out, const struct plan *p, const char *source, bool dry_run)
+void
+legacy_report_clear (struct legacy_report *rep)
 {
-  size_t parents = 0, disks = 0, jobs = 0, skipped = 0;
+  for (size_t i = 0; i < rep->n_repos; i++)
+    legacy_repo_clear (&rep->repos[i]);
+  for (size_t i = 0; i < rep->n_contexts; i++) {
+    free (rep->contexts[i].id);
+    free (rep->contexts[i].vm);
+    free (rep->contexts[i].repo);
+  }
+  for (size_t i = 0; i < rep->n_chains; i++) {
+    free (rep->chains[i].vm);
+    free (rep->chains[i].last_change_id);
+    free (rep->chains[i].last_job);
+  }
+  for (size_t i = 0; i < rep->n_cancelled; i++) {
+    free (rep->cancelled[i].id);
+    free (rep->cancelled[i].why);
+  }
+  for (size_t i = 0; i < rep->n_not_placed; i++) {
+    free (rep->not_placed[i].id);
+    free (rep->not_placed[i].why);
+  }
+  free (rep->repos);
+  free (rep->contexts);
+  free (rep->chains);
+  free (rep->cancelled);
+  free (rep->not_placed);
+  free (rep->placeholder_example);
+  free (rep->kept_aside);
+  memset (rep, 0, sizeof *rep);
+}
 
+/* Append a row note (copies of id and why) to *arr. */
+static int
+note_row (struct legacy_row **arr, size_t *n, size_t *cap, const char *id, const char *why)
+{
+  struct legacy_row *x = array_push ((void **) arr, *n, cap, sizeof *x);
+
+  if (x == NULL)
+    return -1;
+  (*n)++;
+  x->id = strdup (id ? id : "(no id)");
+  x->why = strdup (why);
+  return x->id && x->why ? 0 : no_memory ();
+}
+
+/* One disk's chain, for the report: its rows and the last completed. */
+static int
+note_chain (struct legacy_report *rep, size_t *cap, const struct plan *p, size_t ctx,
+            const char *vm, int64_t idx)
+{
+  const struct lrow *last = NULL;
+  struct legacy_chain ch = { .disk = idx };
+  struct legacy_chain *x;
+
+  for (size_t k = 0; k < p->n_rows; k++) {
+    const struct lrow *r = &p->rows[k];
+    if (r->why || r->ctx != (int) ctx || r->disk_id != idx)
+      continue;
+    ch.rows++;
+    if (r->status && strcmp (r->status, "completed") == 0) {
+      ch.full += strcmp (r->type, "full") == 0;
+      ch.incremental += strcmp (r->type, "incremental") == 0;
+      if (last == NULL || r->disk_row > last->disk_row)
+        last = r;
+    }
+    else
+      ch.failed++;
+  }
+  if (ch.rows == 0)
+    return 0;
+  if ((x = array_push ((void **) &rep->chains, rep->n_chains, cap, sizeof *x)) == NULL)
+    return -1;
+  rep->n_chains++;
+  *x = ch;
+  x->vm = strdup (vm);
+  x->last_change_id = dup_or_null (last ? last->change_id : NULL);
+  x->last_job = dup_or_null (last ? last->id : NULL);
+  if (x->vm == NULL || (last && last->change_id && x->last_change_id == NULL) ||
+      (last && x->last_job == NULL))
+    return no_memory ();
+  return 0;
+}
+
+/* Fill *rep from the plan (copies). */
+static int
+build_report (const struct plan *p, struct legacy_report *rep)
+{
+  size_t cap = 0, cap_chains = 0, cap_cancelled = 0, cap_not_placed = 0;
+
+  rep->rows = p->n_rows;
   for (size_t i = 0; i < p->n_rows; i++) {
     const struct lrow *r = &p->rows[i];
-    if (r->disk_id >= 0 || r->disk_id == -2) {
-      if (!r->why)
-        disks++;
+
+    if (r->disk_id == -1) {
+      rep->parents++;
+      if (r->path && r->path[0]) {
+        rep->placeholders++;
+        if (rep->placeholder_example == NULL &&
+            (rep->placeholder_example = strdup (r->path)) == NULL)
+          return no_memory ();
+      }
     }
-    else
-      parents++;
-    if (r->why)
-      skipped++;
-    else
-      jobs++;
+    if (r->why) {
+      if (note_row (&rep->not_placed, &rep->n_not_placed, &cap_not_placed, r->id,
+                    r->why) == -1)
+        return -1;
+      continue;
+    }
+    rep->jobs++;
+    rep->disks += r->disk_id >= 0;
+    if (r->pending && note_row (&rep->cancelled, &rep->n_cancelled, &cap_cancelled, r->id,
+                                never_ran) == -1)
+      return -1;
   }
-  fprintf (out, "legacy table %s: %zu rows (%zu parent, %zu per-disk), %zu repositories\n",
-           source, p->n_rows, parents, p->n_rows - parents, p->n_repos);
-  fprintf (out, "contexts created: %zu\n", p->n_ctxs);
+  for (size_t i = 0; i < p->n_repos; i++) {
+    struct legacy_repo *x = array_push ((void **) &rep->repos, rep->n_repos, &cap, sizeof *x);
+    if (x == NULL)
+      return -1;
+    const struct legacy_repo *o = &p->repos[i].pub;
+    rep->n_repos++;
+    *x = (struct legacy_repo) { .id = strdup (o->id), .name = strdup (o->name),
+                                .type = strdup (o->type), .folder = strdup (o->folder),
+                                .origin = strdup (o->origin), .disabled = o->disabled,
+                                .immutable = o->immutable,
+                                .min_retention_days = dup_or_null (o->min_retention_days) };
+    if (!x->id || !x->name || !x->type || !x->folder || !x->origin ||
+        (o->min_retention_days && !x->min_retention_days))
+      return no_memory ();
+  }
+  cap = 0;
   for (size_t i = 0; i < p->n_ctxs; i++) {
     const struct lctx *c = &p->ctxs[i];
-    fprintf (out, "  %s: vm %s, repository %s, %" PRId64 " jobs (%" PRId64 " completed,"
-             " %" PRId64 " failed)\n", c->id, c->vm, c->repo, c->jobs, c->ok, c->failed);
-  }
-  fprintf (out, "jobs linked: %zu\n", jobs);
-  fprintf (out, "disks migrated: %zu\n", disks);
-  for (size_t i = 0; i < p->n_ctxs; i++)
-    for (int64_t idx = 0; ; idx++) {
-      size_t n = 0, full = 0, inc = 0, failed = 0;
-      const struct lrow *last = NULL;
-      bool more = false;
+    struct legacy_context *x = array_push ((void **) &rep->contexts, rep->n_contexts, &cap,
+                                           sizeof *x);
+    int64_t idx = -1;
 
+    if (x == NULL)
+      return -1;
+    rep->n_contexts++;
+    *x = (struct legacy_context) { .id = strdup (c->id), .vm = strdup (c->vm),
+                                   .repo = strdup (c->repo), .jobs = c->jobs, .ok = c->ok,
+                                   .failed = c->failed };
+    if (!x->id || !x->vm || !x->repo)
+      return no_memory ();
+    /* Its disks in index order: each time the next index above idx. */
+    for (;;) {
+      int64_t next = -1;
       for (size_t k = 0; k < p->n_rows; k++) {
         const struct lrow *r = &p->rows[k];
-        if (r->why || r->ctx != (int) i || r->disk_id < 0)
-          continue;
-        more |= r->disk_id > idx;
-        if (r->disk_id != idx)
-          continue;
-        n++;
-        if (r->status && strcmp (r->status, "completed") == 0) {
-          full += strcmp (r->type, "full") == 0;
-          inc += strcmp (r->type, "incremental") == 0;
-          if (last == NULL || r->disk_row > last->disk_row)
-            last = r;
-        }
-        else
-          failed++;
+        if (!r->why && r->ctx == (int) i && r->disk_id > idx && (next < 0 || r->disk_id < next))
+          next = r->disk_id;
       }
-      if (n)
-        fprintf (out, "  %s disk %" PRId64 ": %zu rows, chain of %zu (%zu full, %zu"
-                 " incremental), %zu failed; last change id %s (%s)\n",
-                 p->ctxs[i].vm, idx, n, full + inc, full, inc, failed,
-                 last && last->change_id ? last->change_id : "-", last ? last->id : "-");
-      if (!more)
+      if (next < 0)
         break;
+      if (note_chain (rep, &cap_chains, p, i, x->vm, next) == -1)
+        return -1;
+      idx = next;
     }
-  fprintf (out, "rows not placed: %zu\n", skipped);
-  for (size_t i = 0; i < p->n_rows; i++)
-    if (p->rows[i].why)
-      fprintf (out, "  %s: %s\n", p->rows[i].id ? p->rows[i].id : "(no id)", p->rows[i].why);
-  if (dry_run)
-    fprintf (out, "dry run: nothing was written\n");
+  }
+  return 0;
 }
 
 /* ------------------------------------------------------------------------
  * The migration
  */
 
-static const char *const strata_tables[] = {
+/* The tables the strata schema creates.  Step 1 moves any of them that the
+ * legacy catalog already has (backup_jobs and backup_repositories always,
+ * another system's vm_disks or schema_migrations at times) aside under the
+ * prefix legacy_, so that step 2 never meets a table it did not make and
+ * the undo never drops one. */
+static const char *const strata_tables[] = {   /* children first: the undo drops in order */
   "backup_disks", "backup_jobs", "vm_backup_contexts", "vm_disks", "vms",
   "backup_repositories", "catalog_lock", "schema_migrations", NULL
 };
 
+/* Which of strata_tables are aside (legacy_NAME exists; aside) or, before
+ * step 1, in the way (NAME exists; !aside): a bit per table.  -1 on error. */
 static int
-rename_legacy (struct catalog *cat, bool back, bool with_repos)
+tables_present (struct catalog *cat, bool aside)
 {
-  if (mariadb_dialect (cat))
-    return catalog_raw_exec (cat, back
-      ? (with_repos ? "RENAME TABLE legacy_backup_jobs TO backup_jobs,"
-                      " legacy_backup_repositories TO backup_repositories"
-                    : "RENAME TABLE legacy_backup_jobs TO backup_jobs")
-      : (with_repos ? "RENAME TABLE backup_jobs TO legacy_backup_jobs,"
-                      " backup_repositories TO legacy_backup_repositories"
-                    : "RENAME TABLE backup_jobs TO legacy_backup_jobs"), "") == -1 ? -1 : 0;
-  if (catalog_raw_tx (cat, CATALOG_TX_BEGIN) == -1)
-    return -1;
-  if (catalog_raw_exec (cat, back ? "ALTER TABLE legacy_backup_jobs RENAME TO backup_jobs"
-                        : "ALTER TABLE backup_jobs RENAME TO legacy_backup_jobs", "") == -1 ||
-      (with_repos &&
-       catalog_raw_exec (cat, back
-                         ? "ALTER TABLE legacy_backup_repositories RENAME TO backup_repositories"
-                         : "ALTER TABLE backup_repositories RENAME TO legacy_backup_repositories",
-                         "") == -1)) {
-    catalog_raw_tx (cat, CATALOG_TX_ROLLBACK);
-    return -1;
+  int mask = 0;
+
+  for (int i = 0; strata_tables[i]; i++) {
+    char name[64];
+    int f;
+
+    snprintf (name, sizeof name, "%s%s", aside ? "legacy_" : "", strata_tables[i]);
+    if ((f = table_exists (cat, name)) == -1)
+      return -1;
+    if (f)
+      mask |= 1 << i;
   }
+  return mask;
+}
+
+/* Move the tables of mask aside (NAME to legacy_NAME) or, with back, back
+ * again, all at once: one RENAME TABLE on MariaDB, one transaction on
+ * SQLite. */
+static int
+move_tables (struct catalog *cat, int mask, bool back)
+{
+  bool maria = mariadb_dialect (cat);
+  char sql[1024] = "RENAME TABLE";
+  const char *sep = " ";
+
+  if (!maria && catalog_raw_tx (cat, CATALOG_TX_BEGIN) == -1)
+    return -1;
+  for (int i = 0; strata_tables[i]; i++) {
+    const char *t = strata_tables[i];
+    size_t len = strlen (sql);
+
+    if (!(mask & (1 << i)))
+      continue;
+    if (maria) {
+      snprintf (sql + len, sizeof sql - len, back ? "%slegacy_%s TO %s" : "%s%s TO legacy_%s",
+                sep, t, t);
+      sep = ", ";
+      continue;
+    }
+    snprintf (sql, sizeof sql, back ? "ALTER TABLE legacy_%s RENAME TO %s"
+              : "ALTER TABLE %s RENAME TO legacy_%s", t, t);
+    if (catalog_raw_exec (cat, sql, "") == -1) {
+      catalog_raw_tx (cat, CATALOG_TX_ROLLBACK);
+      return -1;
+    }
+  }
+  if (maria)
+    return catalog_raw_exec (cat, sql, "") == -1 ? -1 : 0;
   return catalog_raw_tx (cat, CATALOG_TX_COMMIT);
 }
 
+/* "legacy_a, legacy_b" for the evidence (caller frees), or NULL. */
+static char *
+aside_names (int mask)
+{
+  char buf[512] = "";
+
+  for (int i = 0; strata_tables[i]; i++)
+    if (mask & (1 << i)) {
+      size_t len = strlen (buf);
+      snprintf (buf + len, sizeof buf - len, "%slegacy_%s", len ? ", " : "", strata_tables[i]);
+    }
+  return strdup (buf);
+}
+
 /* After a failed data transaction: drop the new tables, which it left
- * empty, and give the legacy tables their names back. */
+ * empty, and give the legacy tables (mask, see move_tables) their names
+ * back. */
 static void
-undo (struct catalog *cat, bool with_repos)
+undo (struct catalog *cat, int mask)
 {
   struct error_saved saved;
 
@@ -686,23 +1049,68 @@ undo (struct catalog *cat, bool with_repos)
   }
   if (!mariadb_dialect (cat))
     catalog_raw_exec (cat, "PRAGMA foreign_keys = ON", "");
-  if (rename_legacy (cat, true, with_repos) == -1)
+  if (move_tables (cat, mask, true) == -1)
     log_error ("migrate-legacy: undo: %s", error_message ());
   error_restore (&saved);
 }
 
-int
-legacy_migrate (const char *url, const char *password_file, bool dry_run, FILE *out)
+/* The SELECT of a legacy repositories table in either shape: every column
+ * read_repo takes, NULL where the table has none.  Returns 0 or -1. */
+static int
+repos_select (struct catalog *cat, const char *table, char *sql, size_t len)
 {
-  struct catalog *cat = catalog_open_raw (url, password_file);
-  struct plan p = { 0 };
-  const char *source, *repos_table;
-  bool fresh, with_repos;
-  int f, r = -1;
-  char sql[512];
+  static const char *const cols[] = {
+    "id", "name", "repository_type", "path", "config", "enabled", "is_immutable",
+    "min_retention_days", "created_at", NULL
+  };
+  size_t used = snprintf (sql, len, "SELECT");
 
-  if (cat == NULL)
+  for (int i = 0; cols[i]; i++) {
+    int f = column_exists (cat, table, cols[i]);
+    if (f == -1)
+      return -1;
+    used += snprintf (sql + used, len - used, "%s %s", i ? "," : "", f ? cols[i] : "NULL");
+  }
+  snprintf (sql + used, len - used, " FROM %s ORDER BY id", table);
+  return 0;
+}
+
+/* Read and plan; with the report's counts filled.  Returns 0 or -1. */
+static int
+plan_all (struct catalog *cat, struct plan *p, const char *source, const char *repos_table)
+{
+  char sql[1024];
+  int f;
+
+  if ((f = table_exists (cat, repos_table)) == -1)
     return -1;
+  if (f == 1 && (repos_select (cat, repos_table, sql, sizeof sql) == -1 ||
+                 catalog_raw_query (cat, read_repo, p, sql, "") == -1))
+    return -1;
+  if ((f = column_exists (cat, source, "backup_type")) == -1)
+    return -1;
+  p->has_type = f == 1;
+  snprintf (sql, sizeof sql, "SELECT id, vm_name, repository_id, disk_id, change_id,"
+            " repository_path, bytes_transferred, status, created_at, completed_at%s"
+            " FROM %s ORDER BY id", p->has_type ? ", backup_type" : "", source);
+  if (catalog_raw_query (cat, read_row, p, sql, "") == -1)
+    return -1;
+  return plan_repos (p) == -1 || plan_rows (p) == -1 ? -1 : 0;
+}
+
+int
+legacy_migrate (const struct legacy_options *opts, struct legacy_report *rep)
+{
+  struct catalog *cat;
+  struct plan p = { 0 };
+  const char *repos_table;
+  bool fresh;
+  int f, mask, r = -1;
+
+  memset (rep, 0, sizeof *rep);
+  if ((cat = catalog_open_raw (opts->url, opts->password_file)) == NULL)
+    return -1;
+  id_now (p.now, sizeof p.now);
   /* Where are we? */
   if ((f = table_exists (cat, "backup_jobs")) == -1)
     goto out;
@@ -710,15 +1118,24 @@ legacy_migrate (const char *url, const char *password_file, bool dry_run, FILE *
   if (f == -1)
     goto out;
   if (fresh) {
-    source = "backup_jobs";
+    int clash;
+    rep->source = "backup_jobs";
     repos_table = "backup_repositories";
+    if ((mask = tables_present (cat, false)) == -1 ||
+        (clash = tables_present (cat, true)) == -1)
+      goto out;
+    if (clash & mask) {
+      CLEANUP_FREE char *names = aside_names (clash & mask);
+      error_set (ERR_CONFLICT, "the catalog already has %s, where the legacy tables would"
+                 " be kept; nothing was changed", names ? names : "legacy_ tables");
+      goto out;
+    }
   }
   else {
     if ((f = table_exists (cat, "legacy_backup_jobs")) == -1)
       goto out;
     if (f == 0) {
-      fprintf (out, "nothing to do: the catalog has no legacy backup_jobs table\n"
-               "contexts created: 0\njobs linked: 0\ndisks migrated: 0\nrows not placed: 0\n");
+      rep->outcome = LEGACY_NOTHING_TO_DO;
       r = 0;
       goto out;
     }
@@ -726,127 +1143,68 @@ legacy_migrate (const char *url, const char *password_file, bool dry_run, FILE *
       goto out;
     if (f == 1 && (count_rows (cat, "vm_backup_contexts") != 0 ||
                    count_rows (cat, "backup_jobs") != 0)) {
-      fprintf (out, "nothing to do: already migrated (the legacy rows are kept in"
-               " legacy_backup_jobs)\n"
-               "contexts created: 0\njobs linked: 0\ndisks migrated: 0\nrows not placed: 0\n");
+      rep->outcome = LEGACY_ALREADY_MIGRATED;
       r = 0;
       goto out;
     }
-    /* Renamed, but the data never committed: finish it. */
-    fprintf (out, "resuming an interrupted migration\n");
-    source = "legacy_backup_jobs";
+    /* Moved aside, but the data never committed: finish it. */
+    rep->resumed = true;
+    rep->source = "legacy_backup_jobs";
     repos_table = "legacy_backup_repositories";
-  }
-  if ((f = table_exists (cat, repos_table)) == -1)
-    goto out;
-  with_repos = f == 1;
-  if (with_repos) {
-    snprintf (sql, sizeof sql, "SELECT id, path FROM %s ORDER BY id", repos_table);
-    if (catalog_raw_query (cat, read_repo, &p, sql, "") == -1)
+    if ((mask = tables_present (cat, true)) == -1)
       goto out;
   }
-  if ((f = column_exists (cat, source, "backup_type")) == -1)
+  if ((rep->kept_aside = aside_names (mask)) == NULL) {
+    no_memory ();
     goto out;
-  p.has_type = f == 1;
-  snprintf (sql, sizeof sql, "SELECT id, vm_name, repository_id, disk_id, change_id,"
-            " repository_path, bytes_transferred, status, created_at, completed_at%s"
-            " FROM %s ORDER BY id", p.has_type ? ", backup_type" : "", source);
-  if (catalog_raw_query (cat, read_row, &p, sql, "") == -1 || plan_rows (&p) == -1)
+  }
+  if (plan_all (cat, &p, rep->source, repos_table) == -1 || build_report (&p, rep) == -1)
     goto out;
-  if (dry_run) {
-    report (out, &p, source, true);
+  if (opts->dry_run) {
+    rep->outcome = LEGACY_PLANNED;
     r = 0;
     goto out;
   }
 
-  if (fresh && rename_legacy (cat, false, with_repos) == -1) {
+  if (fresh && move_tables (cat, mask, false) == -1) {
     error_prefix ("renaming the legacy tables");
     goto out;
   }
   if (catalog_raw_migrate (cat) == -1) {
     error_prefix ("creating the strata schema");
-    undo (cat, with_repos);
+    undo (cat, mask);
     goto out;
   }
   if (catalog_raw_tx (cat, CATALOG_TX_BEGIN) == -1) {
-    undo (cat, with_repos);
+    undo (cat, mask);
     goto out;
   }
   if (write_all (cat, &p) == -1) {
     catalog_raw_tx (cat, CATALOG_TX_ROLLBACK);
-    undo (cat, with_repos);
+    undo (cat, mask);
     error_prefix ("nothing was migrated");
     goto out;
   }
   if (getenv ("STRATA_LEGACY_FAIL_BEFORE_COMMIT")) {
     /* For the tests: a failure at the last moment. */
     catalog_raw_tx (cat, CATALOG_TX_ROLLBACK);
-    undo (cat, with_repos);
+    undo (cat, mask);
     error_set (ERR_INTERNAL, "failing before COMMIT as STRATA_LEGACY_FAIL_BEFORE_COMMIT"
                " asks; nothing was migrated");
     goto out;
   }
   if (catalog_raw_tx (cat, CATALOG_TX_COMMIT) == -1) {
-    undo (cat, with_repos);
+    undo (cat, mask);
     error_prefix ("nothing was migrated");
     goto out;
   }
-  report (out, &p, source, false);
-  fprintf (out, "committed; the legacy rows stay in legacy_backup_jobs\n");
+  rep->outcome = LEGACY_MIGRATED;
   r = 0;
 
  out:
+  if (r == -1)
+    legacy_report_clear (rep);
   plan_free (&p);
   catalog_close (cat);
   return r;
-}
-
-int
-legacy_command (int argc, char **argv)
-{
-  static const struct option opts[] = {
-    { "db", required_argument, NULL, 'd' },
-    { "db-password-file", required_argument, NULL, 'p' },
-    { "dry-run", no_argument, NULL, 'n' },
-    { "help", no_argument, NULL, 'h' },
-    { NULL, 0, NULL, 0 },
-  };
-  const char *db = NULL, *pwfile = NULL;
-  bool dry_run = false;
-  int c;
-
-  optind = 1;
-  opterr = 0;
-  while ((c = getopt_long (argc, argv, "", opts, NULL)) != -1) {
-    switch (c) {
-    case 'd': db = optarg; break;
-    case 'p': pwfile = optarg; break;
-    case 'n': dry_run = true; break;
-    case 'h':
-      printf ("Usage: strata migrate-legacy --db URL [--db-password-file FILE] [--dry-run]\n"
-              "Upgrade a catalog with the legacy flat backup_jobs table (per-disk rows\n"
-              "with disk_id, change_id, repository_path) to contexts, jobs and\n"
-              "backup_disks, in one transaction, and print what was done.  A second\n"
-              "run changes nothing.  Stop every hub on the catalog first.\n"
-              "URL: sqlite:///path.db or mysql://USER@HOST[:PORT]/DB[?socket=PATH]\n"
-              "(password: FILE's first line, else $STRATA_DB_PASSWORD).\n"
-              "Exit status: 0 on success or nothing to do, 1 on failure (nothing\n"
-              "changed), 2 on a usage error.\n");
-      return 0;
-    default:
-      fprintf (stderr, "strata migrate-legacy: unknown or incomplete option '%s'\n",
-               argv[optind - 1]);
-      return 2;
-    }
-  }
-  if (optind < argc || db == NULL) {
-    fprintf (stderr, "strata migrate-legacy: %s (see strata migrate-legacy --help)\n",
-             db ? "unexpected argument" : "--db URL is required");
-    return 2;
-  }
-  if (legacy_migrate (db, pwfile, dry_run, stdout) == -1) {
-    fprintf (stderr, "strata migrate-legacy: %s\n", error_message ());
-    return 1;
-  }
-  return 0;
 }

@@ -104,6 +104,17 @@ done
 is "$N_PARENT|$N_DISK|$(sql "SELECT count(*) FROM backup_jobs")" "6|21|27" \
    "the fixture: 27 legacy jobs, 21 of them per-disk rows"
 
+# migrate DESC: run the migration; one test that it exits 0; its evidence
+# in OUT (and in the TAP notes).
+migrate ()
+{
+  "$STRATA" migrate-legacy "${DB_ARGS[@]}" > "$T/out" 2> "$T/err"
+  is "$?" 0 "$1"
+  note "$(cat "$T/out")"
+  [ -s "$T/err" ] && diag "$(cat "$T/err")"
+  OUT=$(cat "$T/out")
+}
+
 tables ()
 {
   if [ "$TEST_DB" = mariadb ]; then
@@ -152,11 +163,7 @@ like "$(cat "$T/dry")" "dry run: nothing was written" "and says it wrote nothing
 is "$(legacy_state)" "$BEFORE" "nothing changed"
 
 # --- The migration.
-"$STRATA" migrate-legacy "${DB_ARGS[@]}" > "$T/out" 2> "$T/err"
-is "$?" 0 "migrate-legacy exits 0"
-note "$(cat "$T/out")"
-[ -s "$T/err" ] && diag "$(cat "$T/err")"
-OUT=$(cat "$T/out")
+migrate "migrate-legacy exits 0"
 like "$OUT" $'\ncontexts created: 1\n' "evidence: 1 context created"
 like "$OUT" $'\njobs linked: 27\n' "evidence: 27 jobs linked"
 like "$OUT" $'\ndisks migrated: 21\n' "evidence: 21 disks migrated"
@@ -234,5 +241,204 @@ api DELETE "/api/v1/contexts/$CTX"
 is "$API_STATUS" 200 "DELETE the migrated context"
 is "$(sql "SELECT count(*) FROM vm_backup_contexts")|$(sql "SELECT count(*) FROM backup_jobs")|$(sql "SELECT count(*) FROM backup_disks")" \
    "0|0|0" "its 28 jobs and 24 disk rows went with it"
+
+# =========================================================================
+# The legacy system's own shape: backup_repositories without a path column
+# (repository_type local/nfs/cifs, config JSON, enabled, is_immutable,
+# min_retention_days, sizes, timestamps), multi-disk parent rows with the
+# placeholder repository_path /multi-disk-parent, and pending jobs.  A
+# catalog of its own: a new SQLite file, or a new MariaDB database (the
+# first one is dropped here; the EXIT trap drops this one).
+stop_hub
+DATA=$T/data2
+mkdir -p "$DATA"
+if [ "$TEST_DB" = mariadb ]; then
+  $STRATA_TEST_MARIADB_ROOT -e "DROP DATABASE $CATALOG_DB"
+  CATALOG_DB=strata_t_$$_${RANDOM}_shape
+  $STRATA_TEST_MARIADB_ROOT -e "CREATE DATABASE $CATALOG_DB" || bail_out "cannot create $CATALOG_DB"
+  CATALOG_URL="mysql://$STRATA_TEST_MARIADB_USER@localhost/$CATALOG_DB?socket=$STRATA_TEST_MARIADB_SOCKET"
+  DB_ARGS=(--db "$CATALOG_URL" --db-password-file "$STRATA_TEST_MARIADB_PWFILE")
+  # As the old system's ORM made them (config as LONGTEXT, flags as TINYINT).
+  sql_write "
+    CREATE TABLE backup_repositories (id VARCHAR(64) PRIMARY KEY, name VARCHAR(255) NOT NULL UNIQUE,
+      repository_type ENUM('local', 'nfs', 'cifs') NOT NULL, enabled TINYINT(1) DEFAULT 1,
+      config LONGTEXT, is_immutable TINYINT(1) DEFAULT 0, immutable_config LONGTEXT,
+      min_retention_days INT DEFAULT 0, total_size_bytes BIGINT DEFAULT 0,
+      available_size_bytes BIGINT DEFAULT 0, used_size_bytes BIGINT DEFAULT 0,
+      last_check_at DATETIME NULL, created_at DATETIME, updated_at DATETIME) ENGINE = InnoDB;
+    CREATE TABLE backup_jobs (id VARCHAR(191) PRIMARY KEY, vm_name VARCHAR(255) NOT NULL,
+      repository_id VARCHAR(64), backup_type ENUM('full', 'incremental'), status VARCHAR(32),
+      repository_path VARCHAR(1024), disk_id INT, change_id VARCHAR(255),
+      bytes_transferred BIGINT DEFAULT 0, total_bytes BIGINT DEFAULT 0, error_message TEXT,
+      created_at DATETIME, started_at DATETIME NULL, completed_at DATETIME NULL) ENGINE = InnoDB;
+    CREATE TABLE vm_disks (id INT PRIMARY KEY, vm_context_id VARCHAR(64)) ENGINE = InnoDB;
+    INSERT INTO vm_disks VALUES (1, 'ctx-replication-pgtest2');"
+else
+  CATALOG=$DATA/legacy-shape.db
+  DB_ARGS=(--db "sqlite://$CATALOG")
+  sqlite3 "$CATALOG" "
+    CREATE TABLE backup_repositories (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+      repository_type TEXT NOT NULL, enabled INTEGER DEFAULT 1, config TEXT,
+      is_immutable INTEGER DEFAULT 0, immutable_config TEXT, min_retention_days INTEGER DEFAULT 0,
+      total_size_bytes INTEGER DEFAULT 0, available_size_bytes INTEGER DEFAULT 0,
+      used_size_bytes INTEGER DEFAULT 0, last_check_at TEXT, created_at TEXT, updated_at TEXT);
+    CREATE TABLE backup_jobs (id TEXT PRIMARY KEY, vm_name TEXT NOT NULL, repository_id TEXT,
+      backup_type TEXT, status TEXT, repository_path TEXT, disk_id INTEGER, change_id TEXT,
+      bytes_transferred INTEGER DEFAULT 0, total_bytes INTEGER DEFAULT 0, error_message TEXT,
+      created_at TEXT, started_at TEXT, completed_at TEXT);
+    CREATE TABLE vm_disks (id INTEGER PRIMARY KEY, vm_context_id TEXT);
+    INSERT INTO vm_disks VALUES (1, 'ctx-replication-pgtest2');"
+fi
+_hub_db_args=("${DB_ARGS[@]}")
+
+# Three repositories: a local folder, an NFS share mounted at a folder
+# (here a plain folder: to the hub a mounted share is one), disabled, and a
+# CIFS share, immutable, whose mount point is missing (not mounted).
+LOCAL=$T/srv/local-primary NFS=$T/mnt/nfs-archive CIFS=$T/mnt/cifs-offsite
+mkdir -p "$LOCAL" "$NFS"
+repo_row ()     # ID NAME TYPE ENABLED CONFIG IMMUTABLE RETENTION
+{
+  local cfg=NULL
+  [ "$5" != NULL ] && cfg="'$5'"
+  sql_write "INSERT INTO backup_repositories (id, name, repository_type, enabled, config,
+    is_immutable, immutable_config, min_retention_days, total_size_bytes, created_at, updated_at)
+    VALUES ('$1', '$2', '$3', $4, $cfg, $6, NULL, $7, 1099511627776,
+            '2025-10-06 19:48:01', '2025-10-08 09:00:00')" || echo "repository $1 failed" >&2
+}
+repo_row repo-local-1759780081 local-primary local 1 "{\"path\": \"$LOCAL/\"}" 0 0
+repo_row repo-nfs-1759780200 nfs-archive nfs 0 \
+  "{\"server\": \"10.0.100.5\", \"export_path\": \"/exports/backups\", \"mount_point\": \"$NFS\", \"mount_options\": \"vers=4.1\"}" 0 0
+repo_row repo-cifs-1759780300 cifs-offsite cifs 1 \
+  "{\"server\": \"fs01.example\", \"share\": \"backups\", \"mount_point\": \"$CIFS\", \"username\": \"svc-backup\"}" 1 30
+
+# job ID VM REPO DISK TYPE STATUS PATH CHANGE CREATED COMPLETED
+job ()
+{
+  local q
+  q () { [ "$1" = NULL ] && echo NULL || echo "'$1'"; }
+  sql_write "INSERT INTO backup_jobs (id, vm_name, repository_id, disk_id, backup_type, status,
+    repository_path, change_id, bytes_transferred, created_at, completed_at)
+    VALUES ('$1', '$2', '$3', $4, '$5', '$6', $(q "$7"), $(q "$8"), 4096, '${9}', $(q "${10}"))" ||
+    echo "job $1 failed" >&2
+}
+# image REPO_FOLDER REL [BACKING]: a small QCOW2 as the old system left it.
+image ()
+{
+  mkdir -p "$(dirname "$1/$2")"
+  if [ -n "${3:-}" ]; then
+    qemu-img create -q -f qcow2 -F qcow2 -b "$3" "$1/$2" > /dev/null
+  else
+    qemu-img create -q -f qcow2 "$1/$2" $MIB8 > /dev/null
+  fi
+}
+# pgtest2 (2 disks) on the local repository: a completed run whose parent
+# row carries /multi-disk-parent, then a run still pending (never started).
+job backup-pgtest2-1759940386 pgtest2 repo-local-1759780081 NULL full completed /multi-disk-parent NULL \
+    '2025-10-08 16:19:46' '2025-10-08 16:40:00'
+for d in 0 1; do
+  image "$LOCAL" "pgtest2/disk$d/backup-pgtest2-disk$d-1759940386.qcow2"
+  job backup-pgtest2-disk$d-1759940386 pgtest2 repo-local-1759780081 $d full completed \
+      "$LOCAL/pgtest2/disk$d/backup-pgtest2-disk$d-1759940386.qcow2" "cid-pgtest2-$d" \
+      '2025-10-08 16:19:47' "2025-10-08 16:3$d:00"
+done
+job backup-pgtest2-1759990000 pgtest2 repo-local-1759780081 NULL incremental pending /multi-disk-parent NULL \
+    '2025-10-09 06:06:40' NULL
+job backup-pgtest2-disk0-1759990000 pgtest2 repo-local-1759780081 0 incremental pending NULL NULL \
+    '2025-10-09 06:06:40' NULL
+# pgtest3 (1 disk) on the NFS share: a full and an incremental on it.
+image "$NFS" pgtest3/disk0/full.qcow2
+image "$NFS" pgtest3/disk0/inc.qcow2 full.qcow2
+job backup-pgtest3-disk0-1 pgtest3 repo-nfs-1759780200 0 full completed pgtest3/disk0/full.qcow2 cid-pgtest3-a \
+    '2025-10-07 01:00:00' '2025-10-07 01:10:00'
+job backup-pgtest3-disk0-2 pgtest3 repo-nfs-1759780200 0 incremental completed "$NFS/pgtest3/disk0/inc.qcow2" cid-pgtest3-b \
+    '2025-10-08 01:00:00' '2025-10-08 01:10:00'
+# pgtest4 (1 disk) on the CIFS share, which is not mounted now.
+job backup-pgtest4-disk0-1 pgtest4 repo-cifs-1759780300 0 full completed "$CIFS/pgtest4/disk0/full.qcow2" cid-pgtest4 \
+    '2025-10-07 02:00:00' '2025-10-07 02:10:00'
+is "$(sql "SELECT count(*) FROM backup_repositories")|$(sql "SELECT count(*) FROM backup_jobs")" "3|8" \
+   "the legacy-shape fixture: 3 repositories (local, nfs, cifs), 8 jobs"
+BEFORE=$(legacy_state; sql "SELECT * FROM backup_repositories ORDER BY id")
+
+# --- A repository whose config is not JSON, or is missing, or lacks its
+# folder: exit 1 naming the repository, nothing migrated.
+bad_repo ()     # DESC TYPE CONFIG WANT
+{
+  repo_row repo-broken-1 broken "$2" 1 "$3" 0 0
+  "$STRATA" migrate-legacy "${DB_ARGS[@]}" > "$T/out" 2> "$T/err"
+  is "$?" 1 "$1: migrate-legacy exits 1"
+  like "$(cat "$T/err")" "legacy repository repo-broken-1: $4" "$1: the error names the row and says why: $(head -c 200 "$T/err")"
+  sql_write "DELETE FROM backup_repositories WHERE id = 'repo-broken-1'"
+  is "$(legacy_state; sql "SELECT * FROM backup_repositories ORDER BY id")" "$BEFORE" \
+     "$1: the catalog is exactly as it was (tables, rows)"
+}
+bad_repo "config that is not JSON" local '{"path": "/srv/x"' "config is not JSON"
+bad_repo "no config at all" nfs NULL "no config JSON"
+bad_repo "nfs config without mount_point" nfs '{"server": "x", "export_path": "/e"}' \
+  'config has no "mount_point" string'
+bad_repo "a relative local path" local '{"path": "srv/x"}' 'config path "srv/x" is not an absolute folder'
+
+# --- Dry run, then the migration.
+"$STRATA" migrate-legacy "${DB_ARGS[@]}" --dry-run > "$T/dry" 2> "$T/err"
+is "$?" 0 "legacy shape: --dry-run exits 0"
+is "$(legacy_state; sql "SELECT * FROM backup_repositories ORDER BY id")" "$BEFORE" "and writes nothing"
+migrate "legacy shape: migrate-legacy exits 0"
+like "$OUT" $'\nrepositories: 3\n' "evidence: 3 repositories"
+like "$OUT" "repo-nfs-1759780200 \"nfs-archive\" nfs: $NFS \(config mount_point, where nfs 10.0.100.5:/exports/backups is mounted\)" \
+     "evidence: the NFS repository's folder is its mount point"
+like "$OUT" "repo-cifs-1759780300 \"cifs-offsite\" cifs: $CIFS \(config mount_point, where cifs //fs01.example/backups is mounted\)" \
+     "evidence: the CIFS repository's folder is its mount point"
+like "$OUT" "disabled in the legacy catalog \(enabled = 0\): strata has no disabled repository" \
+     "evidence: the disabled repository, migrated, and what that means"
+like "$OUT" "immutable in the legacy catalog \(is_immutable = 1, min_retention_days 30\): strata enforces neither" \
+     "evidence: the immutable repository, migrated, and what that means"
+like "$OUT" $'\ncontexts created: 3\n' "evidence: 3 contexts (pgtest2, pgtest3, pgtest4)"
+like "$OUT" $'\njobs linked: 8\n' "evidence: 8 jobs linked"
+like "$OUT" $'\ndisks migrated: 6\n' "evidence: 6 disks migrated"
+like "$OUT" $'\npending jobs cancelled: 2\n  backup-pgtest2-1759990000: never ran' \
+     "evidence: the 2 pending rows, cancelled, with the reason"
+like "$OUT" "parent rows with a placeholder repository_path: 2 \(e.g. /multi-disk-parent\), not files" \
+     "evidence: the /multi-disk-parent placeholders, not read as files"
+like "$OUT" $'\nrows not placed: 0\n' "evidence: every row placed"
+like "$OUT" "committed; the legacy rows stay in legacy_backup_jobs, legacy_vm_disks, legacy_backup_repositories" \
+     "evidence: the other system's vm_disks kept aside with the legacy tables"
+
+is "$(sql "SELECT id, name, type, path FROM backup_repositories ORDER BY id" | sql_join ' ')" \
+   "repo-cifs-1759780300|cifs-offsite|cifs|$CIFS repo-local-1759780081|local-primary|local|$LOCAL repo-nfs-1759780200|nfs-archive|nfs|$NFS" \
+   "catalog: the repositories keep id, name and type; the folder is the path or mount point"
+is "$(sql "SELECT count(*) FROM vm_backup_contexts")|$(sql "SELECT count(*) FROM backup_jobs")|$(sql "SELECT count(*) FROM backup_disks")" \
+   "3|8|6" "catalog: 3 contexts, 8 jobs, 6 disk rows"
+is "$(sql "SELECT status, error, completed_at IS NOT NULL FROM backup_jobs WHERE id = 'backup-pgtest2-1759990000'")" \
+   "cancelled|never ran: pending in the legacy catalog when it was migrated|1" \
+   "the pending parent row is a cancelled job with its reason"
+is "$(sql "SELECT status, qcow2_path IS NULL, parent_disk_id IS NULL FROM backup_disks WHERE backup_job_id = 'backup-pgtest2-disk0-1759990000'")" \
+   "failed|1|0" "the pending per-disk row is a failed disk without a file"
+is "$(sql "SELECT total_backups_run, successful_backups, failed_backups, last_backup_id FROM vm_backup_contexts WHERE vm_name = 'pgtest2'")" \
+   "5|3|2|backup-pgtest2-disk1-1759940386" "pgtest2's context counts the cancelled jobs as failed ones; its last backup is untouched"
+is "$(sql "SELECT count(*) FROM backup_disks d JOIN backup_jobs j ON j.id = d.backup_job_id WHERE j.id = 'backup-pgtest2-1759940386'")" \
+   0 "the parent row holds no disk: /multi-disk-parent is never a file"
+is "$(sql "SELECT qcow2_path FROM backup_disks WHERE backup_job_id LIKE 'backup-pgtest3-%' ORDER BY id" | sql_join ' ')" \
+   "pgtest3/disk0/full.qcow2 pgtest3/disk0/inc.qcow2" "the NFS rows' paths, relative to the mount point"
+is "$(sql "SELECT count(*) FROM legacy_vm_disks")" 1 "the other system's vm_disks row is kept"
+
+# --- The hub on it: the shares are folders; the unmounted one is left alone.
+start_hub
+api GET /api/v1/repositories
+is "$(jqb '[.repositories[] | .id + " " + .type + " " + .path] | sort | join(",")')" \
+   "repo-cifs-1759780300 cifs $CIFS,repo-local-1759780081 local $LOCAL,repo-nfs-1759780200 nfs $NFS" \
+   "GET /repositories: local, nfs and cifs, each at its folder"
+like "$(cat "$HUB_LOG")" "$CIFS" "the hub logs the unmounted CIFS folder at start-up"
+is "$(sql "SELECT status, qcow2_path FROM backup_disks WHERE backup_job_id = 'backup-pgtest4-disk0-1'")" \
+   "completed|pgtest4/disk0/full.qcow2" "and leaves its rows alone until it is mounted"
+api GET "/api/v1/backups/changeid?vm_name=pgtest3&disk_id=0"
+is "$API_STATUS|$(jqb .change_id)" "200|cid-pgtest3-b" "changeid on the NFS share: the last legacy change id"
+api GET /api/v1/backups/backup-pgtest2-1759990000
+is "$API_STATUS|$(jqb .status)" "200|cancelled" "the pending job reads as cancelled"
+put_vm pgtest3 $MIB8
+start_backup pgtest3 incremental '"repository_id":"repo-nfs-1759780200"'
+is "$(jqb '.disks[0].parent_backup_id')" backup-pgtest3-disk0-2 "an incremental on the NFS share builds on the migrated chain"
+like "${QCOW2[0]}" "^$NFS/ctx-" "its file is in the NFS folder"
+complete_disk "$BID" 0 cid-pgtest3-c 65536
+is "$(qemu-img info --backing-chain "${QCOW2[0]}" | grep -c '^image:')" 3 \
+   "and is backed by the two legacy files on the share"
 
 done_testing
