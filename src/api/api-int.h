@@ -86,6 +86,12 @@ int api_field_disks (json_t *obj, const char *key, struct cat_vm_disk **out, siz
 void api_disks_free (struct cat_vm_disk *d, size_t n);
 /* A {id} from the URL that must be a well-formed id. */
 int api_check_id (const char *what, const char *id);
+/* A word of a request (field or query parameter what, text s) parsed into
+ * *out by one of util/state.h's vocabularies, at this edge: 0, or -1 with
+ * ERR_INVALID listing the allowed words. */
+#define API_PARSE_WORD(what, s, parse, words, out)                      \
+  ((parse) ((s), (out)) == 0 ? 0 : api_bad_word ((what), (words)))
+int api_bad_word (const char *what, void (*words) (char *, size_t));
 
 /* --- Output (api/output.c) -------------------------------------------- */
 json_t *api_json_str (const char *s);   /* string or null */

@@ -11,21 +11,6 @@
 
 static const char *const no_params[] = { NULL };
 
-/* A word of a request (field or query parameter what, text s) parsed into
- * *out at this edge: 0, or -1 with ERR_INVALID listing the allowed words. */
-#define PARSE_WORD(what, s, parse, words, out)                          \
-  ((parse) ((s), (out)) == 0 ? 0 : bad_word ((what), (words)))
-
-static int
-bad_word (const char *what, void (*words) (char *, size_t))
-{
-  char allowed[128];
-
-  words (allowed, sizeof allowed);
-  error_set (ERR_INVALID, "%s must be %s", what, allowed);
-  return -1;
-}
-
 int
 api_backups_start (struct api_req *r)
 {
@@ -47,7 +32,7 @@ api_backups_start (struct api_req *r)
       api_field_str (body, "repository_id", false, 1024, false, &req.repository_id) == -1 ||
       (req.repository_id && api_check_id ("repository_id", req.repository_id) == -1) ||
       api_field_str (body, "backup_type", true, 32, false, &type) == -1 ||
-      PARSE_WORD ("backup_type", type, backup_type_parse, backup_type_words,
+      API_PARSE_WORD ("backup_type", type, backup_type_parse, backup_type_words,
                   &req.backup_type) == -1)
     return -1;
   if (json_object_get (body, "disks") && !json_is_null (json_object_get (body, "disks"))) {
@@ -88,9 +73,9 @@ api_backups_list (struct api_req *r)
   f.by_type = type != NULL;
   if ((f.vm_name && id_check_vm_name (f.vm_name) == -1) ||
       (f.repository_id && api_check_id ("repository_id", f.repository_id) == -1) ||
-      (type && PARSE_WORD ("backup_type", type, backup_type_parse, backup_type_words,
+      (type && API_PARSE_WORD ("backup_type", type, backup_type_parse, backup_type_words,
                            &f.backup_type) == -1) ||
-      (status && PARSE_WORD ("status", status, job_status_parse, job_status_words,
+      (status && API_PARSE_WORD ("status", status, job_status_parse, job_status_words,
                              &f.status) == -1))
     return -1;
   if (catalog_repo_list (hub_catalog (r->hub), &repos.v, &repos.n) == -1 ||

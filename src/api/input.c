@@ -294,6 +294,16 @@ api_field_disks (json_t *obj, const char *key, struct cat_vm_disk **out, size_t 
 }
 
 int
+api_bad_word (const char *what, void (*words) (char *, size_t))
+{
+  char allowed[128];
+
+  words (allowed, sizeof allowed);
+  error_set (ERR_INVALID, "%s must be %s", what, allowed);
+  return -1;
+}
+
+int
 api_check_id (const char *what, const char *id)
 {
   if (!id_valid (id)) {

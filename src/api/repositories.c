@@ -21,25 +21,12 @@ api_repos_list (struct api_req *r)
   return api_reply (r, 200, arr ? json_pack ("{s:o}", "repositories", arr) : NULL);
 }
 
-/* A repository is a folder: 'local', or 'nfs'/'cifs' for a share mounted
- * there, which the hub treats exactly like a local folder (docs/API.md). */
-static int
-repo_type_check (const char *type)
-{
-  static const char *const types[] = { "local", "nfs", "cifs", NULL };
-
-  for (size_t i = 0; types[i]; i++)
-    if (strcmp (type, types[i]) == 0)
-      return 0;
-  error_set (ERR_INVALID, "repository type '%s' is not supported (local, nfs or cifs)", type);
-  return -1;
-}
-
 int
 api_repos_create (struct api_req *r)
 {
   static const char *const fields[] = { "id", "name", "type", "path", NULL };
-  const char *id, *name, *type, *path;
+  const char *id, *name, *type_word, *path;
+  enum repo_type type;
   CLEANUP_CAT_REPO struct cat_repository repo = { 0 };
   json_t *body;
 
@@ -47,7 +34,7 @@ api_repos_create (struct api_req *r)
       api_body (r, fields, false, &body) == -1 ||
       api_field_str (body, "id", false, 128, false, &id) == -1 ||
       api_field_str (body, "name", true, 255, false, &name) == -1 ||
-      api_field_str (body, "type", true, 32, false, &type) == -1 ||
+      api_field_str (body, "type", true, 32, false, &type_word) == -1 ||
       api_field_str (body, "path", true, 4000, false, &path) == -1)
     return -1;
   if (id && api_check_id ("repository id", id) == -1)
@@ -56,7 +43,8 @@ api_repos_create (struct api_req *r)
     error_set (ERR_INVALID, "field 'name' must not be empty");
     return -1;
   }
-  if (repo_type_check (type) == -1)
+  /* local, or nfs/cifs: the folder where such a share is mounted. */
+  if (API_PARSE_WORD ("type", type_word, repo_type_parse, repo_type_words, &type) == -1)
     return -1;
   if (hub_repo_create (r->hub, id, name, type, path, &repo) == -1)
     return -1;

@@ -409,14 +409,17 @@ legacy_repo_folder (const char *type, const char *config, char **folder, char **
   CLEANUP_JSON json_t *j = NULL;
   json_error_t jerr;
   const char *key, *value, *server;
+  enum repo_type t;
   json_t *v;
   int n;
 
   *folder = *origin = NULL;
-  if (type == NULL || (strcmp (type, "local") != 0 && strcmp (type, "nfs") != 0 &&
-                       strcmp (type, "cifs") != 0)) {
-    error_set (ERR_INVALID, "repository_type \"%s\" is none of local, nfs, cifs",
-               type ? type : "(NULL)");
+  if (repo_type_parse (type, &t) == -1) {
+    char words[64];
+
+    repo_type_words (words, sizeof words);
+    error_set (ERR_INVALID, "repository_type \"%s\" is none of %s",
+               type ? type : "(NULL)", words);
     return -1;
   }
   if (config == NULL || config[0] == '\0') {
@@ -433,7 +436,7 @@ legacy_repo_folder (const char *type, const char *config, char **folder, char **
     error_set (ERR_INVALID, "config is JSON but not an object");
     return -1;
   }
-  key = strcmp (type, "local") == 0 ? "path" : "mount_point";
+  key = t == REPO_LOCAL ? "path" : "mount_point";
   v = json_object_get (j, key);
   value = json_string_value (v);
   if (value == NULL || strlen (value) != json_string_length (v)) {
@@ -441,15 +444,14 @@ legacy_repo_folder (const char *type, const char *config, char **folder, char **
                key, type);
     return -1;
   }
-  *folder = folder_check (value, strcmp (type, "local") == 0 ? "config path"
-                          : "config mount_point");
+  *folder = folder_check (value, t == REPO_LOCAL ? "config path" : "config mount_point");
   if (*folder == NULL)
     return -1;
   server = json_member (j, "server");
-  if (strcmp (type, "nfs") == 0 && server && json_member (j, "export_path"))
+  if (t == REPO_NFS && server && json_member (j, "export_path"))
     n = asprintf (origin, "config mount_point, where nfs %s:%s is mounted", server,
                   json_member (j, "export_path"));
-  else if (strcmp (type, "cifs") == 0 && server && json_member (j, "share"))
+  else if (t == REPO_CIFS && server && json_member (j, "share"))
     n = asprintf (origin, "config mount_point, where cifs //%s/%s is mounted", server,
                   json_member (j, "share"));
   else

@@ -57,7 +57,7 @@ ensure_default_repo (struct hub *hub)
     error_set_errno (ERR_INTERNAL, errno, "out of memory");
     return -1;
   }
-  if (hub_repo_create (hub, "default", "default", "local", path, &r) == -1)
+  if (hub_repo_create (hub, "default", "default", REPO_LOCAL, path, &r) == -1)
     return -1;
   log_info ("created repository 'default' at %s", r.path);
   return 0;

@@ -74,11 +74,14 @@ int hub_authorize (struct hub *hub, const char *authorization);
 char *hub_nbd_uri (struct hub *hub, const char *export_name);
 
 /* --- Repositories and inventory (hub/inventory.c) --------------------- */
-/* id may be NULL (one is made).  The path is checked and made if needed
- * (storage/repo.h); a path inside or around another repository, or around
- * the data folder, is ERR_CONFLICT.  *out receives the new row. */
+/* id may be NULL (one is made).  The path is checked and, for a local
+ * repository, made if needed (storage/repo.h); an nfs or cifs repository is
+ * the folder where its share is mounted, which must exist (ERR_INVALID
+ * otherwise: the hub never makes a mount point on its own disk).  A path
+ * inside or around another repository, or around the data folder, is
+ * ERR_CONFLICT.  *out receives the new row. */
 int hub_repo_create (struct hub *hub, const char *id, const char *name,
-                     const char *type, const char *path, struct cat_repository *out);
+                     enum repo_type type, const char *path, struct cat_repository *out);
 /* ERR_CONFLICT while a context uses it; its folder stays on disk. */
 int hub_repo_delete (struct hub *hub, const char *id);
 /* Bytes the repository's files take, and bytes its file system offers. */

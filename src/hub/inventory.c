@@ -43,7 +43,7 @@ check_overlap (struct hub *hub, const char *path)
 }
 
 int
-hub_repo_create (struct hub *hub, const char *id, const char *name, const char *type,
+hub_repo_create (struct hub *hub, const char *id, const char *name, enum repo_type type,
                  const char *path, struct cat_repository *out)
 {
   CLEANUP_FREE char *made_id = NULL;
@@ -51,8 +51,10 @@ hub_repo_create (struct hub *hub, const char *id, const char *name, const char *
   char now[32];
   bool created;
 
-  if (type && strcmp (type, "local") != 0) {
-    error_set (ERR_INVALID, "repository type '%s' is not supported (only 'local')", type);
+  if (type != REPO_LOCAL && access (path, F_OK) == -1) {
+    error_set_errno (ERR_INVALID, errno, "repository path %s: an %s repository is the folder "
+                     "where its share is mounted; mount it first", path,
+                     repo_type_name (type));
     return -1;
   }
   if (id == NULL) {
@@ -70,7 +72,7 @@ hub_repo_create (struct hub *hub, const char *id, const char *name, const char *
   }
   id_now (now, sizeof now);
   struct cat_repository r = { .id = (char *) id, .name = (char *) name,
-                              .type = (char *) "local", .path = canonical,
+                              .type = (char *) repo_type_name (type), .path = canonical,
                               .created_at = now };
   if (catalog_repo_insert (hub->cat, &r) == -1 ||
       catalog_repo_get (hub->cat, id, out) == -1) {

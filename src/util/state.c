@@ -26,6 +26,12 @@ static const char *const backup_type_names[] = {
   [BACKUP_INCREMENTAL] = "incremental",
 };
 
+static const char *const repo_type_names[] = {
+  [REPO_LOCAL] = "local",
+  [REPO_NFS] = "nfs",
+  [REPO_CIFS] = "cifs",
+};
+
 static const char *const job_driver_names[] = {
   [DRIVER_AGENT] = "agent",
   [DRIVER_HUB] = "hub",
@@ -92,3 +98,4 @@ STATE_VOCABULARY (job_status, job_status, job_status_names)
 STATE_VOCABULARY (disk_status, disk_status, disk_status_names)
 STATE_VOCABULARY (backup_type, backup_type, backup_type_names)
 STATE_VOCABULARY (job_driver, job_driver, job_driver_names)
+STATE_VOCABULARY (repo_type, repo_type, repo_type_names)

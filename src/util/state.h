@@ -1,5 +1,5 @@
 /* util/state.h - the domain's small vocabularies as enums: job and disk
- * statuses, backup types, drivers.
+ * statuses, backup types, drivers, repository types.
  *
  * Inside the program these are enums; they become text only at the edges,
  * where the catalog stores them and where JSON carries them, and both edges
@@ -39,6 +39,12 @@ enum backup_type {
   BACKUP_INCREMENTAL,
 };
 
+enum repo_type {
+  REPO_LOCAL,        /* a folder of the hub's machine */
+  REPO_NFS,          /* the folder where an NFS share is mounted */
+  REPO_CIFS,         /* the folder where a CIFS/SMB share is mounted */
+};
+
 enum job_driver {
   DRIVER_AGENT,      /* an outside client writes the NBD targets */
   DRIVER_HUB,        /* the hub's workers copy from the inventory's sources */
@@ -50,6 +56,7 @@ const char *job_status_name (enum job_status s);
 const char *disk_status_name (enum disk_status s);
 const char *backup_type_name (enum backup_type t);
 const char *job_driver_name (enum job_driver d);
+const char *repo_type_name (enum repo_type t);
 
 /* Parse a text form.  Returns 0 and sets *out, or -1 (nothing set, no error
  * recorded: the edge that read the text knows whether a bad word is a
@@ -58,6 +65,7 @@ int job_status_parse (const char *s, enum job_status *out);
 int disk_status_parse (const char *s, enum disk_status *out);
 int backup_type_parse (const char *s, enum backup_type *out);
 int job_driver_parse (const char *s, enum job_driver *out);
+int repo_type_parse (const char *s, enum repo_type *out);
 
 /* The words of a vocabulary for a message, quoted, in order: "\"full\" or
  * \"incremental\"".  Truncated to len (always terminated). */
@@ -65,6 +73,7 @@ void job_status_words (char *buf, size_t len);
 void disk_status_words (char *buf, size_t len);
 void backup_type_words (char *buf, size_t len);
 void job_driver_words (char *buf, size_t len);
+void repo_type_words (char *buf, size_t len);
 
 /* A job that holds its context: no other job of the context may start, and
  * its rows may not be deleted (running or finishing). */

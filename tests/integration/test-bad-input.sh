@@ -232,6 +232,9 @@ bad 400 invalid_request "relative repository path"  POST /api/v1/repositories '{
 bad 400 invalid_request "repository path with .."   POST /api/v1/repositories "{\"name\":\"r2\",\"type\":\"local\",\"path\":\"$T/x/../r2\"}"
 bad 400 invalid_request "repository path with ."    POST /api/v1/repositories "{\"name\":\"r2\",\"type\":\"local\",\"path\":\"$T/./r2\"}"
 bad 400 invalid_request "repository type s3"        POST /api/v1/repositories "{\"name\":\"r2\",\"type\":\"s3\",\"path\":\"$T/r2\"}"
+is "$(jqb .error.message)" 'type must be "local", "nfs" or "cifs"' "... and the message lists the repository types"
+bad 400 invalid_request "nfs repository whose mount point does not exist" POST /api/v1/repositories "{\"name\":\"r2\",\"type\":\"nfs\",\"path\":\"$T/r2\"}"
+like "$(jqb .error.message)" 'mount it first' "... and says the share's folder must be mounted first"
 bad 400 invalid_request "repository without path"   POST /api/v1/repositories '{"name":"r2","type":"local"}'
 bad 400 invalid_request "repository whose parent does not exist" POST /api/v1/repositories "{\"name\":\"r2\",\"type\":\"local\",\"path\":\"$T/no/such/parent\"}"
 touch "$T/afile"

@@ -113,4 +113,21 @@ api GET $V/inl1
 is "$(jqb '[.disks[].disk_index] | join(",")')" "0,1" "and replaced the inventory's disk list"
 is "$(sql "SELECT count(*) FROM vm_disks")" 2 "two vm_disks rows for inl1"
 
+# Repositories of type nfs and cifs: the folder where the share is mounted
+# (an existing folder here stands in for a mount point), kept as the hub
+# keeps a local one.
+mkdir "$T/nfs-mnt" "$T/cifs-mnt"
+for t in nfs cifs; do
+  api POST /api/v1/repositories "{\"id\":\"r-$t\",\"name\":\"$t share\",\"type\":\"$t\",\"path\":\"$T/$t-mnt\"}"
+  is "$API_STATUS/$(jqb .type)/$(jqb .path)" "201/$t/$T/$t-mnt" "a $t repository on its mounted folder: 201, with its type"
+done
+is "$(sql "SELECT group_concat(type, ',') FROM (SELECT type FROM backup_repositories WHERE id LIKE 'r-%' ORDER BY id)")" \
+   "cifs,nfs" "the catalog holds both types"
+start_backup inl1 full '"repository_id":"r-nfs"'
+complete_disk "$BID" 0 N0 1
+complete_disk "$BID" 1 N1 1
+is "$(jqb .job_status)" completed "a backup into the nfs repository completes"
+like "${QCOW2[0]}" "^$T/nfs-mnt/ctx-" "its disk's file is in the share's folder"
+ok "and exists there" test -f "${QCOW2[0]}"
+
 done_testing
