@@ -121,7 +121,7 @@ for t in nfs cifs; do
   api POST /api/v1/repositories "{\"id\":\"r-$t\",\"name\":\"$t share\",\"type\":\"$t\",\"path\":\"$T/$t-mnt\"}"
   is "$API_STATUS/$(jqb .type)/$(jqb .path)" "201/$t/$T/$t-mnt" "a $t repository on its mounted folder: 201, with its type"
 done
-is "$(sql "SELECT group_concat(type, ',') FROM (SELECT type FROM backup_repositories WHERE id LIKE 'r-%' ORDER BY id)")" \
+is "$(sql "SELECT type FROM backup_repositories WHERE id LIKE 'r-%' ORDER BY id" | paste -sd,)" \
    "cifs,nfs" "the catalog holds both types"
 start_backup inl1 full '"repository_id":"r-nfs"'
 complete_disk "$BID" 0 N0 1
