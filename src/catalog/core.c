@@ -296,17 +296,30 @@ db_text (struct catalog *cat, char **out, const char *sql, const char *types, ..
   return r;
 }
 
-/* Reads the current row into one zeroed record; on failure it leaves the
- * record empty (nothing to free) and sets the error.  cat is for readers
- * that query more, such as a job's disks. */
-typedef int (*row_reader) (struct catalog *cat, struct row *r, void *rec);
+/* A kind of record that the core reads whole: its size, how to read one
+ * from the current row into a zeroed record (cat is for readers that query
+ * more, such as a job's disks; on failure the error is set and the caller
+ * clears the record), and how to free what one owns. */
+struct kind {
+  size_t size;
+  int (*read) (struct catalog *cat, struct row *r, void *rec);
+  void (*clear) (void *rec);
+};
 
-/* Step through st, reading every row into a new array of elem-sized
- * records.  On failure free_array frees what was read, and *out is
- * untouched. */
+/* Clear the n records of array a, then free it. */
+static void
+kind_free (const struct kind *k, void *a, size_t n)
+{
+  for (size_t i = 0; a && i < n; i++)
+    k->clear ((char *) a + i * k->size);
+  free (a);
+}
+
+/* Step through st, reading every row into a new array of k's records.  On
+ * failure *out is untouched. */
 static int
-collect_rows (struct catalog *cat, struct db_stmt *st, size_t elem, row_reader read,
-              void (*free_array) (void *a, size_t n), void **out, size_t *n)
+collect_rows (struct catalog *cat, struct db_stmt *st, const struct kind *k,
+              void **out, size_t *n)
 {
   void *a = NULL;
   size_t count = 0, cap = 0;
@@ -316,15 +329,20 @@ collect_rows (struct catalog *cat, struct db_stmt *st, size_t elem, row_reader r
     return -1;
   while ((r = db_step (st)) == 1) {
     struct row row = { st, false, false };
-    void *o = array_push (&a, count, &cap, elem);
-    if (o == NULL || read (cat, &row, o) == -1) {
+    void *o = array_push (&a, count, &cap, k->size);
+
+    if (o == NULL) {
       r = -1;
       break;
     }
-    count++;
+    count++;                    /* from here on kind_free clears it */
+    if (k->read (cat, &row, o) == -1) {
+      r = -1;
+      break;
+    }
   }
   if (r == -1) {
-    free_array (a, count);
+    kind_free (k, a, count);
     return -1;
   }
   *out = a;
@@ -411,6 +429,45 @@ tx_end (struct catalog *cat, int r)
  * Rows
  */
 
+/* Read the first row of st into *out, a zeroed record of kind k.  1 when
+ * there is one, 0 when not, -1 on error (*out is then empty). */
+static int
+first_row (struct catalog *cat, struct db_stmt *st, const struct kind *k, void *out)
+{
+  struct row row = { st, false, false };
+  int r;
+
+  if (st == NULL || (r = db_step (st)) == -1)
+    return -1;
+  if (r == 1 && k->read (cat, &row, out) == -1) {
+    k->clear (out);
+    return -1;
+  }
+  return r;
+}
+
+/* first_row of what sql selects with the text parameters a and b (b may
+ * be unused: types says). */
+static int
+query_one (struct catalog *cat, const struct kind *k, void *out, const char *sql,
+           const char *types, const char *a, const char *b)
+{
+  CLEANUP_STMT struct db_stmt *st = db_prepare (cat, sql, types, a, b);
+
+  return first_row (cat, st, k, out);
+}
+
+/* collect_rows of what sql selects with one text parameter, which may be
+ * NULL (types is "s", or "" for none). */
+static int
+query_all (struct catalog *cat, const struct kind *k, void **out, size_t *n,
+           const char *sql, const char *types, const char *param)
+{
+  CLEANUP_STMT struct db_stmt *st = db_prepare (cat, sql, types, param);
+
+  return collect_rows (cat, st, k, out, n);
+}
+
 #define REPO_SELECT \
   "SELECT id, name, type, path, created_at FROM backup_repositories"
 
@@ -425,12 +482,16 @@ repo_read (struct catalog *cat, struct row *r, void *rec)
   o->type = row_text (r, 2);
   o->path = row_text (r, 3);
   o->created_at = row_text (r, 4);
-  if (row_done (r) == -1) {
-    cat_repository_clear (o);
-    return -1;
-  }
-  return 0;
+  return row_done (r);
 }
+
+static void
+repo_clear (void *r)
+{
+  cat_repository_clear (r);
+}
+
+static const struct kind repo_kind = { sizeof (struct cat_repository), repo_read, repo_clear };
 
 #define CONTEXT_SELECT \
   "SELECT context_id, vm_name, repository_id, vmware_vm_id, vm_path," \
@@ -461,12 +522,18 @@ context_read (struct catalog *cat, struct row *r, void *rec)
   o->last_backup_at = row_text (r, 12);
   o->created_at = row_text (r, 13);
   o->updated_at = row_text (r, 14);
-  if (row_done (r) == -1) {
-    cat_context_clear (o);
-    return -1;
-  }
-  return 0;
+  return row_done (r);
 }
+
+static void
+context_clear (void *c)
+{
+  cat_context_clear (c);
+}
+
+static const struct kind context_kind = {
+  sizeof (struct cat_context), context_read, context_clear
+};
 
 /* Every disk query selects these columns, the parent row joined in as p. */
 #define DISK_SELECT \
@@ -475,14 +542,15 @@ context_read (struct catalog *cat, struct row *r, void *rec)
   " d.disk_change_id, d.qcow2_path, d.parent_disk_id, p.backup_job_id," \
   " p.disk_change_id, d.nbd_export, d.bytes_transferred, d.status, d.error," \
   " d.created_at, d.completed_at, d.full_reason"
-#define DISK_NCOLUMNS 20
 #define DISK_FROM \
   " FROM backup_disks d LEFT JOIN backup_disks p ON p.id = d.parent_disk_id"
 
 /* Copy a DISK_SELECT row into *o (owned by the caller). */
 static int
-disk_read (struct row *r, struct cat_disk *o)
+disk_read (struct catalog *cat, struct row *r, void *rec)
 {
+  struct cat_disk *o = rec;
+
   o->id = row_int (r, 0);
   o->backup_job_id = row_text (r, 1);
   o->context_id = row_text (r, 2);
@@ -503,60 +571,16 @@ disk_read (struct row *r, struct cat_disk *o)
   o->created_at = row_text (r, 17);
   o->completed_at = row_text (r, 18);
   o->full_reason = row_text (r, 19);
-  if (row_done (r) == -1) {
-    cat_disk_clear (o);
-    return -1;
-  }
-  return 0;
+  return row_done (r);
 }
 
-/* Read every row of st (a DISK_SELECT, with the repository path as one more
- * column when paths is not NULL) into a new array. */
-static int
-disks_read_all (struct db_stmt *st, struct cat_disk **out, size_t *n, char ***paths)
+static void
+disk_clear (void *d)
 {
-  struct cat_disk *a = NULL;
-  char **p = NULL;
-  size_t count = 0, cap = 0, pcap = 0;
-  int r;
-
-  if (st == NULL)
-    return -1;
-  while ((r = db_step (st)) == 1) {
-    struct row row = { st, false, false };
-    struct cat_disk *d = array_push ((void **) &a, count, &cap, sizeof *a);
-    char **path;
-
-    if (d == NULL)
-      goto fail;
-    if (paths) {
-      if ((path = array_push ((void **) &p, count, &pcap, sizeof *p)) == NULL)
-        goto fail;
-      *path = row_text (&row, DISK_NCOLUMNS);
-    }
-    if (disk_read (&row, d) == -1) {
-      if (paths)
-        free (p[count]);
-      goto fail;
-    }
-    count++;
-  }
-  if (r == -1)
-    goto fail;
-  *out = a;
-  *n = count;
-  if (paths)
-    *paths = p;
-  return 0;
-
- fail:
-  cat_disk_free_array (a, count);
-  if (p)
-    for (size_t i = 0; i < count; i++)
-      free (p[i]);
-  free (p);
-  return -1;
+  cat_disk_clear (d);
 }
+
+static const struct kind disk_kind = { sizeof (struct cat_disk), disk_read, disk_clear };
 
 /* Read the disks that sql (a DISK_SELECT...) selects with one text
  * parameter. */
@@ -564,9 +588,7 @@ static int
 disks_query (struct catalog *cat, const char *sql, const char *param,
              struct cat_disk **out, size_t *n)
 {
-  CLEANUP_STMT struct db_stmt *st = db_prepare (cat, sql, "s", param);
-
-  return disks_read_all (st, out, n, NULL);
+  return query_all (cat, &disk_kind, (void **) out, n, sql, "s", param);
 }
 
 #define JOB_SELECT \
@@ -591,40 +613,27 @@ job_read (struct catalog *cat, struct row *r, void *rec)
   o->created_at = row_text (r, 7);
   o->completed_at = row_text (r, 8);
   ROW_WORD (r, 9, "backup_jobs.driver", job_driver_parse, &o->driver);
-  if (row_done (r) == -1 ||
-      disks_query (cat, DISK_SELECT DISK_FROM
-                   " WHERE d.backup_job_id = ? ORDER BY d.disk_index",
-                   o->id, &o->disks, &o->n_disks) == -1) {
-    cat_job_clear (o);
+  if (row_done (r) == -1)
     return -1;
-  }
-  return 0;
+  return disks_query (cat, DISK_SELECT DISK_FROM
+                      " WHERE d.backup_job_id = ? ORDER BY d.disk_index",
+                      o->id, &o->disks, &o->n_disks);
 }
 
-/* Read the one row that sql selects with the text parameters a and b (b
- * may be unused: types says) into *out with read.  1 found, 0 not, -1
- * error. */
-static int
-query_one (struct catalog *cat, row_reader read, void *out, const char *sql,
-           const char *types, const char *a, const char *b)
+static void
+job_clear (void *j)
 {
-  CLEANUP_STMT struct db_stmt *st = db_prepare (cat, sql, types, a, b);
-  struct row row = { st, false, false };
-  int r;
-
-  if (st == NULL || (r = db_step (st)) == -1)
-    return -1;
-  if (r == 1 && read (cat, &row, out) == -1)
-    return -1;
-  return r;
+  cat_job_clear (j);
 }
+
+static const struct kind job_kind = { sizeof (struct cat_job), job_read, job_clear };
 
 /* Load one job with its disks into *out.  1 when found, 0 when not, -1 on
  * error. */
 static int
 job_load (struct catalog *cat, const char *id, struct cat_job *out)
 {
-  return query_one (cat, job_read, out, JOB_SELECT " WHERE j.id = ?", "s", id, NULL);
+  return query_one (cat, &job_kind, out, JOB_SELECT " WHERE j.id = ?", "s", id, NULL);
 }
 
 /* One record of any kind the catalog reads whole. */
@@ -635,26 +644,24 @@ union any_record {
   struct cat_job job;
 };
 
-/* Read the one row that sql selects (see query_one) into *out, elem bytes,
- * in one read transaction; clear frees a record.  When there is none,
+/* query_one in one read transaction, into *out.  When there is no row,
  * ERR_NOT_FOUND: "WHAT A not found", or, with b, "VM A has no backups in
  * repository B". */
 static int
-read_one (struct catalog *cat, row_reader read, void (*clear) (void *), void *out,
-          size_t elem, const char *what, const char *sql, const char *types,
-          const char *a, const char *b)
+read_one (struct catalog *cat, const struct kind *k, void *out, const char *what,
+          const char *sql, const char *types, const char *a, const char *b)
 {
   union any_record rec = { 0 };
   int found = 0;
   SCOPED_LOCK (&cat->lock);
 
-  if (RUN_TX (cat, false, (found = query_one (cat, read, &rec, sql, types, a, b)) == -1
-                          ? -1 : 0, (clear (&rec), found = 0)) == -1) {
-    clear (&rec);
+  if (RUN_TX (cat, false, (found = query_one (cat, k, &rec, sql, types, a, b)) == -1
+                          ? -1 : 0, (k->clear (&rec), found = 0)) == -1) {
+    k->clear (&rec);
     return -1;
   }
   if (found)
-    memcpy (out, &rec, elem);
+    memcpy (out, &rec, k->size);
   else if (b)
     error_set (ERR_NOT_FOUND, "VM %s has no backups in repository %s", a, b);
   else
@@ -662,25 +669,20 @@ read_one (struct catalog *cat, row_reader read, void (*clear) (void *), void *ou
   return found ? 0 : -1;
 }
 
-/* Read every row that sql selects (with one text parameter, which may be
- * NULL, when types is "s") into a new array of elem-sized records, in one
- * read transaction.  On failure *out is untouched. */
+/* query_all in one read transaction.  On failure *out is untouched. */
 static int
-read_all (struct catalog *cat, row_reader read, void (*free_array) (void *a, size_t n),
-          size_t elem, void **out, size_t *n, const char *sql, const char *types,
-          const char *param)
+read_all (struct catalog *cat, const struct kind *k, void **out, size_t *n,
+          const char *sql, const char *types, const char *param)
 {
   void *a = NULL;
   size_t count = 0;
   SCOPED_LOCK (&cat->lock);
 
-#define READ_ALL_TX ({ CLEANUP_STMT struct db_stmt *st_ = db_prepare (cat, sql, types, param); \
-      collect_rows (cat, st_, elem, read, free_array, &a, &count); })
-  if (RUN_TX (cat, false, READ_ALL_TX, (free_array (a, count), a = NULL, count = 0)) == -1) {
-    free_array (a, count);
+  if (RUN_TX (cat, false, query_all (cat, k, &a, &count, sql, types, param),
+              (kind_free (k, a, count), a = NULL, count = 0)) == -1) {
+    kind_free (k, a, count);
     return -1;
   }
-#undef READ_ALL_TX
   *out = a;
   *n = count;
   return 0;
@@ -702,14 +704,8 @@ latest_disk (struct catalog *cat, const char *ctx, int disk_index, struct cat_di
 {
   CLEANUP_STMT struct db_stmt *st =
     db_prepare (cat, DISK_SELECT DISK_FROM LATEST_WHERE, "si", ctx, disk_index);
-  struct row row = { st, false, false };
-  int r;
 
-  if (st == NULL || (r = db_step (st)) == -1)
-    return -1;
-  if (r == 1 && disk_read (&row, out) == -1)
-    return -1;
-  return r;
+  return first_row (cat, st, &disk_kind, out);
 }
 
 /* After jobs of a context were deleted or failed: if last_backup_id no
@@ -807,25 +803,13 @@ catalog_repo_insert (struct catalog *cat, const struct cat_repository *r)
   return RUN_TX (cat, true, repo_insert_tx (cat, r, now), (void) 0);
 }
 
-static void
-repo_clear (void *r)
-{
-  cat_repository_clear (r);
-}
-
 int
 catalog_repo_get (struct catalog *cat, const char *id, struct cat_repository *out)
 {
   if (id == NULL || out == NULL)
     return missing ("repository id");
-  return read_one (cat, repo_read, repo_clear, out, sizeof *out, "repository",
-                  REPO_SELECT " WHERE id = ?", "s", id, NULL);
-}
-
-static void
-repos_free (void *a, size_t n)
-{
-  cat_repository_free_array (a, n);
+  return read_one (cat, &repo_kind, out, "repository", REPO_SELECT " WHERE id = ?",
+                   "s", id, NULL);
 }
 
 /* All repositories, oldest first. */
@@ -834,7 +818,7 @@ catalog_repo_list (struct catalog *cat, struct cat_repository **out, size_t *n)
 {
   if (out == NULL || n == NULL)
     return missing ("output array");
-  return read_all (cat, repo_read, repos_free, sizeof **out, (void **) out, n,
+  return read_all (cat, &repo_kind, (void **) out, n,
                    REPO_SELECT " ORDER BY created_at, id", "", NULL);
 }
 
@@ -928,12 +912,18 @@ vm_read (struct catalog *cat, struct row *r, void *rec)
   o->datacenter = row_text (r, 4);
   o->created_at = row_text (r, 5);
   o->updated_at = row_text (r, 6);
-  if (row_done (r) == -1 || vm_load_disks (cat, o) == -1) {
-    cat_vm_clear (o);
+  if (row_done (r) == -1)
     return -1;
-  }
-  return 0;
+  return vm_load_disks (cat, o);
 }
+
+static void
+vm_clear (void *vm)
+{
+  cat_vm_clear (vm);
+}
+
+static const struct kind vm_kind = { sizeof (struct cat_vm), vm_read, vm_clear };
 
 /* Insert or update the VM row (keeping created_at) and replace its whole
  * disk list.  *created tells which it was. */
@@ -990,25 +980,13 @@ catalog_vm_put (struct catalog *cat, const struct cat_vm *vm, bool *created)
   return 0;
 }
 
-static void
-vm_clear (void *vm)
-{
-  cat_vm_clear (vm);
-}
-
 int
 catalog_vm_get (struct catalog *cat, const char *vm_name, struct cat_vm *out)
 {
   if (vm_name == NULL || out == NULL)
     return missing ("vm_name");
-  return read_one (cat, vm_read, vm_clear, out, sizeof *out, "VM",
-                  VM_SELECT " WHERE vm_name = ?", "s", vm_name, NULL);
-}
-
-static void
-vms_free (void *a, size_t n)
-{
-  cat_vm_free_array (a, n);
+  return read_one (cat, &vm_kind, out, "VM", VM_SELECT " WHERE vm_name = ?",
+                   "s", vm_name, NULL);
 }
 
 /* Every VM with its disks, by name. */
@@ -1017,8 +995,8 @@ catalog_vm_list (struct catalog *cat, struct cat_vm **out, size_t *n)
 {
   if (out == NULL || n == NULL)
     return missing ("output array");
-  return read_all (cat, vm_read, vms_free, sizeof **out, (void **) out, n,
-                   VM_SELECT " ORDER BY vm_name", "", NULL);
+  return read_all (cat, &vm_kind, (void **) out, n, VM_SELECT " ORDER BY vm_name",
+                   "", NULL);
 }
 
 /* Delete a VM from the inventory; its disks go by cascade.  Its backups
@@ -1046,19 +1024,13 @@ catalog_vm_delete (struct catalog *cat, const char *vm_name)
  * Contexts
  */
 
-static void
-context_clear (void *c)
-{
-  cat_context_clear (c);
-}
-
 int
 catalog_context_get (struct catalog *cat, const char *id, struct cat_context *out)
 {
   if (id == NULL || out == NULL)
     return missing ("context id");
-  return read_one (cat, context_read, context_clear, out, sizeof *out, "backup context",
-                  CONTEXT_SELECT " WHERE context_id = ?", "s", id, NULL);
+  return read_one (cat, &context_kind, out, "backup context",
+                   CONTEXT_SELECT " WHERE context_id = ?", "s", id, NULL);
 }
 
 int
@@ -1067,15 +1039,9 @@ catalog_context_find (struct catalog *cat, const char *vm_name,
 {
   if (vm_name == NULL || repository_id == NULL || out == NULL)
     return missing ("vm_name and repository_id");
-  return read_one (cat, context_read, context_clear, out, sizeof *out, "VM",
-                  CONTEXT_SELECT " WHERE vm_name = ? AND repository_id = ?",
+  return read_one (cat, &context_kind, out, "VM",
+                   CONTEXT_SELECT " WHERE vm_name = ? AND repository_id = ?",
                   "ss", vm_name, repository_id);
-}
-
-static void
-contexts_free (void *a, size_t n)
-{
-  cat_context_free_array (a, n);
 }
 
 /* The contexts of one VM or of all, by VM name then repository. */
@@ -1085,7 +1051,7 @@ catalog_context_list (struct catalog *cat, const char *vm_name,
 {
   if (out == NULL || n == NULL)
     return missing ("output array");
-  return read_all (cat, context_read, contexts_free, sizeof **out, (void **) out, n,
+  return read_all (cat, &context_kind, (void **) out, n,
                    CONTEXT_SELECT " WHERE ?1 IS NULL OR vm_name = ?1"
                    " ORDER BY vm_name, repository_id", "s", vm_name);
 }
@@ -1444,19 +1410,13 @@ catalog_backup_insert (struct catalog *cat, struct cat_job *job, const struct ca
   return 0;
 }
 
-static void
-job_clear (void *j)
-{
-  cat_job_clear (j);
-}
-
 int
 catalog_backup_get (struct catalog *cat, const char *id, struct cat_job *out)
 {
   if (id == NULL || out == NULL)
     return missing ("backup id");
-  return read_one (cat, job_read, job_clear, out, sizeof *out, "backup",
-                  JOB_SELECT " WHERE j.id = ?", "s", id, NULL);
+  return read_one (cat, &job_kind, out, "backup", JOB_SELECT " WHERE j.id = ?",
+                   "s", id, NULL);
 }
 
 /* The filter of catalog_backup_list, as ?1..?4 (NULL matches anything);
@@ -1464,12 +1424,6 @@ catalog_backup_get (struct catalog *cat, const char *id, struct cat_job *out)
 #define JOB_FILTER \
   " WHERE (?1 IS NULL OR j.vm_name = ?1) AND (?2 IS NULL OR j.repository_id = ?2)" \
   " AND (?3 IS NULL OR j.status = ?3) AND (?4 IS NULL OR j.backup_type = ?4)"
-
-static void
-jobs_free (void *a, size_t n)
-{
-  cat_job_free_array (a, n);
-}
 
 /* Count the matches, then read one page of them, newest first, each with
  * its disks.  A limit of 0 or less means no limit. */
@@ -1488,7 +1442,7 @@ backup_list_tx (struct catalog *cat, const struct cat_job_filter *f,
   st = db_prepare (cat, JOB_SELECT JOB_FILTER " ORDER BY j.created_at DESC, j.id DESC"
                    " LIMIT ?5 OFFSET ?6", "ssssII", f->vm_name, f->repository_id,
                    status, type, limit, offset);
-  return collect_rows (cat, st, sizeof **out, job_read, jobs_free, (void **) out, n);
+  return collect_rows (cat, st, &job_kind, (void **) out, n);
 }
 
 /* One read transaction, so that the total and the page agree. */
@@ -1962,75 +1916,54 @@ catalog_changeid_get (struct catalog *cat, const char *vm_name, int disk_index,
  * Recovery
  */
 
-/* Every disk row with a file, and its repository's path. */
+/* Every disk row with a file, then their repositories' paths: the same
+ * rows in the same order, in one snapshot, so the arrays are parallel. */
+#define FILES_WHERE \
+  " JOIN vm_backup_contexts c ON c.context_id = d.vm_backup_context_id" \
+  " JOIN backup_repositories r ON r.id = c.repository_id" \
+  " WHERE d.qcow2_path IS NOT NULL ORDER BY d.id"
+
 static int
 disk_files_tx (struct catalog *cat, struct cat_disk **out, char ***repo_paths, size_t *n)
 {
-  CLEANUP_STMT struct db_stmt *st =
-    db_prepare (cat, DISK_SELECT ", r.path" DISK_FROM
-                " JOIN vm_backup_contexts c ON c.context_id = d.vm_backup_context_id"
-                " JOIN backup_repositories r ON r.id = c.repository_id"
-                " WHERE d.qcow2_path IS NOT NULL ORDER BY d.id", "");
+  CLEANUP_STMT struct db_stmt *st = NULL;
 
-  return disks_read_all (st, out, n, repo_paths);
-}
-
-/* Free what disk_files_tx returned. */
-static void
-disk_files_free (struct cat_disk *a, char **p, size_t n)
-{
-  cat_disk_free_array (a, n);
-  for (size_t i = 0; p && i < n; i++)
-    free (p[i]);
-  free (p);
+  if (query_all (cat, &disk_kind, (void **) out, n, DISK_SELECT DISK_FROM FILES_WHERE,
+                 "", NULL) == -1)
+    return -1;
+  st = db_prepare (cat, "SELECT r.path FROM backup_disks d" FILES_WHERE, "");
+  return collect_strings (st, repo_paths);
 }
 
 int
 catalog_disk_files (struct catalog *cat, struct cat_disk **out,
                     char ***repo_paths, size_t *n)
 {
-  struct cat_disk *a = NULL;
-  char **p = NULL;
-  size_t count = 0;
+  CLEANUP_CAT_DISK_LIST struct cat_disk_list l = { 0 };
+  CLEANUP_STRV char **p = NULL;
 
   if (out == NULL || repo_paths == NULL || n == NULL)
     return missing ("output arrays");
   SCOPED_LOCK (&cat->lock);
-  if (RUN_TX (cat, false, disk_files_tx (cat, &a, &p, &count),
-              (disk_files_free (a, p, count), a = NULL, p = NULL, count = 0)) == -1) {
-    disk_files_free (a, p, count);
+  if (RUN_TX (cat, false, disk_files_tx (cat, &l.v, &p, &l.n),
+              (cat_disk_list_clear (&l), strv_free (p), p = NULL)) == -1)
     return -1;
-  }
-  *out = a;
+  disks_hand_over (&l, out, n);
   *repo_paths = p;
-  *n = count;
+  p = NULL;
   return 0;
 }
 
 /* The disks to export: running disks of running jobs. */
-static int
-running_disks_tx (struct catalog *cat, struct cat_disk **out, size_t *n)
-{
-  CLEANUP_STMT struct db_stmt *st =
-    db_prepare (cat, DISK_SELECT DISK_FROM
-                " JOIN backup_jobs j ON j.id = d.backup_job_id"
-                " WHERE d.status = 'running' AND j.status = 'running' ORDER BY d.id", "");
-
-  return disks_read_all (st, out, n, NULL);
-}
-
 int
 catalog_running_disks (struct catalog *cat, struct cat_disk **out, size_t *n)
 {
-  CLEANUP_CAT_DISK_LIST struct cat_disk_list l = { 0 };
-
   if (out == NULL || n == NULL)
     return missing ("output array");
-  SCOPED_LOCK (&cat->lock);
-  if (RUN_TX (cat, false, running_disks_tx (cat, &l.v, &l.n), cat_disk_list_clear (&l)) == -1)
-    return -1;
-  disks_hand_over (&l, out, n);
-  return 0;
+  return read_all (cat, &disk_kind, (void **) out, n, DISK_SELECT DISK_FROM
+                   " JOIN backup_jobs j ON j.id = d.backup_job_id"
+                   " WHERE d.status = 'running' AND j.status = 'running' ORDER BY d.id",
+                   "", NULL);
 }
 
 /* The disk ?1 and every disk based on it, recursively.  The anchor selects
@@ -2048,17 +1981,29 @@ struct lost_job {
   enum job_status status;
 };
 
-static void
-lost_jobs_free (void *a, size_t n)
+static int
+lost_job_read (struct catalog *cat, struct row *r, void *rec)
 {
-  struct lost_job *j = a;
+  struct lost_job *j = rec;
 
-  for (size_t i = 0; i < n; i++) {
-    free (j[i].id);
-    free (j[i].ctx);
-  }
-  free (a);
+  j->id = row_text (r, 0);
+  ROW_WORD (r, 1, "backup_jobs.status", job_status_parse, &j->status);
+  j->ctx = row_text (r, 2);
+  return row_done (r);
 }
+
+static void
+lost_job_clear (void *rec)
+{
+  struct lost_job *j = rec;
+
+  free (j->id);
+  free (j->ctx);
+}
+
+static const struct kind lost_job_kind = {
+  sizeof (struct lost_job), lost_job_read, lost_job_clear
+};
 
 struct lost_jobs {
   struct lost_job *v;
@@ -2068,23 +2013,7 @@ struct lost_jobs {
 static void
 lost_jobs_clear (struct lost_jobs *l)
 {
-  lost_jobs_free (l->v, l->n);
-}
-
-static int
-lost_job_read (struct catalog *cat, struct row *r, void *rec)
-{
-  struct lost_job *j = rec;
-
-  j->id = row_text (r, 0);
-  ROW_WORD (r, 1, "backup_jobs.status", job_status_parse, &j->status);
-  j->ctx = row_text (r, 2);
-  if (row_done (r) == -1) {
-    free (j->id);
-    free (j->ctx);
-    return -1;
-  }
-  return 0;
+  kind_free (&lost_job_kind, l->v, l->n);
 }
 
 /* Fail the disk id with msg, clearing its path and export. */
@@ -2148,8 +2077,7 @@ disk_lost_tx (struct catalog *cat, int64_t disk_id, const char *reason, const ch
       db_prepare (cat, LOST_DISKS "SELECT DISTINCT j.id, j.status, j.vm_backup_context_id"
                   " FROM backup_jobs j JOIN backup_disks d ON d.backup_job_id = j.id"
                   " WHERE d.id IN (SELECT id FROM lost) ORDER BY j.id", "I", disk_id);
-    if (collect_rows (cat, st, sizeof *jobs.v, lost_job_read, lost_jobs_free,
-                      (void **) &jobs.v, &jobs.n) == -1)
+    if (collect_rows (cat, st, &lost_job_kind, (void **) &jobs.v, &jobs.n) == -1)
       return -1;
   }
 
