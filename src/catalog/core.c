@@ -183,9 +183,8 @@ struct row {
 static int
 bad_word (const char *column, const char *value)
 {
-  error_set (ERR_INTERNAL, "catalog: %s holds \"%s\", which this strata does not know",
-             column, value ? value : "NULL");
-  return -1;
+  return catalog_fail (ERR_INTERNAL, "catalog: %s holds \"%s\", which this strata does not"
+                       " know", column, value ? value : "NULL");
 }
 
 /* Column col of the current row as text, not copied (NULL for SQL NULL
@@ -750,8 +749,20 @@ context_refresh_last (struct catalog *cat, const char *ctx, const char *now)
 static int
 missing (const char *what)
 {
-  error_set (ERR_INVALID, "catalog: %s is required", what);
-  return -1;
+  return catalog_fail (ERR_INVALID, "catalog: %s is required", what);
+}
+
+/* 0 when sql ("SELECT 1 ... WHERE key = ?") finds the row of key; else -1,
+ * with ERR_NOT_FOUND "WHAT KEY not found" when there is none. */
+static int
+must_exist (struct catalog *cat, const char *sql, const char *key, const char *what)
+{
+  int64_t one;
+  int f = db_int (cat, &one, sql, "s", key);
+
+  if (f == 0)
+    error_set (ERR_NOT_FOUND, "%s %s not found", what, key);
+  return f == 1 ? 0 : -1;
 }
 
 /* ------------------------------------------------------------------------
@@ -829,22 +840,15 @@ static int
 repo_delete_tx (struct catalog *cat, const char *id)
 {
   int64_t count;
-  int f;
 
-  if ((f = db_int (cat, &count, "SELECT 1 FROM backup_repositories WHERE id = ?",
-                   "s", id)) != 1) {
-    if (f == 0)
-      error_set (ERR_NOT_FOUND, "repository %s not found", id);
-    return -1;
-  }
-  if (db_int (cat, &count, "SELECT count(*) FROM vm_backup_contexts WHERE repository_id = ?",
+  if (must_exist (cat, "SELECT 1 FROM backup_repositories WHERE id = ?", id,
+                  "repository") == -1 ||
+      db_int (cat, &count, "SELECT count(*) FROM vm_backup_contexts WHERE repository_id = ?",
               "s", id) == -1)
     return -1;
-  if (count > 0) {
-    error_set (ERR_CONFLICT, "repository %s holds the backups of %" PRId64
-               " VM%s; delete those first", id, count, count == 1 ? "" : "s");
-    return -1;
-  }
+  if (count > 0)
+    return catalog_fail (ERR_CONFLICT, "repository %s holds the backups of %" PRId64
+                         " VM%s; delete those first", id, count, count == 1 ? "" : "s");
   if (db_exec (cat, "DELETE FROM backup_repositories WHERE id = ?", "s", id) == -1) {
     error_prefix ("deleting repository %s", id);
     return -1;
@@ -1096,15 +1100,11 @@ context_delete_tx (struct catalog *cat, const char *id, bool force,
                    struct cat_disk **disks, size_t *n)
 {
   CLEANUP_FREE char *running = NULL;
-  int64_t one;
   int f;
 
-  if ((f = db_int (cat, &one, "SELECT 1 FROM vm_backup_contexts WHERE context_id = ?",
-                   "s", id)) != 1) {
-    if (f == 0)
-      error_set (ERR_NOT_FOUND, "backup context %s not found", id);
+  if (must_exist (cat, "SELECT 1 FROM vm_backup_contexts WHERE context_id = ?", id,
+                  "backup context") == -1)
     return -1;
-  }
   if (!force && (f = active_job (cat, id, &running)) != 0) {
     if (f == 1)
       error_set (ERR_CONFLICT, "backup %s of context %s is running", running, id);
@@ -1153,6 +1153,7 @@ backup_plan_tx (struct catalog *cat, const char *vm_name, const char *repository
   CLEANUP_FREE char *ctx = NULL, *active = NULL;
   int f;
 
+  *running = false;
   f = db_text (cat, &ctx, "SELECT context_id FROM vm_backup_contexts"
                " WHERE vm_name = ? AND repository_id = ?", "ss", vm_name, repository_id);
   if (f != 1)
@@ -1160,9 +1161,11 @@ backup_plan_tx (struct catalog *cat, const char *vm_name, const char *repository
   if ((f = active_job (cat, ctx, &active)) == -1)
     return -1;
   *running = f == 1;
-  for (size_t i = 0; i < n; i++)
+  for (size_t i = 0; i < n; i++) {
+    cat_disk_clear (&parents[i]);       /* what a failed attempt read */
     if (latest_disk (cat, ctx, disk_indexes[i], &parents[i]) == -1)
       return -1;
+  }
   return 0;
 }
 
@@ -1171,7 +1174,7 @@ catalog_backup_plan (struct catalog *cat, const char *vm_name,
                      const char *repository_id, size_t n, const int *disk_indexes,
                      struct cat_disk *parents, bool *running)
 {
-  CLEANUP_FREE struct cat_disk *tmp = NULL;
+  CLEANUP_CAT_DISK_LIST struct cat_disk_list tmp = { NULL, n };
   bool run = false;
 
   if (vm_name == NULL || repository_id == NULL)
@@ -1181,19 +1184,16 @@ catalog_backup_plan (struct catalog *cat, const char *vm_name,
   if (running == NULL)
     return missing ("running flag");
   /* A scratch array, so that parents[] is written only on success. */
-  if ((tmp = calloc (n ? n : 1, sizeof *tmp)) == NULL) {
+  if ((tmp.v = calloc (n ? n : 1, sizeof *tmp.v)) == NULL) {
     oom_error ();
     return -1;
   }
   SCOPED_LOCK (&cat->lock);
-#define CLEAR_TMP for (size_t i = 0; i < n; i++) cat_disk_clear (&tmp[i])
   if (RUN_TX (cat, false, backup_plan_tx (cat, vm_name, repository_id, n, disk_indexes,
-                                          tmp, &run), ({ CLEAR_TMP; run = false; })) == -1) {
-    CLEAR_TMP;
+                                          tmp.v, &run), (void) 0) == -1)
     return -1;
-  }
-#undef CLEAR_TMP
-  memcpy (parents, tmp, n * sizeof *tmp);
+  memcpy (parents, tmp.v, n * sizeof *tmp.v);
+  tmp.n = 0;                    /* its rows are parents' now */
   *running = run;
   return 0;
 }
@@ -1203,27 +1203,21 @@ catalog_backup_plan (struct catalog *cat, const char *vm_name,
 static int
 backup_insert_check (const struct cat_job *job)
 {
-  if (job->n_disks == 0) {
-    error_set (ERR_INVALID, "backup %s has no disks", job->id);
-    return -1;
-  }
-  if (job->context_id && !id_valid (job->context_id)) {
-    error_set (ERR_INVALID, "context id \"%s\" is not a valid id", job->context_id);
-    return -1;
-  }
+  if (job->n_disks == 0)
+    return catalog_fail (ERR_INVALID, "backup %s has no disks", job->id);
+  if (job->context_id && !id_valid (job->context_id))
+    return catalog_fail (ERR_INVALID, "context id \"%s\" is not a valid id",
+                         job->context_id);
   for (size_t i = 0; i < job->n_disks; i++) {
     const struct cat_disk *d = &job->disks[i];
     bool full = d->backup_type == BACKUP_FULL;
 
-    if (full && d->parent_disk_id >= 0) {
-      error_set (ERR_INVALID, "disk %d: a full backup has no parent disk", d->disk_index);
-      return -1;
-    }
-    if (!full && d->parent_disk_id < 0) {
-      error_set (ERR_INVALID, "disk %d: an incremental backup needs a parent disk",
-                 d->disk_index);
-      return -1;
-    }
+    if (full && d->parent_disk_id >= 0)
+      return catalog_fail (ERR_INVALID, "disk %d: a full backup has no parent disk",
+                           d->disk_index);
+    if (!full && d->parent_disk_id < 0)
+      return catalog_fail (ERR_INVALID, "disk %d: an incremental backup needs a parent disk",
+                           d->disk_index);
   }
   return 0;
 }
@@ -1232,22 +1226,21 @@ backup_insert_check (const struct cat_job *job)
  * parent against the latest completed disk, then write the job, its disks
  * and the count: all inside the caller's write transaction, so that no
  * other writer, in this process or another, comes between the checks and
- * the writes.  On success *ctx_out is the context id (caller frees) and
- * disk_ids[i] the new rows' ids. */
+ * the writes.  On success disk_ids[i] is the new rows' ids, and ctx_ids
+ * (n_disks + 1 slots) holds a copy of the context id for the job and for
+ * each disk: made before COMMIT, so that a job that was committed is always
+ * handed back complete. */
 static int
 backup_insert_tx (struct catalog *cat, const struct cat_job *job, const struct cat_vm *vm,
-                  const char *now, char **ctx_out, int64_t *disk_ids)
+                  const char *now, char **ctx_ids, int64_t *disk_ids)
 {
   CLEANUP_FREE char *ctx = NULL, *running = NULL;
-  int64_t one, latest;
+  int64_t latest;
   int f;
 
-  if ((f = db_int (cat, &one, "SELECT 1 FROM backup_repositories WHERE id = ?",
-                   "s", job->repository_id)) != 1) {
-    if (f == 0)
-      error_set (ERR_NOT_FOUND, "repository %s not found", job->repository_id);
+  if (must_exist (cat, "SELECT 1 FROM backup_repositories WHERE id = ?",
+                  job->repository_id, "repository") == -1)
     return -1;
-  }
   f = db_text (cat, &ctx, "SELECT context_id FROM vm_backup_contexts"
                " WHERE vm_name = ? AND repository_id = ?", "ss",
                job->vm_name, job->repository_id);
@@ -1255,12 +1248,10 @@ backup_insert_tx (struct catalog *cat, const struct cat_job *job, const struct c
     return -1;
   /* The caller may have chosen the context's id already (its files' paths
    * hold it): a new context takes it; an existing one must be it. */
-  if (f == 1 && job->context_id && strcmp (job->context_id, ctx) != 0) {
-    error_set (ERR_CONFLICT, "the backup context of VM %s in repository %s is %s,"
-               " not %s; plan again", job->vm_name, job->repository_id, ctx,
-               job->context_id);
-    return -1;
-  }
+  if (f == 1 && job->context_id && strcmp (job->context_id, ctx) != 0)
+    return catalog_fail (ERR_CONFLICT, "the backup context of VM %s in repository %s is %s,"
+                         " not %s; plan again", job->vm_name, job->repository_id, ctx,
+                         job->context_id);
   if (f == 0) {
     ctx = job->context_id ? strdup (job->context_id) : id_new ("ctx-backup", job->vm_name);
     if (ctx == NULL) {
@@ -1340,8 +1331,13 @@ backup_insert_tx (struct catalog *cat, const struct cat_job *job, const struct c
   if (db_exec (cat, "UPDATE vm_backup_contexts SET total_backups_run = total_backups_run + 1,"
                " updated_at = ? WHERE context_id = ?", "ss", now, ctx) == -1)
     return -1;
-  *ctx_out = ctx;
-  ctx = NULL;
+  for (size_t i = 0; i <= job->n_disks; i++) {
+    free (ctx_ids[i]);          /* what a failed attempt copied */
+    if ((ctx_ids[i] = strdup (ctx)) == NULL) {
+      oom_error ();
+      return -1;
+    }
+  }
   return 0;
 }
 
@@ -1352,10 +1348,8 @@ int
 catalog_backup_insert (struct catalog *cat, struct cat_job *job, const struct cat_vm *vm)
 {
   CLEANUP_FREE int64_t *ids = NULL;
-  CLEANUP_FREE char *ctx = NULL;
-  char **copies = NULL;
+  CLEANUP_STRV char **ctx_ids = NULL;
   char now[32];
-  int r;
 
   if (job == NULL || job->id == NULL || job->vm_name == NULL || job->repository_id == NULL)
     return missing ("backup id, vm_name and repository_id");
@@ -1363,50 +1357,25 @@ catalog_backup_insert (struct catalog *cat, struct cat_job *job, const struct ca
     return missing ("disk list");
   if (backup_insert_check (job) == -1)
     return -1;
-  /* Everything that can fail is done before COMMIT, so that a job that was
-   * committed is always handed back complete. */
   ids = calloc (job->n_disks, sizeof *ids);
-  copies = calloc (job->n_disks, sizeof *copies);
-  if (ids == NULL || copies == NULL) {
-    free (copies);
+  ctx_ids = calloc (job->n_disks + 2, sizeof *ctx_ids);
+  if (ids == NULL || ctx_ids == NULL) {
     oom_error ();
     return -1;
   }
   id_now (now, sizeof now);
-#define COPY_CTX ({ int c_ = 0;                                         \
-      for (size_t i = 0; c_ == 0 && i < job->n_disks; i++)              \
-        if ((copies[i] = strdup (ctx)) == NULL) {                       \
-          oom_error ();                                                 \
-          c_ = -1;                                                      \
-        }                                                               \
-      c_; })
-#define FREE_COPIES ({ for (size_t i = 0; i < job->n_disks; i++) {      \
-        free (copies[i]);                                               \
-        copies[i] = NULL;                                               \
-      }                                                                 \
-      free (ctx);                                                       \
-      ctx = NULL; })
-  {
-    SCOPED_LOCK (&cat->lock);
-    r = RUN_TX (cat, true, backup_insert_tx (cat, job, vm, now, &ctx, ids) == -1
-                           ? -1 : COPY_CTX, FREE_COPIES);
-  }
-  if (r == -1) {
-    FREE_COPIES;
-    free (copies);
+  SCOPED_LOCK (&cat->lock);
+  if (RUN_TX (cat, true, backup_insert_tx (cat, job, vm, now, ctx_ids, ids), (void) 0) == -1)
     return -1;
-  }
-#undef COPY_CTX
-#undef FREE_COPIES
   free (job->context_id);
-  job->context_id = ctx;
-  ctx = NULL;
+  job->context_id = ctx_ids[0];
   for (size_t i = 0; i < job->n_disks; i++) {
     job->disks[i].id = ids[i];
     free (job->disks[i].context_id);
-    job->disks[i].context_id = copies[i];
+    job->disks[i].context_id = ctx_ids[i + 1];
   }
-  free (copies);
+  free (ctx_ids);               /* its strings are the job's now */
+  ctx_ids = NULL;
   return 0;
 }
 
@@ -1484,20 +1453,16 @@ job_in (struct catalog *cat, const char *id, enum job_status want, char **ctx,
 
   if (st == NULL || (r = db_step (st)) == -1)
     return -1;
-  if (r == 0) {
-    error_set (ERR_NOT_FOUND, "backup %s not found", id);
-    return -1;
-  }
+  if (r == 0)
+    return catalog_fail (ERR_NOT_FOUND, "backup %s not found", id);
   ROW_WORD (&row, 0, "backup_jobs.status", job_status_parse, &status);
   ROW_WORD (&row, 2, "backup_jobs.backup_type", backup_type_parse, type);
   ROW_WORD (&row, 3, "backup_jobs.driver", job_driver_parse, driver);
   *ctx = row_text (&row, 1);
   if (row_done (&row) == -1)
     return -1;
-  if (status != want) {
-    error_set (ERR_CONFLICT, "backup %s is %s", id, job_status_name (status));
-    return -1;
-  }
+  if (status != want)
+    return catalog_fail (ERR_CONFLICT, "backup %s is %s", id, job_status_name (status));
   return 0;
 }
 
@@ -1541,19 +1506,16 @@ disk_complete_tx (struct catalog *cat, const char *backup_id, int disk_index,
               " WHERE backup_job_id = ? AND disk_index = ?", "si", backup_id, disk_index);
   if (f == -1)
     return -1;
-  if (f == 0) {
-    error_set (ERR_NOT_FOUND, "backup %s has no disk %d", backup_id, disk_index);
-    return -1;
-  }
+  if (f == 0)
+    return catalog_fail (ERR_NOT_FOUND, "backup %s has no disk %d", backup_id, disk_index);
   if (db_text (cat, &word, "SELECT status FROM backup_disks WHERE id = ?",
                "I", disk_id) != 1)
     return -1;
   if (disk_status_parse (word, &status) == -1)
     return bad_word ("backup_disks.status", word);
-  if (status != DISK_RUNNING && status != DISK_PENDING) {
-    error_set (ERR_CONFLICT, "disk %d of backup %s is %s", disk_index, backup_id, word);
-    return -1;
-  }
+  if (status != DISK_RUNNING && status != DISK_PENDING)
+    return catalog_fail (ERR_CONFLICT, "disk %d of backup %s is %s", disk_index, backup_id,
+                         word);
   if (db_exec (cat, "UPDATE backup_disks SET status = ?, disk_change_id = ?,"
                " bytes_transferred = ?, completed_at = ?, nbd_export = NULL,"
                " full_reason = COALESCE(?, full_reason) WHERE id = ?",
@@ -1622,14 +1584,10 @@ catalog_disk_complete (struct catalog *cat, const char *backup_id, int disk_inde
 {
   if (backup_id == NULL)
     return missing ("backup id");
-  if (bytes_transferred < 0) {
-    error_set (ERR_INVALID, "bytes_transferred must not be negative");
-    return -1;
-  }
-  if (disk_index < 0) {
-    error_set (ERR_NOT_FOUND, "backup %s has no disk %d", backup_id, disk_index);
-    return -1;
-  }
+  if (bytes_transferred < 0)
+    return catalog_fail (ERR_INVALID, "bytes_transferred must not be negative");
+  if (disk_index < 0)
+    return catalog_fail (ERR_NOT_FOUND, "backup %s has no disk %d", backup_id, disk_index);
   return job_change (cat, backup_id, disk_index, change_id, bytes_transferred,
                      full_reason, job_after);
 }
@@ -1694,11 +1652,9 @@ catalog_backup_end (struct catalog *cat, const char *backup_id, enum job_status 
     return missing ("backup id");
   if ((dropped == NULL) != (n_dropped == NULL))
     return missing ("count of dropped disks");
-  if (status != JOB_FAILED && status != JOB_CANCELLED) {
-    error_set (ERR_INVALID, "a backup can only end as failed or cancelled, not %s",
-               job_status_name (status));
-    return -1;
-  }
+  if (status != JOB_FAILED && status != JOB_CANCELLED)
+    return catalog_fail (ERR_INVALID, "a backup can only end as failed or cancelled, not %s",
+                         job_status_name (status));
   id_now (now, sizeof now);
   SCOPED_LOCK (&cat->lock);
   if (RUN_TX (cat, true, backup_end_tx (cat, backup_id, status, error_disk, error, now,
@@ -1748,10 +1704,8 @@ backup_delete_plan_tx (struct catalog *cat, const char *backup_id, bool cascade,
     return -1;
   if (job_status_parse (word, &status) == -1)
     return bad_word ("backup_jobs.status", word);
-  if (job_status_active (status)) {
-    error_set (ERR_CONFLICT, "backup %s is %s", backup_id, word);
-    return -1;
-  }
+  if (job_status_active (status))
+    return catalog_fail (ERR_CONFLICT, "backup %s is %s", backup_id, word);
   if (db_int (cat, &dependents, DOOMED_JOBS
               "SELECT count(*) FROM doomed WHERE job_id <> ?1" WITH_FILES,
               "s", backup_id) == -1)
@@ -1761,14 +1715,12 @@ backup_delete_plan_tx (struct catalog *cat, const char *backup_id, bool cascade,
                  "SELECT job_id FROM doomed WHERE job_id <> ?1" WITH_FILES
                  " ORDER BY job_id LIMIT 1", "s", backup_id) != 1)
       return -1;
-    if (!cascade) {
-      error_set (ERR_CONFLICT, "%" PRId64 " later backup%s (%s%s) %s based on backup %s;"
-                 " delete with cascade to delete them too",
-                 dependents, dependents == 1 ? "" : "s", dependent,
-                 dependents == 1 ? "" : ", ...", dependents == 1 ? "is" : "are",
-                 backup_id);
-      return -1;
-    }
+    if (!cascade)
+      return catalog_fail (ERR_CONFLICT, "%" PRId64 " later backup%s (%s%s) %s based on"
+                           " backup %s; delete with cascade to delete them too",
+                           dependents, dependents == 1 ? "" : "s", dependent,
+                           dependents == 1 ? "" : ", ...", dependents == 1 ? "is" : "are",
+                           backup_id);
     f = db_text (cat, &active, DOOMED_JOBS
                  "SELECT j.id FROM backup_jobs j JOIN doomed ON j.id = doomed.job_id"
                  " WHERE j.status IN (?2, ?3) LIMIT 1", "sss", backup_id,
@@ -1875,15 +1827,11 @@ changeid_get_tx (struct catalog *cat, const char *vm_name, int disk_index,
     if (db_int (cat, &contexts, "SELECT count(*) FROM vm_backup_contexts WHERE vm_name = ?",
                 "s", vm_name) == -1)
       return -1;
-    if (contexts == 0) {
-      error_set (ERR_NOT_FOUND, "VM %s has no backups", vm_name);
-      return -1;
-    }
-    if (contexts > 1) {
-      error_set (ERR_CONFLICT, "VM %s has backups in %" PRId64 " repositories;"
-                 " name the repository", vm_name, contexts);
-      return -1;
-    }
+    if (contexts == 0)
+      return catalog_fail (ERR_NOT_FOUND, "VM %s has no backups", vm_name);
+    if (contexts > 1)
+      return catalog_fail (ERR_CONFLICT, "VM %s has backups in %" PRId64 " repositories;"
+                           " name the repository", vm_name, contexts);
     if (db_text (cat, &ctx, "SELECT context_id FROM vm_backup_contexts WHERE vm_name = ?",
                  "s", vm_name) != 1)
       return -1;

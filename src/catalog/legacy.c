@@ -422,28 +422,21 @@ legacy_repo_folder (const char *type, const char *config, char **folder, char **
                type ? type : "(NULL)", words);
     return -1;
   }
-  if (config == NULL || config[0] == '\0') {
-    error_set (ERR_INVALID, "no config JSON: the folder of the %s repository is unknown", type);
-    return -1;
-  }
+  if (config == NULL || config[0] == '\0')
+    return catalog_fail (ERR_INVALID, "no config JSON: the folder of the %s repository is"
+                         " unknown", type);
   j = json_loads (config, JSON_REJECT_DUPLICATES, &jerr);
-  if (j == NULL) {
-    error_set (ERR_INVALID, "config is not JSON (%s, at character %d)", jerr.text,
-               jerr.position);
-    return -1;
-  }
-  if (!json_is_object (j)) {
-    error_set (ERR_INVALID, "config is JSON but not an object");
-    return -1;
-  }
+  if (j == NULL)
+    return catalog_fail (ERR_INVALID, "config is not JSON (%s, at character %d)", jerr.text,
+                         jerr.position);
+  if (!json_is_object (j))
+    return catalog_fail (ERR_INVALID, "config is JSON but not an object");
   key = t == REPO_LOCAL ? "path" : "mount_point";
   v = json_object_get (j, key);
   value = json_string_value (v);
-  if (value == NULL || strlen (value) != json_string_length (v)) {
-    error_set (ERR_INVALID, "config has no \"%s\" string, where a %s repository's folder is",
-               key, type);
-    return -1;
-  }
+  if (value == NULL || strlen (value) != json_string_length (v))
+    return catalog_fail (ERR_INVALID, "config has no \"%s\" string, where a %s repository's"
+                         " folder is", key, type);
   *folder = folder_check (value, t == REPO_LOCAL ? "config path" : "config mount_point");
   if (*folder == NULL)
     return -1;
@@ -485,11 +478,9 @@ plan_repos (struct plan *p)
     struct lrepo *r = &p->repos[i];
     struct legacy_repo *pub = &r->pub;
 
-    if (r->id == NULL || !id_valid (r->id)) {
-      error_set (ERR_INVALID, "legacy repository id \"%s\" is not a valid strata id",
-                 r->id ? r->id : "(NULL)");
-      return -1;
-    }
+    if (r->id == NULL || !id_valid (r->id))
+      return catalog_fail (ERR_INVALID, "legacy repository id \"%s\" is not a valid strata id",
+                           r->id ? r->id : "(NULL)");
     if (r->config || r->path == NULL) {
       if (legacy_repo_folder (r->type ? r->type : "local", r->config, &pub->folder,
                               &pub->origin) == -1) {
@@ -498,11 +489,9 @@ plan_repos (struct plan *p)
       }
     }
     else {
-      if (r->type && strcmp (r->type, "local") != 0) {
-        error_set (ERR_INVALID, "legacy repository %s: repository_type \"%s\" with a path"
-                   " column: only local folders have one", r->id, r->type);
-        return -1;
-      }
+      if (r->type && strcmp (r->type, "local") != 0)
+        return catalog_fail (ERR_INVALID, "legacy repository %s: repository_type \"%s\" with"
+                             " a path column: only local folders have one", r->id, r->type);
       if ((pub->folder = folder_check (r->path, "path")) == NULL) {
         error_prefix ("legacy repository %s", r->id);
         return -1;

@@ -233,18 +233,14 @@ rewrite_places (struct stmt *st, const char *sql, size_t nargs, size_t *place_ar
     }
     else
       place_arg[nplaces] = next++;
-    if (place_arg[nplaces] >= nargs || ++nplaces == MAX_PLACES) {
-      error_set (ERR_INTERNAL, "catalog: statement parameters do not match (in \"%.80s\")",
-                 sql);
-      return -1;
-    }
+    if (place_arg[nplaces] >= nargs || ++nplaces == MAX_PLACES)
+      return catalog_fail (ERR_INTERNAL, "catalog: statement parameters do not match"
+                           " (in \"%.80s\")", sql);
   }
   *out = '\0';
-  if (nplaces == 0 && nargs > 0) {
-    error_set (ERR_INTERNAL, "catalog: statement has no parameters, %zu given (in \"%.80s\")",
-               nargs, sql);
-    return -1;
-  }
+  if (nplaces == 0 && nargs > 0)
+    return catalog_fail (ERR_INTERNAL, "catalog: statement has no parameters, %zu given"
+                         " (in \"%.80s\")", nargs, sql);
   return (int) nplaces;
 }
 
@@ -635,10 +631,9 @@ mariadb_migrate_enter (struct catalog *cat)
 
   if (db_query_int (MC (cat), "SELECT GET_LOCK('" MIGRATE_LOCK "', 60)", &got) != 1)
     return -1;
-  if (got != 1) {
-    error_set (ERR_UNAVAILABLE, "catalog: another process is migrating the database");
-    return -1;
-  }
+  if (got != 1)
+    return catalog_fail (ERR_UNAVAILABLE,
+                         "catalog: another process is migrating the database");
   return 0;
 }
 
@@ -732,11 +727,9 @@ parse_url (struct mariadb_catalog *mc, const char *rest)
   char *end;
 
   slash = strchr (rest, '/');
-  if (slash == NULL) {
-    error_set (ERR_INVALID, "catalog URL names no database; expected"
-               " mariadb://USER@HOST[:PORT]/DATABASE[?socket=PATH]");
-    return -1;
-  }
+  if (slash == NULL)
+    return catalog_fail (ERR_INVALID, "catalog URL names no database; expected"
+                         " mariadb://USER@HOST[:PORT]/DATABASE[?socket=PATH]");
   at = memrchr (rest, '@', slash - rest);
   host = rest;
   if (at) {
@@ -744,25 +737,20 @@ parse_url (struct mariadb_catalog *mc, const char *rest)
     mc->user = url_decode (rest, (pc ? pc : at) - rest);
     if (pc)
       mc->password = url_decode (pc + 1, at - pc - 1);
-    if (mc->user == NULL || (pc && mc->password == NULL)) {
-      error_set (ERR_INVALID, "catalog URL: bad %%-escape in the user or password");
-      return -1;
-    }
+    if (mc->user == NULL || (pc && mc->password == NULL))
+      return catalog_fail (ERR_INVALID,
+                           "catalog URL: bad %%-escape in the user or password");
     host = at + 1;
   }
   hend = slash;
   if (*host == '[') {
     const char *rb = memchr (host, ']', slash - host);
-    if (rb == NULL) {
-      error_set (ERR_INVALID, "catalog URL: '[' without ']' in the host");
-      return -1;
-    }
+    if (rb == NULL)
+      return catalog_fail (ERR_INVALID, "catalog URL: '[' without ']' in the host");
     mc->host = strndup (host + 1, rb - host - 1);
     colon = rb + 1 < slash && rb[1] == ':' ? rb + 1 : NULL;
-    if (!colon && rb + 1 != slash) {
-      error_set (ERR_INVALID, "catalog URL: junk after the host");
-      return -1;
-    }
+    if (!colon && rb + 1 != slash)
+      return catalog_fail (ERR_INVALID, "catalog URL: junk after the host");
   }
   else {
     colon = memchr (host, ':', slash - host);
@@ -780,29 +768,22 @@ parse_url (struct mariadb_catalog *mc, const char *rest)
     unsigned long p;
     errno = 0;
     p = strtoul (colon + 1, &end, 10);
-    if (end != hend || colon + 1 == hend || errno || p == 0 || p > 65535) {
-      error_set (ERR_INVALID, "catalog URL: the port must be a number from 1 to 65535");
-      return -1;
-    }
+    if (end != hend || colon + 1 == hend || errno || p == 0 || p > 65535)
+      return catalog_fail (ERR_INVALID,
+                           "catalog URL: the port must be a number from 1 to 65535");
     mc->port = (unsigned) p;
   }
   q = strchr (slash + 1, '?');
   mc->dbname = url_decode (slash + 1, (q ? q : slash + 1 + strlen (slash + 1)) - slash - 1);
-  if (mc->dbname == NULL || *mc->dbname == '\0' || strchr (mc->dbname, '/')) {
-    error_set (ERR_INVALID, "catalog URL names no database; expected"
-               " mariadb://USER@HOST[:PORT]/DATABASE[?socket=PATH]");
-    return -1;
-  }
+  if (mc->dbname == NULL || *mc->dbname == '\0' || strchr (mc->dbname, '/'))
+    return catalog_fail (ERR_INVALID, "catalog URL names no database; expected"
+                         " mariadb://USER@HOST[:PORT]/DATABASE[?socket=PATH]");
   if (q) {
-    if (strncmp (q + 1, "socket=", 7) != 0 || strchr (q + 1, '&')) {
-      error_set (ERR_INVALID, "catalog URL: the only option is ?socket=PATH");
-      return -1;
-    }
+    if (strncmp (q + 1, "socket=", 7) != 0 || strchr (q + 1, '&'))
+      return catalog_fail (ERR_INVALID, "catalog URL: the only option is ?socket=PATH");
     mc->socket = url_decode (q + 8, strlen (q + 8));
-    if (mc->socket == NULL || *mc->socket != '/') {
-      error_set (ERR_INVALID, "catalog URL: socket= needs an absolute path");
-      return -1;
-    }
+    if (mc->socket == NULL || *mc->socket != '/')
+      return catalog_fail (ERR_INVALID, "catalog URL: socket= needs an absolute path");
   }
   return 0;
 }
