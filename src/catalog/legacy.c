@@ -502,6 +502,45 @@ plan_repos (struct plan *p)
   return 0;
 }
 
+/* Check that legacy row r can be placed and settle its times, status and
+ * file: 0, with r->why set when it stays behind; -1 on error. */
+static int
+place_row (const struct plan *p, struct lrow *r)
+{
+  const struct legacy_repo *repo = NULL;
+
+  if (r->id == NULL || !id_valid (r->id))
+    return set_why (r, "id \"%s\" is not a valid strata id", r->id);
+  if (r->vm_name == NULL || id_check_vm_name (r->vm_name) == -1)
+    return set_why (r, "vm_name \"%s\" is not a valid VM name", r->vm_name);
+  for (size_t k = 0; r->repository_id && k < p->rep->n_repos; k++)
+    if (strcmp (p->rep->repos[k].id, r->repository_id) == 0)
+      repo = &p->rep->repos[k];
+  if (repo == NULL)
+    return set_why (r, "repository \"%s\" is not in backup_repositories", r->repository_id);
+  if (!norm_time (r->created_at, r->created))
+    return set_why (r, "created_at \"%s\" is not a timestamp", r->created_at);
+  r->has_completed = r->completed_at != NULL;
+  if (r->has_completed && !norm_time (r->completed_at, r->completed))
+    return set_why (r, "completed_at \"%s\" is not a timestamp", r->completed_at);
+  if (r->status && strcmp (r->status, "running") == 0)
+    return set_why (r, "still running in the legacy catalog (finish or fail it with the"
+                    " old system first)");
+  if (r->status && strcmp (r->status, "pending") == 0) {
+    /* Never ran: a cancelled job, ended now (see the top). */
+    free (r->status);
+    if ((r->status = strdup ("cancelled")) == NULL)
+      return no_memory ();
+    r->pending = true;
+    r->has_completed = false;
+  }
+  if (r->disk_id == -2)
+    return set_why (r, "negative disk_id");
+  if (r->disk_id >= 0 && is_completed (r))
+    return place_path (r, repo);
+  return 0;
+}
+
 /* Completion order: completed rows by completed_at, then created_at, id. */
 static const struct plan *sort_plan;
 static int
@@ -530,64 +569,12 @@ plan_rows (struct plan *p)
 
   for (size_t i = 0; i < p->n_rows; i++) {
     struct lrow *r = &p->rows[i];
-    const struct legacy_repo *repo = NULL;
 
-    if (r->id == NULL || !id_valid (r->id)) {
-      if (set_why (r, "id \"%s\" is not a valid strata id", r->id) == -1)
-        return -1;
+    if (place_row (p, r) == -1)
+      return -1;
+    if (r->why)
       continue;
-    }
-    if (r->vm_name == NULL || id_check_vm_name (r->vm_name) == -1) {
-      if (set_why (r, "vm_name \"%s\" is not a valid VM name", r->vm_name) == -1)
-        return -1;
-      continue;
-    }
-    for (size_t k = 0; r->repository_id && k < p->rep->n_repos; k++)
-      if (strcmp (p->rep->repos[k].id, r->repository_id) == 0)
-        repo = &p->rep->repos[k];
-    if (repo == NULL) {
-      if (set_why (r, "repository \"%s\" is not in backup_repositories",
-                   r->repository_id) == -1)
-        return -1;
-      continue;
-    }
-    if (!norm_time (r->created_at, r->created)) {
-      if (set_why (r, "created_at \"%s\" is not a timestamp", r->created_at) == -1)
-        return -1;
-      continue;
-    }
-    r->has_completed = r->completed_at != NULL;
-    if (r->has_completed && !norm_time (r->completed_at, r->completed)) {
-      if (set_why (r, "completed_at \"%s\" is not a timestamp", r->completed_at) == -1)
-        return -1;
-      continue;
-    }
-    if (r->status && strcmp (r->status, "running") == 0) {
-      if (set_why (r, "still running in the legacy catalog (finish or fail it with the"
-                   " old system first)") == -1)
-        return -1;
-      continue;
-    }
-    if (r->status && strcmp (r->status, "pending") == 0) {
-      /* Never ran: a cancelled job, ended now (see the top). */
-      free (r->status);
-      if ((r->status = strdup ("cancelled")) == NULL)
-        return no_memory ();
-      r->pending = true;
-      r->has_completed = false;
-    }
-    if (r->disk_id == -2) {
-      if (set_why (r, "negative disk_id") == -1)
-        return -1;
-      continue;
-    }
-    if (r->disk_id >= 0) {
-      if (is_completed (r) && place_path (r, repo) == -1)
-        return -1;
-      if (r->why)
-        continue;
-      n_disks++;
-    }
+    n_disks += r->disk_id >= 0;
     /* Its context. */
     for (size_t k = 0; k < rep->n_contexts; k++)
       if (strcmp (rep->contexts[k].vm, r->vm_name) == 0 &&
