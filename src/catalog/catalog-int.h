@@ -133,6 +133,8 @@ struct catalog {
 /* Set the thread's error and return -1: "return catalog_fail (...);" */
 int catalog_fail (enum error_category cat, const char *fmt, ...)
   __attribute__((format (printf, 2, 3)));
+/* Set the thread's error for memory that ran out. */
+void catalog_oom (void);
 
 /* Set up and tear down the part of a catalog that the core owns. */
 void catalog_base_init (struct catalog *cat, const struct catalog_driver *drv);

@@ -2,6 +2,7 @@
  * the driver), closing, and the functions that free what the catalog hands
  * out.  The operations themselves are in core.c.
  */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,6 +95,12 @@ catalog_fail (enum error_category cat, const char *fmt, ...)
   va_end (ap);
   error_set (cat, "%s", msg);
   return -1;
+}
+
+void
+catalog_oom (void)
+{
+  error_set_errno (ERR_INTERNAL, ENOMEM, "catalog");
 }
 
 void

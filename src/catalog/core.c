@@ -37,7 +37,6 @@
  * context runs one job at a time, so the highest id is the latest
  * completion; timestamps are never used to order backups.
  */
-#include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -55,12 +54,6 @@
 /* ------------------------------------------------------------------------
  * Statements
  */
-
-static void
-oom_error (void)
-{
-  error_set_errno (ERR_INTERNAL, ENOMEM, "catalog");
-}
 
 /* For CLEANUP_STMT: finalize a statement (NULL is harmless). */
 static void
@@ -243,7 +236,7 @@ static int
 row_done (struct row *r)
 {
   if (r->oom)
-    oom_error ();
+    catalog_oom ();
   return r->oom || r->bad ? -1 : 0;
 }
 
@@ -1185,7 +1178,7 @@ catalog_backup_plan (struct catalog *cat, const char *vm_name,
     return missing ("running flag");
   /* A scratch array, so that parents[] is written only on success. */
   if ((tmp.v = calloc (n ? n : 1, sizeof *tmp.v)) == NULL) {
-    oom_error ();
+    catalog_oom ();
     return -1;
   }
   SCOPED_LOCK (&cat->lock);
@@ -1256,7 +1249,7 @@ backup_insert_tx (struct catalog *cat, const struct cat_job *job, const struct c
     ctx = job->context_id ? strdup (job->context_id) : id_new ("ctx-backup", job->vm_name);
     if (ctx == NULL) {
       if (job->context_id)
-        oom_error ();
+        catalog_oom ();
       return -1;
     }
     if (db_exec (cat, "INSERT INTO vm_backup_contexts (context_id, vm_name, repository_id,"
@@ -1334,7 +1327,7 @@ backup_insert_tx (struct catalog *cat, const struct cat_job *job, const struct c
   for (size_t i = 0; i <= job->n_disks; i++) {
     free (ctx_ids[i]);          /* what a failed attempt copied */
     if ((ctx_ids[i] = strdup (ctx)) == NULL) {
-      oom_error ();
+      catalog_oom ();
       return -1;
     }
   }
@@ -1360,7 +1353,7 @@ catalog_backup_insert (struct catalog *cat, struct cat_job *job, const struct ca
   ids = calloc (job->n_disks, sizeof *ids);
   ctx_ids = calloc (job->n_disks + 2, sizeof *ctx_ids);
   if (ids == NULL || ctx_ids == NULL) {
-    oom_error ();
+    catalog_oom ();
     return -1;
   }
   id_now (now, sizeof now);
@@ -1998,7 +1991,7 @@ disk_lost_tx (struct catalog *cat, int64_t disk_id, const char *reason, const ch
   if (asprintf (&child_msg, "based on lost backup disk %" PRId64 ": %s",
                 disk_id, reason) == -1 ||
       asprintf (&job_msg, "backup disk %" PRId64 " lost: %s", disk_id, reason) == -1) {
-    oom_error ();
+    catalog_oom ();
     return -1;
   }
   {
@@ -2200,7 +2193,7 @@ catalog_raw_query (struct catalog *cat, catalog_row_fn fn, void *opaque,
     char *vals[n > 0 ? n : 1];
     for (int i = 0; i < n; i++)
       if (st->drv->column (st, i, (const char **) &vals[i]) == -1) {
-        oom_error ();
+        catalog_oom ();
         return -1;
       }
     if (fn (opaque, n, vals) == -1)

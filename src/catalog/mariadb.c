@@ -166,12 +166,6 @@ stmt_error (struct mariadb_catalog *mc, MYSQL_STMT *s, const char *sql)
   db_error_num (mc, mysql_stmt_errno (s), mysql_stmt_error (s), sql);
 }
 
-static void
-oom_error (void)
-{
-  error_set_errno (ERR_INTERNAL, ENOMEM, "catalog");
-}
-
 /* ------------------------------------------------------------------------
  * Statements
  */
@@ -215,7 +209,7 @@ rewrite_places (struct stmt *st, const char *sql, size_t nargs, size_t *place_ar
   char *out = st->sql = malloc (strlen (sql) + 1);
 
   if (out == NULL) {
-    oom_error ();
+    catalog_oom ();
     return -1;
   }
   for (const char *p = sql; *p; p++) {
@@ -262,7 +256,7 @@ mariadb_prepare (struct catalog *cat, const char *sql, const struct db_arg *args
     return NULL;
   }
   if ((st = calloc (1, sizeof *st)) == NULL) {
-    oom_error ();
+    catalog_oom ();
     return NULL;
   }
   st->base.drv = &mariadb_driver;
@@ -275,7 +269,7 @@ mariadb_prepare (struct catalog *cat, const char *sql, const struct db_arg *args
   st->ints = calloc (nplaces ? nplaces : 1, sizeof *st->ints);
   st->nulls = calloc (nplaces ? nplaces : 1, sizeof *st->nulls);
   if (st->s == NULL || st->params == NULL || st->ints == NULL || st->nulls == NULL) {
-    oom_error ();
+    catalog_oom ();
     goto fail;
   }
   if (mysql_stmt_prepare (st->s, st->sql, strlen (st->sql)) != 0) {
@@ -335,7 +329,7 @@ stmt_execute (struct stmt *st)
   mysql_free_result (meta);
   st->vals = calloc (st->ncols ? st->ncols : 1, sizeof *st->vals);
   if (st->vals == NULL) {
-    oom_error ();
+    catalog_oom ();
     return -1;
   }
   if (mysql_stmt_store_result (st->s) != 0) {
@@ -381,7 +375,7 @@ stmt_fetch (struct stmt *st)
     if (nulls[i])
       continue;
     if ((v = malloc (lengths[i] + 1)) == NULL) {
-      oom_error ();
+      catalog_oom ();
       return -1;
     }
     one.buffer_type = MYSQL_TYPE_STRING;
@@ -493,7 +487,7 @@ db_connect (struct mariadb_catalog *mc)
   mc->in_tx = false;
   mc->db = mysql_init (NULL);
   if (mc->db == NULL) {
-    oom_error ();
+    catalog_oom ();
     return -1;
   }
   mysql_options (mc->db, MYSQL_SET_CHARSET_NAME, "utf8mb4");
@@ -757,7 +751,7 @@ parse_url (struct mariadb_catalog *mc, const char *rest)
     mc->host = strndup (host, (colon ? colon : slash) - host);
   }
   if (mc->host == NULL) {
-    oom_error ();
+    catalog_oom ();
     return -1;
   }
   if (*mc->host == '\0') {
@@ -820,7 +814,7 @@ read_password (struct mariadb_catalog *mc, const char *password_file)
   else if (env && *env) {
     free (mc->password);
     if ((mc->password = strdup (env)) == NULL) {
-      oom_error ();
+      catalog_oom ();
       return -1;
     }
   }
@@ -853,7 +847,7 @@ catalog_mariadb_open (const char *rest, const char *password_file, bool migrate)
   struct mariadb_catalog *mc = calloc (1, sizeof *mc);
 
   if (mc == NULL) {
-    oom_error ();
+    catalog_oom ();
     return NULL;
   }
   catalog_base_init (&mc->base, &mariadb_driver);
