@@ -15,6 +15,7 @@
 #include <stdarg.h>
 
 #include "catalog/catalog.h"
+#include "util/error.h"
 
 /* Migration files, embedded at build time by tools/embed-migrations.sh from
  * src/catalog/migrations/DIALECT/NNNN_name.sql, sorted by version; the table
@@ -128,6 +129,12 @@ struct catalog {
   const struct catalog_driver *drv;
   pthread_mutex_t lock;         /* held for each whole operation */
 };
+
+/* Set the thread's error and return -1: "return catalog_fail (...);" */
+int catalog_fail (enum error_category cat, const char *fmt, ...)
+  __attribute__((format (printf, 2, 3)));
+/* Set the thread's error for memory that ran out. */
+void catalog_oom (void);
 
 /* Set up and tear down the part of a catalog that the core owns. */
 void catalog_base_init (struct catalog *cat, const struct catalog_driver *drv);

@@ -2,6 +2,9 @@
  * the driver), closing, and the functions that free what the catalog hands
  * out.  The operations themselves are in core.c.
  */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -79,6 +82,25 @@ const char *
 catalog_backend_name (const struct catalog *cat)
 {
   return cat->drv->name;
+}
+
+int
+catalog_fail (enum error_category cat, const char *fmt, ...)
+{
+  char msg[1024];
+  va_list ap;
+
+  va_start (ap, fmt);
+  vsnprintf (msg, sizeof msg, fmt, ap);
+  va_end (ap);
+  error_set (cat, "%s", msg);
+  return -1;
+}
+
+void
+catalog_oom (void)
+{
+  error_set_errno (ERR_INTERNAL, ENOMEM, "catalog");
 }
 
 void

@@ -37,7 +37,6 @@
  * context runs one job at a time, so the highest id is the latest
  * completion; timestamps are never used to order backups.
  */
-#include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -55,12 +54,6 @@
 /* ------------------------------------------------------------------------
  * Statements
  */
-
-static void
-oom_error (void)
-{
-  error_set_errno (ERR_INTERNAL, ENOMEM, "catalog");
-}
 
 /* For CLEANUP_STMT: finalize a statement (NULL is harmless). */
 static void
@@ -183,9 +176,8 @@ struct row {
 static int
 bad_word (const char *column, const char *value)
 {
-  error_set (ERR_INTERNAL, "catalog: %s holds \"%s\", which this strata does not know",
-             column, value ? value : "NULL");
-  return -1;
+  return catalog_fail (ERR_INTERNAL, "catalog: %s holds \"%s\", which this strata does not"
+                       " know", column, value ? value : "NULL");
 }
 
 /* Column col of the current row as text, not copied (NULL for SQL NULL
@@ -244,7 +236,7 @@ static int
 row_done (struct row *r)
 {
   if (r->oom)
-    oom_error ();
+    catalog_oom ();
   return r->oom || r->bad ? -1 : 0;
 }
 
@@ -296,17 +288,30 @@ db_text (struct catalog *cat, char **out, const char *sql, const char *types, ..
   return r;
 }
 
-/* Reads the current row into one zeroed record; on failure it leaves the
- * record empty (nothing to free) and sets the error.  cat is for readers
- * that query more, such as a job's disks. */
-typedef int (*row_reader) (struct catalog *cat, struct row *r, void *rec);
+/* A kind of record that the core reads whole: its size, how to read one
+ * from the current row into a zeroed record (cat is for readers that query
+ * more, such as a job's disks; on failure the error is set and the caller
+ * clears the record), and how to free what one owns. */
+struct kind {
+  size_t size;
+  int (*read) (struct catalog *cat, struct row *r, void *rec);
+  void (*clear) (void *rec);
+};
 
-/* Step through st, reading every row into a new array of elem-sized
- * records.  On failure free_array frees what was read, and *out is
- * untouched. */
+/* Clear the n records of array a, then free it. */
+static void
+kind_free (const struct kind *k, void *a, size_t n)
+{
+  for (size_t i = 0; a && i < n; i++)
+    k->clear ((char *) a + i * k->size);
+  free (a);
+}
+
+/* Step through st, reading every row into a new array of k's records.  On
+ * failure *out is untouched. */
 static int
-collect_rows (struct catalog *cat, struct db_stmt *st, size_t elem, row_reader read,
-              void (*free_array) (void *a, size_t n), void **out, size_t *n)
+collect_rows (struct catalog *cat, struct db_stmt *st, const struct kind *k,
+              void **out, size_t *n)
 {
   void *a = NULL;
   size_t count = 0, cap = 0;
@@ -316,15 +321,20 @@ collect_rows (struct catalog *cat, struct db_stmt *st, size_t elem, row_reader r
     return -1;
   while ((r = db_step (st)) == 1) {
     struct row row = { st, false, false };
-    void *o = array_push (&a, count, &cap, elem);
-    if (o == NULL || read (cat, &row, o) == -1) {
+    void *o = array_push (&a, count, &cap, k->size);
+
+    if (o == NULL) {
       r = -1;
       break;
     }
-    count++;
+    count++;                    /* from here on kind_free clears it */
+    if (k->read (cat, &row, o) == -1) {
+      r = -1;
+      break;
+    }
   }
   if (r == -1) {
-    free_array (a, count);
+    kind_free (k, a, count);
     return -1;
   }
   *out = a;
@@ -411,6 +421,45 @@ tx_end (struct catalog *cat, int r)
  * Rows
  */
 
+/* Read the first row of st into *out, a zeroed record of kind k.  1 when
+ * there is one, 0 when not, -1 on error (*out is then empty). */
+static int
+first_row (struct catalog *cat, struct db_stmt *st, const struct kind *k, void *out)
+{
+  struct row row = { st, false, false };
+  int r;
+
+  if (st == NULL || (r = db_step (st)) == -1)
+    return -1;
+  if (r == 1 && k->read (cat, &row, out) == -1) {
+    k->clear (out);
+    return -1;
+  }
+  return r;
+}
+
+/* first_row of what sql selects with the text parameters a and b (b may
+ * be unused: types says). */
+static int
+query_one (struct catalog *cat, const struct kind *k, void *out, const char *sql,
+           const char *types, const char *a, const char *b)
+{
+  CLEANUP_STMT struct db_stmt *st = db_prepare (cat, sql, types, a, b);
+
+  return first_row (cat, st, k, out);
+}
+
+/* collect_rows of what sql selects with one text parameter, which may be
+ * NULL (types is "s", or "" for none). */
+static int
+query_all (struct catalog *cat, const struct kind *k, void **out, size_t *n,
+           const char *sql, const char *types, const char *param)
+{
+  CLEANUP_STMT struct db_stmt *st = db_prepare (cat, sql, types, param);
+
+  return collect_rows (cat, st, k, out, n);
+}
+
 #define REPO_SELECT \
   "SELECT id, name, type, path, created_at FROM backup_repositories"
 
@@ -425,12 +474,16 @@ repo_read (struct catalog *cat, struct row *r, void *rec)
   o->type = row_text (r, 2);
   o->path = row_text (r, 3);
   o->created_at = row_text (r, 4);
-  if (row_done (r) == -1) {
-    cat_repository_clear (o);
-    return -1;
-  }
-  return 0;
+  return row_done (r);
 }
+
+static void
+repo_clear (void *r)
+{
+  cat_repository_clear (r);
+}
+
+static const struct kind repo_kind = { sizeof (struct cat_repository), repo_read, repo_clear };
 
 #define CONTEXT_SELECT \
   "SELECT context_id, vm_name, repository_id, vmware_vm_id, vm_path," \
@@ -461,12 +514,18 @@ context_read (struct catalog *cat, struct row *r, void *rec)
   o->last_backup_at = row_text (r, 12);
   o->created_at = row_text (r, 13);
   o->updated_at = row_text (r, 14);
-  if (row_done (r) == -1) {
-    cat_context_clear (o);
-    return -1;
-  }
-  return 0;
+  return row_done (r);
 }
+
+static void
+context_clear (void *c)
+{
+  cat_context_clear (c);
+}
+
+static const struct kind context_kind = {
+  sizeof (struct cat_context), context_read, context_clear
+};
 
 /* Every disk query selects these columns, the parent row joined in as p. */
 #define DISK_SELECT \
@@ -475,14 +534,15 @@ context_read (struct catalog *cat, struct row *r, void *rec)
   " d.disk_change_id, d.qcow2_path, d.parent_disk_id, p.backup_job_id," \
   " p.disk_change_id, d.nbd_export, d.bytes_transferred, d.status, d.error," \
   " d.created_at, d.completed_at, d.full_reason"
-#define DISK_NCOLUMNS 20
 #define DISK_FROM \
   " FROM backup_disks d LEFT JOIN backup_disks p ON p.id = d.parent_disk_id"
 
 /* Copy a DISK_SELECT row into *o (owned by the caller). */
 static int
-disk_read (struct row *r, struct cat_disk *o)
+disk_read (struct catalog *cat, struct row *r, void *rec)
 {
+  struct cat_disk *o = rec;
+
   o->id = row_int (r, 0);
   o->backup_job_id = row_text (r, 1);
   o->context_id = row_text (r, 2);
@@ -503,60 +563,16 @@ disk_read (struct row *r, struct cat_disk *o)
   o->created_at = row_text (r, 17);
   o->completed_at = row_text (r, 18);
   o->full_reason = row_text (r, 19);
-  if (row_done (r) == -1) {
-    cat_disk_clear (o);
-    return -1;
-  }
-  return 0;
+  return row_done (r);
 }
 
-/* Read every row of st (a DISK_SELECT, with the repository path as one more
- * column when paths is not NULL) into a new array. */
-static int
-disks_read_all (struct db_stmt *st, struct cat_disk **out, size_t *n, char ***paths)
+static void
+disk_clear (void *d)
 {
-  struct cat_disk *a = NULL;
-  char **p = NULL;
-  size_t count = 0, cap = 0, pcap = 0;
-  int r;
-
-  if (st == NULL)
-    return -1;
-  while ((r = db_step (st)) == 1) {
-    struct row row = { st, false, false };
-    struct cat_disk *d = array_push ((void **) &a, count, &cap, sizeof *a);
-    char **path;
-
-    if (d == NULL)
-      goto fail;
-    if (paths) {
-      if ((path = array_push ((void **) &p, count, &pcap, sizeof *p)) == NULL)
-        goto fail;
-      *path = row_text (&row, DISK_NCOLUMNS);
-    }
-    if (disk_read (&row, d) == -1) {
-      if (paths)
-        free (p[count]);
-      goto fail;
-    }
-    count++;
-  }
-  if (r == -1)
-    goto fail;
-  *out = a;
-  *n = count;
-  if (paths)
-    *paths = p;
-  return 0;
-
- fail:
-  cat_disk_free_array (a, count);
-  if (p)
-    for (size_t i = 0; i < count; i++)
-      free (p[i]);
-  free (p);
-  return -1;
+  cat_disk_clear (d);
 }
+
+static const struct kind disk_kind = { sizeof (struct cat_disk), disk_read, disk_clear };
 
 /* Read the disks that sql (a DISK_SELECT...) selects with one text
  * parameter. */
@@ -564,9 +580,7 @@ static int
 disks_query (struct catalog *cat, const char *sql, const char *param,
              struct cat_disk **out, size_t *n)
 {
-  CLEANUP_STMT struct db_stmt *st = db_prepare (cat, sql, "s", param);
-
-  return disks_read_all (st, out, n, NULL);
+  return query_all (cat, &disk_kind, (void **) out, n, sql, "s", param);
 }
 
 #define JOB_SELECT \
@@ -591,40 +605,27 @@ job_read (struct catalog *cat, struct row *r, void *rec)
   o->created_at = row_text (r, 7);
   o->completed_at = row_text (r, 8);
   ROW_WORD (r, 9, "backup_jobs.driver", job_driver_parse, &o->driver);
-  if (row_done (r) == -1 ||
-      disks_query (cat, DISK_SELECT DISK_FROM
-                   " WHERE d.backup_job_id = ? ORDER BY d.disk_index",
-                   o->id, &o->disks, &o->n_disks) == -1) {
-    cat_job_clear (o);
+  if (row_done (r) == -1)
     return -1;
-  }
-  return 0;
+  return disks_query (cat, DISK_SELECT DISK_FROM
+                      " WHERE d.backup_job_id = ? ORDER BY d.disk_index",
+                      o->id, &o->disks, &o->n_disks);
 }
 
-/* Read the one row that sql selects with the text parameters a and b (b
- * may be unused: types says) into *out with read.  1 found, 0 not, -1
- * error. */
-static int
-query_one (struct catalog *cat, row_reader read, void *out, const char *sql,
-           const char *types, const char *a, const char *b)
+static void
+job_clear (void *j)
 {
-  CLEANUP_STMT struct db_stmt *st = db_prepare (cat, sql, types, a, b);
-  struct row row = { st, false, false };
-  int r;
-
-  if (st == NULL || (r = db_step (st)) == -1)
-    return -1;
-  if (r == 1 && read (cat, &row, out) == -1)
-    return -1;
-  return r;
+  cat_job_clear (j);
 }
+
+static const struct kind job_kind = { sizeof (struct cat_job), job_read, job_clear };
 
 /* Load one job with its disks into *out.  1 when found, 0 when not, -1 on
  * error. */
 static int
 job_load (struct catalog *cat, const char *id, struct cat_job *out)
 {
-  return query_one (cat, job_read, out, JOB_SELECT " WHERE j.id = ?", "s", id, NULL);
+  return query_one (cat, &job_kind, out, JOB_SELECT " WHERE j.id = ?", "s", id, NULL);
 }
 
 /* One record of any kind the catalog reads whole. */
@@ -635,26 +636,24 @@ union any_record {
   struct cat_job job;
 };
 
-/* Read the one row that sql selects (see query_one) into *out, elem bytes,
- * in one read transaction; clear frees a record.  When there is none,
+/* query_one in one read transaction, into *out.  When there is no row,
  * ERR_NOT_FOUND: "WHAT A not found", or, with b, "VM A has no backups in
  * repository B". */
 static int
-read_one (struct catalog *cat, row_reader read, void (*clear) (void *), void *out,
-          size_t elem, const char *what, const char *sql, const char *types,
-          const char *a, const char *b)
+read_one (struct catalog *cat, const struct kind *k, void *out, const char *what,
+          const char *sql, const char *types, const char *a, const char *b)
 {
   union any_record rec = { 0 };
   int found = 0;
   SCOPED_LOCK (&cat->lock);
 
-  if (RUN_TX (cat, false, (found = query_one (cat, read, &rec, sql, types, a, b)) == -1
-                          ? -1 : 0, (clear (&rec), found = 0)) == -1) {
-    clear (&rec);
+  if (RUN_TX (cat, false, (found = query_one (cat, k, &rec, sql, types, a, b)) == -1
+                          ? -1 : 0, (k->clear (&rec), found = 0)) == -1) {
+    k->clear (&rec);
     return -1;
   }
   if (found)
-    memcpy (out, &rec, elem);
+    memcpy (out, &rec, k->size);
   else if (b)
     error_set (ERR_NOT_FOUND, "VM %s has no backups in repository %s", a, b);
   else
@@ -662,25 +661,20 @@ read_one (struct catalog *cat, row_reader read, void (*clear) (void *), void *ou
   return found ? 0 : -1;
 }
 
-/* Read every row that sql selects (with one text parameter, which may be
- * NULL, when types is "s") into a new array of elem-sized records, in one
- * read transaction.  On failure *out is untouched. */
+/* query_all in one read transaction.  On failure *out is untouched. */
 static int
-read_all (struct catalog *cat, row_reader read, void (*free_array) (void *a, size_t n),
-          size_t elem, void **out, size_t *n, const char *sql, const char *types,
-          const char *param)
+read_all (struct catalog *cat, const struct kind *k, void **out, size_t *n,
+          const char *sql, const char *types, const char *param)
 {
   void *a = NULL;
   size_t count = 0;
   SCOPED_LOCK (&cat->lock);
 
-#define READ_ALL_TX ({ CLEANUP_STMT struct db_stmt *st_ = db_prepare (cat, sql, types, param); \
-      collect_rows (cat, st_, elem, read, free_array, &a, &count); })
-  if (RUN_TX (cat, false, READ_ALL_TX, (free_array (a, count), a = NULL, count = 0)) == -1) {
-    free_array (a, count);
+  if (RUN_TX (cat, false, query_all (cat, k, &a, &count, sql, types, param),
+              (kind_free (k, a, count), a = NULL, count = 0)) == -1) {
+    kind_free (k, a, count);
     return -1;
   }
-#undef READ_ALL_TX
   *out = a;
   *n = count;
   return 0;
@@ -702,14 +696,8 @@ latest_disk (struct catalog *cat, const char *ctx, int disk_index, struct cat_di
 {
   CLEANUP_STMT struct db_stmt *st =
     db_prepare (cat, DISK_SELECT DISK_FROM LATEST_WHERE, "si", ctx, disk_index);
-  struct row row = { st, false, false };
-  int r;
 
-  if (st == NULL || (r = db_step (st)) == -1)
-    return -1;
-  if (r == 1 && disk_read (&row, out) == -1)
-    return -1;
-  return r;
+  return first_row (cat, st, &disk_kind, out);
 }
 
 /* After jobs of a context were deleted or failed: if last_backup_id no
@@ -754,8 +742,20 @@ context_refresh_last (struct catalog *cat, const char *ctx, const char *now)
 static int
 missing (const char *what)
 {
-  error_set (ERR_INVALID, "catalog: %s is required", what);
-  return -1;
+  return catalog_fail (ERR_INVALID, "catalog: %s is required", what);
+}
+
+/* 0 when sql ("SELECT 1 ... WHERE key = ?") finds the row of key; else -1,
+ * with ERR_NOT_FOUND "WHAT KEY not found" when there is none. */
+static int
+must_exist (struct catalog *cat, const char *sql, const char *key, const char *what)
+{
+  int64_t one;
+  int f = db_int (cat, &one, sql, "s", key);
+
+  if (f == 0)
+    error_set (ERR_NOT_FOUND, "%s %s not found", what, key);
+  return f == 1 ? 0 : -1;
 }
 
 /* ------------------------------------------------------------------------
@@ -807,25 +807,13 @@ catalog_repo_insert (struct catalog *cat, const struct cat_repository *r)
   return RUN_TX (cat, true, repo_insert_tx (cat, r, now), (void) 0);
 }
 
-static void
-repo_clear (void *r)
-{
-  cat_repository_clear (r);
-}
-
 int
 catalog_repo_get (struct catalog *cat, const char *id, struct cat_repository *out)
 {
   if (id == NULL || out == NULL)
     return missing ("repository id");
-  return read_one (cat, repo_read, repo_clear, out, sizeof *out, "repository",
-                  REPO_SELECT " WHERE id = ?", "s", id, NULL);
-}
-
-static void
-repos_free (void *a, size_t n)
-{
-  cat_repository_free_array (a, n);
+  return read_one (cat, &repo_kind, out, "repository", REPO_SELECT " WHERE id = ?",
+                   "s", id, NULL);
 }
 
 /* All repositories, oldest first. */
@@ -834,7 +822,7 @@ catalog_repo_list (struct catalog *cat, struct cat_repository **out, size_t *n)
 {
   if (out == NULL || n == NULL)
     return missing ("output array");
-  return read_all (cat, repo_read, repos_free, sizeof **out, (void **) out, n,
+  return read_all (cat, &repo_kind, (void **) out, n,
                    REPO_SELECT " ORDER BY created_at, id", "", NULL);
 }
 
@@ -845,22 +833,15 @@ static int
 repo_delete_tx (struct catalog *cat, const char *id)
 {
   int64_t count;
-  int f;
 
-  if ((f = db_int (cat, &count, "SELECT 1 FROM backup_repositories WHERE id = ?",
-                   "s", id)) != 1) {
-    if (f == 0)
-      error_set (ERR_NOT_FOUND, "repository %s not found", id);
-    return -1;
-  }
-  if (db_int (cat, &count, "SELECT count(*) FROM vm_backup_contexts WHERE repository_id = ?",
+  if (must_exist (cat, "SELECT 1 FROM backup_repositories WHERE id = ?", id,
+                  "repository") == -1 ||
+      db_int (cat, &count, "SELECT count(*) FROM vm_backup_contexts WHERE repository_id = ?",
               "s", id) == -1)
     return -1;
-  if (count > 0) {
-    error_set (ERR_CONFLICT, "repository %s holds the backups of %" PRId64
-               " VM%s; delete those first", id, count, count == 1 ? "" : "s");
-    return -1;
-  }
+  if (count > 0)
+    return catalog_fail (ERR_CONFLICT, "repository %s holds the backups of %" PRId64
+                         " VM%s; delete those first", id, count, count == 1 ? "" : "s");
   if (db_exec (cat, "DELETE FROM backup_repositories WHERE id = ?", "s", id) == -1) {
     error_prefix ("deleting repository %s", id);
     return -1;
@@ -928,12 +909,18 @@ vm_read (struct catalog *cat, struct row *r, void *rec)
   o->datacenter = row_text (r, 4);
   o->created_at = row_text (r, 5);
   o->updated_at = row_text (r, 6);
-  if (row_done (r) == -1 || vm_load_disks (cat, o) == -1) {
-    cat_vm_clear (o);
+  if (row_done (r) == -1)
     return -1;
-  }
-  return 0;
+  return vm_load_disks (cat, o);
 }
+
+static void
+vm_clear (void *vm)
+{
+  cat_vm_clear (vm);
+}
+
+static const struct kind vm_kind = { sizeof (struct cat_vm), vm_read, vm_clear };
 
 /* Insert or update the VM row (keeping created_at) and replace its whole
  * disk list.  *created tells which it was. */
@@ -990,25 +977,13 @@ catalog_vm_put (struct catalog *cat, const struct cat_vm *vm, bool *created)
   return 0;
 }
 
-static void
-vm_clear (void *vm)
-{
-  cat_vm_clear (vm);
-}
-
 int
 catalog_vm_get (struct catalog *cat, const char *vm_name, struct cat_vm *out)
 {
   if (vm_name == NULL || out == NULL)
     return missing ("vm_name");
-  return read_one (cat, vm_read, vm_clear, out, sizeof *out, "VM",
-                  VM_SELECT " WHERE vm_name = ?", "s", vm_name, NULL);
-}
-
-static void
-vms_free (void *a, size_t n)
-{
-  cat_vm_free_array (a, n);
+  return read_one (cat, &vm_kind, out, "VM", VM_SELECT " WHERE vm_name = ?",
+                   "s", vm_name, NULL);
 }
 
 /* Every VM with its disks, by name. */
@@ -1017,8 +992,8 @@ catalog_vm_list (struct catalog *cat, struct cat_vm **out, size_t *n)
 {
   if (out == NULL || n == NULL)
     return missing ("output array");
-  return read_all (cat, vm_read, vms_free, sizeof **out, (void **) out, n,
-                   VM_SELECT " ORDER BY vm_name", "", NULL);
+  return read_all (cat, &vm_kind, (void **) out, n, VM_SELECT " ORDER BY vm_name",
+                   "", NULL);
 }
 
 /* Delete a VM from the inventory; its disks go by cascade.  Its backups
@@ -1046,19 +1021,13 @@ catalog_vm_delete (struct catalog *cat, const char *vm_name)
  * Contexts
  */
 
-static void
-context_clear (void *c)
-{
-  cat_context_clear (c);
-}
-
 int
 catalog_context_get (struct catalog *cat, const char *id, struct cat_context *out)
 {
   if (id == NULL || out == NULL)
     return missing ("context id");
-  return read_one (cat, context_read, context_clear, out, sizeof *out, "backup context",
-                  CONTEXT_SELECT " WHERE context_id = ?", "s", id, NULL);
+  return read_one (cat, &context_kind, out, "backup context",
+                   CONTEXT_SELECT " WHERE context_id = ?", "s", id, NULL);
 }
 
 int
@@ -1067,15 +1036,9 @@ catalog_context_find (struct catalog *cat, const char *vm_name,
 {
   if (vm_name == NULL || repository_id == NULL || out == NULL)
     return missing ("vm_name and repository_id");
-  return read_one (cat, context_read, context_clear, out, sizeof *out, "VM",
-                  CONTEXT_SELECT " WHERE vm_name = ? AND repository_id = ?",
+  return read_one (cat, &context_kind, out, "VM",
+                   CONTEXT_SELECT " WHERE vm_name = ? AND repository_id = ?",
                   "ss", vm_name, repository_id);
-}
-
-static void
-contexts_free (void *a, size_t n)
-{
-  cat_context_free_array (a, n);
 }
 
 /* The contexts of one VM or of all, by VM name then repository. */
@@ -1085,7 +1048,7 @@ catalog_context_list (struct catalog *cat, const char *vm_name,
 {
   if (out == NULL || n == NULL)
     return missing ("output array");
-  return read_all (cat, context_read, contexts_free, sizeof **out, (void **) out, n,
+  return read_all (cat, &context_kind, (void **) out, n,
                    CONTEXT_SELECT " WHERE ?1 IS NULL OR vm_name = ?1"
                    " ORDER BY vm_name, repository_id", "s", vm_name);
 }
@@ -1130,15 +1093,11 @@ context_delete_tx (struct catalog *cat, const char *id, bool force,
                    struct cat_disk **disks, size_t *n)
 {
   CLEANUP_FREE char *running = NULL;
-  int64_t one;
   int f;
 
-  if ((f = db_int (cat, &one, "SELECT 1 FROM vm_backup_contexts WHERE context_id = ?",
-                   "s", id)) != 1) {
-    if (f == 0)
-      error_set (ERR_NOT_FOUND, "backup context %s not found", id);
+  if (must_exist (cat, "SELECT 1 FROM vm_backup_contexts WHERE context_id = ?", id,
+                  "backup context") == -1)
     return -1;
-  }
   if (!force && (f = active_job (cat, id, &running)) != 0) {
     if (f == 1)
       error_set (ERR_CONFLICT, "backup %s of context %s is running", running, id);
@@ -1187,6 +1146,7 @@ backup_plan_tx (struct catalog *cat, const char *vm_name, const char *repository
   CLEANUP_FREE char *ctx = NULL, *active = NULL;
   int f;
 
+  *running = false;
   f = db_text (cat, &ctx, "SELECT context_id FROM vm_backup_contexts"
                " WHERE vm_name = ? AND repository_id = ?", "ss", vm_name, repository_id);
   if (f != 1)
@@ -1194,9 +1154,11 @@ backup_plan_tx (struct catalog *cat, const char *vm_name, const char *repository
   if ((f = active_job (cat, ctx, &active)) == -1)
     return -1;
   *running = f == 1;
-  for (size_t i = 0; i < n; i++)
+  for (size_t i = 0; i < n; i++) {
+    cat_disk_clear (&parents[i]);       /* what a failed attempt read */
     if (latest_disk (cat, ctx, disk_indexes[i], &parents[i]) == -1)
       return -1;
+  }
   return 0;
 }
 
@@ -1205,7 +1167,7 @@ catalog_backup_plan (struct catalog *cat, const char *vm_name,
                      const char *repository_id, size_t n, const int *disk_indexes,
                      struct cat_disk *parents, bool *running)
 {
-  CLEANUP_FREE struct cat_disk *tmp = NULL;
+  CLEANUP_CAT_DISK_LIST struct cat_disk_list tmp = { NULL, n };
   bool run = false;
 
   if (vm_name == NULL || repository_id == NULL)
@@ -1215,19 +1177,16 @@ catalog_backup_plan (struct catalog *cat, const char *vm_name,
   if (running == NULL)
     return missing ("running flag");
   /* A scratch array, so that parents[] is written only on success. */
-  if ((tmp = calloc (n ? n : 1, sizeof *tmp)) == NULL) {
-    oom_error ();
+  if ((tmp.v = calloc (n ? n : 1, sizeof *tmp.v)) == NULL) {
+    catalog_oom ();
     return -1;
   }
   SCOPED_LOCK (&cat->lock);
-#define CLEAR_TMP for (size_t i = 0; i < n; i++) cat_disk_clear (&tmp[i])
   if (RUN_TX (cat, false, backup_plan_tx (cat, vm_name, repository_id, n, disk_indexes,
-                                          tmp, &run), ({ CLEAR_TMP; run = false; })) == -1) {
-    CLEAR_TMP;
+                                          tmp.v, &run), (void) 0) == -1)
     return -1;
-  }
-#undef CLEAR_TMP
-  memcpy (parents, tmp, n * sizeof *tmp);
+  memcpy (parents, tmp.v, n * sizeof *tmp.v);
+  tmp.n = 0;                    /* its rows are parents' now */
   *running = run;
   return 0;
 }
@@ -1237,27 +1196,21 @@ catalog_backup_plan (struct catalog *cat, const char *vm_name,
 static int
 backup_insert_check (const struct cat_job *job)
 {
-  if (job->n_disks == 0) {
-    error_set (ERR_INVALID, "backup %s has no disks", job->id);
-    return -1;
-  }
-  if (job->context_id && !id_valid (job->context_id)) {
-    error_set (ERR_INVALID, "context id \"%s\" is not a valid id", job->context_id);
-    return -1;
-  }
+  if (job->n_disks == 0)
+    return catalog_fail (ERR_INVALID, "backup %s has no disks", job->id);
+  if (job->context_id && !id_valid (job->context_id))
+    return catalog_fail (ERR_INVALID, "context id \"%s\" is not a valid id",
+                         job->context_id);
   for (size_t i = 0; i < job->n_disks; i++) {
     const struct cat_disk *d = &job->disks[i];
     bool full = d->backup_type == BACKUP_FULL;
 
-    if (full && d->parent_disk_id >= 0) {
-      error_set (ERR_INVALID, "disk %d: a full backup has no parent disk", d->disk_index);
-      return -1;
-    }
-    if (!full && d->parent_disk_id < 0) {
-      error_set (ERR_INVALID, "disk %d: an incremental backup needs a parent disk",
-                 d->disk_index);
-      return -1;
-    }
+    if (full && d->parent_disk_id >= 0)
+      return catalog_fail (ERR_INVALID, "disk %d: a full backup has no parent disk",
+                           d->disk_index);
+    if (!full && d->parent_disk_id < 0)
+      return catalog_fail (ERR_INVALID, "disk %d: an incremental backup needs a parent disk",
+                           d->disk_index);
   }
   return 0;
 }
@@ -1266,22 +1219,21 @@ backup_insert_check (const struct cat_job *job)
  * parent against the latest completed disk, then write the job, its disks
  * and the count: all inside the caller's write transaction, so that no
  * other writer, in this process or another, comes between the checks and
- * the writes.  On success *ctx_out is the context id (caller frees) and
- * disk_ids[i] the new rows' ids. */
+ * the writes.  On success disk_ids[i] is the new rows' ids, and ctx_ids
+ * (n_disks + 1 slots) holds a copy of the context id for the job and for
+ * each disk: made before COMMIT, so that a job that was committed is always
+ * handed back complete. */
 static int
 backup_insert_tx (struct catalog *cat, const struct cat_job *job, const struct cat_vm *vm,
-                  const char *now, char **ctx_out, int64_t *disk_ids)
+                  const char *now, char **ctx_ids, int64_t *disk_ids)
 {
   CLEANUP_FREE char *ctx = NULL, *running = NULL;
-  int64_t one, latest;
+  int64_t latest;
   int f;
 
-  if ((f = db_int (cat, &one, "SELECT 1 FROM backup_repositories WHERE id = ?",
-                   "s", job->repository_id)) != 1) {
-    if (f == 0)
-      error_set (ERR_NOT_FOUND, "repository %s not found", job->repository_id);
+  if (must_exist (cat, "SELECT 1 FROM backup_repositories WHERE id = ?",
+                  job->repository_id, "repository") == -1)
     return -1;
-  }
   f = db_text (cat, &ctx, "SELECT context_id FROM vm_backup_contexts"
                " WHERE vm_name = ? AND repository_id = ?", "ss",
                job->vm_name, job->repository_id);
@@ -1289,17 +1241,15 @@ backup_insert_tx (struct catalog *cat, const struct cat_job *job, const struct c
     return -1;
   /* The caller may have chosen the context's id already (its files' paths
    * hold it): a new context takes it; an existing one must be it. */
-  if (f == 1 && job->context_id && strcmp (job->context_id, ctx) != 0) {
-    error_set (ERR_CONFLICT, "the backup context of VM %s in repository %s is %s,"
-               " not %s; plan again", job->vm_name, job->repository_id, ctx,
-               job->context_id);
-    return -1;
-  }
+  if (f == 1 && job->context_id && strcmp (job->context_id, ctx) != 0)
+    return catalog_fail (ERR_CONFLICT, "the backup context of VM %s in repository %s is %s,"
+                         " not %s; plan again", job->vm_name, job->repository_id, ctx,
+                         job->context_id);
   if (f == 0) {
     ctx = job->context_id ? strdup (job->context_id) : id_new ("ctx-backup", job->vm_name);
     if (ctx == NULL) {
       if (job->context_id)
-        oom_error ();
+        catalog_oom ();
       return -1;
     }
     if (db_exec (cat, "INSERT INTO vm_backup_contexts (context_id, vm_name, repository_id,"
@@ -1374,8 +1324,13 @@ backup_insert_tx (struct catalog *cat, const struct cat_job *job, const struct c
   if (db_exec (cat, "UPDATE vm_backup_contexts SET total_backups_run = total_backups_run + 1,"
                " updated_at = ? WHERE context_id = ?", "ss", now, ctx) == -1)
     return -1;
-  *ctx_out = ctx;
-  ctx = NULL;
+  for (size_t i = 0; i <= job->n_disks; i++) {
+    free (ctx_ids[i]);          /* what a failed attempt copied */
+    if ((ctx_ids[i] = strdup (ctx)) == NULL) {
+      catalog_oom ();
+      return -1;
+    }
+  }
   return 0;
 }
 
@@ -1386,10 +1341,8 @@ int
 catalog_backup_insert (struct catalog *cat, struct cat_job *job, const struct cat_vm *vm)
 {
   CLEANUP_FREE int64_t *ids = NULL;
-  CLEANUP_FREE char *ctx = NULL;
-  char **copies = NULL;
+  CLEANUP_STRV char **ctx_ids = NULL;
   char now[32];
-  int r;
 
   if (job == NULL || job->id == NULL || job->vm_name == NULL || job->repository_id == NULL)
     return missing ("backup id, vm_name and repository_id");
@@ -1397,57 +1350,26 @@ catalog_backup_insert (struct catalog *cat, struct cat_job *job, const struct ca
     return missing ("disk list");
   if (backup_insert_check (job) == -1)
     return -1;
-  /* Everything that can fail is done before COMMIT, so that a job that was
-   * committed is always handed back complete. */
   ids = calloc (job->n_disks, sizeof *ids);
-  copies = calloc (job->n_disks, sizeof *copies);
-  if (ids == NULL || copies == NULL) {
-    free (copies);
-    oom_error ();
+  ctx_ids = calloc (job->n_disks + 2, sizeof *ctx_ids);
+  if (ids == NULL || ctx_ids == NULL) {
+    catalog_oom ();
     return -1;
   }
   id_now (now, sizeof now);
-#define COPY_CTX ({ int c_ = 0;                                         \
-      for (size_t i = 0; c_ == 0 && i < job->n_disks; i++)              \
-        if ((copies[i] = strdup (ctx)) == NULL) {                       \
-          oom_error ();                                                 \
-          c_ = -1;                                                      \
-        }                                                               \
-      c_; })
-#define FREE_COPIES ({ for (size_t i = 0; i < job->n_disks; i++) {      \
-        free (copies[i]);                                               \
-        copies[i] = NULL;                                               \
-      }                                                                 \
-      free (ctx);                                                       \
-      ctx = NULL; })
-  {
-    SCOPED_LOCK (&cat->lock);
-    r = RUN_TX (cat, true, backup_insert_tx (cat, job, vm, now, &ctx, ids) == -1
-                           ? -1 : COPY_CTX, FREE_COPIES);
-  }
-  if (r == -1) {
-    FREE_COPIES;
-    free (copies);
+  SCOPED_LOCK (&cat->lock);
+  if (RUN_TX (cat, true, backup_insert_tx (cat, job, vm, now, ctx_ids, ids), (void) 0) == -1)
     return -1;
-  }
-#undef COPY_CTX
-#undef FREE_COPIES
   free (job->context_id);
-  job->context_id = ctx;
-  ctx = NULL;
+  job->context_id = ctx_ids[0];
   for (size_t i = 0; i < job->n_disks; i++) {
     job->disks[i].id = ids[i];
     free (job->disks[i].context_id);
-    job->disks[i].context_id = copies[i];
+    job->disks[i].context_id = ctx_ids[i + 1];
   }
-  free (copies);
+  free (ctx_ids);               /* its strings are the job's now */
+  ctx_ids = NULL;
   return 0;
-}
-
-static void
-job_clear (void *j)
-{
-  cat_job_clear (j);
 }
 
 int
@@ -1455,8 +1377,8 @@ catalog_backup_get (struct catalog *cat, const char *id, struct cat_job *out)
 {
   if (id == NULL || out == NULL)
     return missing ("backup id");
-  return read_one (cat, job_read, job_clear, out, sizeof *out, "backup",
-                  JOB_SELECT " WHERE j.id = ?", "s", id, NULL);
+  return read_one (cat, &job_kind, out, "backup", JOB_SELECT " WHERE j.id = ?",
+                   "s", id, NULL);
 }
 
 /* The filter of catalog_backup_list, as ?1..?4 (NULL matches anything);
@@ -1464,12 +1386,6 @@ catalog_backup_get (struct catalog *cat, const char *id, struct cat_job *out)
 #define JOB_FILTER \
   " WHERE (?1 IS NULL OR j.vm_name = ?1) AND (?2 IS NULL OR j.repository_id = ?2)" \
   " AND (?3 IS NULL OR j.status = ?3) AND (?4 IS NULL OR j.backup_type = ?4)"
-
-static void
-jobs_free (void *a, size_t n)
-{
-  cat_job_free_array (a, n);
-}
 
 /* Count the matches, then read one page of them, newest first, each with
  * its disks.  A limit of 0 or less means no limit. */
@@ -1488,7 +1404,7 @@ backup_list_tx (struct catalog *cat, const struct cat_job_filter *f,
   st = db_prepare (cat, JOB_SELECT JOB_FILTER " ORDER BY j.created_at DESC, j.id DESC"
                    " LIMIT ?5 OFFSET ?6", "ssssII", f->vm_name, f->repository_id,
                    status, type, limit, offset);
-  return collect_rows (cat, st, sizeof **out, job_read, jobs_free, (void **) out, n);
+  return collect_rows (cat, st, &job_kind, (void **) out, n);
 }
 
 /* One read transaction, so that the total and the page agree. */
@@ -1530,20 +1446,16 @@ job_in (struct catalog *cat, const char *id, enum job_status want, char **ctx,
 
   if (st == NULL || (r = db_step (st)) == -1)
     return -1;
-  if (r == 0) {
-    error_set (ERR_NOT_FOUND, "backup %s not found", id);
-    return -1;
-  }
+  if (r == 0)
+    return catalog_fail (ERR_NOT_FOUND, "backup %s not found", id);
   ROW_WORD (&row, 0, "backup_jobs.status", job_status_parse, &status);
   ROW_WORD (&row, 2, "backup_jobs.backup_type", backup_type_parse, type);
   ROW_WORD (&row, 3, "backup_jobs.driver", job_driver_parse, driver);
   *ctx = row_text (&row, 1);
   if (row_done (&row) == -1)
     return -1;
-  if (status != want) {
-    error_set (ERR_CONFLICT, "backup %s is %s", id, job_status_name (status));
-    return -1;
-  }
+  if (status != want)
+    return catalog_fail (ERR_CONFLICT, "backup %s is %s", id, job_status_name (status));
   return 0;
 }
 
@@ -1587,19 +1499,16 @@ disk_complete_tx (struct catalog *cat, const char *backup_id, int disk_index,
               " WHERE backup_job_id = ? AND disk_index = ?", "si", backup_id, disk_index);
   if (f == -1)
     return -1;
-  if (f == 0) {
-    error_set (ERR_NOT_FOUND, "backup %s has no disk %d", backup_id, disk_index);
-    return -1;
-  }
+  if (f == 0)
+    return catalog_fail (ERR_NOT_FOUND, "backup %s has no disk %d", backup_id, disk_index);
   if (db_text (cat, &word, "SELECT status FROM backup_disks WHERE id = ?",
                "I", disk_id) != 1)
     return -1;
   if (disk_status_parse (word, &status) == -1)
     return bad_word ("backup_disks.status", word);
-  if (status != DISK_RUNNING && status != DISK_PENDING) {
-    error_set (ERR_CONFLICT, "disk %d of backup %s is %s", disk_index, backup_id, word);
-    return -1;
-  }
+  if (status != DISK_RUNNING && status != DISK_PENDING)
+    return catalog_fail (ERR_CONFLICT, "disk %d of backup %s is %s", disk_index, backup_id,
+                         word);
   if (db_exec (cat, "UPDATE backup_disks SET status = ?, disk_change_id = ?,"
                " bytes_transferred = ?, completed_at = ?, nbd_export = NULL,"
                " full_reason = COALESCE(?, full_reason) WHERE id = ?",
@@ -1668,14 +1577,10 @@ catalog_disk_complete (struct catalog *cat, const char *backup_id, int disk_inde
 {
   if (backup_id == NULL)
     return missing ("backup id");
-  if (bytes_transferred < 0) {
-    error_set (ERR_INVALID, "bytes_transferred must not be negative");
-    return -1;
-  }
-  if (disk_index < 0) {
-    error_set (ERR_NOT_FOUND, "backup %s has no disk %d", backup_id, disk_index);
-    return -1;
-  }
+  if (bytes_transferred < 0)
+    return catalog_fail (ERR_INVALID, "bytes_transferred must not be negative");
+  if (disk_index < 0)
+    return catalog_fail (ERR_NOT_FOUND, "backup %s has no disk %d", backup_id, disk_index);
   return job_change (cat, backup_id, disk_index, change_id, bytes_transferred,
                      full_reason, job_after);
 }
@@ -1740,11 +1645,9 @@ catalog_backup_end (struct catalog *cat, const char *backup_id, enum job_status 
     return missing ("backup id");
   if ((dropped == NULL) != (n_dropped == NULL))
     return missing ("count of dropped disks");
-  if (status != JOB_FAILED && status != JOB_CANCELLED) {
-    error_set (ERR_INVALID, "a backup can only end as failed or cancelled, not %s",
-               job_status_name (status));
-    return -1;
-  }
+  if (status != JOB_FAILED && status != JOB_CANCELLED)
+    return catalog_fail (ERR_INVALID, "a backup can only end as failed or cancelled, not %s",
+                         job_status_name (status));
   id_now (now, sizeof now);
   SCOPED_LOCK (&cat->lock);
   if (RUN_TX (cat, true, backup_end_tx (cat, backup_id, status, error_disk, error, now,
@@ -1794,10 +1697,8 @@ backup_delete_plan_tx (struct catalog *cat, const char *backup_id, bool cascade,
     return -1;
   if (job_status_parse (word, &status) == -1)
     return bad_word ("backup_jobs.status", word);
-  if (job_status_active (status)) {
-    error_set (ERR_CONFLICT, "backup %s is %s", backup_id, word);
-    return -1;
-  }
+  if (job_status_active (status))
+    return catalog_fail (ERR_CONFLICT, "backup %s is %s", backup_id, word);
   if (db_int (cat, &dependents, DOOMED_JOBS
               "SELECT count(*) FROM doomed WHERE job_id <> ?1" WITH_FILES,
               "s", backup_id) == -1)
@@ -1807,14 +1708,12 @@ backup_delete_plan_tx (struct catalog *cat, const char *backup_id, bool cascade,
                  "SELECT job_id FROM doomed WHERE job_id <> ?1" WITH_FILES
                  " ORDER BY job_id LIMIT 1", "s", backup_id) != 1)
       return -1;
-    if (!cascade) {
-      error_set (ERR_CONFLICT, "%" PRId64 " later backup%s (%s%s) %s based on backup %s;"
-                 " delete with cascade to delete them too",
-                 dependents, dependents == 1 ? "" : "s", dependent,
-                 dependents == 1 ? "" : ", ...", dependents == 1 ? "is" : "are",
-                 backup_id);
-      return -1;
-    }
+    if (!cascade)
+      return catalog_fail (ERR_CONFLICT, "%" PRId64 " later backup%s (%s%s) %s based on"
+                           " backup %s; delete with cascade to delete them too",
+                           dependents, dependents == 1 ? "" : "s", dependent,
+                           dependents == 1 ? "" : ", ...", dependents == 1 ? "is" : "are",
+                           backup_id);
     f = db_text (cat, &active, DOOMED_JOBS
                  "SELECT j.id FROM backup_jobs j JOIN doomed ON j.id = doomed.job_id"
                  " WHERE j.status IN (?2, ?3) LIMIT 1", "sss", backup_id,
@@ -1921,15 +1820,11 @@ changeid_get_tx (struct catalog *cat, const char *vm_name, int disk_index,
     if (db_int (cat, &contexts, "SELECT count(*) FROM vm_backup_contexts WHERE vm_name = ?",
                 "s", vm_name) == -1)
       return -1;
-    if (contexts == 0) {
-      error_set (ERR_NOT_FOUND, "VM %s has no backups", vm_name);
-      return -1;
-    }
-    if (contexts > 1) {
-      error_set (ERR_CONFLICT, "VM %s has backups in %" PRId64 " repositories;"
-                 " name the repository", vm_name, contexts);
-      return -1;
-    }
+    if (contexts == 0)
+      return catalog_fail (ERR_NOT_FOUND, "VM %s has no backups", vm_name);
+    if (contexts > 1)
+      return catalog_fail (ERR_CONFLICT, "VM %s has backups in %" PRId64 " repositories;"
+                           " name the repository", vm_name, contexts);
     if (db_text (cat, &ctx, "SELECT context_id FROM vm_backup_contexts WHERE vm_name = ?",
                  "s", vm_name) != 1)
       return -1;
@@ -1962,75 +1857,54 @@ catalog_changeid_get (struct catalog *cat, const char *vm_name, int disk_index,
  * Recovery
  */
 
-/* Every disk row with a file, and its repository's path. */
+/* Every disk row with a file, then their repositories' paths: the same
+ * rows in the same order, in one snapshot, so the arrays are parallel. */
+#define FILES_WHERE \
+  " JOIN vm_backup_contexts c ON c.context_id = d.vm_backup_context_id" \
+  " JOIN backup_repositories r ON r.id = c.repository_id" \
+  " WHERE d.qcow2_path IS NOT NULL ORDER BY d.id"
+
 static int
 disk_files_tx (struct catalog *cat, struct cat_disk **out, char ***repo_paths, size_t *n)
 {
-  CLEANUP_STMT struct db_stmt *st =
-    db_prepare (cat, DISK_SELECT ", r.path" DISK_FROM
-                " JOIN vm_backup_contexts c ON c.context_id = d.vm_backup_context_id"
-                " JOIN backup_repositories r ON r.id = c.repository_id"
-                " WHERE d.qcow2_path IS NOT NULL ORDER BY d.id", "");
+  CLEANUP_STMT struct db_stmt *st = NULL;
 
-  return disks_read_all (st, out, n, repo_paths);
-}
-
-/* Free what disk_files_tx returned. */
-static void
-disk_files_free (struct cat_disk *a, char **p, size_t n)
-{
-  cat_disk_free_array (a, n);
-  for (size_t i = 0; p && i < n; i++)
-    free (p[i]);
-  free (p);
+  if (query_all (cat, &disk_kind, (void **) out, n, DISK_SELECT DISK_FROM FILES_WHERE,
+                 "", NULL) == -1)
+    return -1;
+  st = db_prepare (cat, "SELECT r.path FROM backup_disks d" FILES_WHERE, "");
+  return collect_strings (st, repo_paths);
 }
 
 int
 catalog_disk_files (struct catalog *cat, struct cat_disk **out,
                     char ***repo_paths, size_t *n)
 {
-  struct cat_disk *a = NULL;
-  char **p = NULL;
-  size_t count = 0;
+  CLEANUP_CAT_DISK_LIST struct cat_disk_list l = { 0 };
+  CLEANUP_STRV char **p = NULL;
 
   if (out == NULL || repo_paths == NULL || n == NULL)
     return missing ("output arrays");
   SCOPED_LOCK (&cat->lock);
-  if (RUN_TX (cat, false, disk_files_tx (cat, &a, &p, &count),
-              (disk_files_free (a, p, count), a = NULL, p = NULL, count = 0)) == -1) {
-    disk_files_free (a, p, count);
+  if (RUN_TX (cat, false, disk_files_tx (cat, &l.v, &p, &l.n),
+              (cat_disk_list_clear (&l), strv_free (p), p = NULL)) == -1)
     return -1;
-  }
-  *out = a;
+  disks_hand_over (&l, out, n);
   *repo_paths = p;
-  *n = count;
+  p = NULL;
   return 0;
 }
 
 /* The disks to export: running disks of running jobs. */
-static int
-running_disks_tx (struct catalog *cat, struct cat_disk **out, size_t *n)
-{
-  CLEANUP_STMT struct db_stmt *st =
-    db_prepare (cat, DISK_SELECT DISK_FROM
-                " JOIN backup_jobs j ON j.id = d.backup_job_id"
-                " WHERE d.status = 'running' AND j.status = 'running' ORDER BY d.id", "");
-
-  return disks_read_all (st, out, n, NULL);
-}
-
 int
 catalog_running_disks (struct catalog *cat, struct cat_disk **out, size_t *n)
 {
-  CLEANUP_CAT_DISK_LIST struct cat_disk_list l = { 0 };
-
   if (out == NULL || n == NULL)
     return missing ("output array");
-  SCOPED_LOCK (&cat->lock);
-  if (RUN_TX (cat, false, running_disks_tx (cat, &l.v, &l.n), cat_disk_list_clear (&l)) == -1)
-    return -1;
-  disks_hand_over (&l, out, n);
-  return 0;
+  return read_all (cat, &disk_kind, (void **) out, n, DISK_SELECT DISK_FROM
+                   " JOIN backup_jobs j ON j.id = d.backup_job_id"
+                   " WHERE d.status = 'running' AND j.status = 'running' ORDER BY d.id",
+                   "", NULL);
 }
 
 /* The disk ?1 and every disk based on it, recursively.  The anchor selects
@@ -2048,17 +1922,29 @@ struct lost_job {
   enum job_status status;
 };
 
-static void
-lost_jobs_free (void *a, size_t n)
+static int
+lost_job_read (struct catalog *cat, struct row *r, void *rec)
 {
-  struct lost_job *j = a;
+  struct lost_job *j = rec;
 
-  for (size_t i = 0; i < n; i++) {
-    free (j[i].id);
-    free (j[i].ctx);
-  }
-  free (a);
+  j->id = row_text (r, 0);
+  ROW_WORD (r, 1, "backup_jobs.status", job_status_parse, &j->status);
+  j->ctx = row_text (r, 2);
+  return row_done (r);
 }
+
+static void
+lost_job_clear (void *rec)
+{
+  struct lost_job *j = rec;
+
+  free (j->id);
+  free (j->ctx);
+}
+
+static const struct kind lost_job_kind = {
+  sizeof (struct lost_job), lost_job_read, lost_job_clear
+};
 
 struct lost_jobs {
   struct lost_job *v;
@@ -2068,23 +1954,7 @@ struct lost_jobs {
 static void
 lost_jobs_clear (struct lost_jobs *l)
 {
-  lost_jobs_free (l->v, l->n);
-}
-
-static int
-lost_job_read (struct catalog *cat, struct row *r, void *rec)
-{
-  struct lost_job *j = rec;
-
-  j->id = row_text (r, 0);
-  ROW_WORD (r, 1, "backup_jobs.status", job_status_parse, &j->status);
-  j->ctx = row_text (r, 2);
-  if (row_done (r) == -1) {
-    free (j->id);
-    free (j->ctx);
-    return -1;
-  }
-  return 0;
+  kind_free (&lost_job_kind, l->v, l->n);
 }
 
 /* Fail the disk id with msg, clearing its path and export. */
@@ -2121,7 +1991,7 @@ disk_lost_tx (struct catalog *cat, int64_t disk_id, const char *reason, const ch
   if (asprintf (&child_msg, "based on lost backup disk %" PRId64 ": %s",
                 disk_id, reason) == -1 ||
       asprintf (&job_msg, "backup disk %" PRId64 " lost: %s", disk_id, reason) == -1) {
-    oom_error ();
+    catalog_oom ();
     return -1;
   }
   {
@@ -2148,8 +2018,7 @@ disk_lost_tx (struct catalog *cat, int64_t disk_id, const char *reason, const ch
       db_prepare (cat, LOST_DISKS "SELECT DISTINCT j.id, j.status, j.vm_backup_context_id"
                   " FROM backup_jobs j JOIN backup_disks d ON d.backup_job_id = j.id"
                   " WHERE d.id IN (SELECT id FROM lost) ORDER BY j.id", "I", disk_id);
-    if (collect_rows (cat, st, sizeof *jobs.v, lost_job_read, lost_jobs_free,
-                      (void **) &jobs.v, &jobs.n) == -1)
+    if (collect_rows (cat, st, &lost_job_kind, (void **) &jobs.v, &jobs.n) == -1)
       return -1;
   }
 
@@ -2324,7 +2193,7 @@ catalog_raw_query (struct catalog *cat, catalog_row_fn fn, void *opaque,
     char *vals[n > 0 ? n : 1];
     for (int i = 0; i < n; i++)
       if (st->drv->column (st, i, (const char **) &vals[i]) == -1) {
-        oom_error ();
+        catalog_oom ();
         return -1;
       }
     if (fn (opaque, n, vals) == -1)

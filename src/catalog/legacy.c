@@ -103,39 +103,25 @@ struct lrow {
   const char *type;             /* the job's backup_type */
 };
 
-/* A legacy repository: its columns as read (NULL when absent or NULL), and
- * what it becomes (pub, filled by plan_repos). */
+/* A legacy repository: its columns as read (NULL when absent or NULL).
+ * What it becomes is rep->repos[i], of the same index. */
 struct lrepo {
   char *id, *name, *type, *path, *config, *enabled, *immutable, *retention, *created_at;
   char created[32];
-  struct legacy_repo pub;
 };
 
-struct lctx {
-  char *vm, *repo, *id;
-  const char *created_at;
-  int64_t jobs, ok, failed;
-  int64_t last_row;             /* the row holding the highest completed disk id */
-};
-
+/* The plan fills the report as it decides: its repositories and contexts
+ * are rep->repos and rep->contexts (a row's ctx indexes the latter). */
 struct plan {
+  struct legacy_report *rep;
   struct lrow *rows;
   size_t n_rows, cap_rows;
   struct lrepo *repos;
   size_t n_repos, cap_repos;
-  struct lctx *ctxs;
-  size_t n_ctxs, cap_ctxs;
+  size_t cap_ctxs;
   bool has_type;
   char now[32];                 /* when this run migrates */
 };
-
-static void
-legacy_repo_clear (struct legacy_repo *r)
-{
-  free (r->id); free (r->name); free (r->type); free (r->folder); free (r->origin);
-  free (r->min_retention_days);
-  memset (r, 0, sizeof *r);
-}
 
 static void
 plan_free (struct plan *p)
@@ -150,16 +136,9 @@ plan_free (struct plan *p)
     struct lrepo *r = &p->repos[i];
     free (r->id); free (r->name); free (r->type); free (r->path); free (r->config);
     free (r->enabled); free (r->immutable); free (r->retention); free (r->created_at);
-    legacy_repo_clear (&r->pub);
-  }
-  for (size_t i = 0; i < p->n_ctxs; i++) {
-    free (p->ctxs[i].vm);
-    free (p->ctxs[i].repo);
-    free (p->ctxs[i].id);
   }
   free (p->rows);
   free (p->repos);
-  free (p->ctxs);
   memset (p, 0, sizeof *p);
 }
 
@@ -174,6 +153,13 @@ no_memory (void)
 {
   error_set_errno (ERR_INTERNAL, ENOMEM, "migrate-legacy");
   return -1;
+}
+
+/* Whether a legacy row completed: only those are restore points. */
+static bool
+is_completed (const struct lrow *r)
+{
+  return r->status && strcmp (r->status, "completed") == 0;
 }
 
 /* ------------------------------------------------------------------------
@@ -342,10 +328,10 @@ set_why (struct lrow *r, const char *fmt, ...)
 /* The path of r relative to the repository root, or NULL (r->why set)
  * when it lies outside. */
 static int
-place_path (struct lrow *r, const struct lrepo *repo)
+place_path (struct lrow *r, const struct legacy_repo *repo)
 {
   const char *rel = r->path;
-  const char *root = repo->pub.folder;
+  const char *root = repo->folder;
   size_t rootlen = strlen (root);
 
   if (rel == NULL || *rel == '\0')
@@ -422,28 +408,21 @@ legacy_repo_folder (const char *type, const char *config, char **folder, char **
                type ? type : "(NULL)", words);
     return -1;
   }
-  if (config == NULL || config[0] == '\0') {
-    error_set (ERR_INVALID, "no config JSON: the folder of the %s repository is unknown", type);
-    return -1;
-  }
+  if (config == NULL || config[0] == '\0')
+    return catalog_fail (ERR_INVALID, "no config JSON: the folder of the %s repository is"
+                         " unknown", type);
   j = json_loads (config, JSON_REJECT_DUPLICATES, &jerr);
-  if (j == NULL) {
-    error_set (ERR_INVALID, "config is not JSON (%s, at character %d)", jerr.text,
-               jerr.position);
-    return -1;
-  }
-  if (!json_is_object (j)) {
-    error_set (ERR_INVALID, "config is JSON but not an object");
-    return -1;
-  }
+  if (j == NULL)
+    return catalog_fail (ERR_INVALID, "config is not JSON (%s, at character %d)", jerr.text,
+                         jerr.position);
+  if (!json_is_object (j))
+    return catalog_fail (ERR_INVALID, "config is JSON but not an object");
   key = t == REPO_LOCAL ? "path" : "mount_point";
   v = json_object_get (j, key);
   value = json_string_value (v);
-  if (value == NULL || strlen (value) != json_string_length (v)) {
-    error_set (ERR_INVALID, "config has no \"%s\" string, where a %s repository's folder is",
-               key, type);
-    return -1;
-  }
+  if (value == NULL || strlen (value) != json_string_length (v))
+    return catalog_fail (ERR_INVALID, "config has no \"%s\" string, where a %s repository's"
+                         " folder is", key, type);
   *folder = folder_check (value, t == REPO_LOCAL ? "config path" : "config mount_point");
   if (*folder == NULL)
     return -1;
@@ -481,15 +460,16 @@ flag_is (const char *v, bool want)
 static int
 plan_repos (struct plan *p)
 {
+  if ((p->rep->repos = calloc (p->n_repos + 1, sizeof *p->rep->repos)) == NULL)
+    return no_memory ();
+  p->rep->n_repos = p->n_repos;
   for (size_t i = 0; i < p->n_repos; i++) {
     struct lrepo *r = &p->repos[i];
-    struct legacy_repo *pub = &r->pub;
+    struct legacy_repo *pub = &p->rep->repos[i];
 
-    if (r->id == NULL || !id_valid (r->id)) {
-      error_set (ERR_INVALID, "legacy repository id \"%s\" is not a valid strata id",
-                 r->id ? r->id : "(NULL)");
-      return -1;
-    }
+    if (r->id == NULL || !id_valid (r->id))
+      return catalog_fail (ERR_INVALID, "legacy repository id \"%s\" is not a valid strata id",
+                           r->id ? r->id : "(NULL)");
     if (r->config || r->path == NULL) {
       if (legacy_repo_folder (r->type ? r->type : "local", r->config, &pub->folder,
                               &pub->origin) == -1) {
@@ -498,11 +478,9 @@ plan_repos (struct plan *p)
       }
     }
     else {
-      if (r->type && strcmp (r->type, "local") != 0) {
-        error_set (ERR_INVALID, "legacy repository %s: repository_type \"%s\" with a path"
-                   " column: only local folders have one", r->id, r->type);
-        return -1;
-      }
+      if (r->type && strcmp (r->type, "local") != 0)
+        return catalog_fail (ERR_INVALID, "legacy repository %s: repository_type \"%s\" with"
+                             " a path column: only local folders have one", r->id, r->type);
       if ((pub->folder = folder_check (r->path, "path")) == NULL) {
         error_prefix ("legacy repository %s", r->id);
         return -1;
@@ -521,6 +499,45 @@ plan_repos (struct plan *p)
     if (!norm_time (r->created_at, r->created))
       memcpy (r->created, p->now, sizeof r->created);
   }
+  return 0;
+}
+
+/* Check that legacy row r can be placed and settle its times, status and
+ * file: 0, with r->why set when it stays behind; -1 on error. */
+static int
+place_row (const struct plan *p, struct lrow *r)
+{
+  const struct legacy_repo *repo = NULL;
+
+  if (r->id == NULL || !id_valid (r->id))
+    return set_why (r, "id \"%s\" is not a valid strata id", r->id);
+  if (r->vm_name == NULL || id_check_vm_name (r->vm_name) == -1)
+    return set_why (r, "vm_name \"%s\" is not a valid VM name", r->vm_name);
+  for (size_t k = 0; r->repository_id && k < p->rep->n_repos; k++)
+    if (strcmp (p->rep->repos[k].id, r->repository_id) == 0)
+      repo = &p->rep->repos[k];
+  if (repo == NULL)
+    return set_why (r, "repository \"%s\" is not in backup_repositories", r->repository_id);
+  if (!norm_time (r->created_at, r->created))
+    return set_why (r, "created_at \"%s\" is not a timestamp", r->created_at);
+  r->has_completed = r->completed_at != NULL;
+  if (r->has_completed && !norm_time (r->completed_at, r->completed))
+    return set_why (r, "completed_at \"%s\" is not a timestamp", r->completed_at);
+  if (r->status && strcmp (r->status, "running") == 0)
+    return set_why (r, "still running in the legacy catalog (finish or fail it with the"
+                    " old system first)");
+  if (r->status && strcmp (r->status, "pending") == 0) {
+    /* Never ran: a cancelled job, ended now (see the top). */
+    free (r->status);
+    if ((r->status = strdup ("cancelled")) == NULL)
+      return no_memory ();
+    r->pending = true;
+    r->has_completed = false;
+  }
+  if (r->disk_id == -2)
+    return set_why (r, "negative disk_id");
+  if (r->disk_id >= 0 && is_completed (r))
+    return place_path (r, repo);
   return 0;
 }
 
@@ -545,98 +562,42 @@ cmp_completion (const void *a, const void *b)
 static int
 plan_rows (struct plan *p)
 {
+  struct legacy_report *rep = p->rep;
   CLEANUP_FREE size_t *order = NULL;
   size_t n_disks = 0;
   int64_t next_id = 1;
 
   for (size_t i = 0; i < p->n_rows; i++) {
     struct lrow *r = &p->rows[i];
-    const struct lrepo *repo = NULL;
 
-    if (r->id == NULL || !id_valid (r->id)) {
-      if (set_why (r, "id \"%s\" is not a valid strata id", r->id) == -1)
-        return -1;
+    if (place_row (p, r) == -1)
+      return -1;
+    if (r->why)
       continue;
-    }
-    if (r->vm_name == NULL || id_check_vm_name (r->vm_name) == -1) {
-      if (set_why (r, "vm_name \"%s\" is not a valid VM name", r->vm_name) == -1)
-        return -1;
-      continue;
-    }
-    for (size_t k = 0; r->repository_id && k < p->n_repos; k++)
-      if (p->repos[k].id && strcmp (p->repos[k].id, r->repository_id) == 0)
-        repo = &p->repos[k];
-    if (repo == NULL) {
-      if (set_why (r, "repository \"%s\" is not in backup_repositories",
-                   r->repository_id) == -1)
-        return -1;
-      continue;
-    }
-    if (!norm_time (r->created_at, r->created)) {
-      if (set_why (r, "created_at \"%s\" is not a timestamp", r->created_at) == -1)
-        return -1;
-      continue;
-    }
-    r->has_completed = r->completed_at != NULL;
-    if (r->has_completed && !norm_time (r->completed_at, r->completed)) {
-      if (set_why (r, "completed_at \"%s\" is not a timestamp", r->completed_at) == -1)
-        return -1;
-      continue;
-    }
-    if (r->status && strcmp (r->status, "running") == 0) {
-      if (set_why (r, "still running in the legacy catalog (finish or fail it with the"
-                   " old system first)") == -1)
-        return -1;
-      continue;
-    }
-    if (r->status && strcmp (r->status, "pending") == 0) {
-      /* Never ran: a cancelled job, ended now (see the top). */
-      free (r->status);
-      if ((r->status = strdup ("cancelled")) == NULL)
-        return no_memory ();
-      r->pending = true;
-      r->has_completed = false;
-    }
-    if (r->disk_id == -2) {
-      if (set_why (r, "negative disk_id") == -1)
-        return -1;
-      continue;
-    }
-    if (r->disk_id >= 0) {
-      if (r->status && strcmp (r->status, "completed") == 0 && place_path (r, repo) == -1)
-        return -1;
-      if (r->why)
-        continue;
-      n_disks++;
-    }
+    n_disks += r->disk_id >= 0;
     /* Its context. */
-    for (size_t k = 0; k < p->n_ctxs; k++)
-      if (strcmp (p->ctxs[k].vm, r->vm_name) == 0 &&
-          strcmp (p->ctxs[k].repo, r->repository_id) == 0)
+    for (size_t k = 0; k < rep->n_contexts; k++)
+      if (strcmp (rep->contexts[k].vm, r->vm_name) == 0 &&
+          strcmp (rep->contexts[k].repo, r->repository_id) == 0)
         r->ctx = (int) k;
     if (r->ctx < 0) {
-      struct lctx *c = array_push ((void **) &p->ctxs, p->n_ctxs, &p->cap_ctxs, sizeof *c);
+      struct legacy_context *c = array_push ((void **) &rep->contexts, rep->n_contexts,
+                                             &p->cap_ctxs, sizeof *c);
       if (c == NULL)
         return -1;
+      r->ctx = (int) rep->n_contexts++;
       c->vm = strdup (r->vm_name);
       c->repo = strdup (r->repository_id);
       c->id = id_new ("ctx-backup", r->vm_name);
-      c->last_row = -1;
       if (c->vm == NULL || c->repo == NULL || c->id == NULL)
         return no_memory ();
-      r->ctx = (int) p->n_ctxs++;
     }
-    {
-      struct lctx *c = &p->ctxs[r->ctx];
-      c->jobs++;
-      if (c->created_at == NULL || strcmp (r->created, c->created_at) < 0)
-        c->created_at = r->created;
-      if (r->status && strcmp (r->status, "completed") == 0)
-        c->ok++;
-      else if (r->status && (strcmp (r->status, "failed") == 0 ||
-                             strcmp (r->status, "cancelled") == 0))
-        c->failed++;
-    }
+    rep->contexts[r->ctx].jobs++;
+    if (is_completed (r))
+      rep->contexts[r->ctx].ok++;
+    else if (r->status && (strcmp (r->status, "failed") == 0 ||
+                           strcmp (r->status, "cancelled") == 0))
+      rep->contexts[r->ctx].failed++;
   }
 
   /* The per-disk rows in completion order: their ids, their chains. */
@@ -651,21 +612,17 @@ plan_rows (struct plan *p)
   qsort (order, n_disks, sizeof *order, cmp_completion);
   for (size_t k = 0; k < n_disks; k++) {
     struct lrow *r = &p->rows[order[k]];
-    bool completed = r->status && strcmp (r->status, "completed") == 0;
     int64_t last = -1;
 
     r->disk_row = next_id++;
     /* The last completed row of the same context and disk index. */
     for (size_t m = 0; m < k; m++) {
       const struct lrow *o = &p->rows[order[m]];
-      if (o->ctx == r->ctx && o->disk_id == r->disk_id && o->status &&
-          strcmp (o->status, "completed") == 0)
+      if (o->ctx == r->ctx && o->disk_id == r->disk_id && is_completed (o))
         last = o->disk_row;
     }
     r->parent = last;
     r->type = last >= 0 ? "incremental" : "full";
-    if (completed)
-      p->ctxs[r->ctx].last_row = (int64_t) order[k];
   }
   /* Parent rows: the legacy type, or the label rule (see the top). */
   for (size_t i = 0; i < p->n_rows; i++) {
@@ -680,8 +637,8 @@ plan_rows (struct plan *p)
     }
     for (size_t k = 0; k < n_disks; k++) {
       const struct lrow *o = &p->rows[order[k]];
-      before |= o->ctx == r->ctx && o->has_completed && o->status &&
-                strcmp (o->status, "completed") == 0 && strcmp (o->completed, r->created) < 0;
+      before |= o->ctx == r->ctx && o->has_completed && is_completed (o) &&
+                strcmp (o->completed, r->created) < 0;
     }
     r->type = before ? "incremental" : "full";
   }
@@ -702,18 +659,33 @@ write_all (struct catalog *cat, const struct plan *p)
   const char *now = p->now;
 
   for (size_t i = 0; i < p->n_repos; i++) {
-    const struct lrepo *r = &p->repos[i];
+    const struct legacy_repo *r = &p->rep->repos[i];
 
     if (catalog_raw_exec (cat, "INSERT INTO backup_repositories (id, name, type, path,"
-                          " created_at) VALUES (?, ?, ?, ?, ?)", "sssss", r->pub.id,
-                          r->pub.name, r->pub.type, r->pub.folder, r->created) == -1) {
+                          " created_at) VALUES (?, ?, ?, ?, ?)", "sssss", r->id,
+                          r->name, r->type, r->folder, p->repos[i].created) == -1) {
       error_prefix ("legacy repository %s", r->id);
       return -1;
     }
   }
-  for (size_t i = 0; i < p->n_ctxs; i++) {
-    const struct lctx *c = &p->ctxs[i];
-    const struct lrow *last = c->last_row >= 0 ? &p->rows[c->last_row] : NULL;
+  for (size_t i = 0; i < p->rep->n_contexts; i++) {
+    const struct legacy_context *c = &p->rep->contexts[i];
+    const struct lrow *last = NULL;
+    const char *created = NULL;
+
+    /* Created with its first row; its last backup is the job of its
+     * latest completed disk (the highest backup_disks id). */
+    for (size_t k = 0; k < p->n_rows; k++) {
+      const struct lrow *r = &p->rows[k];
+
+      if (r->ctx != (int) i)
+        continue;
+      if (created == NULL || strcmp (r->created, created) < 0)
+        created = r->created;
+      if (r->disk_id >= 0 && is_completed (r) &&
+          (last == NULL || r->disk_row > last->disk_row))
+        last = r;
+    }
 
     if (catalog_raw_exec (cat, "INSERT INTO vm_backup_contexts (context_id, vm_name,"
                           " repository_id, total_backups_run, successful_backups,"
@@ -722,7 +694,7 @@ write_all (struct catalog *cat, const struct plan *p)
                           " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", "sssIIIsssss",
                           c->id, c->vm, c->repo, c->jobs, c->ok, c->failed,
                           last ? last->id : NULL, last ? last->type : NULL,
-                          last ? last->completed : NULL, c->created_at, now) == -1) {
+                          last ? last->completed : NULL, created, now) == -1) {
       error_prefix ("context of VM %s", c->vm);
       return -1;
     }
@@ -736,7 +708,7 @@ write_all (struct catalog *cat, const struct plan *p)
                           " vm_name, repository_id, backup_type, status, error,"
                           " created_at, completed_at, driver)"
                           " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'agent')", "sssssssss",
-                          r->id, p->ctxs[r->ctx].id, r->vm_name, r->repository_id,
+                          r->id, p->rep->contexts[r->ctx].id, r->vm_name, r->repository_id,
                           r->type, r->status, r->pending ? never_ran : NULL, r->created,
                           r->has_completed ? r->completed : r->pending ? p->now : NULL) == -1) {
       error_prefix ("legacy row %s", r->id);
@@ -746,25 +718,25 @@ write_all (struct catalog *cat, const struct plan *p)
   /* Disks in id order: every parent is written before its children. */
   for (int64_t want = 1; ; want++) {
     const struct lrow *r = NULL;
-    bool completed;
+    bool done;
 
     for (size_t i = 0; i < p->n_rows && !r; i++)
       if (!p->rows[i].why && p->rows[i].disk_id >= 0 && p->rows[i].disk_row == want)
         r = &p->rows[i];
     if (r == NULL)
       break;
-    completed = r->status && strcmp (r->status, "completed") == 0;
+    done = is_completed (r);
     if (catalog_raw_exec (cat, "INSERT INTO backup_disks (id, vm_backup_context_id,"
                           " backup_job_id, disk_index, size_bytes, backup_type,"
                           " disk_change_id, qcow2_path, parent_disk_id, bytes_transferred,"
                           " status, error, created_at, completed_at)"
                           " VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                          "IssIsssoIsss" "s", r->disk_row, p->ctxs[r->ctx].id, r->id,
-                          r->disk_id, r->type, r->change_id, completed ? r->rel : NULL,
+                          "IssIsssoIsss" "s", r->disk_row, p->rep->contexts[r->ctx].id,
+                          r->id, r->disk_id, r->type, r->change_id, done ? r->rel : NULL,
                           r->parent, r->bytes,
                           r->status && strcmp (r->status, "cancelled") == 0 ? "failed"
                           : r->status,
-                          completed ? NULL : r->pending ? never_ran
+                          done ? NULL : r->pending ? never_ran
                           : "not completed in the legacy catalog", r->created,
                           r->has_completed ? r->completed : r->pending ? p->now : NULL) == -1) {
       error_prefix ("legacy row %s (disk %" PRId64 ")", r->id, r->disk_id);
@@ -781,8 +753,11 @@ write_all (struct catalog *cat, const struct plan *p)
 void
 legacy_report_clear (struct legacy_report *rep)
 {
-  for (size_t i = 0; i < rep->n_repos; i++)
-    legacy_repo_clear (&rep->repos[i]);
+  for (size_t i = 0; i < rep->n_repos; i++) {
+    struct legacy_repo *r = &rep->repos[i];
+    free (r->id); free (r->name); free (r->type); free (r->folder); free (r->origin);
+    free (r->min_retention_days);
+  }
   for (size_t i = 0; i < rep->n_contexts; i++) {
     free (rep->contexts[i].id);
     free (rep->contexts[i].vm);
@@ -839,7 +814,7 @@ note_chain (struct legacy_report *rep, size_t *cap, const struct plan *p, size_t
     if (r->why || r->ctx != (int) ctx || r->disk_id != idx)
       continue;
     ch.rows++;
-    if (r->status && strcmp (r->status, "completed") == 0) {
+    if (is_completed (r)) {
       ch.full += strcmp (r->type, "full") == 0;
       ch.incremental += strcmp (r->type, "incremental") == 0;
       if (last == NULL || r->disk_row > last->disk_row)
@@ -863,11 +838,13 @@ note_chain (struct legacy_report *rep, size_t *cap, const struct plan *p, size_t
   return 0;
 }
 
-/* Fill *rep from the plan (copies). */
+/* Complete the report with what the plan's rows came to (copies): the
+ * counts, the chains, the rows cancelled and the rows not placed. */
 static int
-build_report (const struct plan *p, struct legacy_report *rep)
+build_report (const struct plan *p)
 {
-  size_t cap = 0, cap_chains = 0, cap_cancelled = 0, cap_not_placed = 0;
+  struct legacy_report *rep = p->rep;
+  size_t cap_chains = 0, cap_cancelled = 0, cap_not_placed = 0;
 
   rep->rows = p->n_rows;
   for (size_t i = 0; i < p->n_rows; i++) {
@@ -894,36 +871,9 @@ build_report (const struct plan *p, struct legacy_report *rep)
                                 never_ran) == -1)
       return -1;
   }
-  for (size_t i = 0; i < p->n_repos; i++) {
-    struct legacy_repo *x = array_push ((void **) &rep->repos, rep->n_repos, &cap, sizeof *x);
-    if (x == NULL)
-      return -1;
-    const struct legacy_repo *o = &p->repos[i].pub;
-    rep->n_repos++;
-    *x = (struct legacy_repo) { .id = strdup (o->id), .name = strdup (o->name),
-                                .type = strdup (o->type), .folder = strdup (o->folder),
-                                .origin = strdup (o->origin), .disabled = o->disabled,
-                                .immutable = o->immutable,
-                                .min_retention_days = dup_or_null (o->min_retention_days) };
-    if (!x->id || !x->name || !x->type || !x->folder || !x->origin ||
-        (o->min_retention_days && !x->min_retention_days))
-      return no_memory ();
-  }
-  cap = 0;
-  for (size_t i = 0; i < p->n_ctxs; i++) {
-    const struct lctx *c = &p->ctxs[i];
-    struct legacy_context *x = array_push ((void **) &rep->contexts, rep->n_contexts, &cap,
-                                           sizeof *x);
+  for (size_t i = 0; i < rep->n_contexts; i++) {
     int64_t idx = -1;
 
-    if (x == NULL)
-      return -1;
-    rep->n_contexts++;
-    *x = (struct legacy_context) { .id = strdup (c->id), .vm = strdup (c->vm),
-                                   .repo = strdup (c->repo), .jobs = c->jobs, .ok = c->ok,
-                                   .failed = c->failed };
-    if (!x->id || !x->vm || !x->repo)
-      return no_memory ();
     /* Its disks in index order: each time the next index above idx. */
     for (;;) {
       int64_t next = -1;
@@ -934,7 +884,7 @@ build_report (const struct plan *p, struct legacy_report *rep)
       }
       if (next < 0)
         break;
-      if (note_chain (rep, &cap_chains, p, i, x->vm, next) == -1)
+      if (note_chain (rep, &cap_chains, p, i, rep->contexts[i].vm, next) == -1)
         return -1;
       idx = next;
     }
@@ -1104,7 +1054,7 @@ int
 legacy_migrate (const struct legacy_options *opts, struct legacy_report *rep)
 {
   struct catalog *cat;
-  struct plan p = { 0 };
+  struct plan p = { .rep = rep };
   const char *repos_table;
   bool fresh;
   int f, mask, r = -1;
@@ -1160,7 +1110,7 @@ legacy_migrate (const struct legacy_options *opts, struct legacy_report *rep)
     no_memory ();
     goto out;
   }
-  if (plan_all (cat, &p, rep->source, repos_table) == -1 || build_report (&p, rep) == -1)
+  if (plan_all (cat, &p, rep->source, repos_table) == -1 || build_report (&p) == -1)
     goto out;
   if (opts->dry_run) {
     rep->outcome = LEGACY_PLANNED;

@@ -166,12 +166,6 @@ stmt_error (struct mariadb_catalog *mc, MYSQL_STMT *s, const char *sql)
   db_error_num (mc, mysql_stmt_errno (s), mysql_stmt_error (s), sql);
 }
 
-static void
-oom_error (void)
-{
-  error_set_errno (ERR_INTERNAL, ENOMEM, "catalog");
-}
-
 /* ------------------------------------------------------------------------
  * Statements
  */
@@ -215,7 +209,7 @@ rewrite_places (struct stmt *st, const char *sql, size_t nargs, size_t *place_ar
   char *out = st->sql = malloc (strlen (sql) + 1);
 
   if (out == NULL) {
-    oom_error ();
+    catalog_oom ();
     return -1;
   }
   for (const char *p = sql; *p; p++) {
@@ -233,18 +227,14 @@ rewrite_places (struct stmt *st, const char *sql, size_t nargs, size_t *place_ar
     }
     else
       place_arg[nplaces] = next++;
-    if (place_arg[nplaces] >= nargs || ++nplaces == MAX_PLACES) {
-      error_set (ERR_INTERNAL, "catalog: statement parameters do not match (in \"%.80s\")",
-                 sql);
-      return -1;
-    }
+    if (place_arg[nplaces] >= nargs || ++nplaces == MAX_PLACES)
+      return catalog_fail (ERR_INTERNAL, "catalog: statement parameters do not match"
+                           " (in \"%.80s\")", sql);
   }
   *out = '\0';
-  if (nplaces == 0 && nargs > 0) {
-    error_set (ERR_INTERNAL, "catalog: statement has no parameters, %zu given (in \"%.80s\")",
-               nargs, sql);
-    return -1;
-  }
+  if (nplaces == 0 && nargs > 0)
+    return catalog_fail (ERR_INTERNAL, "catalog: statement has no parameters, %zu given"
+                         " (in \"%.80s\")", nargs, sql);
   return (int) nplaces;
 }
 
@@ -266,7 +256,7 @@ mariadb_prepare (struct catalog *cat, const char *sql, const struct db_arg *args
     return NULL;
   }
   if ((st = calloc (1, sizeof *st)) == NULL) {
-    oom_error ();
+    catalog_oom ();
     return NULL;
   }
   st->base.drv = &mariadb_driver;
@@ -279,7 +269,7 @@ mariadb_prepare (struct catalog *cat, const char *sql, const struct db_arg *args
   st->ints = calloc (nplaces ? nplaces : 1, sizeof *st->ints);
   st->nulls = calloc (nplaces ? nplaces : 1, sizeof *st->nulls);
   if (st->s == NULL || st->params == NULL || st->ints == NULL || st->nulls == NULL) {
-    oom_error ();
+    catalog_oom ();
     goto fail;
   }
   if (mysql_stmt_prepare (st->s, st->sql, strlen (st->sql)) != 0) {
@@ -339,7 +329,7 @@ stmt_execute (struct stmt *st)
   mysql_free_result (meta);
   st->vals = calloc (st->ncols ? st->ncols : 1, sizeof *st->vals);
   if (st->vals == NULL) {
-    oom_error ();
+    catalog_oom ();
     return -1;
   }
   if (mysql_stmt_store_result (st->s) != 0) {
@@ -385,7 +375,7 @@ stmt_fetch (struct stmt *st)
     if (nulls[i])
       continue;
     if ((v = malloc (lengths[i] + 1)) == NULL) {
-      oom_error ();
+      catalog_oom ();
       return -1;
     }
     one.buffer_type = MYSQL_TYPE_STRING;
@@ -497,7 +487,7 @@ db_connect (struct mariadb_catalog *mc)
   mc->in_tx = false;
   mc->db = mysql_init (NULL);
   if (mc->db == NULL) {
-    oom_error ();
+    catalog_oom ();
     return -1;
   }
   mysql_options (mc->db, MYSQL_SET_CHARSET_NAME, "utf8mb4");
@@ -635,10 +625,9 @@ mariadb_migrate_enter (struct catalog *cat)
 
   if (db_query_int (MC (cat), "SELECT GET_LOCK('" MIGRATE_LOCK "', 60)", &got) != 1)
     return -1;
-  if (got != 1) {
-    error_set (ERR_UNAVAILABLE, "catalog: another process is migrating the database");
-    return -1;
-  }
+  if (got != 1)
+    return catalog_fail (ERR_UNAVAILABLE,
+                         "catalog: another process is migrating the database");
   return 0;
 }
 
@@ -732,11 +721,9 @@ parse_url (struct mariadb_catalog *mc, const char *rest)
   char *end;
 
   slash = strchr (rest, '/');
-  if (slash == NULL) {
-    error_set (ERR_INVALID, "catalog URL names no database; expected"
-               " mariadb://USER@HOST[:PORT]/DATABASE[?socket=PATH]");
-    return -1;
-  }
+  if (slash == NULL)
+    return catalog_fail (ERR_INVALID, "catalog URL names no database; expected"
+                         " mariadb://USER@HOST[:PORT]/DATABASE[?socket=PATH]");
   at = memrchr (rest, '@', slash - rest);
   host = rest;
   if (at) {
@@ -744,32 +731,27 @@ parse_url (struct mariadb_catalog *mc, const char *rest)
     mc->user = url_decode (rest, (pc ? pc : at) - rest);
     if (pc)
       mc->password = url_decode (pc + 1, at - pc - 1);
-    if (mc->user == NULL || (pc && mc->password == NULL)) {
-      error_set (ERR_INVALID, "catalog URL: bad %%-escape in the user or password");
-      return -1;
-    }
+    if (mc->user == NULL || (pc && mc->password == NULL))
+      return catalog_fail (ERR_INVALID,
+                           "catalog URL: bad %%-escape in the user or password");
     host = at + 1;
   }
   hend = slash;
   if (*host == '[') {
     const char *rb = memchr (host, ']', slash - host);
-    if (rb == NULL) {
-      error_set (ERR_INVALID, "catalog URL: '[' without ']' in the host");
-      return -1;
-    }
+    if (rb == NULL)
+      return catalog_fail (ERR_INVALID, "catalog URL: '[' without ']' in the host");
     mc->host = strndup (host + 1, rb - host - 1);
     colon = rb + 1 < slash && rb[1] == ':' ? rb + 1 : NULL;
-    if (!colon && rb + 1 != slash) {
-      error_set (ERR_INVALID, "catalog URL: junk after the host");
-      return -1;
-    }
+    if (!colon && rb + 1 != slash)
+      return catalog_fail (ERR_INVALID, "catalog URL: junk after the host");
   }
   else {
     colon = memchr (host, ':', slash - host);
     mc->host = strndup (host, (colon ? colon : slash) - host);
   }
   if (mc->host == NULL) {
-    oom_error ();
+    catalog_oom ();
     return -1;
   }
   if (*mc->host == '\0') {
@@ -780,29 +762,22 @@ parse_url (struct mariadb_catalog *mc, const char *rest)
     unsigned long p;
     errno = 0;
     p = strtoul (colon + 1, &end, 10);
-    if (end != hend || colon + 1 == hend || errno || p == 0 || p > 65535) {
-      error_set (ERR_INVALID, "catalog URL: the port must be a number from 1 to 65535");
-      return -1;
-    }
+    if (end != hend || colon + 1 == hend || errno || p == 0 || p > 65535)
+      return catalog_fail (ERR_INVALID,
+                           "catalog URL: the port must be a number from 1 to 65535");
     mc->port = (unsigned) p;
   }
   q = strchr (slash + 1, '?');
   mc->dbname = url_decode (slash + 1, (q ? q : slash + 1 + strlen (slash + 1)) - slash - 1);
-  if (mc->dbname == NULL || *mc->dbname == '\0' || strchr (mc->dbname, '/')) {
-    error_set (ERR_INVALID, "catalog URL names no database; expected"
-               " mariadb://USER@HOST[:PORT]/DATABASE[?socket=PATH]");
-    return -1;
-  }
+  if (mc->dbname == NULL || *mc->dbname == '\0' || strchr (mc->dbname, '/'))
+    return catalog_fail (ERR_INVALID, "catalog URL names no database; expected"
+                         " mariadb://USER@HOST[:PORT]/DATABASE[?socket=PATH]");
   if (q) {
-    if (strncmp (q + 1, "socket=", 7) != 0 || strchr (q + 1, '&')) {
-      error_set (ERR_INVALID, "catalog URL: the only option is ?socket=PATH");
-      return -1;
-    }
+    if (strncmp (q + 1, "socket=", 7) != 0 || strchr (q + 1, '&'))
+      return catalog_fail (ERR_INVALID, "catalog URL: the only option is ?socket=PATH");
     mc->socket = url_decode (q + 8, strlen (q + 8));
-    if (mc->socket == NULL || *mc->socket != '/') {
-      error_set (ERR_INVALID, "catalog URL: socket= needs an absolute path");
-      return -1;
-    }
+    if (mc->socket == NULL || *mc->socket != '/')
+      return catalog_fail (ERR_INVALID, "catalog URL: socket= needs an absolute path");
   }
   return 0;
 }
@@ -839,7 +814,7 @@ read_password (struct mariadb_catalog *mc, const char *password_file)
   else if (env && *env) {
     free (mc->password);
     if ((mc->password = strdup (env)) == NULL) {
-      oom_error ();
+      catalog_oom ();
       return -1;
     }
   }
@@ -872,7 +847,7 @@ catalog_mariadb_open (const char *rest, const char *password_file, bool migrate)
   struct mariadb_catalog *mc = calloc (1, sizeof *mc);
 
   if (mc == NULL) {
-    oom_error ();
+    catalog_oom ();
     return NULL;
   }
   catalog_base_init (&mc->base, &mariadb_driver);

@@ -23,7 +23,6 @@
  * migrations (dropping a table must not cascade) and PRAGMA
  * foreign_key_check runs before each COMMIT.
  */
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -102,7 +101,7 @@ sqlite_prepare (struct catalog *cat, const char *sql, const struct db_arg *args,
   int rc;
 
   if (st == NULL) {
-    error_set_errno (ERR_INTERNAL, ENOMEM, "catalog");
+    catalog_oom ();
     return NULL;
   }
   st->base.drv = &sqlite_driver;
@@ -348,7 +347,7 @@ catalog_sqlite_open (const char *path, bool migrate)
   int rc;
 
   if (sc == NULL) {
-    error_set_errno (ERR_INTERNAL, ENOMEM, "catalog");
+    catalog_oom ();
     return NULL;
   }
   catalog_base_init (&sc->base, &sqlite_driver);
