@@ -115,7 +115,7 @@ cli_migrate_legacy (int argc, char **argv)
               "repositories, contexts, jobs and backup_disks, in one transaction, and\n"
               "print what was done.  Pending jobs become cancelled ones.  A second run\n"
               "changes nothing.  Stop every hub and the old system first.\n"
-              "URL: sqlite:///path.db or mysql://USER@HOST[:PORT]/DB[?socket=PATH]\n"
+              "URL: sqlite:///path.db or mariadb://USER@HOST[:PORT]/DB[?socket=PATH]\n"
               "(password: FILE's first line, else $STRATA_DB_PASSWORD).\n"
               "Exit status: 0 on success or nothing to do, 1 on failure (nothing\n"
               "changed), 2 on a usage error.\n");

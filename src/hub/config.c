@@ -42,7 +42,7 @@ hub_config_usage (void)
 "  --nbd-listen ADDR:PORT NBD targets of the storage daemon\n"
 "                         (default 127.0.0.1:10809; 0.0.0.0 and :: are refused)\n"
 "  --db URL               catalog (default sqlite://DATA-DIR/catalog.db), or\n"
-"                         mysql://USER@HOST[:PORT]/DB[?socket=PATH] (MariaDB)\n"
+"                         mariadb://USER@HOST[:PORT]/DB[?socket=PATH]\n"
 "  --db-password-file FILE\n"
 "                         the MariaDB password: FILE's first line (else\n"
 "                         $STRATA_DB_PASSWORD, else the URL's)\n"

@@ -256,7 +256,7 @@ if [ "$TEST_DB" = mariadb ]; then
   $STRATA_TEST_MARIADB_ROOT -e "DROP DATABASE $CATALOG_DB"
   CATALOG_DB=strata_t_$$_${RANDOM}_shape
   $STRATA_TEST_MARIADB_ROOT -e "CREATE DATABASE $CATALOG_DB" || bail_out "cannot create $CATALOG_DB"
-  CATALOG_URL="mysql://$STRATA_TEST_MARIADB_USER@localhost/$CATALOG_DB?socket=$STRATA_TEST_MARIADB_SOCKET"
+  CATALOG_URL="mariadb://$STRATA_TEST_MARIADB_USER@localhost/$CATALOG_DB?socket=$STRATA_TEST_MARIADB_SOCKET"
   DB_ARGS=(--db "$CATALOG_URL" --db-password-file "$STRATA_TEST_MARIADB_PWFILE")
   # As the old system's ORM made them (config as LONGTEXT, flags as TINYINT).
   sql_write "

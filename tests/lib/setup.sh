@@ -26,7 +26,7 @@ if [ "$TEST_DB" = mariadb ]; then
   CATALOG_DB=strata_t_$$_$RANDOM
   $STRATA_TEST_MARIADB_ROOT -e "CREATE DATABASE $CATALOG_DB" ||
     { echo "Bail out! cannot create database $CATALOG_DB"; exit 255; }
-  CATALOG_URL="mysql://$STRATA_TEST_MARIADB_USER@localhost/$CATALOG_DB?socket=$STRATA_TEST_MARIADB_SOCKET"
+  CATALOG_URL="mariadb://$STRATA_TEST_MARIADB_USER@localhost/$CATALOG_DB?socket=$STRATA_TEST_MARIADB_SOCKET"
   _hub_db_args=(--db "$CATALOG_URL" --db-password-file "$STRATA_TEST_MARIADB_PWFILE")
 fi
 HUB_PID=

@@ -218,7 +218,7 @@ mariadb_setup (void)
               " tests/mariadb-server.sh)");
   mariadb = true;
   snprintf (my_db, sizeof my_db, "strata_ut_%d", (int) getpid ());
-  snprintf (url, sizeof url, "mysql://%s@localhost/%s?socket=%s", user, my_db, sock);
+  snprintf (url, sizeof url, "mariadb://%s@localhost/%s?socket=%s", user, my_db, sock);
   raw_my = mysql_init (NULL);
   mysql_options (raw_my, MYSQL_SET_CHARSET_NAME, "utf8mb4");
   if (mysql_real_connect (raw_my, NULL, "root", NULL, NULL, 0, sock, 0) == NULL) {
