@@ -1433,6 +1433,19 @@ catalog_backup_list (struct catalog *cat, const struct cat_job_filter *f,
 /* Check that job id exists and its status is want.  *ctx (malloc'd, the
  * caller frees, even on failure), *type and *driver receive its context
  * id, backup type and driver. */
+/* Refuse an operation on job id because of its status, saying what that
+ * status means where the word alone does not. */
+static int
+job_status_conflict (const char *id, enum job_status status)
+{
+  if (status == JOB_FINISHING)
+    return catalog_fail (ERR_CONFLICT, "backup %s is finishing: its data is complete and "
+                         "recorded, and only the removal of the bitmaps it supersedes at "
+                         "its sources is left; it can only be completed now (wait until "
+                         "it is)", id);
+  return catalog_fail (ERR_CONFLICT, "backup %s is %s", id, job_status_name (status));
+}
+
 static int
 job_in (struct catalog *cat, const char *id, enum job_status want, char **ctx,
         enum backup_type *type, enum job_driver *driver)
@@ -1455,7 +1468,7 @@ job_in (struct catalog *cat, const char *id, enum job_status want, char **ctx,
   if (row_done (&row) == -1)
     return -1;
   if (status != want)
-    return catalog_fail (ERR_CONFLICT, "backup %s is %s", id, job_status_name (status));
+    return job_status_conflict (id, status);
   return 0;
 }
 
@@ -1697,8 +1710,10 @@ backup_delete_plan_tx (struct catalog *cat, const char *backup_id, bool cascade,
     return -1;
   if (job_status_parse (word, &status) == -1)
     return bad_word ("backup_jobs.status", word);
+  if (status == JOB_RUNNING)
+    return catalog_fail (ERR_CONFLICT, "backup %s is running: cancel it first", backup_id);
   if (job_status_active (status))
-    return catalog_fail (ERR_CONFLICT, "backup %s is %s", backup_id, word);
+    return job_status_conflict (backup_id, status);
   if (db_int (cat, &dependents, DOOMED_JOBS
               "SELECT count(*) FROM doomed WHERE job_id <> ?1" WITH_FILES,
               "s", backup_id) == -1)

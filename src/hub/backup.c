@@ -452,15 +452,6 @@ jobs_ended (struct hub *hub, char *const *ids)
     hub->hooks.ended (hub, ids[i]);
 }
 
-/* The message for a transition refused because the job is finishing. */
-static void
-refuse_finishing (const char *backup_id, const char *what)
-{
-  error_set (ERR_CONFLICT, "backup %s is finishing: its data is complete and recorded, "
-             "and the hub is removing the superseded bitmaps from its sources; it cannot "
-             "be %s (wait until it is completed)", backup_id, what);
-}
-
 /* hub_backup_end with hub->lock held. */
 static int
 backup_end_locked (struct hub *hub, const char *backup_id, enum job_status status,
@@ -476,15 +467,7 @@ backup_end_locked (struct hub *hub, const char *backup_id, enum job_status statu
     error_set (ERR_NOT_FOUND, "backup %s has no disk %d", backup_id, disk_index);
     return -1;
   }
-  if (job.status == JOB_FINISHING) {
-    refuse_finishing (backup_id, status == JOB_CANCELLED ? "cancelled" : "failed");
-    return -1;
-  }
-  if (job.status != JOB_RUNNING) {
-    error_set (ERR_CONFLICT, "backup %s is %s, not running", backup_id,
-               job_status_name (job.status));
-    return -1;
-  }
+  /* The catalog refuses a job that is not running, saying why. */
   if (catalog_repo_get (hub->cat, job.repository_id, &repo) == -1 ||
       catalog_backup_end (hub->cat, backup_id, status, disk_index, error,
                           &dropped.v, &dropped.n) == -1)
@@ -564,16 +547,9 @@ hub_backup_delete (struct hub *hub, const char *backup_id, bool cascade,
   if (catalog_backup_get (hub->cat, backup_id, &job) == -1 ||
       catalog_repo_get (hub->cat, job.repository_id, &repo) == -1)
     return -1;
-  if (job.status == JOB_RUNNING) {
-    error_set (ERR_CONFLICT, "backup %s is running: cancel it first", backup_id);
-    return -1;
-  }
-  if (job.status == JOB_FINISHING) {
-    refuse_finishing (backup_id, "deleted");
-    return -1;
-  }
-  /* An open restore export must not lose an image of its chain: check
-   * the exact set of jobs the catalog's delete would remove. */
+  /* The catalog's plan and delete refuse a running or finishing job,
+   * saying why.  An open restore export must not lose an image of its
+   * chain: check the exact set of jobs the catalog's delete would remove. */
   if (hub->restores) {
     CLEANUP_STRV char **doomed = NULL;
     if (catalog_backup_delete_plan (hub->cat, backup_id, cascade, &doomed) == -1 ||
