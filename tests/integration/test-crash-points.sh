@@ -21,10 +21,7 @@ put_vm crash $SIZE $SIZE
 crash_at ()
 {
   local point=$1 method=$2 path=$3 body=${4-} code rc pids
-  stop_hub
-  export STRATA_CRASH_AT=$point
-  start_hub
-  unset STRATA_CRASH_AT
+  restart_hub_crashing_at "$point"
   pids=$(qsd_pids)
   code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 30 -X "$method" \
            ${body:+--data-binary "$body"} "http://127.0.0.1:$HUB_PORT$path")

@@ -23,18 +23,6 @@ src_write () # PATTERN OFFSET
     fail "write $1 into the source"
 }
 
-# job_status ID: the job's status as the API shows it.
-job_status ()
-{
-  curl -s "http://127.0.0.1:$HUB_PORT/api/v1/backups/$1" | jq -r .status
-}
-
-# ended ID: the job is neither running nor finishing.
-ended ()
-{
-  case $(job_status "$1") in running|finishing|'') return 1 ;; esac
-}
-
 context_stats ()
 {
   echo "$(sql "SELECT successful_backups FROM vm_backup_contexts WHERE vm_name='fin'")/$(
@@ -45,23 +33,17 @@ context_stats ()
 src_write 0x11 0
 api POST /api/v1/backups '{"vm_name":"fin","backup_type":"full"}'
 B1=$(jqb .backup_id)
-ok "the first full ends" wait_for 60 ended "$B1"
+ok "the first full ends" wait_for 60 job_ended "$B1"
 is "$(job_status "$B1")" completed "it is completed"
 is "$(bitmaps_of "$SRC")" "$B1" "the source holds its bitmap"
 
 # --- The hub dies once every disk is recorded, before the bitmap commit ------
 src_write 0x12 2M
-stop_hub
-export STRATA_CRASH_AT=finishing:recorded
-start_hub
-unset STRATA_CRASH_AT
+restart_hub_crashing_at finishing:recorded
 api POST /api/v1/backups '{"vm_name":"fin","backup_type":"full"}'
 is "$API_STATUS" 201 "start a second full on a hub that dies before committing bitmaps"
 B2=$(jqb .backup_id)
-ok "the hub dies (SIGKILL at finishing:recorded)" wait_for 60 eval '! hub_alive'
-wait "$HUB_PID" 2>/dev/null
-HUB_PID=
-echo "==== hub died at finishing:recorded" >> "$HUB_LOG"
+wait_hub_crashed finishing:recorded
 is "$(sql "SELECT status FROM backup_jobs WHERE id='$B2'")/$(
       sql "SELECT count(*) FROM backup_jobs WHERE id='$B2' AND completed_at IS NULL")" \
    "finishing/1" "the job was left finishing, with no completion time"
@@ -72,7 +54,7 @@ is "$(bitmaps_of "$SRC" | tr '\n' ' ')" "$(printf '%s\n' "$B1" "$B2" | sort | tr
    "the source still holds both bitmaps"
 
 start_hub
-ok "after the restart the job ends" wait_for 60 ended "$B2"
+ok "after the restart the job ends" wait_for 60 job_ended "$B2"
 is "$(job_status "$B2")" completed "it is completed"
 is "$(bitmaps_of "$SRC")" "$B2" "the source holds only the new full's bitmap"
 is "$(context_stats)" "2/$B2" "the context counts it, as its last backup"
@@ -124,7 +106,7 @@ like "$(jqb .error.message)" "finishing" "the message says why"
 api POST /api/v1/backups '{"vm_name":"fin","backup_type":"incremental"}'
 is_error 409 conflict "a second backup of the context while one finishes: 409"
 open_gate
-ok "once the gate opens the job ends" wait_for 60 ended "$B3"
+ok "once the gate opens the job ends" wait_for 60 job_ended "$B3"
 is "$(job_status "$B3")" completed "it is completed"
 is "$(bitmaps_of "$SRC")" "$B3" "the source holds only the incremental's bitmap"
 
@@ -140,7 +122,7 @@ ok "the hub reaches the bitmap commit again" wait_for 60 test -e "$T/gate.waitin
 qemu-nbd --fork --pid-file="$T/qnbd.pid" --socket="$T/qnbd.sock" -f qcow2 "$SRC"
 ok "a writer holds the source" test -s "$T/qnbd.pid"
 open_gate
-ok "the job ends" wait_for 60 ended "$B4"
+ok "the job ends" wait_for 60 job_ended "$B4"
 kill "$(cat "$T/qnbd.pid")"
 ok "the writer is gone" wait_for 30 eval "! kill -0 $(cat "$T/qnbd.pid") 2>/dev/null"
 is "$(job_status "$B4")" completed "it is completed all the same"

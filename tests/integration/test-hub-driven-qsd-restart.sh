@@ -35,12 +35,7 @@ ok "the copy is under way" wait_for 30 copying
 old=$(qsd_pids)
 ok "kill -9 the hub's qemu-storage-daemon mid-copy" kill -KILL "$old"
 
-# job_ended: the job has left "running".
-job_ended ()
-{
-  curl -s "http://127.0.0.1:$HUB_PORT/api/v1/backups/$B" | jq -e '.status != "running"' > /dev/null
-}
-ok "the job ends by itself" wait_for 120 job_ended
+ok "the job ends by itself" wait_for 120 job_ended "$B"
 api GET "/api/v1/backups/$B"
 is "$(jqb .status)" completed "completed, after copying again"
 like "$(cat "$HUB_LOG")" "storage daemon was restarted during the copy; copying again" \

@@ -156,17 +156,11 @@ is "$(catalog_counts)" "$before" "and nothing was recorded"
 src_write 0 0x15 20M 2M
 src_write 1 0x23 50M 2M
 save_sources crash1
-stop_hub
-export STRATA_CRASH_AT=complete:recorded
-start_hub
-unset STRATA_CRASH_AT
+restart_hub_crashing_at complete:recorded
 api POST /api/v1/backups '{"vm_name":"hd1","backup_type":"incremental"}'
 is "$API_STATUS" 201 "start a backup on a hub that dies after recording its first disk"
 B5=$(jqb .backup_id)
-ok "the hub dies (SIGKILL at complete:recorded)" wait_for 60 eval '! hub_alive'
-wait "$HUB_PID" 2>/dev/null
-HUB_PID=
-echo "==== hub died at complete:recorded" >> "$HUB_LOG"
+wait_hub_crashed complete:recorded
 is "$(sql "SELECT status FROM backup_jobs WHERE id='$B5'")" running "the job was left running"
 start_hub
 wait_job "$B5" "after the restart the job finishes by itself"

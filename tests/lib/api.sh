@@ -1,6 +1,7 @@
 # tests/lib/api.sh - the hub's HTTP API from the tests: requests and
 # their status and body (api, jqb, is_error), and the backup flow through
-# it: put a VM, start a backup, complete its disks, race many starts.
+# it: put a VM, start a backup, complete its disks, see whether a job has
+# ended, race many starts.
 
 # ----------------------------------------------------------------- API ----
 
@@ -68,6 +69,20 @@ _api_send ()
 jqb ()
 {
   printf '%s' "$API_BODY" | jq -r "$@" 2>/dev/null
+}
+
+# job_status ID: the job's status as the API shows it now (without
+# touching $API_STATUS/$API_BODY, so it can be polled by wait_for).
+job_status ()
+{
+  curl -s "http://127.0.0.1:$HUB_PORT/api/v1/backups/$1" | jq -r .status
+}
+
+# job_ended ID: the job has ended: neither running nor finishing (a
+# hub-driven job is finishing while the hub settles its bitmaps).
+job_ended ()
+{
+  case $(job_status "$1") in running|finishing|''|null) return 1 ;; esac
 }
 
 # api_is METHOD PATH [BODY] STATUS DESC: call and assert the status in one go.

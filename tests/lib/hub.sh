@@ -1,6 +1,7 @@
 # tests/lib/hub.sh - the hub under test and its qemu-storage-daemon:
-# start, stop and SIGKILL the hub on free ports, find the daemons it
-# runs, check that none outlives it, and poll for a condition (wait_for).
+# start, stop and SIGKILL the hub on free ports, restart it set to crash at
+# a point and wait for that, find the daemons it runs, check that none
+# outlives it, and poll for a condition (wait_for).
 
 # Startup can be slow under ASan/valgrind: bounds are generous but finite.
 HUB_START_TIMEOUT=${HUB_START_TIMEOUT:-30}
@@ -225,4 +226,24 @@ kill_hub ()
 hub_alive ()
 {
   [ -n "$HUB_PID" ] && kill -0 "$HUB_PID" 2>/dev/null
+}
+
+# restart_hub_crashing_at POINT: stop the hub and start it again with
+# STRATA_CRASH_AT=POINT, so that it SIGKILLs itself when it gets there.
+restart_hub_crashing_at ()
+{
+  stop_hub
+  export STRATA_CRASH_AT=$1
+  start_hub
+  unset STRATA_CRASH_AT
+}
+
+# wait_hub_crashed POINT: one TAP test that the hub dies (bounded wait),
+# then forget it and mark its log.
+wait_hub_crashed ()
+{
+  ok "the hub dies (SIGKILL at $1)" wait_for 60 eval '! hub_alive'
+  wait "$HUB_PID" 2>/dev/null
+  HUB_PID=
+  echo "==== hub died at $1" >> "$HUB_LOG"
 }
