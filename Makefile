@@ -25,7 +25,7 @@ LIBS    = $(PKG_LIBS) -lpthread
 DEB_PKGS := gcc make pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev \
             libnbd-dev libcurl4-openssl-dev libmariadb-dev mariadb-server mariadb-client \
             qemu-utils qemu-system-common libnbd-bin sqlite3 jq curl perl procps \
-            iproute2 e2fsprogs bsdutils
+            iproute2 e2fsprogs bsdutils util-linux
 
 LIB_SRCS  := $(sort $(wildcard src/*/*.c))
 LIB_OBJS  := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(LIB_SRCS)) $(BUILD)/obj/gen/migrations.o

@@ -86,15 +86,48 @@ _port_free ()
   return 0
 }
 
-# free_port: print a random port in 20000-60000 that nothing uses, and that
-# differs from the ones this test already holds.
+# A port a test picked stays its own until the test exits, even while
+# nothing listens there (its hub stopped for a restart on the same ports):
+# each pick is reserved as $_PORT_DIR/PORT/pid, naming the test's shell,
+# under a lock, so a test running beside it (prove -j2) never picks it.  A
+# reservation whose test is gone is free again.
+_PORT_DIR=${TMPDIR:-/tmp}/strata-test-ports
+
+# _reserve_port PORT: 0 when this test now holds PORT, 1 when another
+# live test does.
+_reserve_port ()
+{
+  local d=$_PORT_DIR/$1
+  mkdir -p "$_PORT_DIR" 2>/dev/null
+  (
+    flock 9 || exit 1
+    if [ -d "$d" ]; then
+      kill -0 "$(cat "$d/pid" 2>/dev/null)" 2>/dev/null && exit 1
+      rm -rf "$d"
+    fi
+    mkdir "$d" && echo $$ > "$d/pid"
+  ) 9> "$_PORT_DIR/.lock"
+}
+
+# _release_ports: drop this test's reservations (the EXIT trap).
+_release_ports ()
+{
+  local f
+  for f in "$_PORT_DIR"/*/pid; do
+    [ "$(cat "$f" 2>/dev/null)" = $$ ] && rm -rf "${f%/pid}"
+  done
+  return 0
+}
+
+# free_port: print a random port in 20000-60000 that nothing uses and no
+# other running test holds, and reserve it for this test.
 free_port ()
 {
   local i p
   for i in $(seq 1 100); do
     p=$((20000 + RANDOM % 40001))
     [ "$p" = "$HUB_PORT" ] || [ "$p" = "$NBD_PORT" ] && continue
-    _port_free "$p" && { echo "$p"; return 0; }
+    _port_free "$p" && _reserve_port "$p" && { echo "$p"; return 0; }
   done
   return 1
 }

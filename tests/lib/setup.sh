@@ -81,6 +81,7 @@ _cleanup ()
   chmod -R u+w "$T" 2>/dev/null
   rm -rf "$T"
   [ -n "$CATALOG_DB" ] && $STRATA_TEST_MARIADB_ROOT -e "DROP DATABASE IF EXISTS $CATALOG_DB"
+  _release_ports
   exit $rc
 }
 trap _cleanup EXIT
