@@ -35,19 +35,10 @@
 #include "storage/qsd.h"
 #include "storage/repo.h"
 #include "util/cleanup.h"
+#include "util/crash.h"
 #include "util/error.h"
 #include "util/id.h"
 #include "util/log.h"
-
-void
-hub_crash_point (const char *where)
-{
-  const char *at = getenv ("STRATA_CRASH_AT");
-  if (at && strcmp (at, where) == 0) {
-    log_warn ("STRATA_CRASH_AT=%s: dying here, as a power cut would", where);
-    raise (SIGKILL);
-  }
-}
 
 void
 hub_drop_disks (struct hub *hub, const char *repo_path,
@@ -292,7 +283,7 @@ start_materialise (struct hub *hub, struct start *st)
       goto undo;
     }
   }
-  hub_crash_point ("start:images");
+  crash_point ("start:images");
   for (st->exported = 0; st->exported < st->n; st->exported++) {
     struct cat_disk *d = &st->job.disks[st->exported];
     CLEANUP_FREE char *path = repo_abspath (st->repo.path, d->qcow2_path);
@@ -303,7 +294,7 @@ start_materialise (struct hub *hub, struct start *st)
       goto undo;
     }
   }
-  hub_crash_point ("start:exports");
+  crash_point ("start:exports");
   return 0;
  undo:
   start_undo (hub, st);
@@ -319,7 +310,7 @@ start_record (struct hub *hub, struct start *st)
 {
   if (catalog_backup_insert (hub->cat, &st->job, &st->vm) == -1)
     return -1;
-  hub_crash_point ("start:recorded");
+  crash_point ("start:recorded");
   if (st->req->disks) {
     bool created;
     if (catalog_vm_put (hub->cat, &st->vm, &created) == -1)
@@ -428,11 +419,11 @@ hub_backup_complete (struct hub *hub, const char *backup_id, int disk_index,
   }
   if (repo_sync_image (repo.path, d->qcow2_path) == -1)
     return -1;
-  hub_crash_point ("complete:synced");
+  crash_point ("complete:synced");
   if (catalog_disk_complete (hub->cat, backup_id, disk_index, change_id,
                              bytes_transferred, full_reason, out) == -1)
     return -1;
-  hub_crash_point ("complete:recorded");
+  crash_point ("complete:recorded");
   if (repo_seal_image (repo.path, d->qcow2_path) == -1)
     log_warn ("backup %s disk %d: %s", backup_id, disk_index, error_message ());
   log_info ("backup %s disk %d completed (%s)%s", backup_id, disk_index,
@@ -472,7 +463,7 @@ backup_end_locked (struct hub *hub, const char *backup_id, enum job_status statu
       catalog_backup_end (hub->cat, backup_id, status, disk_index, error,
                           &dropped.v, &dropped.n) == -1)
     return -1;
-  hub_crash_point ("end:recorded");
+  crash_point ("end:recorded");
   hub_drop_disks (hub, repo.path, dropped.v, dropped.n);
   log_info ("backup %s %s%s%s", backup_id, job_status_name (status), error ? ": " : "",
             error ? error : "");
@@ -503,7 +494,7 @@ hub_backup_finish (struct hub *hub, const char *backup_id, struct cat_job *out)
 
   if (catalog_backup_finish (hub->cat, backup_id, out) == -1)
     return -1;
-  hub_crash_point ("finish:recorded");
+  crash_point ("finish:recorded");
   return 0;
 }
 
@@ -558,7 +549,7 @@ hub_backup_delete (struct hub *hub, const char *backup_id, bool cascade,
   }
   if (catalog_backup_delete (hub->cat, backup_id, cascade, &deleted.v, &deleted.n) == -1)
     return -1;
-  hub_crash_point ("delete:recorded");
+  crash_point ("delete:recorded");
   *deleted_ids = job_ids_of (deleted.v, deleted.n);
   hub_drop_disks (hub, repo.path, deleted.v, deleted.n);
   if (*deleted_ids == NULL)
@@ -582,7 +573,7 @@ context_delete_locked (struct hub *hub, const char *context_id, bool force,
       hub_restores_check_context (hub, context_id) == -1 ||
       catalog_context_delete (hub->cat, context_id, force, &deleted.v, &deleted.n) == -1)
     return -1;
-  hub_crash_point ("context-delete:recorded");
+  crash_point ("context-delete:recorded");
   *deleted_ids = job_ids_of (deleted.v, deleted.n);
   hub_drop_disks (hub, repo.path, deleted.v, deleted.n);
   if (repo_remove_context (repo.path, context_id) == -1)

@@ -35,15 +35,15 @@ struct hub {
   } hooks;
 };
 
-/* --- Policy (hub/policy.c) --------------------------------------------- */
+/* --- Access (hub/access.c) --------------------------------------------- */
 /* Resolve --source-dirs and read the API token; warn about open listeners. */
-int hub_policy_open (struct hub *hub);
+int hub_access_open (struct hub *hub);
 /* Check the NBD pre-shared keys file (IDENTITY:HEXKEY lines, keys of 128
  * bits or more) and install it as DATA-DIR/run/tls/keys.psk, where the
  * storage daemon reads it; *tls_dir (caller frees) is its folder.  The
  * first identity goes into the NBD URIs. */
 int hub_psk_install (struct hub *hub, char **tls_dir);
-void hub_policy_clear (struct hub *hub);
+void hub_access_clear (struct hub *hub);
 
 /* --- Recovery (hub/recovery.c); hub->lock held but for requeue -------- */
 /* Mark rows whose file is missing, then delete files that no row owns. */
@@ -61,13 +61,10 @@ void hub_requeue_jobs (struct hub *hub);
 void hub_drop_disks (struct hub *hub, const char *repo_path,
                      const struct cat_disk *disks, size_t n);
 
-/* Fault injection for the crash tests: when the environment variable
- * STRATA_CRASH_AT names this point, the hub kills itself here with SIGKILL,
- * as a power cut would, so a test can check that the next start recovers.
- * Points: start:images start:exports start:recorded complete:synced
- * complete:recorded finishing:recorded finish:recorded end:recorded
- * delete:recorded context-delete:recorded. */
-void hub_crash_point (const char *where);
+/* Crash points of the hub (util/crash.h, STRATA_CRASH_AT): start:images
+ * start:exports start:recorded complete:synced complete:recorded
+ * finishing:recorded finish:recorded end:recorded delete:recorded
+ * context-delete:recorded. */
 
 /* --- Restores (hub/restore.c); hub->lock held for all of these. ------- */
 /* ERR_CONFLICT when an open restore export reads a disk of one of these

@@ -122,7 +122,7 @@ hub_open (struct hub_config *cfg)
                "every interface; name one address", hub->cfg.nbd_listen);
     goto fail;
   }
-  if (hub_policy_open (hub) == -1)
+  if (hub_access_open (hub) == -1)
     goto fail;
 
   if (mkdir (hub->cfg.data_dir, 0750) == -1 && errno != EEXIST) {
@@ -229,7 +229,7 @@ hub_close (struct hub *hub)
   catalog_close (hub->cat);
   hub_config_clear (&hub->cfg);
   free (hub->run_dir);
-  hub_policy_clear (hub);
+  hub_access_clear (hub);
   if (hub->lock_fd >= 0)
     close (hub->lock_fd);
   pthread_mutex_destroy (&hub->lock);

@@ -53,6 +53,7 @@
 #include "hub/hub-int.h"
 #include "storage/qsd.h"
 #include "util/cleanup.h"
+#include "util/crash.h"
 #include "util/clock.h"
 #include "util/error.h"
 #include "util/log.h"
@@ -231,7 +232,7 @@ on_all_completed (struct engine_session *s)
   switch (job.status) {
   case JOB_FINISHING:
   case JOB_COMPLETED:
-    hub_crash_point ("finishing:recorded");
+    crash_point ("finishing:recorded");
     return ENGINE_COMMIT;
   case JOB_RUNNING:
     return ENGINE_LEAVE;

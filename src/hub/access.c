@@ -1,8 +1,8 @@
-/* hub/policy.c - who may talk to the hub and what it may read: the API
+/* hub/access.c - who may talk to the hub and what it may read: the API
  * token, the NBD pre-shared keys (and the URIs they shape), and the folders
  * hub-driven sources must lie in.
  *
- * Everything here is read once at start (hub_policy_open, hub_psk_install)
+ * Everything here is read once at start (hub_access_open, hub_psk_install)
  * and is read-only afterwards, so no lock guards it.
  */
 #include <errno.h>
@@ -117,7 +117,7 @@ resolve_source_dirs (struct hub *hub)
 }
 
 int
-hub_policy_open (struct hub *hub)
+hub_access_open (struct hub *hub)
 {
   if (hub->cfg.source_dirs && resolve_source_dirs (hub) == -1)
     return -1;
@@ -134,7 +134,7 @@ hub_policy_open (struct hub *hub)
 }
 
 void
-hub_policy_clear (struct hub *hub)
+hub_access_clear (struct hub *hub)
 {
   free (hub->token);
   free (hub->nbd_tls_user);
