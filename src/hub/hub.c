@@ -1,7 +1,7 @@
 /* hub/hub.c - opening and closing the hub, and what the rest of the
  * program may ask of it (struct hub is private to src/hub/).
  *
- * Start-up order: policy (source folders, API token), data folder and its
+ * Start-up order: access (source folders, API token), data folder and its
  * lock, catalog (migrations), the default repository on a first start, the
  * NBD keys, the storage daemon, then recovery (hub/recovery.c), the
  * workers, and the jobs they pick up again.  Closing goes the other way.
