@@ -232,6 +232,7 @@ on_all_completed (struct engine_session *s)
   switch (job.status) {
   case JOB_FINISHING:
   case JOB_COMPLETED:
+  case JOB_REMOVING:   /* completed first, then chosen by a prune */
     crash_point ("finishing:recorded");
     return ENGINE_COMMIT;
   case JOB_RUNNING:

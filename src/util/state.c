@@ -12,6 +12,17 @@ static const char *const job_status_names[] = {
   [JOB_COMPLETED] = "completed",
   [JOB_FAILED] = "failed",
   [JOB_CANCELLED] = "cancelled",
+  [JOB_REMOVING] = "removing",
+};
+
+static const char *const task_kind_names[] = {
+  [TASK_PRUNE] = "prune",
+};
+
+static const char *const task_status_names[] = {
+  [TASK_RUNNING] = "running",
+  [TASK_COMPLETED] = "completed",
+  [TASK_FAILED] = "failed",
 };
 
 static const char *const disk_status_names[] = {
@@ -99,3 +110,5 @@ STATE_VOCABULARY (disk_status, disk_status, disk_status_names)
 STATE_VOCABULARY (backup_type, backup_type, backup_type_names)
 STATE_VOCABULARY (job_driver, job_driver, job_driver_names)
 STATE_VOCABULARY (repo_type, repo_type, repo_type_names)
+STATE_VOCABULARY (task_kind, task_kind, task_kind_names)
+STATE_VOCABULARY (task_status, task_status, task_status_names)

@@ -10,6 +10,7 @@
  * Job life:   running -> finishing -> completed      (hub-driven: the bitmaps
  *             running -> completed                    are committed between)
  *             running -> failed | cancelled
+ *             completed -> removing -> (rows gone)   a prune merges it away
  * Disk life:  pending -> running -> completed | failed
  */
 #ifndef STRATA_UTIL_STATE_H
@@ -25,6 +26,8 @@ enum job_status {
   JOB_COMPLETED,
   JOB_FAILED,
   JOB_CANCELLED,
+  JOB_REMOVING,      /* a prune task chose it: no longer a point, its files
+                      * are being merged into the points that stay */
 };
 
 enum disk_status {
@@ -45,6 +48,17 @@ enum repo_type {
   REPO_CIFS,         /* the folder where a CIFS/SMB share is mounted */
 };
 
+/* Long-running hub operations (GET /api/v1/tasks). */
+enum task_kind {
+  TASK_PRUNE,
+};
+
+enum task_status {
+  TASK_RUNNING,
+  TASK_COMPLETED,
+  TASK_FAILED,
+};
+
 enum job_driver {
   DRIVER_AGENT,      /* an outside client writes the NBD targets */
   DRIVER_HUB,        /* the hub's workers copy from the inventory's sources */
@@ -57,6 +71,8 @@ const char *disk_status_name (enum disk_status s);
 const char *backup_type_name (enum backup_type t);
 const char *job_driver_name (enum job_driver d);
 const char *repo_type_name (enum repo_type t);
+const char *task_kind_name (enum task_kind k);
+const char *task_status_name (enum task_status s);
 
 /* Parse a text form.  Returns 0 and sets *out, or -1 (nothing set, no error
  * recorded: the edge that read the text knows whether a bad word is a
@@ -66,6 +82,8 @@ int disk_status_parse (const char *s, enum disk_status *out);
 int backup_type_parse (const char *s, enum backup_type *out);
 int job_driver_parse (const char *s, enum job_driver *out);
 int repo_type_parse (const char *s, enum repo_type *out);
+int task_kind_parse (const char *s, enum task_kind *out);
+int task_status_parse (const char *s, enum task_status *out);
 
 /* The words of a vocabulary for a message, quoted, in order: "\"full\" or
  * \"incremental\"".  Truncated to len (always terminated). */
@@ -74,6 +92,8 @@ void disk_status_words (char *buf, size_t len);
 void backup_type_words (char *buf, size_t len);
 void job_driver_words (char *buf, size_t len);
 void repo_type_words (char *buf, size_t len);
+void task_kind_words (char *buf, size_t len);
+void task_status_words (char *buf, size_t len);
 
 /* A job that holds its context: no other job of the context may start, and
  * its rows may not be deleted (running or finishing). */
