@@ -187,3 +187,31 @@ id_now (char *buf, size_t len)
   n = strftime (buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
   snprintf (buf + n, len - n, ".%03ldZ", ts.tv_nsec / 1000000);
 }
+
+void
+id_time_format (time_t t, char *buf, size_t len)
+{
+  struct tm tm;
+  size_t n;
+
+  gmtime_r (&t, &tm);
+  n = strftime (buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
+  snprintf (buf + n, len - n, ".000Z");
+}
+
+int
+id_time_parse (const char *s, time_t *out)
+{
+  struct tm tm = { 0 };
+  const char *rest;
+
+  if (s == NULL || (rest = strptime (s, "%Y-%m-%dT%H:%M:%S", &tm)) == NULL)
+    return -1;
+  if (*rest == '.')
+    for (rest++; *rest >= '0' && *rest <= '9'; rest++)
+      ;
+  if (strcmp (rest, "Z") != 0)
+    return -1;
+  *out = timegm (&tm);
+  return 0;
+}

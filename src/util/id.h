@@ -9,6 +9,7 @@
 #define STRATA_UTIL_ID_H
 
 #include <stdbool.h>
+#include <time.h>
 #include <stddef.h>
 
 #define ID_MAX 128            /* longest id we make or accept */
@@ -36,5 +37,9 @@ int id_check_vm_name (const char *name);
 
 /* Current UTC time as "YYYY-MM-DDTHH:MM:SS.mmmZ" into buf (>= 32 bytes). */
 void id_now (char *buf, size_t len);
+/* The same form for a given time (whole seconds, ".000"). */
+void id_time_format (time_t t, char *buf, size_t len);
+/* Read that form back (milliseconds dropped).  -1 when s is not in it. */
+int id_time_parse (const char *s, time_t *out);
 
 #endif
