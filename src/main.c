@@ -27,11 +27,13 @@ usage (FILE *fp)
 "  backup     back up a VM's disks into a hub (strata backup --help)\n"
 "  restore    bring a backed-up disk back, as a file or an NBD export\n"
 "             (strata restore --help)\n"
+"  prune      remove the backups retention rules do not keep, merging them\n"
+"             into the points that stay (strata prune --help)\n"
 "  help       show this help\n"
 "  version    print the version\n"
 "\n"
-"Exit status: 0 on success, 1 on failure, 2 on a usage error; backup and\n"
-"restore also use 3 (hub unreachable or refused) and 4 (conflict).\n");
+"Exit status: 0 on success, 1 on failure, 2 on a usage error; backup,\n"
+"restore and prune also use 3 (hub unreachable or refused) and 4 (conflict).\n");
 }
 
 /* Run the hub until SIGINT or SIGTERM. */
@@ -97,6 +99,8 @@ main (int argc, char **argv)
     return agent_backup_main (argc - 1, argv + 1);
   if (strcmp (argv[1], "restore") == 0)
     return agent_restore_main (argc - 1, argv + 1);
+  if (strcmp (argv[1], "prune") == 0)
+    return agent_prune_main (argc - 1, argv + 1);
   if (strcmp (argv[1], "help") == 0 || strcmp (argv[1], "--help") == 0 ||
       strcmp (argv[1], "-h") == 0) {
     usage (stdout);

@@ -1,4 +1,5 @@
-/* agent/agent.h - the client commands: `strata backup` and `strata restore`.
+/* agent/agent.h - the client commands: `strata backup`, `strata restore` and
+ * `strata prune`.
  * Each returns the process exit status (see EXIT_* below and --help). */
 #ifndef STRATA_AGENT_AGENT_H
 #define STRATA_AGENT_AGENT_H
@@ -13,5 +14,6 @@ enum {
 
 int agent_backup_main (int argc, char **argv);
 int agent_restore_main (int argc, char **argv);
+int agent_prune_main (int argc, char **argv);
 
 #endif

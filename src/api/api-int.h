@@ -56,6 +56,14 @@ int api_restores_create (struct api_req *r);
 int api_restores_list (struct api_req *r);
 int api_restores_get (struct api_req *r);
 int api_restores_delete (struct api_req *r);
+int api_backups_patch (struct api_req *r);
+int api_contexts_prune (struct api_req *r);
+int api_policies_list (struct api_req *r);
+int api_policies_get (struct api_req *r);
+int api_policies_put (struct api_req *r);
+int api_policies_delete (struct api_req *r);
+int api_tasks_list (struct api_req *r);
+int api_tasks_get (struct api_req *r);
 
 /* --- Input (api/input.c) ---------------------------------------------- */
 /* Reject query parameters outside allowed (NULL-terminated). */
@@ -80,6 +88,15 @@ int api_field_str (json_t *obj, const char *key, bool required, size_t maxlen,
  * required). */
 int api_field_int (json_t *obj, const char *key, bool required, int64_t min,
                    int64_t max, int64_t *out, bool *present);
+/* Refuse any member of obj whose name is not in allowed. */
+int api_check_fields (json_t *obj, const char *const allowed[]);
+/* A boolean field.  Absent or null: *present false (error when required). */
+int api_field_bool (json_t *obj, const char *key, bool required, bool *out, bool *present);
+/* The retention rules keep_last .. keep_yearly of obj (each an integer from
+ * 0 to API_MAX_KEEP, absent = -1); *any tells whether one was given. */
+#define API_MAX_KEEP 100000
+extern const char *const api_retention_keys[];
+int api_field_retention (json_t *obj, struct retention_rules *out, bool *any);
 /* A "disks" array: 1..HUB_MAX_DISKS disks, sorted by disk_index, distinct.
  * *out is owned by the caller (api_disks_free). */
 int api_field_disks (json_t *obj, const char *key, struct cat_vm_disk **out, size_t *n);
@@ -98,10 +115,14 @@ json_t *api_json_str (const char *s);   /* string or null */
 json_t *api_json_repo (struct hub *hub, const struct cat_repository *r);  /* with usage */
 json_t *api_json_vm (const struct cat_vm *vm);
 json_t *api_json_context (const struct cat_context *c);
+json_t *api_json_policy (const struct cat_policy *p);
+json_t *api_json_task (const struct cat_task *t);
 /* A job with its disks; repo_path makes qcow2_path absolute. */
 json_t *api_json_job (struct hub *hub, const struct cat_job *job, const char *repo_path);
 /* The same, looking the repository up. */
 json_t *api_json_job_lookup (struct hub *hub, const struct cat_job *job);
+/* A JSON array of the strings of a NULL-terminated vector (NULL: []). */
+json_t *api_json_ids (char *const *ids);
 /* {"deleted_backups":[...]} from a NULL-terminated vector. */
 json_t *api_json_deleted (char **ids);
 /* Set r->reply, checking for allocation failure (a NULL reply). */

@@ -119,6 +119,22 @@ api_backups_delete (struct api_req *r)
 }
 
 int
+api_backups_patch (struct api_req *r)
+{
+  static const char *const fields[] = { "protected", NULL };
+  CLEANUP_CAT_JOB struct cat_job job = { 0 };
+  bool on;
+  json_t *body;
+
+  if (api_query_check (r, no_params) == -1 || api_check_id ("backup id", r->id) == -1 ||
+      api_body (r, fields, false, &body) == -1 ||
+      api_field_bool (body, "protected", true, &on, NULL) == -1 ||
+      hub_backup_protect (r->hub, r->id, on, &job) == -1)
+    return -1;
+  return api_reply (r, 200, api_json_job_lookup (r->hub, &job));
+}
+
+int
 api_backups_complete (struct api_req *r)
 {
   static const char *const fields[] = {

@@ -50,3 +50,33 @@ api_contexts_delete (struct api_req *r)
     return -1;
   return api_reply (r, 200, api_json_deleted (ids));
 }
+
+int
+api_contexts_prune (struct api_req *r)
+{
+  static const char *const no_params[] = { NULL };
+  static const char *const fields[] = {
+    "keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly",
+    "dry_run", NULL
+  };
+  struct hub_prune_request req = { .context_id = r->id };
+  struct hub_prune_plan plan = { 0 };
+  json_t *body, *reply;
+  int status;
+
+  if (api_query_check (r, no_params) == -1 || api_check_id ("context id", r->id) == -1 ||
+      api_body (r, fields, true, &body) == -1 ||
+      api_field_retention (body, &req.rules, &req.rules_given) == -1 ||
+      api_field_bool (body, "dry_run", false, &req.dry_run, NULL) == -1 ||
+      hub_prune_start (r->hub, &req, &plan) == -1)
+    return -1;
+  reply = json_pack ("{s:o,s:o}", "keep", api_json_ids (plan.keep),
+                     "remove", api_json_ids (plan.remove));
+  if (reply && !req.dry_run)
+    json_object_set_new (reply, "task_id", api_json_str (plan.task_id));
+  /* 202 when a task was recorded; a dry run, or nothing to remove, is
+   * answered at once. */
+  status = plan.task_id ? 202 : 200;
+  hub_prune_plan_clear (&plan);
+  return api_reply (r, status, reply);
+}

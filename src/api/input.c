@@ -24,9 +24,8 @@ in_list (const char *const list[], const char *s)
   return false;
 }
 
-/* Refuse any member of obj whose name is not in allowed. */
-static int
-check_fields (json_t *obj, const char *const allowed[])
+int
+api_check_fields (json_t *obj, const char *const allowed[])
 {
   const char *key;
   json_t *v;
@@ -116,7 +115,7 @@ api_body (struct api_req *r, const char *const allowed[], bool empty_ok, json_t 
     error_set (ERR_INVALID, "this request needs a JSON object body");
     return -1;
   }
-  return check_fields (r->body, allowed);
+  return api_check_fields (r->body, allowed);
 }
 
 int
@@ -246,7 +245,7 @@ api_field_disks (json_t *obj, const char *key, struct cat_vm_disk **out, size_t 
       error_set (ERR_INVALID, "%s[%zu] must be an object", key, i);
       goto fail;
     }
-    if (check_fields (d, allowed) == -1)
+    if (api_check_fields (d, allowed) == -1)
       goto field_fail;
     if (api_field_int (d, "disk_index", true, 0, HUB_MAX_DISK_INDEX, &num, NULL) == -1)
       goto field_fail;
@@ -310,6 +309,56 @@ api_check_id (const char *what, const char *id)
     error_set (ERR_INVALID, "malformed %s: ids are 1 to %d characters of "
                "[A-Za-z0-9._-]", what, ID_MAX);
     return -1;
+  }
+  return 0;
+}
+
+int
+api_field_bool (json_t *obj, const char *key, bool required, bool *out, bool *present)
+{
+  json_t *v = obj ? json_object_get (obj, key) : NULL;
+
+  if (present)
+    *present = false;
+  if (v == NULL || json_is_null (v)) {
+    if (required) {
+      error_set (ERR_INVALID, "field '%s' is required", key);
+      return -1;
+    }
+    return 0;
+  }
+  if (!json_is_boolean (v)) {
+    error_set (ERR_INVALID, "field '%s' must be true or false", key);
+    return -1;
+  }
+  *out = json_is_true (v);
+  if (present)
+    *present = true;
+  return 0;
+}
+
+/* The names of the retention rules, in the order they run. */
+const char *const api_retention_keys[] = {
+  "keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly",
+  NULL
+};
+
+int
+api_field_retention (json_t *obj, struct retention_rules *out, bool *any)
+{
+  int64_t *rules[] = {
+    &out->keep_last, &out->keep_hourly, &out->keep_daily, &out->keep_weekly,
+    &out->keep_monthly, &out->keep_yearly,
+  };
+
+  *any = false;
+  for (size_t i = 0; api_retention_keys[i]; i++) {
+    bool present;
+    *rules[i] = -1;
+    if (api_field_int (obj, api_retention_keys[i], false, 0, API_MAX_KEEP, rules[i],
+                       &present) == -1)
+      return -1;
+    *any |= present;
   }
   return 0;
 }

@@ -59,8 +59,12 @@ api_json_vm (const struct cat_vm *vm)
                                              "unit_number", opt_int (d->unit_number),
                                              "source", api_json_str (d->source)));
   }
-  return json_pack ("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o}",
+  return json_pack ("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o}",
                     "vm_name", api_json_str (vm->vm_name),
+                    "policy", api_json_str (vm->policy),
+                    "next_run_at", api_json_str (vm->next_run_at),
+                    "last_run_at", api_json_str (vm->last_run_at),
+                    "last_skipped_at", api_json_str (vm->last_skipped_at),
                     "vmware_vm_id", api_json_str (vm->vmware_vm_id ? vm->vmware_vm_id : ""),
                     "vm_path", api_json_str (vm->vm_path ? vm->vm_path : ""),
                     "vcenter_host", api_json_str (vm->vcenter_host ? vm->vcenter_host : ""),
@@ -139,7 +143,7 @@ api_json_job (struct hub *hub, const struct cat_job *job, const char *repo_path)
     return NULL;
   for (size_t i = 0; i < job->n_disks; i++)
     json_array_append_new (disks, json_disk (hub, job, &job->disks[i], repo_path));
-  return json_pack ("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o}",
+  return json_pack ("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:b,s:o,s:o,s:o,s:o}",
                     "backup_id", api_json_str (job->id),
                     "context_id", api_json_str (job->context_id),
                     "vm_name", api_json_str (job->vm_name),
@@ -147,6 +151,7 @@ api_json_job (struct hub *hub, const struct cat_job *job, const char *repo_path)
                     "backup_type", json_string (backup_type_name (job->backup_type)),
                     "driver", json_string (job_driver_name (job->driver)),
                     "status", json_string (job_status_name (job->status)),
+                    "protected", (int) job->is_protected,
                     "error", api_json_str (job->error),
                     "created_at", api_json_str (job->created_at),
                     "completed_at", api_json_str (job->completed_at),
@@ -163,14 +168,67 @@ api_json_job_lookup (struct hub *hub, const struct cat_job *job)
 }
 
 json_t *
-api_json_deleted (char **ids)
+api_json_policy (const struct cat_policy *p)
+{
+  json_t *ret = NULL;
+
+  if (p->has_retention) {
+    const int64_t rules[] = {
+      p->retention.keep_last, p->retention.keep_hourly, p->retention.keep_daily,
+      p->retention.keep_weekly, p->retention.keep_monthly, p->retention.keep_yearly,
+    };
+    if ((ret = json_object ()) == NULL)
+      return NULL;
+    for (size_t i = 0; api_retention_keys[i]; i++)
+      if (rules[i] >= 0)
+        json_object_set_new (ret, api_retention_keys[i], json_integer (rules[i]));
+  }
+  return json_pack ("{s:o,s:o,s:o,s:o,s:o,s:o}",
+                    "name", api_json_str (p->name),
+                    "repository_id", api_json_str (p->repository_id),
+                    "schedule", api_json_str (p->schedule),
+                    "retention", ret ? ret : json_null (),
+                    "created_at", api_json_str (p->created_at),
+                    "updated_at", api_json_str (p->updated_at));
+}
+
+json_t *
+api_json_task (const struct cat_task *t)
+{
+  json_t *result = t->result ? json_loads (t->result, 0, NULL) : NULL;
+  double progress = t->status == TASK_COMPLETED ? 1.0
+    : t->steps_total > 0 ? (double) t->steps_done / (double) t->steps_total : 0.0;
+
+  return json_pack ("{s:o,s:s,s:o,s:s,s:f,s:I,s:I,s:o,s:o,s:o,s:o,s:o,s:o}",
+                    "task_id", api_json_str (t->id),
+                    "kind", task_kind_name (t->kind),
+                    "context_id", api_json_str (t->context_id),
+                    "status", task_status_name (t->status),
+                    "progress", progress,
+                    "steps_done", (json_int_t) t->steps_done,
+                    "steps_total", (json_int_t) t->steps_total,
+                    "message", api_json_str (t->message),
+                    "error", api_json_str (t->error),
+                    "result", result ? result : json_null (),
+                    "created_at", api_json_str (t->created_at),
+                    "updated_at", api_json_str (t->updated_at),
+                    "completed_at", api_json_str (t->completed_at));
+}
+
+json_t *
+api_json_ids (char *const *ids)
 {
   json_t *arr = json_array ();
-  if (arr == NULL)
-    return NULL;
-  for (char **p = ids; p && *p; p++)
-    json_array_append_new (arr, json_string (*p));
-  return json_pack ("{s:o}", "deleted_backups", arr);
+  for (size_t i = 0; arr && ids && ids[i]; i++)
+    json_array_append_new (arr, api_json_str (ids[i]));
+  return arr;
+}
+
+json_t *
+api_json_deleted (char **ids)
+{
+  json_t *arr = api_json_ids (ids);
+  return arr ? json_pack ("{s:o}", "deleted_backups", arr) : NULL;
 }
 
 int

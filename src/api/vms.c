@@ -35,9 +35,9 @@ int
 api_vms_put (struct api_req *r)
 {
   static const char *const fields[] = {
-    "vmware_vm_id", "vm_path", "vcenter_host", "datacenter", "disks", NULL
+    "vmware_vm_id", "vm_path", "vcenter_host", "datacenter", "disks", "policy", NULL
   };
-  const char *vmware_vm_id, *vm_path, *vcenter_host, *datacenter;
+  const char *vmware_vm_id, *vm_path, *vcenter_host, *datacenter, *policy;
   struct cat_vm vm = { 0 }, stored = { 0 };
   struct cat_vm_disk *disks = NULL;
   size_t n = 0;
@@ -51,6 +51,7 @@ api_vms_put (struct api_req *r)
       api_field_str (body, "vm_path", false, 500, false, &vm_path) == -1 ||
       api_field_str (body, "vcenter_host", false, 255, false, &vcenter_host) == -1 ||
       api_field_str (body, "datacenter", false, 255, false, &datacenter) == -1 ||
+      api_field_str (body, "policy", false, 255, false, &policy) == -1 ||
       api_field_disks (body, "disks", &disks, &n) == -1)
     return -1;
   for (size_t i = 0; i < n; i++)
@@ -64,6 +65,7 @@ api_vms_put (struct api_req *r)
   vm.vm_path = (char *) vm_path;
   vm.vcenter_host = (char *) vcenter_host;
   vm.datacenter = (char *) datacenter;
+  vm.policy = (char *) policy;
   vm.disks = disks;
   vm.n_disks = n;
   if (hub_vm_put (r->hub, &vm, &created, &stored) == 0) {

@@ -331,6 +331,14 @@ hub_backup_start (struct hub *hub, const struct hub_backup_request *req,
   int ret = -1;
 
   SCOPED_LOCK (&hub->lock);
+  {
+    CLEANUP_CAT_CONTEXT struct cat_context ctx = { 0 };
+    struct error_saved es;
+    error_save (&es);
+    if (catalog_context_find (hub->cat, req->vm_name, st.repo_id, &ctx) == 0)
+      hub_merge_wait (hub, ctx.context_id);
+    error_restore (&es);
+  }
   if (start_plan (hub, &st) == -1 || start_materialise (hub, &st) == -1)
     goto out;
   if (start_record (hub, &st) == -1) {
@@ -430,6 +438,8 @@ hub_backup_complete (struct hub *hub, const char *backup_id, int disk_index,
             change_id ? change_id : "no change id",
             out->status == JOB_COMPLETED ? "; job completed"
             : out->status == JOB_FINISHING ? "; job finishing" : "");
+  if (out->status == JOB_COMPLETED)
+    hub_prune_after_backup (hub, out->context_id);
   return 0;
 }
 
@@ -465,6 +475,7 @@ backup_end_locked (struct hub *hub, const char *backup_id, enum job_status statu
     return -1;
   crash_point ("end:recorded");
   hub_drop_disks (hub, repo.path, dropped.v, dropped.n);
+  hub_prune_wake (hub, job.context_id);
   log_info ("backup %s %s%s%s", backup_id, job_status_name (status), error ? ": " : "",
             error ? error : "");
   return catalog_backup_get (hub->cat, backup_id, out);
@@ -495,7 +506,19 @@ hub_backup_finish (struct hub *hub, const char *backup_id, struct cat_job *out)
   if (catalog_backup_finish (hub->cat, backup_id, out) == -1)
     return -1;
   crash_point ("finish:recorded");
+  hub_prune_after_backup (hub, out->context_id);
   return 0;
+}
+
+int
+hub_backup_protect (struct hub *hub, const char *backup_id, bool on, struct cat_job *out)
+{
+  SCOPED_LOCK (&hub->lock);
+
+  if (catalog_backup_protect (hub->cat, backup_id, on) == -1)
+    return -1;
+  log_info ("backup %s %s", backup_id, on ? "protected" : "no longer protected");
+  return catalog_backup_get (hub->cat, backup_id, out);
 }
 
 /* The distinct job ids of a set of deleted disk rows, as a NULL-terminated
@@ -538,6 +561,7 @@ hub_backup_delete (struct hub *hub, const char *backup_id, bool cascade,
   if (catalog_backup_get (hub->cat, backup_id, &job) == -1 ||
       catalog_repo_get (hub->cat, job.repository_id, &repo) == -1)
     return -1;
+  hub_merge_wait (hub, job.context_id);
   /* The catalog's plan and delete refuse a running or finishing job,
    * saying why.  An open restore export must not lose an image of its
    * chain: check the exact set of jobs the catalog's delete would remove. */
@@ -550,6 +574,7 @@ hub_backup_delete (struct hub *hub, const char *backup_id, bool cascade,
   if (catalog_backup_delete (hub->cat, backup_id, cascade, &deleted.v, &deleted.n) == -1)
     return -1;
   crash_point ("delete:recorded");
+  hub_prune_wake (hub, job.context_id);
   *deleted_ids = job_ids_of (deleted.v, deleted.n);
   hub_drop_disks (hub, repo.path, deleted.v, deleted.n);
   if (*deleted_ids == NULL)
@@ -568,8 +593,10 @@ context_delete_locked (struct hub *hub, const char *context_id, bool force,
   CLEANUP_CAT_REPO struct cat_repository repo = { 0 };
   CLEANUP_CAT_DISK_LIST struct cat_disk_list deleted = { 0 };
 
-  if (catalog_context_get (hub->cat, context_id, &ctx) == -1 ||
-      catalog_repo_get (hub->cat, ctx.repository_id, &repo) == -1 ||
+  if (catalog_context_get (hub->cat, context_id, &ctx) == -1)
+    return -1;
+  hub_merge_wait (hub, context_id);
+  if (catalog_repo_get (hub->cat, ctx.repository_id, &repo) == -1 ||
       hub_restores_check_context (hub, context_id) == -1 ||
       catalog_context_delete (hub->cat, context_id, force, &deleted.v, &deleted.n) == -1)
     return -1;

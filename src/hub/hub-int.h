@@ -24,6 +24,13 @@ struct hub {
   struct hub_restore *restores;   /* open restore exports (hub/restore.c);
                                    * guarded by lock */
   struct hub_workers *workers;    /* hub-driven backups (hub/worker.c) */
+  /* Contexts a prune's merge step is writing the files of (hub/prune.c);
+   * guarded by lock.  Backup starts and restore exports of such a context
+   * wait on merge_cond (hub_merge_wait). */
+  char **merging;
+  size_t n_merging;
+  pthread_cond_t merge_cond;
+  struct hub_schedule *schedule;  /* the scheduler thread (hub/schedule.c) */
   /* What the backup transitions tell whoever runs jobs (the worker pool
    * sets these when it starts; NULL: nobody listens). */
   struct hub_job_hooks {
@@ -32,6 +39,10 @@ struct hub {
     /* The job was ended or deleted: stop working on it, and return once
      * its copies have stopped.  Called without hub->lock. */
     void (*ended) (struct hub *hub, const char *backup_id);
+    /* Run fn (hub, key) in a worker, unless an op of that key is queued
+     * already (one running may be queued again).  Any lock may be held. */
+    void (*run_op) (struct hub *hub, const char *key,
+                    void (*fn) (struct hub *hub, const char *key));
   } hooks;
 };
 
@@ -76,7 +87,34 @@ void hub_restores_reexport (struct hub *hub);
 /* Forget every restore (hub_close; the daemon is gone by then). */
 void hub_restores_free (struct hub *hub);
 
+/* --- Prune (hub/prune.c) ----------------------------------------------- */
+/* With hub->lock held: wait while a merge step writes the context's files
+ * (context_id NULL: no wait). */
+void hub_merge_wait (struct hub *hub, const char *context_id);
+/* A backup or restore of the context ended: prune tasks that were waiting
+ * for it are queued again (context_id NULL: every running prune task). */
+void hub_prune_wake (struct hub *hub, const char *context_id);
+/* A backup of the context completed: prune it by its VM's policy, if that
+ * has retention (in a worker). */
+void hub_prune_after_backup (struct hub *hub, const char *context_id);
+/* At start-up, before the file check: record the merge steps whose files
+ * were done when the last hub stopped. */
+void hub_prune_recover (struct hub *hub);
+
+/* --- Policies (hub/policies.c) ---------------------------------------- */
+/* 0 when the VM may use the policy, else -1 with ERR_INVALID: a policy with
+ * a schedule needs a source on every disk. */
+int hub_policy_fits_vm (const struct cat_policy *p, const struct cat_vm *vm);
+
+/* --- Scheduler (hub/schedule.c) ---------------------------------------- */
+int hub_schedule_start (struct hub *hub);
+void hub_schedule_stop (struct hub *hub);
+/* Policies or VMs changed: look at the schedules again now. */
+void hub_schedule_poke (struct hub *hub);
+
 /* --- Workers (hub/worker.c) ------------------------------------------- */
+/* Whether the pool is stopping (work in progress should pause). */
+bool hub_stopping (struct hub *hub);
 /* Start the pool (hub->cfg.workers threads) and set hub->hooks. */
 int hub_workers_start (struct hub *hub);
 /* Cancel every transfer, wait for the workers, free the pool.  Jobs are

@@ -112,6 +112,7 @@ hub_open (struct hub_config *cfg)
   hub->lock_fd = -1;
   memset (cfg, 0, sizeof *cfg);
   pthread_mutex_init (&hub->lock, NULL);
+  pthread_cond_init (&hub->merge_cond, NULL);
   id_now (hub->started_at, sizeof hub->started_at);
 
   if (net_parse_addr (hub->cfg.listen, &hub->listen) == -1 ||
@@ -167,6 +168,9 @@ hub_open (struct hub_config *cfg)
   if (hub->qsd == NULL)
     goto fail;
 
+  /* Merges first: a step whose files were done is recorded, so that the
+   * file check finds every file its rows name. */
+  hub_prune_recover (hub);
   {
     SCOPED_LOCK (&hub->lock);
     if (hub_recover_files (hub) == -1)
@@ -176,6 +180,9 @@ hub_open (struct hub_config *cfg)
   if (hub_workers_start (hub) == -1)
     goto fail;
   hub_requeue_jobs (hub);
+  hub_prune_wake (hub, NULL);
+  if (hub_schedule_start (hub) == -1)
+    goto fail;
   return hub;
 
  fail:
@@ -222,7 +229,9 @@ hub_close (struct hub *hub)
 {
   if (hub == NULL)
     return;
-  /* Workers first: they call into the storage daemon and the catalog. */
+  /* The scheduler, then the workers: they call into the storage daemon
+   * and the catalog. */
+  hub_schedule_stop (hub);
   hub_workers_stop (hub);
   qsd_stop (hub->qsd);
   hub_restores_free (hub);
@@ -232,6 +241,10 @@ hub_close (struct hub *hub)
   hub_access_clear (hub);
   if (hub->lock_fd >= 0)
     close (hub->lock_fd);
+  for (size_t i = 0; i < hub->n_merging; i++)
+    free (hub->merging[i]);
+  free (hub->merging);
+  pthread_cond_destroy (&hub->merge_cond);
   pthread_mutex_destroy (&hub->lock);
   free (hub);
 }

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "catalog/catalog.h"
+#include "lifecycle/retention.h"
 #include "util/net.h"
 
 #define STRATA_VERSION "0.1.0"
@@ -161,6 +162,46 @@ struct hub_progress {
 };
 bool hub_backup_progress (struct hub *hub, const char *backup_id, int disk_index,
                           struct hub_progress *out);
+
+/* Mark a completed backup protected (never pruned) or not.  ERR_CONFLICT
+ * unless it is completed.  *out receives the job afterwards. */
+int hub_backup_protect (struct hub *hub, const char *backup_id, bool on,
+                        struct cat_job *out);
+
+/* --- Policies (hub/policies.c) ----------------------------------------
+ * A policy holds a schedule (5-field cron, hub's local time), retention
+ * rules and a repository; VMs use it through their inventory record. */
+/* Insert or replace; checks the schedule and the rules, the repository,
+ * and that every VM using a policy with a schedule has sources (ERR_INVALID
+ * otherwise).  *out receives the stored policy. */
+int hub_policy_put (struct hub *hub, const struct cat_policy *p, bool *created,
+                    struct cat_policy *out);
+/* ERR_CONFLICT while a VM uses it. */
+int hub_policy_delete (struct hub *hub, const char *name);
+
+/* --- Prune (hub/prune.c) ----------------------------------------------- */
+struct hub_prune_request {
+  const char *context_id;
+  bool rules_given;               /* false: the VM's policy's retention */
+  struct retention_rules rules;
+  bool dry_run;
+};
+
+/* keep and remove: completed backups' ids, newest first (NULL-terminated).
+ * task_id: the task that removes them, NULL for a dry run or when there is
+ * nothing to remove. */
+struct hub_prune_plan {
+  char **keep, **remove;
+  char *task_id;
+};
+void hub_prune_plan_clear (struct hub_prune_plan *p);
+
+/* Select by the rules which completed backups of the context stay; unless
+ * dry_run, record a prune task that removes the others and queue it.
+ * ERR_INVALID without rules; ERR_CONFLICT while another prune task works on
+ * the context. */
+int hub_prune_start (struct hub *hub, const struct hub_prune_request *req,
+                     struct hub_prune_plan *out);
 
 /* --- Restore exports (hub/restore.c) ----------------------------------
  * A restore is a read-only NBD export of one completed disk's QCOW2 file,

@@ -106,8 +106,22 @@ hub_vm_put (struct hub *hub, const struct cat_vm *vm, bool *created, struct cat_
       error_prefix ("disk %d", vm->disks[i].disk_index);
       return -1;
     }
-  if (catalog_vm_put (hub->cat, vm, created) == -1)
-    return -1;
+  {
+    SCOPED_LOCK (&hub->lock);
+    if (vm->policy) {
+      CLEANUP_CAT_POLICY struct cat_policy pol = { 0 };
+      if (catalog_policy_get (hub->cat, vm->policy, &pol) == -1) {
+        if (error_category () == ERR_NOT_FOUND)
+          error_set (ERR_INVALID, "policy '%s' does not exist", vm->policy);
+        return -1;
+      }
+      if (hub_policy_fits_vm (&pol, vm) == -1)
+        return -1;
+    }
+    if (catalog_vm_put (hub->cat, vm, created) == -1)
+      return -1;
+  }
+  hub_schedule_poke (hub);
   return catalog_vm_get (hub->cat, vm->vm_name, out);
 }
 

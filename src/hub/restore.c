@@ -116,6 +116,19 @@ hub_restore_create (struct hub *hub, const char *backup_id, int disk_index,
 
   if (catalog_backup_get (hub->cat, backup_id, &job) == -1)
     return -1;
+  /* A merge step of the context may be rewriting this chain's files: once
+   * it is done, read the job again (the step may have changed it). */
+  if (hub->n_merging) {
+    hub_merge_wait (hub, job.context_id);
+    cat_job_clear (&job);
+    if (catalog_backup_get (hub->cat, backup_id, &job) == -1)
+      return -1;
+  }
+  if (job.status == JOB_REMOVING) {
+    error_set (ERR_CONFLICT, "backup %s is being removed by a prune task: it is no "
+               "longer a restore point", backup_id);
+    return -1;
+  }
   for (size_t i = 0; i < job.n_disks && d == NULL; i++)
     if (job.disks[i].disk_index == disk_index)
       d = &job.disks[i];
@@ -238,6 +251,7 @@ hub_restore_delete (struct hub *hub, const char *restore_id)
   }
   *pp = r->next;
   log_info ("restore %s of backup %s disk %d closed", r->id, r->backup_id, r->disk_index);
+  hub_prune_wake (hub, r->context_id);
   restore_free (r);
   return 0;
 }

@@ -73,7 +73,10 @@ struct disk_task {
 struct task {
   struct task *next;
   struct hub *hub;
-  char *backup_id;
+  char *backup_id;           /* or, for an op, its key */
+  void (*op) (struct hub *hub, const char *key);   /* NULL: a backup */
+  bool again;                /* an op asked for while it ran: run it once
+                              * more (w->lock) */
   bool cancelled;            /* the job was ended or deleted by someone */
   bool loaded;               /* session is set up (w->lock) */
   size_t n;
@@ -461,6 +464,8 @@ run_task (struct hub *hub, struct task *t)
 }
 
 static void on_job_ended (struct hub *hub, const char *backup_id);
+static void workers_queue_op (struct hub *hub, const char *key,
+                              void (*fn) (struct hub *hub, const char *key));
 
 static void *
 worker_main (void *arg)
@@ -481,7 +486,18 @@ worker_main (void *arg)
     pthread_mutex_unlock (&w->lock);
 
     current_task = t;
-    run_task (hub, t);
+    if (t->op) {
+      bool again;
+      do {
+        t->op (hub, t->backup_id);
+        pthread_mutex_lock (&w->lock);
+        again = t->again && !w->stopping;
+        t->again = false;
+        pthread_mutex_unlock (&w->lock);
+      } while (again);
+    }
+    else
+      run_task (hub, t);
     current_task = NULL;
 
     pthread_mutex_lock (&w->lock);
@@ -510,6 +526,7 @@ hub_workers_start (struct hub *hub)
   hub->workers = w;
   hub->hooks.runnable = hub_workers_queue;
   hub->hooks.ended = on_job_ended;
+  hub->hooks.run_op = workers_queue_op;
   for (w->n_threads = 0; w->n_threads < n; w->n_threads++) {
     int err = pthread_create (&w->threads[w->n_threads], NULL, worker_main, hub);
     if (err != 0) {
@@ -550,30 +567,71 @@ hub_workers_stop (struct hub *hub)
   hub->workers = NULL;
 }
 
+/* Append a task for key (a backup id, or an op's key) to the queue.
+ * w->lock held. */
+static void
+enqueue (struct hub *hub, const char *key, void (*op) (struct hub *, const char *))
+{
+  struct hub_workers *w = hub->workers;
+  struct task *t = calloc (1, sizeof *t), **tail;
+
+  if (t != NULL)
+    t->hub = hub;
+  if (t == NULL || (t->backup_id = strdup (key)) == NULL) {
+    free (t);
+    log_error ("%s: out of memory queueing it; the next start runs it", key);
+    return;
+  }
+  t->op = op;
+  for (tail = &w->queue; *tail; tail = &(*tail)->next)
+    ;
+  *tail = t;
+  pthread_cond_broadcast (&w->cond);
+}
+
 void
 hub_workers_queue (struct hub *hub, const char *backup_id)
 {
   struct hub_workers *w = hub->workers;
-  struct task *t, **tail;
 
   if (w == NULL)
     return;
   SCOPED_LOCK (&w->lock);
   if (w->stopping || find_task (w->queue, backup_id) || find_task (w->running, backup_id))
     return;
-  t = calloc (1, sizeof *t);
-  if (t != NULL)
-    t->hub = hub;
-  if (t == NULL || (t->backup_id = strdup (backup_id)) == NULL) {
-    free (t);
-    log_error ("backup %s: out of memory queueing it; the next start runs it",
-               backup_id);
+  enqueue (hub, backup_id, NULL);
+}
+
+/* hub->hooks.run_op.  An op running now runs once more when it ends: it
+ * may have been about to stop waiting for what just changed. */
+static void
+workers_queue_op (struct hub *hub, const char *key,
+                  void (*fn) (struct hub *hub, const char *key))
+{
+  struct hub_workers *w = hub->workers;
+  struct task *t;
+
+  if (w == NULL)
+    return;
+  SCOPED_LOCK (&w->lock);
+  if (w->stopping || find_task (w->queue, key))
+    return;
+  if ((t = find_task (w->running, key)) != NULL && t->op == fn) {
+    t->again = true;
     return;
   }
-  for (tail = &w->queue; *tail; tail = &(*tail)->next)
-    ;
-  *tail = t;
-  pthread_cond_broadcast (&w->cond);
+  enqueue (hub, key, fn);
+}
+
+bool
+hub_stopping (struct hub *hub)
+{
+  struct hub_workers *w = hub->workers;
+
+  if (w == NULL)
+    return false;
+  SCOPED_LOCK (&w->lock);
+  return w->stopping;
 }
 
 /* The job was ended or deleted by someone else: stop its copies. */
