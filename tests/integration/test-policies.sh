@@ -190,6 +190,18 @@ agent_point pr1 incremental; P2=$BID
 agent_point pr1 incremental; P3=$BID
 agent_point pr1 incremental; P4=$BID
 is "$(points pr1)" "$P4 $P3 $P2 $P1" "pr1 has four points"
+# keep_last counts points, not seconds: make the four points one second's
+# (created_at keeps milliseconds, and the listing's order stays).
+sec=$(date -u +%Y-%m-%dT%H:%M:%S)
+i=1
+for b in "$P1" "$P2" "$P3" "$P4"; do
+  sql_write "UPDATE backup_jobs SET created_at = '$sec.${i}00Z' WHERE id = '$b'"
+  i=$((i + 1))
+done
+is "$(points pr1)" "$P4 $P3 $P2 $P1" "four points within one second, in the same order"
+api POST "/api/v1/contexts/$PCTX/prune" '{"keep_last":2,"dry_run":true}'
+is "$API_STATUS/$(jqb -c .keep)/$(jqb -c .remove)" "200/[\"$P4\",\"$P3\"]/[\"$P2\",\"$P1\"]" \
+   "dry run keep_last 2 keeps the two newest points, though they share a second"
 api GET "/api/v1/backups/$P3"
 is "$(jqb .protected)" false "a backup is not protected at first"
 api PATCH "/api/v1/backups/$P3" '{"protected":true}'
