@@ -18,11 +18,11 @@ P=/api/v1/policies
 V=/api/v1/vms
 H=http://127.0.0.1:$HUB_PORT/api/v1
 
-# get PATH FILTER: jq -r FILTER on GET PATH, leaving API_STATUS/API_BODY
-# alone (so that wait_for can poll it).
+# get PATH [JQ-OPTION...] FILTER: jq -r FILTER on GET PATH, leaving
+# API_STATUS/API_BODY alone (so that wait_for can poll it).
 get ()
 {
-  curl -s "$H$1" | jq -r "$2"
+  curl -s "$H$1" | jq -r "${@:2}"
 }
 
 # points VM: the VM's completed backups, newest first, on one line.

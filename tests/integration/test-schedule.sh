@@ -27,7 +27,7 @@ V=/api/v1/vms
 
 get ()
 {
-  curl -s "$H$1" | jq -r "$2"
+  curl -s "$H$1" | jq -r "${@:2}"
 }
 
 # vm_set VM FIELD: the VM's FIELD is not null.
