@@ -67,7 +67,7 @@ struct cat_retention {
  * it has no retention object apart from its rules, so has_retention reads
  * back as "at least one rule is present". */
 struct cat_policy {
-  char *name;                  /* checked like a VM name */
+  char *name;                  /* the caller checks it like a VM name */
   char *repository_id;         /* NULL when absent */
   char *schedule;              /* 5-field cron text (checked by the caller), or NULL */
   bool has_retention;          /* false: no rules at all (retention's ignored) */
@@ -165,8 +165,8 @@ int catalog_repo_delete (struct catalog *cat, const char *id);
 
 /* --- Policies --------------------------------------------------------- */
 /* Insert or replace the policy (keeping created_at); *created (may be
- * NULL) tells which.  ERR_INVALID for a name that is not a valid VM name,
- * a rule below -1, or an unknown repository_id (naming it). */
+ * NULL) tells which.  ERR_INVALID for a rule below -1 or an unknown
+ * repository_id (naming it). */
 int catalog_policy_put (struct catalog *cat, const struct cat_policy *p, bool *created);
 int catalog_policy_get (struct catalog *cat, const char *name, struct cat_policy *out);
 /* Every policy, by name. */

@@ -2787,7 +2787,6 @@ merge_hanging (struct catalog *cat, int64_t kept, struct idset *rows, struct job
       }
       if ((r = jobset_add (jobs, c->job)) <= 0)
         continue;               /* known already (r = 0), or r = -1 ends the loop */
-      r = 0;
       own = db_prepare (cat, "SELECT id FROM backup_disks WHERE backup_job_id = ?"
                         " ORDER BY id", "s", c->job);
       r = collect_ids (own, rows);
