@@ -420,7 +420,9 @@ cron_next (const struct cron *c, time_t after)
   int64_t year, first_day;
   int month, day, hour, minute;
 
-  if (after > (time_t) (INT64_MAX - 120))
+  /* Far outside any calendar a schedule serves, the date arithmetic below
+   * would overflow: no run there. */
+  if (after > (time_t) (INT64_MAX - 120) || after < (time_t) (INT64_MIN + 120))
     return -1;
   rem = after % 60;
   if (rem < 0)
@@ -429,6 +431,8 @@ cron_next (const struct cron *c, time_t after)
   if (localtime_r (&start, &tm) == NULL)
     return -1;
   year = (int64_t) tm.tm_year + 1900;
+  if (year < 1 || year > 1000000)
+    return -1;
   month = tm.tm_mon + 1;
   day = tm.tm_mday;
   hour = tm.tm_hour;

@@ -639,6 +639,20 @@ test_cron_garbage (void)
     cron_free (c);
   }
   ok (insane == 0, "20000 garbage inputs: no crash, %d parsed, every answer sane", parsed);
+
+  /* the ends of time_t */
+  struct cron *every = cron_parse ("* * * * *");
+  const time_t ends[] = { INT64_MIN, INT64_MIN + 60, -62135596801 /* year 0 */, -1, 0,
+                          253402300799 /* 9999-12-31 */, INT64_MAX - 60, INT64_MAX };
+  insane = 0;
+  for (size_t i = 0; i < sizeof ends / sizeof ends[0]; i++) {
+    time_t next = cron_next (every, ends[i]);
+    if (next != -1 && (next <= ends[i] || next - ends[i] > 60))
+      insane++;
+  }
+  is_int (cron_next (every, -1), 0, "the minute after -1 is the epoch");
+  ok (insane == 0, "at the ends of time_t: no crash, -1 or the next minute");
+  cron_free (every);
 }
 
 static void
