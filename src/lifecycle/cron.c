@@ -80,7 +80,7 @@ struct field_text {
 static void __attribute__((format (printf, 2, 3)))
 field_error (const struct field_text *ft, const char *fmt, ...)
 {
-  char why[160];
+  char why[320];
   va_list ap;
 
   va_start (ap, fmt);
@@ -91,8 +91,8 @@ field_error (const struct field_text *ft, const char *fmt, ...)
 }
 
 /* Read one value (digits, or a name where the field has names) at *p and
- * move *p past it.  Range checks are the caller's, so that it can say which
- * bound is wrong; a number too long to be any value reads as INT_MAX-ish. */
+ * move *p past it.  Range checks are the caller's; a number too long to be
+ * any value reads as 100000 or more, which they report as far out of range. */
 static int
 parse_value (const struct field_text *ft, const char **p, const char *end, int *out)
 {
