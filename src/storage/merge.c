@@ -189,6 +189,21 @@ unseal (const char *path)
 
 /* ------------------------------------------------------------- head --- */
 
+bool
+merge_head_done (const char *repo_path, const char *kept_rel)
+{
+  CLEANUP_FREE char *c = repo_abspath (repo_path, kept_rel);
+  struct layer_info info;
+
+  if (c == NULL || layer_info (c, &info) == -1)
+    return false;
+  if (info.backing) {
+    free (info.backing);
+    return false;
+  }
+  return true;
+}
+
 int
 merge_head (const char *repo_path, const char *const *rels, size_t n)
 {

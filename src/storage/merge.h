@@ -22,6 +22,7 @@
 #ifndef STRATA_STORAGE_MERGE_H
 #define STRATA_STORAGE_MERGE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* Head: rels[0] is the full D0 being removed, rels[1..n-2] the removed
@@ -34,6 +35,9 @@
  * Redo-safe: if C has no backing file any more (the rename happened),
  * returns 0 at once; otherwise it commits again. */
 int merge_head (const char *repo_path, const char *const *rels, size_t n);
+/* Whether a head merge into kept_rel got past its rename (the kept file
+ * has no backing file any more).  false when the file can't be read. */
+bool merge_head_done (const char *repo_path, const char *kept_rel);
 
 /* Middle: rels[0] is the kept ancestor A, rels[1..n-2] the removed layers
  * (at least one), rels[n-1] the kept child C (backed by rels[n-2]).
