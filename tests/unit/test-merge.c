@@ -466,19 +466,27 @@ test_cost (void)
       { "a", 1024 * MiB, full }, { "r1", 1024 * MiB, w1 }, { "r2", 1024 * MiB, w2 },
       { "c", 1024 * MiB, wc } }, .n = 4 };
   cost_case ("cost, middle: c takes the removed 2 MiB, not the disk", &m, false,
-             2 * MiB, 3 * MiB);
+             3 * MiB / 2, 3 * MiB);
 
   /* r1 shrinks to 512 MiB: a's 2 MiB beyond that are hidden, and the merge
    * writes the hidden half as zeros, which cost no data. */
   struct chain z = { .ctx = "ctx-cost-z", .layers = {
       { "a", 1024 * MiB, full }, { "r1", 512 * MiB, w1_short }, { "r2", 1024 * MiB, w2 },
       { "c", 1024 * MiB, wc } }, .n = 4 };
-  cost_case ("cost, hidden region: zeros cost no data", &z, false, 2 * MiB, 3 * MiB);
+  cost_case ("cost, hidden region: zeros cost no data", &z, false, 3 * MiB / 2, 3 * MiB);
 
   struct chain h = { .ctx = "ctx-cost-h", .layers = {
       { "d0", 1024 * MiB, full }, { "r1", 1024 * MiB, w1 }, { "r2", 1024 * MiB, w2 },
       { "c", 1024 * MiB, wc } }, .n = 4 };
-  cost_case ("cost, head: d0 takes the 2.25 MiB above it", &h, true, 2 * MiB, 3 * MiB);
+  cost_case ("cost, head: d0 takes the 2.25 MiB above it", &h, true, 3 * MiB / 2, 3 * MiB);
+
+  /* The commit zeroes d0's 2 MiB hidden beyond r1's end (metadata, freeing
+   * them) and adds about as much: nowhere near the 512 MiB hidden. */
+  struct chain hz = { .ctx = "ctx-cost-hz", .layers = {
+      { "d0", 1024 * MiB, full }, { "r1", 512 * MiB, w1_short }, { "r2", 1024 * MiB, w2 },
+      { "c", 1024 * MiB, wc } }, .n = 4 };
+  cost_case ("cost, head over a hidden region: zeros cost no data", &hz, true,
+             -3 * MiB, 3 * MiB);
 
   free (full);
   free (w1);
