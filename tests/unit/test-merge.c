@@ -405,6 +405,38 @@ test_bad_input (void)
       "the refused merges changed no file");
 }
 
+/* A step whose file another QEMU process holds fails with QEMU's reason,
+ * leaves the files sealed and the views as they were, and works once the
+ * file is free. */
+static void
+test_busy (const char *what, struct chain *ch, struct step s)
+{
+  const char *argv[] = { "qemu-io", "-r", "-f", "qcow2", "-c", "sleep 600000",
+                         ch->paths[s.last], NULL };
+  bool sealed = true;
+  pid_t holder;
+  int t;
+
+  if (!ok (chain_build (ch), "%s: chain built", what) ||
+      !ok (proc_spawn (argv, NULL, &holder) == 0, "%s: qemu-io holds c", what))
+    return;
+  for (t = 0; t < 1000 && !repo_image_in_use (repo, ch->rels[s.last]); t++)
+    usleep (10000);
+  /* Reading c holds its whole chain: head names d0, the first it checks. */
+  ok (step_run (ch, &s) == -1 && error_category () == ERR_CONFLICT &&
+      strstr (error_message (), ch->rels[s.head ? s.first : s.last]) &&
+      strstr (error_message (), "in use"),
+      "%s: the step is refused as a conflict naming the file", what);
+  diag ("%s", error_message ());
+  for (size_t i = s.first; i <= s.last; i++)
+    sealed = sealed && is_sealed (ch->paths[i]);
+  ok (sealed, "%s: the files are sealed again", what);
+  ok (same_view (ch, s.last), "%s: c shows the same bytes", what);
+  proc_stop (holder);
+  ok (step_run (ch, &s) == 0, "%s: the step works once c is free", what);
+  check_result (what, ch, &s);
+}
+
 /* ------------------------------------------------------------- cost --- */
 
 /* Bytes the file takes on disk. */
@@ -515,6 +547,12 @@ main (void)
   test_middle ();
   test_crashes ();
   test_bad_input ();
+  {
+    struct chain h = { .ctx = "ctx-busy-h", .layers = { RESIZED ("d0") }, .n = 5 };
+    struct chain m = { .ctx = "ctx-busy-m", .layers = { RESIZED ("a") }, .n = 5 };
+    test_busy ("head, c in use", &h, (struct step) { true, 0, 3 });
+    test_busy ("middle, c in use", &m, (struct step) { false, 0, 3 });
+  }
   test_cost ();
 
   run ((const char *[]) { "rm", "-rf", tmpbuf, NULL });
