@@ -187,6 +187,32 @@ unseal (const char *path)
   return 0;
 }
 
+/* A step writes files no QEMU process may hold (the caller checks this
+ * before it plans a step; this makes a late reader a clear conflict). */
+static int
+check_free (const char *repo_path, const char *rel)
+{
+  if (repo_image_in_use (repo_path, rel)) {
+    error_set (ERR_CONFLICT, "%s is in use by another QEMU process", rel);
+    return -1;
+  }
+  return 0;
+}
+
+/* After a failed step: seal again what unseal opened (a redo opens it
+ * anew), keeping the step's error. */
+static void
+reseal (const char *repo_path, const char *rel, const char *rel2)
+{
+  struct error_saved saved;
+
+  error_save (&saved);
+  repo_seal_image (repo_path, rel);
+  if (rel2)
+    repo_seal_image (repo_path, rel2);
+  error_restore (&saved);
+}
+
 /* ------------------------------------------------------------- head --- */
 
 bool
@@ -249,14 +275,17 @@ merge_head (const char *repo_path, const char *const *rels, size_t n)
   }
   chain_free (chain, n);
 
-  if (unseal (d0) == -1 || unseal (c) == -1)
+  if (check_free (repo_path, rels[0]) == -1 ||
+      check_free (repo_path, rels[n - 1]) == -1)
     return -1;
+  if (unseal (d0) == -1 || unseal (c) == -1)
+    goto fail;
   {
     const char *argv[] = { "qemu-img", "commit", "-q", "-f", "qcow2", "-b", d0,
                            c, NULL };
     if (proc_run (argv, NULL) == -1) {
       error_prefix ("committing %s into %s", rels[n - 1], rels[0]);
-      return -1;
+      goto fail;
     }
   }
   /* The commit grows D0 to C's size but never shrinks it. */
@@ -267,13 +296,13 @@ merge_head (const char *repo_path, const char *const *rels, size_t n)
                            d0, size_str, NULL };
     if (proc_run (argv, NULL) == -1) {
       error_prefix ("resizing %s to %s bytes", rels[0], size_str);
-      return -1;
+      goto fail;
     }
   }
   if (repo_sync_image (repo_path, rels[0]) == -1 ||
       repo_seal_image (repo_path, rels[0]) == -1 ||
       repo_seal_image (repo_path, rels[n - 1]) == -1)
-    return -1;
+    goto fail;
   crash_point ("merge:committed");
 
   if (rename (d0, c) == -1) {
@@ -284,6 +313,10 @@ merge_head (const char *repo_path, const char *const *rels, size_t n)
     return -1;
   crash_point ("merge:renamed");
   return 0;
+
+ fail:
+  reseal (repo_path, rels[0], rels[n - 1]);
+  return -1;
 }
 
 /* ----------------------------------------------------------- middle --- */
@@ -401,9 +434,13 @@ copy_removed (const char *c, int64_t size, uint32_t hi)
     nbd_close (h);
     return -1;
   }
-  if (nbd_add_meta_context (h, "qemu:allocation-depth") == -1 ||
-      nbd_connect_systemd_socket_activation (h, (char **) argv) == -1)
+  if (nbd_add_meta_context (h, "qemu:allocation-depth") == -1)
     goto nbd_fail;
+  if (nbd_connect_systemd_socket_activation (h, (char **) argv) == -1) {
+    error_set (ERR_INTERNAL, "copying into %s: qemu-nbd could not serve it (%s; "
+               "its own message is on standard error)", c, nbd_get_error ());
+    goto out;
+  }
   if (nbd_can_meta_context (h, "qemu:allocation-depth") != 1) {
     error_set (ERR_INTERNAL, "copying into %s: qemu-nbd does not report "
                "allocation depths", c);
@@ -485,10 +522,12 @@ merge_middle (const char *repo_path, const char *const *rels, size_t n)
 
   /* C's view takes the removed layers at allocation depths 2 (rels[n-2])
    * to n-1 (rels[1]); depth 1 is C itself, n is A. */
+  if (check_free (repo_path, rels[n - 1]) == -1)
+    return -1;
   if (unseal (c) == -1 ||
       copy_removed (c, c_size, (uint32_t) n - 1) == -1 ||
       repo_sync_image (repo_path, rels[n - 1]) == -1)
-    return -1;
+    goto fail;
   crash_point ("merge:copied");
 
   {
@@ -496,12 +535,16 @@ merge_middle (const char *repo_path, const char *const *rels, size_t n)
                            "-b", to_a, "-F", "qcow2", c, NULL };
     if (proc_run (argv, NULL) == -1) {
       error_prefix ("setting the backing file of %s to %s", rels[n - 1], to_a);
-      return -1;
+      goto fail;
     }
   }
   if (repo_sync_image (repo_path, rels[n - 1]) == -1 ||
       repo_seal_image (repo_path, rels[n - 1]) == -1)
-    return -1;
+    goto fail;
   crash_point ("merge:rebased");
   return 0;
+
+ fail:
+  reseal (repo_path, rels[n - 1], NULL);
+  return -1;
 }

@@ -405,6 +405,38 @@ test_bad_input (void)
       "the refused merges changed no file");
 }
 
+/* A step whose file another QEMU process holds fails with QEMU's reason,
+ * leaves the files sealed and the views as they were, and works once the
+ * file is free. */
+static void
+test_busy (const char *what, struct chain *ch, struct step s)
+{
+  const char *argv[] = { "qemu-io", "-r", "-f", "qcow2", "-c", "sleep 600000",
+                         ch->paths[s.last], NULL };
+  bool sealed = true;
+  pid_t holder;
+  int t;
+
+  if (!ok (chain_build (ch), "%s: chain built", what) ||
+      !ok (proc_spawn (argv, NULL, &holder) == 0, "%s: qemu-io holds c", what))
+    return;
+  for (t = 0; t < 1000 && !repo_image_in_use (repo, ch->rels[s.last]); t++)
+    usleep (10000);
+  /* Reading c holds its whole chain: head names d0, the first it checks. */
+  ok (step_run (ch, &s) == -1 && error_category () == ERR_CONFLICT &&
+      strstr (error_message (), ch->rels[s.head ? s.first : s.last]) &&
+      strstr (error_message (), "in use"),
+      "%s: the step is refused as a conflict naming the file", what);
+  diag ("%s", error_message ());
+  for (size_t i = s.first; i <= s.last; i++)
+    sealed = sealed && is_sealed (ch->paths[i]);
+  ok (sealed, "%s: the files are sealed again", what);
+  ok (same_view (ch, s.last), "%s: c shows the same bytes", what);
+  proc_stop (holder);
+  ok (step_run (ch, &s) == 0, "%s: the step works once c is free", what);
+  check_result (what, ch, &s);
+}
+
 /* ------------------------------------------------------------- cost --- */
 
 /* Bytes the file takes on disk. */
@@ -466,19 +498,27 @@ test_cost (void)
       { "a", 1024 * MiB, full }, { "r1", 1024 * MiB, w1 }, { "r2", 1024 * MiB, w2 },
       { "c", 1024 * MiB, wc } }, .n = 4 };
   cost_case ("cost, middle: c takes the removed 2 MiB, not the disk", &m, false,
-             2 * MiB, 3 * MiB);
+             3 * MiB / 2, 3 * MiB);
 
   /* r1 shrinks to 512 MiB: a's 2 MiB beyond that are hidden, and the merge
    * writes the hidden half as zeros, which cost no data. */
   struct chain z = { .ctx = "ctx-cost-z", .layers = {
       { "a", 1024 * MiB, full }, { "r1", 512 * MiB, w1_short }, { "r2", 1024 * MiB, w2 },
       { "c", 1024 * MiB, wc } }, .n = 4 };
-  cost_case ("cost, hidden region: zeros cost no data", &z, false, 2 * MiB, 3 * MiB);
+  cost_case ("cost, hidden region: zeros cost no data", &z, false, 3 * MiB / 2, 3 * MiB);
 
   struct chain h = { .ctx = "ctx-cost-h", .layers = {
       { "d0", 1024 * MiB, full }, { "r1", 1024 * MiB, w1 }, { "r2", 1024 * MiB, w2 },
       { "c", 1024 * MiB, wc } }, .n = 4 };
-  cost_case ("cost, head: d0 takes the 2.25 MiB above it", &h, true, 2 * MiB, 3 * MiB);
+  cost_case ("cost, head: d0 takes the 2.25 MiB above it", &h, true, 3 * MiB / 2, 3 * MiB);
+
+  /* The commit zeroes d0's 2 MiB hidden beyond r1's end (metadata, freeing
+   * them) and adds about as much: nowhere near the 512 MiB hidden. */
+  struct chain hz = { .ctx = "ctx-cost-hz", .layers = {
+      { "d0", 1024 * MiB, full }, { "r1", 512 * MiB, w1_short }, { "r2", 1024 * MiB, w2 },
+      { "c", 1024 * MiB, wc } }, .n = 4 };
+  cost_case ("cost, head over a hidden region: zeros cost no data", &hz, true,
+             -3 * MiB, 3 * MiB);
 
   free (full);
   free (w1);
@@ -507,6 +547,12 @@ main (void)
   test_middle ();
   test_crashes ();
   test_bad_input ();
+  {
+    struct chain h = { .ctx = "ctx-busy-h", .layers = { RESIZED ("d0") }, .n = 5 };
+    struct chain m = { .ctx = "ctx-busy-m", .layers = { RESIZED ("a") }, .n = 5 };
+    test_busy ("head, c in use", &h, (struct step) { true, 0, 3 });
+    test_busy ("middle, c in use", &m, (struct step) { false, 0, 3 });
+  }
   test_cost ();
 
   run ((const char *[]) { "rm", "-rf", tmpbuf, NULL });
