@@ -221,11 +221,6 @@ api PATCH "/api/v1/backups/$RUN" '{"protected":true}'
 is_error 409 conflict "PATCH a running backup: 409"
 api GET "/api/v1/backups/$RUN"
 is "$(jqb .status)/$(jqb .protected)" "running/false" "it is still running, not protected"
-api POST "/api/v1/backups/$RUN/cancel"
-is "$API_STATUS" 200 "cancel it"
-api PATCH "/api/v1/backups/$RUN" '{"protected":true}'
-is_error 409 conflict "PATCH a cancelled backup: 409"
-
 # Dry runs: the protected point is kept and counts toward no rule.
 listing_before=$(get "/backups?vm_name=pr1" -cS .)
 api POST "/api/v1/contexts/$PCTX/prune" '{"keep_last":2,"dry_run":true}'
@@ -237,13 +232,27 @@ is "$API_STATUS/$(jqb -c .keep)/$(jqb -c .remove)" "200/[\"$P4\",\"$P3\"]/[\"$P2
    "dry run keep_last 1: the newest and the protected point stay"
 is "$(get "/backups?vm_name=pr1" -cS .)" "$listing_before" "the dry runs changed nothing"
 
+# The prune's task waits while the context's backup RUN runs, and says so.
 api POST "/api/v1/contexts/$PCTX/prune" '{"keep_last":1}'
 is "$API_STATUS/$(jqb -c .keep)/$(jqb -c .remove)" "202/[\"$P4\",\"$P3\"]/[\"$P2\",\"$P1\"]" \
    "prune keep_last 1: 202, keep and remove"
 T1=$(jqb .task_id)
 like "$T1" '^[A-Za-z0-9._-]{1,128}$' "with a task id"
-ok "the task ends" wait_for 120 task_ended "$T1"
-is "$(points pr1)" "$P4 $P3" "the newest and the protected point are left"
+is "$(points pr1)" "$P4 $P3" "the points it removes are no longer listed completed"
+api GET "/api/v1/backups/$P1"
+is "$API_STATUS/$(jqb .status)" "200/removing" "they are removing"
+ok "the task says it waits for the running backup" \
+   wait_for 30 eval "get /tasks/$T1 .message | grep -q '$RUN'"
+api GET "/api/v1/tasks/$T1"
+is "$(jqb '[.status, .progress, .completed_at] | map(tostring) | join(" ")')" "running 0 null" \
+   "it is running, at progress 0, not completed"
+api GET "/api/v1/tasks?status=running"
+is "$API_STATUS/$(jqb '[.tasks[].task_id] | join(" ")')" "200/$T1" "GET /tasks?status=running lists it alone"
+api GET "/api/v1/tasks?status=completed"
+is "$API_STATUS/$(jqb "[.tasks[] | select(.task_id == \"$T1\")] | length")" "200/0" "GET /tasks?status=completed does not"
+complete_disk "$RUN" 0 "C-$RUN" 1
+ok "once the backup is completed, the task ends" wait_for 120 task_ended "$T1"
+is "$(points pr1)" "$RUN $P4 $P3" "the new backup, and the newest and the protected point of the prune, are left"
 api GET "/api/v1/backups/$P3"
 is "$(jqb .status)/$(jqb .protected)" "completed/true" "the protected point is still protected"
 for b in "$P1" "$P2"; do
@@ -252,6 +261,19 @@ for b in "$P1" "$P2"; do
 done
 api PATCH "/api/v1/backups/$P3" '{"protected":false}'
 is "$API_STATUS/$(jqb .protected)" "200/false" "PATCH {\"protected\":false} unprotects it"
+start_backup pr1 incremental
+api POST "/api/v1/backups/$BID/cancel"
+is "$API_STATUS" 200 "cancel a backup"
+api PATCH "/api/v1/backups/$BID" '{"protected":true}'
+is_error 409 conflict "PATCH a cancelled backup: 409"
+
+# A prune without rules follows the policy: retention {} keeps everything.
+api PUT $P/keepall '{"retention":{}}'
+api PUT $V/pr1 "$(vm_json $SIZE | jq -c '. + {policy:"keepall"}')"
+is "$API_STATUS/$(jqb .policy)" "200/keepall" "pr1 takes a policy whose retention is {}"
+api POST "/api/v1/contexts/$PCTX/prune" '{}'
+is "$API_STATUS/$(jqb -c .remove)/$(jqb -c .task_id)" "200/[]/null" "a prune without rules keeps every point"
+api PUT $V/pr1 "$(vm_json $SIZE)"
 
 # --- Tasks --------------------------------------------------------------------
 api GET "/api/v1/tasks/$T1"
