@@ -21,8 +21,8 @@ int
 catalog_context_get (struct catalog *cat, const char *id, struct cat_context *out)
 {
   if (id == NULL || out == NULL)
-    return missing ("context id");
-  return read_one (cat, &context_kind, out, "backup context",
+    return core_missing ("context id");
+  return core_read_one (cat, &core_context_kind, out, "backup context",
                    CONTEXT_SELECT " WHERE context_id = ?", "s", id, NULL);
 }
 
@@ -31,8 +31,8 @@ catalog_context_find (struct catalog *cat, const char *vm_name,
                       const char *repository_id, struct cat_context *out)
 {
   if (vm_name == NULL || repository_id == NULL || out == NULL)
-    return missing ("vm_name and repository_id");
-  return read_one (cat, &context_kind, out, "VM",
+    return core_missing ("vm_name and repository_id");
+  return core_read_one (cat, &core_context_kind, out, "VM",
                    CONTEXT_SELECT " WHERE vm_name = ? AND repository_id = ?",
                   "ss", vm_name, repository_id);
 }
@@ -43,8 +43,8 @@ catalog_context_list (struct catalog *cat, const char *vm_name,
                       struct cat_context **out, size_t *n)
 {
   if (out == NULL || n == NULL)
-    return missing ("output array");
-  return read_all (cat, &context_kind, (void **) out, n,
+    return core_missing ("output array");
+  return core_read_all (cat, &core_context_kind, (void **) out, n,
                    CONTEXT_SELECT " WHERE ?1 IS NULL OR vm_name = ?1"
                    " ORDER BY vm_name, repository_id", "s", vm_name);
 }
@@ -68,7 +68,7 @@ context_delete_tx (struct catalog *cat, const char *id, bool force,
   CLEANUP_FREE char *running = NULL, *removing = NULL;
   int f;
 
-  if (must_exist (cat, "SELECT 1 FROM vm_backup_contexts WHERE context_id = ?", id,
+  if (core_must_exist (cat, "SELECT 1 FROM vm_backup_contexts WHERE context_id = ?", id,
                   "backup context") == -1)
     return -1;
   /* Even forced: a prune task owns those rows and files until it ends. */
@@ -85,10 +85,10 @@ context_delete_tx (struct catalog *cat, const char *id, bool force,
       error_set (ERR_CONFLICT, "backup %s of context %s is running", running, id);
     return -1;
   }
-  if (disks_query (cat, DISK_SELECT DISK_FROM " WHERE d.vm_backup_context_id = ?"
+  if (core_disks_query (cat, DISK_SELECT DISK_FROM " WHERE d.vm_backup_context_id = ?"
                    " ORDER BY d.id", id, disks, n) == -1)
     return -1;
-  if (disks_delete (cat, *disks, *n) == -1 ||
+  if (core_disks_delete (cat, *disks, *n) == -1 ||
       db_exec (cat, "DELETE FROM vm_backup_contexts WHERE context_id = ?", "s", id) == -1) {
     error_prefix ("deleting backup context %s", id);
     return -1;
@@ -103,14 +103,14 @@ catalog_context_delete (struct catalog *cat, const char *id, bool force,
   CLEANUP_CAT_DISK_LIST struct cat_disk_list l = { 0 };
 
   if (id == NULL)
-    return missing ("context id");
+    return core_missing ("context id");
   if (disks == NULL || n_disks == NULL)
-    return missing ("output array");
+    return core_missing ("output array");
   SCOPED_LOCK (&cat->lock);
   if (RUN_TX (cat, true, context_delete_tx (cat, id, force, &l.v, &l.n),
               cat_disk_list_clear (&l)) == -1)
     return -1;
-  disks_hand_over (&l, disks, n_disks);
+  core_disks_hand_over (&l, disks, n_disks);
   return 0;
 }
 
@@ -138,7 +138,7 @@ backup_plan_tx (struct catalog *cat, const char *vm_name, const char *repository
   *running = f == 1;
   for (size_t i = 0; i < n; i++) {
     cat_disk_clear (&parents[i]);       /* what a failed attempt read */
-    if (latest_disk (cat, ctx, disk_indexes[i], &parents[i]) == -1)
+    if (core_latest_disk (cat, ctx, disk_indexes[i], &parents[i]) == -1)
       return -1;
   }
   return 0;
@@ -153,11 +153,11 @@ catalog_backup_plan (struct catalog *cat, const char *vm_name,
   bool run = false;
 
   if (vm_name == NULL || repository_id == NULL)
-    return missing ("vm_name and repository_id");
+    return core_missing ("vm_name and repository_id");
   if (n > 0 && (disk_indexes == NULL || parents == NULL))
-    return missing ("disk index list");
+    return core_missing ("disk index list");
   if (running == NULL)
-    return missing ("running flag");
+    return core_missing ("running flag");
   /* A scratch array, so that parents[] is written only on success. */
   if ((tmp.v = calloc (n ? n : 1, sizeof *tmp.v)) == NULL) {
     catalog_oom ();
@@ -213,7 +213,7 @@ backup_insert_tx (struct catalog *cat, const struct cat_job *job, const struct c
   int64_t latest;
   int f;
 
-  if (must_exist (cat, "SELECT 1 FROM backup_repositories WHERE id = ?",
+  if (core_must_exist (cat, "SELECT 1 FROM backup_repositories WHERE id = ?",
                   job->repository_id, "repository") == -1)
     return -1;
   f = db_text (cat, &ctx, "SELECT context_id FROM vm_backup_contexts"
@@ -327,9 +327,9 @@ catalog_backup_insert (struct catalog *cat, struct cat_job *job, const struct ca
   char now[32];
 
   if (job == NULL || job->id == NULL || job->vm_name == NULL || job->repository_id == NULL)
-    return missing ("backup id, vm_name and repository_id");
+    return core_missing ("backup id, vm_name and repository_id");
   if (job->n_disks > 0 && job->disks == NULL)
-    return missing ("disk list");
+    return core_missing ("disk list");
   if (backup_insert_check (job) == -1)
     return -1;
   ids = calloc (job->n_disks, sizeof *ids);
@@ -358,8 +358,8 @@ int
 catalog_backup_get (struct catalog *cat, const char *id, struct cat_job *out)
 {
   if (id == NULL || out == NULL)
-    return missing ("backup id");
-  return read_one (cat, &job_kind, out, "backup", JOB_SELECT " WHERE j.id = ?",
+    return core_missing ("backup id");
+  return core_read_one (cat, &core_job_kind, out, "backup", JOB_SELECT " WHERE j.id = ?",
                    "s", id, NULL);
 }
 
@@ -386,7 +386,7 @@ backup_list_tx (struct catalog *cat, const struct cat_job_filter *f,
   st = db_prepare (cat, JOB_SELECT JOB_FILTER " ORDER BY j.created_at DESC, j.id DESC"
                    " LIMIT ?5 OFFSET ?6", "ssssII", f->vm_name, f->repository_id,
                    status, type, limit, offset);
-  return collect_rows (cat, st, &job_kind, (void **) out, n);
+  return core_collect_rows (cat, st, &core_job_kind, (void **) out, n);
 }
 
 /* One read transaction, so that the total and the page agree. */
@@ -399,7 +399,7 @@ catalog_backup_list (struct catalog *cat, const struct cat_job_filter *f,
   int64_t t = 0;
 
   if (out == NULL || n == NULL)
-    return missing ("output array");
+    return core_missing ("output array");
   SCOPED_LOCK (&cat->lock);
   if (RUN_TX (cat, false, backup_list_tx (cat, f ? f : &any, &l.v, &l.n, &t),
               cat_job_list_clear (&l)) == -1)
@@ -448,8 +448,8 @@ job_in (struct catalog *cat, const char *id, enum job_status want, char **ctx,
   ROW_WORD (&row, 0, "backup_jobs.status", job_status_parse, &status);
   ROW_WORD (&row, 2, "backup_jobs.backup_type", backup_type_parse, type);
   ROW_WORD (&row, 3, "backup_jobs.driver", job_driver_parse, driver);
-  *ctx = row_text (&row, 1);
-  if (row_done (&row) == -1)
+  *ctx = core_row_text (&row, 1);
+  if (core_row_done (&row) == -1)
     return -1;
   if (status != want)
     return job_status_conflict (id, status);
@@ -502,7 +502,7 @@ disk_complete_tx (struct catalog *cat, const char *backup_id, int disk_index,
                "I", disk_id) != 1)
     return -1;
   if (disk_status_parse (word, &status) == -1)
-    return bad_word ("backup_disks.status", word);
+    return core_bad_word ("backup_disks.status", word);
   if (status != DISK_RUNNING && status != DISK_PENDING)
     return catalog_fail (ERR_CONFLICT, "disk %d of backup %s is %s", disk_index, backup_id,
                          word);
@@ -524,7 +524,7 @@ disk_complete_tx (struct catalog *cat, const char *backup_id, int disk_index,
     else if (job_complete (cat, backup_id, type, ctx, now) == -1)
       return -1;
   }
-  return job_load (cat, backup_id, after) == 1 ? 0 : -1;
+  return core_job_load (cat, backup_id, after) == 1 ? 0 : -1;
 }
 
 /* Finish a finishing job: complete it and count it in its context. */
@@ -539,7 +539,7 @@ backup_finish_tx (struct catalog *cat, const char *backup_id, const char *now,
   if (job_in (cat, backup_id, JOB_FINISHING, &ctx, &type, &driver) == -1 ||
       job_complete (cat, backup_id, type, ctx, now) == -1)
     return -1;
-  return job_load (cat, backup_id, after) == 1 ? 0 : -1;
+  return core_job_load (cat, backup_id, after) == 1 ? 0 : -1;
 }
 
 /* Run a write operation that hands back the job as it stands after it:
@@ -573,7 +573,7 @@ catalog_disk_complete (struct catalog *cat, const char *backup_id, int disk_inde
                        const char *full_reason, struct cat_job *job_after)
 {
   if (backup_id == NULL)
-    return missing ("backup id");
+    return core_missing ("backup id");
   if (bytes_transferred < 0)
     return catalog_fail (ERR_INVALID, "bytes_transferred must not be negative");
   if (disk_index < 0)
@@ -586,7 +586,7 @@ int
 catalog_backup_finish (struct catalog *cat, const char *backup_id, struct cat_job *job_after)
 {
   if (backup_id == NULL)
-    return missing ("backup id");
+    return core_missing ("backup id");
   return job_change (cat, backup_id, -1, NULL, 0, NULL, job_after);
 }
 
@@ -605,7 +605,7 @@ backup_end_tx (struct catalog *cat, const char *backup_id, enum job_status statu
 
   if (job_in (cat, backup_id, JOB_RUNNING, &ctx, &type, &driver) == -1)
     return -1;
-  if (disks_query (cat, DISK_SELECT DISK_FROM " WHERE d.backup_job_id = ?"
+  if (core_disks_query (cat, DISK_SELECT DISK_FROM " WHERE d.backup_job_id = ?"
                    " AND d.status <> 'completed' ORDER BY d.disk_index",
                    backup_id, dropped, n) == -1)
     return -1;
@@ -639,9 +639,9 @@ catalog_backup_end (struct catalog *cat, const char *backup_id, enum job_status 
   char now[32];
 
   if (backup_id == NULL)
-    return missing ("backup id");
+    return core_missing ("backup id");
   if ((dropped == NULL) != (n_dropped == NULL))
-    return missing ("count of dropped disks");
+    return core_missing ("count of dropped disks");
   if (status != JOB_FAILED && status != JOB_CANCELLED)
     return catalog_fail (ERR_INVALID, "a backup can only end as failed or cancelled, not %s",
                          job_status_name (status));
@@ -651,7 +651,7 @@ catalog_backup_end (struct catalog *cat, const char *backup_id, enum job_status 
                                         &l.v, &l.n),
               cat_disk_list_clear (&l)) == -1)
     return -1;
-  disks_hand_over (&l, dropped, n_dropped);
+  core_disks_hand_over (&l, dropped, n_dropped);
   return 0;
 }
 
@@ -693,7 +693,7 @@ backup_delete_plan_tx (struct catalog *cat, const char *backup_id, bool cascade,
   if (f != 1)
     return -1;
   if (job_status_parse (word, &status) == -1)
-    return bad_word ("backup_jobs.status", word);
+    return core_bad_word ("backup_jobs.status", word);
   if (status == JOB_RUNNING)
     return catalog_fail (ERR_CONFLICT, "backup %s is running: cancel it first", backup_id);
   if (job_status_active (status) || status == JOB_REMOVING)
@@ -728,7 +728,7 @@ backup_delete_plan_tx (struct catalog *cat, const char *backup_id, bool cascade,
   }
   st = db_prepare (cat, DOOMED_JOBS "SELECT job_id FROM doomed"
                    " ORDER BY job_id <> ?1, job_id", "s", backup_id);
-  return collect_strings (st, job_ids);
+  return core_collect_strings (st, job_ids);
 }
 
 int
@@ -738,11 +738,11 @@ catalog_backup_delete_plan (struct catalog *cat, const char *backup_id, bool cas
   char **v = NULL;
 
   if (backup_id == NULL || job_ids == NULL)
-    return missing ("backup id and output vector");
+    return core_missing ("backup id and output vector");
   SCOPED_LOCK (&cat->lock);
   if (RUN_TX (cat, false, backup_delete_plan_tx (cat, backup_id, cascade, &v),
-              (strv_free (v), v = NULL)) == -1) {
-    strv_free (v);
+              (core_strv_free (v), v = NULL)) == -1) {
+    core_strv_free (v);
     return -1;
   }
   *job_ids = v;
@@ -763,16 +763,16 @@ backup_delete_tx (struct catalog *cat, const char *backup_id, bool cascade,
   if (backup_delete_plan_tx (cat, backup_id, cascade, &jobs) == -1 ||
       db_text (cat, &ctx, "SELECT vm_backup_context_id FROM backup_jobs WHERE id = ?",
                "s", backup_id) != 1 ||
-      disks_query (cat, DOOMED_JOBS DISK_SELECT DISK_FROM
+      core_disks_query (cat, DOOMED_JOBS DISK_SELECT DISK_FROM
                    " WHERE d.backup_job_id IN (SELECT job_id FROM doomed)"
                    " ORDER BY d.id", backup_id, deleted, n) == -1)
     return -1;
-  if (disks_delete (cat, *deleted, *n) == -1)
+  if (core_disks_delete (cat, *deleted, *n) == -1)
     goto fail;
   for (char **j = jobs; *j; j++)
     if (db_exec (cat, "DELETE FROM backup_jobs WHERE id = ?", "s", *j) == -1)
       goto fail;
-  return context_refresh_last (cat, ctx, now);
+  return core_context_refresh_last (cat, ctx, now);
 
  fail:
   error_prefix ("deleting backup %s", backup_id);
@@ -787,15 +787,15 @@ catalog_backup_delete (struct catalog *cat, const char *backup_id, bool cascade,
   char now[32];
 
   if (backup_id == NULL)
-    return missing ("backup id");
+    return core_missing ("backup id");
   if ((deleted == NULL) != (n_deleted == NULL))
-    return missing ("count of deleted disks");
+    return core_missing ("count of deleted disks");
   id_now (now, sizeof now);
   SCOPED_LOCK (&cat->lock);
   if (RUN_TX (cat, true, backup_delete_tx (cat, backup_id, cascade, now, &l.v, &l.n),
               cat_disk_list_clear (&l)) == -1)
     return -1;
-  disks_hand_over (&l, deleted, n_deleted);
+  core_disks_hand_over (&l, deleted, n_deleted);
   return 0;
 }
 
@@ -817,7 +817,7 @@ int
 catalog_backup_protect (struct catalog *cat, const char *backup_id, bool on)
 {
   if (backup_id == NULL)
-    return missing ("backup id");
+    return core_missing ("backup id");
   SCOPED_LOCK (&cat->lock);
   return RUN_TX (cat, true, backup_protect_tx (cat, backup_id, on), (void) 0);
 }
@@ -854,7 +854,7 @@ changeid_get_tx (struct catalog *cat, const char *vm_name, int disk_index,
                  "s", vm_name) != 1)
       return -1;
   }
-  f = latest_disk (cat, ctx, disk_index, out);
+  f = core_latest_disk (cat, ctx, disk_index, out);
   if (f == 0)
     error_set (ERR_NOT_FOUND, "VM %s has no completed backup of disk %d",
                vm_name, disk_index);
@@ -868,7 +868,7 @@ catalog_changeid_get (struct catalog *cat, const char *vm_name, int disk_index,
   CLEANUP_CAT_DISK struct cat_disk d = { 0 };
 
   if (vm_name == NULL || out == NULL)
-    return missing ("vm_name");
+    return core_missing ("vm_name");
   SCOPED_LOCK (&cat->lock);
   if (RUN_TX (cat, false, changeid_get_tx (cat, vm_name, disk_index, repository_id, &d),
               cat_disk_clear (&d)) == -1)

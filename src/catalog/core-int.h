@@ -21,18 +21,18 @@
 /* Parameters are given by types, one character each (see struct db_arg). */
 
 /* For CLEANUP_STMT: finalize a statement (NULL is harmless). */
-void stmt_cleanup (struct db_stmt **st);
-#define CLEANUP_STMT __attribute__((cleanup (stmt_cleanup)))
+void core_stmt_cleanup (struct db_stmt **st);
+#define CLEANUP_STMT __attribute__((cleanup (core_stmt_cleanup)))
 
 /* Prepare sql with the parameters in ap. */
-struct db_stmt *stmt_vprepare (struct catalog *cat, const char *sql, const char *types,
+struct db_stmt *core_stmt_vprepare (struct catalog *cat, const char *sql, const char *types,
                                va_list ap);
 /* Prepare sql with its parameters; the caller steps and finalizes. */
 struct db_stmt *db_prepare (struct catalog *cat, const char *sql, const char *types, ...);
 /* 1 for a row, 0 when done, -1 on error. */
 int db_step (struct db_stmt *st);
 /* Step st to its end: the rows it changed, or -1. */
-int64_t stmt_run (struct db_stmt *st);
+int64_t core_stmt_run (struct db_stmt *st);
 /* Run a statement whose rows nobody wants: the rows it changed, or -1. */
 int64_t db_exec (struct catalog *cat, const char *sql, const char *types, ...);
 /* Run an INSERT; *id is the id it gave its row. */
@@ -53,23 +53,23 @@ struct row {
 };
 
 /* Fail on a word of a vocabulary that this strata does not know. */
-int bad_word (const char *column, const char *value);
+int core_bad_word (const char *column, const char *value);
 /* Column col as text, not copied (NULL for SQL NULL or when out of memory). */
-const char *row_peek (struct row *r, int col);
+const char *core_row_peek (struct row *r, int col);
 /* A text column, copied (the caller owns it); NULL for SQL NULL. */
-char *row_text (struct row *r, int col);
+char *core_row_text (struct row *r, int col);
 /* An integer column: NULL reads as -1. */
-int64_t row_int (struct row *r, int col);
+int64_t core_row_int (struct row *r, int col);
 /* After reading a row: -1 with the error set if a column failed. */
-int row_done (struct row *r);
+int core_row_done (struct row *r);
 
 /* Read column col, which holds a word of a vocabulary, into *out with
  * parse (job_status_parse, ...); column names it for bad_word. */
 #define ROW_WORD(r, col, column, parse, out)                            \
   do {                                                                  \
-    const char *w_ = row_peek ((r), (col));                             \
+    const char *w_ = core_row_peek ((r), (col));                             \
     if (!(r)->oom && parse (w_, (out)) == -1) {                         \
-      bad_word ((column), w_);                                          \
+      core_bad_word ((column), w_);                                          \
       (r)->bad = true;                                                  \
     }                                                                   \
   } while (0)
@@ -85,14 +85,14 @@ struct kind {
 };
 
 /* Clear the n records of array a, then free it. */
-void kind_free (const struct kind *k, void *a, size_t n);
+void core_kind_free (const struct kind *k, void *a, size_t n);
 /* Read every row of st into a new array of k's records (*out untouched on failure). */
-int collect_rows (struct catalog *cat, struct db_stmt *st, const struct kind *k,
+int core_collect_rows (struct catalog *cat, struct db_stmt *st, const struct kind *k,
                   void **out, size_t *n);
 /* Free a NULL-terminated vector of strings. */
-void strv_free (char **v);
+void core_strv_free (char **v);
 /* The first column of every row of st, as a new NULL-terminated vector. */
-int collect_strings (struct db_stmt *st, char ***out);
+int core_collect_strings (struct db_stmt *st, char ***out);
 
 /* A set of disk row ids (or of anything numbered so), in insertion order. */
 struct idset {
@@ -101,19 +101,19 @@ struct idset {
 };
 
 /* Empty s (for CLEANUP_IDSET). */
-void idset_clear (struct idset *s);
+void core_idset_clear (struct idset *s);
 /* Whether id is in s. */
-bool idset_has (const struct idset *s, int64_t id);
+bool core_idset_has (const struct idset *s, int64_t id);
 /* Add id unless it is there: 0, or -1 when memory ran out. */
-int idset_add (struct idset *s, int64_t id);
-#define CLEANUP_IDSET __attribute__((cleanup (idset_clear)))
+int core_idset_add (struct idset *s, int64_t id);
+#define CLEANUP_IDSET __attribute__((cleanup (core_idset_clear)))
 /* Add the first column of every row of st, an integer, to s. */
-int collect_ids (struct db_stmt *st, struct idset *s);
+int core_collect_ids (struct db_stmt *st, struct idset *s);
 
 /* --- Transactions ----------------------------------------------------- */
 
 /* Commit, or roll back when the body's result r is -1. */
-int tx_end (struct catalog *cat, int r);
+int core_tx_end (struct catalog *cat, int r);
 
 /* Run body (an expression that returns 0 or -1) as one transaction, again
  * if the driver allows; cleanup (a statement) undoes what a failed
@@ -123,7 +123,7 @@ int tx_end (struct catalog *cat, int r);
     int r_;                                                             \
     for (int attempt_ = 0; ; attempt_++) {                              \
       r_ = (cat)->drv->begin ((cat), (write)) == -1                     \
-        ? ((cat)->drv->rollback (cat), -1) : tx_end ((cat), (body));    \
+        ? ((cat)->drv->rollback (cat), -1) : core_tx_end ((cat), (body));    \
       if (r_ == 0 || !(cat)->drv->again ((cat), attempt_))              \
         break;                                                          \
       cleanup;                                                          \
@@ -168,45 +168,45 @@ int tx_end (struct catalog *cat, int r);
 
 /* The kinds of the REPO_, CONTEXT_, DISK_ and JOB_SELECT rows (a job with
  * its disks). */
-extern const struct kind repo_kind, context_kind, disk_kind, job_kind;
+extern const struct kind core_repo_kind, core_context_kind, core_disk_kind, core_job_kind;
 
 /* Read the first row of st into *out, a zeroed record of kind k: 1, 0, -1. */
-int first_row (struct catalog *cat, struct db_stmt *st, const struct kind *k, void *out);
+int core_first_row (struct catalog *cat, struct db_stmt *st, const struct kind *k, void *out);
 /* collect_rows of what sql selects with one text parameter (types "s" or ""). */
-int query_all (struct catalog *cat, const struct kind *k, void **out, size_t *n,
+int core_query_all (struct catalog *cat, const struct kind *k, void **out, size_t *n,
                const char *sql, const char *types, const char *param);
 /* The disks that sql (a DISK_SELECT...) selects with one text parameter. */
-int disks_query (struct catalog *cat, const char *sql, const char *param,
+int core_disks_query (struct catalog *cat, const char *sql, const char *param,
                  struct cat_disk **out, size_t *n);
 /* Load one job with its disks into *out: 1, 0 when not found, -1. */
-int job_load (struct catalog *cat, const char *id, struct cat_job *out);
+int core_job_load (struct catalog *cat, const char *id, struct cat_job *out);
 /* A get: one record in one read transaction, ERR_NOT_FOUND when none. */
-int read_one (struct catalog *cat, const struct kind *k, void *out, const char *what,
+int core_read_one (struct catalog *cat, const struct kind *k, void *out, const char *what,
               const char *sql, const char *types, const char *a, const char *b);
 /* A list: every record sql selects, in one read transaction. */
-int read_all (struct catalog *cat, const struct kind *k, void **out, size_t *n,
+int core_read_all (struct catalog *cat, const struct kind *k, void **out, size_t *n,
               const char *sql, const char *types, const char *param);
 /* The latest completed disk of (context, disk_index) into *out: 1, 0, -1. */
-int latest_disk (struct catalog *cat, const char *ctx, int disk_index, struct cat_disk *out);
+int core_latest_disk (struct catalog *cat, const char *ctx, int disk_index, struct cat_disk *out);
 
 /* --- What operations share -------------------------------------------- */
 
 /* Repoint a context's last_backup_* after some of its jobs went. */
-int context_refresh_last (struct catalog *cat, const char *ctx, const char *now);
+int core_context_refresh_last (struct catalog *cat, const char *ctx, const char *now);
 /* Hand a finished write's disk rows over to *out (if wanted); l is emptied. */
-void disks_hand_over (struct cat_disk_list *l, struct cat_disk **out, size_t *n_out);
+void core_disks_hand_over (struct cat_disk_list *l, struct cat_disk **out, size_t *n_out);
 /* Delete the disk rows of a (sorted by id) newest first. */
-int disks_delete (struct catalog *cat, const struct cat_disk *a, size_t n);
+int core_disks_delete (struct catalog *cat, const struct cat_disk *a, size_t n);
 /* Refuse a call with a missing argument (ERR_INVALID); what names it. */
-int missing (const char *what);
+int core_missing (const char *what);
 /* 0 when sql finds the row of key; else -1, ERR_NOT_FOUND when none. */
-int must_exist (struct catalog *cat, const char *sql, const char *key, const char *what);
+int core_must_exist (struct catalog *cat, const char *sql, const char *key, const char *what);
 
 /* The body of an insert-or-replace operation: writes rec, says whether it
  * created it. */
 typedef int (*put_tx_fn) (struct catalog *cat, const void *rec, const char *now,
                           bool *created);
 /* Run tx on rec as one write transaction; *created (may be NULL) after COMMIT. */
-int put_record (struct catalog *cat, put_tx_fn tx, const void *rec, bool *created);
+int core_put_record (struct catalog *cat, put_tx_fn tx, const void *rec, bool *created);
 
 #endif

@@ -67,14 +67,14 @@
 
 /* For CLEANUP_STMT: finalize a statement (NULL is harmless). */
 void
-stmt_cleanup (struct db_stmt **st)
+core_stmt_cleanup (struct db_stmt **st)
 {
   if (*st)
     (*st)->drv->finalize (*st);
 }
 /* Parse ap by types (see struct db_arg) and prepare sql with it. */
 struct db_stmt *
-stmt_vprepare (struct catalog *cat, const char *sql, const char *types, va_list ap)
+core_stmt_vprepare (struct catalog *cat, const char *sql, const char *types, va_list ap)
 {
   struct db_arg args[DB_MAX_ARGS];
   size_t n = strlen (types);
@@ -118,7 +118,7 @@ db_prepare (struct catalog *cat, const char *sql, const char *types, ...)
   va_list ap;
 
   va_start (ap, types);
-  st = stmt_vprepare (cat, sql, types, ap);
+  st = core_stmt_vprepare (cat, sql, types, ap);
   va_end (ap);
   return st;
 }
@@ -132,7 +132,7 @@ db_step (struct db_stmt *st)
 
 /* Step st to its end: the rows it changed, or -1. */
 int64_t
-stmt_run (struct db_stmt *st)
+core_stmt_run (struct db_stmt *st)
 {
   int r;
 
@@ -150,9 +150,9 @@ db_exec (struct catalog *cat, const char *sql, const char *types, ...)
   va_list ap;
 
   va_start (ap, types);
-  st = stmt_vprepare (cat, sql, types, ap);
+  st = core_stmt_vprepare (cat, sql, types, ap);
   va_end (ap);
-  return st ? stmt_run (st) : -1;
+  return st ? core_stmt_run (st) : -1;
 }
 
 /* Run an INSERT and put the id it gave its row in *id. */
@@ -163,9 +163,9 @@ db_insert (struct catalog *cat, int64_t *id, const char *sql, const char *types,
   va_list ap;
 
   va_start (ap, types);
-  st = stmt_vprepare (cat, sql, types, ap);
+  st = core_stmt_vprepare (cat, sql, types, ap);
   va_end (ap);
-  if (st == NULL || stmt_run (st) == -1)
+  if (st == NULL || core_stmt_run (st) == -1)
     return -1;
   *id = st->drv->last_insert_id (st);
   return 0;
@@ -174,7 +174,7 @@ db_insert (struct catalog *cat, int64_t *id, const char *sql, const char *types,
 /* A word read back from the database that util/state.c does not know: a
  * damaged catalog, or one written by a newer strata.  column names it. */
 int
-bad_word (const char *column, const char *value)
+core_bad_word (const char *column, const char *value)
 {
   return catalog_fail (ERR_INTERNAL, "catalog: %s holds \"%s\", which this strata does not"
                        " know", column, value ? value : "NULL");
@@ -183,7 +183,7 @@ bad_word (const char *column, const char *value)
 /* Column col of the current row as text, not copied (NULL for SQL NULL
  * or when memory ran out: then r->oom). */
 const char *
-row_peek (struct row *r, int col)
+core_row_peek (struct row *r, int col)
 {
   const char *v;
 
@@ -196,7 +196,7 @@ row_peek (struct row *r, int col)
 
 /* A text column, copied (the caller owns it); NULL for SQL NULL. */
 char *
-row_text (struct row *r, int col)
+core_row_text (struct row *r, int col)
 {
   const char *v;
   char *c = NULL;
@@ -208,7 +208,7 @@ row_text (struct row *r, int col)
 
 /* An integer column: NULL reads as -1. */
 int64_t
-row_int (struct row *r, int col)
+core_row_int (struct row *r, int col)
 {
   const char *v;
 
@@ -222,7 +222,7 @@ row_int (struct row *r, int col)
 /* After reading a row: -1 with the error set if a copy failed or a word
  * did not parse. */
 int
-row_done (struct row *r)
+core_row_done (struct row *r)
 {
   if (r->oom)
     catalog_oom ();
@@ -239,14 +239,14 @@ db_int (struct catalog *cat, int64_t *out, const char *sql, const char *types, .
   int r;
 
   va_start (ap, types);
-  st = stmt_vprepare (cat, sql, types, ap);
+  st = core_stmt_vprepare (cat, sql, types, ap);
   va_end (ap);
   if (st == NULL || (r = db_step (st)) == -1)
     return -1;
   if (r == 1) {
     struct row row = { st, false, false };
-    int64_t v = row_int (&row, 0);
-    if (row_done (&row) == -1)
+    int64_t v = core_row_int (&row, 0);
+    if (core_row_done (&row) == -1)
       return -1;
     *out = v;
   }
@@ -263,14 +263,14 @@ db_text (struct catalog *cat, char **out, const char *sql, const char *types, ..
   int r;
 
   va_start (ap, types);
-  st = stmt_vprepare (cat, sql, types, ap);
+  st = core_stmt_vprepare (cat, sql, types, ap);
   va_end (ap);
   if (st == NULL || (r = db_step (st)) == -1)
     return -1;
   if (r == 1) {
     struct row row = { st, false, false };
-    char *v = row_text (&row, 0);
-    if (row_done (&row) == -1)
+    char *v = core_row_text (&row, 0);
+    if (core_row_done (&row) == -1)
       return -1;
     *out = v;
   }
@@ -279,7 +279,7 @@ db_text (struct catalog *cat, char **out, const char *sql, const char *types, ..
 
 /* Clear the n records of array a, then free it. */
 void
-kind_free (const struct kind *k, void *a, size_t n)
+core_kind_free (const struct kind *k, void *a, size_t n)
 {
   for (size_t i = 0; a && i < n; i++)
     k->clear ((char *) a + i * k->size);
@@ -289,7 +289,7 @@ kind_free (const struct kind *k, void *a, size_t n)
 /* Step through st, reading every row into a new array of k's records.  On
  * failure *out is untouched. */
 int
-collect_rows (struct catalog *cat, struct db_stmt *st, const struct kind *k,
+core_collect_rows (struct catalog *cat, struct db_stmt *st, const struct kind *k,
               void **out, size_t *n)
 {
   void *a = NULL;
@@ -313,7 +313,7 @@ collect_rows (struct catalog *cat, struct db_stmt *st, const struct kind *k,
     }
   }
   if (r == -1) {
-    kind_free (k, a, count);
+    core_kind_free (k, a, count);
     return -1;
   }
   *out = a;
@@ -323,7 +323,7 @@ collect_rows (struct catalog *cat, struct db_stmt *st, const struct kind *k,
 
 /* Free a NULL-terminated vector of strings. */
 void
-strv_free (char **v)
+core_strv_free (char **v)
 {
   for (size_t i = 0; v && v[i]; i++)
     free (v[i]);
@@ -333,7 +333,7 @@ strv_free (char **v)
 /* Read the first column of every row of st into a new NULL-terminated
  * vector (the caller frees it). */
 int
-collect_strings (struct db_stmt *st, char ***out)
+core_collect_strings (struct db_stmt *st, char ***out)
 {
   char **v = NULL;
   size_t n = 0, cap = 0;
@@ -350,15 +350,15 @@ collect_strings (struct db_stmt *st, char ***out)
       break;
     }
     if ((r = db_step (st)) == 1) {
-      *slot = row_text (&row, 0);
-      if (row_done (&row) == -1)
+      *slot = core_row_text (&row, 0);
+      if (core_row_done (&row) == -1)
         r = -1;
       else
         n++;
     }
   } while (r == 1);
   if (r == -1) {
-    strv_free (v);
+    core_strv_free (v);
     return -1;
   }
   *out = v;
@@ -366,14 +366,14 @@ collect_strings (struct db_stmt *st, char ***out)
 }
 
 void
-idset_clear (struct idset *s)
+core_idset_clear (struct idset *s)
 {
   free (s->v);
   *s = (struct idset) { 0 };
 }
 
 bool
-idset_has (const struct idset *s, int64_t id)
+core_idset_has (const struct idset *s, int64_t id)
 {
   for (size_t i = 0; i < s->n; i++)
     if (s->v[i] == id)
@@ -383,11 +383,11 @@ idset_has (const struct idset *s, int64_t id)
 
 /* Add id unless it is there: 0, or -1 when memory ran out. */
 int
-idset_add (struct idset *s, int64_t id)
+core_idset_add (struct idset *s, int64_t id)
 {
   int64_t *slot;
 
-  if (idset_has (s, id))
+  if (core_idset_has (s, id))
     return 0;
   if ((slot = array_push ((void **) &s->v, s->n, &s->cap, sizeof *slot)) == NULL)
     return -1;
@@ -398,7 +398,7 @@ idset_add (struct idset *s, int64_t id)
 
 /* Add the first column of every row of st, an integer, to s. */
 int
-collect_ids (struct db_stmt *st, struct idset *s)
+core_collect_ids (struct db_stmt *st, struct idset *s)
 {
   int r;
 
@@ -406,9 +406,9 @@ collect_ids (struct db_stmt *st, struct idset *s)
     return -1;
   while ((r = db_step (st)) == 1) {
     struct row row = { st, false, false };
-    int64_t id = row_int (&row, 0);
+    int64_t id = core_row_int (&row, 0);
 
-    if (row_done (&row) == -1 || idset_add (s, id) == -1)
+    if (core_row_done (&row) == -1 || core_idset_add (s, id) == -1)
       return -1;
   }
   return r;
@@ -420,7 +420,7 @@ collect_ids (struct db_stmt *st, struct idset *s)
 
 /* End the transaction that the body's result r describes. */
 int
-tx_end (struct catalog *cat, int r)
+core_tx_end (struct catalog *cat, int r)
 {
   if (r == -1) {
     cat->drv->rollback (cat);
@@ -436,7 +436,7 @@ tx_end (struct catalog *cat, int r)
 /* Read the first row of st into *out, a zeroed record of kind k.  1 when
  * there is one, 0 when not, -1 on error (*out is then empty). */
 int
-first_row (struct catalog *cat, struct db_stmt *st, const struct kind *k, void *out)
+core_first_row (struct catalog *cat, struct db_stmt *st, const struct kind *k, void *out)
 {
   struct row row = { st, false, false };
   int r;
@@ -458,18 +458,18 @@ query_one (struct catalog *cat, const struct kind *k, void *out, const char *sql
 {
   CLEANUP_STMT struct db_stmt *st = db_prepare (cat, sql, types, a, b);
 
-  return first_row (cat, st, k, out);
+  return core_first_row (cat, st, k, out);
 }
 
 /* collect_rows of what sql selects with one text parameter, which may be
  * NULL (types is "s", or "" for none). */
 int
-query_all (struct catalog *cat, const struct kind *k, void **out, size_t *n,
+core_query_all (struct catalog *cat, const struct kind *k, void **out, size_t *n,
            const char *sql, const char *types, const char *param)
 {
   CLEANUP_STMT struct db_stmt *st = db_prepare (cat, sql, types, param);
 
-  return collect_rows (cat, st, k, out, n);
+  return core_collect_rows (cat, st, k, out, n);
 }
 
 /* Copy a REPO_SELECT row into *o (owned by the caller). */
@@ -478,12 +478,12 @@ repo_read (struct catalog *cat, struct row *r, void *rec)
 {
   struct cat_repository *o = rec;
 
-  o->id = row_text (r, 0);
-  o->name = row_text (r, 1);
-  o->type = row_text (r, 2);
-  o->path = row_text (r, 3);
-  o->created_at = row_text (r, 4);
-  return row_done (r);
+  o->id = core_row_text (r, 0);
+  o->name = core_row_text (r, 1);
+  o->type = core_row_text (r, 2);
+  o->path = core_row_text (r, 3);
+  o->created_at = core_row_text (r, 4);
+  return core_row_done (r);
 }
 
 static void
@@ -492,7 +492,7 @@ repo_clear (void *r)
   cat_repository_clear (r);
 }
 
-const struct kind repo_kind = { sizeof (struct cat_repository), repo_read, repo_clear };
+const struct kind core_repo_kind = { sizeof (struct cat_repository), repo_read, repo_clear };
 
 /* Copy a CONTEXT_SELECT row into *o (owned by the caller). */
 static int
@@ -500,24 +500,24 @@ context_read (struct catalog *cat, struct row *r, void *rec)
 {
   struct cat_context *o = rec;
 
-  o->context_id = row_text (r, 0);
-  o->vm_name = row_text (r, 1);
-  o->repository_id = row_text (r, 2);
-  o->vmware_vm_id = row_text (r, 3);
-  o->vm_path = row_text (r, 4);
-  o->vcenter_host = row_text (r, 5);
-  o->datacenter = row_text (r, 6);
-  o->total_backups_run = row_int (r, 7);
-  o->successful_backups = row_int (r, 8);
-  o->failed_backups = row_int (r, 9);
-  o->last_backup_id = row_text (r, 10);
+  o->context_id = core_row_text (r, 0);
+  o->vm_name = core_row_text (r, 1);
+  o->repository_id = core_row_text (r, 2);
+  o->vmware_vm_id = core_row_text (r, 3);
+  o->vm_path = core_row_text (r, 4);
+  o->vcenter_host = core_row_text (r, 5);
+  o->datacenter = core_row_text (r, 6);
+  o->total_backups_run = core_row_int (r, 7);
+  o->successful_backups = core_row_int (r, 8);
+  o->failed_backups = core_row_int (r, 9);
+  o->last_backup_id = core_row_text (r, 10);
   if (o->last_backup_id)
     ROW_WORD (r, 11, "vm_backup_contexts.last_backup_type", backup_type_parse,
               &o->last_backup_type);
-  o->last_backup_at = row_text (r, 12);
-  o->created_at = row_text (r, 13);
-  o->updated_at = row_text (r, 14);
-  return row_done (r);
+  o->last_backup_at = core_row_text (r, 12);
+  o->created_at = core_row_text (r, 13);
+  o->updated_at = core_row_text (r, 14);
+  return core_row_done (r);
 }
 
 static void
@@ -526,7 +526,7 @@ context_clear (void *c)
   cat_context_clear (c);
 }
 
-const struct kind context_kind = {
+const struct kind core_context_kind = {
   sizeof (struct cat_context), context_read, context_clear
 };
 
@@ -536,27 +536,27 @@ disk_read (struct catalog *cat, struct row *r, void *rec)
 {
   struct cat_disk *o = rec;
 
-  o->id = row_int (r, 0);
-  o->backup_job_id = row_text (r, 1);
-  o->context_id = row_text (r, 2);
-  o->disk_index = (int) row_int (r, 3);
-  o->vmware_disk_key = row_int (r, 4);
-  o->unit_number = row_int (r, 5);
-  o->size_bytes = row_int (r, 6);
+  o->id = core_row_int (r, 0);
+  o->backup_job_id = core_row_text (r, 1);
+  o->context_id = core_row_text (r, 2);
+  o->disk_index = (int) core_row_int (r, 3);
+  o->vmware_disk_key = core_row_int (r, 4);
+  o->unit_number = core_row_int (r, 5);
+  o->size_bytes = core_row_int (r, 6);
   ROW_WORD (r, 7, "backup_disks.backup_type", backup_type_parse, &o->backup_type);
-  o->disk_change_id = row_text (r, 8);
-  o->qcow2_path = row_text (r, 9);
-  o->parent_disk_id = row_int (r, 10);
-  o->parent_backup_id = row_text (r, 11);
-  o->previous_change_id = row_text (r, 12);
-  o->nbd_export = row_text (r, 13);
-  o->bytes_transferred = row_int (r, 14);
+  o->disk_change_id = core_row_text (r, 8);
+  o->qcow2_path = core_row_text (r, 9);
+  o->parent_disk_id = core_row_int (r, 10);
+  o->parent_backup_id = core_row_text (r, 11);
+  o->previous_change_id = core_row_text (r, 12);
+  o->nbd_export = core_row_text (r, 13);
+  o->bytes_transferred = core_row_int (r, 14);
   ROW_WORD (r, 15, "backup_disks.status", disk_status_parse, &o->status);
-  o->error = row_text (r, 16);
-  o->created_at = row_text (r, 17);
-  o->completed_at = row_text (r, 18);
-  o->full_reason = row_text (r, 19);
-  return row_done (r);
+  o->error = core_row_text (r, 16);
+  o->created_at = core_row_text (r, 17);
+  o->completed_at = core_row_text (r, 18);
+  o->full_reason = core_row_text (r, 19);
+  return core_row_done (r);
 }
 
 static void
@@ -565,15 +565,15 @@ disk_clear (void *d)
   cat_disk_clear (d);
 }
 
-const struct kind disk_kind = { sizeof (struct cat_disk), disk_read, disk_clear };
+const struct kind core_disk_kind = { sizeof (struct cat_disk), disk_read, disk_clear };
 
 /* Read the disks that sql (a DISK_SELECT...) selects with one text
  * parameter. */
 int
-disks_query (struct catalog *cat, const char *sql, const char *param,
+core_disks_query (struct catalog *cat, const char *sql, const char *param,
              struct cat_disk **out, size_t *n)
 {
-  return query_all (cat, &disk_kind, (void **) out, n, sql, "s", param);
+  return core_query_all (cat, &core_disk_kind, (void **) out, n, sql, "s", param);
 }
 
 /* Copy a JOB_SELECT row into *o with its disks, sorted by disk_index
@@ -583,20 +583,20 @@ job_read (struct catalog *cat, struct row *r, void *rec)
 {
   struct cat_job *o = rec;
 
-  o->id = row_text (r, 0);
-  o->context_id = row_text (r, 1);
-  o->vm_name = row_text (r, 2);
-  o->repository_id = row_text (r, 3);
+  o->id = core_row_text (r, 0);
+  o->context_id = core_row_text (r, 1);
+  o->vm_name = core_row_text (r, 2);
+  o->repository_id = core_row_text (r, 3);
   ROW_WORD (r, 4, "backup_jobs.backup_type", backup_type_parse, &o->backup_type);
   ROW_WORD (r, 5, "backup_jobs.status", job_status_parse, &o->status);
-  o->error = row_text (r, 6);
-  o->created_at = row_text (r, 7);
-  o->completed_at = row_text (r, 8);
+  o->error = core_row_text (r, 6);
+  o->created_at = core_row_text (r, 7);
+  o->completed_at = core_row_text (r, 8);
   ROW_WORD (r, 9, "backup_jobs.driver", job_driver_parse, &o->driver);
-  o->is_protected = row_int (r, 10) == 1;
-  if (row_done (r) == -1)
+  o->is_protected = core_row_int (r, 10) == 1;
+  if (core_row_done (r) == -1)
     return -1;
-  return disks_query (cat, DISK_SELECT DISK_FROM
+  return core_disks_query (cat, DISK_SELECT DISK_FROM
                       " WHERE d.backup_job_id = ? ORDER BY d.disk_index",
                       o->id, &o->disks, &o->n_disks);
 }
@@ -607,14 +607,14 @@ job_clear (void *j)
   cat_job_clear (j);
 }
 
-const struct kind job_kind = { sizeof (struct cat_job), job_read, job_clear };
+const struct kind core_job_kind = { sizeof (struct cat_job), job_read, job_clear };
 
 /* Load one job with its disks into *out.  1 when found, 0 when not, -1 on
  * error. */
 int
-job_load (struct catalog *cat, const char *id, struct cat_job *out)
+core_job_load (struct catalog *cat, const char *id, struct cat_job *out)
 {
-  return query_one (cat, &job_kind, out, JOB_SELECT " WHERE j.id = ?", "s", id, NULL);
+  return query_one (cat, &core_job_kind, out, JOB_SELECT " WHERE j.id = ?", "s", id, NULL);
 }
 
 /* One record of any kind the catalog reads whole. */
@@ -631,7 +631,7 @@ union any_record {
  * ERR_NOT_FOUND: "WHAT A not found", or, with b, "VM A has no backups in
  * repository B". */
 int
-read_one (struct catalog *cat, const struct kind *k, void *out, const char *what,
+core_read_one (struct catalog *cat, const struct kind *k, void *out, const char *what,
           const char *sql, const char *types, const char *a, const char *b)
 {
   union any_record rec = { 0 };
@@ -654,16 +654,16 @@ read_one (struct catalog *cat, const struct kind *k, void *out, const char *what
 
 /* query_all in one read transaction.  On failure *out is untouched. */
 int
-read_all (struct catalog *cat, const struct kind *k, void **out, size_t *n,
+core_read_all (struct catalog *cat, const struct kind *k, void **out, size_t *n,
           const char *sql, const char *types, const char *param)
 {
   void *a = NULL;
   size_t count = 0;
   SCOPED_LOCK (&cat->lock);
 
-  if (RUN_TX (cat, false, query_all (cat, k, &a, &count, sql, types, param),
-              (kind_free (k, a, count), a = NULL, count = 0)) == -1) {
-    kind_free (k, a, count);
+  if (RUN_TX (cat, false, core_query_all (cat, k, &a, &count, sql, types, param),
+              (core_kind_free (k, a, count), a = NULL, count = 0)) == -1) {
+    core_kind_free (k, a, count);
     return -1;
   }
   *out = a;
@@ -674,12 +674,12 @@ read_all (struct catalog *cat, const struct kind *k, void **out, size_t *n,
 /* Read the latest completed disk of (context, disk_index) into *out.  1
  * when there is one, 0 when not, -1 on error. */
 int
-latest_disk (struct catalog *cat, const char *ctx, int disk_index, struct cat_disk *out)
+core_latest_disk (struct catalog *cat, const char *ctx, int disk_index, struct cat_disk *out)
 {
   CLEANUP_STMT struct db_stmt *st =
     db_prepare (cat, DISK_SELECT DISK_FROM LATEST_WHERE, "si", ctx, disk_index);
 
-  return first_row (cat, st, &disk_kind, out);
+  return core_first_row (cat, st, &core_disk_kind, out);
 }
 
 /* ------------------------------------------------------------------------
@@ -690,7 +690,7 @@ latest_disk (struct catalog *cat, const char *ctx, int disk_index, struct cat_di
  * longer names a completed job, point last_backup_* at the newest completed
  * job that remains (newest = holding the highest disk id), or at nothing. */
 int
-context_refresh_last (struct catalog *cat, const char *ctx, const char *now)
+core_context_refresh_last (struct catalog *cat, const char *ctx, const char *now)
 {
   CLEANUP_STMT struct db_stmt *st = NULL;
   CLEANUP_FREE char *id = NULL, *type = NULL, *at = NULL;
@@ -713,10 +713,10 @@ context_refresh_last (struct catalog *cat, const char *ctx, const char *now)
     return -1;
   if (f == 1) {
     struct row row = { st, false, false };
-    id = row_text (&row, 0);
-    type = row_text (&row, 1);
-    at = row_text (&row, 2);
-    if (row_done (&row) == -1)
+    id = core_row_text (&row, 0);
+    type = core_row_text (&row, 1);
+    at = core_row_text (&row, 2);
+    if (core_row_done (&row) == -1)
       return -1;
   }
   return db_exec (cat, "UPDATE vm_backup_contexts SET last_backup_id = ?,"
@@ -727,7 +727,7 @@ context_refresh_last (struct catalog *cat, const char *ctx, const char *now)
 /* Hand the disk rows of a finished write over to *out (or leave them in
  * l, to be freed, when the caller wants none); l is empty afterwards. */
 void
-disks_hand_over (struct cat_disk_list *l, struct cat_disk **out, size_t *n_out)
+core_disks_hand_over (struct cat_disk_list *l, struct cat_disk **out, size_t *n_out)
 {
   if (out == NULL)
     return;
@@ -739,7 +739,7 @@ disks_hand_over (struct cat_disk_list *l, struct cat_disk **out, size_t *n_out)
 /* Delete the disk rows of a, which are sorted by id, newest first, so that
  * no row goes before a row based on it (see PORTABLE SQL at the top). */
 int
-disks_delete (struct catalog *cat, const struct cat_disk *a, size_t n)
+core_disks_delete (struct catalog *cat, const struct cat_disk *a, size_t n)
 {
   for (size_t i = n; i-- > 0; )
     if (db_exec (cat, "DELETE FROM backup_disks WHERE id = ?", "I", a[i].id) == -1)
@@ -749,7 +749,7 @@ disks_delete (struct catalog *cat, const struct cat_disk *a, size_t n)
 
 /* Refuse a call with a missing argument; what names it. */
 int
-missing (const char *what)
+core_missing (const char *what)
 {
   return catalog_fail (ERR_INVALID, "catalog: %s is required", what);
 }
@@ -757,7 +757,7 @@ missing (const char *what)
 /* 0 when sql ("SELECT 1 ... WHERE key = ?") finds the row of key; else -1,
  * with ERR_NOT_FOUND "WHAT KEY not found" when there is none. */
 int
-must_exist (struct catalog *cat, const char *sql, const char *key, const char *what)
+core_must_exist (struct catalog *cat, const char *sql, const char *key, const char *what)
 {
   int64_t one;
   int f = db_int (cat, &one, sql, "s", key);
@@ -770,7 +770,7 @@ must_exist (struct catalog *cat, const char *sql, const char *key, const char *w
 /* Run tx on rec as one write transaction; *created (may be NULL) is set
  * after COMMIT. */
 int
-put_record (struct catalog *cat, put_tx_fn tx, const void *rec, bool *created)
+core_put_record (struct catalog *cat, put_tx_fn tx, const void *rec, bool *created)
 {
   bool c = false;
   char now[32];

@@ -52,7 +52,7 @@ catalog_repo_insert (struct catalog *cat, const struct cat_repository *r)
   char now[32];
 
   if (r == NULL || r->id == NULL || r->name == NULL || r->type == NULL || r->path == NULL)
-    return missing ("repository id, name, type and path");
+    return core_missing ("repository id, name, type and path");
   id_now (now, sizeof now);
   SCOPED_LOCK (&cat->lock);
   return RUN_TX (cat, true, repo_insert_tx (cat, r, now), (void) 0);
@@ -62,8 +62,8 @@ int
 catalog_repo_get (struct catalog *cat, const char *id, struct cat_repository *out)
 {
   if (id == NULL || out == NULL)
-    return missing ("repository id");
-  return read_one (cat, &repo_kind, out, "repository", REPO_SELECT " WHERE id = ?",
+    return core_missing ("repository id");
+  return core_read_one (cat, &core_repo_kind, out, "repository", REPO_SELECT " WHERE id = ?",
                    "s", id, NULL);
 }
 
@@ -72,8 +72,8 @@ int
 catalog_repo_list (struct catalog *cat, struct cat_repository **out, size_t *n)
 {
   if (out == NULL || n == NULL)
-    return missing ("output array");
-  return read_all (cat, &repo_kind, (void **) out, n,
+    return core_missing ("output array");
+  return core_read_all (cat, &core_repo_kind, (void **) out, n,
                    REPO_SELECT " ORDER BY created_at, id", "", NULL);
 }
 
@@ -87,7 +87,7 @@ repo_delete_tx (struct catalog *cat, const char *id)
   int64_t count;
   int f;
 
-  if (must_exist (cat, "SELECT 1 FROM backup_repositories WHERE id = ?", id,
+  if (core_must_exist (cat, "SELECT 1 FROM backup_repositories WHERE id = ?", id,
                   "repository") == -1 ||
       db_int (cat, &count, "SELECT count(*) FROM vm_backup_contexts WHERE repository_id = ?",
               "s", id) == -1)
@@ -113,7 +113,7 @@ int
 catalog_repo_delete (struct catalog *cat, const char *id)
 {
   if (id == NULL)
-    return missing ("repository id");
+    return core_missing ("repository id");
   SCOPED_LOCK (&cat->lock);
   return RUN_TX (cat, true, repo_delete_tx (cat, id), (void) 0);
 }
@@ -135,20 +135,20 @@ policy_read (struct catalog *cat, struct row *r, void *rec)
   struct cat_retention *k = &o->retention;
 
   (void) cat;
-  o->name = row_text (r, 0);
-  o->repository_id = row_text (r, 1);
-  o->schedule = row_text (r, 2);
-  k->keep_last = row_int (r, 3);
-  k->keep_hourly = row_int (r, 4);
-  k->keep_daily = row_int (r, 5);
-  k->keep_weekly = row_int (r, 6);
-  k->keep_monthly = row_int (r, 7);
-  k->keep_yearly = row_int (r, 8);
+  o->name = core_row_text (r, 0);
+  o->repository_id = core_row_text (r, 1);
+  o->schedule = core_row_text (r, 2);
+  k->keep_last = core_row_int (r, 3);
+  k->keep_hourly = core_row_int (r, 4);
+  k->keep_daily = core_row_int (r, 5);
+  k->keep_weekly = core_row_int (r, 6);
+  k->keep_monthly = core_row_int (r, 7);
+  k->keep_yearly = core_row_int (r, 8);
   o->has_retention = k->keep_last >= 0 || k->keep_hourly >= 0 || k->keep_daily >= 0 ||
                      k->keep_weekly >= 0 || k->keep_monthly >= 0 || k->keep_yearly >= 0;
-  o->created_at = row_text (r, 9);
-  o->updated_at = row_text (r, 10);
-  return row_done (r);
+  o->created_at = core_row_text (r, 9);
+  o->updated_at = core_row_text (r, 10);
+  return core_row_done (r);
 }
 
 static void
@@ -205,22 +205,22 @@ catalog_policy_put (struct catalog *cat, const struct cat_policy *p, bool *creat
   const struct cat_retention *k;
 
   if (p == NULL || p->name == NULL)
-    return missing ("policy name");
+    return core_missing ("policy name");
   k = &p->retention;
   if (p->has_retention &&
       (k->keep_last < -1 || k->keep_hourly < -1 || k->keep_daily < -1 ||
        k->keep_weekly < -1 || k->keep_monthly < -1 || k->keep_yearly < -1))
     return catalog_fail (ERR_INVALID, "policy %s: a retention rule must be 0 or more",
                          p->name);
-  return put_record (cat, policy_put_tx, p, created);
+  return core_put_record (cat, policy_put_tx, p, created);
 }
 
 int
 catalog_policy_get (struct catalog *cat, const char *name, struct cat_policy *out)
 {
   if (name == NULL || out == NULL)
-    return missing ("policy name");
-  return read_one (cat, &policy_kind, out, "policy", POLICY_SELECT " WHERE name = ?",
+    return core_missing ("policy name");
+  return core_read_one (cat, &policy_kind, out, "policy", POLICY_SELECT " WHERE name = ?",
                    "s", name, NULL);
 }
 
@@ -229,8 +229,8 @@ int
 catalog_policy_list (struct catalog *cat, struct cat_policy **out, size_t *n)
 {
   if (out == NULL || n == NULL)
-    return missing ("output array");
-  return read_all (cat, &policy_kind, (void **) out, n, POLICY_SELECT " ORDER BY name",
+    return core_missing ("output array");
+  return core_read_all (cat, &policy_kind, (void **) out, n, POLICY_SELECT " ORDER BY name",
                    "", NULL);
 }
 
@@ -242,7 +242,7 @@ policy_delete_tx (struct catalog *cat, const char *name)
   CLEANUP_FREE char *vm = NULL;
   int f;
 
-  if (must_exist (cat, "SELECT 1 FROM policies WHERE name = ?", name, "policy") == -1)
+  if (core_must_exist (cat, "SELECT 1 FROM policies WHERE name = ?", name, "policy") == -1)
     return -1;
   if ((f = db_text (cat, &vm, "SELECT vm_name FROM vms WHERE policy = ?"
                     " ORDER BY vm_name LIMIT 1", "s", name)) != 0) {
@@ -262,7 +262,7 @@ int
 catalog_policy_delete (struct catalog *cat, const char *name)
 {
   if (name == NULL)
-    return missing ("policy name");
+    return core_missing ("policy name");
   SCOPED_LOCK (&cat->lock);
   return RUN_TX (cat, true, policy_delete_tx (cat, name), (void) 0);
 }
@@ -295,12 +295,12 @@ vm_load_disks (struct catalog *cat, struct cat_vm *vm)
     if (d == NULL)
       return -1;
     vm->n_disks++;
-    d->disk_index = (int) row_int (&row, 0);
-    d->size_bytes = row_int (&row, 1);
-    d->vmware_disk_key = row_int (&row, 2);
-    d->unit_number = row_int (&row, 3);
-    d->source = row_text (&row, 4);
-    if (row_done (&row) == -1)
+    d->disk_index = (int) core_row_int (&row, 0);
+    d->size_bytes = core_row_int (&row, 1);
+    d->vmware_disk_key = core_row_int (&row, 2);
+    d->unit_number = core_row_int (&row, 3);
+    d->source = core_row_text (&row, 4);
+    if (core_row_done (&row) == -1)
       return -1;
   }
   return r;
@@ -312,18 +312,18 @@ vm_read (struct catalog *cat, struct row *r, void *rec)
 {
   struct cat_vm *o = rec;
 
-  o->vm_name = row_text (r, 0);
-  o->vmware_vm_id = row_text (r, 1);
-  o->vm_path = row_text (r, 2);
-  o->vcenter_host = row_text (r, 3);
-  o->datacenter = row_text (r, 4);
-  o->created_at = row_text (r, 5);
-  o->updated_at = row_text (r, 6);
-  o->policy = row_text (r, 7);
-  o->next_run_at = row_text (r, 8);
-  o->last_run_at = row_text (r, 9);
-  o->last_skipped_at = row_text (r, 10);
-  if (row_done (r) == -1)
+  o->vm_name = core_row_text (r, 0);
+  o->vmware_vm_id = core_row_text (r, 1);
+  o->vm_path = core_row_text (r, 2);
+  o->vcenter_host = core_row_text (r, 3);
+  o->datacenter = core_row_text (r, 4);
+  o->created_at = core_row_text (r, 5);
+  o->updated_at = core_row_text (r, 6);
+  o->policy = core_row_text (r, 7);
+  o->next_run_at = core_row_text (r, 8);
+  o->last_run_at = core_row_text (r, 9);
+  o->last_skipped_at = core_row_text (r, 10);
+  if (core_row_done (r) == -1)
     return -1;
   return vm_load_disks (cat, o);
 }
@@ -392,18 +392,18 @@ int
 catalog_vm_put (struct catalog *cat, const struct cat_vm *vm, bool *created)
 {
   if (vm == NULL || vm->vm_name == NULL)
-    return missing ("vm_name");
+    return core_missing ("vm_name");
   if (vm->n_disks > 0 && vm->disks == NULL)
-    return missing ("disk list");
-  return put_record (cat, vm_put_tx, vm, created);
+    return core_missing ("disk list");
+  return core_put_record (cat, vm_put_tx, vm, created);
 }
 
 int
 catalog_vm_get (struct catalog *cat, const char *vm_name, struct cat_vm *out)
 {
   if (vm_name == NULL || out == NULL)
-    return missing ("vm_name");
-  return read_one (cat, &vm_kind, out, "VM", VM_SELECT " WHERE vm_name = ?",
+    return core_missing ("vm_name");
+  return core_read_one (cat, &vm_kind, out, "VM", VM_SELECT " WHERE vm_name = ?",
                    "s", vm_name, NULL);
 }
 
@@ -412,8 +412,8 @@ int
 catalog_vm_list (struct catalog *cat, struct cat_vm **out, size_t *n)
 {
   if (out == NULL || n == NULL)
-    return missing ("output array");
-  return read_all (cat, &vm_kind, (void **) out, n, VM_SELECT " ORDER BY vm_name",
+    return core_missing ("output array");
+  return core_read_all (cat, &vm_kind, (void **) out, n, VM_SELECT " ORDER BY vm_name",
                    "", NULL);
 }
 
@@ -433,7 +433,7 @@ int
 catalog_vm_delete (struct catalog *cat, const char *vm_name)
 {
   if (vm_name == NULL)
-    return missing ("vm_name");
+    return core_missing ("vm_name");
   SCOPED_LOCK (&cat->lock);
   return RUN_TX (cat, true, vm_delete_tx (cat, vm_name), (void) 0);
 }
@@ -459,7 +459,7 @@ catalog_vm_schedule_set (struct catalog *cat, const char *vm_name, const char *n
                          const char *last_run_at, const char *last_skipped_at)
 {
   if (vm_name == NULL)
-    return missing ("vm_name");
+    return core_missing ("vm_name");
   SCOPED_LOCK (&cat->lock);
   return RUN_TX (cat, true, vm_schedule_set_tx (cat, vm_name, next_run_at, last_run_at,
                                                 last_skipped_at), (void) 0);

@@ -35,19 +35,19 @@ task_read (struct catalog *cat, struct row *r, void *rec)
   struct cat_task *o = rec;
 
   (void) cat;
-  o->id = row_text (r, 0);
+  o->id = core_row_text (r, 0);
   ROW_WORD (r, 1, "tasks.kind", task_kind_parse, &o->kind);
-  o->context_id = row_text (r, 2);
+  o->context_id = core_row_text (r, 2);
   ROW_WORD (r, 3, "tasks.status", task_status_parse, &o->status);
-  o->steps_done = row_int (r, 4);
-  o->steps_total = row_int (r, 5);
-  o->message = row_text (r, 6);
-  o->error = row_text (r, 7);
-  o->result = row_text (r, 8);
-  o->created_at = row_text (r, 9);
-  o->updated_at = row_text (r, 10);
-  o->completed_at = row_text (r, 11);
-  return row_done (r);
+  o->steps_done = core_row_int (r, 4);
+  o->steps_total = core_row_int (r, 5);
+  o->message = core_row_text (r, 6);
+  o->error = core_row_text (r, 7);
+  o->result = core_row_text (r, 8);
+  o->created_at = core_row_text (r, 9);
+  o->updated_at = core_row_text (r, 10);
+  o->completed_at = core_row_text (r, 11);
+  return core_row_done (r);
 }
 
 static void
@@ -63,7 +63,7 @@ static int
 task_check (const struct cat_task *t)
 {
   if (t == NULL || t->id == NULL)
-    return missing ("task id");
+    return core_missing ("task id");
   if (t->steps_done < 0 || t->steps_total < 0)
     return catalog_fail (ERR_INVALID, "task %s: steps must not be negative", t->id);
   return 0;
@@ -111,8 +111,8 @@ int
 catalog_task_get (struct catalog *cat, const char *id, struct cat_task *out)
 {
   if (id == NULL || out == NULL)
-    return missing ("task id");
-  return read_one (cat, &task_kind, out, "task", TASK_SELECT " WHERE id = ?", "s", id, NULL);
+    return core_missing ("task id");
+  return core_read_one (cat, &task_kind, out, "task", TASK_SELECT " WHERE id = ?", "s", id, NULL);
 }
 
 /* Every task or those of one status, newest first. */
@@ -121,8 +121,8 @@ catalog_task_list (struct catalog *cat, bool by_status, enum task_status status,
                    struct cat_task **out, size_t *n)
 {
   if (out == NULL || n == NULL)
-    return missing ("output array");
-  return read_all (cat, &task_kind, (void **) out, n,
+    return core_missing ("output array");
+  return core_read_all (cat, &task_kind, (void **) out, n,
                    TASK_SELECT " WHERE ?1 IS NULL OR status = ?1"
                    " ORDER BY created_at DESC, id DESC", "s",
                    by_status ? task_status_name (status) : NULL);
@@ -141,7 +141,7 @@ task_running (struct catalog *cat, const char *id)
   if (f != 1)
     return -1;
   if (task_status_parse (word, &status) == -1)
-    return bad_word ("tasks.status", word);
+    return core_bad_word ("tasks.status", word);
   if (status != TASK_RUNNING)
     return catalog_fail (ERR_CONFLICT, "task %s is %s, no longer running", id, word);
   return 0;
@@ -172,7 +172,7 @@ catalog_task_update (struct catalog *cat, const char *id, int64_t steps_done,
   char now[32];
 
   if (id == NULL)
-    return missing ("task id");
+    return core_missing ("task id");
   if (steps_done < 0 || steps_total < 0)
     return catalog_fail (ERR_INVALID, "task %s: steps must not be negative", id);
   id_now (now, sizeof now);
@@ -188,7 +188,7 @@ catalog_task_end (struct catalog *cat, const char *id, enum task_status status,
   char now[32];
 
   if (id == NULL)
-    return missing ("task id");
+    return core_missing ("task id");
   if (status != TASK_COMPLETED && status != TASK_FAILED)
     return catalog_fail (ERR_INVALID, "a task can only end as completed or failed, not %s",
                          task_status_name (status));
@@ -218,8 +218,8 @@ prune_check_job (struct catalog *cat, const char *id, const char *ctx, const cha
     return catalog_fail (ERR_CONFLICT, "backup %s is not a backup of context %s; plan again",
                          id, ctx);
   ROW_WORD (&row, 0, "backup_jobs.status", job_status_parse, &status);
-  prot = row_int (&row, 1);
-  if (row_done (&row) == -1)
+  prot = core_row_int (&row, 1);
+  if (core_row_done (&row) == -1)
     return -1;
   if (status != JOB_COMPLETED)
     return catalog_fail (ERR_CONFLICT, "backup %s is %s, not completed; plan again", id,
@@ -269,7 +269,7 @@ catalog_prune_begin (struct catalog *cat, const struct cat_task *task,
   if (task_check (task) == -1)
     return -1;
   if (task->context_id == NULL || remove_ids == NULL)
-    return missing ("the task's context and the list of backups to remove");
+    return core_missing ("the task's context and the list of backups to remove");
   id_now (now, sizeof now);
   SCOPED_LOCK (&cat->lock);
   return RUN_TX (cat, true, prune_begin_tx (cat, task, remove_ids, now), (void) 0);
@@ -331,13 +331,13 @@ place_read (struct catalog *cat, struct row *r, void *rec)
   struct place *p = rec;
 
   (void) cat;
-  p->id = row_int (r, 0);
-  p->parent = row_int (r, 1);
-  p->disk_index = (int) row_int (r, 2);
-  p->job = row_text (r, 3);
-  p->ctx = row_text (r, 4);
+  p->id = core_row_int (r, 0);
+  p->parent = core_row_int (r, 1);
+  p->disk_index = (int) core_row_int (r, 2);
+  p->job = core_row_text (r, 3);
+  p->ctx = core_row_text (r, 4);
   ROW_WORD (r, 5, "backup_jobs.status", job_status_parse, &p->job_status);
-  return row_done (r);
+  return core_row_done (r);
 }
 
 static void
@@ -362,7 +362,7 @@ place_get (struct catalog *cat, int64_t id, enum job_status want, const char *wh
            struct place *p)
 {
   CLEANUP_STMT struct db_stmt *st = db_prepare (cat, PLACE_SELECT " WHERE d.id = ?", "I", id);
-  int r = first_row (cat, st, &place_kind, p);
+  int r = core_first_row (cat, st, &place_kind, p);
 
   if (r == 0)
     return catalog_fail (ERR_CONFLICT, "backup disk %" PRId64 " (%s) does not exist;"
@@ -390,13 +390,13 @@ merge_hanging (struct catalog *cat, int64_t kept, struct idset *rows, struct job
                   rows->v[i]);
     int r = 0;
 
-    if (collect_rows (cat, st, &place_kind, (void **) &kids.v, &kids.n) == -1)
+    if (core_collect_rows (cat, st, &place_kind, (void **) &kids.v, &kids.n) == -1)
       return -1;
     for (size_t k = 0; r == 0 && k < kids.n; k++) {
       const struct place *c = &kids.v[k];
       CLEANUP_STMT struct db_stmt *own = NULL;
 
-      if (c->id == kept || idset_has (rows, c->id))
+      if (c->id == kept || core_idset_has (rows, c->id))
         continue;
       if (c->job_status != JOB_FAILED && c->job_status != JOB_CANCELLED) {
         r = catalog_fail (ERR_CONFLICT, "backup disk %" PRId64 " of backup %s (%s) is based"
@@ -408,9 +408,9 @@ merge_hanging (struct catalog *cat, int64_t kept, struct idset *rows, struct job
         continue;               /* known already (r = 0), or r = -1 ends the loop */
       own = db_prepare (cat, "SELECT id FROM backup_disks WHERE backup_job_id = ?"
                         " ORDER BY id", "s", c->job);
-      r = collect_ids (own, rows);
+      r = core_collect_ids (own, rows);
     }
-    kind_free (&place_kind, kids.v, kids.n);
+    core_kind_free (&place_kind, kids.v, kids.n);
     if (r == -1)
       return -1;
   }
@@ -450,7 +450,7 @@ merge_commit_tx (struct catalog *cat, int64_t kept, int64_t new_parent,
       return catalog_fail (ERR_CONFLICT, "backup disks %" PRId64 " and %" PRId64 " are in"
                            " different contexts; a merge step works in one", removed[0],
                            removed[i]);
-    if (idset_add (&rows, p.id) == -1 || jobset_add (&removing, p.job) == -1)
+    if (core_idset_add (&rows, p.id) == -1 || jobset_add (&removing, p.job) == -1)
       return -1;
     if (i == 0) {
       first = p;
@@ -460,7 +460,7 @@ merge_commit_tx (struct catalog *cat, int64_t kept, int64_t new_parent,
   if (kept >= 0) {
     if (place_get (cat, kept, JOB_COMPLETED, "the kept row", &k) == -1)
       return -1;
-    if (!idset_has (&rows, k.parent))
+    if (!core_idset_has (&rows, k.parent))
       return catalog_fail (ERR_CONFLICT, "backup disk %" PRId64 " (the kept row) is not based"
                            " on a removed row; plan again", kept);
   }
@@ -481,7 +481,7 @@ merge_commit_tx (struct catalog *cat, int64_t kept, int64_t new_parent,
       db_prepare (cat, DISK_SELECT DISK_FROM " WHERE d.id = ?", "I", rows.v[i]);
     int f;
 
-    if (d == NULL || (f = first_row (cat, st, &disk_kind, d)) == -1)
+    if (d == NULL || (f = core_first_row (cat, st, &core_disk_kind, d)) == -1)
       return -1;
     if (f == 0)
       return catalog_fail (ERR_INTERNAL, "backup disk %" PRId64 " vanished", rows.v[i]);
@@ -496,7 +496,7 @@ merge_commit_tx (struct catalog *cat, int64_t kept, int64_t new_parent,
        : db_exec (cat, "UPDATE backup_disks SET parent_disk_id = NULL, backup_type = ?"
                   " WHERE id = ?", "sI", backup_type_name (BACKUP_FULL), kept)) == -1)
     return -1;
-  if (disks_delete (cat, out->v, out->n) == -1)
+  if (core_disks_delete (cat, out->v, out->n) == -1)
     return -1;
   for (size_t i = 0; i < hanging.n; i++)
     if (db_exec (cat, "DELETE FROM backup_jobs WHERE id = ?", "s", hanging.v[i]) == -1)
@@ -506,7 +506,7 @@ merge_commit_tx (struct catalog *cat, int64_t kept, int64_t new_parent,
                  " (SELECT 1 FROM backup_disks WHERE backup_job_id = ?1)", "s",
                  removing.v[i]) == -1)
       return -1;
-  return context_refresh_last (cat, first.ctx, now);
+  return core_context_refresh_last (cat, first.ctx, now);
 }
 
 int
@@ -522,13 +522,13 @@ catalog_merge_commit (struct catalog *cat, int64_t kept_disk_id, int64_t new_par
   if (kept_disk_id < 0 && new_parent_disk_id >= 0)
     return catalog_fail (ERR_INVALID, "a merge step without a kept row has no new parent");
   if ((deleted == NULL) != (n_deleted == NULL))
-    return missing ("count of deleted disks");
+    return core_missing ("count of deleted disks");
   id_now (now, sizeof now);
   SCOPED_LOCK (&cat->lock);
   if (RUN_TX (cat, true, merge_commit_tx (cat, kept_disk_id, new_parent_disk_id, removed_ids,
                                           n_removed, now, &l),
               cat_disk_list_clear (&l)) == -1)
     return -1;
-  disks_hand_over (&l, deleted, n_deleted);
+  core_disks_hand_over (&l, deleted, n_deleted);
   return 0;
 }

@@ -42,7 +42,7 @@ migrate_one (struct catalog *cat, const struct catalog_migration *m)
   }
   if (!tx)
     return f == -1 ? -1 : 0;
-  return tx_end (cat, f == -1 ? -1 : 0);
+  return core_tx_end (cat, f == -1 ? -1 : 0);
 }
 
 /* Warn about applied migrations this binary does not carry: the database
@@ -111,9 +111,9 @@ catalog_raw_exec (struct catalog *cat, const char *sql, const char *types, ...)
   SCOPED_LOCK (&cat->lock);
 
   va_start (ap, types);
-  st = stmt_vprepare (cat, sql, types, ap);
+  st = core_stmt_vprepare (cat, sql, types, ap);
   va_end (ap);
-  return st ? (int) stmt_run (st) : -1;
+  return st ? (int) core_stmt_run (st) : -1;
 }
 
 int
@@ -126,7 +126,7 @@ catalog_raw_query (struct catalog *cat, catalog_row_fn fn, void *opaque,
   SCOPED_LOCK (&cat->lock);
 
   va_start (ap, types);
-  st = stmt_vprepare (cat, sql, types, ap);
+  st = core_stmt_vprepare (cat, sql, types, ap);
   va_end (ap);
   if (st == NULL)
     return -1;

@@ -29,11 +29,11 @@ disk_files_tx (struct catalog *cat, struct cat_disk **out, char ***repo_paths, s
 {
   CLEANUP_STMT struct db_stmt *st = NULL;
 
-  if (query_all (cat, &disk_kind, (void **) out, n, DISK_SELECT DISK_FROM FILES_WHERE,
+  if (core_query_all (cat, &core_disk_kind, (void **) out, n, DISK_SELECT DISK_FROM FILES_WHERE,
                  "", NULL) == -1)
     return -1;
   st = db_prepare (cat, "SELECT r.path FROM backup_disks d" FILES_WHERE, "");
-  return collect_strings (st, repo_paths);
+  return core_collect_strings (st, repo_paths);
 }
 
 int
@@ -44,12 +44,12 @@ catalog_disk_files (struct catalog *cat, struct cat_disk **out,
   CLEANUP_STRV char **p = NULL;
 
   if (out == NULL || repo_paths == NULL || n == NULL)
-    return missing ("output arrays");
+    return core_missing ("output arrays");
   SCOPED_LOCK (&cat->lock);
   if (RUN_TX (cat, false, disk_files_tx (cat, &l.v, &p, &l.n),
-              (cat_disk_list_clear (&l), strv_free (p), p = NULL)) == -1)
+              (cat_disk_list_clear (&l), core_strv_free (p), p = NULL)) == -1)
     return -1;
-  disks_hand_over (&l, out, n);
+  core_disks_hand_over (&l, out, n);
   *repo_paths = p;
   p = NULL;
   return 0;
@@ -60,8 +60,8 @@ int
 catalog_running_disks (struct catalog *cat, struct cat_disk **out, size_t *n)
 {
   if (out == NULL || n == NULL)
-    return missing ("output array");
-  return read_all (cat, &disk_kind, (void **) out, n, DISK_SELECT DISK_FROM
+    return core_missing ("output array");
+  return core_read_all (cat, &core_disk_kind, (void **) out, n, DISK_SELECT DISK_FROM
                    " JOIN backup_jobs j ON j.id = d.backup_job_id"
                    " WHERE d.status = 'running' AND j.status = 'running' ORDER BY d.id",
                    "", NULL);
@@ -87,10 +87,10 @@ lost_job_read (struct catalog *cat, struct row *r, void *rec)
 {
   struct lost_job *j = rec;
 
-  j->id = row_text (r, 0);
+  j->id = core_row_text (r, 0);
   ROW_WORD (r, 1, "backup_jobs.status", job_status_parse, &j->status);
-  j->ctx = row_text (r, 2);
-  return row_done (r);
+  j->ctx = core_row_text (r, 2);
+  return core_row_done (r);
 }
 
 static void
@@ -114,7 +114,7 @@ struct lost_jobs {
 static void
 lost_jobs_clear (struct lost_jobs *l)
 {
-  kind_free (&lost_job_kind, l->v, l->n);
+  core_kind_free (&lost_job_kind, l->v, l->n);
 }
 
 /* Fail the disk id with msg, clearing its path and export. */
@@ -166,7 +166,7 @@ disk_lost_tx (struct catalog *cat, int64_t disk_id, const char *reason, const ch
                   " JOIN backup_jobs j ON j.id = d.backup_job_id"
                   " WHERE l.id <> ?1 AND j.status <> ?2 ORDER BY l.id",
                   "Is", disk_id, job_status_name (JOB_REMOVING));
-    if (collect_ids (st, &ids) == -1)
+    if (core_collect_ids (st, &ids) == -1)
       return -1;
   }
   {
@@ -174,7 +174,7 @@ disk_lost_tx (struct catalog *cat, int64_t disk_id, const char *reason, const ch
       db_prepare (cat, LOST_DISKS "SELECT DISTINCT j.id, j.status, j.vm_backup_context_id"
                   " FROM backup_jobs j JOIN backup_disks d ON d.backup_job_id = j.id"
                   " WHERE d.id IN (SELECT id FROM lost) ORDER BY j.id", "I", disk_id);
-    if (collect_rows (cat, st, &lost_job_kind, (void **) &jobs.v, &jobs.n) == -1)
+    if (core_collect_rows (cat, st, &lost_job_kind, (void **) &jobs.v, &jobs.n) == -1)
       return -1;
   }
 
@@ -206,7 +206,7 @@ disk_lost_tx (struct catalog *cat, int64_t disk_id, const char *reason, const ch
                    " updated_at = ? WHERE context_id = ?", "ss", now, j->ctx) == -1)
         return -1;
     }
-    if (context_refresh_last (cat, j->ctx, now) == -1)
+    if (core_context_refresh_last (cat, j->ctx, now) == -1)
       return -1;
   }
   return 0;
