@@ -143,12 +143,13 @@ cmp_ok ()
 }
 
 # bail_out MSG: abort the whole test file (the EXIT trap still cleans up).
+# The hub's log comes first: prove stops reading at the "Bail out!" line.
 bail_out ()
 {
+  _print_hub_log
   printf 'Bail out! %s\n' "$*"
   _tap_failed=$((_tap_failed + 1))
   _tap_done=1
-  _print_hub_log
   exit 255
 }
 
