@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# test-prune-sigkill.sh - a long prune (two disks, a full and twelve
-# incrementals, ten merge steps) survives SIGKILLs of the hub at
+# test-prune-sigkill.sh - a long prune (four disks, a full and twelve
+# incrementals, twenty merge steps) survives SIGKILLs of the hub at
 # pseudo-random moments: after each kill, with the hub down, every backup
 # the catalog lists completed reads from its files exactly as before; the
 # hub restarts and the task goes on, until it completes.  At the end the
@@ -22,8 +22,12 @@ start_hub
 VM=pk1
 D0=$T/pk1-disk0.qcow2
 D1=$T/pk1-disk1.qcow2
+D2=$T/pk1-disk2.qcow2
+D3=$T/pk1-disk3.qcow2
 qemu-img create -q -f qcow2 "$D0" 48M
 qemu-img create -q -f qcow2 "$D1" 32M
+qemu-img create -q -f qcow2 "$D2" 32M
+qemu-img create -q -f qcow2 "$D3" 16M
 
 # dirty IMAGE N PATTERN: 48 writes of 64 KiB scattered by N, a discard and a
 # zero write, so that every layer carries data of its own.
@@ -39,13 +43,16 @@ dirty ()
 
 qemu-io -f qcow2 -c 'write -P 0x10 0 16M' "$D0" > /dev/null
 qemu-io -f qcow2 -c 'write -P 0x20 4M 8M' "$D1" > /dev/null
+qemu-io -f qcow2 -c 'write -P 0x21 0 2M' "$D3" > /dev/null
+DISKS=("$D0" "$D1" "$D2" "$D3")
 P=()
-take_point $VM "$D0" "$D1"; P[1]=$BID
+take_point $VM "${DISKS[@]}"; P[1]=$BID
 for i in $(seq 2 13); do
-  dirty "$D0" $i $((0x30 + i))
-  dirty "$D1" $((i + 100)) $((0x60 + i))
+  for k in 0 1 2 3; do
+    dirty "${DISKS[$k]}" $((i + 100 * k)) $((0x30 + 16 * k + i))
+  done
   [ $i = 7 ] && qemu-img resize -q "$D1" 40M
-  take_point $VM "$D0" "$D1"; P[$i]=$BID
+  take_point $VM "${DISKS[@]}"; P[$i]=$BID
 done
 CTX=$(context_of $VM)
 
@@ -57,8 +64,9 @@ for i in 3 5 7 9 11; do
 done
 KEEP="${P[13]} ${P[12]} ${P[11]} ${P[9]} ${P[7]} ${P[5]} ${P[3]}"
 
-# The delays: seconds in [0.05, 0.85), from the seed.
-DELAYS=($(awk -v s="$SEED" -v n="$KILLS" 'BEGIN { srand(s); for (i = 0; i < n; i++) printf "%.2f ", 0.05 + rand() * 0.8 }'))
+# The delays: seconds in [0.01, 0.13), from the seed: a merge step takes about
+# 50 ms here, so that most kills land in the middle of the task.
+DELAYS=($(awk -v s="$SEED" -v n="$KILLS" 'BEGIN { srand(s); for (i = 0; i < n; i++) printf "%.2f ", 0.01 + rand() * 0.12 }'))
 diag "kill delays: ${DELAYS[*]}"
 
 api POST "/api/v1/contexts/$CTX/prune" '{"keep_last":2}'
@@ -100,6 +108,6 @@ points_restore_ok $KEEP
 
 # The chain goes on: an incremental on the newest point.
 dirty "$D0" 99 0x99
-take_point $VM "$D0" "$D1"
+take_point $VM "${DISKS[@]}"
 points_restore_ok "$BID"
 done_testing

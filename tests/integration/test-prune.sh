@@ -117,11 +117,13 @@ pruned ()
   points_restore_ok $keep
 }
 
-# became_full DESC BID: the backup's disk is a full now, its file standalone.
+# became_full DESC BID: the backup (one disk) is a full now, its file
+# standalone.
 became_full ()
 {
   api GET "/api/v1/backups/$2"
-  is "$(jqb '.disks[0] | "\(.backup_type) \(.parent_backup_id)"')" "full null" "$1: $2 is a full now"
+  is "$(jqb '"\(.backup_type) \(.disks[0].backup_type) \(.disks[0].parent_backup_id)"')" "full full null" \
+     "$1: $2 is a full now"
   is "$(backing_of "$(jqb '.disks[0].qcow2_path')")" "" "$1: its file has no backing file"
 }
 
@@ -227,8 +229,9 @@ points_restore_ok $P10
 # --- A whole older chain goes (tail), the newer full merges into its child -----
 io 'write -P 0xb1 5M 1M'
 agent backup --vm $VM --type full --json "$SRC"
-is "$AGENT_RC/$(jqa .backup_type)" "0/full" "a new full starts a second chain"
 P11=$(jqa .backup_id)
+api GET "/api/v1/backups/$P11"
+is "$AGENT_RC/$(jqb .backup_type)" "0/full" "a new full starts a second chain"
 snapshot "$SRC" "$(ref_of $P11 0)"
 scattered 12 0xc1 24; io 'write -z 8M 2M'
 take_point $VM "$SRC"; P12=$BID
