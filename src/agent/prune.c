@@ -16,6 +16,8 @@
 #include "util/cleanup.h"
 #include "util/error.h"
 
+#define PRUNE_BAR 30
+
 static const char *const keep_names[] = {
   "keep-last", "keep-hourly", "keep-daily", "keep-weekly", "keep-monthly", "keep-yearly",
 };
@@ -127,10 +129,18 @@ wait_task (struct client *c, const char *task_id, bool quiet, json_t **task)
     }
     status = json_string_value (json_object_get (t, "status"));
     msg = json_string_value (json_object_get (t, "message"));
-    snprintf (line, sizeof line, "prune: step %" PRId64 " of %" PRId64 "%s%s",
-              (int64_t) json_integer_value (json_object_get (t, "steps_done")),
-              (int64_t) json_integer_value (json_object_get (t, "steps_total")),
-              msg ? " - " : "", msg ? msg : "");
+    {
+      int64_t done = json_integer_value (json_object_get (t, "steps_done"));
+      int64_t total = json_integer_value (json_object_get (t, "steps_total"));
+      char bar[PRUNE_BAR + 1];
+      int filled = total > 0 ? (int) (done * PRUNE_BAR / total) : 0;
+
+      for (int i = 0; i < PRUNE_BAR; i++)
+        bar[i] = i < filled ? '#' : '-';
+      bar[PRUNE_BAR] = '\0';
+      snprintf (line, sizeof line, "prune [%s] %" PRId64 "/%" PRId64 " merge steps%s%s",
+                bar, done, total, msg ? " - " : "", msg ? msg : "");
+    }
     if (!quiet && strcmp (line, last) != 0) {
       if (tty)
         fprintf (stderr, "\r\033[K%s", line);

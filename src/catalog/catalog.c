@@ -149,6 +149,10 @@ cat_vm_clear (struct cat_vm *vm)
   for (size_t i = 0; i < vm->n_disks; i++)
     free (vm->disks[i].source);
   free (vm->disks);
+  free (vm->policy);
+  free (vm->next_run_at);
+  free (vm->last_run_at);
+  free (vm->last_skipped_at);
   memset (vm, 0, sizeof *vm);
 }
 
@@ -206,6 +210,35 @@ cat_job_clear (struct cat_job *j)
   memset (j, 0, sizeof *j);
 }
 
+void
+cat_policy_clear (struct cat_policy *p)
+{
+  if (p == NULL)
+    return;
+  free (p->name);
+  free (p->repository_id);
+  free (p->schedule);
+  free (p->created_at);
+  free (p->updated_at);
+  memset (p, 0, sizeof *p);
+}
+
+void
+cat_task_clear (struct cat_task *t)
+{
+  if (t == NULL)
+    return;
+  free (t->id);
+  free (t->context_id);
+  free (t->message);
+  free (t->error);
+  free (t->result);
+  free (t->created_at);
+  free (t->updated_at);
+  free (t->completed_at);
+  memset (t, 0, sizeof *t);
+}
+
 /* For each kind of row: free an array of n, and free a list (then empty). */
 #define CAT_ARRAY_FREE(name)                                            \
   void                                                                  \
@@ -228,3 +261,5 @@ CAT_ARRAY_FREE (vm)
 CAT_ARRAY_FREE (context)
 CAT_ARRAY_FREE (disk)
 CAT_ARRAY_FREE (job)
+CAT_ARRAY_FREE (policy)
+CAT_ARRAY_FREE (task)

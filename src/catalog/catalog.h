@@ -52,6 +52,40 @@ struct cat_vm {
   char *created_at, *updated_at;
   size_t n_disks;
   struct cat_vm_disk *disks;   /* sorted by disk_index */
+  char *policy;                /* the VM's policy's name, or NULL */
+  /* The scheduler's (catalog_vm_schedule_set); NULL when unset.
+   * catalog_vm_put ignores them. */
+  char *next_run_at, *last_run_at, *last_skipped_at;
+};
+
+/* Retention rules: how many points to keep by each rule; -1 = rule absent. */
+struct cat_retention {
+  int64_t keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly;
+};
+
+/* A retention and schedule policy.  The catalog stores the rules as given;
+ * it has no retention object apart from its rules, so has_retention reads
+ * back as "at least one rule is present". */
+struct cat_policy {
+  char *name;                  /* the caller checks it like a VM name */
+  char *repository_id;         /* NULL when absent */
+  char *schedule;              /* 5-field cron text (checked by the caller), or NULL */
+  bool has_retention;          /* false: no rules at all (retention's ignored) */
+  struct cat_retention retention;
+  char *created_at, *updated_at;
+};
+
+/* A long-running hub operation. */
+struct cat_task {
+  char *id;
+  enum task_kind kind;
+  char *context_id;            /* the context it works on, or NULL */
+  enum task_status status;     /* inserted as running, whatever it says */
+  int64_t steps_done, steps_total;
+  char *message;               /* what it waits for, or NULL */
+  char *error;                 /* why it failed, or NULL */
+  char *result;                /* opaque text (the hub's JSON), or NULL */
+  char *created_at, *updated_at, *completed_at;
 };
 
 struct cat_context {
@@ -91,6 +125,8 @@ struct cat_job {
   char *error;
   char *created_at, *completed_at;
   enum job_driver driver;      /* who moves the data */
+  bool is_protected;           /* retention always keeps it (completed jobs
+                                * only: catalog_backup_protect) */
   size_t n_disks;
   struct cat_disk *disks;      /* sorted by disk_index */
 };
@@ -124,15 +160,35 @@ const char *catalog_backend_name (const struct catalog *cat);
 int catalog_repo_insert (struct catalog *cat, const struct cat_repository *r);
 int catalog_repo_get (struct catalog *cat, const char *id, struct cat_repository *out);
 int catalog_repo_list (struct catalog *cat, struct cat_repository **out, size_t *n);
-/* ERR_CONFLICT while a context uses it. */
+/* ERR_CONFLICT while a context uses it or a policy names it. */
 int catalog_repo_delete (struct catalog *cat, const char *id);
 
+/* --- Policies --------------------------------------------------------- */
+/* Insert or replace the policy (keeping created_at); *created (may be
+ * NULL) tells which.  ERR_INVALID for a rule below -1 or an unknown
+ * repository_id (naming it). */
+int catalog_policy_put (struct catalog *cat, const struct cat_policy *p, bool *created);
+int catalog_policy_get (struct catalog *cat, const char *name, struct cat_policy *out);
+/* Every policy, by name. */
+int catalog_policy_list (struct catalog *cat, struct cat_policy **out, size_t *n);
+/* ERR_CONFLICT, naming a VM, while a VM uses it. */
+int catalog_policy_delete (struct catalog *cat, const char *name);
+
 /* --- VM inventory ----------------------------------------------------- */
-/* Insert or replace the VM and its whole disk list.  *created tells which. */
+/* Insert or replace the VM, its policy and its whole disk list.  *created
+ * tells which.  The scheduler's fields are kept, except that next_run_at
+ * becomes NULL when the policy changes.  ERR_INVALID for an unknown policy
+ * (naming it). */
 int catalog_vm_put (struct catalog *cat, const struct cat_vm *vm, bool *created);
 int catalog_vm_get (struct catalog *cat, const char *vm_name, struct cat_vm *out);
 int catalog_vm_list (struct catalog *cat, struct cat_vm **out, size_t *n);
 int catalog_vm_delete (struct catalog *cat, const char *vm_name);
+/* The scheduler's record of a VM: next_run_at as given (NULL clears it);
+ * last_run_at and last_skipped_at as given, NULL keeping the stored value.
+ * ERR_NOT_FOUND for an unknown VM. */
+int catalog_vm_schedule_set (struct catalog *cat, const char *vm_name,
+                             const char *next_run_at, const char *last_run_at,
+                             const char *last_skipped_at);
 
 /* --- Contexts --------------------------------------------------------- */
 int catalog_context_get (struct catalog *cat, const char *id, struct cat_context *out);
@@ -142,7 +198,8 @@ int catalog_context_find (struct catalog *cat, const char *vm_name,
 int catalog_context_list (struct catalog *cat, const char *vm_name /* NULL = all */,
                           struct cat_context **out, size_t *n);
 /* Delete the context; its jobs and disks go by ON DELETE CASCADE.  Without
- * force, ERR_CONFLICT while one of its jobs is running.  On success *disks
+ * force, ERR_CONFLICT while one of its jobs is running; even with force,
+ * ERR_CONFLICT while a prune task removes one of its jobs.  On success *disks
  * receives the disk rows that were deleted (for their files and exports).
  * A finishing job counts as running here. */
 int catalog_context_delete (struct catalog *cat, const char *id, bool force,
@@ -214,10 +271,15 @@ int catalog_backup_end (struct catalog *cat, const char *backup_id,
                         enum job_status status, int error_disk, const char *error,
                         struct cat_disk **dropped, size_t *n_dropped);
 
+/* Mark a completed job protected (on) or not.  ERR_NOT_FOUND; ERR_CONFLICT
+ * unless the job is completed. */
+int catalog_backup_protect (struct catalog *cat, const char *backup_id, bool on);
+
 /* Delete a finished job.  ERR_CONFLICT while it runs or finishes, or while
  * a disk of another job is backed by one of its disks (unless cascade,
  * which deletes those jobs too, recursively; ERR_CONFLICT if any of them
- * runs or finishes).  *deleted receives every deleted disk row (for the
+ * runs or finishes).  A removing job (a prune task's) is never deleted
+ * here, nor reached by a cascade: ERR_CONFLICT.  *deleted receives every deleted disk row (for the
  * files). */
 int catalog_backup_delete (struct catalog *cat, const char *backup_id, bool cascade,
                            struct cat_disk **deleted, size_t *n_deleted);
@@ -245,8 +307,58 @@ int catalog_running_disks (struct catalog *cat, struct cat_disk **out, size_t *n
 /* A disk's file is gone: mark it failed with the reason, clear its path
  * and export, and do the same for every disk backed by it, recursively;
  * their jobs become failed if they were running, finishing or
- * completed. */
+ * completed.  The rows of removing jobs are never touched (their files
+ * are the prune task's): the lost disk of a removing job changes nothing,
+ * and a removing row among the dependents is left as it is (the rows
+ * based on it are still failed). */
 int catalog_disk_lost (struct catalog *cat, int64_t disk_id, const char *reason);
+
+/* --- Tasks and prunes -------------------------------------------------- */
+/* Insert a task as running, with its steps, message and result as given;
+ * created_at and updated_at are now unless given.  ERR_CONFLICT when the
+ * id is taken. */
+int catalog_task_insert (struct catalog *cat, const struct cat_task *t);
+int catalog_task_get (struct catalog *cat, const char *id, struct cat_task *out);
+/* Every task, or those of one status, newest first (created_at, then id). */
+int catalog_task_list (struct catalog *cat, bool by_status, enum task_status status,
+                       struct cat_task **out, size_t *n);
+/* A running task's progress: steps as given, message as given (NULL
+ * clears it), result as given (NULL keeps it).  ERR_NOT_FOUND; ERR_CONFLICT
+ * when the task is not running. */
+int catalog_task_update (struct catalog *cat, const char *id, int64_t steps_done,
+                         int64_t steps_total, const char *message, const char *result);
+/* End a running task as TASK_COMPLETED or TASK_FAILED (anything else is
+ * ERR_INVALID), with completed_at; error as given, result NULL keeps the
+ * stored one.  ERR_NOT_FOUND; ERR_CONFLICT when it is not running. */
+int catalog_task_end (struct catalog *cat, const char *id, enum task_status status,
+                      const char *error, const char *result);
+
+/* Begin a prune, in one transaction: insert the task (running, see
+ * catalog_task_insert) and turn each job of remove_ids (NULL-terminated)
+ * from completed to removing.  ERR_CONFLICT, nothing changed, when a
+ * listed job is not a completed job of task->context_id, is protected, or
+ * is the context's newest completed job (its last_backup_id): plan
+ * again. */
+int catalog_prune_begin (struct catalog *cat, const struct cat_task *task,
+                         char *const *remove_ids);
+
+/* Record one merge step of a prune whose files are done, in one
+ * transaction.  removed_ids (n_removed >= 1) are disk rows of removing jobs
+ * of one context; kept_disk_id is the completed row whose parent is one of
+ * them (-1 for a tail: no row is kept) and gets the parent
+ * new_parent_disk_id, a completed row of its context and disk index (-1:
+ * it becomes a full, parent NULL).  Failed and cancelled jobs with a disk
+ * based on a removed row (directly or through their own rows) are deleted
+ * whole; the removed rows are deleted; removing jobs left without disk
+ * rows are deleted.  ERR_CONFLICT, nothing changed, when a row is not what
+ * it must be, or when a row of another job (running, finishing, completed
+ * or removing, other than the kept one) is based on a removed row.
+ * *deleted receives every deleted disk row (with its qcow2_path, relative
+ * to the repository), sorted by id, for the files. */
+int catalog_merge_commit (struct catalog *cat, int64_t kept_disk_id,
+                          int64_t new_parent_disk_id,
+                          const int64_t *removed_ids, size_t n_removed,
+                          struct cat_disk **deleted, size_t *n_deleted);
 
 /* --- Freeing ---------------------------------------------------------- */
 void cat_repository_clear (struct cat_repository *r);
@@ -254,11 +366,15 @@ void cat_vm_clear (struct cat_vm *vm);
 void cat_context_clear (struct cat_context *c);
 void cat_disk_clear (struct cat_disk *d);
 void cat_job_clear (struct cat_job *j);
+void cat_policy_clear (struct cat_policy *p);
+void cat_task_clear (struct cat_task *t);
 void cat_repository_free_array (struct cat_repository *a, size_t n);
 void cat_vm_free_array (struct cat_vm *a, size_t n);
 void cat_context_free_array (struct cat_context *a, size_t n);
 void cat_disk_free_array (struct cat_disk *a, size_t n);
 void cat_job_free_array (struct cat_job *a, size_t n);
+void cat_policy_free_array (struct cat_policy *a, size_t n);
+void cat_task_free_array (struct cat_task *a, size_t n);
 
 /* Arrays of rows as one value, for the CLEANUP_CAT_*_LIST attributes:
  * pass &l.v, &l.n where the catalog returns an array. */
@@ -267,11 +383,15 @@ struct cat_vm_list { struct cat_vm *v; size_t n; };
 struct cat_context_list { struct cat_context *v; size_t n; };
 struct cat_disk_list { struct cat_disk *v; size_t n; };
 struct cat_job_list { struct cat_job *v; size_t n; };
+struct cat_policy_list { struct cat_policy *v; size_t n; };
+struct cat_task_list { struct cat_task *v; size_t n; };
 void cat_repository_list_clear (struct cat_repository_list *l);
 void cat_vm_list_clear (struct cat_vm_list *l);
 void cat_context_list_clear (struct cat_context_list *l);
 void cat_disk_list_clear (struct cat_disk_list *l);
 void cat_job_list_clear (struct cat_job_list *l);
+void cat_policy_list_clear (struct cat_policy_list *l);
+void cat_task_list_clear (struct cat_task_list *l);
 
 /* Clear a row, or free a list, when its variable goes out of scope.  To
  * hand one out: *out = row; row = (struct cat_X) { 0 }; */
@@ -280,10 +400,14 @@ void cat_job_list_clear (struct cat_job_list *l);
 #define CLEANUP_CAT_CONTEXT __attribute__((cleanup (cat_context_clear)))
 #define CLEANUP_CAT_DISK __attribute__((cleanup (cat_disk_clear)))
 #define CLEANUP_CAT_JOB __attribute__((cleanup (cat_job_clear)))
+#define CLEANUP_CAT_POLICY __attribute__((cleanup (cat_policy_clear)))
+#define CLEANUP_CAT_TASK __attribute__((cleanup (cat_task_clear)))
 #define CLEANUP_CAT_REPO_LIST __attribute__((cleanup (cat_repository_list_clear)))
 #define CLEANUP_CAT_VM_LIST __attribute__((cleanup (cat_vm_list_clear)))
 #define CLEANUP_CAT_CONTEXT_LIST __attribute__((cleanup (cat_context_list_clear)))
 #define CLEANUP_CAT_DISK_LIST __attribute__((cleanup (cat_disk_list_clear)))
 #define CLEANUP_CAT_JOB_LIST __attribute__((cleanup (cat_job_list_clear)))
+#define CLEANUP_CAT_POLICY_LIST __attribute__((cleanup (cat_policy_list_clear)))
+#define CLEANUP_CAT_TASK_LIST __attribute__((cleanup (cat_task_list_clear)))
 
 #endif

@@ -386,6 +386,63 @@ collect_strings (struct db_stmt *st, char ***out)
   return 0;
 }
 
+/* A set of disk row ids (or of anything numbered so), in insertion order. */
+struct idset {
+  int64_t *v;
+  size_t n, cap;
+};
+
+static void
+idset_clear (struct idset *s)
+{
+  free (s->v);
+  *s = (struct idset) { 0 };
+}
+
+static bool
+idset_has (const struct idset *s, int64_t id)
+{
+  for (size_t i = 0; i < s->n; i++)
+    if (s->v[i] == id)
+      return true;
+  return false;
+}
+
+/* Add id unless it is there: 0, or -1 when memory ran out. */
+static int
+idset_add (struct idset *s, int64_t id)
+{
+  int64_t *slot;
+
+  if (idset_has (s, id))
+    return 0;
+  if ((slot = array_push ((void **) &s->v, s->n, &s->cap, sizeof *slot)) == NULL)
+    return -1;
+  *slot = id;
+  s->n++;
+  return 0;
+}
+
+#define CLEANUP_IDSET __attribute__((cleanup (idset_clear)))
+
+/* Add the first column of every row of st, an integer, to s. */
+static int
+collect_ids (struct db_stmt *st, struct idset *s)
+{
+  int r;
+
+  if (st == NULL)
+    return -1;
+  while ((r = db_step (st)) == 1) {
+    struct row row = { st, false, false };
+    int64_t id = row_int (&row, 0);
+
+    if (row_done (&row) == -1 || idset_add (s, id) == -1)
+      return -1;
+  }
+  return r;
+}
+
 /* ------------------------------------------------------------------------
  * Transactions
  */
@@ -585,8 +642,8 @@ disks_query (struct catalog *cat, const char *sql, const char *param,
 
 #define JOB_SELECT \
   "SELECT j.id, j.vm_backup_context_id, j.vm_name, j.repository_id," \
-  " j.backup_type, j.status, j.error, j.created_at, j.completed_at, j.driver" \
-  " FROM backup_jobs j"
+  " j.backup_type, j.status, j.error, j.created_at, j.completed_at, j.driver," \
+  " j.protected FROM backup_jobs j"
 
 /* Copy a JOB_SELECT row into *o with its disks, sorted by disk_index
  * (owned by the caller). */
@@ -605,6 +662,7 @@ job_read (struct catalog *cat, struct row *r, void *rec)
   o->created_at = row_text (r, 7);
   o->completed_at = row_text (r, 8);
   ROW_WORD (r, 9, "backup_jobs.driver", job_driver_parse, &o->driver);
+  o->is_protected = row_int (r, 10) == 1;
   if (row_done (r) == -1)
     return -1;
   return disks_query (cat, DISK_SELECT DISK_FROM
@@ -634,6 +692,8 @@ union any_record {
   struct cat_vm vm;
   struct cat_context ctx;
   struct cat_job job;
+  struct cat_policy policy;
+  struct cat_task task;
 };
 
 /* query_one in one read transaction, into *out.  When there is no row,
@@ -758,6 +818,28 @@ must_exist (struct catalog *cat, const char *sql, const char *key, const char *w
   return f == 1 ? 0 : -1;
 }
 
+/* The body of an insert-or-replace operation: writes rec, says whether it
+ * created it. */
+typedef int (*put_tx_fn) (struct catalog *cat, const void *rec, const char *now,
+                          bool *created);
+
+/* Run tx on rec as one write transaction; *created (may be NULL) is set
+ * after COMMIT. */
+static int
+put_record (struct catalog *cat, put_tx_fn tx, const void *rec, bool *created)
+{
+  bool c = false;
+  char now[32];
+
+  id_now (now, sizeof now);
+  SCOPED_LOCK (&cat->lock);
+  if (RUN_TX (cat, true, tx (cat, rec, now, &c), (void) 0) == -1)
+    return -1;
+  if (created)
+    *created = c;
+  return 0;
+}
+
 /* ------------------------------------------------------------------------
  * Repositories
  *
@@ -826,13 +908,15 @@ catalog_repo_list (struct catalog *cat, struct cat_repository **out, size_t *n)
                    REPO_SELECT " ORDER BY created_at, id", "", NULL);
 }
 
-/* Delete a repository no context uses.  The foreign key from
- * vm_backup_contexts would refuse it anyway; checking first gives the
- * reason in words. */
+/* Delete a repository no context uses and no policy names.  The foreign
+ * keys from vm_backup_contexts and policies would refuse it anyway;
+ * checking first gives the reason in words. */
 static int
 repo_delete_tx (struct catalog *cat, const char *id)
 {
+  CLEANUP_FREE char *policy = NULL;
   int64_t count;
+  int f;
 
   if (must_exist (cat, "SELECT 1 FROM backup_repositories WHERE id = ?", id,
                   "repository") == -1 ||
@@ -842,6 +926,13 @@ repo_delete_tx (struct catalog *cat, const char *id)
   if (count > 0)
     return catalog_fail (ERR_CONFLICT, "repository %s holds the backups of %" PRId64
                          " VM%s; delete those first", id, count, count == 1 ? "" : "s");
+  if ((f = db_text (cat, &policy, "SELECT name FROM policies WHERE repository_id = ?"
+                    " ORDER BY name LIMIT 1", "s", id)) != 0) {
+    if (f == 1)
+      error_set (ERR_CONFLICT, "repository %s is the repository of policy %s; change or"
+                 " delete the policy first", id, policy);
+    return -1;
+  }
   if (db_exec (cat, "DELETE FROM backup_repositories WHERE id = ?", "s", id) == -1) {
     error_prefix ("deleting repository %s", id);
     return -1;
@@ -859,12 +950,162 @@ catalog_repo_delete (struct catalog *cat, const char *id)
 }
 
 /* ------------------------------------------------------------------------
+ * Policies
+ */
+
+#define POLICY_SELECT \
+  "SELECT name, repository_id, schedule, keep_last, keep_hourly, keep_daily," \
+  " keep_weekly, keep_monthly, keep_yearly, created_at, updated_at FROM policies"
+
+/* Copy a POLICY_SELECT row into *o (owned by the caller).  A NULL rule
+ * reads as -1; the policy has retention when any rule is there. */
+static int
+policy_read (struct catalog *cat, struct row *r, void *rec)
+{
+  struct cat_policy *o = rec;
+  struct cat_retention *k = &o->retention;
+
+  (void) cat;
+  o->name = row_text (r, 0);
+  o->repository_id = row_text (r, 1);
+  o->schedule = row_text (r, 2);
+  k->keep_last = row_int (r, 3);
+  k->keep_hourly = row_int (r, 4);
+  k->keep_daily = row_int (r, 5);
+  k->keep_weekly = row_int (r, 6);
+  k->keep_monthly = row_int (r, 7);
+  k->keep_yearly = row_int (r, 8);
+  o->has_retention = k->keep_last >= 0 || k->keep_hourly >= 0 || k->keep_daily >= 0 ||
+                     k->keep_weekly >= 0 || k->keep_monthly >= 0 || k->keep_yearly >= 0;
+  o->created_at = row_text (r, 9);
+  o->updated_at = row_text (r, 10);
+  return row_done (r);
+}
+
+static void
+policy_clear (void *p)
+{
+  cat_policy_clear (p);
+}
+
+static const struct kind policy_kind = {
+  sizeof (struct cat_policy), policy_read, policy_clear
+};
+
+/* Insert or update a policy (keeping created_at); its repository must
+ * exist.  Absent rules (-1, or all of them without retention) are NULL. */
+static int
+policy_put_tx (struct catalog *cat, const void *rec, const char *now, bool *created)
+{
+  static const struct cat_retention none = { -1, -1, -1, -1, -1, -1 };
+  const struct cat_policy *p = rec;
+  const struct cat_retention *k = p->has_retention ? &p->retention : &none;
+  int64_t one;
+  int f;
+
+  if (p->repository_id &&
+      (f = db_int (cat, &one, "SELECT 1 FROM backup_repositories WHERE id = ?",
+                   "s", p->repository_id)) != 1) {
+    if (f == 0)
+      error_set (ERR_INVALID, "repository %s not found", p->repository_id);
+    return -1;
+  }
+  if ((f = db_int (cat, &one, "SELECT 1 FROM policies WHERE name = ?", "s", p->name)) == -1)
+    return -1;
+  *created = f == 0;
+  /* ?1 name, ?2 repository, ?3 schedule, ?4..?9 the rules, ?10 now. */
+  if (db_exec (cat, *created
+               ? "INSERT INTO policies (name, repository_id, schedule, keep_last,"
+                 " keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly,"
+                 " created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)"
+               : "UPDATE policies SET repository_id = ?2, schedule = ?3, keep_last = ?4,"
+                 " keep_hourly = ?5, keep_daily = ?6, keep_weekly = ?7, keep_monthly = ?8,"
+                 " keep_yearly = ?9, updated_at = ?10 WHERE name = ?1",
+               "sssoooooos", p->name, p->repository_id, p->schedule, k->keep_last,
+               k->keep_hourly, k->keep_daily, k->keep_weekly, k->keep_monthly,
+               k->keep_yearly, now) == -1) {
+    error_prefix ("storing policy %s", p->name);
+    return -1;
+  }
+  return 0;
+}
+
+int
+catalog_policy_put (struct catalog *cat, const struct cat_policy *p, bool *created)
+{
+  const struct cat_retention *k;
+
+  if (p == NULL || p->name == NULL)
+    return missing ("policy name");
+  k = &p->retention;
+  if (p->has_retention &&
+      (k->keep_last < -1 || k->keep_hourly < -1 || k->keep_daily < -1 ||
+       k->keep_weekly < -1 || k->keep_monthly < -1 || k->keep_yearly < -1))
+    return catalog_fail (ERR_INVALID, "policy %s: a retention rule must be 0 or more",
+                         p->name);
+  return put_record (cat, policy_put_tx, p, created);
+}
+
+int
+catalog_policy_get (struct catalog *cat, const char *name, struct cat_policy *out)
+{
+  if (name == NULL || out == NULL)
+    return missing ("policy name");
+  return read_one (cat, &policy_kind, out, "policy", POLICY_SELECT " WHERE name = ?",
+                   "s", name, NULL);
+}
+
+/* Every policy, by name. */
+int
+catalog_policy_list (struct catalog *cat, struct cat_policy **out, size_t *n)
+{
+  if (out == NULL || n == NULL)
+    return missing ("output array");
+  return read_all (cat, &policy_kind, (void **) out, n, POLICY_SELECT " ORDER BY name",
+                   "", NULL);
+}
+
+/* Delete a policy no VM uses.  The foreign key from vms.policy would
+ * refuse it anyway; checking first names a VM that uses it. */
+static int
+policy_delete_tx (struct catalog *cat, const char *name)
+{
+  CLEANUP_FREE char *vm = NULL;
+  int f;
+
+  if (must_exist (cat, "SELECT 1 FROM policies WHERE name = ?", name, "policy") == -1)
+    return -1;
+  if ((f = db_text (cat, &vm, "SELECT vm_name FROM vms WHERE policy = ?"
+                    " ORDER BY vm_name LIMIT 1", "s", name)) != 0) {
+    if (f == 1)
+      error_set (ERR_CONFLICT, "policy %s is used by VM %s; give the VM another policy"
+                 " first", name, vm);
+    return -1;
+  }
+  if (db_exec (cat, "DELETE FROM policies WHERE name = ?", "s", name) == -1) {
+    error_prefix ("deleting policy %s", name);
+    return -1;
+  }
+  return 0;
+}
+
+int
+catalog_policy_delete (struct catalog *cat, const char *name)
+{
+  if (name == NULL)
+    return missing ("policy name");
+  SCOPED_LOCK (&cat->lock);
+  return RUN_TX (cat, true, policy_delete_tx (cat, name), (void) 0);
+}
+
+/* ------------------------------------------------------------------------
  * VM inventory
  */
 
 #define VM_SELECT \
   "SELECT vm_name, vmware_vm_id, vm_path, vcenter_host, datacenter," \
-  " created_at, updated_at FROM vms"
+  " created_at, updated_at, policy, next_run_at, last_run_at, last_skipped_at" \
+  " FROM vms"
 
 /* Fill vm->disks from vm_disks, sorted by disk_index. */
 static int
@@ -909,6 +1150,10 @@ vm_read (struct catalog *cat, struct row *r, void *rec)
   o->datacenter = row_text (r, 4);
   o->created_at = row_text (r, 5);
   o->updated_at = row_text (r, 6);
+  o->policy = row_text (r, 7);
+  o->next_run_at = row_text (r, 8);
+  o->last_run_at = row_text (r, 9);
+  o->last_skipped_at = row_text (r, 10);
   if (row_done (r) == -1)
     return -1;
   return vm_load_disks (cat, o);
@@ -922,26 +1167,42 @@ vm_clear (void *vm)
 
 static const struct kind vm_kind = { sizeof (struct cat_vm), vm_read, vm_clear };
 
-/* Insert or update the VM row (keeping created_at) and replace its whole
- * disk list.  *created tells which it was. */
+/* Insert or update the VM row (keeping created_at, and the scheduler's
+ * fields but for next_run_at when the policy changes: the next run is the
+ * new policy's to compute) and replace its whole disk list.  *created
+ * tells which it was. */
 static int
-vm_put_tx (struct catalog *cat, const struct cat_vm *vm, const char *now, bool *created)
+vm_put_tx (struct catalog *cat, const void *rec, const char *now, bool *created)
 {
+  const struct cat_vm *vm = rec;
+  CLEANUP_FREE char *old_policy = NULL;
+  bool same_policy;
   int64_t one, f;
 
-  if ((f = db_int (cat, &one, "SELECT 1 FROM vms WHERE vm_name = ?", "s", vm->vm_name)) == -1)
+  if (vm->policy &&
+      (f = db_int (cat, &one, "SELECT 1 FROM policies WHERE name = ?", "s", vm->policy)) != 1) {
+    if (f == 0)
+      error_set (ERR_INVALID, "policy %s not found", vm->policy);
+    return -1;
+  }
+  f = db_text (cat, &old_policy, "SELECT policy FROM vms WHERE vm_name = ?", "s", vm->vm_name);
+  if (f == -1)
     return -1;
   *created = f == 0;
+  same_policy = old_policy && vm->policy ? strcmp (old_policy, vm->policy) == 0
+                                         : old_policy == vm->policy;
   if (*created)
     f = db_exec (cat, "INSERT INTO vms (vm_name, vmware_vm_id, vm_path, vcenter_host,"
-                 " datacenter, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                 "seeeess", vm->vm_name, vm->vmware_vm_id, vm->vm_path,
-                 vm->vcenter_host, vm->datacenter, now, now);
+                 " datacenter, created_at, updated_at, policy)"
+                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                 "seeeesss", vm->vm_name, vm->vmware_vm_id, vm->vm_path,
+                 vm->vcenter_host, vm->datacenter, now, now, vm->policy);
   else
     f = db_exec (cat, "UPDATE vms SET vmware_vm_id = ?, vm_path = ?, vcenter_host = ?,"
-                 " datacenter = ?, updated_at = ? WHERE vm_name = ?",
-                 "eeeess", vm->vmware_vm_id, vm->vm_path, vm->vcenter_host,
-                 vm->datacenter, now, vm->vm_name);
+                 " datacenter = ?, updated_at = ?, policy = ?,"
+                 " next_run_at = CASE WHEN ? = 1 THEN next_run_at END WHERE vm_name = ?",
+                 "eeeessis", vm->vmware_vm_id, vm->vm_path, vm->vcenter_host,
+                 vm->datacenter, now, vm->policy, (int) same_policy, vm->vm_name);
   if (f == -1 ||
       db_exec (cat, "DELETE FROM vm_disks WHERE vm_name = ?", "s", vm->vm_name) == -1)
     return -1;
@@ -961,20 +1222,11 @@ vm_put_tx (struct catalog *cat, const struct cat_vm *vm, const char *now, bool *
 int
 catalog_vm_put (struct catalog *cat, const struct cat_vm *vm, bool *created)
 {
-  bool c = false;
-  char now[32];
-
   if (vm == NULL || vm->vm_name == NULL)
     return missing ("vm_name");
   if (vm->n_disks > 0 && vm->disks == NULL)
     return missing ("disk list");
-  id_now (now, sizeof now);
-  SCOPED_LOCK (&cat->lock);
-  if (RUN_TX (cat, true, vm_put_tx (cat, vm, now, &c), (void) 0) == -1)
-    return -1;
-  if (created)
-    *created = c;
-  return 0;
+  return put_record (cat, vm_put_tx, vm, created);
 }
 
 int
@@ -1015,6 +1267,33 @@ catalog_vm_delete (struct catalog *cat, const char *vm_name)
     return missing ("vm_name");
   SCOPED_LOCK (&cat->lock);
   return RUN_TX (cat, true, vm_delete_tx (cat, vm_name), (void) 0);
+}
+
+/* The scheduler's fields of a VM: next_run_at as given, the others kept
+ * where NULL. */
+static int
+vm_schedule_set_tx (struct catalog *cat, const char *vm_name, const char *next_run_at,
+                    const char *last_run_at, const char *last_skipped_at)
+{
+  int64_t r = db_exec (cat, "UPDATE vms SET next_run_at = ?,"
+                       " last_run_at = COALESCE(?, last_run_at),"
+                       " last_skipped_at = COALESCE(?, last_skipped_at) WHERE vm_name = ?",
+                       "ssss", next_run_at, last_run_at, last_skipped_at, vm_name);
+
+  if (r == 0)
+    error_set (ERR_NOT_FOUND, "VM %s not found", vm_name);
+  return r <= 0 ? -1 : 0;
+}
+
+int
+catalog_vm_schedule_set (struct catalog *cat, const char *vm_name, const char *next_run_at,
+                         const char *last_run_at, const char *last_skipped_at)
+{
+  if (vm_name == NULL)
+    return missing ("vm_name");
+  SCOPED_LOCK (&cat->lock);
+  return RUN_TX (cat, true, vm_schedule_set_tx (cat, vm_name, next_run_at, last_run_at,
+                                                last_skipped_at), (void) 0);
 }
 
 /* ------------------------------------------------------------------------
@@ -1092,12 +1371,21 @@ static int
 context_delete_tx (struct catalog *cat, const char *id, bool force,
                    struct cat_disk **disks, size_t *n)
 {
-  CLEANUP_FREE char *running = NULL;
+  CLEANUP_FREE char *running = NULL, *removing = NULL;
   int f;
 
   if (must_exist (cat, "SELECT 1 FROM vm_backup_contexts WHERE context_id = ?", id,
                   "backup context") == -1)
     return -1;
+  /* Even forced: a prune task owns those rows and files until it ends. */
+  if ((f = db_text (cat, &removing, "SELECT id FROM backup_jobs"
+                    " WHERE vm_backup_context_id = ? AND status = ? ORDER BY id LIMIT 1",
+                    "ss", id, job_status_name (JOB_REMOVING))) != 0) {
+    if (f == 1)
+      error_set (ERR_CONFLICT, "backup %s of context %s is being removed by a prune task;"
+                 " wait until the task ends", removing, id);
+    return -1;
+  }
   if (!force && (f = active_job (cat, id, &running)) != 0) {
     if (f == 1)
       error_set (ERR_CONFLICT, "backup %s of context %s is running", running, id);
@@ -1430,9 +1718,6 @@ catalog_backup_list (struct catalog *cat, const struct cat_job_filter *f,
   return 0;
 }
 
-/* Check that job id exists and its status is want.  *ctx (malloc'd, the
- * caller frees, even on failure), *type and *driver receive its context
- * id, backup type and driver. */
 /* Refuse an operation on job id because of its status, saying what that
  * status means where the word alone does not. */
 static int
@@ -1443,9 +1728,14 @@ job_status_conflict (const char *id, enum job_status status)
                          "recorded, and only the removal of the bitmaps it supersedes at "
                          "its sources is left; it can only be completed now (wait until "
                          "it is)", id);
+  if (status == JOB_REMOVING)
+    return catalog_fail (ERR_CONFLICT, "backup %s is being removed by a prune task", id);
   return catalog_fail (ERR_CONFLICT, "backup %s is %s", id, job_status_name (status));
 }
 
+/* Check that job id exists and its status is want.  *ctx (malloc'd, the
+ * caller frees, even on failure), *type and *driver receive its context
+ * id, backup type and driver. */
 static int
 job_in (struct catalog *cat, const char *id, enum job_status want, char **ctx,
         enum backup_type *type, enum job_driver *driver)
@@ -1697,7 +1987,7 @@ static int
 backup_delete_plan_tx (struct catalog *cat, const char *backup_id, bool cascade,
                        char ***job_ids)
 {
-  CLEANUP_FREE char *word = NULL, *dependent = NULL, *active = NULL;
+  CLEANUP_FREE char *word = NULL, *dependent = NULL, *active = NULL, *active_word = NULL;
   CLEANUP_STMT struct db_stmt *st = NULL;
   enum job_status status;
   int64_t dependents;
@@ -1712,7 +2002,7 @@ backup_delete_plan_tx (struct catalog *cat, const char *backup_id, bool cascade,
     return bad_word ("backup_jobs.status", word);
   if (status == JOB_RUNNING)
     return catalog_fail (ERR_CONFLICT, "backup %s is running: cancel it first", backup_id);
-  if (job_status_active (status))
+  if (job_status_active (status) || status == JOB_REMOVING)
     return job_status_conflict (backup_id, status);
   if (db_int (cat, &dependents, DOOMED_JOBS
               "SELECT count(*) FROM doomed WHERE job_id <> ?1" WITH_FILES,
@@ -1731,11 +2021,14 @@ backup_delete_plan_tx (struct catalog *cat, const char *backup_id, bool cascade,
                            backup_id);
     f = db_text (cat, &active, DOOMED_JOBS
                  "SELECT j.id FROM backup_jobs j JOIN doomed ON j.id = doomed.job_id"
-                 " WHERE j.status IN (?2, ?3) LIMIT 1", "sss", backup_id,
-                 job_status_name (JOB_RUNNING), job_status_name (JOB_FINISHING));
-    if (f == 1)
-      error_set (ERR_CONFLICT, "backup %s, which is based on backup %s, is running",
-                 active, backup_id);
+                 " WHERE j.status IN (?2, ?3, ?4) ORDER BY j.id LIMIT 1", "ssss", backup_id,
+                 job_status_name (JOB_RUNNING), job_status_name (JOB_FINISHING),
+                 job_status_name (JOB_REMOVING));
+    if (f == 1 && db_text (cat, &active_word, "SELECT status FROM backup_jobs WHERE id = ?",
+                           "s", active) == 1)
+      error_set (ERR_CONFLICT, "backup %s, which is based on backup %s, %s", active,
+                 backup_id, strcmp (active_word, job_status_name (JOB_REMOVING)) == 0
+                 ? "is being removed by a prune task" : "is running");
     if (f != 0)
       return -1;
   }
@@ -1810,6 +2103,29 @@ catalog_backup_delete (struct catalog *cat, const char *backup_id, bool cascade,
     return -1;
   disks_hand_over (&l, deleted, n_deleted);
   return 0;
+}
+
+/* Mark a completed job protected or not. */
+static int
+backup_protect_tx (struct catalog *cat, const char *backup_id, bool on)
+{
+  CLEANUP_FREE char *ctx = NULL;
+  enum backup_type type;
+  enum job_driver driver;
+
+  if (job_in (cat, backup_id, JOB_COMPLETED, &ctx, &type, &driver) == -1)
+    return -1;
+  return db_exec (cat, "UPDATE backup_jobs SET protected = ? WHERE id = ?", "is",
+                  (int) on, backup_id) == -1 ? -1 : 0;
+}
+
+int
+catalog_backup_protect (struct catalog *cat, const char *backup_id, bool on)
+{
+  if (backup_id == NULL)
+    return missing ("backup id");
+  SCOPED_LOCK (&cat->lock);
+  return RUN_TX (cat, true, backup_protect_tx (cat, backup_id, on), (void) 0);
 }
 
 /* Find the context (the named repository's, or the VM's only one), then
@@ -1987,22 +2303,27 @@ disk_fail (struct catalog *cat, int64_t id, const char *msg, const char *now)
  * completed, fail too; an active one also stops its other disks (their
  * files stay referenced until the job is deleted) and counts as a failed
  * backup.  A completed one keeps its place in successful_backups: that is
- * history. */
+ * history.  The rows of removing jobs stay as they are: a prune task owns
+ * them and their files (a head merge renames the file of the full it
+ * removes over its kept child's before the catalog step: such a file is
+ * gone on purpose). */
 static int
 disk_lost_tx (struct catalog *cat, int64_t disk_id, const char *reason, const char *now)
 {
   __attribute__((cleanup (lost_jobs_clear))) struct lost_jobs jobs = { 0 };
-  CLEANUP_FREE char *child_msg = NULL, *job_msg = NULL;
-  CLEANUP_FREE int64_t *ids = NULL;
-  size_t n_ids = 0, cap = 0;
-  int64_t one;
+  CLEANUP_FREE char *child_msg = NULL, *job_msg = NULL, *word = NULL;
+  CLEANUP_IDSET struct idset ids = { 0 };
   int f;
 
-  if ((f = db_int (cat, &one, "SELECT 1 FROM backup_disks WHERE id = ?", "I", disk_id)) != 1) {
+  if ((f = db_text (cat, &word, "SELECT j.status FROM backup_disks d"
+                    " JOIN backup_jobs j ON j.id = d.backup_job_id WHERE d.id = ?",
+                    "I", disk_id)) != 1) {
     if (f == 0)
       error_set (ERR_NOT_FOUND, "backup disk %" PRId64 " not found", disk_id);
     return -1;
   }
+  if (strcmp (word, job_status_name (JOB_REMOVING)) == 0)
+    return 0;
   if (asprintf (&child_msg, "based on lost backup disk %" PRId64 ": %s",
                 disk_id, reason) == -1 ||
       asprintf (&job_msg, "backup disk %" PRId64 " lost: %s", disk_id, reason) == -1) {
@@ -2011,21 +2332,12 @@ disk_lost_tx (struct catalog *cat, int64_t disk_id, const char *reason, const ch
   }
   {
     CLEANUP_STMT struct db_stmt *st =
-      db_prepare (cat, LOST_DISKS "SELECT id FROM lost WHERE id <> ?1 ORDER BY id",
-                  "I", disk_id);
-    if (st == NULL)
-      return -1;
-    while ((f = db_step (st)) == 1) {
-      struct row row = { st, false, false };
-      int64_t *slot = array_push ((void **) &ids, n_ids, &cap, sizeof *ids);
-      if (slot == NULL)
-        return -1;
-      *slot = row_int (&row, 0);
-      n_ids++;
-      if (row_done (&row) == -1)
-        return -1;
-    }
-    if (f == -1)
+      db_prepare (cat, LOST_DISKS "SELECT l.id FROM lost l"
+                  " JOIN backup_disks d ON d.id = l.id"
+                  " JOIN backup_jobs j ON j.id = d.backup_job_id"
+                  " WHERE l.id <> ?1 AND j.status <> ?2 ORDER BY l.id",
+                  "Is", disk_id, job_status_name (JOB_REMOVING));
+    if (collect_ids (st, &ids) == -1)
       return -1;
   }
   {
@@ -2039,8 +2351,8 @@ disk_lost_tx (struct catalog *cat, int64_t disk_id, const char *reason, const ch
 
   if (disk_fail (cat, disk_id, reason, now) == -1)
     return -1;
-  for (size_t i = 0; i < n_ids; i++)
-    if (disk_fail (cat, ids[i], child_msg, now) == -1)
+  for (size_t i = 0; i < ids.n; i++)
+    if (disk_fail (cat, ids.v[i], child_msg, now) == -1)
       return -1;
 
   for (size_t i = 0; i < jobs.n; i++) {
@@ -2080,6 +2392,526 @@ catalog_disk_lost (struct catalog *cat, int64_t disk_id, const char *reason)
   SCOPED_LOCK (&cat->lock);
   return RUN_TX (cat, true, disk_lost_tx (cat, disk_id, reason ? reason : "file lost", now),
                  (void) 0);
+}
+
+/* ------------------------------------------------------------------------
+ * Tasks and prunes
+ *
+ * A prune is journaled in the catalog itself: its task row (running) and
+ * the jobs it turned from completed to removing.  Each merge step's
+ * catalog part (catalog_merge_commit) is one transaction that runs after
+ * the step's files are done and before the removed layers' files are
+ * deleted, so that a crash leaves either the rows of files that still
+ * exist, or files that no row owns.
+ */
+
+#define TASK_SELECT \
+  "SELECT id, kind, context_id, status, steps_done, steps_total, message, error," \
+  " result, created_at, updated_at, completed_at FROM tasks"
+
+/* Copy a TASK_SELECT row into *o (owned by the caller). */
+static int
+task_read (struct catalog *cat, struct row *r, void *rec)
+{
+  struct cat_task *o = rec;
+
+  (void) cat;
+  o->id = row_text (r, 0);
+  ROW_WORD (r, 1, "tasks.kind", task_kind_parse, &o->kind);
+  o->context_id = row_text (r, 2);
+  ROW_WORD (r, 3, "tasks.status", task_status_parse, &o->status);
+  o->steps_done = row_int (r, 4);
+  o->steps_total = row_int (r, 5);
+  o->message = row_text (r, 6);
+  o->error = row_text (r, 7);
+  o->result = row_text (r, 8);
+  o->created_at = row_text (r, 9);
+  o->updated_at = row_text (r, 10);
+  o->completed_at = row_text (r, 11);
+  return row_done (r);
+}
+
+static void
+task_clear (void *t)
+{
+  cat_task_clear (t);
+}
+
+static const struct kind task_kind = { sizeof (struct cat_task), task_read, task_clear };
+
+/* What no catalog could accept of a new task. */
+static int
+task_check (const struct cat_task *t)
+{
+  if (t == NULL || t->id == NULL)
+    return missing ("task id");
+  if (t->steps_done < 0 || t->steps_total < 0)
+    return catalog_fail (ERR_INVALID, "task %s: steps must not be negative", t->id);
+  return 0;
+}
+
+/* Insert t as running; the taken id is checked first so that the
+ * conflict says so. */
+static int
+task_insert_tx (struct catalog *cat, const struct cat_task *t, const char *now)
+{
+  const char *at = t->created_at ? t->created_at : now;
+  int64_t one;
+  int f;
+
+  if ((f = db_int (cat, &one, "SELECT 1 FROM tasks WHERE id = ?", "s", t->id)) != 0) {
+    if (f == 1)
+      error_set (ERR_CONFLICT, "task %s already exists", t->id);
+    return -1;
+  }
+  if (db_exec (cat, "INSERT INTO tasks (id, kind, context_id, status, steps_done,"
+               " steps_total, message, error, result, created_at, updated_at, completed_at)"
+               " VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, NULL)", "ssssIIssss",
+               t->id, task_kind_name (t->kind), t->context_id,
+               task_status_name (TASK_RUNNING), t->steps_done, t->steps_total,
+               t->message, t->result, at, at) == -1) {
+    error_prefix ("adding task %s", t->id);
+    return -1;
+  }
+  return 0;
+}
+
+int
+catalog_task_insert (struct catalog *cat, const struct cat_task *t)
+{
+  char now[32];
+
+  if (task_check (t) == -1)
+    return -1;
+  id_now (now, sizeof now);
+  SCOPED_LOCK (&cat->lock);
+  return RUN_TX (cat, true, task_insert_tx (cat, t, now), (void) 0);
+}
+
+int
+catalog_task_get (struct catalog *cat, const char *id, struct cat_task *out)
+{
+  if (id == NULL || out == NULL)
+    return missing ("task id");
+  return read_one (cat, &task_kind, out, "task", TASK_SELECT " WHERE id = ?", "s", id, NULL);
+}
+
+/* Every task or those of one status, newest first. */
+int
+catalog_task_list (struct catalog *cat, bool by_status, enum task_status status,
+                   struct cat_task **out, size_t *n)
+{
+  if (out == NULL || n == NULL)
+    return missing ("output array");
+  return read_all (cat, &task_kind, (void **) out, n,
+                   TASK_SELECT " WHERE ?1 IS NULL OR status = ?1"
+                   " ORDER BY created_at DESC, id DESC", "s",
+                   by_status ? task_status_name (status) : NULL);
+}
+
+/* Check that task id exists and is running. */
+static int
+task_running (struct catalog *cat, const char *id)
+{
+  CLEANUP_FREE char *word = NULL;
+  enum task_status status;
+  int f = db_text (cat, &word, "SELECT status FROM tasks WHERE id = ?", "s", id);
+
+  if (f == 0)
+    error_set (ERR_NOT_FOUND, "task %s not found", id);
+  if (f != 1)
+    return -1;
+  if (task_status_parse (word, &status) == -1)
+    return bad_word ("tasks.status", word);
+  if (status != TASK_RUNNING)
+    return catalog_fail (ERR_CONFLICT, "task %s is %s, no longer running", id, word);
+  return 0;
+}
+
+/* Record a running task's progress, or end it (end: status, error). */
+static int
+task_change_tx (struct catalog *cat, const char *id, bool end, int64_t steps_done,
+                int64_t steps_total, const char *message, enum task_status status,
+                const char *error, const char *result, const char *now)
+{
+  if (task_running (cat, id) == -1)
+    return -1;
+  if (end)
+    return db_exec (cat, "UPDATE tasks SET status = ?, error = ?,"
+                    " result = COALESCE(?, result), completed_at = ?, updated_at = ?"
+                    " WHERE id = ?", "ssssss", task_status_name (status), error, result,
+                    now, now, id) == -1 ? -1 : 0;
+  return db_exec (cat, "UPDATE tasks SET steps_done = ?, steps_total = ?, message = ?,"
+                  " result = COALESCE(?, result), updated_at = ? WHERE id = ?",
+                  "IIssss", steps_done, steps_total, message, result, now, id) == -1 ? -1 : 0;
+}
+
+int
+catalog_task_update (struct catalog *cat, const char *id, int64_t steps_done,
+                     int64_t steps_total, const char *message, const char *result)
+{
+  char now[32];
+
+  if (id == NULL)
+    return missing ("task id");
+  if (steps_done < 0 || steps_total < 0)
+    return catalog_fail (ERR_INVALID, "task %s: steps must not be negative", id);
+  id_now (now, sizeof now);
+  SCOPED_LOCK (&cat->lock);
+  return RUN_TX (cat, true, task_change_tx (cat, id, false, steps_done, steps_total, message,
+                                            TASK_RUNNING, NULL, result, now), (void) 0);
+}
+
+int
+catalog_task_end (struct catalog *cat, const char *id, enum task_status status,
+                  const char *error, const char *result)
+{
+  char now[32];
+
+  if (id == NULL)
+    return missing ("task id");
+  if (status != TASK_COMPLETED && status != TASK_FAILED)
+    return catalog_fail (ERR_INVALID, "a task can only end as completed or failed, not %s",
+                         task_status_name (status));
+  id_now (now, sizeof now);
+  SCOPED_LOCK (&cat->lock);
+  return RUN_TX (cat, true, task_change_tx (cat, id, true, 0, 0, NULL, status, error,
+                                            result, now), (void) 0);
+}
+
+/* Check that job id may be chosen for removal by a prune of context ctx,
+ * whose newest completed job is last (NULL when none): a completed,
+ * unprotected job of the context, not its newest. */
+static int
+prune_check_job (struct catalog *cat, const char *id, const char *ctx, const char *last)
+{
+  CLEANUP_STMT struct db_stmt *st =
+    db_prepare (cat, "SELECT status, protected FROM backup_jobs"
+                " WHERE id = ? AND vm_backup_context_id = ?", "ss", id, ctx);
+  struct row row = { st, false, false };
+  enum job_status status;
+  int64_t prot;
+  int r;
+
+  if (st == NULL || (r = db_step (st)) == -1)
+    return -1;
+  if (r == 0)
+    return catalog_fail (ERR_CONFLICT, "backup %s is not a backup of context %s; plan again",
+                         id, ctx);
+  ROW_WORD (&row, 0, "backup_jobs.status", job_status_parse, &status);
+  prot = row_int (&row, 1);
+  if (row_done (&row) == -1)
+    return -1;
+  if (status != JOB_COMPLETED)
+    return catalog_fail (ERR_CONFLICT, "backup %s is %s, not completed; plan again", id,
+                         status == JOB_REMOVING ? "already being removed"
+                         : job_status_name (status));
+  if (prot == 1)
+    return catalog_fail (ERR_CONFLICT, "backup %s is protected; plan again", id);
+  if (last && strcmp (last, id) == 0)
+    return catalog_fail (ERR_CONFLICT, "backup %s is the newest completed backup of context"
+                         " %s, which is always kept; plan again", id, ctx);
+  return 0;
+}
+
+/* Check every job to remove, then record the task and turn them into
+ * removing jobs. */
+static int
+prune_begin_tx (struct catalog *cat, const struct cat_task *task, char *const *remove_ids,
+                const char *now)
+{
+  CLEANUP_FREE char *last = NULL;
+  int f;
+
+  f = db_text (cat, &last, "SELECT last_backup_id FROM vm_backup_contexts"
+               " WHERE context_id = ?", "s", task->context_id);
+  if (f == 0)
+    error_set (ERR_NOT_FOUND, "backup context %s not found", task->context_id);
+  if (f != 1)
+    return -1;
+  for (char *const *id = remove_ids; *id; id++)
+    if (prune_check_job (cat, *id, task->context_id, last) == -1)
+      return -1;
+  if (task_insert_tx (cat, task, now) == -1)
+    return -1;
+  for (char *const *id = remove_ids; *id; id++)
+    if (db_exec (cat, "UPDATE backup_jobs SET status = ? WHERE id = ?", "ss",
+                 job_status_name (JOB_REMOVING), *id) == -1)
+      return -1;
+  return 0;
+}
+
+int
+catalog_prune_begin (struct catalog *cat, const struct cat_task *task,
+                     char *const *remove_ids)
+{
+  char now[32];
+
+  if (task_check (task) == -1)
+    return -1;
+  if (task->context_id == NULL || remove_ids == NULL)
+    return missing ("the task's context and the list of backups to remove");
+  id_now (now, sizeof now);
+  SCOPED_LOCK (&cat->lock);
+  return RUN_TX (cat, true, prune_begin_tx (cat, task, remove_ids, now), (void) 0);
+}
+
+/* A set of job ids, in insertion order. */
+struct jobset {
+  char **v;
+  size_t n, cap;
+};
+
+static void
+jobset_clear (struct jobset *s)
+{
+  for (size_t i = 0; i < s->n; i++)
+    free (s->v[i]);
+  free (s->v);
+  *s = (struct jobset) { 0 };
+}
+
+/* Add a copy of id unless it is there: 1 when added, 0 when it was there,
+ * -1 when memory ran out. */
+static int
+jobset_add (struct jobset *s, const char *id)
+{
+  char **slot;
+
+  for (size_t i = 0; i < s->n; i++)
+    if (strcmp (s->v[i], id) == 0)
+      return 0;
+  if ((slot = array_push ((void **) &s->v, s->n, &s->cap, sizeof *slot)) == NULL)
+    return -1;
+  if ((*slot = strdup (id)) == NULL) {
+    catalog_oom ();
+    return -1;
+  }
+  s->n++;
+  return 1;
+}
+
+#define CLEANUP_JOBSET __attribute__((cleanup (jobset_clear)))
+
+/* Where a disk row stands, for the checks of a merge step. */
+struct place {
+  int64_t id, parent;           /* parent: -1 for a full */
+  int disk_index;
+  char *job, *ctx;
+  enum job_status job_status;
+};
+
+#define PLACE_SELECT \
+  "SELECT d.id, d.parent_disk_id, d.disk_index, d.backup_job_id," \
+  " d.vm_backup_context_id, j.status" \
+  " FROM backup_disks d JOIN backup_jobs j ON j.id = d.backup_job_id"
+
+static int
+place_read (struct catalog *cat, struct row *r, void *rec)
+{
+  struct place *p = rec;
+
+  (void) cat;
+  p->id = row_int (r, 0);
+  p->parent = row_int (r, 1);
+  p->disk_index = (int) row_int (r, 2);
+  p->job = row_text (r, 3);
+  p->ctx = row_text (r, 4);
+  ROW_WORD (r, 5, "backup_jobs.status", job_status_parse, &p->job_status);
+  return row_done (r);
+}
+
+static void
+place_clear (void *rec)
+{
+  struct place *p = rec;
+
+  free (p->job);
+  free (p->ctx);
+  memset (p, 0, sizeof *p);
+}
+
+static const struct kind place_kind = { sizeof (struct place), place_read, place_clear };
+
+#define CLEANUP_PLACE __attribute__((cleanup (place_clear)))
+
+/* Read disk row id's place into *p and check that its job is want: 0, or
+ * -1 with ERR_CONFLICT saying that row id is not "what" (a removed row,
+ * the kept row, ...). */
+static int
+place_get (struct catalog *cat, int64_t id, enum job_status want, const char *what,
+           struct place *p)
+{
+  CLEANUP_STMT struct db_stmt *st = db_prepare (cat, PLACE_SELECT " WHERE d.id = ?", "I", id);
+  int r = first_row (cat, st, &place_kind, p);
+
+  if (r == 0)
+    return catalog_fail (ERR_CONFLICT, "backup disk %" PRId64 " (%s) does not exist;"
+                         " plan again", id, what);
+  if (r == 1 && p->job_status != want)
+    return catalog_fail (ERR_CONFLICT, "backup disk %" PRId64 " (%s) belongs to backup %s,"
+                         " which is %s, not %s; plan again", id, what, p->job,
+                         job_status_name (p->job_status), job_status_name (want));
+  return r == 1 ? 0 : -1;
+}
+
+/* The jobs a merge step deletes besides the removed rows: every failed or
+ * cancelled job with a disk row based on a row in rows, directly or
+ * through its own rows, whose ids join rows (from the end, so that the
+ * walk reaches their dependents too) and whose job ids join jobs.  Any
+ * other row based on one of them, but the kept one, is a conflict: a
+ * point would lose its base. */
+static int
+merge_hanging (struct catalog *cat, int64_t kept, struct idset *rows, struct jobset *jobs)
+{
+  for (size_t i = 0; i < rows->n; i++) {
+    struct { struct place *v; size_t n; } kids = { 0 };
+    CLEANUP_STMT struct db_stmt *st =
+      db_prepare (cat, PLACE_SELECT " WHERE d.parent_disk_id = ? ORDER BY d.id", "I",
+                  rows->v[i]);
+    int r = 0;
+
+    if (collect_rows (cat, st, &place_kind, (void **) &kids.v, &kids.n) == -1)
+      return -1;
+    for (size_t k = 0; r == 0 && k < kids.n; k++) {
+      const struct place *c = &kids.v[k];
+      CLEANUP_STMT struct db_stmt *own = NULL;
+
+      if (c->id == kept || idset_has (rows, c->id))
+        continue;
+      if (c->job_status != JOB_FAILED && c->job_status != JOB_CANCELLED) {
+        r = catalog_fail (ERR_CONFLICT, "backup disk %" PRId64 " of backup %s (%s) is based"
+                          " on backup disk %" PRId64 ", which this step removes; plan again",
+                          c->id, c->job, job_status_name (c->job_status), rows->v[i]);
+        break;
+      }
+      if ((r = jobset_add (jobs, c->job)) <= 0)
+        continue;               /* known already (r = 0), or r = -1 ends the loop */
+      own = db_prepare (cat, "SELECT id FROM backup_disks WHERE backup_job_id = ?"
+                        " ORDER BY id", "s", c->job);
+      r = collect_ids (own, rows);
+    }
+    kind_free (&place_kind, kids.v, kids.n);
+    if (r == -1)
+      return -1;
+  }
+  return 0;
+}
+
+/* Compare disk rows by id, for qsort. */
+static int
+disk_by_id (const void *a, const void *b)
+{
+  const struct cat_disk *x = a, *y = b;
+
+  return (x->id > y->id) - (x->id < y->id);
+}
+
+/* Check the step's rows (see catalog.h), find the failed and cancelled
+ * jobs hanging on the removed rows, read every row to delete into *out
+ * (sorted by id), then write: the kept row's new parent first (so that no
+ * row to delete is its parent any more), the rows newest first, the
+ * hanging jobs, and the removing jobs left without rows. */
+static int
+merge_commit_tx (struct catalog *cat, int64_t kept, int64_t new_parent,
+                 const int64_t *removed, size_t n_removed, const char *now,
+                 struct cat_disk_list *out)
+{
+  CLEANUP_PLACE struct place first = { 0 }, k = { 0 }, np = { 0 };
+  CLEANUP_IDSET struct idset rows = { 0 };
+  CLEANUP_JOBSET struct jobset hanging = { 0 }, removing = { 0 };
+  size_t cap = 0;
+
+  for (size_t i = 0; i < n_removed; i++) {
+    CLEANUP_PLACE struct place p = { 0 };
+
+    if (place_get (cat, removed[i], JOB_REMOVING, "a removed row", &p) == -1)
+      return -1;
+    if (i > 0 && strcmp (p.ctx, first.ctx) != 0)
+      return catalog_fail (ERR_CONFLICT, "backup disks %" PRId64 " and %" PRId64 " are in"
+                           " different contexts; a merge step works in one", removed[0],
+                           removed[i]);
+    if (idset_add (&rows, p.id) == -1 || jobset_add (&removing, p.job) == -1)
+      return -1;
+    if (i == 0) {
+      first = p;
+      p = (struct place) { 0 };
+    }
+  }
+  if (kept >= 0) {
+    if (place_get (cat, kept, JOB_COMPLETED, "the kept row", &k) == -1)
+      return -1;
+    if (!idset_has (&rows, k.parent))
+      return catalog_fail (ERR_CONFLICT, "backup disk %" PRId64 " (the kept row) is not based"
+                           " on a removed row; plan again", kept);
+  }
+  if (new_parent >= 0) {
+    if (place_get (cat, new_parent, JOB_COMPLETED, "the new parent", &np) == -1)
+      return -1;
+    if (strcmp (np.ctx, k.ctx) != 0 || np.disk_index != k.disk_index)
+      return catalog_fail (ERR_CONFLICT, "backup disk %" PRId64 " (the new parent) is not"
+                           " of the context and disk of backup disk %" PRId64 "; plan again",
+                           new_parent, kept);
+  }
+  if (merge_hanging (cat, kept, &rows, &hanging) == -1)
+    return -1;
+
+  for (size_t i = 0; i < rows.n; i++) {
+    struct cat_disk *d = array_push ((void **) &out->v, out->n, &cap, sizeof *d);
+    CLEANUP_STMT struct db_stmt *st =
+      db_prepare (cat, DISK_SELECT DISK_FROM " WHERE d.id = ?", "I", rows.v[i]);
+    int f;
+
+    if (d == NULL || (f = first_row (cat, st, &disk_kind, d)) == -1)
+      return -1;
+    if (f == 0)
+      return catalog_fail (ERR_INTERNAL, "backup disk %" PRId64 " vanished", rows.v[i]);
+    out->n++;
+  }
+  qsort (out->v, out->n, sizeof *out->v, disk_by_id);
+
+  if (kept >= 0 &&
+      (new_parent >= 0
+       ? db_exec (cat, "UPDATE backup_disks SET parent_disk_id = ? WHERE id = ?", "II",
+                  new_parent, kept)
+       : db_exec (cat, "UPDATE backup_disks SET parent_disk_id = NULL, backup_type = ?"
+                  " WHERE id = ?", "sI", backup_type_name (BACKUP_FULL), kept)) == -1)
+    return -1;
+  if (disks_delete (cat, out->v, out->n) == -1)
+    return -1;
+  for (size_t i = 0; i < hanging.n; i++)
+    if (db_exec (cat, "DELETE FROM backup_jobs WHERE id = ?", "s", hanging.v[i]) == -1)
+      return -1;
+  for (size_t i = 0; i < removing.n; i++)
+    if (db_exec (cat, "DELETE FROM backup_jobs WHERE id = ?1 AND NOT EXISTS"
+                 " (SELECT 1 FROM backup_disks WHERE backup_job_id = ?1)", "s",
+                 removing.v[i]) == -1)
+      return -1;
+  return context_refresh_last (cat, first.ctx, now);
+}
+
+int
+catalog_merge_commit (struct catalog *cat, int64_t kept_disk_id, int64_t new_parent_disk_id,
+                      const int64_t *removed_ids, size_t n_removed,
+                      struct cat_disk **deleted, size_t *n_deleted)
+{
+  CLEANUP_CAT_DISK_LIST struct cat_disk_list l = { 0 };
+  char now[32];
+
+  if (n_removed == 0 || removed_ids == NULL)
+    return catalog_fail (ERR_INVALID, "a merge step removes at least one disk row");
+  if (kept_disk_id < 0 && new_parent_disk_id >= 0)
+    return catalog_fail (ERR_INVALID, "a merge step without a kept row has no new parent");
+  if ((deleted == NULL) != (n_deleted == NULL))
+    return missing ("count of deleted disks");
+  id_now (now, sizeof now);
+  SCOPED_LOCK (&cat->lock);
+  if (RUN_TX (cat, true, merge_commit_tx (cat, kept_disk_id, new_parent_disk_id, removed_ids,
+                                          n_removed, now, &l),
+              cat_disk_list_clear (&l)) == -1)
+    return -1;
+  disks_hand_over (&l, deleted, n_deleted);
+  return 0;
 }
 
 /* ------------------------------------------------------------------------

@@ -39,10 +39,8 @@ hub_policy_put (struct hub *hub, const struct cat_policy *p, bool *created,
 
   if (p->schedule) {
     struct cron *c = cron_parse (p->schedule);
-    if (c == NULL) {
-      error_prefix ("schedule");
-      return -1;
-    }
+    if (c == NULL)
+      return -1;      /* the message starts "schedule: " */
     cron_free (c);
   }
   {

@@ -316,6 +316,10 @@ test_open (void)
     is_int (raw_int ("SELECT count(*) FROM information_schema.check_constraints"
                      " WHERE constraint_schema = DATABASE()", NULL) >= 15, 1,
             "the CHECK constraints are there");
+    is_int (raw_int ("SELECT count(*) FROM information_schema.referential_constraints"
+                     " WHERE constraint_schema = DATABASE() AND delete_rule = 'RESTRICT'"
+                     " AND constraint_name IN ('policies_repository', 'vms_policy')", NULL), 2,
+            "a policy's repository and a VM's policy cannot be deleted while used");
   }
   else {
     is_int (raw_int ("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN"
@@ -342,8 +346,18 @@ test_open (void)
             "re-open re-applied nothing (applied_at unchanged)");
   }
 
-  if (mariadb)
+  if (mariadb) {
+    /* A migration stopped halfway runs again, whole, over what it did. */
+    ok (mysql_query (raw_my, "DELETE FROM schema_migrations"
+                     " WHERE version = '0004_lifecycle'") == 0, "forget migration 0004");
+    cat = cat_open ();
+    if (!ok (cat != NULL, "re-open: 0004 runs again over its own tables and columns"))
+      diag ("%s", error_message ());
+    catalog_close (cat);
+    is_int (raw_int ("SELECT count(*) FROM schema_migrations"
+                     " WHERE version = '0004_lifecycle'", NULL), 1, "and is recorded");
     return;
+  }
   /* A relative URL is relative to the working directory. */
   if (getcwd (cwd, sizeof cwd) == NULL || chdir (tmpdir) == -1)
     abort ();
@@ -392,19 +406,21 @@ test_repositories (struct catalog *cat)
   cat_repository_free_array (list, n);
 }
 
-/* SQLite: migration 0003 rebuilds backup_jobs and backup_repositories (a
- * CHECK changes only so) on a catalog that has rows, and loses none: not a
- * backup_disks row by cascade, not a chain link. */
+/* SQLite: migrations 0003 and 0004 rebuild backup_jobs (0003 also
+ * backup_repositories: a CHECK changes only so) on a catalog that has rows,
+ * and lose none: not a backup_disks row by cascade, not a chain link, not
+ * an index.  upto is the first migration not yet applied. */
 static void
-test_migration_rebuild (void)
+test_migration_rebuild (const char *upto)
 {
   char path[PATH_MAX], u[PATH_MAX + 16];
   sqlite3 *db = NULL;
   struct catalog *cat;
   struct cat_job got = { 0 };
+  struct cat_vm vm = { 0 };
   bool ok_exec;
 
-  snprintf (path, sizeof path, "%s/old.db", tmpdir);
+  snprintf (path, sizeof path, "%s/old-%s.db", tmpdir, upto);
   snprintf (u, sizeof u, "sqlite://%s", path);
   ok_exec = sqlite3_open (path, &db) == SQLITE_OK &&
     sqlite3_exec (db, "PRAGMA foreign_keys = ON; CREATE TABLE schema_migrations ("
@@ -412,7 +428,7 @@ test_migration_rebuild (void)
                   NULL, NULL, NULL) == SQLITE_OK;
   for (const struct catalog_migration *m = catalog_migrations; ok_exec && m->version; m++) {
     char ins[256];
-    if (strcmp (m->dialect, "sqlite") != 0 || strcmp (m->version, "0003") >= 0)
+    if (strcmp (m->dialect, "sqlite") != 0 || strcmp (m->version, upto) >= 0)
       continue;
     snprintf (ins, sizeof ins, "INSERT INTO schema_migrations VALUES ('%s', 'then')",
               m->version);
@@ -430,14 +446,15 @@ test_migration_rebuild (void)
     "INSERT INTO backup_disks (id, vm_backup_context_id, backup_job_id, disk_index,"
     " size_bytes, backup_type, parent_disk_id, status, created_at) VALUES"
     " (1, 'ctx-old', 'backup-o1', 0, 1, 'full', NULL, 'completed', 't'),"
-    " (2, 'ctx-old', 'backup-o2', 0, 1, 'incremental', 1, 'running', 't');",
+    " (2, 'ctx-old', 'backup-o2', 0, 1, 'incremental', 1, 'running', 't');"
+    "INSERT INTO vms (vm_name, created_at, updated_at) VALUES ('old01', 't', 't');",
     NULL, NULL, NULL) == SQLITE_OK;
-  if (!ok (ok_exec, "a catalog at migration 0002, with a chain of two jobs"))
+  if (!ok (ok_exec, "a catalog before migration %s, with a chain of two jobs", upto))
     diag ("%s", sqlite3_errmsg (db));
   sqlite3_close (db);
 
   cat = catalog_open (u);
-  if (!ok (cat != NULL, "opening it applies 0003"))
+  if (!ok (cat != NULL, "opening it applies %s and what follows", upto))
     diag ("%s", error_message ());
   if (cat == NULL)
     return;
@@ -447,10 +464,34 @@ test_migration_rebuild (void)
       "with its disk, still linked to its parent");
   cat_job_clear (&got);
   succeeds (catalog_backup_get (cat, "backup-o1", &got), "so is the completed one");
-  ok (got.n_disks == 1 && got.driver == DRIVER_HUB,
-      "with its disk and its driver");
+  ok (got.n_disks == 1 && got.driver == DRIVER_HUB && !got.is_protected,
+      "with its disk and its driver, not protected");
   cat_job_clear (&got);
+  succeeds (catalog_vm_get (cat, "old01", &vm), "the VM is there");
+  ok (vm.policy == NULL && vm.next_run_at == NULL, "with no policy and no schedule");
+  cat_vm_clear (&vm);
   catalog_close (cat);
+  if (sqlite3_open (path, &db) != SQLITE_OK)
+    abort ();
+  {
+    sqlite3_stmt *st = NULL;
+    int indexes = -1;
+    if (sqlite3_prepare_v2 (db, "SELECT count(*) FROM sqlite_master WHERE type = 'index'"
+                            " AND tbl_name = 'backup_jobs' AND (name IN"
+                            " ('backup_jobs_context_created', 'backup_jobs_created') OR"
+                            " (name = 'backup_jobs_one_running' AND sql LIKE '%UNIQUE%'"
+                            " AND sql LIKE '%finishing%'))", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step (st) == SQLITE_ROW)
+      indexes = sqlite3_column_int (st, 0);
+    sqlite3_finalize (st);
+    is_int (indexes, 3, "backup_jobs has its three indexes, the active-job key among them");
+  }
+  ok (sqlite3_exec (db, "INSERT INTO backup_jobs (id, vm_backup_context_id, vm_name,"
+                    " repository_id, backup_type, status, created_at) VALUES ('o3',"
+                    " 'ctx-old', 'old01', 'r', 'full', 'finishing', 't')", NULL, NULL,
+                    NULL) == SQLITE_CONSTRAINT,
+      "which still refuses a second active job of the context");
+  sqlite3_close (db);
 }
 
 /* vm_put creates, then replaces the whole disk list; get, list, delete. */
@@ -506,6 +547,240 @@ test_vms (struct catalog *cat)
   is_int (raw_int ("SELECT count(*) FROM vm_disks WHERE vm_name = 'db01'", NULL), 0,
           "its disks went with it");
   fails_with (catalog_vm_delete (cat, "db01"), ERR_NOT_FOUND, "delete it again: not found");
+}
+
+/* Policies: put (insert, then replace keeping created_at), get, list, the
+ * repository they name, and the VMs that use them; the scheduler's fields
+ * of a VM, kept by vm_put but for next_run_at when the policy changes. */
+static void
+test_policies (struct catalog *cat)
+{
+  struct cat_repository rp = { "repo-pol", "policies", "local", "/srv/pol", NULL };
+  struct cat_policy gold = { 0 }, got = { 0 }, *list = NULL;
+  struct cat_vm vm, gv = { 0 };
+  bool created = false;
+  size_t n = 0;
+  char *first_created;
+
+  succeeds (catalog_repo_insert (cat, &rp), "a repository for the policies");
+  gold.name = "gold";
+  gold.repository_id = "repo-nope";
+  gold.schedule = "0 3 * * *";
+  gold.has_retention = true;
+  gold.retention = (struct cat_retention) { 3, -1, 7, -1, -1, -1 };
+  fails_with (catalog_policy_put (cat, &gold, &created), ERR_INVALID,
+              "a policy naming an unknown repository is invalid");
+  ok (strstr (error_message (), "repo-nope") != NULL, "the error names it: %s",
+      error_message ());
+  is_int (raw_int ("SELECT count(*) FROM policies", NULL), 0, "and nothing was stored");
+  gold.repository_id = "repo-pol";
+  gold.retention.keep_daily = -2;
+  fails_with (catalog_policy_put (cat, &gold, &created), ERR_INVALID,
+              "a rule below -1 is invalid");
+  gold.retention.keep_daily = 7;
+  succeeds (catalog_policy_put (cat, &gold, &created), "put policy gold");
+  ok (created, "it is reported as created");
+  succeeds (catalog_policy_get (cat, "gold", &got), "get it");
+  is_str (got.repository_id, "repo-pol", "its repository");
+  is_str (got.schedule, "0 3 * * *", "its schedule");
+  ok (got.has_retention && got.retention.keep_last == 3 && got.retention.keep_daily == 7 &&
+      got.retention.keep_hourly == -1 && got.retention.keep_weekly == -1 &&
+      got.retention.keep_monthly == -1 && got.retention.keep_yearly == -1,
+      "its rules, absent ones as -1");
+  is_int (raw_int ("SELECT count(*) FROM policies WHERE keep_hourly IS NULL"
+                   " AND keep_last = 3", NULL), 1, "an absent rule is NULL in the table");
+  first_created = xstrdup (got.created_at);
+  cat_policy_clear (&got);
+
+  usleep (2000);
+  gold.has_retention = false;
+  gold.schedule = NULL;
+  succeeds (catalog_policy_put (cat, &gold, &created), "put gold again, without retention");
+  ok (!created, "it is reported as replaced");
+  succeeds (catalog_policy_get (cat, "gold", &got), "get it again");
+  ok (!got.has_retention && got.retention.keep_last == -1 && got.schedule == NULL,
+      "no retention, no schedule now");
+  is_str (got.created_at, first_created, "created_at is kept");
+  ok (got.updated_at && strcmp (got.updated_at, first_created) > 0, "updated_at moved on");
+  cat_policy_clear (&got);
+  free (first_created);
+
+  {
+    struct cat_policy silver = { .name = "silver", .has_retention = true,
+                                 .retention = { -1, -1, -1, 0, -1, -1 } };
+    succeeds (catalog_policy_put (cat, &silver, NULL), "put policy silver, keep_weekly 0");
+  }
+  succeeds (catalog_policy_get (cat, "silver", &got), "get silver");
+  ok (got.has_retention && got.retention.keep_weekly == 0 && got.repository_id == NULL,
+      "a rule of 0 is a rule; no repository");
+  cat_policy_clear (&got);
+  succeeds (catalog_policy_list (cat, &list, &n), "list policies");
+  ok (n == 2 && strcmp (list[0].name, "gold") == 0 && strcmp (list[1].name, "silver") == 0,
+      "both, by name");
+  cat_policy_free_array (list, n);
+  fails_with (catalog_policy_get (cat, "bronze", &got), ERR_NOT_FOUND,
+              "get an unknown policy: not found");
+
+  /* A VM uses a policy. */
+  vm_init (&vm, "sched01", 1);
+  vm.policy = xstrdup ("bronze");
+  fails_with (catalog_vm_put (cat, &vm, &created), ERR_INVALID,
+              "a VM with an unknown policy is invalid");
+  ok (strstr (error_message (), "bronze") != NULL, "the error names it: %s",
+      error_message ());
+  fails_with (catalog_vm_get (cat, "sched01", &gv), ERR_NOT_FOUND, "and the VM was not stored");
+  free (vm.policy);
+  vm.policy = xstrdup ("gold");
+  succeeds (catalog_vm_put (cat, &vm, &created), "put VM sched01 with policy gold");
+  succeeds (catalog_vm_get (cat, "sched01", &gv), "get it");
+  is_str (gv.policy, "gold", "its policy");
+  ok (gv.next_run_at == NULL && gv.last_run_at == NULL && gv.last_skipped_at == NULL,
+      "no schedule record yet");
+  cat_vm_clear (&gv);
+
+  fails_with (catalog_vm_schedule_set (cat, "nobody", "t", NULL, NULL), ERR_NOT_FOUND,
+              "the schedule of an unknown VM: not found");
+  succeeds (catalog_vm_schedule_set (cat, "sched01", "2030-01-01T03:00:00.000Z",
+                                     "2029-12-31T03:00:00.000Z", NULL),
+            "record a run and the next one");
+  succeeds (catalog_vm_schedule_set (cat, "sched01", "2030-01-02T03:00:00.000Z", NULL,
+                                     "2030-01-01T03:00:00.000Z"), "record a skipped run");
+  succeeds (catalog_vm_get (cat, "sched01", &gv), "get it");
+  is_str (gv.next_run_at, "2030-01-02T03:00:00.000Z", "next_run_at as given last");
+  is_str (gv.last_run_at, "2029-12-31T03:00:00.000Z", "last_run_at kept where NULL");
+  is_str (gv.last_skipped_at, "2030-01-01T03:00:00.000Z", "last_skipped_at as given");
+  cat_vm_clear (&gv);
+
+  succeeds (catalog_vm_put (cat, &vm, &created), "put the VM again, same policy");
+  succeeds (catalog_vm_get (cat, "sched01", &gv), "get it");
+  ok (gv.next_run_at && strcmp (gv.next_run_at, "2030-01-02T03:00:00.000Z") == 0 &&
+      gv.last_run_at != NULL && gv.last_skipped_at != NULL,
+      "the scheduler's fields are kept");
+  cat_vm_clear (&gv);
+  free (vm.policy);
+  vm.policy = xstrdup ("silver");
+  succeeds (catalog_vm_put (cat, &vm, &created), "put the VM with policy silver");
+  succeeds (catalog_vm_get (cat, "sched01", &gv), "get it");
+  is_str (gv.policy, "silver", "its policy changed");
+  ok (gv.next_run_at == NULL && gv.last_run_at != NULL && gv.last_skipped_at != NULL,
+      "next_run_at was reset; the record of past runs kept");
+  cat_vm_clear (&gv);
+  succeeds (catalog_vm_schedule_set (cat, "sched01", "2030-02-01T00:00:00.000Z", NULL, NULL),
+            "schedule the next run");
+  free (vm.policy);
+  vm.policy = NULL;
+  succeeds (catalog_vm_put (cat, &vm, &created), "put the VM without a policy");
+  succeeds (catalog_vm_get (cat, "sched01", &gv), "get it");
+  ok (gv.policy == NULL && gv.next_run_at == NULL, "no policy, no next run");
+  cat_vm_clear (&gv);
+  succeeds (catalog_vm_schedule_set (cat, "sched01", NULL, NULL, NULL),
+            "clearing next_run_at (nothing else given)");
+
+  vm.policy = xstrdup ("gold");
+  succeeds (catalog_vm_put (cat, &vm, NULL), "the VM uses gold again");
+  fails_with (catalog_policy_delete (cat, "gold"), ERR_CONFLICT,
+              "a policy a VM uses cannot be deleted");
+  ok (strstr (error_message (), "sched01") != NULL, "the conflict names the VM: %s",
+      error_message ());
+  fails_with (catalog_repo_delete (cat, "repo-pol"), ERR_CONFLICT,
+              "a repository a policy names cannot be deleted");
+  ok (strstr (error_message (), "gold") != NULL, "the conflict names the policy: %s",
+      error_message ());
+  fails_with (catalog_policy_delete (cat, "bronze"), ERR_NOT_FOUND,
+              "delete an unknown policy: not found");
+  succeeds (catalog_vm_delete (cat, "sched01"), "delete the VM");
+  succeeds (catalog_policy_delete (cat, "gold"), "then the policy can go");
+  succeeds (catalog_policy_delete (cat, "silver"), "and silver");
+  succeeds (catalog_repo_delete (cat, "repo-pol"), "and then the repository");
+  cat_vm_clear (&vm);
+}
+
+/* Tasks: inserted running, listed newest first, updated while running,
+ * ended once. */
+static void
+test_tasks (struct catalog *cat)
+{
+  struct cat_task t = { 0 }, got = { 0 }, *list = NULL;
+  size_t n = 0;
+
+  t.id = "task-1";
+  t.kind = TASK_PRUNE;
+  t.context_id = "ctx-somewhere";
+  t.status = TASK_COMPLETED;
+  t.steps_total = 3;
+  t.created_at = "2025-09-01T00:00:00.000Z";
+  succeeds (catalog_task_insert (cat, &t), "insert task-1");
+  fails_with (catalog_task_insert (cat, &t), ERR_CONFLICT, "its id again: a conflict");
+  t.steps_done = -1;
+  t.id = "task-x";
+  fails_with (catalog_task_insert (cat, &t), ERR_INVALID, "negative steps are invalid");
+  t.steps_done = 0;
+  t.id = "task-2";
+  t.context_id = NULL;
+  t.created_at = "2025-09-02T00:00:00.000Z";
+  succeeds (catalog_task_insert (cat, &t), "insert task-2, later, without a context");
+  t.id = "task-3";
+  succeeds (catalog_task_insert (cat, &t), "insert task-3, at the same time");
+
+  succeeds (catalog_task_get (cat, "task-1", &got), "get task-1");
+  ok (got.kind == TASK_PRUNE && got.status == TASK_RUNNING && got.steps_done == 0 &&
+      got.steps_total == 3 && got.completed_at == NULL && got.error == NULL,
+      "a running prune of 0 of 3 steps (inserted as running, whatever it said)");
+  is_str (got.context_id, "ctx-somewhere", "its context");
+  cat_task_clear (&got);
+  fails_with (catalog_task_get (cat, "task-9", &got), ERR_NOT_FOUND,
+              "get an unknown task: not found");
+
+  succeeds (catalog_task_list (cat, false, TASK_RUNNING, &list, &n), "list tasks");
+  ok (n == 3 && strcmp (list[0].id, "task-3") == 0 && strcmp (list[1].id, "task-2") == 0 &&
+      strcmp (list[2].id, "task-1") == 0, "newest first, then by id, descending");
+  cat_task_free_array (list, n);
+
+  succeeds (catalog_task_update (cat, "task-1", 1, 3, "waiting for backup b-1",
+                                 "{\"remove\":[\"b-0\"]}"), "progress of task-1");
+  succeeds (catalog_task_get (cat, "task-1", &got), "get it");
+  ok (got.steps_done == 1 && got.message && strcmp (got.message, "waiting for backup b-1") == 0,
+      "its steps and message");
+  is_str (got.result, "{\"remove\":[\"b-0\"]}", "its result, as given");
+  cat_task_clear (&got);
+  succeeds (catalog_task_update (cat, "task-1", 2, 3, NULL, NULL), "more progress");
+  succeeds (catalog_task_get (cat, "task-1", &got), "get it");
+  ok (got.steps_done == 2 && got.message == NULL, "a NULL message clears it");
+  is_str (got.result, "{\"remove\":[\"b-0\"]}", "a NULL result keeps it");
+  cat_task_clear (&got);
+  fails_with (catalog_task_update (cat, "task-1", -1, 3, NULL, NULL), ERR_INVALID,
+              "negative steps are invalid");
+  fails_with (catalog_task_update (cat, "task-9", 1, 1, NULL, NULL), ERR_NOT_FOUND,
+              "progress of an unknown task: not found");
+
+  fails_with (catalog_task_end (cat, "task-1", TASK_RUNNING, NULL, NULL), ERR_INVALID,
+              "a task cannot end as running");
+  succeeds (catalog_task_end (cat, "task-1", TASK_COMPLETED, NULL, NULL), "end task-1");
+  succeeds (catalog_task_get (cat, "task-1", &got), "get it");
+  ok (got.status == TASK_COMPLETED && got.completed_at != NULL && got.error == NULL,
+      "completed, with completed_at");
+  is_str (got.result, "{\"remove\":[\"b-0\"]}", "the result is kept");
+  cat_task_clear (&got);
+  fails_with (catalog_task_end (cat, "task-1", TASK_FAILED, "late", NULL), ERR_CONFLICT,
+              "ending it again is a conflict");
+  fails_with (catalog_task_update (cat, "task-1", 3, 3, NULL, NULL), ERR_CONFLICT,
+              "so is progress of an ended task");
+  fails_with (catalog_task_end (cat, "task-9", TASK_FAILED, NULL, NULL), ERR_NOT_FOUND,
+              "ending an unknown task: not found");
+  succeeds (catalog_task_end (cat, "task-2", TASK_FAILED, "disk full", "{}"),
+            "task-2 fails");
+  succeeds (catalog_task_get (cat, "task-2", &got), "get it");
+  ok (got.status == TASK_FAILED && got.error && strcmp (got.error, "disk full") == 0 &&
+      got.result && strcmp (got.result, "{}") == 0, "failed, with its error and result");
+  cat_task_clear (&got);
+
+  succeeds (catalog_task_list (cat, true, TASK_RUNNING, &list, &n), "list running tasks");
+  ok (n == 1 && strcmp (list[0].id, "task-3") == 0, "task-3 only");
+  cat_task_free_array (list, n);
+  succeeds (catalog_task_list (cat, true, TASK_FAILED, &list, &n), "list failed tasks");
+  ok (n == 1 && strcmp (list[0].id, "task-2") == 0, "task-2 only");
+  cat_task_free_array (list, n);
+  succeeds (catalog_task_end (cat, "task-3", TASK_COMPLETED, NULL, NULL), "end task-3");
 }
 
 /* The life of a chain: full, a failed incremental, a good incremental,
@@ -1339,6 +1614,330 @@ test_unknown_word (struct catalog *cat)
             "it can be ended again");
 }
 
+/* A job of two disks that fails on disk 1 after disk 0 completed. */
+static int
+failed_backup (struct catalog *cat, const char *id, const char *vm, const char *at,
+               const int64_t *parents, int64_t *ids)
+{
+  struct cat_job j;
+  int r;
+
+  job_init (&j, id, vm, "repo-1", at, 2, parents);
+  r = catalog_backup_insert (cat, &j, NULL);
+  if (r == 0) {
+    ids[0] = j.disks[0].id;
+    ids[1] = j.disks[1].id;
+    r = catalog_disk_complete (cat, id, 0, "cid-f", 1, NULL, NULL);
+  }
+  if (r == 0)
+    r = catalog_backup_end (cat, id, JOB_FAILED, 1, "copy failed", NULL, NULL);
+  cat_job_clear (&j);
+  if (r == -1)
+    diag ("failed_backup %s: %s", id, error_message ());
+  return r;
+}
+
+/* Row counts of a context that a refused operation must leave alone. */
+static int64_t
+ctx_rows (const char *ctx)
+{
+  return raw_int ("SELECT count(*) FROM backup_disks WHERE vm_backup_context_id = ?", ctx) *
+         1000 + raw_int ("SELECT count(*) FROM backup_jobs WHERE vm_backup_context_id = ?", ctx);
+}
+
+/* One merge step; its deleted rows' ids (sorted) in want, n_want of them. */
+static void
+merge_ok (struct catalog *cat, int64_t kept, int64_t parent, const int64_t *removed,
+          size_t n_removed, const int64_t *want, size_t n_want, const char *what)
+{
+  struct cat_disk *deleted = NULL;
+  size_t n = 0;
+  bool same;
+
+  succeeds (catalog_merge_commit (cat, kept, parent, removed, n_removed, &deleted, &n),
+            "merge step: %s", what);
+  same = n == n_want;
+  for (size_t i = 0; same && i < n; i++)
+    same = deleted[i].id == want[i];
+  if (!ok (same, "it deletes the %zu rows expected, sorted by id", n_want))
+    for (size_t i = 0; i < n; i++)
+      diag ("deleted %" PRId64 " (%s)", deleted[i].id, deleted[i].backup_job_id);
+  cat_disk_free_array (deleted, n);
+}
+
+/* A prune: the jobs it may remove, the guards while they are removing,
+ * each kind of merge step (head, middle, tail) and the failed jobs that
+ * go with the rows they hang on, and the steps it refuses. */
+static void
+test_prune (struct catalog *cat)
+{
+  int64_t p1[2] = { 0 }, p2[2] = { 0 }, f[2] = { 0 }, p3[2] = { 0 }, p4[2] = { 0 },
+    g[2] = { 0 }, g2[2] = { 0 }, p5[2] = { 0 }, q1[2] = { 0 }, p6[2] = { 0 }, p7[2] = { 0 };
+  int64_t before, successful, total;
+  struct cat_context ctx = { 0 };
+  struct cat_task t = { 0 }, gt = { 0 };
+  struct cat_job got = { 0 }, *list = NULL;
+  struct cat_job_filter filt = { .vm_name = "prune01", .by_status = true };
+  struct cat_disk *disks = NULL, parents[2];
+  int idx[2] = { 0, 1 };
+  bool running = true;
+  size_t n = 0;
+  char *cid;
+
+  succeeds (run_backup (cat, "backup-p1", "prune01", "repo-1", "2025-10-01T00:00:00.000Z",
+                        2, NULL, p1), "P1: full");
+  succeeds (run_backup (cat, "backup-p2", "prune01", "repo-1", "2025-10-02T00:00:00.000Z",
+                        2, p1, p2), "P2 on P1");
+  succeeds (failed_backup (cat, "backup-pf", "prune01", "2025-10-02T12:00:00.000Z", p2, f),
+            "F on P2, failed with its disk 0 completed");
+  succeeds (run_backup (cat, "backup-p3", "prune01", "repo-1", "2025-10-03T00:00:00.000Z",
+                        2, p2, p3), "P3 on P2");
+  succeeds (run_backup (cat, "backup-p4", "prune01", "repo-1", "2025-10-04T00:00:00.000Z",
+                        2, p3, p4), "P4 on P3");
+  succeeds (run_backup (cat, "backup-pg", "prune01", "repo-1", "2025-10-04T06:00:00.000Z",
+                        2, p4, g), "G on P4");
+  succeeds (run_backup (cat, "backup-pg2", "prune01", "repo-1", "2025-10-04T12:00:00.000Z",
+                        2, g, g2), "G2 on G");
+  succeeds (catalog_disk_lost (cat, g[0], "gone"), "G's disk 0 is lost: G and G2 fail");
+  succeeds (run_backup (cat, "backup-p5", "prune01", "repo-1", "2025-10-05T00:00:00.000Z",
+                        2, p4, p5), "P5 on P4");
+  succeeds (run_backup (cat, "backup-q1", "prune02", "repo-1", "2025-10-05T00:00:00.000Z",
+                        2, NULL, q1), "Q1, another VM's");
+  succeeds (catalog_context_find (cat, "prune01", "repo-1", &ctx), "prune01's context");
+  cid = xstrdup (ctx.context_id);
+  successful = ctx.successful_backups;
+  total = ctx.total_backups_run;
+  cat_context_clear (&ctx);
+
+  /* Protection: completed jobs only. */
+  fails_with (catalog_backup_protect (cat, "backup-pf", true), ERR_CONFLICT,
+              "a failed job cannot be protected");
+  fails_with (catalog_backup_protect (cat, "backup-none", true), ERR_NOT_FOUND,
+              "an unknown one: not found");
+  succeeds (catalog_backup_protect (cat, "backup-p2", true), "protect P2");
+  succeeds (catalog_backup_get (cat, "backup-p2", &got), "get P2");
+  ok (got.is_protected, "P2 is protected");
+  cat_job_clear (&got);
+  filt.status = JOB_COMPLETED;
+  succeeds (catalog_backup_list (cat, &filt, &list, &n, NULL), "list prune01's points");
+  ok (n == 5 && strcmp (list[3].id, "backup-p2") == 0 && list[3].is_protected &&
+      !list[0].is_protected, "the list says which is protected");
+  cat_job_free_array (list, n);
+
+  /* prune_begin refuses what it may not remove, and changes nothing. */
+  t.id = "task-prune-1";
+  t.kind = TASK_PRUNE;
+  t.context_id = cid;
+  t.steps_total = 6;
+  before = ctx_rows (cid);
+  {
+    char *newest[] = { "backup-p1", "backup-p5", NULL };
+    char *prot[] = { "backup-p1", "backup-p2", NULL };
+    char *failed[] = { "backup-pf", NULL };
+    char *other[] = { "backup-q1", NULL };
+    char *unknown[] = { "backup-none", NULL };
+
+    fails_with (catalog_prune_begin (cat, &t, newest), ERR_CONFLICT,
+                "the newest completed job cannot be removed");
+    ok (strstr (error_message (), "backup-p5") && strstr (error_message (), "newest"),
+        "which it says: %s", error_message ());
+    fails_with (catalog_prune_begin (cat, &t, prot), ERR_CONFLICT,
+                "a protected job cannot be removed");
+    ok (strstr (error_message (), "protected") != NULL, "which it says: %s", error_message ());
+    fails_with (catalog_prune_begin (cat, &t, failed), ERR_CONFLICT,
+                "a failed job is no point to remove");
+    fails_with (catalog_prune_begin (cat, &t, other), ERR_CONFLICT,
+                "nor is another context's job");
+    fails_with (catalog_prune_begin (cat, &t, unknown), ERR_CONFLICT,
+                "nor an unknown one");
+  }
+  is_int (raw_int ("SELECT count(*) FROM tasks WHERE id = 'task-prune-1'", NULL), 0,
+          "no task was recorded");
+  is_int (raw_int ("SELECT count(*) FROM backup_jobs WHERE status = 'removing'", NULL), 0,
+          "no job was marked");
+  is_int (ctx_rows (cid), before, "no row changed");
+  succeeds (catalog_backup_protect (cat, "backup-p2", false), "unprotect P2");
+
+  {
+    char *remove[] = { "backup-p1", "backup-p2", "backup-p4", NULL };
+    succeeds (catalog_prune_begin (cat, &t, remove), "begin the prune of P1, P2 and P4");
+  }
+  succeeds (catalog_task_get (cat, "task-prune-1", &gt), "its task");
+  ok (gt.status == TASK_RUNNING && gt.context_id && strcmp (gt.context_id, cid) == 0 &&
+      gt.steps_total == 6, "is running, on the context");
+  cat_task_clear (&gt);
+  filt.status = JOB_REMOVING;
+  succeeds (catalog_backup_list (cat, &filt, &list, &n, NULL), "list removing jobs");
+  ok (n == 3 && strcmp (list[0].id, "backup-p4") == 0, "P4, P2 and P1 are removing");
+  cat_job_free_array (list, n);
+  filt.status = JOB_COMPLETED;
+  succeeds (catalog_backup_list (cat, &filt, &list, &n, NULL), "list completed jobs");
+  ok (n == 2 && strcmp (list[0].id, "backup-p5") == 0 && strcmp (list[1].id, "backup-p3") == 0,
+      "only P5 and P3 are points now");
+  cat_job_free_array (list, n);
+
+  /* Removing jobs are the task's. */
+  t.id = "task-prune-2";
+  {
+    char *again[] = { "backup-p4", NULL };
+    fails_with (catalog_prune_begin (cat, &t, again), ERR_CONFLICT,
+                "a removing job cannot be chosen again");
+  }
+  is_int (raw_int ("SELECT count(*) FROM tasks WHERE id = 'task-prune-2'", NULL), 0,
+          "and that task was not recorded");
+  fails_with (catalog_backup_delete (cat, "backup-p2", false, &disks, &n), ERR_CONFLICT,
+              "a removing job cannot be deleted");
+  ok (strstr (error_message (), "prune") != NULL, "which says why: %s", error_message ());
+  fails_with (catalog_backup_delete (cat, "backup-p3", true, &disks, &n), ERR_CONFLICT,
+              "nor reached by a cascade");
+  ok (strstr (error_message (), "backup-p4") && strstr (error_message (), "prune"),
+      "which names it: %s", error_message ());
+  fails_with (catalog_context_delete (cat, cid, true, &disks, &n), ERR_CONFLICT,
+              "the context cannot be deleted, even with force");
+  ok (strstr (error_message (), "prune") != NULL, "which says why: %s", error_message ());
+  fails_with (catalog_backup_protect (cat, "backup-p4", true), ERR_CONFLICT,
+              "a removing job cannot be protected");
+  before = ctx_rows (cid);
+  succeeds (catalog_disk_lost (cat, p4[0], "gone"), "a removing job's disk reported lost");
+  succeeds (catalog_backup_get (cat, "backup-p4", &got), "get P4");
+  ok (got.status == JOB_REMOVING && got.n_disks == 2 && got.disks[0].status == DISK_COMPLETED &&
+      got.disks[0].qcow2_path != NULL, "it is untouched: its file is the task's");
+  cat_job_clear (&got);
+  succeeds (catalog_disk_lost (cat, p3[1], "gone"), "... and a kept disk below one");
+  succeeds (catalog_backup_get (cat, "backup-p4", &got), "get P4");
+  ok (got.status == JOB_REMOVING && got.disks[1].status == DISK_COMPLETED &&
+      got.disks[1].qcow2_path != NULL, "the removing job built on it is left alone");
+  cat_job_clear (&got);
+  succeeds (catalog_backup_get (cat, "backup-p5", &got), "get P5");
+  ok (got.status == JOB_FAILED && got.disks[1].status == DISK_FAILED,
+      "the point built on both fails");
+  cat_job_clear (&got);
+  /* Undo that by hand, as if it never happened, for the steps below. */
+  ok (raw_unchecked ("UPDATE backup_disks SET status = 'completed', error = NULL,"
+                     " qcow2_path = 'x.qcow2' WHERE backup_job_id IN"
+                     " ('backup-p3', 'backup-p5')") == 0 &&
+      raw_unchecked ("UPDATE backup_jobs SET status = 'completed', error = NULL"
+                     " WHERE id IN ('backup-p3', 'backup-p5')") == 0 &&
+      raw_unchecked ("UPDATE vm_backup_contexts SET last_backup_id = 'backup-p5',"
+                     " last_backup_type = 'incremental' WHERE vm_name = 'prune01'") == 0,
+      "repaired by hand");
+  is_int (ctx_rows (cid), before, "lost disks delete no row");
+  succeeds (catalog_backup_plan (cat, "prune01", "repo-1", 2, idx, parents, &running),
+            "plan the next backup");
+  ok (!running && parents[0].id == p5[0] && parents[1].id == p5[1],
+      "its parents are P5's: a prune does not block a backup");
+  cat_disk_clear (&parents[0]);
+  cat_disk_clear (&parents[1]);
+
+  /* merge_commit refuses a step that does not fit, and changes nothing. */
+  {
+    int64_t completed[] = { p3[0] }, head[] = { p1[0] }, mid[] = { p4[0] },
+      below[] = { p2[0] }, none[] = { 999999 };
+
+    fails_with (catalog_merge_commit (cat, p5[0], p3[0], completed, 1, NULL, NULL),
+                ERR_CONFLICT, "a completed row cannot be removed");
+    fails_with (catalog_merge_commit (cat, p2[0], -1, head, 1, NULL, NULL), ERR_CONFLICT,
+                "a removing row cannot be kept");
+    fails_with (catalog_merge_commit (cat, p5[0], -1, head, 1, NULL, NULL), ERR_CONFLICT,
+                "the kept row must be based on a removed row");
+    fails_with (catalog_merge_commit (cat, p5[0], p3[1], mid, 1, NULL, NULL), ERR_CONFLICT,
+                "the new parent must be of the kept row's disk");
+    fails_with (catalog_merge_commit (cat, p5[0], q1[0], mid, 1, NULL, NULL), ERR_CONFLICT,
+                "and of its context");
+    fails_with (catalog_merge_commit (cat, -1, -1, head, 1, NULL, NULL), ERR_CONFLICT,
+                "a removing row outside the step cannot lose its parent");
+    fails_with (catalog_merge_commit (cat, -1, -1, below, 1, NULL, NULL), ERR_CONFLICT,
+                "nor can a point that is not the kept row");
+    ok (strstr (error_message (), "backup-p3") != NULL, "which names it: %s",
+        error_message ());
+    fails_with (catalog_merge_commit (cat, -1, -1, none, 1, NULL, NULL), ERR_CONFLICT,
+                "an unknown row: a conflict (plan again)");
+    fails_with (catalog_merge_commit (cat, -1, p3[0], head, 1, NULL, NULL), ERR_INVALID,
+                "a new parent without a kept row is invalid");
+    fails_with (catalog_merge_commit (cat, p3[0], -1, head, 0, NULL, NULL), ERR_INVALID,
+                "a step that removes nothing is invalid");
+  }
+  is_int (ctx_rows (cid), before, "no row changed");
+  is_int (raw_int ("SELECT count(*) FROM backup_disks WHERE parent_disk_id IS NOT NULL"
+                   " AND backup_job_id = 'backup-p3'", NULL), 2, "P3 is still based on P2");
+
+  /* Head: P1 and P2's disk 0 go into P3's, which becomes a full; F, whose
+   * disk 0 is based on P2's, goes whole. */
+  {
+    int64_t removed[] = { p1[0], p2[0] }, want[] = { p1[0], p2[0], f[0], f[1] };
+    merge_ok (cat, p3[0], -1, removed, 2, want, 4, "head of disk 0");
+  }
+  succeeds (catalog_backup_get (cat, "backup-p3", &got), "get P3");
+  ok (got.disks[0].backup_type == BACKUP_FULL && got.disks[0].parent_disk_id == -1 &&
+      got.disks[0].parent_backup_id == NULL, "its disk 0 is a full now");
+  ok (got.disks[1].backup_type == BACKUP_INCREMENTAL && got.disks[1].parent_disk_id == p2[1],
+      "its disk 1 is still based on P2's");
+  cat_job_clear (&got);
+  fails_with (catalog_backup_get (cat, "backup-pf", &got), ERR_NOT_FOUND, "F is gone");
+  succeeds (catalog_backup_get (cat, "backup-p1", &got), "P1 is still there");
+  ok (got.status == JOB_REMOVING && got.n_disks == 1 && got.disks[0].disk_index == 1,
+      "removing, with its disk 1 only");
+  cat_job_clear (&got);
+  {
+    int64_t removed[] = { p1[1], p2[1] };
+    merge_ok (cat, p3[1], -1, removed, 2, removed, 2, "head of disk 1");
+  }
+  fails_with (catalog_backup_get (cat, "backup-p1", &got), ERR_NOT_FOUND,
+              "P1, without disks, is gone");
+  fails_with (catalog_backup_get (cat, "backup-p2", &got), ERR_NOT_FOUND, "so is P2");
+
+  /* Middle: P5 is based on P3 instead of P4; G and G2 (through G) hang on
+   * P4 and go whole. */
+  {
+    int64_t removed[] = { p4[0] }, want[] = { p4[0], g[0], g[1], g2[0], g2[1] };
+    merge_ok (cat, p5[0], p3[0], removed, 1, want, 5, "middle of disk 0");
+  }
+  fails_with (catalog_backup_get (cat, "backup-pg", &got), ERR_NOT_FOUND, "G is gone");
+  fails_with (catalog_backup_get (cat, "backup-pg2", &got), ERR_NOT_FOUND, "G2 too");
+  {
+    int64_t removed[] = { p4[1] };
+    merge_ok (cat, p5[1], p3[1], removed, 1, removed, 1, "middle of disk 1");
+  }
+  succeeds (catalog_backup_get (cat, "backup-p5", &got), "get P5");
+  ok (got.status == JOB_COMPLETED && got.disks[0].parent_disk_id == p3[0] &&
+      got.disks[1].parent_disk_id == p3[1] && got.disks[0].parent_backup_id &&
+      strcmp (got.disks[0].parent_backup_id, "backup-p3") == 0 &&
+      got.disks[0].backup_type == BACKUP_INCREMENTAL, "P5 is based on P3 now");
+  cat_job_clear (&got);
+  fails_with (catalog_backup_get (cat, "backup-p4", &got), ERR_NOT_FOUND, "P4 is gone");
+  is_int (raw_int ("SELECT count(*) FROM backup_jobs WHERE status = 'removing'", NULL), 0,
+          "no removing job is left");
+  succeeds (catalog_task_end (cat, "task-prune-1", TASK_COMPLETED, NULL, "{}"), "the task ends");
+  succeeds (catalog_context_get (cat, cid, &ctx), "the context after the prune");
+  ok (ctx.last_backup_id && strcmp (ctx.last_backup_id, "backup-p5") == 0 &&
+      ctx.successful_backups == successful && ctx.total_backups_run == total,
+      "names P5 as its last backup; its counters are history, unchanged");
+  cat_context_clear (&ctx);
+
+  /* Tail: a whole older chain, P3 then P5, once a new chain began. */
+  succeeds (run_backup (cat, "backup-p6", "prune01", "repo-1", "2025-10-06T00:00:00.000Z",
+                        2, NULL, p6), "P6: a full again");
+  succeeds (run_backup (cat, "backup-p7", "prune01", "repo-1", "2025-10-07T00:00:00.000Z",
+                        2, p6, p7), "P7 on P6");
+  t.id = "task-prune-3";
+  {
+    char *remove[] = { "backup-p3", "backup-p5", NULL };
+    succeeds (catalog_prune_begin (cat, &t, remove), "begin the prune of P3 and P5");
+  }
+  {
+    int64_t removed0[] = { p3[0], p5[0] }, removed1[] = { p5[1], p3[1] },
+      sorted1[] = { p3[1], p5[1] };
+    merge_ok (cat, -1, -1, removed0, 2, removed0, 2, "tail of disk 0");
+    merge_ok (cat, -1, -1, removed1, 2, sorted1, 2, "tail of disk 1, given in any order");
+  }
+  is_int (raw_int ("SELECT count(*) FROM backup_jobs WHERE vm_backup_context_id = ?", cid), 2,
+          "P6 and P7 are left");
+  succeeds (catalog_task_end (cat, "task-prune-3", TASK_COMPLETED, NULL, NULL), "that task ends");
+  succeeds (catalog_context_delete (cat, cid, false, &disks, &n), "the context can go now");
+  cat_disk_free_array (disks, n);
+  free (cid);
+}
+
 /* One temporary catalog for the whole run, removed at the end. */
 int
 main (void)
@@ -1356,8 +1955,10 @@ main (void)
     mariadb_setup ();
 
   test_open ();
-  if (!mariadb)
-    test_migration_rebuild ();
+  if (!mariadb) {
+    test_migration_rebuild ("0003");
+    test_migration_rebuild ("0004");
+  }
   cat = cat_open ();
   if (cat == NULL) {
     diag ("open: %s", error_message ());
@@ -1365,11 +1966,14 @@ main (void)
   }
   test_repositories (cat);
   test_vms (cat);
+  test_policies (cat);
+  test_tasks (cat);
   test_backups (cat);
   test_disk_lost (cat);
   test_context_id (cat);
   test_finishing (cat);
   test_unknown_word (cat);
+  test_prune (cat);
   test_race (cat);
   test_lost_connection (cat);
   catalog_close (cat);

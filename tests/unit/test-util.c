@@ -166,7 +166,9 @@ static void
 test_states (void)
 {
   static const char *const jobs[] = { "running", "finishing", "completed", "failed",
-                                      "cancelled" };
+                                      "cancelled", "removing" };
+  static const char *const tasks[] = { "running", "completed", "failed" };
+  enum task_status ts;
   static const char *const disks[] = { "pending", "running", "completed", "failed" };
   enum job_status js;
   enum disk_status ds;
@@ -174,7 +176,7 @@ test_states (void)
   enum job_driver dr;
   bool all = true;
 
-  for (int i = 0; i < 5; i++)
+  for (int i = 0; i < 6; i++)
     all &= job_status_parse (jobs[i], &js) == 0 && strcmp (job_status_name (js), jobs[i]) == 0;
   ok (all, "job statuses round-trip through their text");
   all = true;
@@ -182,6 +184,12 @@ test_states (void)
     all &= disk_status_parse (disks[i], &ds) == 0 &&
       strcmp (disk_status_name (ds), disks[i]) == 0;
   ok (all, "disk statuses round-trip through their text");
+  all = true;
+  for (int i = 0; i < 3; i++)
+    all &= task_status_parse (tasks[i], &ts) == 0 &&
+      strcmp (task_status_name (ts), tasks[i]) == 0;
+  ok (all && task_status_parse ("cancelled", &ts) == -1,
+      "task statuses round-trip through their text; a job's word is not a task's");
   ok (backup_type_parse ("incremental", &bt) == 0 && bt == BACKUP_INCREMENTAL &&
       strcmp (backup_type_name (BACKUP_FULL), "full") == 0, "backup types");
   ok (job_driver_parse ("hub", &dr) == 0 && dr == DRIVER_HUB &&
@@ -192,14 +200,15 @@ test_states (void)
       "other words (case, empty, NULL, another vocabulary's) are refused");
   is_str (job_status_name ((enum job_status) 42), "?", "a value outside the enum names itself '?'");
   ok (job_status_active (JOB_RUNNING) && job_status_active (JOB_FINISHING) &&
-      !job_status_active (JOB_COMPLETED), "running and finishing jobs hold their context");
+      !job_status_active (JOB_COMPLETED) && !job_status_active (JOB_REMOVING),
+      "running and finishing jobs hold their context; removing ones do not");
   {
     char buf[128], small[8];
     backup_type_words (buf, sizeof buf);
     is_str (buf, "\"full\" or \"incremental\"", "the words of a vocabulary, for a message");
     job_status_words (buf, sizeof buf);
-    is_str (buf, "\"running\", \"finishing\", \"completed\", \"failed\" or \"cancelled\"",
-            "five words: commas, then \"or\"");
+    is_str (buf, "\"running\", \"finishing\", \"completed\", \"failed\", \"cancelled\" "
+            "or \"removing\"", "six words: commas, then \"or\"");
     job_status_words (small, sizeof small);
     is_str (small, "\"runnin", "a short buffer is cut, and terminated");
   }
