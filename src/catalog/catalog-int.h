@@ -1,8 +1,9 @@
 /* catalog/catalog-int.h - what the catalog's files share; not for use
  * outside src/catalog/.
  *
- * The catalog is one SQL core (core.c: every domain operation, written
- * once, in SQL that SQLite and MariaDB both accept) over a small driver
+ * The catalog is one SQL core (core.c and its domain files, which share
+ * core-int.h: every domain operation, written once, in SQL that SQLite
+ * and MariaDB both accept) over a small driver
  * interface (struct catalog_driver), which sqlite.c and mariadb.c
  * implement: statements with bound parameters, a row's columns as text,
  * transactions with the catalog's write lock, the answer to "may this

@@ -1,6 +1,7 @@
 /* catalog/catalog.c - the catalog's front: opening by URL (which picks
  * the driver), closing, and the functions that free what the catalog hands
- * out.  The operations themselves are in core.c.
+ * out.  The operations themselves are in the SQL core (core.c and the
+ * files it lists).
  */
 #include <errno.h>
 #include <stdarg.h>
