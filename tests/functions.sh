@@ -15,9 +15,9 @@
 #   lib/tap.sh     TAP: ok, is, like, cmp_ok, diag, done_testing, requires
 #   lib/setup.sh   the test's temp folder and catalog, the EXIT trap
 #   lib/hub.sh     start_hub, stop_hub, kill_hub, qsd_pids, free_port, wait_for
-#   lib/api.sh     api, jqb, is_error, put_vm, start_backup, complete_disk, race,
-#                  prune_ok, task_status
-#   lib/sql.sh     sql, sql_write, catalog_counts, ts_ago
+#   lib/api.sh     api, jqb, is_error, bad (refused, nothing changed), put_vm,
+#                  start_backup, complete_disk, race, prune_ok, task_status
+#   lib/sql.sh     sql, sql_write, catalog_counts, catalog_dump, ts_ago
 #   lib/qemu.sh    qemu-io patterns, image info, bitmaps, NBD exports
 #   lib/files.sh   repository listings, file modes, immutable folders
 #   lib/agent.sh   strata backup / strata restore against the hub, restore_is

@@ -31,6 +31,18 @@ hub_policy_fits_vm (const struct cat_policy *p, const struct cat_vm *vm)
   return 0;
 }
 
+static bool
+uses (const struct cat_vm *vm, const char *policy)
+{
+  return vm->policy && strcmp (vm->policy, policy) == 0;
+}
+
+static bool
+same_text (const char *a, const char *b)
+{
+  return a == b || (a && b && strcmp (a, b) == 0);
+}
+
 int
 hub_policy_put (struct hub *hub, const struct cat_policy *p, bool *created,
                 struct cat_policy *out)
@@ -45,15 +57,29 @@ hub_policy_put (struct hub *hub, const struct cat_policy *p, bool *created,
   }
   {
     SCOPED_LOCK (&hub->lock);
+    CLEANUP_CAT_POLICY struct cat_policy old = { 0 };
+    bool rescheduled;
+
     if (catalog_vm_list (hub->cat, &vms.v, &vms.n) == -1)
       return -1;
     for (size_t i = 0; i < vms.n; i++)
-      if (vms.v[i].policy && strcmp (vms.v[i].policy, p->name) == 0 &&
-          hub_policy_fits_vm (p, &vms.v[i]) == -1)
+      if (uses (&vms.v[i], p->name) && hub_policy_fits_vm (p, &vms.v[i]) == -1)
         return -1;
+    if (catalog_policy_get (hub->cat, p->name, &old) == -1 &&
+        error_category () != ERR_NOT_FOUND)
+      return -1;
+    rescheduled = !same_text (old.schedule, p->schedule);
     if (catalog_policy_put (hub->cat, p, created) == -1 ||
         catalog_policy_get (hub->cat, p->name, out) == -1)
       return -1;
+    /* A VM's next run was the old schedule's: let the scheduler compute
+     * it afresh from the new one (after the put, so that it cannot read
+     * the old schedule again). */
+    for (size_t i = 0; rescheduled && i < vms.n; i++)
+      if (uses (&vms.v[i], p->name) && vms.v[i].next_run_at &&
+          catalog_vm_schedule_set (hub->cat, vms.v[i].vm_name, NULL, NULL, NULL) == -1)
+        log_warn ("policy '%s': VM '%s' keeps its next run of the old schedule: %s",
+                  p->name, vms.v[i].vm_name, error_message ());
   }
   log_info ("policy '%s' %s", p->name, *created ? "created" : "replaced");
   hub_schedule_poke (hub);

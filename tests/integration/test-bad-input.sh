@@ -21,44 +21,8 @@ RUN=$BID
 RUN_URI=${NBD_URI[0]}
 RUN_FILE=${QCOW2[0]}
 
-# state: the whole catalog (every row of every table) and the repository listing.
-state ()
-{
-  local t
-  for t in backup_repositories vms vm_disks vm_backup_contexts backup_jobs backup_disks schema_migrations; do
-    echo "== $t"
-    sql "SELECT * FROM $t ORDER BY 1, 2"
-  done
-  echo "== files"
-  repo_listing "$REPO"
-}
-state > "$T/state.before"
+state_save
 ok "the catalog dump is readable" grep -q "^== schema_migrations" "$T/state.before"
-
-# bad STATUS CODE DESC METHOD PATH [BODY]: the error and that nothing changed.
-bad ()
-{
-  local status=$1 code=$2 desc=$3
-  shift 3
-  api "$@"
-  is_error "$status" "$code" "$desc"
-  state > "$T/state.after"
-  if ! cmp -s "$T/state.before" "$T/state.after"; then
-    fail "... and leaves catalog and repository as they were ($desc)" "$(diff "$T/state.before" "$T/state.after" | head -20)"
-    cp "$T/state.after" "$T/state.before"
-  fi
-}
-
-# bad_file STATUS CODE DESC METHOD PATH FILE
-bad_file ()
-{
-  local status=$1 code=$2 desc=$3
-  api_file "$4" "$5" "$6"
-  is_error "$status" "$code" "$desc"
-  state > "$T/state.after"
-  cmp -s "$T/state.before" "$T/state.after" ||
-    fail "... and leaves catalog and repository as they were ($desc)" "$(diff "$T/state.before" "$T/state.after" | head -20)"
-}
 
 B=/api/v1/backups
 V=/api/v1/vms

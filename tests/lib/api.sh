@@ -1,7 +1,8 @@
 # tests/lib/api.sh - the hub's HTTP API from the tests: requests and
-# their status and body (api, jqb, is_error), and the backup flow through
-# it: put a VM, start a backup, complete its disks, see whether a job has
-# ended, race many starts; prune a context and follow its task.
+# their status and body (api, jqb, is_error), requests that must be refused
+# and change nothing (bad), and the backup flow through it: put a VM, start
+# a backup, complete its disks, see whether a job has ended, race many
+# starts; prune a context and follow its task.
 
 # ----------------------------------------------------------------- API ----
 
@@ -111,6 +112,56 @@ is_error ()
 has_error_body ()
 {
   printf '%s' "$API_BODY" | jq -e '(.error.code | type == "string") and (.error.message | type == "string")' > /dev/null
+}
+
+# ------------------------------------------------ refused, unchanged ----
+# A bad-input test saves the state once (state_save), then sends each bad
+# request with bad, which checks the error and that the state is the same.
+
+# state: the whole catalog (every row of every table) and the listing of
+# the default repository.
+state ()
+{
+  catalog_dump
+  echo "== files"
+  repo_listing "$DATA/repository"
+}
+
+state_save ()
+{
+  state > "$T/state.before"
+}
+
+# _state_same DESC: one test (only when it fails) that the state is as saved;
+# a difference is reported once, then becomes the new reference.
+_state_same ()
+{
+  state > "$T/state.after"
+  if ! cmp -s "$T/state.before" "$T/state.after"; then
+    fail "... and leaves catalog and repository as they were ($1)" "$(diff "$T/state.before" "$T/state.after" | head -20)"
+    cp "$T/state.after" "$T/state.before"
+  fi
+}
+
+# bad STATUS CODE DESC METHOD PATH [BODY]: the request gets STATUS with a
+# JSON error of CODE, and changes nothing.
+bad ()
+{
+  local status=$1 code=$2 desc=$3
+  shift 3
+  api "$@"
+  is_error "$status" "$code" "$desc"
+  _state_same "$desc"
+}
+
+# bad_file STATUS CODE DESC METHOD PATH FILE: the same with the body read
+# from FILE.
+bad_file ()
+{
+  local status=$1 code=$2 desc=$3
+  api_file "$4" "$5" "$6"
+  is_error "$status" "$code" "$desc"
+  _state_same "$desc"
 }
 
 # percent-encode a string for a URL path segment.

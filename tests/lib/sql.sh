@@ -38,15 +38,30 @@ sql_join ()
   paste -sd "$1"
 }
 
+# Every table of the catalog.
+CATALOG_TABLES="backup_repositories vms vm_disks vm_backup_contexts backup_jobs backup_disks
+                schema_migrations policies tasks"
+
 # catalog_counts: one line with the row count of every table (for
 # "nothing changed" checks).
 catalog_counts ()
 {
   local t out=""
-  for t in backup_repositories vms vm_disks vm_backup_contexts backup_jobs backup_disks schema_migrations; do
+  for t in $CATALOG_TABLES; do
     out+="$t=$(sql "SELECT count(*) FROM $t" 2>&1) "
   done
   echo "$out"
+}
+
+# catalog_dump: every row of every table, table by table (for "nothing
+# changed" checks that look at every field).
+catalog_dump ()
+{
+  local t
+  for t in $CATALOG_TABLES; do
+    echo "== $t"
+    sql "SELECT * FROM $t ORDER BY 1, 2"
+  done
 }
 
 # ts_ago SPAN: the catalog's timestamp text (UTC, milliseconds) for SPAN
