@@ -16,11 +16,13 @@
 #   lib/setup.sh   the test's temp folder and catalog, the EXIT trap
 #   lib/hub.sh     start_hub, stop_hub, kill_hub, qsd_pids, free_port, wait_for
 #   lib/api.sh     api, jqb, is_error, bad (refused, nothing changed), put_vm,
-#                  start_backup, complete_disk, race
+#                  start_backup, complete_disk, race, prune_ok, task_status
 #   lib/sql.sh     sql, sql_write, catalog_counts, catalog_dump, ts_ago
 #   lib/qemu.sh    qemu-io patterns, image info, bitmaps, NBD exports
 #   lib/files.sh   repository listings, file modes, immutable folders
 #   lib/agent.sh   strata backup / strata restore against the hub, restore_is
+#   lib/points.sh  points and their reference images: take_point, checks of
+#                  every completed point, repository against catalog
 #
 # Design notes:
 # - Every test is isolated: its own mktemp -d folder ($T) holding the hub's
@@ -37,7 +39,7 @@
 
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
-for _lib in tap setup hub api sql qemu files agent; do
+for _lib in tap setup hub api sql qemu files agent points; do
   source "$top/tests/lib/$_lib.sh"
 done
 unset _lib

@@ -496,6 +496,13 @@ merge_commit_tx (struct catalog *cat, int64_t kept, int64_t new_parent,
        : db_exec (cat, "UPDATE backup_disks SET parent_disk_id = NULL, backup_type = ?"
                   " WHERE id = ?", "sI", backup_type_name (BACKUP_FULL), kept)) == -1)
     return -1;
+  /* A point whose disks are all fulls now is a full: listings, the
+   * context's last_backup_type and a chain's first job say so. */
+  if (kept >= 0 && new_parent < 0 &&
+      db_exec (cat, "UPDATE backup_jobs SET backup_type = ?1 WHERE id = ?2 AND NOT EXISTS"
+               " (SELECT 1 FROM backup_disks WHERE backup_job_id = ?2 AND backup_type <> ?1)",
+               "ss", backup_type_name (BACKUP_FULL), k.job) == -1)
+    return -1;
   if (core_disks_delete (cat, out->v, out->n) == -1)
     return -1;
   for (size_t i = 0; i < hanging.n; i++)

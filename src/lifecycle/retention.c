@@ -83,16 +83,22 @@ iso_week (const struct tm *tm)
   return year * 100 + thursday / 7 + 1;
 }
 
-/* The bucket of a point for a period, from its local time.  A time
+/* The bucket of point i for a period, from its local time.  For keep_last
+ * every point is its own bucket, whatever its time: two backups taken in
+ * the same second are two points (the key is the point's index, and
+ * keep_last, the first rule, meets no bucket of another period).  A time
  * localtime_r cannot convert (beyond any real calendar) is its own bucket;
  * such a number is larger than any calendar key, so it collides with none. */
 static int64_t
-bucket_key (enum period p, time_t when)
+bucket_key (enum period p, const struct retention_point *points, size_t i)
 {
+  time_t when = points[i].when;
   struct tm tm;
   int64_t year;
 
-  if (p == PERIOD_EXACT || localtime_r (&when, &tm) == NULL)
+  if (p == PERIOD_EXACT)
+    return (int64_t) i;
+  if (localtime_r (&when, &tm) == NULL)
     return (int64_t) when;
   year = (int64_t) tm.tm_year + 1900;
   switch (p) {
@@ -126,7 +132,7 @@ apply_rule (enum period period, int64_t count, const struct retention_point *poi
    * to fill (a protected point covers nothing). */
   for (size_t i = 0; i < n; i++) {
     if (marks[i] == MARK_KEPT) {
-      int64_t key = bucket_key (period, points[i].when);
+      int64_t key = bucket_key (period, points, i);
       struct bucket *b = bucket_find (t, key);
 
       b->key = key;
@@ -140,7 +146,7 @@ apply_rule (enum period period, int64_t count, const struct retention_point *poi
 
     if (marks[i] != MARK_UNDECIDED)
       continue;
-    key = bucket_key (period, points[i].when);
+    key = bucket_key (period, points, i);
     b = bucket_find (t, key);
     if (b->state == BUCKET_COVERED)
       continue;                       /* left for a later rule */

@@ -415,11 +415,17 @@ copy_extents (struct nbd_handle *h, const struct depth_scan *s, char *buf,
 }
 
 /* Copy into C (path c, the top of a chain whose removed layers sit at
- * depths 2..hi) every extent its view takes from a removed layer. */
+ * depths 2..hi) every extent its view takes from a removed layer.
+ *
+ * qemu-nbd runs under setpriv --pdeathsig KILL: a hub killed after libnbd
+ * started it but before it took its one client would otherwise leave it
+ * waiting for ever, holding C's write lock, so that the restarted hub's
+ * task, restores and backups of the context all find C in use. */
 static int
 copy_removed (const char *c, int64_t size, uint32_t hi)
 {
-  const char *argv[] = { "qemu-nbd", "--format=qcow2", "--allocation-depth",
+  const char *argv[] = { "setpriv", "--pdeathsig", "KILL",
+                         "qemu-nbd", "--format=qcow2", "--allocation-depth",
                          "--cache=writeback", c, NULL };
   struct nbd_handle *h = nbd_create ();
   struct depth_scan s = { .lo = 2, .hi = hi };

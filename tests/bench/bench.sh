@@ -12,10 +12,16 @@
 #   3. full backup of a 100 TiB virtual disk holding 1 GiB of data;
 #   4. restore of a full plus 3 incrementals to a raw file: `strata restore`
 #      (through the hub's NBD export, fsynced) against `qemu-img convert` of
-#      the same chain followed by a sync of its output.
+#      the same chain followed by a sync of its output;
+#   5. prune of a chain of the same disk, a full plus 20 incrementals of 5%
+#      scattered changes each, down to its newest 3 points (one task, from
+#      the request to its end) against what it replaces: deleting the chain
+#      and taking a new full of the disk; the bytes freed; every kept point
+#      restored and compared with the disk as it was.
 #
-# BENCH_DATA_MIB (default 2048) scales test 1; BENCH_DIR picks the scratch
-# folder's parent (default $TMPDIR or /tmp); it needs about 4x the data size.
+# BENCH_DATA_MIB (default 2048) scales tests 1, 2, 4 and 5; BENCH_DIR picks
+# the scratch folder's parent (default $TMPDIR or /tmp); it needs about 5x
+# the data size.
 
 set -u
 TEST_NAME=bench
@@ -225,6 +231,75 @@ say "qemu-img convert -O raw + sync FILE:  best ${t_convert} s of:${s_convert}"
 say "strata restore --format raw:         best ${t_restore} s of:${s_restore}"
 say "   restored file uses                $(mib $(($(stat -c %b "$T/restored.raw") * 512))) MiB of $(mib "$size") MiB (sparse)"
 say "ratio strata / qemu-img:             $(ratio "$t_restore" "$t_convert")   (goal: <= 1.00)"
+rm -f "$T/peer.raw" "$T/restored.raw"
+say ""
+
+# ---- 5. prune a full + 20 incrementals down to 3 points ---------------------
+PRUNE_INCS=20
+PRUNE_KEEP=3
+say "== 5. prune of a full plus $PRUNE_INCS incrementals (${DIRTY_PERCENT}% scattered each) down to $PRUNE_KEEP points"
+# The chain, of the disk of test 1; the kept points' contents saved as they
+# are taken, to compare their restores with.
+strata_backup bench-prune full "$src"
+kept=()
+for ((round = 1; round <= PRUNE_INCS; round++)); do
+  shuf -i 0-$((blocks - 1)) -n "$ndirty" --random-source=<(yes "prune$round") |
+    awk -v p="$((round + 16))" '{ printf "write -P %d %d 64k\n", p, $1 * 65536 }' > "$T/dirty.cmds"
+  qemu-io -f qcow2 "$src" < "$T/dirty.cmds" > /dev/null || die "qemu-io writes"
+  strata_backup bench-prune incremental "$src"
+  [ "$(jq -r '.disks[0].mode' <<< "$BACKUP_JSON")" = incremental ] || die "backup $round of the chain is not incremental"
+  if [ "$round" -gt $((PRUNE_INCS - PRUNE_KEEP)) ]; then
+    id=$(jq -r .backup_id <<< "$BACKUP_JSON")
+    kept=("$id" "${kept[@]}")
+    qemu-img convert -U -O raw "$src" "$T/ref-$id.raw" || die "saving the disk at $id"
+  fi
+done
+ctx=$(curl -s "$(hub_url)/api/v1/contexts?vm_name=bench-prune" | jq -r '.contexts[0].context_id')
+files_before=$(find "$DATA/repository/$ctx" -name '*.qcow2' | wc -l)
+used_before=$(curl -s "$(hub_url)/api/v1/repositories/default" | jq .used_bytes)
+sync
+t0=$(now)
+api POST "/api/v1/contexts/$ctx/prune" "{\"keep_last\":$PRUNE_KEEP}"
+[ "$API_STATUS" = 202 ] || die "prune: $API_STATUS $API_BODY"
+task=$(jqb .task_id)
+# Polled often: the poll's period bounds the time's precision.
+while [ "$(curl -s "$(hub_url)/api/v1/tasks/$task" | jq -r .status)" = running ]; do
+  sleep 0.02
+done
+t1=$(now)
+t_prune=$(secs "$t0" "$t1")
+api GET "/api/v1/tasks/$task"
+[ "$(jqb .status)" = completed ] || die "the prune task ended $(jqb .status): $(jqb .error)"
+freed=$(jqb .result.bytes_freed)
+steps=$(jqb .steps_done)
+used_after=$(curl -s "$(hub_url)/api/v1/repositories/default" | jq .used_bytes)
+files_after=$(find "$DATA/repository/$ctx" -name '*.qcow2' | wc -l)
+left=$(curl -s "$(hub_url)/api/v1/backups?vm_name=bench-prune&limit=1000" | jq -r '[.backups[].backup_id] | join(" ")')
+[ "$left" = "${kept[*]}" ] || die "after the prune the chain holds '$left', not '${kept[*]}'"
+for id in "${kept[@]}"; do
+  rm -f "$T/restored.raw"
+  "$STRATA" restore --hub "$(hub_url)" --backup "$id" --disk 0 --output "$T/restored.raw" \
+    --format raw > /dev/null 2> "$T/agent.err" || die "strata restore of $id failed: $(cat "$T/agent.err")"
+  cmp -s "$T/ref-$id.raw" "$T/restored.raw" || die "kept point $id restores differently after the prune"
+  rm -f "$T/ref-$id.raw" "$T/restored.raw"
+done
+
+# What a prune replaces: delete the chain, take a new full.
+sync
+t0=$(now)
+api DELETE "/api/v1/contexts/$ctx"
+[ "$API_STATUS" = 200 ] || die "delete of the chain: $API_STATUS $API_BODY"
+strata_backup bench-prune full "$src"
+t1=$(now)
+t_refull=$(secs "$t0" "$t1")
+refull_id=$(jq -r .backup_id <<< "$BACKUP_JSON")
+api GET "/api/v1/backups/$refull_id"
+qemu-img compare -q -f qcow2 -F qcow2 "$src" "$(jqb '.disks[0].qcow2_path')" ||
+  die "the new full differs from the source"
+say "strata prune (request..completed):   ${t_prune} s   ($steps step(s), $files_before files -> $files_after, kept points restore bit-identical)"
+say "delete the chain + new full backup:  ${t_refull} s"
+say "ratio prune / (delete + full):       $(ratio "$t_prune" "$t_refull")   (goal: < 1.00)"
+say "bytes freed (task):                  $(mib "$freed") MiB; repository used $(mib "$used_before") -> $(mib "$used_after") MiB"
 
 stop_hub > /dev/null
 _tap_done=1

@@ -2,7 +2,7 @@
 # their status and body (api, jqb, is_error), requests that must be refused
 # and change nothing (bad), and the backup flow through it: put a VM, start
 # a backup, complete its disks, see whether a job has ended, race many
-# starts.
+# starts; prune a context and follow its task.
 
 # ----------------------------------------------------------------- API ----
 
@@ -231,6 +231,56 @@ complete_disk ()
                   + (if $b != "" then {bytes_transferred:($b|tonumber)} else {} end)')
   api POST "/api/v1/backups/$1/complete" "$body"
   is "$API_STATUS" 200 "complete disk $2 of $1"
+}
+
+# ------------------------------------------------------ tasks, prunes ----
+
+# task_status ID: the task's status as the API shows it now (polled by
+# wait_for; leaves $API_STATUS/$API_BODY alone).
+task_status ()
+{
+  curl -s "http://127.0.0.1:$HUB_PORT/api/v1/tasks/$1" | jq -r .status
+}
+
+# task_ended ID: the task is no longer running (completed or failed).
+task_ended ()
+{
+  case $(task_status "$1") in completed|failed) return 0 ;; esac
+  return 1
+}
+
+# context_of VM: the context id of the VM's backups (its only context).
+context_of ()
+{
+  curl -s "http://127.0.0.1:$HUB_PORT/api/v1/contexts?vm_name=$(urlencode "$1")" |
+    jq -r '.contexts[0].context_id // empty'
+}
+
+# prune CTX BODY: POST /api/v1/contexts/CTX/prune BODY; sets TASK (empty
+# when the answer names no task).
+prune ()
+{
+  api POST "/api/v1/contexts/$1/prune" "$2"
+  TASK=$(jqb '.task_id // empty')
+}
+
+# prune_ok CTX BODY DESC: three tests: the prune is accepted (202 with a
+# task), the task ends in time, and it completed.  Leaves the task object
+# in $API_BODY and its id in $TASK.
+prune_ok ()
+{
+  prune "$1" "$2"
+  is "$API_STATUS" 202 "$3: the prune starts a task"
+  [ -n "$TASK" ] || { fail "$3: the answer names the task"; return 1; }
+  ok "$3: the task ends" wait_for "${PRUNE_TIMEOUT:-120}" task_ended "$TASK"
+  api GET "/api/v1/tasks/$TASK"
+  is "$(jqb .status)" completed "$3: the task completed$( [ "$(jqb .status)" = completed ] || echo " (error: $(jqb .error))")"
+}
+
+# repo_used_bytes [ID]: the repository's used_bytes (default: "default").
+repo_used_bytes ()
+{
+  curl -s "http://127.0.0.1:$HUB_PORT/api/v1/repositories/${1:-default}" | jq -r .used_bytes
 }
 
 # ------------------------------------------------------- racing starts ----

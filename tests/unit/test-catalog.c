@@ -1872,6 +1872,7 @@ test_prune (struct catalog *cat)
       got.disks[0].parent_backup_id == NULL, "its disk 0 is a full now");
   ok (got.disks[1].backup_type == BACKUP_INCREMENTAL && got.disks[1].parent_disk_id == p2[1],
       "its disk 1 is still based on P2's");
+  ok (got.backup_type == BACKUP_INCREMENTAL, "so the job is still an incremental");
   cat_job_clear (&got);
   fails_with (catalog_backup_get (cat, "backup-pf", &got), ERR_NOT_FOUND, "F is gone");
   succeeds (catalog_backup_get (cat, "backup-p1", &got), "P1 is still there");
@@ -1882,6 +1883,9 @@ test_prune (struct catalog *cat)
     int64_t removed[] = { p1[1], p2[1] };
     merge_ok (cat, p3[1], -1, removed, 2, removed, 2, "head of disk 1");
   }
+  succeeds (catalog_backup_get (cat, "backup-p3", &got), "get P3 again");
+  ok (got.backup_type == BACKUP_FULL, "with both disks fulls, P3 is a full job");
+  cat_job_clear (&got);
   fails_with (catalog_backup_get (cat, "backup-p1", &got), ERR_NOT_FOUND,
               "P1, without disks, is gone");
   fails_with (catalog_backup_get (cat, "backup-p2", &got), ERR_NOT_FOUND, "so is P2");
