@@ -27,7 +27,8 @@ DONE=$BID
 api POST "/api/v1/contexts/$CTX1/prune" '{"keep_last":2}'
 is "$API_STATUS" 202 "a prune of bl1's context"
 TASK=$(jqb .task_id)
-ok "its task ends" wait_for 120 eval "[ \"\$(curl -s http://127.0.0.1:$HUB_PORT/api/v1/tasks/$TASK | jq -r .status)\" = completed ]"
+ok "its task ends" wait_for 120 task_ended "$TASK"
+is "$(task_status "$TASK")" completed "it completed"
 start_backup bl1 incremental
 RUN=$BID
 api PUT $P/pol1 '{"schedule":"@daily","retention":{"keep_last":2,"keep_daily":7}}'

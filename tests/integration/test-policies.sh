@@ -38,12 +38,6 @@ task_removing ()
   get /tasks "[.tasks[] | select(.context_id == \"$1\" and ((.result.remove // []) | index(\"$2\")))][0].task_id // empty"
 }
 
-task_ended ()
-{
-  case $(get "/tasks/$1" .status) in completed|failed) return 0 ;; esac
-  return 1
-}
-
 # wait_prune CTX BID DESC: wait for the task that removes BID to appear and
 # to end; two tests (it appears, it completes).  Sets TID.
 wait_prune ()
