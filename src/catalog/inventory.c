@@ -124,10 +124,12 @@ catalog_repo_delete (struct catalog *cat, const char *id)
 
 #define POLICY_SELECT \
   "SELECT name, repository_id, schedule, keep_last, keep_hourly, keep_daily," \
-  " keep_weekly, keep_monthly, keep_yearly, created_at, updated_at FROM policies"
+  " keep_weekly, keep_monthly, keep_yearly, created_at, updated_at, has_retention" \
+  " FROM policies"
 
 /* Copy a POLICY_SELECT row into *o (owned by the caller).  A NULL rule
- * reads as -1; the policy has retention when any rule is there. */
+ * reads as -1; has_retention says whether the policy has retention at all
+ * (its rules may all be absent: {}, which keeps everything). */
 static int
 policy_read (struct catalog *cat, struct row *r, void *rec)
 {
@@ -144,8 +146,7 @@ policy_read (struct catalog *cat, struct row *r, void *rec)
   k->keep_weekly = core_row_int (r, 6);
   k->keep_monthly = core_row_int (r, 7);
   k->keep_yearly = core_row_int (r, 8);
-  o->has_retention = k->keep_last >= 0 || k->keep_hourly >= 0 || k->keep_daily >= 0 ||
-                     k->keep_weekly >= 0 || k->keep_monthly >= 0 || k->keep_yearly >= 0;
+  o->has_retention = core_row_int (r, 11) == 1;
   o->created_at = core_row_text (r, 9);
   o->updated_at = core_row_text (r, 10);
   return core_row_done (r);
@@ -182,17 +183,19 @@ policy_put_tx (struct catalog *cat, const void *rec, const char *now, bool *crea
   if ((f = db_int (cat, &one, "SELECT 1 FROM policies WHERE name = ?", "s", p->name)) == -1)
     return -1;
   *created = f == 0;
-  /* ?1 name, ?2 repository, ?3 schedule, ?4..?9 the rules, ?10 now. */
+  /* ?1 name, ?2 repository, ?3 schedule, ?4..?9 the rules, ?10 now,
+   * ?11 whether it has retention at all. */
   if (db_exec (cat, *created
                ? "INSERT INTO policies (name, repository_id, schedule, keep_last,"
                  " keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly,"
-                 " created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)"
+                 " created_at, updated_at, has_retention)"
+                 " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11)"
                : "UPDATE policies SET repository_id = ?2, schedule = ?3, keep_last = ?4,"
                  " keep_hourly = ?5, keep_daily = ?6, keep_weekly = ?7, keep_monthly = ?8,"
-                 " keep_yearly = ?9, updated_at = ?10 WHERE name = ?1",
-               "sssoooooos", p->name, p->repository_id, p->schedule, k->keep_last,
+                 " keep_yearly = ?9, updated_at = ?10, has_retention = ?11 WHERE name = ?1",
+               "sssoooooosi", p->name, p->repository_id, p->schedule, k->keep_last,
                k->keep_hourly, k->keep_daily, k->keep_weekly, k->keep_monthly,
-               k->keep_yearly, now) == -1) {
+               k->keep_yearly, now, (int) p->has_retention) == -1) {
     error_prefix ("storing policy %s", p->name);
     return -1;
   }

@@ -13,8 +13,12 @@ CREATE TABLE IF NOT EXISTS policies (
   keep_weekly    BIGINT CHECK (keep_weekly >= 0),
   keep_monthly   BIGINT CHECK (keep_monthly >= 0),
   keep_yearly    BIGINT CHECK (keep_yearly >= 0),
+  has_retention  INT NOT NULL DEFAULT 0 CHECK (has_retention IN (0, 1)),
   created_at     VARCHAR(32) NOT NULL,
   updated_at     VARCHAR(32) NOT NULL,
+  CONSTRAINT policies_rules CHECK (has_retention = 1 OR
+    COALESCE (keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly,
+              keep_yearly) IS NULL),
   KEY policies_repository (repository_id),
   CONSTRAINT policies_repository FOREIGN KEY (repository_id)
     REFERENCES backup_repositories (id)

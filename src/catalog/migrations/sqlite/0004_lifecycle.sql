@@ -4,7 +4,9 @@
 -- policies: a retention and schedule policy, named like a VM.  Its
 -- repository_id has no ON DELETE action (a repository a policy names
 -- cannot be deleted); a keep_* column is NULL when the policy has no such
--- rule.  vms.policy names the VM's policy, again with no ON DELETE action
+-- rule, and has_retention tells a policy without retention (null in the
+-- API: nothing is pruned) from one whose retention names no rule ({}:
+-- everything is kept).  vms.policy names the VM's policy, again with no ON DELETE action
 -- (a policy in use cannot be deleted); vms.next_run_at, last_run_at and
 -- last_skipped_at belong to the scheduler.
 --
@@ -29,8 +31,11 @@ CREATE TABLE policies (
   keep_weekly    INTEGER CHECK (keep_weekly >= 0),
   keep_monthly   INTEGER CHECK (keep_monthly >= 0),
   keep_yearly    INTEGER CHECK (keep_yearly >= 0),
+  has_retention  INTEGER NOT NULL DEFAULT 0 CHECK (has_retention IN (0, 1)),
   created_at     TEXT NOT NULL,
-  updated_at     TEXT NOT NULL
+  updated_at     TEXT NOT NULL,
+  CHECK (has_retention = 1 OR COALESCE (keep_last, keep_hourly, keep_daily, keep_weekly,
+                                        keep_monthly, keep_yearly) IS NULL)
 );
 CREATE INDEX policies_repository ON policies (repository_id);
 
