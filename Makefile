@@ -106,7 +106,8 @@ run: deps
 
 # The data path against its peers in one run on this machine: full backup
 # vs nbdcopy, a 5% incremental, a 100 TiB sparse disk, restore vs qemu-img
-# convert (tests/bench/bench.sh; BENCH_DATA_MIB, BENCH_ROUNDS, BENCH_DIR).
+# convert, a prune of 21 points to 3 vs deleting them and taking a new full
+# (tests/bench/bench.sh; BENCH_DATA_MIB, BENCH_ROUNDS, BENCH_DIR).
 # Prints figures and ratios; every copy is checked, no speed is asserted.
 bench: deps
 	$(MAKE) $(BUILD)/strata
