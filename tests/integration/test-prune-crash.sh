@@ -85,7 +85,7 @@ recovered ()
      "$1: no backup is left removing"
   completed_points_read_back "$1 (after the restart)"
   repo_is_catalog "$1 (after the restart)"
-  repo_images_check "$1 (after the restart)" leaks
+  repo_images_check "$1 (after the restart)"
 }
 
 # --- The task is recorded, nothing merged yet -------------------------------------

@@ -103,7 +103,7 @@ is "$(curl -s "http://127.0.0.1:$HUB_PORT/api/v1/backups?vm_name=$VM&status=comp
 is "$(sql "SELECT count(*) FROM backup_jobs")" 7 "and the only ones in the catalog"
 completed_points_read_back "the end"
 repo_is_catalog "the end"
-repo_images_check "the end" leaks
+repo_images_check "the end"
 points_restore_ok $KEEP
 
 # The chain goes on: an incremental on the newest point.

@@ -1,5 +1,5 @@
 # tests/lib/tap.sh - TAP output for the integration tests: checks (ok, is,
-# like, cmp_ok, todo_ok ...), diagnostics, the plan, skipping and bailing out.
+# like, cmp_ok ...), diagnostics, the plan, skipping and bailing out.
 # Sourced by tests/functions.sh; a failing check names the line of the test
 # script that made it.
 
@@ -75,23 +75,6 @@ ok ()
     pass "$desc"
   else
     fail "$desc" "  command: $*" "  exit status: $rc" "$(printf '%s' "$out" | head -c 4000 | sed 's/^/    /')"
-  fi
-}
-
-# todo_ok DESC REASON CMD [ARGS...]: like ok, but a known defect (TAP's
-# TODO): a failure is shown, with REASON, and does not fail the test file.
-todo_ok ()
-{
-  local desc=$1 reason=$2 out rc
-  shift 2
-  out=$("$@" 2>&1)
-  rc=$?
-  _tap_n=$((_tap_n + 1))
-  if [ $rc -eq 0 ]; then
-    printf 'ok %d - %s # TODO %s\n' "$_tap_n" "$desc" "$reason"
-  else
-    printf 'not ok %d - %s # TODO %s\n' "$_tap_n" "$desc" "$reason"
-    diag "  known defect at line $(_caller_line): $(printf '%s' "$out" | head -c 1000)"
   fi
 }
 
