@@ -53,16 +53,5 @@ struct copy_tuning {
 };
 void copy_tuning_get (struct copy_tuning *t);
 
-/* A private qemu-nbd serving one image on a unix socket in a private
- * temporary folder.  qnbd_stop always kills and reaps it and removes the
- * folder. */
-struct qnbd {
-  pid_t pid;
-  char *dir;
-  char *uri;                  /* nbd+unix:///?socket=DIR/sock */
-};
-int qnbd_start (struct qnbd *q, const char *image, const char *format, bool ro,
-                const char *bitmap);
-void qnbd_stop (struct qnbd *q);
 
 #endif

@@ -22,6 +22,7 @@
 #include "util/cleanup.h"
 #include "util/clock.h"
 #include "util/error.h"
+#include "storage/qnbd.h"
 #include "util/proc.h"
 
 static int
@@ -108,7 +109,7 @@ engine_restore (const char *source_uri, const char *tls_psk_file, const char *ou
       }
     }
     created = true;
-    if (qnbd_start (&q, output, "qcow2", false, NULL) == -1)
+    if (qnbd_start (&q, output, "qcow2", false, NULL, NULL) == -1)
       goto fail;
     spec.dst_uri = q.uri;
   }

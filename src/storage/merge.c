@@ -86,6 +86,7 @@
 #include <libnbd.h>
 
 #include "storage/merge.h"
+#include "storage/qnbd.h"
 #include "storage/repo.h"
 #include "util/cleanup.h"
 #include "util/crash.h"
@@ -439,16 +440,15 @@ copy_extents (struct nbd_handle *h, const struct depth_scan *s, char *buf,
 /* Copy into C (path c, the top of a chain whose removed layers sit at
  * depths 2..hi) every extent its view takes from a removed layer.
  *
- * qemu-nbd runs under setpriv --pdeathsig KILL: a hub killed after libnbd
- * started it but before it took its one client would otherwise leave it
- * waiting for ever, holding C's write lock, so that the restarted hub's
- * task, restores and backups of the context all find C in use. */
+ * qemu-nbd is a private one of storage/qnbd.h, which dies with the hub: a
+ * hub killed in the middle of the copy must not leave it holding C's write
+ * lock, or the restarted hub's task, and restores and backups of the
+ * context, would all find C in use. */
 static int
 copy_removed (const char *c, int64_t size, uint32_t hi)
 {
-  const char *argv[] = { "setpriv", "--pdeathsig", "KILL",
-                         "qemu-nbd", "--format=qcow2", "--allocation-depth",
-                         "--cache=writeback", c, NULL };
+  static const char *const extra[] = { "--allocation-depth", NULL };
+  struct qnbd q = { 0 };
   struct nbd_handle *h = nbd_create ();
   struct depth_scan s = { .lo = 2, .hi = hi };
   CLEANUP_FREE char *buf = malloc (COPY_CHUNK);
@@ -464,11 +464,12 @@ copy_removed (const char *c, int64_t size, uint32_t hi)
   }
   if (nbd_add_meta_context (h, "qemu:allocation-depth") == -1)
     goto nbd_fail;
-  if (nbd_connect_systemd_socket_activation (h, (char **) argv) == -1) {
-    error_set (ERR_INTERNAL, "copying into %s: qemu-nbd could not serve it (%s; "
-               "its own message is on standard error)", c, nbd_get_error ());
+  if (qnbd_start (&q, c, "qcow2", false, NULL, extra) == -1) {
+    error_prefix ("copying into %s", c);
     goto out;
   }
+  if (nbd_connect_uri (h, q.uri) == -1)
+    goto nbd_fail;
   if (nbd_can_meta_context (h, "qemu:allocation-depth") != 1) {
     error_set (ERR_INTERNAL, "copying into %s: qemu-nbd does not report "
                "allocation depths", c);
@@ -506,9 +507,9 @@ copy_removed (const char *c, int64_t size, uint32_t hi)
  nbd_fail:
   error_set (ERR_INTERNAL, "copying into %s: %s", c, nbd_get_error ());
  out:
-  /* Closing waits for qemu-nbd, which closes C (flushing it) and exits
-   * once its one client is gone. */
+  /* The client goes first; then qemu-nbd, which closes C. */
   nbd_close (h);
+  qnbd_stop (&q);
   free (s.ext);
   return ret;
 }
