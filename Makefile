@@ -2,7 +2,7 @@
 # whole suite (installing missing Debian packages first); "make run" starts a hub.
 
 CC      ?= cc
-PKGS    := libmicrohttpd jansson sqlite3 libnbd libcurl libmariadb libvirt
+PKGS    := libmicrohttpd jansson sqlite3 libnbd libcurl libmariadb libvirt libxml-2.0
 WARN    := -Wall -Wextra -Wshadow -Wformat=2 -Wstrict-prototypes -Wno-unused-parameter
 ifeq ($(CI),true)
 WARN    += -Werror
@@ -26,7 +26,7 @@ DEB_PKGS := gcc make pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev 
             libnbd-dev libcurl4-openssl-dev libmariadb-dev mariadb-server mariadb-client \
             qemu-utils qemu-system-common libnbd-bin sqlite3 jq curl perl procps \
             iproute2 e2fsprogs bsdutils util-linux \
-            libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients \
+            libvirt-dev libxml2-dev libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients \
             qemu-system-x86
 
 LIB_SRCS  := $(sort $(wildcard src/*/*.c))

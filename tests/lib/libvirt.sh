@@ -98,8 +98,9 @@ EOF
 }
 
 # define_domain NAME DISK...: define a TCG domain (a few MiB of memory, no
-# OS) with the DISKs as virtio disks vda, vdb, ...: each an image file,
-# qcow2 or raw by its contents, or "cdrom:FILE" for a read-only cdrom.
+# OS, ACPI so that disks can be hot-plugged) with the DISKs as virtio disks
+# vda, vdb, ...: each an image file, qcow2 or raw by its contents, or
+# "cdrom:FILE" for a read-only cdrom.
 define_domain ()
 {
   local name=$1 disks="" i=0 d fmt letters=abcdefgh
@@ -121,6 +122,7 @@ define_domain ()
   <memory unit='MiB'>24</memory>
   <vcpu>1</vcpu>
   <os><type arch='x86_64' machine='pc'>hvm</type></os>
+  <features><acpi/></features>
   <on_poweroff>destroy</on_poweroff>
   <devices>
     <emulator>/usr/bin/qemu-system-x86_64</emulator>
@@ -180,4 +182,17 @@ _cleanup_extra ()
   for p in "${_lv_pids[@]}"; do
     _wait_gone "$p" 10 || kill -KILL "$p" 2> /dev/null
   done
+}
+
+# guest_write_ref DOMAIN TARGET REF PATTERN OFFSET LENGTH: guest_write, and
+# the same write into the raw reference image REF.
+guest_write_ref ()
+{
+  guest_write "$1" "$2" "$4" "$5" "$6" && ref_write "$3" "$4" "$5" "$6"
+}
+
+# backup_job_running DOMAIN: libvirt has a backup job on the domain.
+backup_job_running ()
+{
+  lv_virsh domjobinfo "$1" 2> /dev/null | grep -q 'Operation: *Backup'
 }
