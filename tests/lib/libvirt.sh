@@ -27,14 +27,13 @@
 # QEMU must be able to open files under $T); nothing is started then.
 #
 # The EXIT trap (_cleanup_extra, called first by _cleanup) destroys and
-# undefines every domain the test defined, then stops the daemons it
+# undefines every domain whose name has the test's prefix ($LV_PREFIX), then stops the daemons it
 # started, by pid, and waits for them.
 
 LIBVIRT_URI=
 LV_PREFIX=strata-t$$-
 _lv_dir=
 _lv_pids=()
-_lv_domains=()
 
 # lv_virsh ARGS...: virsh against the test's libvirtd.
 lv_virsh ()
@@ -131,8 +130,7 @@ define_domain ()
   </devices>
 </domain>
 EOF
-  lv_virsh define "$T/$name.xml" > /dev/null || return 1
-  _lv_domains+=("$name")
+  lv_virsh define "$T/$name.xml" > /dev/null
 }
 
 # guest_write DOMAIN TARGET PATTERN OFFSET LENGTH: the guest writes PATTERN
@@ -172,7 +170,9 @@ _cleanup_extra ()
 {
   local d p
   [ -n "$LIBVIRT_URI" ] || return 0
-  for d in "${_lv_domains[@]}"; do
+  # Every domain with the test's prefix (define_domain may have run in a
+  # subshell, as under ok).
+  for d in $(virsh -q -c "$LIBVIRT_URI" list --all --name 2> /dev/null | grep "^$LV_PREFIX"); do
     virsh -q -c "$LIBVIRT_URI" destroy "$d" > /dev/null 2>&1
     virsh -q -c "$LIBVIRT_URI" undefine "$d" --checkpoints-metadata > /dev/null 2>&1
   done
