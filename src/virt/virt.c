@@ -868,13 +868,25 @@ int
 virt_session_begin (struct virt_domain *vd, struct engine_session *s,
                     const char *backup_id, bool quiesce, char **quiesce_note)
 {
+  size_t copies = 0;
+
+  *quiesce_note = NULL;
   if (s->n != vd->n) {
     error_set (ERR_CONFLICT, "the backup has %zu disks, domain '%s' %zu", s->n, vd->name,
                vd->n);
     return -1;
   }
-  for (size_t i = 0; i < vd->n; i++)
+  for (size_t i = 0; i < vd->n; i++) {
     vd->disks[i].previous = s->disks[i].d.previous_change_id;
+    copies += !s->disks[i].done_before;
+  }
+  /* A job whose disks were all recorded (finishing again after a restart)
+   * owes only the deletion of the checkpoints it replaces: no new job. */
+  if (copies == 0) {
+    s->live_ops = &virt_live_ops;
+    s->live = vd;
+    return 0;
+  }
   if (virt_backup_begin (vd, backup_id, quiesce, quiesce_note) == -1)
     return -1;
   for (size_t i = 0; i < vd->n; i++) {
