@@ -2,7 +2,7 @@
 # whole suite (installing missing Debian packages first); "make run" starts a hub.
 
 CC      ?= cc
-PKGS    := libmicrohttpd jansson sqlite3 libnbd libcurl libmariadb
+PKGS    := libmicrohttpd jansson sqlite3 libnbd libcurl libmariadb libvirt libxml-2.0
 WARN    := -Wall -Wextra -Wshadow -Wformat=2 -Wstrict-prototypes -Wno-unused-parameter
 ifeq ($(CI),true)
 WARN    += -Werror
@@ -25,7 +25,9 @@ LIBS    = $(PKG_LIBS) -lpthread
 DEB_PKGS := gcc make pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev \
             libnbd-dev libcurl4-openssl-dev libmariadb-dev mariadb-server mariadb-client \
             qemu-utils qemu-system-common libnbd-bin sqlite3 jq curl perl procps \
-            iproute2 e2fsprogs bsdutils util-linux
+            iproute2 e2fsprogs bsdutils util-linux \
+            libvirt-dev libxml2-dev libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients \
+            qemu-system-x86
 
 LIB_SRCS  := $(sort $(wildcard src/*/*.c))
 LIB_OBJS  := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(LIB_SRCS)) $(BUILD)/obj/gen/migrations.o
@@ -46,6 +48,15 @@ deps:
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	  else \
 	    echo "missing Debian packages; run: sudo apt-get install$$missing" >&2; exit 1; \
+	  fi; \
+	fi; \
+	if ! id libvirt-qemu > /dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    getent group libvirt-qemu > /dev/null || groupadd --system libvirt-qemu; \
+	    useradd --system -g libvirt-qemu -d /var/lib/libvirt -s /usr/sbin/nologin libvirt-qemu; \
+	  else \
+	    echo "libvirtd needs the libvirt-qemu user; run: sudo groupadd --system libvirt-qemu &&" \
+	         "sudo useradd --system -g libvirt-qemu -d /var/lib/libvirt -s /usr/sbin/nologin libvirt-qemu" >&2; exit 1; \
 	  fi; \
 	fi
 

@@ -18,6 +18,13 @@
  *    failed at the hub (POST .../fail) and every disk's new bitmap removed,
  *    so the previous chain stays usable.
  *
+ * A libvirt domain (--libvirt) is its disks in target order: after step 2
+ * one libvirt pull-mode backup job exports them all at one point in time
+ * with a new checkpoint (virt/virt.h), the session copies the exports,
+ * ends the job, and deletes the previous checkpoint once the hub completed
+ * the job, or the new one when it failed.  A shut-off domain is started
+ * paused for it and shut off again.
+ *
  * An agent's job is completed at the hub by its last disk, before the
  * agent removes the superseded bitmaps: an agent that dies in between
  * leaves the old bitmap in its image (harmless: the next backup of that
@@ -37,10 +44,12 @@
 #include "agent/agent-int.h"
 #include "util/cleanup.h"
 #include "util/error.h"
+#include "virt/virt.h"
 
 struct bdisk {
   int index;
   const char *source;
+  const char *target;         /* a libvirt disk's target (vda), or NULL */
   int64_t size;
   bool skip;                  /* completed before (a resumed job) */
   char *target_uri, *prev, *hub_full_reason;
@@ -52,6 +61,10 @@ struct bdisk {
 struct backup {
   struct client c;
   const char *vm, *repo, *psk, *bitmap, *change_id;
+  const char *domain, *uri;   /* --libvirt, --connect */
+  bool quiesce;
+  struct virt_domain *vd;
+  char *quiesce_note;         /* why --quiesce could not freeze, or NULL */
   bool type_auto;             /* --type auto: decided by the context's chain */
   enum backup_type type;
   bool json, resumed;
@@ -78,10 +91,14 @@ usage (FILE *fp)
 "                     [--type auto|full|incremental] [--dirty-bitmap NAME]\n"
 "                     [--change-id ID] [--tls-psk-file F] [--parallel N]\n"
 "                     [--json] DISK...\n"
+"       strata backup [...] --libvirt DOMAIN [--connect URI] [--quiesce]\n"
 "Back up the disks of a VM into the hub.  Each DISK, in order, is disk 0, 1, ...:\n"
 "  a QCOW2 image (strata keeps a persistent dirty bitmap in it: incrementals copy\n"
 "  only what changed), a raw image or block device (always copied in full), or\n"
-"  an NBD URI (nbd://, nbd+unix://, nbds://).\n"
+"  an NBD URI (nbd://, nbd+unix://, nbds://).  With --libvirt, the disks are the\n"
+"  domain's writable disks in target order (vda = 0, ...), backed up live through\n"
+"  libvirt with a checkpoint per backup; cdroms, read-only and shareable disks\n"
+"  are skipped and listed.\n"
 "\n"
 "  --hub URL            the hub (default $STRATA_HUB or http://127.0.0.1:8082)\n"
 "  --token-file F       API token (first line of F) for a hub with --api-token-file\n"
@@ -96,6 +113,11 @@ usage (FILE *fp)
 "  --tls-psk-file F     PSK file for the hub's nbds:// targets\n"
 "  --parallel N         disks copied at once (default 2)\n"
 "  --json               print a JSON summary on stdout instead of progress\n"
+"  --libvirt DOMAIN     back up a libvirt domain, running or shut off (started\n"
+"                       paused for the backup); --vm defaults to DOMAIN\n"
+"  --connect URI        libvirt URI (default qemu:///system)\n"
+"  --quiesce            freeze the guest's file systems (guest agent) around the\n"
+"                       start; without an agent the backup is crash-consistent\n"
 "\n"
 "Exit status: 0 backed up; 1 the backup failed (the job is failed at the hub,\n"
 "the previous chain stays usable); 2 usage error or unusable DISK (nothing is\n"
@@ -517,8 +539,9 @@ print_json (struct backup *b, const char *status, const char *error)
     const struct engine_disk_result *r = &sd->result;
     const char *reason = r->full_reason ? r->full_reason : d->hub_full_reason;
     json_array_append_new (arr, json_pack (
-      "{s:i,s:s,s:s,s:o,s:o,s:I,s:I,s:I,s:f,s:o,s:o}",
+      "{s:i,s:s,s:o,s:s,s:o,s:o,s:I,s:I,s:I,s:f,s:o,s:o}",
       "disk_index", i, "source", d->source,
+      "target", d->target ? json_string (d->target) : json_null (),
       "status", disk_status_name (sd->completed ? DISK_COMPLETED : DISK_FAILED),
       "mode", r->copied ? json_string (backup_type_name (r->mode)) : json_null (),
       "change_id", r->change_id ? json_string (r->change_id) : json_null (),
@@ -533,6 +556,9 @@ print_json (struct backup *b, const char *status, const char *error)
   json_object_set_new (o, "status", json_string (status));
   json_object_set_new (o, "resumed", json_boolean (b->resumed));
   json_object_set_new (o, "error", error ? json_string (error) : json_null ());
+  if (b->domain)
+    json_object_set_new (o, "quiesce", b->quiesce_note ? json_string (b->quiesce_note)
+                         : json_string (b->quiesce ? "quiesced" : "not asked"));
   json_object_set (o, "disks", arr);
   s = json_dumps (o, JSON_INDENT (2));
   if (s)
@@ -554,6 +580,9 @@ agent_backup_main (int argc, char **argv)
     { "tls-psk-file", required_argument, NULL, 'k' },
     { "parallel", required_argument, NULL, 'p' },
     { "json", no_argument, NULL, 'j' },
+    { "libvirt", required_argument, NULL, 'L' },
+    { "connect", required_argument, NULL, 'U' },
+    { "quiesce", no_argument, NULL, 'Q' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
@@ -578,6 +607,9 @@ agent_backup_main (int argc, char **argv)
     case 'c': b.change_id = optarg; break;
     case 'k': b.psk = optarg; break;
     case 'j': b.json = true; break;
+    case 'L': b.domain = optarg; break;
+    case 'U': b.uri = optarg; break;
+    case 'Q': b.quiesce = true; break;
     case 'p':
       errno = 0;
       b.parallel = strtol (optarg, &end, 10);
@@ -590,6 +622,8 @@ agent_backup_main (int argc, char **argv)
     default: usage (stderr); return AGENT_EXIT_USAGE;
     }
   }
+  if (b.vm == NULL && b.domain)
+    b.vm = b.domain;
   if (b.vm == NULL || *b.vm == '\0') {
     fprintf (stderr, "strata backup: --vm NAME is required\n");
     return AGENT_EXIT_USAGE;
@@ -599,7 +633,15 @@ agent_backup_main (int argc, char **argv)
     fprintf (stderr, "strata backup: --type %s: auto, full or incremental\n", type);
     return AGENT_EXIT_USAGE;
   }
-  if (optind >= argc) {
+  if ((b.uri || b.quiesce) && b.domain == NULL) {
+    fprintf (stderr, "strata backup: --connect and --quiesce go with --libvirt\n");
+    return AGENT_EXIT_USAGE;
+  }
+  if (b.domain && optind < argc) {
+    fprintf (stderr, "strata backup: --libvirt takes the domain's disks; no DISK with it\n");
+    return AGENT_EXIT_USAGE;
+  }
+  if (b.domain == NULL && optind >= argc) {
     fprintf (stderr, "strata backup: no DISK given\n");
     return AGENT_EXIT_USAGE;
   }
@@ -613,6 +655,20 @@ agent_backup_main (int argc, char **argv)
   }
 
   b.n = argc - optind;
+  if (b.domain) {
+    CLEANUP_FREE char *skipped = NULL;
+    size_t nd;
+    b.vd = virt_open (b.uri, b.domain, &skipped);
+    if (b.vd == NULL) {
+      fprintf (stderr, "strata backup: %s\n", error_message ());
+      rc = error_category () == ERR_UNAVAILABLE ? AGENT_EXIT_FAILED : AGENT_EXIT_USAGE;
+      goto out;
+    }
+    if (skipped && !b.json)
+      fprintf (stderr, "strata backup: domain %s: skipped %s\n", b.domain, skipped);
+    virt_disks (b.vd, &nd);
+    b.n = (int) nd;
+  }
   b.disks = calloc (b.n, sizeof *b.disks);
   b.rows = calloc (b.n, sizeof *b.rows);
   if (b.disks == NULL || b.rows == NULL) {
@@ -622,8 +678,17 @@ agent_backup_main (int argc, char **argv)
   for (i = 0; i < b.n; i++) {
     struct bdisk *d = &b.disks[i];
     d->index = i;
-    d->source = argv[optind + i];
     snprintf (b.rows[i].label, sizeof b.rows[i].label, "disk %d", i);
+    if (b.vd) {
+      size_t nd;
+      struct virt_disk *vdisk = &virt_disks (b.vd, &nd)[i];
+      d->source = vdisk->path;
+      d->target = vdisk->target;
+      d->size = vdisk->size;
+      snprintf (b.rows[i].label, sizeof b.rows[i].label, "disk %d (%s)", i, vdisk->target);
+      continue;
+    }
+    d->source = argv[optind + i];
     if (engine_source_size (d->source, &d->size) == -1) {
       fprintf (stderr, "strata backup: disk %d: %s\n", i, error_message ());
       rc = AGENT_EXIT_USAGE;
@@ -671,6 +736,19 @@ agent_backup_main (int argc, char **argv)
                                                            : b.backup_id);
   }
   engine_session_init (&b.s, &agent_session_ops, &b, b.sdisks, b.n, b.parallel);
+  if (b.vd && virt_session_begin (b.vd, &b.s, b.backup_id, b.quiesce, &b.quiesce_note) == -1) {
+    char why[1200];
+    snprintf (why, sizeof why, "%s", error_message ());
+    fail_at_hub (&b, why);
+    fprintf (stderr, "strata backup: backup %s failed: %s\n", b.backup_id, why);
+    if (b.json)
+      print_json (&b, job_status_name (JOB_FAILED), why);
+    rc = b.hub_gone ? AGENT_EXIT_HUB : AGENT_EXIT_FAILED;
+    engine_session_clear (&b.s);
+    goto out;
+  }
+  if (b.quiesce_note && !b.json)
+    fprintf (stderr, "strata backup: domain %s: %s\n", b.domain, b.quiesce_note);
 
   /* Signals go to the watcher thread only. */
   sigemptyset (&set);
@@ -707,6 +785,8 @@ agent_backup_main (int argc, char **argv)
   engine_session_clear (&b.s);
 
  out:
+  virt_close (b.vd);
+  free (b.quiesce_note);
   for (i = 0; b.disks && i < b.n; i++) {
     free (b.disks[i].recorded_change_id);
     free (b.disks[i].target_uri);

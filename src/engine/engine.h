@@ -45,6 +45,9 @@ struct engine_backup_disk {
   /* NBD sources only: the change id to record for this backup (for
    * example libvirt's new checkpoint name), or NULL. */
   const char *source_change_id;
+  /* NBD sources only: why the export is a full one although the chain has
+   * a previous change id (libvirt's checkpoint was unusable), or NULL. */
+  const char *source_full_reason;
   const char *target_uri;        /* the disk's nbd_uri from the hub */
   const char *tls_psk_file;      /* key file for nbds:// targets, or NULL */
   const char *backup_id;         /* names the new bitmap of a QCOW2 source */
@@ -176,9 +179,28 @@ struct engine_session_ops {
   void (*finish) (struct engine_session *s);
 };
 
+/* A live source: the disks are the exports of one hypervisor backup job
+ * (libvirt's pull mode, virt/virt.h), which the caller began before the
+ * session.  Its change tracking belongs to the job, not to the disks, so
+ * the session hands the job its ends instead of each disk's commit and
+ * abort. */
+struct engine_live_ops {
+  /* Every copy has stopped: end the job (its exports go). */
+  void (*end) (struct engine_session *s);
+  /* ENGINE_COMMIT: delete what the new tracking replaces.  -1 with the
+   * error set when something stays (reported through ops->warn). */
+  int (*commit) (struct engine_session *s);
+  /* Any other verdict but ENGINE_LEAVE: delete the new tracking. */
+  void (*abort) (struct engine_session *s);
+};
+
 struct engine_session {
   const struct engine_session_ops *ops;
   void *opaque;                      /* the caller's */
+  /* Optional, set after engine_session_init: the live source and its
+   * object. */
+  const struct engine_live_ops *live_ops;
+  void *live;
   struct engine_session_disk *disks; /* the caller's array */
   size_t n;
   int parallel;                      /* copies at once (>= 1) */

@@ -11,6 +11,11 @@
  *     -> ops->fail (once, after every copy stopped)
  *     -> abort, keep-completed or leave, as fail answers
  *
+ * With a live source (s->live_ops: a libvirt backup job) the job is ended
+ * once every copy has stopped, before the verdict, and commit and abort go
+ * to the job's checkpoint instead of each disk's bitmaps; keep-completed
+ * aborts it too, since a rerun makes a new checkpoint.
+ *
  * A bitmap that replaces another is committed only once every disk of the
  * job is recorded: until then the older bitmap stays, so a job that fails
  * later still leaves each disk's last good bitmap for the next incremental.
@@ -149,6 +154,11 @@ copier (void *arg)
 static void
 commit (struct engine_session *s)
 {
+  if (s->live_ops) {
+    if (s->live_ops->commit (s) == -1 && s->ops->warn && s->n > 0)
+      s->ops->warn (s, &s->disks[0], error_message ());
+    return;
+  }
   for (size_t i = 0; i < s->n; i++) {
     struct engine_session_disk *sd = &s->disks[i];
     if (!sd->completed || sd->d.source == NULL)
@@ -164,6 +174,10 @@ commit (struct engine_session *s)
 static void
 abort_bitmaps (struct engine_session *s, enum engine_verdict v)
 {
+  if (s->live_ops) {
+    s->live_ops->abort (s);
+    return;
+  }
   for (size_t i = 0; i < s->n; i++) {
     struct engine_session_disk *sd = &s->disks[i];
     if ((!sd->copied && !sd->done_before) || sd->d.source == NULL)
@@ -201,6 +215,8 @@ engine_session_run (struct engine_session *s)
   for (size_t i = 0; i < n_threads; i++)
     pthread_join (threads[i], NULL);
   free (threads);
+  if (s->live_ops)
+    s->live_ops->end (s);
 
   /* A stop that came once every disk was recorded stops nothing: the job
    * owes only its bitmaps. */

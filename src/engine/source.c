@@ -290,6 +290,11 @@ engine_backup_disk (const struct engine_backup_disk *d, struct engine_progress *
       return -1;
     }
     out->full_reason = st.full_reason;
+    if (out->full_reason == NULL && d->source_full_reason &&
+        set_str (&out->full_reason, d->source_full_reason) == -1) {
+      engine_disk_result_clear (out);
+      return -1;
+    }
     return 0;
   }
 

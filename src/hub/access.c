@@ -18,6 +18,7 @@
 #include "util/error.h"
 #include "util/id.h"
 #include "util/log.h"
+#include "virt/virt.h"
 
 char *
 hub_nbd_uri (struct hub *hub, const char *export_name)
@@ -259,10 +260,18 @@ int
 hub_source_check (const char *source)
 {
   static const char *const schemes[] = { "nbd://", "nbd+unix://", NULL };
+  const char *domain;
 
   if (source == NULL || *source == '\0') {
     error_set (ERR_INVALID, "source must not be empty");
     return -1;
+  }
+  if (virt_source_parse (source, &domain)) {
+    if (*domain == '\0' || strchr (domain, '/')) {
+      error_set (ERR_INVALID, "source '%.200s': libvirt://DOMAIN names one domain", source);
+      return -1;
+    }
+    return 0;
   }
   for (const char *const *s = schemes; *s; s++)
     if (strncmp (source, *s, strlen (*s)) == 0)
@@ -270,7 +279,7 @@ hub_source_check (const char *source)
   if (source[0] == '/')
     return 0;
   error_set (ERR_INVALID, "source '%.200s' must be an absolute path (an image file or "
-             "block device) or an nbd:// or nbd+unix:// URI", source);
+             "block device), an nbd:// or nbd+unix:// URI, or libvirt://DOMAIN", source);
   return -1;
 }
 

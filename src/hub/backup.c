@@ -39,6 +39,7 @@
 #include "util/error.h"
 #include "util/id.h"
 #include "util/log.h"
+#include "virt/virt.h"
 
 void
 hub_drop_disks (struct hub *hub, const char *repo_path,
@@ -97,6 +98,64 @@ start_clear (struct start *st)
   cat_repository_clear (&st->repo);
 }
 
+/* An inventory whose one disk is a libvirt://DOMAIN source stands for
+ * the domain's disks as they are now: replace it with one disk per
+ * writable disk of the domain, in target order, each with that source and
+ * its size.  Other inventories are left alone. */
+static int
+expand_libvirt (struct hub *hub, struct cat_vm *vm)
+{
+  struct virt_domain *vd;
+  struct virt_disk *disks;
+  struct cat_vm_disk *mine;
+  CLEANUP_FREE char *skipped = NULL;
+  const char *domain;
+  size_t n;
+
+  for (size_t i = 0; i < vm->n_disks; i++)
+    if (virt_source_parse (vm->disks[i].source, &domain) && vm->n_disks > 1) {
+      error_set (ERR_INVALID, "VM '%s': a libvirt:// source stands for all the domain's "
+                 "disks and must be the VM's only disk", vm->vm_name);
+      return -1;
+    }
+  if (vm->n_disks != 1 || !virt_source_parse (vm->disks[0].source, &domain))
+    return 0;
+  vd = virt_open (hub->cfg.libvirt_uri, domain, &skipped);
+  if (vd == NULL) {
+    char why[1100];
+    snprintf (why, sizeof why, "%s", error_message ());
+    /* An unknown domain is the inventory's fault: a bad request. */
+    error_set (error_category () == ERR_NOT_FOUND ? ERR_INVALID : error_category (),
+               "VM '%s': %s", vm->vm_name, why);
+    return -1;
+  }
+  if (skipped)
+    log_info ("VM '%s': domain %s: skipped %s", vm->vm_name, domain, skipped);
+  disks = virt_disks (vd, &n);
+  mine = calloc (n, sizeof *mine);
+  for (size_t i = 0; mine && i < n; i++) {
+    mine[i] = (struct cat_vm_disk) { .disk_index = (int) i, .size_bytes = disks[i].size,
+                                     .vmware_disk_key = -1, .unit_number = -1,
+                                     .source = strdup (vm->disks[0].source) };
+    if (mine[i].source == NULL) {
+      for (size_t k = 0; k < i; k++)
+        free (mine[k].source);
+      free (mine);
+      mine = NULL;
+    }
+  }
+  virt_close (vd);
+  if (mine == NULL) {
+    error_set_errno (ERR_INTERNAL, ENOMEM, "disks");
+    return -1;
+  }
+  free (vm->disks[0].source);
+  free (vm->disks);
+  vm->disks = mine;
+  vm->n_disks = n;
+  return 0;
+}
+
 /* The VM's disks: inline (they replace the inventory's once the job
  * exists, keeping the VM's descriptive fields) or the inventory's. */
 static int
@@ -123,6 +182,8 @@ plan_disks (struct hub *hub, struct start *st)
                  "or pass \"disks\"", req->vm_name);
     return -1;
   }
+  if (expand_libvirt (hub, &st->vm) == -1)
+    return -1;
   st->n = st->vm.n_disks;
   if (st->n == 0) {
     error_set (ERR_INVALID, "no disks known for VM '%s'", req->vm_name);
@@ -229,7 +290,10 @@ start_plan (struct hub *hub, struct start *st)
       /* The image takes the source's size now; an unreadable source fails
        * the job in the worker, with the reason on the record. */
       int64_t size;
-      if (engine_source_size (vd->source, &size) == 0 && size > 0 &&
+      const char *domain;
+      if (virt_source_parse (vd->source, &domain))
+        ;                      /* sized by expand_libvirt */
+      else if (engine_source_size (vd->source, &size) == 0 && size > 0 &&
           size <= HUB_MAX_DISK_SIZE)
         d->size_bytes = size;
       else

@@ -13,7 +13,8 @@
 #include "util/net.h"
 
 enum { OPT_DATA_DIR = 1, OPT_LISTEN, OPT_NBD_LISTEN, OPT_DB, OPT_TOKEN, OPT_NBD_PSK,
-       OPT_WORKERS, OPT_DB_PASSWORD_FILE, OPT_SOURCE_DIRS, OPT_CONFIG, OPT_HELP };
+       OPT_WORKERS, OPT_DB_PASSWORD_FILE, OPT_SOURCE_DIRS, OPT_LIBVIRT_URI, OPT_CONFIG,
+       OPT_HELP };
 
 static const struct option long_options[] = {
   { "data-dir", required_argument, NULL, OPT_DATA_DIR },
@@ -25,6 +26,7 @@ static const struct option long_options[] = {
   { "workers", required_argument, NULL, OPT_WORKERS },
   { "db-password-file", required_argument, NULL, OPT_DB_PASSWORD_FILE },
   { "source-dirs", required_argument, NULL, OPT_SOURCE_DIRS },
+  { "libvirt-uri", required_argument, NULL, OPT_LIBVIRT_URI },
   { "config", required_argument, NULL, OPT_CONFIG },
   { "help", no_argument, NULL, OPT_HELP },
   { NULL, 0, NULL, 0 },
@@ -57,10 +59,13 @@ hub_config_usage (void)
 "  --source-dirs DIR[:DIR...]\n"
 "                         folders that hub-driven image sources must lie in\n"
 "                         (default: any absolute path the hub can read)\n"
+"  --libvirt-uri URI      libvirt connection of libvirt://DOMAIN sources\n"
+"                         (default qemu:///system)\n"
 "  --config FILE          read these options from FILE, one 'key = value' a line\n"
 "                         (keys: data-dir listen nbd-listen db api-token-file\n"
 "                         db-password-file nbd-tls-psk-file workers\n"
-"                         source-dirs); options on the command line win\n"
+"                         source-dirs libvirt-uri); options on the command\n"
+"                         line win\n"
 "  --help                 show this help\n"
 "\n"
 "On its first start with no repository the hub creates the repository\n"
@@ -84,6 +89,7 @@ config_set (struct hub_config *cfg, int key, const char *value, const char *wher
   case OPT_TOKEN: slot = &cfg->api_token_file; break;
   case OPT_DB_PASSWORD_FILE: slot = &cfg->db_password_file; break;
   case OPT_NBD_PSK: slot = &cfg->nbd_tls_psk_file; break;
+  case OPT_LIBVIRT_URI: slot = &cfg->libvirt_uri; break;
   case OPT_SOURCE_DIRS:
     slot = &cfg->source_dirs;
     /* Absolute folders, none empty; hub_open resolves them. */
@@ -180,7 +186,7 @@ config_load_file (struct hub_config *cfg, const char *file)
     if (o->name == NULL || o->val == OPT_CONFIG || o->val == OPT_HELP) {
       error_set (ERR_INVALID, "%s: unknown key '%s' (known: data-dir, listen, "
                  "nbd-listen, db, db-password-file, api-token-file, nbd-tls-psk-file, workers, "
-                 "source-dirs)",
+                 "source-dirs, libvirt-uri)",
                  where, key);
       ret = -1;
       break;
@@ -260,6 +266,7 @@ hub_config_clear (struct hub_config *cfg)
   free (cfg->db);
   free (cfg->db_password_file);
   free (cfg->source_dirs);
+  free (cfg->libvirt_uri);
   free (cfg->api_token_file);
   free (cfg->nbd_tls_psk_file);
   memset (cfg, 0, sizeof *cfg);

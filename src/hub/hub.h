@@ -38,6 +38,8 @@ struct hub_config {
   int workers;             /* hub-driven backups copied at once (default 2) */
   char *source_dirs;       /* DIR[:DIR...] that hub-driven path sources must lie
                             * in; NULL: any absolute path */
+  char *libvirt_uri;       /* where libvirt:// sources live; NULL:
+                            * qemu:///system */
 };
 
 /* Fill cfg from the `strata serve` command line, reading --config FILE

@@ -33,6 +33,13 @@
  * while calling into the hub core, which takes hub->lock and may call the
  * runnable hook: the order is always hub->lock, then w->lock.
  *
+ * A VM whose inventory source is libvirt://DOMAIN (one per job disk, as
+ * hub/backup.c expanded it) is one libvirt backup job: run_task opens the
+ * domain and begins it (virt_session_begin) before the session runs, which
+ * points every disk at its export; the session ends the job and commits or
+ * aborts the checkpoints.  A job run again after a restart makes a new
+ * checkpoint (virt/virt.c says why that is safe).
+ *
  * SHUTDOWN AND RESTART
  *
  * hub_workers_stop stops every session and waits for the threads; jobs stay
@@ -57,6 +64,7 @@
 #include "util/clock.h"
 #include "util/error.h"
 #include "util/log.h"
+#include "virt/virt.h"
 
 #define WORKER_DISKS_PARALLEL 2
 
@@ -83,6 +91,7 @@ struct task {
   struct disk_task *disks;
   struct engine_session_disk *sdisks;
   struct engine_session session;
+  struct virt_domain *vd;    /* a libvirt source's domain, while it runs */
 };
 
 struct hub_workers {
@@ -339,11 +348,14 @@ load_task (struct hub *hub, struct task *t)
     const struct cat_disk *cd = &job.disks[i];
     struct disk_task *dt = &disks[i];
     struct engine_session_disk *sd = &sdisks[i];
-    const char *source = NULL;
+    const char *source = NULL, *domain;
 
     for (size_t k = 0; k < vm.n_disks; k++)
       if (vm.disks[k].disk_index == cd->disk_index)
         source = vm.disks[k].source;
+    /* One libvirt://DOMAIN source stands for all the domain's disks. */
+    if (vm.n_disks == 1 && virt_source_parse (vm.disks[0].source, &domain))
+      source = vm.disks[0].source;
     if (source && (dt->source = strdup (source)) == NULL)
       goto oom;
     if (cd->previous_change_id &&
@@ -441,11 +453,28 @@ load_task (struct hub *hub, struct task *t)
   return ret;
 }
 
+/* A libvirt source: open the domain and begin its backup job, which
+ * points the session's disks at the job's exports. */
+static int
+begin_libvirt (struct hub *hub, struct task *t, const char *domain)
+{
+  CLEANUP_FREE char *skipped = NULL, *note = NULL;
+
+  t->vd = virt_open (hub->cfg.libvirt_uri, domain, &skipped);
+  if (t->vd == NULL ||
+      virt_session_begin (t->vd, &t->session, t->backup_id, false, &note) == -1)
+    return -1;
+  log_info ("backup %s: libvirt domain %s, backup job begun%s%s", t->backup_id, domain,
+            skipped ? "; skipped " : "", skipped ? skipped : "");
+  return 0;
+}
+
 /* Run one job to its end (or until the hub stops). */
 static void
 run_task (struct hub *hub, struct task *t)
 {
   CLEANUP_CAT_JOB struct cat_job job = { 0 };
+  const char *domain;
   int r = load_task (hub, t);
 
   if (r == 1)
@@ -460,7 +489,24 @@ run_task (struct hub *hub, struct task *t)
       hub_backup_end (hub, t->backup_id, JOB_FAILED, -1, error_message (), &job);
     return;
   }
+  if (t->n > 0 && virt_source_parse (t->disks[0].source, &domain) &&
+      begin_libvirt (hub, t, domain) == -1) {
+    bool stopping;
+    char why[1200];
+    snprintf (why, sizeof why, "%s", error_message ());
+    {
+      SCOPED_LOCK (&hub->workers->lock);
+      stopping = hub->workers->stopping || t->cancelled;
+    }
+    if (!stopping)
+      hub_backup_end (hub, t->backup_id, JOB_FAILED, -1, why, &job);
+    virt_close (t->vd);
+    t->vd = NULL;
+    return;
+  }
   engine_session_run (&t->session);
+  virt_close (t->vd);
+  t->vd = NULL;
 }
 
 static void on_job_ended (struct hub *hub, const char *backup_id);

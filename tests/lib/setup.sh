@@ -47,6 +47,9 @@ _print_hub_log ()
 _cleanup ()
 {
   local rc=$? p leftovers
+  # A helper library's own clean-up (tests/lib/libvirt.sh: its domains and
+  # daemons) comes first, before anything it uses is killed or removed.
+  declare -F _cleanup_extra > /dev/null && _cleanup_extra
   if [ -n "$HUB_PID" ] && kill -0 "$HUB_PID" 2>/dev/null; then
     kill -KILL "$HUB_PID" 2>/dev/null
     wait "$HUB_PID" 2>/dev/null
