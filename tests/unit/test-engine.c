@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "engine/engine-int.h"
+#include "storage/qnbd.h"
 #include "util/error.h"
 #include "tap.h"
 
@@ -37,7 +38,7 @@ backup (const char *src, const char *target, const char *id, const char *prev,
   struct qnbd q;
   int ret;
 
-  if (qnbd_start (&q, target, "qcow2", false, NULL) == -1) {
+  if (qnbd_start (&q, target, "qcow2", false, NULL, NULL) == -1) {
     diag ("qnbd_start: %s", error_message ());
     return -1;
   }
@@ -64,7 +65,7 @@ restore (const char *image, const char *out, const char *fmt)
   struct qnbd q;
   int ret;
 
-  if (qnbd_start (&q, image, "qcow2", true, NULL) == -1)
+  if (qnbd_start (&q, image, "qcow2", true, NULL, NULL) == -1)
     return -1;
   ret = engine_restore (q.uri, NULL, out, fmt, NULL, &r);
   if (ret == -1)
