@@ -118,22 +118,33 @@ api_body (struct api_req *r, const char *const allowed[], bool empty_ok, json_t 
   return api_check_fields (r->body, allowed);
 }
 
+/* A field's value: 1 with *v set when obj has it (not null), 0 when it is
+ * absent or null and not required, -1 (ERR_INVALID) when it is required. */
+static int
+field_value (json_t *obj, const char *key, bool required, json_t **v)
+{
+  *v = obj ? json_object_get (obj, key) : NULL;
+  if (*v != NULL && !json_is_null (*v))
+    return 1;
+  if (required) {
+    error_set (ERR_INVALID, "field '%s' is required", key);
+    return -1;
+  }
+  return 0;
+}
+
 int
 api_field_str (json_t *obj, const char *key, bool required, size_t maxlen,
                bool allow_newlines, const char **out)
 {
-  json_t *v = obj ? json_object_get (obj, key) : NULL;
+  json_t *v;
   const char *s;
   size_t len;
+  int f = field_value (obj, key, required, &v);
 
   *out = NULL;
-  if (v == NULL || json_is_null (v)) {
-    if (required) {
-      error_set (ERR_INVALID, "field '%s' is required", key);
-      return -1;
-    }
-    return 0;
-  }
+  if (f <= 0)
+    return f;
   if (!json_is_string (v)) {
     error_set (ERR_INVALID, "field '%s' must be a string", key);
     return -1;
@@ -164,18 +175,14 @@ int
 api_field_int (json_t *obj, const char *key, bool required, int64_t min, int64_t max,
                int64_t *out, bool *present)
 {
-  json_t *v = obj ? json_object_get (obj, key) : NULL;
+  json_t *v;
   json_int_t n;
+  int f = field_value (obj, key, required, &v);
 
   if (present)
     *present = false;
-  if (v == NULL || json_is_null (v)) {
-    if (required) {
-      error_set (ERR_INVALID, "field '%s' is required", key);
-      return -1;
-    }
-    return 0;
-  }
+  if (f <= 0)
+    return f;
   if (!json_is_integer (v)) {
     error_set (ERR_INVALID, "field '%s' must be an integer", key);
     return -1;
@@ -316,17 +323,13 @@ api_check_id (const char *what, const char *id)
 int
 api_field_bool (json_t *obj, const char *key, bool required, bool *out, bool *present)
 {
-  json_t *v = obj ? json_object_get (obj, key) : NULL;
+  json_t *v;
+  int f = field_value (obj, key, required, &v);
 
   if (present)
     *present = false;
-  if (v == NULL || json_is_null (v)) {
-    if (required) {
-      error_set (ERR_INVALID, "field '%s' is required", key);
-      return -1;
-    }
-    return 0;
-  }
+  if (f <= 0)
+    return f;
   if (!json_is_boolean (v)) {
     error_set (ERR_INVALID, "field '%s' must be true or false", key);
     return -1;
