@@ -132,6 +132,13 @@ expand_libvirt (struct hub *hub, struct cat_vm *vm)
   if (skipped)
     log_info ("VM '%s': domain %s: skipped %s", vm->vm_name, domain, skipped);
   disks = virt_disks (vd, &n);
+  if (n == 0) {
+    error_set (ERR_INVALID, "VM '%s': domain %s has no disk strata can back up%s%s%s",
+               vm->vm_name, domain, skipped ? " (skipped: " : "", skipped ? skipped : "",
+               skipped ? ")" : "");
+    virt_close (vd);
+    return -1;
+  }
   mine = calloc (n, sizeof *mine);
   for (size_t i = 0; mine && i < n; i++) {
     mine[i] = (struct cat_vm_disk) { .disk_index = (int) i, .size_bytes = disks[i].size,
