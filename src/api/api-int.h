@@ -63,6 +63,14 @@ int api_policies_get (struct api_req *r);
 int api_policies_put (struct api_req *r);
 int api_policies_delete (struct api_req *r);
 int api_tasks_list (struct api_req *r);
+int api_backups_verify (struct api_req *r);
+int api_contexts_verify (struct api_req *r);
+/* The upload routes (api/integrity.c; their bodies are streamed by
+ * api/http.c): check the request and open the hub's upload; then, once the
+ * body is whole, end it and set the reply. */
+int api_upload_open (struct api_req *r, const char *disk_text, enum hub_upload_kind kind,
+                     struct hub_upload **u);
+int api_upload_reply (struct api_req *r, struct hub_upload *u);
 int api_tasks_get (struct api_req *r);
 
 /* --- Input (api/input.c) ---------------------------------------------- */
@@ -117,6 +125,8 @@ json_t *api_json_vm (const struct cat_vm *vm);
 json_t *api_json_context (const struct cat_context *c);
 json_t *api_json_policy (const struct cat_policy *p);
 json_t *api_json_task (const struct cat_task *t);
+/* The first bad offsets of a comparison, as an array. */
+json_t *api_json_offsets (const struct mf_compare *c);
 /* A job with its disks; repo_path makes qcow2_path absolute. */
 json_t *api_json_job (struct hub *hub, const struct cat_job *job, const char *repo_path);
 /* The same, looking the repository up. */

@@ -30,6 +30,17 @@ struct conn_state {
   char *body;
   size_t len, cap;
   bool too_large;
+  /* An upload route (api/integrity.c): its body goes to the hub's file as
+   * it arrives.  After a failure the rest is read and dropped (up to a
+   * bound), and the saved error answers the request. */
+  const char *method;
+  bool uploading;
+  struct hub_upload *upload;
+  struct api_req up_req;
+  char *up_id;
+  uint64_t dropped;
+  enum error_category up_cat;
+  char *up_err;
 };
 
 /* Why the URL now being parsed on this thread was refused, or NULL.  With
@@ -62,10 +73,12 @@ static const struct route routes[] = {
   { "POST", "backups/*/complete", api_backups_complete },
   { "POST", "backups/*/fail", api_backups_fail },
   { "POST", "backups/*/cancel", api_backups_cancel },
+  { "POST", "backups/*/verify", api_backups_verify },
   { "GET", "contexts", api_contexts_list },
   { "GET", "contexts/*", api_contexts_get },
   { "DELETE", "contexts/*", api_contexts_delete },
   { "POST", "contexts/*/prune", api_contexts_prune },
+  { "POST", "contexts/*/verify", api_contexts_verify },
   { "GET", "policies", api_policies_list },
   { "GET", "policies/*", api_policies_get },
   { "PUT", "policies/*", api_policies_put },
@@ -275,6 +288,96 @@ dispatch (struct api *api, struct MHD_Connection *conn, const char *url,
   return ret;
 }
 
+/* Keep the thread's error for the end of an upload's request. */
+static void
+upload_fail (struct conn_state *cs)
+{
+  if (cs->up_err == NULL) {
+    cs->up_cat = error_category ();
+    cs->up_err = strdup (error_message ());
+  }
+  hub_upload_abort (cs->upload);
+  cs->upload = NULL;
+}
+
+/* "backups/{id}/disks/{n}/manifest" and ".../audit" (PUT): the routes whose
+ * body is streamed, not parsed.  Fills *kind, the id and the disk text. */
+static bool
+upload_route (const char *url, const char *method, enum hub_upload_kind *kind,
+              char **id, const char **disk)
+{
+  const char *p, *slash, *d, *last;
+
+  if (strcmp (method, "PUT") != 0 || strncmp (url, "/api/v1/backups/", 16) != 0)
+    return false;
+  p = url + 16;
+  slash = strchr (p, '/');
+  if (slash == NULL || strncmp (slash, "/disks/", 7) != 0)
+    return false;
+  d = slash + 7;
+  last = strchr (d, '/');
+  if (last == NULL || last == d || strchr (last + 1, '/'))
+    return false;
+  if (strcmp (last + 1, "manifest") == 0)
+    *kind = HUB_UPLOAD_MANIFEST;
+  else if (strcmp (last + 1, "audit") == 0)
+    *kind = HUB_UPLOAD_AUDIT;
+  else
+    return false;
+  *id = strndup (p, (size_t) (slash - p));
+  *disk = d;
+  return *id != NULL;
+}
+
+/* The first call of an upload route: authenticate, check, open the file. */
+static int
+upload_begin (struct api *api, struct MHD_Connection *conn, const char *url,
+              struct conn_state *cs)
+{
+  enum hub_upload_kind kind;
+  const char *disk;
+  char disk_text[16];
+
+  if (!upload_route (url, cs->method, &kind, &cs->up_id, &disk))
+    return 0;
+  cs->uploading = true;
+  cs->up_req = (struct api_req) { .hub = api->hub, .conn = conn, .method = "PUT",
+                                  .id = cs->up_id, .status = 200 };
+  snprintf (disk_text, sizeof disk_text, "%.*s", (int) strcspn (disk, "/"), disk);
+  error_clear ();
+  if (cs->bad_url)
+    error_set (ERR_INVALID, "%s", cs->bad_url);
+  else if (strlen (url) > API_MAX_URL)
+    error_set (ERR_URI_TOO_LONG, "the URL is longer than %d bytes", API_MAX_URL);
+  else if (check_auth (api->hub, conn) == 0 &&
+           api_upload_open (&cs->up_req, disk_text, kind, &cs->upload) == 0)
+    return 0;
+  upload_fail (cs);
+  return 0;
+}
+
+static enum MHD_Result
+upload_finish (struct MHD_Connection *conn, const char *url, struct conn_state *cs)
+{
+  struct api_req *r = &cs->up_req;
+  enum MHD_Result ret;
+
+  if (cs->upload) {
+    struct hub_upload *u = cs->upload;
+    cs->upload = NULL;
+    if (api_upload_reply (r, u) == -1)
+      upload_fail (cs);
+  }
+  if (cs->up_err) {
+    error_set (cs->up_cat, "%s", cs->up_err);
+    return send_error (conn, "PUT", url, NULL);
+  }
+  ret = send_reply (conn, r->status, r->reply, NULL);
+  json_decref (r->reply);
+  r->reply = NULL;
+  return ret;
+}
+
 static enum MHD_Result
 on_request (void *cls, struct MHD_Connection *conn, const char *url,
             const char *method, const char *version, const char *upload_data,
@@ -290,8 +393,23 @@ on_request (void *cls, struct MHD_Connection *conn, const char *url,
     cs->bad_url = unescape_refused;
     unescape_refused = NULL;
     *con_cls = cs;
+    cs->method = method;
+    upload_begin (api, conn, url, cs);
     return MHD_YES;
   }
+  if (cs->uploading && *upload_data_size > 0) {
+    size_t n = *upload_data_size;
+    *upload_data_size = 0;
+    if (cs->upload && hub_upload_write (cs->upload, upload_data, n) == -1)
+      upload_fail (cs);
+    /* Read what a failed upload still sends, to answer it; a client that
+     * goes on far past any valid size is cut off. */
+    if (cs->upload == NULL && (cs->dropped += n) > (UINT64_C (64) << 20))
+      return MHD_NO;
+    return MHD_YES;
+  }
+  if (cs->uploading)
+    return upload_finish (conn, url, cs);
   if (*upload_data_size > 0) {
     size_t n = *upload_data_size;
     *upload_data_size = 0;
@@ -323,6 +441,9 @@ on_completed (void *cls, struct MHD_Connection *conn, void **con_cls,
 {
   struct conn_state *cs = *con_cls;
   if (cs) {
+    hub_upload_abort (cs->upload);
+    free (cs->up_err);
+    free (cs->up_id);
     free (cs->body);
     free (cs);
     *con_cls = NULL;

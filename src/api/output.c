@@ -242,3 +242,14 @@ api_reply (struct api_req *r, int status, json_t *reply)
   r->reply = reply;
   return 0;
 }
+
+json_t *
+api_json_offsets (const struct mf_compare *c)
+{
+  json_t *a = json_array ();
+  size_t n = sizeof c->bad_offsets / sizeof c->bad_offsets[0];
+
+  for (size_t i = 0; a && i < n && i < c->bad; i++)
+    json_array_append_new (a, json_integer (c->bad_offsets[i]));
+  return a;
+}

@@ -452,6 +452,7 @@ hub_backup_complete (struct hub *hub, const char *backup_id, int disk_index,
   CLEANUP_CAT_JOB struct cat_job job = { 0 };
   CLEANUP_CAT_REPO struct cat_repository repo = { 0 };
   const struct cat_disk *d;
+  char now[32];
 
   SCOPED_LOCK (&hub->lock);
 
@@ -497,6 +498,10 @@ hub_backup_complete (struct hub *hub, const char *backup_id, int disk_index,
     return -1;
   }
   if (repo_sync_image (repo.path, d->qcow2_path) == -1)
+    return -1;
+  id_now (now, sizeof now);
+  if (hub_manifest_complete (repo.path, &job, d, change_id, bytes_transferred,
+                             full_reason, now) == -1)
     return -1;
   crash_point ("complete:synced");
   if (catalog_disk_complete (hub->cat, backup_id, disk_index, change_id,

@@ -101,6 +101,21 @@ void hub_prune_after_backup (struct hub *hub, const char *context_id);
  * were done when the last hub stopped. */
 void hub_prune_recover (struct hub *hub);
 
+/* --- Manifests (hub/manifest.c) ---------------------------------------- */
+/* The facts of a point's manifest (integrity/manifest.h; docs/MANIFEST.md)
+ * from its job and disk rows; origin "source" or "merge".  NULL on error. */
+json_t *hub_manifest_facts (const struct cat_job *job, const struct cat_disk *d,
+                            const char *origin);
+/* "<file>.manifest.part" of a disk file (rel in repo_path).  Caller frees. */
+char *hub_manifest_part_path (const char *repo_path, const char *rel);
+/* Make the manifest of disk d of job as it is about to be recorded
+ * completed (with these values), from its block part if one was written
+ * (else facts only).  Durable before it returns. */
+int hub_manifest_complete (const char *repo_path, const struct cat_job *job,
+                           const struct cat_disk *d, const char *change_id,
+                           int64_t bytes_transferred, const char *full_reason,
+                           const char *completed_at);
+
 /* --- Policies (hub/policies.c) ---------------------------------------- */
 /* 0 when the VM may use the policy, else -1 with ERR_INVALID: a policy with
  * a schedule needs a source on every disk. */

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "catalog/catalog.h"
+#include "integrity/manifest.h"
 #include "lifecycle/retention.h"
 #include "util/net.h"
 
@@ -204,6 +205,48 @@ void hub_prune_plan_clear (struct hub_prune_plan *p);
  * the context. */
 int hub_prune_start (struct hub *hub, const struct hub_prune_request *req,
                      struct hub_prune_plan *out);
+
+/* --- Integrity (hub/manifest.c, hub/verify.c) --------------------------
+ * An agent's uploads: the block part of a running disk's manifest (before
+ * its completion), or an audit's reading of a completed disk's source.  The
+ * body is streamed into a private file as it arrives, never held whole. */
+enum hub_upload_kind { HUB_UPLOAD_MANIFEST, HUB_UPLOAD_AUDIT };
+struct hub_upload;
+struct hub_upload_result {
+  struct mf_compare audit;        /* HUB_UPLOAD_AUDIT: the comparison */
+  enum verify_state verify_state; /* the disk's verify state after it */
+};
+/* Check that the disk takes such an upload now (ERR_NOT_FOUND, ERR_CONFLICT;
+ * ERR_TOO_LARGE when declared_length, -1 when unknown, is past what a
+ * block part of that disk can take) and open its file. */
+int hub_upload_begin (struct hub *hub, enum hub_upload_kind kind, const char *backup_id,
+                      int disk_index, int64_t declared_length, struct hub_upload **out);
+/* Append a piece of the body (ERR_TOO_LARGE past the limit). */
+int hub_upload_write (struct hub_upload *u, const void *data, size_t n);
+/* The body is whole: check it (ERR_INVALID saying what is wrong), then keep
+ * the manifest part for the completion, or compare the audit with the
+ * point's chain and record a mismatch.  Frees u. */
+int hub_upload_end (struct hub_upload *u, struct hub_upload_result *res);
+/* The request ended early: drop what was written.  Frees u. */
+void hub_upload_abort (struct hub_upload *u);
+
+/* Compare what an audit read of a completed disk's source with the point's
+ * chain of manifests; differences mark the disk corrupt ("change tracking
+ * missed N blocks (first at offset O)"), so that its next backup is a full. */
+int hub_audit_record (struct hub *hub, const char *backup_id, int disk_index,
+                      const struct mf_map *observed, struct mf_compare *out);
+
+/* Whether an upload is an audit's. */
+bool hub_upload_is_audit (const struct hub_upload *u);
+
+/* Start a verify task, of one completed backup (backup_id) or of every
+ * completed backup of a context (context_id; the other is NULL): each point
+ * is read through its whole chain, and a block of a file is read once in
+ * the task, whichever points need it.  *task_id receives its id.
+ * ERR_NOT_FOUND for an unknown backup or context, ERR_CONFLICT for a
+ * backup that is not completed or a context with none. */
+int hub_verify_start (struct hub *hub, const char *backup_id, const char *context_id,
+                      char **task_id);
 
 /* --- Restore exports (hub/restore.c) ----------------------------------
  * A restore is a read-only NBD export of one completed disk's QCOW2 file,

@@ -38,6 +38,7 @@
 #include <jansson.h>
 
 #include "hub/hub-int.h"
+#include "integrity/manifest.h"
 #include "lifecycle/retention.h"
 #include "storage/merge.h"
 #include "storage/repo.h"
@@ -306,6 +307,73 @@ step_files (const struct step *st, const char **rels)
   return n;
 }
 
+/* The kept file's manifest after its merge step (integrity/manifest.h):
+ * the union of its own records and the removed layers' (its own win),
+ * with its facts as the step leaves them.  Written before the step is
+ * recorded, and the same again when the step is redone: the removed
+ * layers' manifests stay until their rows are gone.  A layer without a
+ * manifest (a backup older than manifests) leaves one of facts only. */
+static int
+step_manifest (struct hub *hub, const struct cat_repository *repo, const struct step *st)
+{
+  CLEANUP_CAT_JOB struct cat_job job = { 0 };
+  CLEANUP_FREE char *kept_file = repo_abspath (repo->path, st->kept->qcow2_path);
+  CLEANUP_FREE char *final = kept_file ? mf_path_for (kept_file) : NULL;
+  CLEANUP_JSON json_t *facts = NULL;
+  char **inputs = NULL;
+  struct cat_disk d;
+  bool full = true;
+  int ret = -1;
+
+  if (final == NULL || catalog_backup_get (hub->cat, st->kept->backup_job_id, &job) == -1)
+    return -1;
+  d = *st->kept;
+  if (st->kind == STEP_HEAD) {
+    d.backup_type = BACKUP_FULL;
+    d.parent_backup_id = NULL;
+    d.parent_disk_id = -1;
+  }
+  else
+    d.parent_backup_id = st->base->backup_job_id;
+  /* The job turns full when none of its disks stays incremental (the
+   * catalog's rule in catalog_merge_commit). */
+  for (size_t i = 0; i < job.n_disks; i++)
+    if (job.disks[i].disk_index != d.disk_index &&
+        job.disks[i].backup_type == BACKUP_INCREMENTAL)
+      full = false;
+  if (st->kind == STEP_HEAD && full)
+    job.backup_type = BACKUP_FULL;
+  facts = hub_manifest_facts (&job, &d, "merge");
+  inputs = calloc (st->n_removed + 2, sizeof *inputs);
+  if (facts == NULL || inputs == NULL)
+    goto out;
+  inputs[0] = strdup (final);
+  for (size_t i = 0; i < st->n_removed; i++) {
+    CLEANUP_FREE char *f = repo_abspath (repo->path, st->removed[st->n_removed - 1 - i]->qcow2_path);
+    inputs[i + 1] = f ? mf_path_for (f) : NULL;
+  }
+  for (size_t i = 0; i <= st->n_removed; i++)
+    if (inputs[i] == NULL) {
+      error_set (ERR_INTERNAL, "out of memory");
+      goto out;
+    }
+  ret = mf_union ((const char *const *) inputs, st->n_removed + 1, facts, final);
+  if (ret == -1 && error_category () == ERR_NOT_FOUND) {
+    log_warn ("prune: backup %s disk %d: %s; its manifest keeps facts only",
+              st->kept->backup_job_id, st->disk_index, error_message ());
+    ret = mf_finish (NULL, facts, final);
+  }
+
+ out:
+  for (size_t i = 0; inputs && i <= st->n_removed; i++)
+    free (inputs[i]);
+  free (inputs);
+  if (ret == -1)
+    error_prefix ("the manifest of backup %s disk %d", st->kept->backup_job_id,
+                  st->disk_index);
+  return ret;
+}
+
 /* Do the files of a step, then record it and delete what it removed.
  * *freed grows by the bytes the step gave back. */
 static int
@@ -337,6 +405,8 @@ step_run (struct hub *hub, const struct cat_repository *repo, const struct step 
   if (st->kind == STEP_HEAD && merge_head (repo->path, rels, n) == -1)
     return -1;
   if (st->kind == STEP_MIDDLE && merge_middle (repo->path, rels, n) == -1)
+    return -1;
+  if (st->kept && step_manifest (hub, repo, st) == -1)
     return -1;
   for (size_t i = 0; i < st->n_removed; i++)
     removed_ids[i] = st->removed[i]->id;

@@ -317,6 +317,14 @@ repo_remove_image (const char *repo_path, const char *rel)
 
   if (path == NULL)
     return -1;
+  /* The manifest first (integrity/manifest.h): an image left without one
+   * by a crash here belongs to no row any more, and goes at the next start. */
+  for (const char *const *sfx = (const char *const[]) { ".manifest", ".manifest.part", NULL };
+       *sfx; sfx++) {
+    CLEANUP_FREE char *side = xasprintf ("%s%s", path, *sfx);
+    if (side && unlink (side) == -1 && errno != ENOENT)
+      log_warn ("deleting %s: %m", side);
+  }
   if (unlink (path) == -1 && errno != ENOENT) {
     error_set_errno (ERR_INTERNAL, errno, "deleting %s", path);
     return -1;
