@@ -29,11 +29,14 @@ usage (FILE *fp)
 "             (strata restore --help)\n"
 "  prune      remove the backups retention rules do not keep, merging them\n"
 "             into the points that stay (strata prune --help)\n"
+"  verify     read back a backup's chain and check it against its hashes\n"
+"             (strata verify --help)\n"
 "  help       show this help\n"
 "  version    print the version\n"
 "\n"
 "Exit status: 0 on success, 1 on failure, 2 on a usage error; backup,\n"
-"restore and prune also use 3 (hub unreachable or refused) and 4 (conflict).\n");
+"restore, prune and verify also use 3 (hub unreachable or refused) and 4\n"
+"(conflict).\n");
 }
 
 /* Run the hub until SIGINT or SIGTERM. */
@@ -101,6 +104,8 @@ main (int argc, char **argv)
     return agent_restore_main (argc - 1, argv + 1);
   if (strcmp (argv[1], "prune") == 0)
     return agent_prune_main (argc - 1, argv + 1);
+  if (strcmp (argv[1], "verify") == 0)
+    return agent_verify_main (argc - 1, argv + 1);
   if (strcmp (argv[1], "help") == 0 || strcmp (argv[1], "--help") == 0 ||
       strcmp (argv[1], "-h") == 0) {
     usage (stdout);
