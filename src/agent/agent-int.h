@@ -30,6 +30,11 @@ void client_clear (struct client *c);
 int client_call (struct client *c, const char *method, const char *path,
                  json_t *body, json_t **resp);
 
+/* PUT path with the file open at fd, whole, as the body
+ * (application/octet-stream), streamed from disk, never held in memory.
+ * Answers as client_call. */
+int client_put_file (struct client *c, const char *path, int fd, json_t **resp);
+
 /* s percent-encoded for a URL (caller frees), or NULL. */
 char *client_escape (const char *s);
 
