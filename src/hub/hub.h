@@ -134,15 +134,6 @@ int hub_backup_end (struct hub *hub, const char *backup_id, enum job_status stat
  * statistics, in one transaction.  ERR_CONFLICT unless it is finishing. */
 int hub_backup_finish (struct hub *hub, const char *backup_id, struct cat_job *out);
 
-struct mf_map;                    /* integrity/manifest.h */
-struct mf_compare;
-/* A completed disk's change-tracking audit (hub/verify.c): compare the
- * blocks observed at its source again with the point's chain manifests
- * (mf_chain_compare), record the result on the disk
- * (catalog_verify_record) and return it in *out. */
-int hub_audit_record (struct hub *hub, const char *backup_id, int disk_index,
-                      const struct mf_map *observed, struct mf_compare *out);
-
 /* Delete a finished backup (and, with cascade, the backups built on it);
  * a running or finishing one is refused (ERR_CONFLICT).
  * *deleted_ids receives the deleted job ids (NULL-terminated, caller frees
