@@ -427,6 +427,12 @@ load_task (struct hub *hub, struct task *t)
   }
   if (catalog_repo_get (hub->cat, job.repository_id, &repo) == -1)
     return -1;
+  /* The VM's policy may ask for a change-tracking audit of each disk. */
+  if (vm.policy) {
+    CLEANUP_CAT_POLICY struct cat_policy pol = { 0 };
+    if (catalog_policy_get (hub->cat, vm.policy, &pol) == 0 && pol.audit_percent > 0)
+      t->audit_percent = (int) pol.audit_percent;
+  }
   disks = calloc (job.n_disks, sizeof *disks);
   sdisks = calloc (job.n_disks, sizeof *sdisks);
   if ((disks == NULL || sdisks == NULL) && job.n_disks)
