@@ -24,6 +24,9 @@ usage (FILE *fp)
 "  migrate-legacy\n"
 "             upgrade a legacy flat backup_jobs catalog to contexts\n"
 "             (strata migrate-legacy --help)\n"
+"  rebuild-catalog\n"
+"             rebuild a lost catalog from the manifests in the repositories\n"
+"             (strata rebuild-catalog --help)\n"
 "  backup     back up a VM's disks into a hub (strata backup --help)\n"
 "  restore    bring a backed-up disk back, as a file or an NBD export\n"
 "             (strata restore --help)\n"
@@ -98,6 +101,8 @@ main (int argc, char **argv)
     return cmd_serve (argc - 1, argv + 1);
   if (strcmp (argv[1], "migrate-legacy") == 0)
     return cli_migrate_legacy (argc - 1, argv + 1);
+  if (strcmp (argv[1], "rebuild-catalog") == 0)
+    return cli_rebuild_catalog (argc - 1, argv + 1);
   if (strcmp (argv[1], "backup") == 0)
     return agent_backup_main (argc - 1, argv + 1);
   if (strcmp (argv[1], "restore") == 0)
