@@ -60,6 +60,13 @@ int hub_access_open (struct hub *hub);
 int hub_psk_install (struct hub *hub, char **tls_dir);
 void hub_access_clear (struct hub *hub);
 
+/* --- Repository files (hub/inventory.c) ------------------------------ */
+/* Rewrite DATA-DIR/repositories.json from the catalog (a JSON array of
+ * {id,name,type,path}), and, with identities set, write each reachable
+ * repository's strata-repository.json where it is missing.  Both are what
+ * rebuild-catalog reads when the catalog is lost.  Failures are logged. */
+void hub_repo_files_write (struct hub *hub, bool identities);
+
 /* --- Recovery (hub/recovery.c); hub->lock held but for requeue -------- */
 /* Mark rows whose file is missing, then delete files that no row owns. */
 int hub_recover_files (struct hub *hub);

@@ -155,6 +155,7 @@ hub_open (struct hub_config *cfg)
     goto fail;
   if (ensure_default_repo (hub) == -1)
     goto fail;
+  hub_repo_files_write (hub, true);
 
   if (hub->cfg.nbd_tls_psk_file && hub_psk_install (hub, &tls_dir) == -1)
     goto fail;
