@@ -45,6 +45,11 @@ void
 hub_drop_disks (struct hub *hub, const char *repo_path,
                 const struct cat_disk *disks, size_t n)
 {
+  /* Every manifest first (storage/repo.h): a crash part-way leaves images
+   * without one, which the next start deletes. */
+  for (size_t i = 0; i < n; i++)
+    if (disks[i].qcow2_path && repo_remove_manifest (repo_path, disks[i].qcow2_path) == -1)
+      log_error ("%s", error_message ());
   for (size_t i = 0; i < n; i++) {
     if (disks[i].nbd_export && qsd_export_remove (hub->qsd, disks[i].nbd_export) == -1)
       log_error ("dropping export of %s disk %d: %s", disks[i].backup_job_id,
