@@ -743,19 +743,14 @@ static int
 backup_delete_plan_tx (struct catalog *cat, const char *backup_id, bool cascade,
                        char ***job_ids)
 {
-  CLEANUP_FREE char *word = NULL, *dependent = NULL, *active = NULL, *active_word = NULL;
+  CLEANUP_FREE char *dependent = NULL, *active = NULL, *active_word = NULL;
   CLEANUP_STMT struct db_stmt *st = NULL;
   enum job_status status;
   int64_t dependents;
   int f;
 
-  f = db_text (cat, &word, "SELECT status FROM backup_jobs WHERE id = ?", "s", backup_id);
-  if (f == 0)
-    error_set (ERR_NOT_FOUND, "backup %s not found", backup_id);
-  if (f != 1)
+  if (core_job_status (cat, backup_id, &status) == -1)
     return -1;
-  if (job_status_parse (word, &status) == -1)
-    return core_bad_word ("backup_jobs.status", word);
   if (status == JOB_RUNNING)
     return catalog_fail (ERR_CONFLICT, "backup %s is running: cancel it first", backup_id);
   if (job_status_active (status) || status == JOB_REMOVING)

@@ -187,6 +187,8 @@ int core_read_one (struct catalog *cat, const struct kind *k, void *out, const c
 /* A list: every record sql selects, in one read transaction. */
 int core_read_all (struct catalog *cat, const struct kind *k, void **out, size_t *n,
               const char *sql, const char *types, const char *param);
+/* The status of job id into *out; ERR_NOT_FOUND when there is no such job. */
+int core_job_status (struct catalog *cat, const char *id, enum job_status *out);
 /* The latest completed disk of (context, disk_index) into *out: 1, 0, -1. */
 int core_latest_disk (struct catalog *cat, const char *ctx, int disk_index, struct cat_disk *out);
 

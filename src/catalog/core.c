@@ -677,6 +677,23 @@ core_read_all (struct catalog *cat, const struct kind *k, void **out, size_t *n,
   return 0;
 }
 
+/* The status of job id into *out; ERR_NOT_FOUND when there is no such
+ * job, ERR_INTERNAL for a word this strata does not know. */
+int
+core_job_status (struct catalog *cat, const char *id, enum job_status *out)
+{
+  CLEANUP_FREE char *word = NULL;
+  int f = db_text (cat, &word, "SELECT status FROM backup_jobs WHERE id = ?", "s", id);
+
+  if (f == 0)
+    error_set (ERR_NOT_FOUND, "backup %s not found", id);
+  if (f != 1)
+    return -1;
+  if (job_status_parse (word, out) == -1)
+    return core_bad_word ("backup_jobs.status", word);
+  return 0;
+}
+
 /* Read the latest completed disk of (context, disk_index) into *out.  1
  * when there is one, 0 when not, -1 on error. */
 int

@@ -26,22 +26,15 @@ verify_record_tx (struct catalog *cat, const char *backup_id, size_t n,
                   const int *disk_indexes, const enum verify_state *states,
                   const char *const *errors, const char *verified_at)
 {
-  CLEANUP_FREE char *word = NULL;
   enum job_status status;
   enum verify_state job_state;
   int64_t corrupt, not_ok;
-  int f;
 
-  f = db_text (cat, &word, "SELECT status FROM backup_jobs WHERE id = ?", "s", backup_id);
-  if (f == 0)
-    error_set (ERR_NOT_FOUND, "backup %s not found", backup_id);
-  if (f != 1)
+  if (core_job_status (cat, backup_id, &status) == -1)
     return -1;
-  if (job_status_parse (word, &status) == -1)
-    return core_bad_word ("backup_jobs.status", word);
   if (status != JOB_COMPLETED && status != JOB_FINISHING)
     return catalog_fail (ERR_CONFLICT, "backup %s is %s: only a completed backup is"
-                         " verified", backup_id, word);
+                         " verified", backup_id, job_status_name (status));
   for (size_t i = 0; i < n; i++) {
     int64_t changed = db_exec (cat, "UPDATE backup_disks SET verify_state = ?,"
                                " verify_error = ?, verified_at = ?"
