@@ -316,9 +316,11 @@ start_plan (struct hub *hub, struct start *st)
     d->unit_number = vd->unit_number;
     d->backup_type = incremental ? BACKUP_INCREMENTAL : BACKUP_FULL;
     d->parent_disk_id = incremental ? st->parents[i].id : -1;
-    d->full_reason = (char *) (!full && !incremental
-                               ? "no completed backup of this disk in the context to build on"
-                               : NULL);
+    /* The catalog's reason when it refused the chain (it failed
+     * verification), else there is nothing to build on. */
+    d->full_reason = (char *) (full || incremental ? NULL
+                               : st->parents[i].full_reason ? st->parents[i].full_reason
+                               : "no completed backup of this disk in the context to build on");
     d->status = DISK_RUNNING;
     d->created_at = st->now;
     d->qcow2_path = repo_disk_relpath (job->context_id, d->disk_index, job->id);
