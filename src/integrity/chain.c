@@ -120,8 +120,8 @@ mf_chain_layer_needs (struct mf_chain *c, size_t i,
   for (size_t j = 0; j < i; j++)
     if (layer_blocks (c, j) < limit)
       limit = layer_blocks (c, j);
-  if (limit == UINT64_MAX)
-    limit = layer_blocks (c, i);
+  if (limit > layer_blocks (c, i))
+    limit = layer_blocks (c, i);        /* layer i holds nothing past its end */
   held = bits_new (limit);
   if (held == NULL)
     return -1;

@@ -399,7 +399,8 @@ reader_check (struct mf_reader *r)
   if (mf_rewind (r) == -1)
     return -1;
   while ((rr = mf_next (r, &block, &kind, NULL)) == 1)
-    ;
+    if (mf_recs_skip_run (&r->recs) == -1)
+      return -1;
   if (rr == -1)
     return -1;
   if (mf_in_tell (&r->in) != facts_offset)

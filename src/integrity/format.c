@@ -119,6 +119,20 @@ mf_in_read (struct mf_in *in, void *dst, size_t len)
 }
 
 void
+mf_in_skip (struct mf_in *in, uint64_t len)
+{
+  size_t n = in->blen - in->bpos;
+
+  if (len <= n) {
+    in->bpos += len;
+    return;
+  }
+  len -= n;
+  in->bpos = in->blen = 0;
+  in->pos = len > in->end - in->pos ? in->end : in->pos + len;
+}
+
+void
 mf_runs_init (struct mf_runs *w, struct mf_out *out)
 {
   w->out = out;
@@ -174,6 +188,24 @@ mf_runs_end (struct mf_runs *w)
 
   if (runs_flush (w) == -1 || mf_out_write (w->out, end, sizeof end) == -1)
     return -1;
+  return 0;
+}
+
+int
+mf_recs_skip_run (struct mf_recs *r)
+{
+  uint64_t left = r->count - r->done, end;
+
+  if (r->kind == MF_DATA && left > 0) {
+    uint64_t at = mf_in_tell (r->in);
+    /* A run longer than what remains cannot be whole. */
+    if (__builtin_add_overflow (at, left * MF_HASH_LEN, &end) || end > r->in->end) {
+      error_set (ERR_INVALID, "%s: truncated (no end record)", r->what);
+      return -1;
+    }
+    mf_in_skip (r->in, left * MF_HASH_LEN);
+  }
+  r->done = r->count;
   return 0;
 }
 

@@ -90,6 +90,8 @@ void mf_in_init (struct mf_in *in, int fd, uint64_t pos, uint64_t end);
 /* Read len bytes: 1 when all were there, 0 when the range ended first,
  * -1 on an I/O error (set). */
 int mf_in_read (struct mf_in *in, void *dst, size_t len);
+/* Pass over len bytes (at most to the end of the range). */
+void mf_in_skip (struct mf_in *in, uint64_t len);
 /* The offset of the next byte mf_in_read returns. */
 uint64_t mf_in_tell (const struct mf_in *in);
 
@@ -132,6 +134,10 @@ void mf_recs_init (struct mf_recs *r, struct mf_in *in, const char *what, uint64
 /* As mf_next: 1 with a record, 0 after the end record, -1 on error. */
 int mf_recs_next (struct mf_recs *r, uint64_t *block, enum mf_kind *kind,
                   uint8_t hash[MF_HASH_LEN]);
+/* Pass over the rest of the current run (after mf_recs_next returned 1),
+ * so that checking a part costs its runs, not its blocks: a hostile zero
+ * run may claim 2^32 blocks. */
+int mf_recs_skip_run (struct mf_recs *r);
 
 /* Durable replacement of final_path: a temporary file in its folder is
  * written by body, fsynced, renamed over final_path and the folder

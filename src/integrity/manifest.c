@@ -386,7 +386,8 @@ mf_part_check (const char *part_path, int64_t virtual_size)
   }
   mf_recs_init (&recs, in, what, mf_blocks_for (size));
   while ((r = mf_recs_next (&recs, &block, &kind, NULL)) == 1)
-    ;
+    if (mf_recs_skip_run (&recs) == -1)
+      return -1;
   if (r == -1)
     return -1;
   r = mf_in_read (in, &extra, 1);
