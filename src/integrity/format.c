@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "integrity/manifest-int.h"
+#include "storage/repo.h"
 #include "util/cleanup.h"
 #include "util/error.h"
 
@@ -342,27 +343,14 @@ mf_recs_next (struct mf_recs *r, uint64_t *block, enum mf_kind *kind,
   return 1;
 }
 
-/* The folder part of path, in a new string. */
-static char *
-dir_of (const char *path)
-{
-  const char *slash = strrchr (path, '/');
-
-  if (slash == NULL)
-    return strdup (".");
-  if (slash == path)
-    return strdup ("/");
-  return strndup (path, slash - path);
-}
-
 int
 mf_replace (const char *final_path, int (*body) (void *opaque, int fd), void *opaque)
 {
   CLEANUP_FREE char *tmp = NULL, *dir = NULL;
-  CLEANUP_FD int fd = -1, dfd = -1;
+  CLEANUP_FD int fd = -1;
 
   if (asprintf (&tmp, "%s.new-XXXXXX", final_path) == -1 ||
-      (dir = dir_of (final_path)) == NULL) {
+      (dir = repo_dir_of (final_path)) == NULL) {
     tmp = NULL;
     error_set_errno (ERR_INTERNAL, ENOMEM, "manifest %s", final_path);
     return -1;
@@ -383,12 +371,7 @@ mf_replace (const char *final_path, int (*body) (void *opaque, int fd), void *op
     error_set_errno (ERR_INTERNAL, errno, "renaming %s to %s", tmp, final_path);
     goto fail;
   }
-  dfd = open (dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd == -1 || fsync (dfd) == -1) {
-    error_set_errno (ERR_INTERNAL, errno, "syncing folder %s", dir);
-    return -1;
-  }
-  return 0;
+  return repo_sync_dir (dir);
 
  fail:
   unlink (tmp);

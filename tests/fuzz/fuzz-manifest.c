@@ -2,8 +2,7 @@
  * iterator (integrity/manifest.h), the reader of files that may have been
  * damaged or written by someone else.
  *
- * The input becomes the file (a memfd reached through /proc/self/fd, so no
- * run leaves a file behind).  It is opened as it is, and again with the
+ * The input becomes the file (fuzz_scratch_file).  It is opened as it is, and again with the
  * footer's checksum made right when the footer's lengths fit the input, so
  * that mutations reach the header, the runs and the facts instead of all
  * dying at the checksum.  The input is also checked as a block part.  An
@@ -11,14 +10,10 @@
  * ascending block order inside the disk, of a known kind, ending cleanly,
  * the same on a second pass, and facts that are a JSON object.
  */
-#include <errno.h>
-#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include <xxhash.h>
 
@@ -27,32 +22,7 @@
 
 int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size);
 
-static int fd = -1;
-static char path[64];
-
-static void
-put_file (const uint8_t *data, size_t size)
-{
-  size_t done = 0;
-
-  if (fd == -1) {
-    fd = memfd_create ("strata-fuzz-manifest", MFD_CLOEXEC);
-    if (fd == -1) {
-      perror ("fuzz-manifest: memfd");
-      abort ();
-    }
-    snprintf (path, sizeof path, "/proc/self/fd/%d", fd);
-  }
-  if (ftruncate (fd, 0) == -1)
-    abort ();
-  while (done < size) {
-    ssize_t n = pwrite (fd, data + done, size - done, done);
-    if (n <= 0 && errno != EINTR)
-      abort ();
-    if (n > 0)
-      done += n;
-  }
-}
+static const char *path;
 
 static uint64_t
 le64 (const uint8_t *p)
@@ -113,7 +83,7 @@ open_and_walk (void)
 int
 LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
 {
-  put_file (data, size);
+  path = fuzz_scratch_file (data, size);
   open_and_walk ();
 
   if (size >= 56) {
@@ -136,7 +106,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
       memcpy (copy, data, size);
       for (int i = 0; i < 8; i++)
         copy[size - 16 + i] = sum >> (8 * i);
-      put_file (copy, size);
+      fuzz_scratch_file (copy, size);
       free (copy);
       open_and_walk ();
     }

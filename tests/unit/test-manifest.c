@@ -439,6 +439,24 @@ hand_manifest (const char *path, const struct bytes *part, const char *facts)
   write_bytes (path, &x);
 }
 
+/* Manifests written by hand with a right checksum: a header with this
+ * algorithm, maybe a one-block data run, this many end records, facts. */
+static const struct {
+  uint8_t alg;
+  bool data_run;
+  int ends;
+  const char *facts, *what, *needle;  /* needle NULL: valid (the last) */
+} hand[] = {
+  { 1, false, 2, "{\"hashed\":true}", "a block part that ends before the facts",
+    "end where the facts" },
+  { 1, true, 0, "{\"hashed\":true}", "a block part running into the facts", "truncated" },
+  { 1, false, 1, "[1,2]", "facts that are not an object", "JSON object" },
+  { 1, false, 1, "{\"hashed\":true", "facts that are not JSON", "JSON object" },
+  { 1, false, 1, "{}", "facts without \"hashed\"", "hashed" },
+  { 7, false, 1, "{\"hashed\":true}", "an unknown algorithm", "algorithm" },
+  { 1, false, 1, "{\"hashed\":true}", "(valid)", NULL },
+};
+
 static void
 test_open_damaged (void)
 {
@@ -465,33 +483,17 @@ test_open_damaged (void)
   damage (good, bad, LONG_MIN, 0);
   refused (bad, "an empty file", "short");
 
-  part.n = 0;
-  put_header (&part, 1, MF_BLOCK_SIZE, 4 * BS, 1);
-  put_run (&part, 0, 0, 0);
-  put_run (&part, 0, 0, 0);
-  hand_manifest (bad, &part, "{\"hashed\":true}");
-  refused (bad, "a block part that ends before the facts", "end where the facts");
-  part.n = 0;
-  put_header (&part, 1, MF_BLOCK_SIZE, 4 * BS, 1);
-  put_run (&part, 0, 1, 1);
-  hand_manifest (bad, &part, "{\"hashed\":true}");
-  refused (bad, "a block part running into the facts", "truncated");
-  part.n = 0;
-  put_header (&part, 1, MF_BLOCK_SIZE, 4 * BS, 1);
-  put_run (&part, 0, 0, 0);
-  hand_manifest (bad, &part, "[1,2]");
-  refused (bad, "facts that are not an object", "JSON object");
-  hand_manifest (bad, &part, "{\"hashed\":true");
-  refused (bad, "facts that are not JSON", "JSON object");
-  part.n = 0;
-  put_header (&part, 1, MF_BLOCK_SIZE, 4 * BS, 7);
-  put_run (&part, 0, 0, 0);
-  hand_manifest (bad, &part, "{\"hashed\":true}");
-  refused (bad, "an unknown algorithm", "algorithm");
-  part.n = 0;
-  put_header (&part, 1, MF_BLOCK_SIZE, 4 * BS, 1);
-  put_run (&part, 0, 0, 0);
-  hand_manifest (bad, &part, "{\"hashed\":true}");
+  for (size_t i = 0; i < sizeof hand / sizeof hand[0]; i++) {
+    part.n = 0;
+    put_header (&part, 1, MF_BLOCK_SIZE, 4 * BS, hand[i].alg);
+    if (hand[i].data_run)
+      put_run (&part, 0, 1, MF_DATA);
+    for (int k = 0; k < hand[i].ends; k++)
+      put_run (&part, 0, 0, 0);
+    hand_manifest (bad, &part, hand[i].facts);
+    if (hand[i].needle)
+      refused (bad, hand[i].what, hand[i].needle);
+  }
   r = mf_open (bad);
   ok (r != NULL, "a hand-written manifest by the documented layout opens: %s",
       r ? "" : error_message ());
