@@ -78,7 +78,7 @@ int
 repo_write_atomic (const char *path, const void *data, size_t len)
 {
   CLEANUP_FREE char *tmp = xasprintf ("%s.XXXXXX", path);
-  CLEANUP_FREE char *dir = dir_of (path);
+  CLEANUP_FREE char *dir = repo_dir_of (path);
   const char *p = data;
   int fd;
 
@@ -115,7 +115,7 @@ repo_write_atomic (const char *path, const void *data, size_t len)
     error_set_errno (ERR_INTERNAL, errno, "renaming %s to %s", tmp, path);
     goto fail;
   }
-  return sync_dir (dir);
+  return repo_sync_dir (dir);
 
  fail:
   if (fd >= 0)
