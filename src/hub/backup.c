@@ -683,9 +683,27 @@ context_delete_locked (struct hub *hub, const char *context_id, bool force,
     return -1;
   hub_merge_wait (hub, context_id);
   if (catalog_repo_get (hub->cat, ctx.repository_id, &repo) == -1 ||
-      hub_restores_check_context (hub, context_id) == -1 ||
-      catalog_context_delete (hub->cat, context_id, force, &deleted.v, &deleted.n) == -1)
+      hub_restores_check_context (hub, context_id) == -1)
     return -1;
+  if (hub_verifying (hub, context_id)) {
+    error_set (ERR_CONFLICT, "a verify task reads context %s; delete it once the task "
+               "has ended", context_id);
+    return -1;
+  }
+  /* The folder is retired before the rows go (storage/repo.h), and comes
+   * back if the catalog refuses. */
+  if (repo_retire_context (repo.path, context_id) == -1)
+    return -1;
+  crash_point ("context-delete:retired");
+  if (catalog_context_delete (hub->cat, context_id, force, &deleted.v, &deleted.n) == -1) {
+    struct error_saved es;
+    error_save (&es);
+    if (repo_unretire_context (repo.path, context_id) == -1)
+      log_error ("context %s: %s (the next start renames it back)", context_id,
+                 error_message ());
+    error_restore (&es);
+    return -1;
+  }
   crash_point ("context-delete:recorded");
   *deleted_ids = job_ids_of (deleted.v, deleted.n);
   hub_drop_disks (hub, repo.path, deleted.v, deleted.n);

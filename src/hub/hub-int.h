@@ -86,7 +86,7 @@ void hub_drop_disks (struct hub *hub, const char *repo_path,
 /* Crash points of the hub (util/crash.h, STRATA_CRASH_AT): start:images
  * start:exports start:recorded complete:synced complete:recorded
  * finishing:recorded finish:recorded end:recorded delete:recorded
- * context-delete:recorded. */
+ * context-delete:retired context-delete:recorded. */
 
 /* --- Restores (hub/restore.c); hub->lock held for all of these. ------- */
 /* ERR_CONFLICT when an open restore export reads a disk of one of these

@@ -85,6 +85,7 @@ hub_requeue_jobs (struct hub *hub)
 }
 
 struct known_files {
+  struct hub *hub;
   const char *repo_path;
   char **rels;            /* sorted, for bsearch */
   size_t n;
@@ -113,20 +114,26 @@ remove_orphan (const char *rel, void *opaque)
               "process (a backup another hub is starting?); leaving it", k->repo_path, rel);
     return 0;
   }
-  /* With a manifest, it was a completed backup: a catalog that does not
-   * know it was lost, or is older than the repository.  Never delete that
-   * (deletions remove every manifest before any image, so a crash in a
-   * deletion never leaves one). */
+  /* With a manifest, it was a completed backup.  If the catalog does not
+   * even know its context, the catalog was lost (or is older than the
+   * repository): never delete that.  (A context's folder is retired
+   * before its rows go, so a crash in a context delete never leaves such a
+   * folder; in a known context, a crash after a delete was recorded leaves
+   * images the catalog no longer wants.) */
   {
     CLEANUP_FREE char *path = repo_abspath (k->repo_path, rel);
     CLEANUP_FREE char *mf = path ? mf_path_for (path) : NULL;
+    CLEANUP_FREE char *ctx_id = strndup (rel, strcspn (rel, "/"));
+    CLEANUP_CAT_CONTEXT struct cat_context ctx = { 0 };
     struct stat st;
-    if (mf && stat (mf, &st) == 0) {
-      log_error ("repository %s: %s belongs to no backup of the catalog but has a "
-                 "manifest: it was a completed backup, so it is kept (the catalog was "
-                 "lost or is older than the repository?  `strata rebuild-catalog` "
-                 "rebuilds a catalog from the manifests; delete the file and its "
-                 "manifest by hand if it is not wanted)", k->repo_path, rel);
+    if (mf && ctx_id && stat (mf, &st) == 0 &&
+        catalog_context_get (k->hub->cat, ctx_id, &ctx) == -1 &&
+        error_category () == ERR_NOT_FOUND) {
+      log_error ("repository %s: %s is a completed backup (it has a manifest) of a "
+                 "context the catalog does not know: it is kept (was the catalog lost, "
+                 "or is it older than the repository?  `strata rebuild-catalog` "
+                 "rebuilds a catalog from the manifests; delete the folder by hand if "
+                 "it is not wanted)", k->repo_path, rel);
       k->kept++;
       return 0;
     }
@@ -285,7 +292,7 @@ remove_orphans (struct hub *hub)
   qsort (running_rels, n_running, sizeof *running_rels, cmp_str);
   for (size_t r = 0; r < repos.n; r++) {
     const struct cat_repository *repo = &repos.v[r];
-    struct known_files k = { .repo_path = repo->path };
+    struct known_files k = { .hub = hub, .repo_path = repo->path };
     k.rels = calloc (f.n + 1, sizeof *k.rels);
     if (k.rels == NULL)
       break;
@@ -308,9 +315,57 @@ remove_orphans (struct hub *hub)
   return 0;
 }
 
+/* A context folder retired by a delete that the last hub did not finish:
+ * back, when the catalog still has the context (the delete was not
+ * recorded), else gone. */
+struct retired_check {
+  struct hub *hub;
+  const char *repo_path;
+};
+
+static int
+settle_retired (const char *context_id, void *opaque)
+{
+  struct retired_check *r = opaque;
+  CLEANUP_CAT_CONTEXT struct cat_context ctx = { 0 };
+
+  if (catalog_context_get (r->hub->cat, context_id, &ctx) == 0) {
+    log_warn ("repository %s: the delete of context %s was cut off before it was "
+              "recorded; its folder is put back", r->repo_path, context_id);
+    if (repo_unretire_context (r->repo_path, context_id) == -1)
+      log_error ("%s", error_message ());
+  }
+  else if (error_category () == ERR_NOT_FOUND) {
+    log_warn ("repository %s: removing the folder of deleted context %s", r->repo_path,
+              context_id);
+    if (repo_remove_context (r->repo_path, context_id) == -1)
+      log_error ("%s", error_message ());
+  }
+  else
+    log_error ("%s", error_message ());
+  return 0;
+}
+
+static void
+settle_retired_contexts (struct hub *hub)
+{
+  CLEANUP_CAT_REPO_LIST struct cat_repository_list repos = { 0 };
+
+  if (catalog_repo_list (hub->cat, &repos.v, &repos.n) == -1) {
+    log_error ("%s", error_message ());
+    return;
+  }
+  for (size_t r = 0; r < repos.n; r++) {
+    struct retired_check rc = { hub, repos.v[r].path };
+    if (repo_scan_retired (repos.v[r].path, settle_retired, &rc) == -1)
+      log_warn ("%s", error_message ());
+  }
+}
+
 int
 hub_recover_files (struct hub *hub)
 {
+  settle_retired_contexts (hub);
   if (check_rows (hub) == -1)
     return -1;
   return remove_orphans (hub);

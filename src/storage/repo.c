@@ -588,18 +588,92 @@ remove_file (const char *rel, void *opaque)
 int
 repo_remove_context (const char *repo_path, const char *context_id)
 {
+  CLEANUP_FREE char *retired = NULL, *path = NULL;
+  const char *folder = context_id;
+  struct stat st;
+
   if (!id_valid (context_id)) {
     error_set (ERR_INVALID, "bad context id");
     return -1;
   }
-  /* Every manifest first (an image left by a crash without one is an
-   * orphan the next start deletes; one with a manifest is kept, as a
-   * completed backup a lost catalog may have forgotten), then the images,
-   * then manifests no image had. */
-  if (walk_context (repo_path, context_id, remove_manifest_of, (void *) repo_path, false,
+  retired = xasprintf ("%s%s", REPO_RETIRED_PREFIX, context_id);
+  path = retired ? repo_abspath (repo_path, retired) : NULL;
+  if (path == NULL)
+    return -1;
+  if (lstat (path, &st) == 0 && S_ISDIR (st.st_mode))
+    folder = retired;
+  /* Every manifest first, then the images, then manifests no image had. */
+  if (walk_context (repo_path, folder, remove_manifest_of, (void *) repo_path, false,
                     false) == -1 ||
-      walk_context (repo_path, context_id, remove_one, (void *) repo_path, false, false) == -1 ||
-      walk_context (repo_path, context_id, remove_file, (void *) repo_path, true, true) == -1)
+      walk_context (repo_path, folder, remove_one, (void *) repo_path, false, false) == -1 ||
+      walk_context (repo_path, folder, remove_file, (void *) repo_path, true, true) == -1)
     return -1;
   return 0;
+}
+
+/* Rename the folder from -> to inside the repository, and sync the root.  A
+ * missing from is no error. */
+static int
+rename_in (const char *repo_path, const char *from, const char *to)
+{
+  CLEANUP_FREE char *a = repo_abspath (repo_path, from);
+  CLEANUP_FREE char *b = repo_abspath (repo_path, to);
+
+  if (a == NULL || b == NULL)
+    return -1;
+  if (rename (a, b) == -1) {
+    if (errno == ENOENT)
+      return 0;
+    error_set_errno (errno == ENOSPC ? ERR_NO_SPACE : ERR_INTERNAL, errno,
+                     "renaming %s to %s", a, b);
+    return -1;
+  }
+  return repo_sync_dir (repo_path);
+}
+
+int
+repo_retire_context (const char *repo_path, const char *context_id)
+{
+  CLEANUP_FREE char *retired = NULL;
+
+  if (!id_valid (context_id)) {
+    error_set (ERR_INVALID, "bad context id");
+    return -1;
+  }
+  retired = xasprintf ("%s%s", REPO_RETIRED_PREFIX, context_id);
+  return retired ? rename_in (repo_path, context_id, retired) : -1;
+}
+
+int
+repo_unretire_context (const char *repo_path, const char *context_id)
+{
+  CLEANUP_FREE char *retired = NULL;
+
+  if (!id_valid (context_id)) {
+    error_set (ERR_INVALID, "bad context id");
+    return -1;
+  }
+  retired = xasprintf ("%s%s", REPO_RETIRED_PREFIX, context_id);
+  return retired ? rename_in (repo_path, retired, context_id) : -1;
+}
+
+int
+repo_scan_retired (const char *repo_path,
+                   int (*fn) (const char *context_id, void *opaque), void *opaque)
+{
+  DIR *d = opendir (repo_path);
+  struct dirent *de;
+  size_t plen = strlen (REPO_RETIRED_PREFIX);
+  int ret = 0;
+
+  if (d == NULL) {
+    error_set_errno (ERR_INTERNAL, errno, "opening repository %s", repo_path);
+    return -1;
+  }
+  while ((de = readdir (d)) != NULL)
+    if (strncmp (de->d_name, REPO_RETIRED_PREFIX, plen) == 0 &&
+        id_valid (de->d_name + plen) && fn (de->d_name + plen, opaque) == -1)
+      ret = -1;
+  closedir (d);
+  return ret;
 }

@@ -82,8 +82,23 @@ int repo_remove_manifest (const char *repo_path, const char *rel);
  * images it opens.  false when the file cannot be opened. */
 bool repo_image_in_use (const char *repo_path, const char *rel);
 
-/* Delete a context's folder with everything strata made in it. */
+/* Delete a context's folder (or its retired folder, below) with everything
+ * strata made in it. */
 int repo_remove_context (const char *repo_path, const char *context_id);
+
+/* A context being deleted: its folder is renamed to REPO_RETIRED_PREFIX +
+ * its id before the catalog forgets it (and renamed back if the catalog
+ * refuses), so that a crash in between never leaves a context folder whose
+ * context the catalog does not know (start-up keeps such a folder's
+ * completed images, see hub/recovery.c).  At start-up, a retired folder
+ * whose context the catalog still knows is renamed back; any other goes.
+ * A missing folder is no error. */
+#define REPO_RETIRED_PREFIX "deleting-"
+int repo_retire_context (const char *repo_path, const char *context_id);
+int repo_unretire_context (const char *repo_path, const char *context_id);
+/* Call fn with the context id of each retired folder. */
+int repo_scan_retired (const char *repo_path,
+                       int (*fn) (const char *context_id, void *opaque), void *opaque);
 
 /* Walk the repository for image files laid out as above and call fn with
  * each one's relative path.  Folders strata did not make are skipped. */

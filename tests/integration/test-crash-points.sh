@@ -133,6 +133,14 @@ is "$(sql "SELECT count(*) FROM backup_jobs WHERE id='$I'")" 0 "delete:recorded:
 ok "delete:recorded: and its images from the repository" eval "[ ! -e '$P0' ] && [ ! -e '$P1' ]"
 
 CTXID=$(sql "SELECT context_id FROM vm_backup_contexts")
+# --- Dying after a context's folder was retired, before its delete was
+# recorded: the context stays, with its folder back under its name.
+crash_at context-delete:retired DELETE "/api/v1/contexts/$CTXID"
+invariants context-delete:retired
+is "$(sql "SELECT count(*) FROM vm_backup_contexts")" 1 "context-delete:retired: the context stays"
+ok "context-delete:retired: its folder is back" test -d "$REPO/$CTXID"
+ok "context-delete:retired: no retired folder is left" eval "! ls -d '$REPO'/deleting-* 2>/dev/null"
+
 crash_at context-delete:recorded DELETE "/api/v1/contexts/$CTXID"
 invariants context-delete:recorded
 is "$(sql "SELECT count(*) FROM vm_backup_contexts")|$(sql "SELECT count(*) FROM backup_jobs")" "0|0" \

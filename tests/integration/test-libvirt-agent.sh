@@ -63,7 +63,10 @@ cp "$T/ref-a" "$T/p2-a"
 guest_write_ref "$DOM" vda "$T/ref-a" 0x51 16M 16M
 cp "$T/ref-a" "$T/p3-a"
 cp "$T/ref-b" "$T/p3-b"
+# One 4 KiB request at a time keeps the job running long enough to be seen
+# and interrupted; hashing would round the requests up to 64 KiB blocks.
 export STRATA_COPY_CONNECTIONS=1 STRATA_COPY_REQUESTS=1 STRATA_COPY_REQUEST_SIZE=4096
+export STRATA_COPY_HASH=0
 "$STRATA" backup --hub "http://127.0.0.1:$HUB_PORT" --vm "$DOM" --libvirt "$DOM" \
   --connect "$LIBVIRT_URI" --json > "$T/slow.out" 2> "$T/slow.err" &
 AG=$!
@@ -89,7 +92,7 @@ api GET "/api/v1/backups/$B4"
 is "$(jqb .status)" failed "the hub has it failed"
 is "$(checkpoints_of "$DOM")" "strata-$B3" "its new checkpoint is deleted, the previous one stays"
 ok "no backup job is left" eval "! backup_job_running $DOM"
-unset STRATA_COPY_CONNECTIONS STRATA_COPY_REQUESTS STRATA_COPY_REQUEST_SIZE
+unset STRATA_COPY_CONNECTIONS STRATA_COPY_REQUESTS STRATA_COPY_REQUEST_SIZE STRATA_COPY_HASH
 
 lvbackup_ok "the next backup succeeds"
 B5=$(jqa .backup_id)
