@@ -142,6 +142,14 @@ is "$(repo_files)" "$FILES" "no file changed"
 
 # --- The catalog is lost -----------------------------------------------------
 lose_catalog
+# A hub started on the empty catalog first (the careless way) must not take
+# the completed backups for leftovers of a crash.
+start_hub
+is "$(repo_files)" "$FILES" "a hub started on an empty catalog deletes no completed backup"
+like "$(cat "$HUB_LOG")" "completed backup \(it has a manifest\) of a context the catalog does not know: it is kept" \
+     "and says why it keeps them"
+stop_hub
+lose_catalog
 rebuild --dry-run
 is "$RB_RC" 0 "a dry run succeeds"
 like "$RB_OUT" "jobs rebuilt: 3" "it plans three jobs"
