@@ -24,16 +24,22 @@ usage (FILE *fp)
 "  migrate-legacy\n"
 "             upgrade a legacy flat backup_jobs catalog to contexts\n"
 "             (strata migrate-legacy --help)\n"
+"  rebuild-catalog\n"
+"             rebuild a lost catalog from the manifests in the repositories\n"
+"             (strata rebuild-catalog --help)\n"
 "  backup     back up a VM's disks into a hub (strata backup --help)\n"
 "  restore    bring a backed-up disk back, as a file or an NBD export\n"
 "             (strata restore --help)\n"
 "  prune      remove the backups retention rules do not keep, merging them\n"
 "             into the points that stay (strata prune --help)\n"
+"  verify     read back a backup's chain and check it against its hashes\n"
+"             (strata verify --help)\n"
 "  help       show this help\n"
 "  version    print the version\n"
 "\n"
 "Exit status: 0 on success, 1 on failure, 2 on a usage error; backup,\n"
-"restore and prune also use 3 (hub unreachable or refused) and 4 (conflict).\n");
+"restore, prune and verify also use 3 (hub unreachable or refused) and 4\n"
+"(conflict).\n");
 }
 
 /* Run the hub until SIGINT or SIGTERM. */
@@ -95,12 +101,16 @@ main (int argc, char **argv)
     return cmd_serve (argc - 1, argv + 1);
   if (strcmp (argv[1], "migrate-legacy") == 0)
     return cli_migrate_legacy (argc - 1, argv + 1);
+  if (strcmp (argv[1], "rebuild-catalog") == 0)
+    return cli_rebuild_catalog (argc - 1, argv + 1);
   if (strcmp (argv[1], "backup") == 0)
     return agent_backup_main (argc - 1, argv + 1);
   if (strcmp (argv[1], "restore") == 0)
     return agent_restore_main (argc - 1, argv + 1);
   if (strcmp (argv[1], "prune") == 0)
     return agent_prune_main (argc - 1, argv + 1);
+  if (strcmp (argv[1], "verify") == 0)
+    return agent_verify_main (argc - 1, argv + 1);
   if (strcmp (argv[1], "help") == 0 || strcmp (argv[1], "--help") == 0 ||
       strcmp (argv[1], "-h") == 0) {
     usage (stdout);

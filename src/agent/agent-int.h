@@ -30,11 +30,28 @@ void client_clear (struct client *c);
 int client_call (struct client *c, const char *method, const char *path,
                  json_t *body, json_t **resp);
 
+/* PUT path with the file open at fd, whole, as the body
+ * (application/octet-stream), streamed from disk, never held in memory.
+ * Answers as client_call. */
+int client_put_file (struct client *c, const char *path, int fd, json_t **resp);
+
 /* s percent-encoded for a URL (caller frees), or NULL. */
 char *client_escape (const char *s);
 
 /* The exit status for a failed client_call (-1 or >= 400). */
 int client_exit_status (int status);
+
+/* ------------------------------------------------------------- tasks --- */
+/* The context of (vm, repository; NULL: the VM's only one): its id into
+ * *out (caller frees).  Returns an exit status (AGENT_EXIT_OK on success),
+ * having told stderr why not, prefixed with prog. */
+int agent_find_context (struct client *c, const char *prog, const char *vm,
+                        const char *repository, char **out);
+/* Poll a hub task until it is no longer running, with a bar of its steps
+ * ("LABEL [###---] 1/3 STEPS") on stderr unless quiet.  *task receives its
+ * last state.  Returns an exit status. */
+int agent_wait_task (struct client *c, const char *prog, const char *label,
+                     const char *steps, const char *task_id, bool quiet, json_t **task);
 
 /* ---------------------------------------------------------- progress --- */
 

@@ -15,5 +15,6 @@ enum {
 int agent_backup_main (int argc, char **argv);
 int agent_restore_main (int argc, char **argv);
 int agent_prune_main (int argc, char **argv);
+int agent_verify_main (int argc, char **argv);
 
 #endif

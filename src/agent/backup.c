@@ -13,6 +13,14 @@
  * 3. The backup session (engine/session.c) copies the disks in parallel
  *    (at most --parallel at a time); each is flushed by the engine and then
  *    completed at the hub with its change id (POST .../complete).
+ *    The engine hashes every block it reads (XXH3-128 per 64 KiB block);
+ *    before a disk is completed the agent uploads those hashes, streamed
+ *    from a temporary file (PUT .../disks/N/manifest).  A hub without that
+ *    route (an older one) gets no hashes, with one warning.
+ *    With --audit the session then reads the completed disk's source again
+ *    (all of it or a sample) and the agent uploads what it saw
+ *    (PUT .../disks/N/audit): the hub compares it with the point's
+ *    manifests.  Differences make the exit status 1, the backup stays.
  * 4. Only when the hub reports the job completed are the older bitmaps
  *    removed.  On any error, a signal or a refused completion, the job is
  *    failed at the hub (POST .../fail) and every disk's new bitmap removed,
@@ -33,16 +41,20 @@
  * have no such window: they stay "finishing" until the hub has committed.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "agent/agent.h"
 #include "agent/agent-int.h"
 #include "util/cleanup.h"
+#include "integrity/manifest.h"
 #include "util/error.h"
 #include "virt/virt.h"
 
@@ -56,6 +68,8 @@ struct bdisk {
   char *superseded;           /* the context's latest change id before this job */
   char *recorded_change_id;   /* skip: the change id the hub recorded */
   bool has_backing;
+  struct mf_map *hashes;      /* the copy's block hashes, or NULL */
+  json_t *audit;              /* the hub's answer to the audit, or NULL */
 };
 
 struct backup {
@@ -69,6 +83,8 @@ struct backup {
   enum backup_type type;
   bool json, resumed;
   int parallel;
+  int audit_percent;          /* --audit: percent of the blocks, or 0 */
+  _Atomic bool no_manifests;  /* the hub has no manifest route */
   char *backup_id;
   struct bdisk *disks;
   int n;
@@ -90,7 +106,7 @@ usage (FILE *fp)
 "Usage: strata backup [--hub URL] [--token-file F] --vm NAME [--repository ID]\n"
 "                     [--type auto|full|incremental] [--dirty-bitmap NAME]\n"
 "                     [--change-id ID] [--tls-psk-file F] [--parallel N]\n"
-"                     [--json] DISK...\n"
+"                     [--audit[=PERCENT]] [--json] DISK...\n"
 "       strata backup [...] --libvirt DOMAIN [--connect URI] [--quiesce]\n"
 "Back up the disks of a VM into the hub.  Each DISK, in order, is disk 0, 1, ...:\n"
 "  a QCOW2 image (strata keeps a persistent dirty bitmap in it: incrementals copy\n"
@@ -112,6 +128,10 @@ usage (FILE *fp)
 "                       libvirt checkpoint)\n"
 "  --tls-psk-file F     PSK file for the hub's nbds:// targets\n"
 "  --parallel N         disks copied at once (default 2)\n"
+"  --audit[=PERCENT]    after each disk, read its source again (every block, or\n"
+"                       a random PERCENT of them, 1-100) and have the hub\n"
+"                       compare it with the new point: blocks that differ are\n"
+"                       blocks the change tracking missed\n"
 "  --json               print a JSON summary on stdout instead of progress\n"
 "  --libvirt DOMAIN     back up a libvirt domain, running or shut off (started\n"
 "                       paused for the backup); --vm defaults to DOMAIN\n"
@@ -120,7 +140,8 @@ usage (FILE *fp)
 "                       start; without an agent the backup is crash-consistent\n"
 "\n"
 "Exit status: 0 backed up; 1 the backup failed (the job is failed at the hub,\n"
-"the previous chain stays usable); 2 usage error or unusable DISK (nothing is\n"
+"the previous chain stays usable), or it is complete but its audit found blocks\n"
+"that differ; 2 usage error or unusable DISK (nothing is\n"
 "sent to the hub); 3 the hub is unreachable or refused the request; 4 a backup\n"
 "of the VM is already running (conflict).\n");
 }
@@ -385,6 +406,89 @@ start_job (struct backup *b)
   return AGENT_EXIT_CONFLICT;
 }
 
+/* PUT a map's block part to .../disks/N/<what>, written to an unlinked
+ * temporary file ($TMPDIR or /var/tmp) and streamed from it.  Returns the
+ * HTTP status, or -1 with the error set. */
+static int
+put_part (struct backup *b, int disk_index, const struct mf_map *m, const char *what,
+          json_t **resp)
+{
+  const char *tmpdir = getenv ("TMPDIR");
+  CLEANUP_FREE char *tmpl = NULL, *path = NULL;
+  CLEANUP_FD int fd = -1;
+
+  if (resp)
+    *resp = NULL;
+  if (tmpdir == NULL || *tmpdir == '\0')
+    tmpdir = "/var/tmp";
+  if (asprintf (&tmpl, "%s/strata-part.XXXXXX", tmpdir) == -1 ||
+      asprintf (&path, "/api/v1/backups/%s/disks/%d/%s", b->backup_id, disk_index,
+                what) == -1) {
+    error_set_errno (ERR_INTERNAL, ENOMEM, "%s", what);
+    return -1;
+  }
+  fd = mkostemp (tmpl, O_CLOEXEC);
+  if (fd == -1) {
+    error_set_errno (ERR_INTERNAL, errno, "a temporary file in %s", tmpdir);
+    return -1;
+  }
+  unlink (tmpl);
+  if (mf_map_write_part (m, fd) == -1)
+    return -1;
+  return client_put_file (&b->c, path, fd, resp);
+}
+
+/* The disk's block hashes to the hub, before its completion.  Not storing
+ * them loses no data: the hub keeps a manifest without hashes. */
+static void
+upload_hashes (struct backup *b, struct engine_session_disk *sd)
+{
+  int st;
+
+  if (sd->d.hashes == NULL || b->no_manifests)
+    return;
+  st = put_part (b, sd->disk_index, sd->d.hashes, "manifest", NULL);
+  if (st == 204 || st == 200)
+    return;
+  if (st == 404 || st == 405) {
+    if (!atomic_exchange (&b->no_manifests, true))
+      fprintf (stderr, "strata backup: warning: the hub does not take block hashes "
+               "(an older hub?); backing up without them\n");
+    return;
+  }
+  fprintf (stderr, "strata backup: disk %d: warning: the block hashes were not stored: %s\n",
+           sd->disk_index, error_message ());
+}
+
+/* Session callback: the audit's observed blocks to the hub, which compares
+ * them with the point's manifests and answers what it found. */
+static int
+on_audit (struct engine_session *s, struct engine_session_disk *sd)
+{
+  struct backup *b = s->opaque;
+  json_t *resp = NULL;
+  int st;
+
+  st = put_part (b, sd->disk_index, sd->audit, "audit", &resp);
+  if (st == 404 || st == 405) {
+    json_decref (resp);
+    error_set (ERR_UNAVAILABLE, "the hub does not take audits (an older hub?)");
+    return -1;
+  }
+  if (st != 200) {
+    json_decref (resp);
+    return -1;
+  }
+  if (!json_is_integer (json_object_get (resp, "checked")) ||
+      !json_is_integer (json_object_get (resp, "bad"))) {
+    json_decref (resp);
+    error_set (ERR_INTERNAL, "the hub's answer to the audit has no checked and bad counts");
+    return -1;
+  }
+  b->disks[sd->disk_index].audit = resp;
+  return 0;
+}
+
 /* Session callback: POST .../complete for a copied, flushed disk. */
 static int
 on_complete (struct engine_session *s, struct engine_session_disk *sd)
@@ -394,6 +498,8 @@ on_complete (struct engine_session *s, struct engine_session_disk *sd)
   CLEANUP_FREE char *path = NULL;
   enum job_status job_status;
   int st;
+
+  upload_hashes (b, sd);
 
   body = json_pack ("{s:i,s:I}", "disk_id", sd->disk_index,
                     "bytes_transferred", (json_int_t) sd->result.bytes_written);
@@ -500,6 +606,7 @@ on_warn (struct engine_session *s, struct engine_session_disk *sd, const char *m
 
 static const struct engine_session_ops agent_session_ops = {
   .complete_disk = on_complete,
+  .audit_disk = on_audit,
   .disk_done = on_disk_done,
   .all_completed = on_all_completed,
   .fail = on_fail,
@@ -551,6 +658,9 @@ print_json (struct backup *b, const char *status, const char *error)
       "seconds", r->seconds,
       "full_reason", reason ? json_string (reason) : json_null (),
       "error", sd->error ? json_string (sd->error) : json_null ()));
+    if (b->audit_percent > 0)
+      json_object_set (json_array_get (arr, i), "audit",
+                       d->audit ? d->audit : json_null ());
   }
   json_object_set_new (o, "backup_id", b->backup_id ? json_string (b->backup_id) : json_null ());
   json_object_set_new (o, "status", json_string (status));
@@ -583,6 +693,7 @@ agent_backup_main (int argc, char **argv)
     { "libvirt", required_argument, NULL, 'L' },
     { "connect", required_argument, NULL, 'U' },
     { "quiesce", no_argument, NULL, 'Q' },
+    { "audit", optional_argument, NULL, 'A' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
@@ -610,6 +721,17 @@ agent_backup_main (int argc, char **argv)
     case 'L': b.domain = optarg; break;
     case 'U': b.uri = optarg; break;
     case 'Q': b.quiesce = true; break;
+    case 'A':
+      b.audit_percent = 100;
+      if (optarg) {
+        errno = 0;
+        b.audit_percent = strtol (optarg, &end, 10);
+        if (errno || *end || end == optarg || b.audit_percent < 1 || b.audit_percent > 100) {
+          fprintf (stderr, "strata backup: --audit=%s: a percent from 1 to 100\n", optarg);
+          return AGENT_EXIT_USAGE;
+        }
+      }
+      break;
     case 'p':
       errno = 0;
       b.parallel = strtol (optarg, &end, 10);
@@ -730,6 +852,17 @@ agent_backup_main (int argc, char **argv)
       /* A resumed target may hold an earlier attempt's data: zero holes. */
       .target_has_backing = d->has_backing || b.resumed,
     };
+    /* The hashes and the audit are this run's: a disk completed by an
+     * earlier attempt has neither. */
+    if (!d->skip) {
+      d->hashes = mf_map_new (d->size, NULL);
+      if (d->hashes == NULL)
+        fprintf (stderr, "strata backup: disk %d: warning: no block hashes: %s\n", i,
+                 error_message ());
+      sd->d.hashes = d->hashes;
+      sd->audit_percent = b.audit_percent;
+      sd->audit_seed = (uint64_t) time (NULL) ^ ((uint64_t) getpid () << 32) ^ (uint64_t) i;
+    }
     /* Completed by the attempt this run resumed: its bitmap is ours. */
     if (d->skip)
       sd->result.change_id = strdup (d->recorded_change_id ? d->recorded_change_id
@@ -765,11 +898,28 @@ agent_backup_main (int argc, char **argv)
   pthread_join (sigthread, NULL);
 
   if (verdict == ENGINE_COMMIT) {
+    bool missed = false;
     if (b.json)
       print_json (&b, job_status_name (JOB_COMPLETED), NULL);
     else
       printf ("backup %s completed\n", b.backup_id);
-    rc = AGENT_EXIT_OK;
+    for (i = 0; i < b.n; i++) {
+      json_t *a = b.disks[i].audit;
+      json_int_t bad = json_integer_value (json_object_get (a, "bad"));
+      if (a == NULL)
+        continue;
+      if (!b.json)
+        printf ("disk %d: audit checked %" JSON_INTEGER_FORMAT " blocks, %"
+                JSON_INTEGER_FORMAT " differ\n", i,
+                json_integer_value (json_object_get (a, "checked")), bad);
+      if (bad > 0) {
+        missed = true;
+        fprintf (stderr, "strata backup: disk %d: change tracking missed %" JSON_INTEGER_FORMAT
+                 " blocks (first at offset %" JSON_INTEGER_FORMAT ")\n", i, bad,
+                 json_integer_value (json_object_get (a, "first_bad_offset")));
+      }
+    }
+    rc = missed ? AGENT_EXIT_FAILED : AGENT_EXIT_OK;
   }
   else {
     const char *why = b.why ? b.why : "the hub did not complete the job";
@@ -793,6 +943,8 @@ agent_backup_main (int argc, char **argv)
     free (b.disks[i].prev);
     free (b.disks[i].hub_full_reason);
     free (b.disks[i].superseded);
+    mf_map_free (b.disks[i].hashes);
+    json_decref (b.disks[i].audit);
   }
   free (b.sdisks);
   free (b.why);

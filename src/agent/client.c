@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 
@@ -112,11 +114,14 @@ write_cb (char *data, size_t size, size_t nmemb, void *opaque)
   return len;
 }
 
-int
-client_call (struct client *c, const char *method, const char *path,
-             json_t *body, json_t **resp)
+/* One request with a JSON body (payload, may be NULL) or a body streamed
+ * from upload (upload_size bytes), as client_call and client_put_file
+ * describe. */
+static int
+perform (struct client *c, const char *method, const char *path, const char *payload,
+         FILE *upload, int64_t upload_size, json_t **resp)
 {
-  CLEANUP_FREE char *url = NULL, *payload = NULL;
+  CLEANUP_FREE char *url = NULL;
   struct buf b = { NULL, 0 };
   struct curl_slist *hdrs = NULL;
   char errbuf[CURL_ERROR_SIZE] = "";
@@ -132,13 +137,6 @@ client_call (struct client *c, const char *method, const char *path,
     error_set_errno (ERR_INTERNAL, ENOMEM, "request");
     return -1;
   }
-  if (body) {
-    payload = json_dumps (body, JSON_COMPACT);
-    if (payload == NULL) {
-      error_set (ERR_INTERNAL, "encoding the request");
-      return -1;
-    }
-  }
   curl = curl_easy_init ();
   if (curl == NULL) {
     error_set (ERR_INTERNAL, "curl_easy_init failed");
@@ -147,6 +145,8 @@ client_call (struct client *c, const char *method, const char *path,
   hdrs = curl_slist_append (hdrs, "Accept: application/json");
   if (payload)
     hdrs = curl_slist_append (hdrs, "Content-Type: application/json");
+  if (upload)
+    hdrs = curl_slist_append (hdrs, "Content-Type: application/octet-stream");
   if (c->auth)
     hdrs = curl_slist_append (hdrs, c->auth);
   curl_easy_setopt (curl, CURLOPT_URL, url);
@@ -161,6 +161,12 @@ client_call (struct client *c, const char *method, const char *path,
   if (payload) {
     curl_easy_setopt (curl, CURLOPT_POSTFIELDS, payload);
     curl_easy_setopt (curl, CURLOPT_POSTFIELDSIZE, (long) strlen (payload));
+  }
+  if (upload) {
+    /* Streamed: libcurl reads the FILE as it sends (fread). */
+    curl_easy_setopt (curl, CURLOPT_UPLOAD, 1L);
+    curl_easy_setopt (curl, CURLOPT_READDATA, upload);
+    curl_easy_setopt (curl, CURLOPT_INFILESIZE_LARGE, (curl_off_t) upload_size);
   }
   rc = curl_easy_perform (curl);
   if (rc == CURLE_OK)
@@ -192,6 +198,50 @@ client_call (struct client *c, const char *method, const char *path,
   else
     json_decref (j);
   return (int) status;
+}
+
+int
+client_call (struct client *c, const char *method, const char *path,
+             json_t *body, json_t **resp)
+{
+  CLEANUP_FREE char *payload = NULL;
+
+  if (body) {
+    payload = json_dumps (body, JSON_COMPACT);
+    if (payload == NULL) {
+      if (resp)
+        *resp = NULL;
+      error_set (ERR_INTERNAL, "encoding the request");
+      return -1;
+    }
+  }
+  return perform (c, method, path, payload, NULL, 0, resp);
+}
+
+int
+client_put_file (struct client *c, const char *path, int fd, json_t **resp)
+{
+  struct stat sb;
+  FILE *fp;
+  int dupfd, st;
+
+  if (resp)
+    *resp = NULL;
+  if (fstat (fd, &sb) == -1 || lseek (fd, 0, SEEK_SET) == -1) {
+    error_set_errno (ERR_INTERNAL, errno, "PUT %s", path);
+    return -1;
+  }
+  dupfd = dup (fd);
+  fp = dupfd >= 0 ? fdopen (dupfd, "rb") : NULL;
+  if (fp == NULL) {
+    error_set_errno (ERR_INTERNAL, errno, "PUT %s", path);
+    if (dupfd >= 0)
+      close (dupfd);
+    return -1;
+  }
+  st = perform (c, "PUT", path, NULL, fp, sb.st_size, resp);
+  fclose (fp);
+  return st;
 }
 
 int

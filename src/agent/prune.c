@@ -16,8 +16,6 @@
 #include "util/cleanup.h"
 #include "util/error.h"
 
-#define PRUNE_BAR 30
-
 static const char *const keep_names[] = {
   "keep-last", "keep-hourly", "keep-daily", "keep-weekly", "keep-monthly", "keep-yearly",
 };
@@ -50,48 +48,6 @@ usage (FILE *fp)
 "backups is running).\n");
 }
 
-/* The context of (vm, repository): its id into *out (caller frees). */
-static int
-find_context (struct client *c, const char *vm, const char *repository, char **out)
-{
-  CLEANUP_FREE char *esc = client_escape (vm), *path = NULL;
-  CLEANUP_JSON json_t *resp = NULL;
-  json_t *ctxs, *ctx, *found = NULL;
-  size_t i;
-  int st;
-
-  if (esc == NULL || asprintf (&path, "/api/v1/contexts?vm_name=%s", esc) == -1) {
-    path = NULL;
-    fprintf (stderr, "strata prune: out of memory\n");
-    return AGENT_EXIT_FAILED;
-  }
-  st = client_call (c, "GET", path, NULL, &resp);
-  if (st != 200) {
-    fprintf (stderr, "strata prune: listing the backups of VM '%s': %s\n", vm,
-             error_message ());
-    return client_exit_status (st);
-  }
-  ctxs = json_object_get (resp, "contexts");
-  json_array_foreach (ctxs, i, ctx) {
-    const char *repo = json_string_value (json_object_get (ctx, "repository_id"));
-    if (repository && (repo == NULL || strcmp (repo, repository) != 0))
-      continue;
-    if (found) {
-      fprintf (stderr, "strata prune: VM '%s' has backups in several repositories; "
-               "name one with --repository\n", vm);
-      return AGENT_EXIT_USAGE;
-    }
-    found = ctx;
-  }
-  if (found == NULL) {
-    fprintf (stderr, "strata prune: VM '%s' has no backups%s%s\n", vm,
-             repository ? " in repository " : "", repository ? repository : "");
-    return AGENT_EXIT_HUB;
-  }
-  *out = strdup (json_string_value (json_object_get (found, "context_id")));
-  return *out ? AGENT_EXIT_OK : AGENT_EXIT_FAILED;
-}
-
 static void
 print_ids (const char *what, json_t *ids)
 {
@@ -101,62 +57,6 @@ print_ids (const char *what, json_t *ids)
   printf ("%s (%zu):\n", what, json_array_size (ids));
   json_array_foreach (ids, i, v)
     printf ("  %s\n", json_string_value (v));
-}
-
-/* Poll the task until it is no longer running, showing its steps. */
-static int
-wait_task (struct client *c, const char *task_id, bool quiet, json_t **task)
-{
-  CLEANUP_FREE char *path = NULL;
-  bool tty = !quiet && isatty (STDERR_FILENO);
-  char last[600] = "";
-
-  if (asprintf (&path, "/api/v1/tasks/%s", task_id) == -1) {
-    path = NULL;
-    return AGENT_EXIT_FAILED;
-  }
-  for (;;) {
-    struct timespec ts = { 0, 200 * 1000 * 1000 };
-    json_t *t = NULL;
-    const char *status, *msg;
-    char line[600];
-    int st = client_call (c, "GET", path, NULL, &t);
-
-    if (st != 200) {
-      json_decref (t);
-      fprintf (stderr, "strata prune: task %s: %s\n", task_id, error_message ());
-      return client_exit_status (st);
-    }
-    status = json_string_value (json_object_get (t, "status"));
-    msg = json_string_value (json_object_get (t, "message"));
-    {
-      int64_t done = json_integer_value (json_object_get (t, "steps_done"));
-      int64_t total = json_integer_value (json_object_get (t, "steps_total"));
-      char bar[PRUNE_BAR + 1];
-      int filled = total > 0 ? (int) (done * PRUNE_BAR / total) : 0;
-
-      for (int i = 0; i < PRUNE_BAR; i++)
-        bar[i] = i < filled ? '#' : '-';
-      bar[PRUNE_BAR] = '\0';
-      snprintf (line, sizeof line, "prune [%s] %" PRId64 "/%" PRId64 " merge steps%s%s",
-                bar, done, total, msg ? " - " : "", msg ? msg : "");
-    }
-    if (!quiet && strcmp (line, last) != 0) {
-      if (tty)
-        fprintf (stderr, "\r\033[K%s", line);
-      else
-        fprintf (stderr, "%s\n", line);
-      snprintf (last, sizeof last, "%s", line);
-    }
-    if (status == NULL || strcmp (status, "running") != 0) {
-      if (tty)
-        fprintf (stderr, "\n");
-      *task = t;
-      return AGENT_EXIT_OK;
-    }
-    json_decref (t);
-    nanosleep (&ts, NULL);
-  }
 }
 
 int
@@ -228,7 +128,7 @@ agent_prune_main (int argc, char **argv)
     fprintf (stderr, "strata prune: %s\n", error_message ());
     return AGENT_EXIT_USAGE;
   }
-  rc = find_context (&c, vm, repository, &ctx);
+  rc = agent_find_context (&c, "strata prune", vm, repository, &ctx);
   if (rc != AGENT_EXIT_OK)
     goto out;
   if (asprintf (&path, "/api/v1/contexts/%s/prune", ctx) == -1) {
@@ -253,7 +153,7 @@ agent_prune_main (int argc, char **argv)
     rc = AGENT_EXIT_OK;
     goto out;
   }
-  rc = wait_task (&c, task_id, json, &task);
+  rc = agent_wait_task (&c, "strata prune", "prune", "merge steps", task_id, json, &task);
   if (rc != AGENT_EXIT_OK)
     goto out;
   if (json)

@@ -11,4 +11,11 @@
  * usage error. */
 int cli_migrate_legacy (int argc, char **argv);
 
+/* strata rebuild-catalog --data-dir DIR [--db URL] [--db-password-file FILE]
+ * [--repository DIR]... [--dry-run] [--json]: a lost catalog made again
+ * from the manifests in the repositories, with its report on stdout.  0 on
+ * success, 1 on failure or refusal (a hub runs on DIR, the catalog holds
+ * backups), 2 on a usage error. */
+int cli_rebuild_catalog (int argc, char **argv);
+
 #endif

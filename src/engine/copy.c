@@ -28,6 +28,24 @@
  *    (so multi-conn support is not needed for durability); a file target
  *    is fsynced by copy_run.
  *
+ * 4. Hashing (spec->hashes set).  The plan is widened to whole 64 KiB
+ *    blocks of the hash map once it is mapped: a block wholly covered by
+ *    ZERO items stays ZERO, any other block an item touches becomes DATA as
+ *    a whole (clamped to the size), and the request size is a multiple of
+ *    the block size, so every piece is whole blocks.  A worker hashes each
+ *    read buffer into the map as the source gave it, before the zero check
+ *    decides between a write and a write-zeroes, and records each ZERO
+ *    piece as zero blocks; the map takes puts from every worker at once.
+ *    Blocks outside the plan get no record: in an incremental they are the
+ *    backing file's, in a full into a fresh target they read zeroes.
+ *    Widening reads a little more than the extents in an incremental whose
+ *    bitmap is finer than 64 KiB; what it reads is the source's current
+ *    data, which is what the target must hold there anyway.
+ *
+ * 5. Without a target (dst_uri NULL, dst_fd < 0) the copy only reads and
+ *    hashes: verify and the change-tracking audit (engine_hash_ranges,
+ *    engine_audit_disk).  spec->ranges then may replace the mapping.
+ *
  * The first error (or a cancel) stops every worker; copy_run reports it.
  */
 #include <errno.h>
@@ -72,6 +90,7 @@ struct shared {
   struct engine_progress *p;
   struct copy_tuning t;
   uint32_t req_size;
+  bool write;                 /* there is a target (else: read and hash) */
 
   pthread_mutex_t lock;
   struct plan plan;
@@ -213,6 +232,84 @@ plan_add (struct plan *pl, uint64_t off, uint64_t len, int kind)
     pl->cap = cap;
   }
   pl->v[pl->n++] = (struct item) { off, len, kind };
+  return 0;
+}
+
+/* Add [off, off+len) to a plan being widened to blocks.  An item may start
+ * inside the last one only by a partial block both touch, which both made
+ * DATA: that part is the last item's already. */
+static int
+plan_add_widened (struct plan *pl, uint64_t off, uint64_t len, int kind)
+{
+  uint64_t end = off + len;
+
+  if (pl->n) {
+    const struct item *last = &pl->v[pl->n - 1];
+    if (off < last->off + last->len)
+      off = last->off + last->len;
+  }
+  return end > off ? plan_add (pl, off, end - off, kind) : 0;
+}
+
+/* Widen pl to whole blocks of MF_BLOCK_SIZE (the last one ends at size):
+ * see HASHING above. */
+static int
+plan_widen (struct plan *pl, uint64_t size)
+{
+  const uint64_t bs = MF_BLOCK_SIZE;
+  struct plan out = { 0 };
+
+  for (size_t i = 0; i < pl->n; i++) {
+    const struct item *it = &pl->v[i];
+    uint64_t end = it->off + it->len;
+    uint64_t a = it->off / bs * bs;
+    uint64_t e = (end + bs - 1) / bs * bs;
+    uint64_t zs, ze;
+    int r = 0;
+
+    if (e > size)
+      e = size;
+    /* The whole blocks inside a ZERO item. */
+    zs = (it->off + bs - 1) / bs * bs;
+    ze = end == size ? size : end / bs * bs;
+    if (it->kind == K_DATA || zs >= ze)
+      r = plan_add_widened (&out, a, e - a, K_DATA);
+    else {
+      if (a < zs)
+        r = plan_add_widened (&out, a, zs - a, K_DATA);
+      if (r == 0)
+        r = plan_add_widened (&out, zs, ze - zs, K_ZERO);
+      if (r == 0 && ze < e)
+        r = plan_add_widened (&out, ze, e - ze, K_DATA);
+    }
+    if (r == -1) {
+      free (out.v);
+      return -1;
+    }
+  }
+  free (pl->v);
+  *pl = out;
+  return 0;
+}
+
+/* The caller's ranges as the plan: all DATA. */
+static int
+plan_ranges (struct plan *pl, const uint64_t *ranges, size_t n, uint64_t size)
+{
+  uint64_t prev_end = 0;
+
+  for (size_t i = 0; i < n; i++) {
+    uint64_t off = ranges[2 * i], len = ranges[2 * i + 1], end;
+    if (__builtin_add_overflow (off, len, &end) || end > size || off < prev_end ||
+        off % MF_BLOCK_SIZE || (end % MF_BLOCK_SIZE && end != size)) {
+      error_set (ERR_INVALID, "range %" PRIu64 "+%" PRIu64 " is not whole blocks in "
+                 "order inside the %" PRIu64 " bytes of the source", off, len, size);
+      return -1;
+    }
+    if (plan_add (pl, off, len, K_DATA) == -1)
+      return -1;
+    prev_end = end;
+  }
   return 0;
 }
 
@@ -647,7 +744,16 @@ worker_run (void *opaque)
           return NULL;
         }
         sh->bytes_read += sl->len;
-        if (!is_zero (sl->buf, sl->len)) {
+        if (s->hashes && mf_map_put_buffer (s->hashes, sl->off, sl->buf, sl->len) == -1) {
+          fail_copy (sh, error_category (), "hashing the source at %" PRIu64 ": %s",
+                     sl->off, error_message ());
+          return NULL;
+        }
+        if (!sh->write) {
+          piece_done (sh, sl->len);
+          sl->state = S_FREE;
+        }
+        else if (!is_zero (sl->buf, sl->len)) {
           if (start_write (w, sl, K_DATA) == -1)
             return NULL;
         }
@@ -697,7 +803,15 @@ worker_run (void *opaque)
           return NULL;
         }
         sl->state = S_READING;
+        continue;
       }
+      if (s->hashes && mf_map_put_zero (s->hashes, sl->off, sl->len) == -1) {
+        fail_copy (sh, error_category (), "hashing the source at %" PRIu64 ": %s",
+                   sl->off, error_message ());
+        return NULL;
+      }
+      if (!sh->write)
+        piece_done (sh, sl->len);
       else if (start_write (w, sl, K_ZERO) == -1)
         return NULL;
     }
@@ -774,6 +888,7 @@ copy_run (const struct copy_spec *s, struct engine_progress *p, struct copy_stat
   bool have_alloc;
 
   memset (st, 0, sizeof *st);
+  sh.write = s->dst_uri != NULL || s->dst_fd >= 0;
   pthread_mutex_init (&sh.lock, NULL);
   copy_tuning_get (&sh.t);
   if (p && p->started_ns == 0)
@@ -800,22 +915,41 @@ copy_run (const struct copy_spec *s, struct engine_progress *p, struct copy_stat
   }
   st->incremental = dirty != NULL;
 
-  /* The request size the source allows (NBD: at most 32 MiB). */
+  /* The request size the source allows (NBD: at most 32 MiB); whole
+   * blocks when hashing. */
   sh.req_size = sh.t.request_size;
   {
     int64_t mx = nbd_get_block_size (map, LIBNBD_SIZE_MAXIMUM);
+    if (s->hashes)
+      sh.req_size = (sh.req_size + MF_BLOCK_SIZE - 1) / MF_BLOCK_SIZE * MF_BLOCK_SIZE;
     if (mx > 0 && (uint64_t) mx < sh.req_size)
-      sh.req_size = mx;
+      sh.req_size = s->hashes ? mx / MF_BLOCK_SIZE * MF_BLOCK_SIZE : mx;
+    if (sh.req_size == 0) {
+      error_set (ERR_UNAVAILABLE, "the source reads at most %" PRIi64 " bytes a request, "
+                 "less than a %u-byte block", mx, MF_BLOCK_SIZE);
+      goto out;
+    }
+  }
+  if (s->hashes && mf_map_virtual_size (s->hashes) != size) {
+    error_set (ERR_CONFLICT, "the source holds %" PRIi64 " bytes, its hash map %" PRIi64,
+               size, mf_map_virtual_size (s->hashes));
+    goto out;
   }
 
-  if (map_source (&sh, &map, size, have_alloc, dirty) == -1)
+  if (s->ranges) {
+    if (plan_ranges (&sh.plan, s->ranges, s->n_ranges, size) == -1)
+      goto out;
+  }
+  else if (map_source (&sh, &map, size, have_alloc, dirty) == -1)
+    goto out;
+  if (s->hashes && !s->ranges && plan_widen (&sh.plan, size) == -1)
     goto out;
   nbd_shutdown (map, 0);
   nbd_close (map);
   map = NULL;
   if (p)
     p->bytes_total = sh.plan.bytes;
-  if (s->dst_uri == NULL && ftruncate (s->dst_fd, size) == -1) {
+  if (s->dst_uri == NULL && s->dst_fd >= 0 && ftruncate (s->dst_fd, size) == -1) {
     error_set_errno (errno == ENOSPC || errno == EFBIG ? ERR_NO_SPACE : ERR_INTERNAL,
                      errno, "sizing the output to %" PRIi64 " bytes", size);
     goto out;
@@ -879,7 +1013,7 @@ copy_run (const struct copy_spec *s, struct engine_progress *p, struct copy_stat
     error_set (sh.err_cat, "%s", sh.err);
     goto out;
   }
-  if (s->dst_uri == NULL && fsync (s->dst_fd) == -1) {
+  if (s->dst_uri == NULL && s->dst_fd >= 0 && fsync (s->dst_fd) == -1) {
     error_set_errno (ERR_INTERNAL, errno, "fsync of the output");
     goto out;
   }

@@ -10,6 +10,7 @@
 #include <libnbd.h>
 
 #include "engine/engine.h"
+#include "integrity/manifest.h"
 
 /* What to copy, from where to where. */
 struct copy_spec {
@@ -21,11 +22,20 @@ struct copy_spec {
   const char *dirty_context;
   const char *dst_uri;        /* libnbd URI of the target, or NULL: */
   const char *dst_psk;
-  int dst_fd;                 /* a local file target (when dst_uri is NULL) */
+  int dst_fd;                 /* a local file target (when dst_uri is NULL);
+                               * neither (-1): read and hash only */
   /* The target may hold data where the source reads zeroes (an overlay, or
    * a target an earlier attempt wrote into): write every zero region as
    * NBD write-zeroes.  Otherwise zero regions are skipped. */
   bool zero_holes;
+  /* Hash what is read into this map (integrity/manifest.h), or NULL.  The
+   * plan is then made of whole 64 KiB blocks (see copy.c, HASHING). */
+  struct mf_map *hashes;
+  /* Read these ranges (n_ranges pairs offset, length; block aligned, the
+   * last may end at the source's size; ascending) as DATA instead of
+   * mapping the source; NULL: map it. */
+  const uint64_t *ranges;
+  size_t n_ranges;
 };
 
 struct copy_stats {

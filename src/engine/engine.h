@@ -22,6 +22,8 @@
 
 #include "util/state.h"
 
+struct mf_map;                  /* integrity/manifest.h */
+
 /* Live progress of one copy.  The engine updates it; anyone may read it
  * from another thread.  cancel asks the copy to stop as soon as it can (it
  * then fails with ERR_UNAVAILABLE, "cancelled"). */
@@ -63,6 +65,11 @@ struct engine_backup_disk {
    * per-disk backup_type "incremental"): anything that reads as zero in
    * the source but may hold data in the backing file is written as zeroes. */
   bool target_has_backing;
+  /* Hash every block the copy reads (XXH3-128 per 64 KiB block) into this
+   * map, made by the caller with mf_map_new (the source's size, a folder
+   * of its choice); NULL: no hashing.  The caller keeps owning it.  A copy
+   * attempt that fails may have put records into it. */
+  struct mf_map *hashes;
 };
 
 /* What one disk's copy did. */
@@ -90,6 +97,22 @@ int engine_source_size (const char *source, int64_t *size);
  * inconsistent.  On failure the new bitmap is removed again. */
 int engine_backup_disk (const struct engine_backup_disk *d, struct engine_progress *p,
                         struct engine_disk_result *out);
+
+/* The change-tracking audit: read d->source again, as it is now (a QCOW2
+ * or raw file through a fresh private read-only qemu-nbd, an NBD URI as
+ * it is, so a live source's export must still be there), and hash into
+ * observed (made by the caller for the source's size) every block
+ * (percent 100: the zero extents as zero blocks, unread) or a random
+ * sample of percent% of the blocks, the same for the same seed.  Nothing
+ * of the backup's bitmaps is read or changed. */
+int engine_audit_disk (const struct engine_backup_disk *d, int percent, uint64_t seed,
+                       struct mf_map *observed, struct engine_progress *p);
+
+/* Read the ranges of an NBD export (pairs offset, length: whole blocks,
+ * the last may end at the export's size; ascending) with the copy engine's
+ * connections, and hash them into map (made for the export's size). */
+int engine_hash_ranges (const char *uri, const char *psk, const uint64_t *ranges,
+                        size_t n_ranges, struct mf_map *map, struct engine_progress *p);
 
 /* After the hub accepted the completion: remove the bitmap the chain
  * continued from (previous_change_id) and the one of the backup this one
@@ -142,11 +165,20 @@ struct engine_session_disk {
   /* in: recorded at the hub before this session (a resumed job): not
    * copied; result.change_id holds the change id the hub recorded. */
   bool done_before;
+  /* in: after the disk is recorded, audit its change tracking
+   * (engine_audit_disk) over this percent of its blocks (0: no audit),
+   * sampled with this seed. */
+  int audit_percent;
+  uint64_t audit_seed;
   void *opaque;                      /* the caller's, for its callbacks */
   struct engine_disk_result result;  /* out: what the copy did */
   bool copied;                       /* out: copied and flushed */
   bool completed;                    /* out: the hub recorded it (or done_before) */
   char *error;                       /* out: why it failed, or NULL */
+  /* out: the blocks the audit observed, for ops->audit_disk (owned by the
+   * session, freed by engine_session_clear), or NULL. */
+  struct mf_map *audit;
+  struct engine_progress audit_progress;  /* private to session.c */
 };
 
 struct engine_session;
@@ -160,6 +192,10 @@ struct engine_session_ops {
   /* Optional.  A copy failed: whether to run it once more (the callback
    * may adjust sd->d, for instance set target_has_backing). */
   bool (*copy_again) (struct engine_session *s, struct engine_session_disk *sd);
+  /* Optional.  The disk's audit read sd->audit: have the hub compare and
+   * record it.  0, or -1 with the error set (reported through ops->warn;
+   * an audit never fails the job). */
+  int (*audit_disk) (struct engine_session *s, struct engine_session_disk *sd);
   /* Optional.  A disk's part is over, well (sd->completed) or not. */
   void (*disk_done) (struct engine_session *s, struct engine_session_disk *sd);
   /* Every disk is recorded: ENGINE_COMMIT when the job now owes only its
@@ -170,8 +206,9 @@ struct engine_session_ops {
    * hub, and answer what becomes of the bitmaps. */
   enum engine_verdict (*fail) (struct engine_session *s, int disk_index,
                                const char *reason);
-  /* Optional.  A superseded bitmap could not be removed at commit (msg
-   * names it).  The backup itself is complete and durable. */
+  /* Optional.  A superseded bitmap could not be removed at commit, or a
+   * disk's audit could not run (msg says which).  The backup itself is
+   * complete and durable. */
   void (*warn) (struct engine_session *s, struct engine_session_disk *sd,
                 const char *msg);
   /* Optional.  After the commit: the job is finished (the hub may mark it

@@ -6,13 +6,15 @@
  *
  *   copy (engine_backup_disk: new bitmap, data, flush)
  *     -> ops->complete_disk (the hub records the disk)
+ *     -> with audit_percent: engine_audit_disk -> ops->audit_disk (the hub
+ *        compares); a failed audit is a warning, never the job's failure
  *   every disk recorded -> ops->all_completed -> commit -> ops->finish
  *   a failure, or a stop before every disk was recorded
  *     -> ops->fail (once, after every copy stopped)
  *     -> abort, keep-completed or leave, as fail answers
  *
  * With a live source (s->live_ops: a libvirt backup job) the job is ended
- * once every copy has stopped, before the verdict, and commit and abort go
+ * once every copy (and audit, which reads its exports again) has stopped, before the verdict, and commit and abort go
  * to the job's checkpoint instead of each disk's bitmaps; keep-completed
  * aborts it too, since a rerun makes a new checkpoint.
  *
@@ -36,6 +38,7 @@
 #include <string.h>
 
 #include "engine/engine.h"
+#include "integrity/manifest.h"
 #include "util/cleanup.h"
 #include "util/error.h"
 
@@ -61,6 +64,8 @@ engine_session_clear (struct engine_session *s)
     engine_disk_result_clear (&s->disks[i].result);
     free (s->disks[i].error);
     s->disks[i].error = NULL;
+    mf_map_free (s->disks[i].audit);
+    s->disks[i].audit = NULL;
   }
   free (s->reason);
   s->reason = NULL;
@@ -77,8 +82,10 @@ stop_locked (struct engine_session *s, int disk_index, const char *reason)
     s->fail_index = disk_index;
     s->reason = strdup (reason ? reason : "stopped");
   }
-  for (size_t i = 0; i < s->n; i++)
+  for (size_t i = 0; i < s->n; i++) {
     atomic_store (&s->disks[i].progress->cancel, true);
+    atomic_store (&s->disks[i].audit_progress.cancel, true);
+  }
 }
 
 void
@@ -86,6 +93,30 @@ engine_session_stop (struct engine_session *s, const char *reason)
 {
   SCOPED_LOCK (&s->lock);
   stop_locked (s, -1, reason);
+}
+
+/* A recorded disk's audit: read the source again into sd->audit and hand
+ * it to ops->audit_disk.  Whatever goes wrong is a warning: the backup is
+ * recorded and durable. */
+static void
+audit (struct engine_session *s, struct engine_session_disk *sd)
+{
+  char why[4096];
+
+  sd->audit = mf_map_new (sd->result.size_bytes, NULL);
+  if (sd->audit == NULL ||
+      engine_audit_disk (&sd->d, sd->audit_percent, sd->audit_seed, sd->audit,
+                         &sd->audit_progress) == -1) {
+    snprintf (why, sizeof why, "the audit could not read the source: %s", error_message ());
+    mf_map_free (sd->audit);
+    sd->audit = NULL;
+  }
+  else if (s->ops->audit_disk && s->ops->audit_disk (s, sd) == -1)
+    snprintf (why, sizeof why, "the audit could not be recorded: %s", error_message ());
+  else
+    return;
+  if (s->ops->warn)
+    s->ops->warn (s, sd, why);
 }
 
 /* One disk: copy it, then have the hub record it.  On failure sd->error
@@ -105,8 +136,11 @@ run_disk (struct engine_session *s, struct engine_session_disk *sd)
     snprintf (why, sizeof why, "copying from %s: %s", sd->d.source, error_message ());
   else {
     sd->copied = true;
-    if (s->ops->complete_disk (s, sd) == 0)
+    if (s->ops->complete_disk (s, sd) == 0) {
       sd->completed = true;
+      if (sd->audit_percent > 0)
+        audit (s, sd);
+    }
     else
       snprintf (why, sizeof why, "completing the copy: %s", error_message ());
   }

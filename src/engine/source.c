@@ -251,7 +251,8 @@ engine_backup_disk (const struct engine_backup_disk *d, struct engine_progress *
                     struct engine_disk_result *out)
 {
   struct copy_spec spec = { .dst_uri = d->target_uri, .dst_psk = d->tls_psk_file,
-                            .dst_fd = -1, .zero_holes = d->target_has_backing };
+                            .dst_fd = -1, .zero_holes = d->target_has_backing,
+                            .hashes = d->hashes };
   struct copy_stats st;
   struct image im = { 0 };
   struct qnbd q = { 0 };
@@ -383,6 +384,139 @@ engine_backup_disk (const struct engine_backup_disk *d, struct engine_progress *
     error_restore (&es);
   }
   return -1;
+}
+
+/* Serve a source for reading only: an NBD URI as it is (*uri points into
+ * source), a file through a private read-only qemu-nbd q (qnbd_stop it). */
+static int
+source_serve (const char *source, struct qnbd *q, const char **uri)
+{
+  struct image im;
+  int r;
+
+  memset (q, 0, sizeof *q);
+  if (is_nbd_uri (source)) {
+    *uri = source;
+    return 0;
+  }
+  if (image_open (&im, source, false) == -1)
+    return -1;
+  r = qnbd_start (q, im.path, im.format, true, NULL, NULL);
+  image_clear (&im);
+  if (r == -1)
+    return -1;
+  *uri = q->uri;
+  return 0;
+}
+
+/* A step of splitmix64: the audit's sample only needs to be spread
+ * evenly and the same for the same seed. */
+static uint64_t
+sample_next (uint64_t *state)
+{
+  uint64_t z = (*state += UINT64_C (0x9e3779b97f4a7c15));
+  z = (z ^ (z >> 30)) * UINT64_C (0xbf58476d1ce4e5b9);
+  z = (z ^ (z >> 27)) * UINT64_C (0x94d049bb133111eb);
+  return z ^ (z >> 31);
+}
+
+/* percent% of the blocks of a disk of size bytes (at least one), chosen
+ * by selection sampling (each block in turn, with the probability of the
+ * picks still owed over the blocks left), as ranges in disk order
+ * (adjacent picks merged).  *ranges is the caller's to free. */
+static int
+sample_ranges (int64_t size, int percent, uint64_t seed, uint64_t **ranges, size_t *n)
+{
+  uint64_t blocks = mf_blocks_for (size);
+  uint64_t want = (blocks * (uint64_t) percent + 99) / 100, picked = 0;
+  uint64_t state = seed, *v = NULL;
+  size_t nv = 0, cap = 0;
+
+  for (uint64_t b = 0; b < blocks && picked < want; b++) {
+    /* A pick with probability (want - picked) / (blocks - b). */
+    double u = (sample_next (&state) >> 11) * 0x1.0p-53;
+    uint64_t off, len;
+    if ((double) (blocks - b) * u >= (double) (want - picked))
+      continue;
+    picked++;
+    off = b * MF_BLOCK_SIZE;
+    len = (uint64_t) size - off < MF_BLOCK_SIZE ? (uint64_t) size - off : MF_BLOCK_SIZE;
+    if (nv && v[2 * nv - 2] + v[2 * nv - 1] == off) {
+      v[2 * nv - 1] += len;
+      continue;
+    }
+    if (nv == cap) {
+      size_t ncap = cap ? cap * 2 : 256;
+      uint64_t *nvp = realloc (v, ncap * 2 * sizeof *v);
+      if (nvp == NULL) {
+        free (v);
+        error_set_errno (ERR_INTERNAL, errno, "the audit's sample");
+        return -1;
+      }
+      v = nvp;
+      cap = ncap;
+    }
+    v[2 * nv] = off;
+    v[2 * nv + 1] = len;
+    nv++;
+  }
+  *ranges = v;
+  *n = nv;
+  return 0;
+}
+
+int
+engine_audit_disk (const struct engine_backup_disk *d, int percent, uint64_t seed,
+                   struct mf_map *observed, struct engine_progress *p)
+{
+  struct copy_spec spec = { .dst_fd = -1, .zero_holes = true, .hashes = observed };
+  struct copy_stats st;
+  struct qnbd q;
+  CLEANUP_FREE uint64_t *ranges = NULL;
+  size_t n_ranges = 0;
+  int r;
+
+  if (percent < 1 || percent > 100) {
+    error_set (ERR_INVALID, "an audit covers 1 to 100 percent of the blocks, not %d", percent);
+    return -1;
+  }
+  if (percent < 100) {
+    if (sample_ranges (mf_map_virtual_size (observed), percent, seed, &ranges,
+                       &n_ranges) == -1)
+      return -1;
+    spec.ranges = ranges;
+    spec.n_ranges = n_ranges;
+  }
+  if (source_serve (d->source, &q, &spec.src_uri) == -1) {
+    error_prefix ("auditing %s", d->source);
+    return -1;
+  }
+  r = copy_run (&spec, p, &st);
+  qnbd_stop (&q);
+  if (r == -1) {
+    error_prefix ("auditing %s", d->source);
+    return -1;
+  }
+  free (st.full_reason);
+  return 0;
+}
+
+int
+engine_hash_ranges (const char *uri, const char *psk, const uint64_t *ranges,
+                    size_t n_ranges, struct mf_map *map, struct engine_progress *p)
+{
+  struct copy_spec spec = { .src_uri = uri, .src_psk = psk, .dst_fd = -1, .hashes = map,
+                            .ranges = ranges, .n_ranges = n_ranges };
+  struct copy_stats st;
+
+  if (n_ranges == 0)
+    return 0;
+  if (copy_run (&spec, p, &st) == -1) {
+    error_prefix ("reading %s", uri);
+    return -1;
+  }
+  free (st.full_reason);
+  return 0;
 }
 
 int

@@ -514,8 +514,10 @@ hub_backup_complete (struct hub *hub, const char *backup_id, int disk_index,
             change_id ? change_id : "no change id",
             out->status == JOB_COMPLETED ? "; job completed"
             : out->status == JOB_FINISHING ? "; job finishing" : "");
-  if (out->status == JOB_COMPLETED)
+  if (out->status == JOB_COMPLETED) {
+    hub_verify_after_backup (hub, out);
     hub_prune_after_backup (hub, out->context_id);
+  }
   return 0;
 }
 
@@ -582,6 +584,7 @@ hub_backup_finish (struct hub *hub, const char *backup_id, struct cat_job *out)
   if (catalog_backup_finish (hub->cat, backup_id, out) == -1)
     return -1;
   crash_point ("finish:recorded");
+  hub_verify_after_backup (hub, out);
   hub_prune_after_backup (hub, out->context_id);
   return 0;
 }

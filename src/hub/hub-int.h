@@ -30,6 +30,10 @@ struct hub {
   char **merging;
   size_t n_merging;
   pthread_cond_t merge_cond;
+  /* Contexts a verify task reads the files of (hub/verify.c); guarded by
+   * lock.  A merge step of such a context waits (hub_verifying). */
+  char **verifying;
+  size_t n_verifying;
   struct hub_schedule *schedule;  /* the scheduler thread (hub/schedule.c) */
   /* What the backup transitions tell whoever runs jobs (the worker pool
    * sets these when it starts; NULL: nobody listens). */
@@ -55,6 +59,13 @@ int hub_access_open (struct hub *hub);
  * first identity goes into the NBD URIs. */
 int hub_psk_install (struct hub *hub, char **tls_dir);
 void hub_access_clear (struct hub *hub);
+
+/* --- Repository files (hub/inventory.c) ------------------------------ */
+/* Rewrite DATA-DIR/repositories.json from the catalog (a JSON array of
+ * {id,name,type,path}), and, with identities set, write each reachable
+ * repository's strata-repository.json where it is missing.  Both are what
+ * rebuild-catalog reads when the catalog is lost.  Failures are logged. */
+void hub_repo_files_write (struct hub *hub, bool identities);
 
 /* --- Recovery (hub/recovery.c); hub->lock held but for requeue -------- */
 /* Mark rows whose file is missing, then delete files that no row owns. */
@@ -115,6 +126,17 @@ int hub_manifest_complete (const char *repo_path, const struct cat_job *job,
                            const struct cat_disk *d, const char *change_id,
                            int64_t bytes_transferred, const char *full_reason,
                            const char *completed_at);
+
+/* --- Verify (hub/verify.c) --------------------------------------------- */
+/* With hub->lock held: whether a verify task reads the context's files. */
+bool hub_verifying (struct hub *hub, const char *context_id);
+/* At start-up: verify tasks that were running are failed (interrupted). */
+void hub_verify_recover (struct hub *hub);
+/* A backup completed: verify it when its VM's policy says so. */
+void hub_verify_after_backup (struct hub *hub, const struct cat_job *job);
+/* The scheduler's tick: verify the backups whose policy's every_days have
+ * passed since they were last verified (unless a task has them already). */
+void hub_verify_due (struct hub *hub);
 
 /* --- Policies (hub/policies.c) ---------------------------------------- */
 /* 0 when the VM may use the policy, else -1 with ERR_INVALID: a policy with

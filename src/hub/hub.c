@@ -155,6 +155,7 @@ hub_open (struct hub_config *cfg)
     goto fail;
   if (ensure_default_repo (hub) == -1)
     goto fail;
+  hub_repo_files_write (hub, true);
 
   if (hub->cfg.nbd_tls_psk_file && hub_psk_install (hub, &tls_dir) == -1)
     goto fail;
@@ -171,6 +172,7 @@ hub_open (struct hub_config *cfg)
   /* Merges first: a step whose files were done is recorded, so that the
    * file check finds every file its rows name. */
   hub_prune_recover (hub);
+  hub_verify_recover (hub);
   {
     SCOPED_LOCK (&hub->lock);
     if (hub_recover_files (hub) == -1)
@@ -244,6 +246,9 @@ hub_close (struct hub *hub)
   for (size_t i = 0; i < hub->n_merging; i++)
     free (hub->merging[i]);
   free (hub->merging);
+  for (size_t i = 0; i < hub->n_verifying; i++)
+    free (hub->verifying[i]);
+  free (hub->verifying);
   pthread_cond_destroy (&hub->merge_cond);
   pthread_mutex_destroy (&hub->lock);
   free (hub);

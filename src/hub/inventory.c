@@ -2,6 +2,7 @@
  * that the API asks for, with the checks that need the file system. */
 #include <errno.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -11,6 +12,9 @@
 #include "util/cleanup.h"
 #include "util/error.h"
 #include "util/id.h"
+#include "util/log.h"
+
+#include <jansson.h>
 
 /* True when folder a is b or lies inside it. */
 static bool
@@ -40,6 +44,70 @@ check_overlap (struct hub *hub, const char *path)
       return -1;
     }
   return 0;
+}
+
+/* Write json (compact, newline-terminated) to path atomically. */
+static int
+write_json (const char *path, json_t *j)
+{
+  CLEANUP_FREE char *text = j ? json_dumps (j, JSON_COMPACT) : NULL;
+  CLEANUP_FREE char *line = NULL;
+
+  if (text == NULL || asprintf (&line, "%s\n", text) == -1) {
+    line = NULL;
+    error_set (ERR_INTERNAL, "out of memory");
+    return -1;
+  }
+  return repo_write_atomic (path, line, strlen (line));
+}
+
+/* <repository>/strata-repository.json: who this folder is, for a catalog
+ * rebuilt from it. */
+static int
+write_identity (const struct cat_repository *r)
+{
+  CLEANUP_FREE char *path = repo_abspath (r->path, REPO_IDENTITY_FILE);
+  CLEANUP_JSON json_t *j = json_pack ("{s:s,s:s,s:s,s:s}", "id", r->id, "name", r->name,
+                                      "type", r->type, "created_at", r->created_at);
+
+  return path ? write_json (path, j) : -1;
+}
+
+void
+hub_repo_files_write (struct hub *hub, bool identities)
+{
+  /* Read and written under one lock, so the last rename holds the latest
+   * list (repository changes do not all hold hub->lock). */
+  static pthread_mutex_t files_lock = PTHREAD_MUTEX_INITIALIZER;
+  SCOPED_LOCK (&files_lock);
+  CLEANUP_CAT_REPO_LIST struct cat_repository_list repos = { 0 };
+  CLEANUP_FREE char *path = NULL;
+  CLEANUP_JSON json_t *list = json_array ();
+
+  if (catalog_repo_list (hub->cat, &repos.v, &repos.n) == -1) {
+    log_warn ("listing repositories for %s/repositories.json: %s", hub->cfg.data_dir,
+              error_message ());
+    return;
+  }
+  for (size_t i = 0; i < repos.n; i++) {
+    const struct cat_repository *r = &repos.v[i];
+    CLEANUP_FREE char *id_path = repo_abspath (r->path, REPO_IDENTITY_FILE);
+    struct stat st;
+
+    json_array_append_new (list, json_pack ("{s:s,s:s,s:s,s:s}", "id", r->id, "name", r->name,
+                                            "type", r->type, "path", r->path));
+    /* A folder that is not there (a share not mounted) gets nothing. */
+    if (identities && id_path && stat (r->path, &st) == 0 && S_ISDIR (st.st_mode) &&
+        access (id_path, F_OK) == -1 && write_identity (r) == -1)
+      log_warn ("repository %s: %s", r->id, error_message ());
+  }
+  if (asprintf (&path, "%s/repositories.json", hub->cfg.data_dir) == -1) {
+    path = NULL;
+    log_warn ("out of memory");
+    return;
+  }
+  if (write_json (path, list) == -1)
+    log_warn ("%s", error_message ());
 }
 
 int
@@ -80,6 +148,10 @@ hub_repo_create (struct hub *hub, const char *id, const char *name, enum repo_ty
       rmdir (canonical);
     return -1;
   }
+  /* The row is the truth; the files only help a lost catalog back. */
+  if (write_identity (out) == -1)
+    log_warn ("repository %s: %s", id, error_message ());
+  hub_repo_files_write (hub, false);
   return 0;
 }
 
@@ -87,7 +159,10 @@ int
 hub_repo_delete (struct hub *hub, const char *id)
 {
   SCOPED_LOCK (&hub->lock);
-  return catalog_repo_delete (hub->cat, id);
+  if (catalog_repo_delete (hub->cat, id) == -1)
+    return -1;
+  hub_repo_files_write (hub, false);
+  return 0;
 }
 
 int

@@ -12,6 +12,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -294,6 +295,43 @@ hub_upload_abort (struct hub_upload *u)
   upload_free (u);
 }
 
+/* The records of a checked block part, as a map: the part becomes a
+ * manifest of facts that say only its size, which is read back. */
+static struct mf_map *
+map_of_part (const char *part, int64_t size)
+{
+  CLEANUP_FREE char *mf = NULL;
+  CLEANUP_JSON json_t *facts = json_pack ("{s:I}", "size_bytes", (json_int_t) size);
+  struct mf_reader *r = NULL;
+  struct mf_map *m = NULL;
+  uint8_t hash[MF_HASH_LEN];
+  enum mf_kind kind;
+  uint64_t block;
+  int got;
+
+  if (facts == NULL || asprintf (&mf, "%s%s", part, MF_SUFFIX) == -1) {
+    mf = NULL;
+    error_set (ERR_INTERNAL, "out of memory");
+    return NULL;
+  }
+  if (mf_finish (part, facts, mf) == -1 || (r = mf_open (mf)) == NULL ||
+      (m = mf_map_new (size, NULL)) == NULL)
+    goto fail;
+  while ((got = mf_next (r, &block, &kind, hash)) == 1)
+    if (mf_map_put (m, block, kind, hash) == -1)
+      goto fail;
+  if (got == -1)
+    goto fail;
+  mf_close (r);
+  unlink (mf);
+  return m;
+ fail:
+  mf_close (r);
+  mf_map_free (m);
+  unlink (mf);
+  return NULL;
+}
+
 int
 hub_upload_end (struct hub_upload *u, struct hub_upload_result *res)
 {
@@ -321,8 +359,7 @@ hub_upload_end (struct hub_upload *u, struct hub_upload_result *res)
     ret = 0;
   }
   else {
-    CLEANUP_FREE char *p = strdup (u->tmp);
-    struct mf_map *observed = p ? mf_map_read_part (p) : NULL;
+    struct mf_map *observed = map_of_part (u->tmp, u->virtual_size);
     if (observed == NULL)
       goto out;
     ret = hub_audit_record (u->hub, u->backup_id, u->disk_index, observed, &res->audit);

@@ -272,6 +272,10 @@ step_blocked (struct hub *hub, const struct cat_context *ctx,
     snprintf (why, len, "waiting for another merge step of the context");
     return;
   }
+  if (hub_verifying (hub, ctx->context_id)) {
+    snprintf (why, len, "waiting for a verify task reading the context");
+    return;
+  }
   for (size_t i = 0; i < jobs->n; i++)
     if (job_status_active (jobs->v[i].status)) {
       snprintf (why, len, "waiting for backup %s (%s) to end", jobs->v[i].id,

@@ -2,7 +2,10 @@
  *
  * Recovery relies on the ordering rule of storage/repo.h (files are made
  * before their rows and deleted after them): a file no row owns is a
- * leftover of a crash and is deleted; a row whose file is missing means
+ * leftover of a crash and is deleted (with its manifest; a manifest with no
+ * image, or the block part of a disk that no longer runs, goes too; a
+ * repository's strata-repository.json lies outside the scanned folders and
+ * is never touched); a row whose file is missing means
  * data was lost outside the hub, and the row (with everything backed by it)
  * is marked failed so nothing builds on it.  Then the disks of running jobs
  * are exported again under their old names, so agents can reconnect, and
@@ -14,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "hub/hub-int.h"
 #include "storage/qsd.h"
@@ -118,6 +122,42 @@ remove_orphan (const char *rel, void *opaque)
   return 0;
 }
 
+struct manifest_check {
+  const char *repo_path;
+  char **running;         /* images of running disks, sorted */
+  size_t n;
+  int removed;
+};
+
+/* A manifest goes when its image is gone (the image was an orphan, or a
+ * crash fell between the two unlinks); a block part goes unless its disk
+ * is running (a disk that completes finishes it; no other will). */
+static int
+remove_stale_manifest (const char *rel, void *opaque)
+{
+  struct manifest_check *m = opaque;
+  size_t n = strlen (rel);
+  bool part = n > 5 && strcmp (rel + n - 5, ".part") == 0;
+  CLEANUP_FREE char *image_rel = strndup (rel, n - (part ? 5 : 0) - strlen (REPO_MANIFEST_SUFFIX));
+  CLEANUP_FREE char *image = image_rel ? repo_abspath (m->repo_path, image_rel) : NULL;
+  CLEANUP_FREE char *path = repo_abspath (m->repo_path, rel);
+  const char *key = image_rel;
+  struct stat st;
+
+  if (image == NULL || path == NULL)
+    return 0;
+  if (part ? bsearch (&key, m->running, m->n, sizeof *m->running, cmp_str) != NULL
+           : stat (image, &st) == 0)
+    return 0;
+  log_warn ("repository %s: %s %s; deleting it", m->repo_path, rel,
+            part ? "is the manifest part of no running disk" : "is the manifest of no image");
+  if (unlink (path) == -1)
+    log_error ("deleting %s: %m", path);
+  else
+    m->removed++;
+  return 0;
+}
+
 /* What catalog_disk_files returns, freed at the end of its scope. */
 struct disk_files {
   struct cat_disk *disks;
@@ -192,11 +232,24 @@ static int
 remove_orphans (struct hub *hub)
 {
   CLEANUP_CAT_REPO_LIST struct cat_repository_list repos = { 0 };
+  CLEANUP_CAT_DISK_LIST struct cat_disk_list running = { 0 };
   CLEANUP_DISK_FILES struct disk_files f = { 0 };
+  CLEANUP_FREE char **running_rels = NULL;
+  size_t n_running = 0;
 
   if (catalog_repo_list (hub->cat, &repos.v, &repos.n) == -1 ||
-      catalog_disk_files (hub->cat, &f.disks, &f.repo_paths, &f.n) == -1)
+      catalog_disk_files (hub->cat, &f.disks, &f.repo_paths, &f.n) == -1 ||
+      catalog_running_disks (hub->cat, &running.v, &running.n) == -1)
     return -1;
+  running_rels = calloc (running.n + 1, sizeof *running_rels);
+  if (running_rels == NULL) {
+    error_set_errno (ERR_INTERNAL, errno, "out of memory");
+    return -1;
+  }
+  for (size_t i = 0; i < running.n; i++)
+    if (running.v[i].qcow2_path)
+      running_rels[n_running++] = running.v[i].qcow2_path;
+  qsort (running_rels, n_running, sizeof *running_rels, cmp_str);
   for (size_t r = 0; r < repos.n; r++) {
     const struct cat_repository *repo = &repos.v[r];
     struct known_files k = { .repo_path = repo->path };
@@ -207,8 +260,12 @@ remove_orphans (struct hub *hub)
       if (strcmp (f.repo_paths[i], repo->path) == 0)
         k.rels[k.n++] = f.disks[i].qcow2_path;
     qsort (k.rels, k.n, sizeof *k.rels, cmp_str);
-    if (repo_scan (repo->path, remove_orphan, &k) == -1)
+    struct manifest_check m = { .repo_path = repo->path, .running = running_rels,
+                                .n = n_running };
+    if (repo_scan (repo->path, remove_orphan, &k) == -1 ||
+        repo_scan_manifests (repo->path, remove_stale_manifest, &m) == -1)
       log_warn ("%s", error_message ());
+    k.removed += m.removed;
     repo_prune (repo->path);
     if (k.removed)
       log_warn ("repository %s: deleted %d file(s) that no backup owned",

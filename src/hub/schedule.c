@@ -135,6 +135,7 @@ schedule_main (void *arg)
     pthread_mutex_unlock (&s->lock);
     schedule_pass (hub, &wake);
     hub_prune_wake (hub, NULL);
+    hub_verify_due (hub);
     pthread_mutex_lock (&s->lock);
     until.tv_sec = wake;
     while (!s->stopping && !s->poked)

@@ -15,6 +15,15 @@
  *                   bitmaps go, so the next incremental still finds the
  *                   bitmap of the last good backup on every disk
  *
+ * HASHES AND AUDIT
+ *
+ * Each disk's copy hashes what it reads into an mf_map whose hash file
+ * lives in the disk's folder of the repository (a big disk's hashes need
+ * room like its data, not in /tmp).  Before hub_backup_complete, which
+ * makes the manifest, the map is written as "<image>.manifest.part".
+ * With t->audit_percent the session then reads the source again and
+ * hub_audit_record compares and records; a failed audit is a warning.
+ *
  * A superseded bitmap that cannot be removed (the source image is gone or
  * held by a writer) does not keep the job finishing: the data is complete
  * and durable, so the job is completed and the bitmap named in a warning.
@@ -50,15 +59,21 @@
  * its bitmap commit, which is idempotent, and is finished.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <libgen.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "engine/engine.h"
 #include "hub/hub-int.h"
+#include "integrity/manifest.h"
 #include "storage/qsd.h"
+#include "storage/repo.h"
 #include "util/cleanup.h"
 #include "util/crash.h"
 #include "util/clock.h"
@@ -73,6 +88,8 @@
 struct disk_task {
   char *source, *target_uri, *export_name, *previous_change_id;
   char *superseded_change_id;  /* latest completed change id before this job */
+  char *image;               /* the disk's file (absolute), or NULL */
+  struct mf_map *hashes;     /* its copy's block hashes, or NULL */
   pid_t qsd_before;          /* the storage daemon's pid when the copy began */
   bool active;               /* its copy runs now (w->lock) */
   struct engine_progress progress;
@@ -87,6 +104,7 @@ struct task {
                               * more (w->lock) */
   bool cancelled;            /* the job was ended or deleted by someone */
   bool loaded;               /* session is set up (w->lock) */
+  int audit_percent;         /* audit each disk over this percent (0: none) */
   size_t n;
   struct disk_task *disks;
   struct engine_session_disk *sdisks;
@@ -123,6 +141,8 @@ task_free (struct task *t)
     free (d->export_name);
     free (d->previous_change_id);
     free (d->superseded_change_id);
+    free (d->image);
+    mf_map_free (d->hashes);
   }
   for (size_t i = 0; t->sdisks && !t->loaded && i < t->n; i++)
     engine_disk_result_clear (&t->sdisks[i].result);
@@ -203,6 +223,43 @@ on_copy_again (struct engine_session *s, struct engine_session_disk *sd)
   return false;
 }
 
+/* Write the copy's hashes as "<image>.manifest.part", durably, for
+ * hub_backup_complete to make the manifest of.  A part that could not be
+ * written is removed: the manifest then has no hashes. */
+static void
+write_part (struct task *t, struct engine_session_disk *sd, struct disk_task *dt)
+{
+  CLEANUP_FREE char *part = NULL;
+  int fd, r = -1;
+
+  if (dt->hashes == NULL || dt->image == NULL)
+    return;
+  if (asprintf (&part, "%s%s.part", dt->image, MF_SUFFIX) == -1) {
+    part = NULL;
+    log_warn ("backup %s disk %d: no block hashes: out of memory", t->backup_id,
+              sd->disk_index);
+    return;
+  }
+  fd = open (part, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
+  if (fd == -1)
+    error_set_errno (ERR_INTERNAL, errno, "%s", part);
+  else if (mf_map_write_part (dt->hashes, fd) == -1)
+    ;
+  else if (fsync (fd) == -1)
+    error_set_errno (ERR_INTERNAL, errno, "fsync of %s", part);
+  else
+    r = 0;
+  if (fd >= 0 && close (fd) == -1 && r == 0) {
+    error_set_errno (ERR_INTERNAL, errno, "%s", part);
+    r = -1;
+  }
+  if (r == -1) {
+    log_warn ("backup %s disk %d: its block hashes are not kept: %s", t->backup_id,
+              sd->disk_index, error_message ());
+    unlink (part);
+  }
+}
+
 static int
 on_complete (struct engine_session *s, struct engine_session_disk *sd)
 {
@@ -214,8 +271,27 @@ on_complete (struct engine_session *s, struct engine_session_disk *sd)
     SCOPED_LOCK (&t->hub->workers->lock);
     dt->active = false;
   }
+  write_part (t, sd, dt);
   return hub_backup_complete (t->hub, t->backup_id, sd->disk_index, sd->result.change_id,
                               sd->result.bytes_written, sd->result.full_reason, &job);
+}
+
+/* The disk's audit read its source again: the hub compares and records. */
+static int
+on_audit (struct engine_session *s, struct engine_session_disk *sd)
+{
+  struct task *t = task_of (s);
+  struct mf_compare cmp;
+
+  if (hub_audit_record (t->hub, t->backup_id, sd->disk_index, sd->audit, &cmp) == -1)
+    return -1;
+  if (cmp.bad > 0)
+    log_warn ("backup %s disk %d: change tracking missed %" PRIu64 " blocks (first at "
+              "offset %" PRIi64 ")", t->backup_id, sd->disk_index, cmp.bad, cmp.first_bad);
+  else
+    log_info ("backup %s disk %d: audit checked %" PRIu64 " blocks, none differ",
+              t->backup_id, sd->disk_index, cmp.checked);
+  return 0;
 }
 
 static void
@@ -224,6 +300,9 @@ on_disk_done (struct engine_session *s, struct engine_session_disk *sd)
   struct disk_task *dt = sd->opaque;
   SCOPED_LOCK (&task_of (s)->hub->workers->lock);
   dt->active = false;
+  mf_map_free (dt->hashes);
+  dt->hashes = NULL;
+  sd->d.hashes = NULL;
 }
 
 /* Every disk is recorded, so the job is "finishing": it owes only the
@@ -289,6 +368,10 @@ on_fail (struct engine_session *s, int disk_index, const char *reason)
 static void
 on_warn (struct engine_session *s, struct engine_session_disk *sd, const char *msg)
 {
+  if (strncmp (msg, "the audit ", 10) == 0) {
+    log_warn ("backup %s disk %d: %s", task_of (s)->backup_id, sd->disk_index, msg);
+    return;
+  }
   log_warn ("backup %s disk %d: the superseded bitmap stays in %s (remove it with "
             "qemu-img bitmap --remove when convenient): %s", task_of (s)->backup_id,
             sd->disk_index, sd->d.source, msg);
@@ -312,6 +395,7 @@ static const struct engine_session_ops worker_session_ops = {
   .disk_start = on_disk_start,
   .copy_again = on_copy_again,
   .complete_disk = on_complete,
+  .audit_disk = on_audit,
   .disk_done = on_disk_done,
   .all_completed = on_all_completed,
   .fail = on_fail,
@@ -328,6 +412,7 @@ load_task (struct hub *hub, struct task *t)
 {
   CLEANUP_CAT_JOB struct cat_job job = { 0 };
   CLEANUP_CAT_VM struct cat_vm vm = { 0 };
+  CLEANUP_CAT_REPO struct cat_repository repo = { 0 };
   struct disk_task *disks = NULL;
   struct engine_session_disk *sdisks = NULL;
   int ret = -1;
@@ -339,6 +424,14 @@ load_task (struct hub *hub, struct task *t)
   if (catalog_vm_get (hub->cat, job.vm_name, &vm) == -1) {
     error_prefix ("reading the sources of VM '%s'", job.vm_name);
     return -1;
+  }
+  if (catalog_repo_get (hub->cat, job.repository_id, &repo) == -1)
+    return -1;
+  /* The VM's policy may ask for a change-tracking audit of each disk. */
+  if (vm.policy) {
+    CLEANUP_CAT_POLICY struct cat_policy pol = { 0 };
+    if (catalog_policy_get (hub->cat, vm.policy, &pol) == 0 && pol.audit_percent > 0)
+      t->audit_percent = (int) pol.audit_percent;
   }
   disks = calloc (job.n_disks, sizeof *disks);
   sdisks = calloc (job.n_disks, sizeof *sdisks);
@@ -419,6 +512,17 @@ load_task (struct hub *hub, struct task *t)
         (dt->export_name = strdup (cd->nbd_export)) == NULL)
       goto oom;
     sd->d.target_uri = dt->target_uri;
+    /* Hashes, their file next to the disk's image. */
+    if (cd->qcow2_path && (dt->image = repo_abspath (repo.path, cd->qcow2_path)) != NULL) {
+      CLEANUP_FREE char *folder = strdup (dt->image);
+      dt->hashes = folder ? mf_map_new (cd->size_bytes, dirname (folder)) : NULL;
+      if (dt->hashes == NULL)
+        log_warn ("backup %s disk %d: no block hashes: %s", t->backup_id, cd->disk_index,
+                  error_message ());
+      sd->d.hashes = dt->hashes;
+    }
+    sd->audit_percent = t->audit_percent;
+    sd->audit_seed = (uint64_t) clock_mono_ns () ^ (uint64_t) cd->disk_index;
   }
   {
     SCOPED_LOCK (&hub->workers->lock);
@@ -445,6 +549,8 @@ load_task (struct hub *hub, struct task *t)
     free (disks[i].export_name);
     free (disks[i].previous_change_id);
     free (disks[i].superseded_change_id);
+    free (disks[i].image);
+    mf_map_free (disks[i].hashes);
     if (sdisks)
       engine_disk_result_clear (&sdisks[i].result);
   }

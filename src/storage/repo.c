@@ -77,6 +77,56 @@ dir_of (const char *path)
 }
 
 int
+repo_write_atomic (const char *path, const void *data, size_t len)
+{
+  CLEANUP_FREE char *tmp = xasprintf ("%s.XXXXXX", path);
+  CLEANUP_FREE char *dir = dir_of (path);
+  const char *p = data;
+  int fd;
+
+  if (tmp == NULL || dir == NULL)
+    return -1;
+  /* A name of its own: two writers never share a temporary file. */
+  fd = mkostemp (tmp, O_CLOEXEC);
+  if (fd == -1) {
+    error_set_errno (ERR_INTERNAL, errno, "creating %s", tmp);
+    return -1;
+  }
+  if (fchmod (fd, 0640) == -1) {
+    error_set_errno (ERR_INTERNAL, errno, "chmod %s", tmp);
+    goto fail;
+  }
+  while (len > 0) {
+    ssize_t n = write (fd, p, len);
+    if (n == -1 && errno == EINTR)
+      continue;
+    if (n == -1) {
+      error_set_errno (ERR_INTERNAL, errno, "writing %s", tmp);
+      goto fail;
+    }
+    p += n;
+    len -= n;
+  }
+  if (fsync (fd) == -1) {
+    error_set_errno (ERR_INTERNAL, errno, "syncing %s", tmp);
+    goto fail;
+  }
+  close (fd);
+  fd = -1;
+  if (rename (tmp, path) == -1) {
+    error_set_errno (ERR_INTERNAL, errno, "renaming %s to %s", tmp, path);
+    goto fail;
+  }
+  return sync_dir (dir);
+
+ fail:
+  if (fd >= 0)
+    close (fd);
+  unlink (tmp);
+  return -1;
+}
+
+int
 repo_prepare (const char *path, char **canonical, bool *created)
 {
   struct stat st;
@@ -308,6 +358,10 @@ repo_seal_image (const char *repo_path, const char *rel)
   return 0;
 }
 
+/* The files that go with an image: its manifest and a manifest's block
+ * part still being written (integrity/manifest.h). */
+static const char *const companions[] = { REPO_MANIFEST_SUFFIX ".part", REPO_MANIFEST_SUFFIX };
+
 int
 repo_remove_image (const char *repo_path, const char *rel)
 {
@@ -317,13 +371,17 @@ repo_remove_image (const char *repo_path, const char *rel)
 
   if (path == NULL)
     return -1;
-  /* The manifest first (integrity/manifest.h): an image left without one
-   * by a crash here belongs to no row any more, and goes at the next start. */
-  for (const char *const *sfx = (const char *const[]) { ".manifest", ".manifest.part", NULL };
-       *sfx; sfx++) {
-    CLEANUP_FREE char *side = xasprintf ("%s%s", path, *sfx);
-    if (side && unlink (side) == -1 && errno != ENOENT)
-      log_warn ("deleting %s: %m", side);
+  /* Its manifest first: a crash in between leaves an image with no
+   * manifest (an orphan the next start deletes), never a manifest that
+   * names a file that is gone. */
+  for (size_t i = 0; i < sizeof companions / sizeof companions[0]; i++) {
+    CLEANUP_FREE char *c = xasprintf ("%s%s", path, companions[i]);
+    if (c == NULL)
+      return -1;
+    if (unlink (c) == -1 && errno != ENOENT) {
+      error_set_errno (ERR_INTERNAL, errno, "deleting %s", c);
+      return -1;
+    }
   }
   if (unlink (path) == -1 && errno != ENOENT) {
     error_set_errno (ERR_INTERNAL, errno, "deleting %s", path);
@@ -371,17 +429,33 @@ is_disk_dir_name (const char *name)
 }
 
 static bool
-is_image_name (const char *name)
+ends_with (const char *name, const char *suffix)
 {
-  size_t n = strlen (name);
-  return n > 6 && strcmp (name + n - 6, ".qcow2") == 0;
+  size_t n = strlen (name), m = strlen (suffix);
+  return n > m && strcmp (name + n - m, suffix) == 0;
 }
 
-/* Call fn for each disk folder of a context folder, then for each image in
- * it when files is set.  ctx_rel is the context folder's name. */
+static bool
+is_image_name (const char *name)
+{
+  return ends_with (name, ".qcow2");
+}
+
+/* "<image>.qcow2.manifest" or "<image>.qcow2.manifest.part". */
+static bool
+is_manifest_name (const char *name)
+{
+  return ends_with (name, ".qcow2" REPO_MANIFEST_SUFFIX) ||
+         ends_with (name, ".qcow2" REPO_MANIFEST_SUFFIX ".part");
+}
+
+/* Call fn for each image (manifests set: each manifest file instead) of
+ * each disk folder of a context folder; with prune, remove the folders
+ * that are left empty.  ctx_rel is the context folder's name. */
 static int
 walk_context (const char *repo_path, const char *ctx_rel,
-              int (*fn) (const char *rel, void *opaque), void *opaque, bool prune)
+              int (*fn) (const char *rel, void *opaque), void *opaque, bool prune,
+              bool manifests)
 {
   CLEANUP_FREE char *ctxdir = repo_abspath (repo_path, ctx_rel);
   DIR *d, *dd;
@@ -399,7 +473,7 @@ walk_context (const char *repo_path, const char *ctx_rel,
       continue;
     while (fn && (fe = readdir (dd)) != NULL) {
       CLEANUP_FREE char *rel = NULL;
-      if (!is_image_name (fe->d_name))
+      if (!(manifests ? is_manifest_name (fe->d_name) : is_image_name (fe->d_name)))
         continue;
       rel = xasprintf ("%s/%s/%s", ctx_rel, de->d_name, fe->d_name);
       if (rel && fn (rel, opaque) == -1)
@@ -427,9 +501,9 @@ is_context_dir (const char *repo_path, const char *name)
   return p && lstat (p, &st) == 0 && S_ISDIR (st.st_mode);
 }
 
-int
-repo_scan (const char *repo_path, int (*fn) (const char *rel, void *opaque),
-           void *opaque)
+static int
+scan (const char *repo_path, int (*fn) (const char *rel, void *opaque), void *opaque,
+      bool manifests)
 {
   DIR *d = opendir (repo_path);
   struct dirent *de;
@@ -441,10 +515,24 @@ repo_scan (const char *repo_path, int (*fn) (const char *rel, void *opaque),
   }
   while ((de = readdir (d)) != NULL)
     if (is_context_dir (repo_path, de->d_name) &&
-        walk_context (repo_path, de->d_name, fn, opaque, false) == -1)
+        walk_context (repo_path, de->d_name, fn, opaque, false, manifests) == -1)
       ret = -1;
   closedir (d);
   return ret;
+}
+
+int
+repo_scan (const char *repo_path, int (*fn) (const char *rel, void *opaque),
+           void *opaque)
+{
+  return scan (repo_path, fn, opaque, false);
+}
+
+int
+repo_scan_manifests (const char *repo_path, int (*fn) (const char *rel, void *opaque),
+                     void *opaque)
+{
+  return scan (repo_path, fn, opaque, true);
 }
 
 void
@@ -457,7 +545,7 @@ repo_prune (const char *repo_path)
     return;
   while ((de = readdir (d)) != NULL)
     if (is_context_dir (repo_path, de->d_name))
-      walk_context (repo_path, de->d_name, NULL, NULL, true);
+      walk_context (repo_path, de->d_name, NULL, NULL, true, false);
   closedir (d);
 }
 
@@ -467,6 +555,19 @@ remove_one (const char *rel, void *opaque)
   return repo_remove_image (opaque, rel);
 }
 
+static int
+remove_file (const char *rel, void *opaque)
+{
+  CLEANUP_FREE char *path = repo_abspath (opaque, rel);
+
+  if (path == NULL || (unlink (path) == -1 && errno != ENOENT)) {
+    if (path)
+      error_set_errno (ERR_INTERNAL, errno, "deleting %s", path);
+    return -1;
+  }
+  return 0;
+}
+
 int
 repo_remove_context (const char *repo_path, const char *context_id)
 {
@@ -474,7 +575,9 @@ repo_remove_context (const char *repo_path, const char *context_id)
     error_set (ERR_INVALID, "bad context id");
     return -1;
   }
-  if (walk_context (repo_path, context_id, remove_one, (void *) repo_path, true) == -1)
+  /* Images (with their manifests), then manifests no image had. */
+  if (walk_context (repo_path, context_id, remove_one, (void *) repo_path, false, false) == -1 ||
+      walk_context (repo_path, context_id, remove_file, (void *) repo_path, true, true) == -1)
     return -1;
   return 0;
 }

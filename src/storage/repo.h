@@ -43,13 +43,29 @@ int repo_usage (const char *repo_path, int64_t *used, int64_t *available);
 int repo_create_image (const char *repo_path, const char *rel, int64_t size,
                        const char *parent_rel);
 
+/* The identity file at a repository's root ({"id","name","type",
+ * "created_at"}, written by the hub): rebuild-catalog reads it.  The start-up
+ * scan never touches it. */
+#define REPO_IDENTITY_FILE "strata-repository.json"
+
+/* Replace the file at path with len bytes of data, crash-safe: a
+ * temporary file in the same folder, fsynced, renamed over path, and the
+ * folder fsynced.  A reader sees the old file or the new one, whole. */
+int repo_write_atomic (const char *path, const void *data, size_t len);
+
 /* Make a finished image durable: fsync the file and its folder. */
 int repo_sync_image (const char *repo_path, const char *rel);
 /* Make a finished image read-only (0444), once the catalog says it is
  * complete; an image that is already read-only is left as it is. */
 int repo_seal_image (const char *repo_path, const char *rel);
 
-/* Delete an image, then its disk and context folders if they are empty. */
+/* An image's manifest is "<image>.qcow2" REPO_MANIFEST_SUFFIX (the same as
+ * integrity/manifest.h's MF_SUFFIX); while it is written, its block part
+ * is that name plus ".part". */
+#define REPO_MANIFEST_SUFFIX ".manifest"
+
+/* Delete an image with its manifest (and manifest part), then its disk and
+ * context folders if they are empty. */
 int repo_remove_image (const char *repo_path, const char *rel);
 /* Whether a QEMU process (a storage daemon, qemu-nbd) has the image open:
  * QEMU takes open-file-description locks on bytes 100 to 299 of the
@@ -63,6 +79,11 @@ int repo_remove_context (const char *repo_path, const char *context_id);
  * each one's relative path.  Folders strata did not make are skipped. */
 int repo_scan (const char *repo_path, int (*fn) (const char *rel, void *opaque),
                void *opaque);
+
+/* The same walk for the manifest files ("...qcow2.manifest" and
+ * "...qcow2.manifest.part"): fn gets each one's relative path. */
+int repo_scan_manifests (const char *repo_path, int (*fn) (const char *rel, void *opaque),
+                         void *opaque);
 
 /* Remove empty disk and context folders that no longer hold anything. */
 void repo_prune (const char *repo_path);
