@@ -115,7 +115,8 @@ json_disk (struct hub *hub, const struct cat_job *job, const struct cat_disk *d,
     path = repo_abspath (repo_path, d->qcow2_path);
   if (d->nbd_export && d->status == DISK_RUNNING)
     uri = hub_nbd_uri (hub, d->nbd_export);
-  return json_pack ("{s:i,s:s,s:o,s:s,s:I,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:I,s:o,s:o,s:o,s:o}",
+  return json_pack ("{s:i,s:s,s:o,s:s,s:I,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:I,s:o,s:o,s:o,s:o,"
+                    "s:s,s:o,s:o}",
                     "disk_index", d->disk_index,
                     "backup_type", backup_type_name (d->backup_type),
                     "full_reason", api_json_str (d->full_reason),
@@ -132,7 +133,10 @@ json_disk (struct hub *hub, const struct cat_job *job, const struct cat_disk *d,
                     "progress", progress ? progress : json_null (),
                     "error", api_json_str (d->error),
                     "created_at", api_json_str (d->created_at),
-                    "completed_at", api_json_str (d->completed_at));
+                    "completed_at", api_json_str (d->completed_at),
+                    "verify_state", verify_state_name (d->verify_state),
+                    "verified_at", api_json_str (d->verified_at),
+                    "verify_error", api_json_str (d->verify_error));
 }
 
 json_t *
@@ -143,7 +147,7 @@ api_json_job (struct hub *hub, const struct cat_job *job, const char *repo_path)
     return NULL;
   for (size_t i = 0; i < job->n_disks; i++)
     json_array_append_new (disks, json_disk (hub, job, &job->disks[i], repo_path));
-  return json_pack ("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:b,s:o,s:o,s:o,s:o}",
+  return json_pack ("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:b,s:o,s:o,s:o,s:s,s:o,s:o}",
                     "backup_id", api_json_str (job->id),
                     "context_id", api_json_str (job->context_id),
                     "vm_name", api_json_str (job->vm_name),
@@ -155,6 +159,8 @@ api_json_job (struct hub *hub, const struct cat_job *job, const char *repo_path)
                     "error", api_json_str (job->error),
                     "created_at", api_json_str (job->created_at),
                     "completed_at", api_json_str (job->completed_at),
+                    "verify_state", verify_state_name (job->verify_state),
+                    "verified_at", api_json_str (job->verified_at),
                     "disks", disks);
 }
 
@@ -183,11 +189,15 @@ api_json_policy (const struct cat_policy *p)
       if (rules[i] >= 0)
         json_object_set_new (ret, api_retention_keys[i], json_integer (rules[i]));
   }
-  return json_pack ("{s:o,s:o,s:o,s:o,s:o,s:o}",
+  return json_pack ("{s:o,s:o,s:o,s:o,s:{s:b,s:o,s:o},s:o,s:o}",
                     "name", api_json_str (p->name),
                     "repository_id", api_json_str (p->repository_id),
                     "schedule", api_json_str (p->schedule),
                     "retention", ret ? ret : json_null (),
+                    "verify",
+                    "after_backup", (int) p->verify_after_backup,
+                    "every_days", opt_int (p->verify_every_days),
+                    "audit_percent", opt_int (p->audit_percent),
                     "created_at", api_json_str (p->created_at),
                     "updated_at", api_json_str (p->updated_at));
 }

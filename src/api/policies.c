@@ -7,6 +7,7 @@
 static const char *const no_params[] = { NULL };
 
 #define API_MAX_SCHEDULE 256
+#define API_MAX_VERIFY_DAYS 3650       /* ten years */
 
 /* A policy's name follows the rules of a VM name (it is free text the
  * operator reads). */
@@ -46,15 +47,41 @@ api_policies_get (struct api_req *r)
   return api_reply (r, 200, api_json_policy (&pol));
 }
 
+/* The verify settings of a policy: {"after_backup": bool, "every_days":
+ * 1..API_MAX_VERIFY_DAYS, "audit_percent": 1..100}, each absent or null
+ * = off. */
+static int
+read_verify (json_t *verify, struct cat_policy *pol)
+{
+  static const char *const keys[] = { "after_backup", "every_days", "audit_percent", NULL };
+
+  if (!json_is_object (verify)) {
+    error_set (ERR_INVALID, "field 'verify' must be an object of after_backup, every_days"
+               " and audit_percent");
+    return -1;
+  }
+  if (api_check_fields (verify, keys) == -1 ||
+      api_field_bool (verify, "after_backup", false, &pol->verify_after_backup, NULL) == -1 ||
+      api_field_int (verify, "every_days", false, 1, API_MAX_VERIFY_DAYS,
+                     &pol->verify_every_days, NULL) == -1 ||
+      api_field_int (verify, "audit_percent", false, 1, 100, &pol->audit_percent,
+                     NULL) == -1) {
+    error_prefix ("verify");
+    return -1;
+  }
+  return 0;
+}
+
 int
 api_policies_put (struct api_req *r)
 {
-  static const char *const fields[] = { "repository_id", "schedule", "retention", NULL };
+  static const char *const fields[] = { "repository_id", "schedule", "retention", "verify",
+                                        NULL };
   CLEANUP_CAT_POLICY struct cat_policy stored = { 0 };
   struct cat_policy pol = { .name = (char *) r->id };
   const char *repository_id, *schedule;
   struct retention_rules rules;
-  json_t *body, *retention;
+  json_t *body, *retention, *verify;
   bool created, any;
 
   if (api_query_check (r, no_params) == -1 || check_name (r->id) == -1 ||
@@ -82,6 +109,10 @@ api_policies_put (struct api_req *r)
       rules.keep_monthly, rules.keep_yearly,
     };
   }
+  pol.verify_every_days = pol.audit_percent = -1;
+  verify = body ? json_object_get (body, "verify") : NULL;
+  if (verify && !json_is_null (verify) && read_verify (verify, &pol) == -1)
+    return -1;
   pol.repository_id = (char *) repository_id;
   pol.schedule = (char *) schedule;
   if (hub_policy_put (r->hub, &pol, &created, &stored) == -1)

@@ -4,6 +4,7 @@
  * the change id of a VM disk's latest backup.
  */
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -118,14 +119,58 @@ catalog_context_delete (struct catalog *cat, const char *id, bool force,
  * Backups
  */
 
-/* Fill parents[] with the latest completed disk of each index and say
- * whether a job is active.  With no context yet there is nothing to find. */
+/* The newest corrupt row of the chain that ends in disk row id (the row
+ * itself, its parent, and theirs).  The anchor selects the column, not
+ * the parameter, so that the CTE's column has the column's type. */
+#define CORRUPT_IN_CHAIN \
+  "WITH RECURSIVE chain (id) AS (" \
+  "  SELECT id FROM backup_disks WHERE id = ?1" \
+  "  UNION ALL" \
+  "  SELECT d.parent_disk_id FROM backup_disks d JOIN chain ON d.id = chain.id" \
+  "  WHERE d.parent_disk_id IS NOT NULL)" \
+  " SELECT d.backup_job_id, d.disk_index, d.verify_error FROM backup_disks d" \
+  " JOIN chain ON d.id = chain.id WHERE d.verify_state = ?2 ORDER BY d.id DESC LIMIT 1"
+
+/* THE parent rule of verification (catalog.h, catalog_backup_plan): a
+ * row whose chain holds a corrupt row is no parent.  1 and *reason (the
+ * new full's full_reason, malloc'd) when the chain of disk row id holds
+ * one, 0 when not, -1 on error. */
+static int
+chain_corrupt (struct catalog *cat, int64_t id, char **reason)
+{
+  CLEANUP_STMT struct db_stmt *st =
+    db_prepare (cat, CORRUPT_IN_CHAIN, "Is", id, verify_state_name (VERIFY_CORRUPT));
+  struct row row = { st, false, false };
+  const char *job, *error;
+  int disk_index, r;
+
+  if (st == NULL)
+    return -1;
+  if ((r = db_step (st)) != 1)
+    return r;
+  job = core_row_peek (&row, 0);
+  disk_index = (int) core_row_int (&row, 1);
+  error = core_row_peek (&row, 2);
+  if (core_row_done (&row) == -1)
+    return -1;
+  if (asprintf (reason, "the latest point's chain failed verification (backup %s disk %d%s%s)",
+                job ? job : "?", disk_index, error ? ": " : "", error ? error : "") == -1) {
+    catalog_oom ();
+    return -1;
+  }
+  return 1;
+}
+
+/* Fill parents[] with the latest completed disk of each index, unless its
+ * chain failed verification (then only the reason), and say whether a job
+ * is active.  With no context yet there is nothing to find. */
 static int
 backup_plan_tx (struct catalog *cat, const char *vm_name, const char *repository_id,
                 size_t n, const int *disk_indexes, struct cat_disk *parents,
                 bool *running)
 {
   CLEANUP_FREE char *ctx = NULL, *active = NULL;
+  char *reason = NULL;
   int f;
 
   *running = false;
@@ -138,8 +183,17 @@ backup_plan_tx (struct catalog *cat, const char *vm_name, const char *repository
   *running = f == 1;
   for (size_t i = 0; i < n; i++) {
     cat_disk_clear (&parents[i]);       /* what a failed attempt read */
-    if (core_latest_disk (cat, ctx, disk_indexes[i], &parents[i]) == -1)
+    if ((f = core_latest_disk (cat, ctx, disk_indexes[i], &parents[i])) != 1) {
+      if (f == -1)
+        return -1;
+      continue;
+    }
+    if ((f = chain_corrupt (cat, parents[i].id, &reason)) == -1)
       return -1;
+    if (f == 1) {
+      cat_disk_clear (&parents[i]);
+      parents[i].full_reason = reason;
+    }
   }
   return 0;
 }
@@ -209,7 +263,7 @@ static int
 backup_insert_tx (struct catalog *cat, const struct cat_job *job, const struct cat_vm *vm,
                   const char *now, char **ctx_ids, int64_t *disk_ids)
 {
-  CLEANUP_FREE char *ctx = NULL, *running = NULL;
+  CLEANUP_FREE char *ctx = NULL, *running = NULL, *reason = NULL;
   int64_t latest;
   int f;
 
@@ -253,7 +307,8 @@ backup_insert_tx (struct catalog *cat, const struct cat_job *job, const struct c
   }
 
   /* The plan was read in an earlier transaction: check that every parent
-   * is still the latest completed disk of its index. */
+   * is still the latest completed disk of its index, and still a parent
+   * by the verification rule. */
   for (size_t i = 0; i < job->n_disks; i++) {
     const struct cat_disk *d = &job->disks[i];
 
@@ -272,6 +327,13 @@ backup_insert_tx (struct catalog *cat, const struct cat_job *job, const struct c
         error_set (ERR_CONFLICT, "disk %d: parent disk %" PRId64 " is not the latest"
                    " completed backup of that disk (%" PRId64 " is); plan again",
                    d->disk_index, d->parent_disk_id, latest);
+      return -1;
+    }
+    /* A verify may have found its chain corrupt since the plan. */
+    if ((f = chain_corrupt (cat, latest, &reason)) != 0) {
+      if (f == 1)
+        error_set (ERR_CONFLICT, "disk %d: parent disk %" PRId64 " is no parent any more:"
+                   " %s; plan again", d->disk_index, latest, reason);
       return -1;
     }
   }
@@ -681,19 +743,14 @@ static int
 backup_delete_plan_tx (struct catalog *cat, const char *backup_id, bool cascade,
                        char ***job_ids)
 {
-  CLEANUP_FREE char *word = NULL, *dependent = NULL, *active = NULL, *active_word = NULL;
+  CLEANUP_FREE char *dependent = NULL, *active = NULL, *active_word = NULL;
   CLEANUP_STMT struct db_stmt *st = NULL;
   enum job_status status;
   int64_t dependents;
   int f;
 
-  f = db_text (cat, &word, "SELECT status FROM backup_jobs WHERE id = ?", "s", backup_id);
-  if (f == 0)
-    error_set (ERR_NOT_FOUND, "backup %s not found", backup_id);
-  if (f != 1)
+  if (core_job_status (cat, backup_id, &status) == -1)
     return -1;
-  if (job_status_parse (word, &status) == -1)
-    return core_bad_word ("backup_jobs.status", word);
   if (status == JOB_RUNNING)
     return catalog_fail (ERR_CONFLICT, "backup %s is running: cancel it first", backup_id);
   if (job_status_active (status) || status == JOB_REMOVING)

@@ -192,6 +192,8 @@ cat_disk_clear (struct cat_disk *d)
   free (d->created_at);
   free (d->completed_at);
   free (d->full_reason);
+  free (d->verified_at);
+  free (d->verify_error);
   memset (d, 0, sizeof *d);
 }
 
@@ -207,6 +209,7 @@ cat_job_clear (struct cat_job *j)
   free (j->error);
   free (j->created_at);
   free (j->completed_at);
+  free (j->verified_at);
   cat_disk_free_array (j->disks, j->n_disks);
   memset (j, 0, sizeof *j);
 }

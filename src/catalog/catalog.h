@@ -73,6 +73,13 @@ struct cat_policy {
   bool has_retention;          /* false: no rules at all (retention's ignored) */
   struct cat_retention retention;
   char *created_at, *updated_at;
+  /* Verification: a verify task after each completed backup of the VM;
+   * one of every point not verified within verify_every_days days; the
+   * percent of a hub-driven backup's blocks read again from the source
+   * (audit).  -1 when absent (put stores any value below 1 as absent). */
+  bool verify_after_backup;
+  int64_t verify_every_days;   /* 1.., or -1 */
+  int64_t audit_percent;       /* 1..100, or -1 */
 };
 
 /* A long-running hub operation. */
@@ -116,6 +123,9 @@ struct cat_disk {
   char *created_at, *completed_at;
   char *full_reason;           /* why this disk of an incremental job holds a
                                 * full copy, or NULL */
+  enum verify_state verify_state;  /* VERIFY_NONE until a verify or audit */
+  char *verified_at;           /* when it was last checked, or NULL */
+  char *verify_error;          /* what a corrupt check found, or NULL */
 };
 
 struct cat_job {
@@ -127,6 +137,8 @@ struct cat_job {
   enum job_driver driver;      /* who moves the data */
   bool is_protected;           /* retention always keeps it (completed jobs
                                 * only: catalog_backup_protect) */
+  enum verify_state verify_state;  /* of its disks: see catalog_verify_record */
+  char *verified_at;           /* when it was last checked, or NULL */
   size_t n_disks;
   struct cat_disk *disks;      /* sorted by disk_index */
 };
@@ -212,6 +224,12 @@ int catalog_context_delete (struct catalog *cat, const char *id, bool force,
  * disk_index whose job completed too (a completed disk of a failed job is a
  * point in time of one disk only, never a parent), or a zeroed struct with
  * id 0 when there is none or no context yet.
+ * THE parent rule of verification: when that row, or any row of its chain
+ * (its parent_disk_id, and theirs), has verify_state VERIFY_CORRUPT, there
+ * is no parent either: parents[i] is zeroed with id 0 and only its
+ * full_reason set, "the latest point's chain failed verification (backup X
+ * disk N: <verify_error>)", naming the newest corrupt row of the chain, for
+ * the new disk's full_reason.  (catalog_changeid_get is not bound by it.)
  * *running is set when the context has a running or finishing job. */
 int catalog_backup_plan (struct catalog *cat, const char *vm_name,
                          const char *repository_id, size_t n, const int *disk_indexes,
@@ -290,9 +308,41 @@ int catalog_backup_delete (struct catalog *cat, const char *backup_id, bool casc
 int catalog_backup_delete_plan (struct catalog *cat, const char *backup_id, bool cascade,
                                 char ***job_ids);
 
+/* Record what a verify or an audit found, in one transaction: for each of
+ * the n listed disks of job backup_id, its state, its error (errors may be
+ * NULL, as may each errors[i]: none) and verified_at; then the job's state
+ * (corrupt if any of its disks is corrupt, ok if all of them are ok, else
+ * none) and verified_at.  ERR_INVALID for n == 0 or verified_at NULL;
+ * ERR_NOT_FOUND for an unknown job or disk; ERR_CONFLICT unless the job is
+ * completed or finishing. */
+int catalog_verify_record (struct catalog *cat, const char *backup_id, size_t n,
+                           const int *disk_indexes, const enum verify_state *states,
+                           const char *const *errors, const char *verified_at);
+
+/* The completed jobs due for a verify at time now (an id_now timestamp):
+ * those of the VMs whose policy has verify_every_days, never verified or
+ * last verified before now minus that many days.  *backup_ids receives
+ * their ids, oldest job first (a NULL-terminated vector, the caller frees
+ * each string and the vector). */
+int catalog_verify_due (struct catalog *cat, const char *now, char ***backup_ids);
+
+/* Rebuild-catalog's insert (a fresh catalog, from the manifests): in one
+ * transaction, the repository unless its id is there, the context unless
+ * its context_id is there (with that id and the stats, last_backup_* and
+ * timestamps as given; vm_name and repository_id must match an existing
+ * one), then the job as completed (status, created_at and completed_at,
+ * backup type, driver as given; not protected) with its disks as
+ * completed rows (their disk_change_id, qcow2_path, parent_disk_id,
+ * bytes_transferred, full_reason, timestamps as given; parent_disk_id an
+ * id that an earlier call filled in, of the same context and disk index).
+ * On success job->disks[i].id are the new rows' ids.  ERR_CONFLICT when
+ * the job id is taken; ERR_INVALID for a missing parent or a bad disk. */
+int catalog_rebuild_insert (struct catalog *cat, const struct cat_repository *repo,
+                            const struct cat_context *ctx, struct cat_job *job);
+
 /* The latest completed disk row of (vm_name, disk_index) by the same rule as
- * catalog_backup_plan, found through the
- * context; repository_id NULL means "the VM's only context" (ERR_CONFLICT
+ * catalog_backup_plan (but whatever its verify_state: the change id is
+ * reported as it is), found through the context; repository_id NULL means "the VM's only context" (ERR_CONFLICT
  * when it has several).  ERR_NOT_FOUND when there is none. */
 int catalog_changeid_get (struct catalog *cat, const char *vm_name, int disk_index,
                           const char *repository_id, struct cat_disk *out);

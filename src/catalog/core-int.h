@@ -148,14 +148,15 @@ int core_tx_end (struct catalog *cat, int r);
   " d.vmware_disk_key, d.unit_number, d.size_bytes, d.backup_type," \
   " d.disk_change_id, d.qcow2_path, d.parent_disk_id, p.backup_job_id," \
   " p.disk_change_id, d.nbd_export, d.bytes_transferred, d.status, d.error," \
-  " d.created_at, d.completed_at, d.full_reason"
+  " d.created_at, d.completed_at, d.full_reason, d.verify_state, d.verified_at," \
+  " d.verify_error"
 #define DISK_FROM \
   " FROM backup_disks d LEFT JOIN backup_disks p ON p.id = d.parent_disk_id"
 
 #define JOB_SELECT \
   "SELECT j.id, j.vm_backup_context_id, j.vm_name, j.repository_id," \
   " j.backup_type, j.status, j.error, j.created_at, j.completed_at, j.driver," \
-  " j.protected FROM backup_jobs j"
+  " j.protected, j.verify_state, j.verified_at FROM backup_jobs j"
 
 /* The latest completed disk of a context and disk index (see the top of
  * core.c).  Selected by d.id; ?1 is the context, ?2 the disk index. */
@@ -186,6 +187,8 @@ int core_read_one (struct catalog *cat, const struct kind *k, void *out, const c
 /* A list: every record sql selects, in one read transaction. */
 int core_read_all (struct catalog *cat, const struct kind *k, void **out, size_t *n,
               const char *sql, const char *types, const char *param);
+/* The status of job id into *out; ERR_NOT_FOUND when there is no such job. */
+int core_job_status (struct catalog *cat, const char *id, enum job_status *out);
 /* The latest completed disk of (context, disk_index) into *out: 1, 0, -1. */
 int core_latest_disk (struct catalog *cat, const char *ctx, int disk_index, struct cat_disk *out);
 

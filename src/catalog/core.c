@@ -7,9 +7,10 @@
  *
  * Each operation is written once, in the file of its subject:
  * inventory.c (repositories, policies, VMs), backups.c (contexts, backups,
- * the delete plan, change ids), recovery.c (disk files, running disks, the
- * lost-disk cascade), lifecycle.c (tasks, prunes, merge steps) and
- * migrate.c (migrations, raw access for maintenance tools).  What they
+ * the delete plan, change ids, the parent rule of verification),
+ * recovery.c (disk files, running disks, the lost-disk cascade),
+ * lifecycle.c (tasks, prunes, merge steps), integrity.c (verify records,
+ * points due for a verify, rebuild-catalog's insert) and migrate.c (migrations, raw access for maintenance tools).  What they
  * share from this file is declared in core-int.h.  Each public function
  * checks what its contract requires of the caller (the contracts are in
  * catalog.h), then runs its X_tx.
@@ -556,6 +557,9 @@ disk_read (struct catalog *cat, struct row *r, void *rec)
   o->created_at = core_row_text (r, 17);
   o->completed_at = core_row_text (r, 18);
   o->full_reason = core_row_text (r, 19);
+  ROW_WORD (r, 20, "backup_disks.verify_state", verify_state_parse, &o->verify_state);
+  o->verified_at = core_row_text (r, 21);
+  o->verify_error = core_row_text (r, 22);
   return core_row_done (r);
 }
 
@@ -594,6 +598,8 @@ job_read (struct catalog *cat, struct row *r, void *rec)
   o->completed_at = core_row_text (r, 8);
   ROW_WORD (r, 9, "backup_jobs.driver", job_driver_parse, &o->driver);
   o->is_protected = core_row_int (r, 10) == 1;
+  ROW_WORD (r, 11, "backup_jobs.verify_state", verify_state_parse, &o->verify_state);
+  o->verified_at = core_row_text (r, 12);
   if (core_row_done (r) == -1)
     return -1;
   return core_disks_query (cat, DISK_SELECT DISK_FROM
@@ -668,6 +674,23 @@ core_read_all (struct catalog *cat, const struct kind *k, void **out, size_t *n,
   }
   *out = a;
   *n = count;
+  return 0;
+}
+
+/* The status of job id into *out; ERR_NOT_FOUND when there is no such
+ * job, ERR_INTERNAL for a word this strata does not know. */
+int
+core_job_status (struct catalog *cat, const char *id, enum job_status *out)
+{
+  CLEANUP_FREE char *word = NULL;
+  int f = db_text (cat, &word, "SELECT status FROM backup_jobs WHERE id = ?", "s", id);
+
+  if (f == 0)
+    error_set (ERR_NOT_FOUND, "backup %s not found", id);
+  if (f != 1)
+    return -1;
+  if (job_status_parse (word, out) == -1)
+    return core_bad_word ("backup_jobs.status", word);
   return 0;
 }
 

@@ -124,8 +124,8 @@ catalog_repo_delete (struct catalog *cat, const char *id)
 
 #define POLICY_SELECT \
   "SELECT name, repository_id, schedule, keep_last, keep_hourly, keep_daily," \
-  " keep_weekly, keep_monthly, keep_yearly, created_at, updated_at, has_retention" \
-  " FROM policies"
+  " keep_weekly, keep_monthly, keep_yearly, created_at, updated_at, has_retention," \
+  " verify_after_backup, verify_every_days, audit_percent FROM policies"
 
 /* Copy a POLICY_SELECT row into *o (owned by the caller).  A NULL rule
  * reads as -1; has_retention says whether the policy has retention at all
@@ -149,6 +149,9 @@ policy_read (struct catalog *cat, struct row *r, void *rec)
   o->has_retention = core_row_int (r, 11) == 1;
   o->created_at = core_row_text (r, 9);
   o->updated_at = core_row_text (r, 10);
+  o->verify_after_backup = core_row_int (r, 12) == 1;
+  o->verify_every_days = core_row_int (r, 13);
+  o->audit_percent = core_row_int (r, 14);
   return core_row_done (r);
 }
 
@@ -184,18 +187,24 @@ policy_put_tx (struct catalog *cat, const void *rec, const char *now, bool *crea
     return -1;
   *created = f == 0;
   /* ?1 name, ?2 repository, ?3 schedule, ?4..?9 the rules, ?10 now,
-   * ?11 whether it has retention at all. */
+   * ?11 whether it has retention at all, ?12..?14 the verify settings
+   * (below 1: absent, NULL). */
   if (db_exec (cat, *created
                ? "INSERT INTO policies (name, repository_id, schedule, keep_last,"
                  " keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly,"
-                 " created_at, updated_at, has_retention)"
-                 " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11)"
+                 " created_at, updated_at, has_retention, verify_after_backup,"
+                 " verify_every_days, audit_percent)"
+                 " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12, ?13, ?14)"
                : "UPDATE policies SET repository_id = ?2, schedule = ?3, keep_last = ?4,"
                  " keep_hourly = ?5, keep_daily = ?6, keep_weekly = ?7, keep_monthly = ?8,"
-                 " keep_yearly = ?9, updated_at = ?10, has_retention = ?11 WHERE name = ?1",
-               "sssoooooosi", p->name, p->repository_id, p->schedule, k->keep_last,
+                 " keep_yearly = ?9, updated_at = ?10, has_retention = ?11,"
+                 " verify_after_backup = ?12, verify_every_days = ?13, audit_percent = ?14"
+                 " WHERE name = ?1",
+               "sssoooooosiioo", p->name, p->repository_id, p->schedule, k->keep_last,
                k->keep_hourly, k->keep_daily, k->keep_weekly, k->keep_monthly,
-               k->keep_yearly, now, (int) p->has_retention) == -1) {
+               k->keep_yearly, now, (int) p->has_retention, (int) p->verify_after_backup,
+               p->verify_every_days > 0 ? p->verify_every_days : -1,
+               p->audit_percent > 0 ? p->audit_percent : -1) == -1) {
     error_prefix ("storing policy %s", p->name);
     return -1;
   }
@@ -215,6 +224,8 @@ catalog_policy_put (struct catalog *cat, const struct cat_policy *p, bool *creat
        k->keep_weekly < -1 || k->keep_monthly < -1 || k->keep_yearly < -1))
     return catalog_fail (ERR_INVALID, "policy %s: a retention rule must be 0 or more",
                          p->name);
+  if (p->audit_percent > 100)
+    return catalog_fail (ERR_INVALID, "policy %s: audit_percent must be 1 to 100", p->name);
   return core_put_record (cat, policy_put_tx, p, created);
 }
 

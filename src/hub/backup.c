@@ -45,6 +45,11 @@ void
 hub_drop_disks (struct hub *hub, const char *repo_path,
                 const struct cat_disk *disks, size_t n)
 {
+  /* Every manifest first (storage/repo.h): a crash part-way leaves images
+   * without one, which the next start deletes. */
+  for (size_t i = 0; i < n; i++)
+    if (disks[i].qcow2_path && repo_remove_manifest (repo_path, disks[i].qcow2_path) == -1)
+      log_error ("%s", error_message ());
   for (size_t i = 0; i < n; i++) {
     if (disks[i].nbd_export && qsd_export_remove (hub->qsd, disks[i].nbd_export) == -1)
       log_error ("dropping export of %s disk %d: %s", disks[i].backup_job_id,
@@ -311,9 +316,11 @@ start_plan (struct hub *hub, struct start *st)
     d->unit_number = vd->unit_number;
     d->backup_type = incremental ? BACKUP_INCREMENTAL : BACKUP_FULL;
     d->parent_disk_id = incremental ? st->parents[i].id : -1;
-    d->full_reason = (char *) (!full && !incremental
-                               ? "no completed backup of this disk in the context to build on"
-                               : NULL);
+    /* The catalog's reason when it refused the chain (it failed
+     * verification), else there is nothing to build on. */
+    d->full_reason = (char *) (full || incremental ? NULL
+                               : st->parents[i].full_reason ? st->parents[i].full_reason
+                               : "no completed backup of this disk in the context to build on");
     d->status = DISK_RUNNING;
     d->created_at = st->now;
     d->qcow2_path = repo_disk_relpath (job->context_id, d->disk_index, job->id);

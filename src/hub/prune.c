@@ -419,6 +419,11 @@ step_run (struct hub *hub, const struct cat_repository *repo, const struct step 
                             st->n_removed, &deleted.v, &deleted.n) == -1)
     return -1;
   crash_point ("merge:recorded");
+  /* Every manifest first (storage/repo.h), then the images. */
+  for (size_t i = 0; i < deleted.n; i++)
+    if (deleted.v[i].qcow2_path &&
+        repo_remove_manifest (repo->path, deleted.v[i].qcow2_path) == -1)
+      log_warn ("prune: %s (the next start deletes it)", error_message ());
   for (size_t i = 0; i < deleted.n; i++) {
     bool in_step = false;
     for (size_t k = 0; k < st->n_removed; k++)

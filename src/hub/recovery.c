@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "hub/hub-int.h"
+#include "integrity/manifest.h"
 #include "storage/qsd.h"
 #include "storage/repo.h"
 #include "util/cleanup.h"
@@ -87,7 +88,7 @@ struct known_files {
   const char *repo_path;
   char **rels;            /* sorted, for bsearch */
   size_t n;
-  int removed;
+  int removed, kept;
 };
 
 static int
@@ -111,6 +112,24 @@ remove_orphan (const char *rel, void *opaque)
     log_warn ("repository %s: %s belongs to no backup yet but is open in a QEMU "
               "process (a backup another hub is starting?); leaving it", k->repo_path, rel);
     return 0;
+  }
+  /* With a manifest, it was a completed backup: a catalog that does not
+   * know it was lost, or is older than the repository.  Never delete that
+   * (deletions remove every manifest before any image, so a crash in a
+   * deletion never leaves one). */
+  {
+    CLEANUP_FREE char *path = repo_abspath (k->repo_path, rel);
+    CLEANUP_FREE char *mf = path ? mf_path_for (path) : NULL;
+    struct stat st;
+    if (mf && stat (mf, &st) == 0) {
+      log_error ("repository %s: %s belongs to no backup of the catalog but has a "
+                 "manifest: it was a completed backup, so it is kept (the catalog was "
+                 "lost or is older than the repository?  `strata rebuild-catalog` "
+                 "rebuilds a catalog from the manifests; delete the file and its "
+                 "manifest by hand if it is not wanted)", k->repo_path, rel);
+      k->kept++;
+      return 0;
+    }
   }
   log_warn ("repository %s: %s belongs to no backup (left by a crash?); deleting it",
             k->repo_path, rel);

@@ -363,6 +363,25 @@ repo_seal_image (const char *repo_path, const char *rel)
 static const char *const companions[] = { REPO_MANIFEST_SUFFIX ".part", REPO_MANIFEST_SUFFIX };
 
 int
+repo_remove_manifest (const char *repo_path, const char *rel)
+{
+  CLEANUP_FREE char *path = repo_abspath (repo_path, rel);
+
+  if (path == NULL)
+    return -1;
+  for (size_t i = 0; i < sizeof companions / sizeof companions[0]; i++) {
+    CLEANUP_FREE char *c = xasprintf ("%s%s", path, companions[i]);
+    if (c == NULL)
+      return -1;
+    if (unlink (c) == -1 && errno != ENOENT) {
+      error_set_errno (ERR_INTERNAL, errno, "deleting %s", c);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+int
 repo_remove_image (const char *repo_path, const char *rel)
 {
   CLEANUP_FREE char *path = repo_abspath (repo_path, rel);
@@ -374,15 +393,8 @@ repo_remove_image (const char *repo_path, const char *rel)
   /* Its manifest first: a crash in between leaves an image with no
    * manifest (an orphan the next start deletes), never a manifest that
    * names a file that is gone. */
-  for (size_t i = 0; i < sizeof companions / sizeof companions[0]; i++) {
-    CLEANUP_FREE char *c = xasprintf ("%s%s", path, companions[i]);
-    if (c == NULL)
-      return -1;
-    if (unlink (c) == -1 && errno != ENOENT) {
-      error_set_errno (ERR_INTERNAL, errno, "deleting %s", c);
-      return -1;
-    }
-  }
+  if (repo_remove_manifest (repo_path, rel) == -1)
+    return -1;
   if (unlink (path) == -1 && errno != ENOENT) {
     error_set_errno (ERR_INTERNAL, errno, "deleting %s", path);
     return -1;
@@ -550,6 +562,12 @@ repo_prune (const char *repo_path)
 }
 
 static int
+remove_manifest_of (const char *rel, void *opaque)
+{
+  return repo_remove_manifest (opaque, rel);
+}
+
+static int
 remove_one (const char *rel, void *opaque)
 {
   return repo_remove_image (opaque, rel);
@@ -575,8 +593,13 @@ repo_remove_context (const char *repo_path, const char *context_id)
     error_set (ERR_INVALID, "bad context id");
     return -1;
   }
-  /* Images (with their manifests), then manifests no image had. */
-  if (walk_context (repo_path, context_id, remove_one, (void *) repo_path, false, false) == -1 ||
+  /* Every manifest first (an image left by a crash without one is an
+   * orphan the next start deletes; one with a manifest is kept, as a
+   * completed backup a lost catalog may have forgotten), then the images,
+   * then manifests no image had. */
+  if (walk_context (repo_path, context_id, remove_manifest_of, (void *) repo_path, false,
+                    false) == -1 ||
+      walk_context (repo_path, context_id, remove_one, (void *) repo_path, false, false) == -1 ||
       walk_context (repo_path, context_id, remove_file, (void *) repo_path, true, true) == -1)
     return -1;
   return 0;

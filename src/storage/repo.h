@@ -67,6 +67,11 @@ int repo_seal_image (const char *repo_path, const char *rel);
 /* Delete an image with its manifest (and manifest part), then its disk and
  * context folders if they are empty. */
 int repo_remove_image (const char *repo_path, const char *rel);
+/* Delete only an image's manifest and manifest part.  Deleting several
+ * images, delete every manifest first: at start-up an image that no row
+ * owns is deleted only when it has no manifest (one with a manifest was a
+ * completed backup, which a lost or older catalog may not know). */
+int repo_remove_manifest (const char *repo_path, const char *rel);
 /* Whether a QEMU process (a storage daemon, qemu-nbd) has the image open:
  * QEMU takes open-file-description locks on bytes 100 to 299 of the
  * images it opens.  false when the file cannot be opened. */

@@ -17,12 +17,19 @@ static const char *const job_status_names[] = {
 
 static const char *const task_kind_names[] = {
   [TASK_PRUNE] = "prune",
+  [TASK_VERIFY] = "verify",
 };
 
 static const char *const task_status_names[] = {
   [TASK_RUNNING] = "running",
   [TASK_COMPLETED] = "completed",
   [TASK_FAILED] = "failed",
+};
+
+static const char *const verify_state_names[] = {
+  [VERIFY_NONE] = "none",
+  [VERIFY_OK] = "ok",
+  [VERIFY_CORRUPT] = "corrupt",
 };
 
 static const char *const disk_status_names[] = {
@@ -112,3 +119,4 @@ STATE_VOCABULARY (job_driver, job_driver, job_driver_names)
 STATE_VOCABULARY (repo_type, repo_type, repo_type_names)
 STATE_VOCABULARY (task_kind, task_kind, task_kind_names)
 STATE_VOCABULARY (task_status, task_status, task_status_names)
+STATE_VOCABULARY (verify_state, verify_state, verify_state_names)

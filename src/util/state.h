@@ -1,5 +1,6 @@
 /* util/state.h - the domain's small vocabularies as enums: job and disk
- * statuses, backup types, drivers, repository types.
+ * statuses, backup types, drivers, repository types, task kinds and
+ * statuses, verify states.
  *
  * Inside the program these are enums; they become text only at the edges,
  * where the catalog stores them and where JSON carries them, and both edges
@@ -51,12 +52,21 @@ enum repo_type {
 /* Long-running hub operations (GET /api/v1/tasks). */
 enum task_kind {
   TASK_PRUNE,
+  TASK_VERIFY,       /* reads a point's files back against their manifests */
 };
 
 enum task_status {
   TASK_RUNNING,
   TASK_COMPLETED,
   TASK_FAILED,
+};
+
+/* What the last verify (or audit) of a backup disk, or of a whole backup,
+ * found: none until one ran; a corrupt disk row is never a parent. */
+enum verify_state {
+  VERIFY_NONE,
+  VERIFY_OK,
+  VERIFY_CORRUPT,
 };
 
 enum job_driver {
@@ -73,6 +83,7 @@ const char *job_driver_name (enum job_driver d);
 const char *repo_type_name (enum repo_type t);
 const char *task_kind_name (enum task_kind k);
 const char *task_status_name (enum task_status s);
+const char *verify_state_name (enum verify_state s);
 
 /* Parse a text form.  Returns 0 and sets *out, or -1 (nothing set, no error
  * recorded: the edge that read the text knows whether a bad word is a
@@ -84,6 +95,7 @@ int job_driver_parse (const char *s, enum job_driver *out);
 int repo_type_parse (const char *s, enum repo_type *out);
 int task_kind_parse (const char *s, enum task_kind *out);
 int task_status_parse (const char *s, enum task_status *out);
+int verify_state_parse (const char *s, enum verify_state *out);
 
 /* The words of a vocabulary for a message, quoted, in order: "\"full\" or
  * \"incremental\"".  Truncated to len (always terminated). */
@@ -94,6 +106,7 @@ void job_driver_words (char *buf, size_t len);
 void repo_type_words (char *buf, size_t len);
 void task_kind_words (char *buf, size_t len);
 void task_status_words (char *buf, size_t len);
+void verify_state_words (char *buf, size_t len);
 
 /* A job that holds its context: no other job of the context may start, and
  * its rows may not be deleted (running or finishing). */

@@ -72,6 +72,9 @@ api GET "/api/v1/backups/$I"
 is "$API_STATUS" 200 "GET /api/v1/backups/{id}"
 is "$(jqb '[.backup_id, .context_id, .vm_name, .repository_id, .backup_type, .status, (.error|tostring), (.completed_at != null | tostring)] | join(" ")')" \
    "$I $CTX1 ls1 default incremental completed null true" "the job's fields"
+is "$(jqb -c '[.verify_state, .verified_at, [.disks[] | [.verify_state, .verified_at, .verify_error]]]')" \
+   '["none",null,[["none",null,null],["none",null,null],["none",null,null]]]' \
+   "never verified: verify_state none, no time, no error, for the job and each disk"
 for i in 0 1 2; do
   is "$(jqb ".disks[$i] | [.disk_index, .backup_type, .status, .change_id, .bytes_transferred, .size_bytes, .parent_backup_id, .previous_change_id, (.nbd_uri|tostring), (.full_reason|tostring), .vmware_disk_key, .unit_number] | map(tostring) | join(\" \")")" \
      "$i incremental completed I$i $((2000 + i)) $SIZE $F F$i null null $((2000 + i)) $i" "disk $i: status, change id, bytes, size, parent, no export"

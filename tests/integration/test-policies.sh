@@ -76,16 +76,16 @@ norm ()
 # --- CRUD -----------------------------------------------------------------
 api PUT $P/nightly '{"schedule":"30 1 * * *","retention":{"keep_last":3,"keep_daily":7,"keep_weekly":4}}'
 is "$API_STATUS" 201 "PUT a new policy: 201"
-is "$(norm)" '{"name":"nightly","repository_id":null,"retention":{"keep_daily":7,"keep_last":3,"keep_weekly":4},"schedule":"30 1 * * *"}' \
+is "$(norm)" '{"name":"nightly","repository_id":null,"retention":{"keep_daily":7,"keep_last":3,"keep_weekly":4},"schedule":"30 1 * * *","verify":{"after_backup":false,"audit_percent":null,"every_days":null}}' \
    "the answer is the policy, absent rules left out"
 like "$(jqb .created_at)" '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z$' "created_at is a UTC time"
 CREATED=$(jqb .created_at)
 api GET $P/nightly
-is "$API_STATUS/$(norm)" '200/{"name":"nightly","repository_id":null,"retention":{"keep_daily":7,"keep_last":3,"keep_weekly":4},"schedule":"30 1 * * *"}' \
+is "$API_STATUS/$(norm)" '200/{"name":"nightly","repository_id":null,"retention":{"keep_daily":7,"keep_last":3,"keep_weekly":4},"schedule":"30 1 * * *","verify":{"after_backup":false,"audit_percent":null,"every_days":null}}' \
    "GET gives it back"
 api PUT $P/nightly '{"schedule":"@daily","retention":{"keep_last":0,"keep_hourly":1,"keep_daily":2,"keep_weekly":3,"keep_monthly":4,"keep_yearly":100000}}'
 is "$API_STATUS" 200 "PUT it again: 200 (replaced)"
-is "$(norm)" '{"name":"nightly","repository_id":null,"retention":{"keep_daily":2,"keep_hourly":1,"keep_last":0,"keep_monthly":4,"keep_weekly":3,"keep_yearly":100000},"schedule":"@daily"}' \
+is "$(norm)" '{"name":"nightly","repository_id":null,"retention":{"keep_daily":2,"keep_hourly":1,"keep_last":0,"keep_monthly":4,"keep_weekly":3,"keep_yearly":100000},"schedule":"@daily","verify":{"after_backup":false,"audit_percent":null,"every_days":null}}' \
    "every rule round-trips, 0 and 100000 included; @daily is stored as given"
 is "$(jqb .created_at)" "$CREATED" "created_at stays"
 api PUT $P/nightly '{"schedule":"@daily","retention":null}'
@@ -93,8 +93,33 @@ is "$API_STATUS/$(jqb -c .retention)" "200/null" '"retention":null: no retention
 api PUT $P/weekly '{"retention":{}}'
 is "$API_STATUS/$(jqb -c .retention)/$(jqb .schedule)" "201/{}/null" 'retention {} (no rule: keeps everything) is kept apart from null'
 api PUT $P/a-empty '{}'
-is "$API_STATUS/$(norm)" '201/{"name":"a-empty","repository_id":null,"retention":null,"schedule":null}' \
+is "$API_STATUS/$(norm)" '201/{"name":"a-empty","repository_id":null,"retention":null,"schedule":null,"verify":{"after_backup":false,"audit_percent":null,"every_days":null}}' \
    "a policy with nothing in it"
+# The verify settings: each off when null or absent; bad ones are a 400
+# that changes nothing.
+api PUT $P/checked '{"verify":{"after_backup":true,"every_days":30,"audit_percent":5}}'
+is "$API_STATUS/$(jqb -cS .verify)" '201/{"after_backup":true,"audit_percent":5,"every_days":30}' \
+   "a policy with verify settings"
+api GET $P/checked
+is "$(jqb -cS .verify)" '{"after_backup":true,"audit_percent":5,"every_days":30}' "GET gives them back"
+api PUT $P/checked '{"verify":{"every_days":3650,"audit_percent":null}}'
+is "$API_STATUS/$(jqb -cS .verify)" '200/{"after_backup":false,"audit_percent":null,"every_days":3650}' \
+   "absent and null settings are off; 3650 days is accepted"
+for bad in '{"every_days":0}' '{"every_days":3651}' '{"audit_percent":0}' '{"audit_percent":101}' \
+           '{"after_backup":1}' '{"every_days":"7"}' '{"every_day":7}' '[]' 'true'; do
+  api PUT $P/checked "{\"verify\":$bad}"
+  is_error 400 invalid_request "verify $bad: 400"
+  like "$(jqb .error.message)" "verify" "the message names verify: $(jqb .error.message)"
+done
+api GET $P/checked
+is "$(jqb -cS .verify)" '{"after_backup":false,"audit_percent":null,"every_days":3650}' \
+   "and the policy is as it was"
+api PUT $P/checked '{"verify":null}'
+is "$API_STATUS/$(jqb -cS .verify)" '200/{"after_backup":false,"audit_percent":null,"every_days":null}' \
+   '"verify":null: all off'
+api DELETE $P/checked
+is "$API_STATUS" 204 "delete it"
+
 api GET $P
 is "$API_STATUS/$(jqb '[.policies[].name] | join(",")')" "200/a-empty,nightly,weekly" "GET /policies lists them by name"
 is "$(jqb -c '[.policies[] | select(.name == "weekly") | .retention]')" "[{}]" "the list carries each policy's fields"

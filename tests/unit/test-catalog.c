@@ -28,6 +28,7 @@
 #include "catalog/catalog.h"
 #include "catalog/catalog-int.h"
 #include "tap.h"
+#include "util/cleanup.h"
 #include "util/error.h"
 #include "util/id.h"
 
@@ -356,6 +357,14 @@ test_open (void)
     catalog_close (cat);
     is_int (raw_int ("SELECT count(*) FROM schema_migrations"
                      " WHERE version = '0004_lifecycle'", NULL), 1, "and is recorded");
+    ok (mysql_query (raw_my, "DELETE FROM schema_migrations"
+                     " WHERE version = '0005_integrity'") == 0, "forget migration 0005");
+    cat = cat_open ();
+    if (!ok (cat != NULL, "re-open: 0005 runs again over its own columns"))
+      diag ("%s", error_message ());
+    catalog_close (cat);
+    is_int (raw_int ("SELECT count(*) FROM schema_migrations"
+                     " WHERE version = '0005_integrity'", NULL), 1, "and is recorded");
     return;
   }
   /* A relative URL is relative to the working directory. */
@@ -407,9 +416,9 @@ test_repositories (struct catalog *cat)
 }
 
 /* SQLite: migrations 0003 and 0004 rebuild backup_jobs (0003 also
- * backup_repositories: a CHECK changes only so) on a catalog that has rows,
- * and lose none: not a backup_disks row by cascade, not a chain link, not
- * an index.  upto is the first migration not yet applied. */
+ * backup_repositories: a CHECK changes only so), 0005 tasks, on a catalog
+ * that has rows, and lose none: not a backup_disks row by cascade, not a
+ * chain link, not an index, not a task or a policy.  upto is the first migration not yet applied. */
 static void
 test_migration_rebuild (const char *upto)
 {
@@ -449,6 +458,14 @@ test_migration_rebuild (const char *upto)
     " (2, 'ctx-old', 'backup-o2', 0, 1, 'incremental', 1, 'running', 't');"
     "INSERT INTO vms (vm_name, created_at, updated_at) VALUES ('old01', 't', 't');",
     NULL, NULL, NULL) == SQLITE_OK;
+  /* From 0004 on there are tasks and policies to keep as well. */
+  if (ok_exec && strcmp (upto, "0005") >= 0)
+    ok_exec = sqlite3_exec (db,
+      "INSERT INTO tasks (id, kind, context_id, status, steps_done, steps_total,"
+      " created_at, updated_at) VALUES ('task-old', 'prune', 'ctx-old', 'completed', 2, 2,"
+      " 't', 't');"
+      "INSERT INTO policies (name, keep_last, has_retention, created_at, updated_at)"
+      " VALUES ('pol-old', 4, 1, 't', 't');", NULL, NULL, NULL) == SQLITE_OK;
   if (!ok (ok_exec, "a catalog before migration %s, with a chain of two jobs", upto))
     diag ("%s", sqlite3_errmsg (db));
   sqlite3_close (db);
@@ -470,6 +487,26 @@ test_migration_rebuild (const char *upto)
   succeeds (catalog_vm_get (cat, "old01", &vm), "the VM is there");
   ok (vm.policy == NULL && vm.next_run_at == NULL, "with no policy and no schedule");
   cat_vm_clear (&vm);
+  if (strcmp (upto, "0005") >= 0) {
+    struct cat_task t = { 0 };
+    struct cat_task vt = { .id = "task-new", .kind = TASK_VERIFY };
+    struct cat_policy pol = { 0 };
+    succeeds (catalog_task_get (cat, "task-old", &t), "the prune task is there");
+    ok (t.kind == TASK_PRUNE && t.status == TASK_COMPLETED && t.steps_done == 2,
+        "with its kind, status and steps");
+    cat_task_clear (&t);
+    succeeds (catalog_task_insert (cat, &vt), "the tasks table takes kind verify now");
+    succeeds (catalog_policy_get (cat, "pol-old", &pol), "the policy is there");
+    ok (pol.has_retention && pol.retention.keep_last == 4 && !pol.verify_after_backup &&
+        pol.verify_every_days == -1 && pol.audit_percent == -1,
+        "with its rule, and no verify settings");
+    cat_policy_clear (&pol);
+    succeeds (catalog_backup_get (cat, "backup-o1", &got), "backup-o1 again");
+    ok (got.verify_state == VERIFY_NONE && got.verified_at == NULL &&
+        got.disks[0].verify_state == VERIFY_NONE && got.disks[0].verify_error == NULL,
+        "unverified, as every backup before 0005");
+    cat_job_clear (&got);
+  }
   catalog_close (cat);
   if (sqlite3_open (path, &db) != SQLITE_OK)
     abort ();
@@ -1942,6 +1979,297 @@ test_prune (struct catalog *cat)
   free (cid);
 }
 
+/* A job's verify state and time, as the catalog reads them back. */
+static void
+job_verify_is (struct catalog *cat, const char *id, enum verify_state want,
+               const char *want_at, const char *what)
+{
+  struct cat_job j = { 0 };
+
+  if (catalog_backup_get (cat, id, &j) == -1) {
+    ok (false, "%s: get %s: %s", what, id, error_message ());
+    return;
+  }
+  ok (j.verify_state == want &&
+      (want_at ? j.verified_at && strcmp (j.verified_at, want_at) == 0 : true),
+      "%s: %s is %s (verified_at %s)", what, id, verify_state_name (j.verify_state),
+      j.verified_at ? j.verified_at : "NULL");
+  cat_job_clear (&j);
+}
+
+/* Plan ver01's two disks into p (cleared by the caller). */
+static int
+plan2 (struct catalog *cat, struct cat_disk *p)
+{
+  static const int idx[] = { 0, 1 };
+  bool running;
+
+  return catalog_backup_plan (cat, "ver01", "repo-1", 2, idx, p, &running);
+}
+
+/* Verify records (disk states and the job's from them), the parent rule
+ * (a corrupt row anywhere in the latest point's chain: a full, with the
+ * reason), points due by their policy's verify_every_days, the verify
+ * settings of a policy, and a task of kind verify. */
+static void
+test_verify (struct catalog *cat)
+{
+  static const int d0[] = { 0 }, d1[] = { 1 }, d01[] = { 0, 1 }, d07[] = { 0, 7 };
+  static const enum verify_state ok1[] = { VERIFY_OK };
+  static const enum verify_state bad1[] = { VERIFY_CORRUPT };
+  const char *const why[] = { "block at offset 0 differs" };
+  int64_t a[2], b[2], c[2];
+  struct cat_disk p[2] = { { 0 } };
+  struct cat_job j;
+  struct cat_vm vm;
+  struct cat_disk got = { 0 };
+  char **due = NULL;
+
+  if (run_backup (cat, "b-v1", "ver01", "repo-1", "2025-01-01T00:00:00.000Z", 2, NULL, a) == -1 ||
+      run_backup (cat, "b-v2", "ver01", "repo-1", "2025-01-02T00:00:00.000Z", 2, a, b) == -1) {
+    ok (false, "two backups of ver01");
+    return;
+  }
+  job_verify_is (cat, "b-v2", VERIFY_NONE, NULL, "a new backup");
+  is_int (raw_int ("SELECT count(*) FROM backup_disks WHERE backup_job_id = 'b-v2'"
+                   " AND verify_state = 'none' AND verified_at IS NULL", NULL), 2,
+          "its disks are unverified: 'none' in the table");
+
+  succeeds (catalog_verify_record (cat, "b-v2", 1, d0, ok1, NULL, "2025-01-09T00:00:00.000Z"),
+            "record disk 0 of b-v2 ok");
+  job_verify_is (cat, "b-v2", VERIFY_NONE, "2025-01-09T00:00:00.000Z",
+                 "one of two disks ok: the job is not ok yet");
+  succeeds (catalog_verify_record (cat, "b-v2", 1, d1, ok1, NULL, "2025-01-09T00:00:00.000Z"),
+            "record disk 1 ok");
+  job_verify_is (cat, "b-v2", VERIFY_OK, "2025-01-09T00:00:00.000Z", "both disks ok");
+  fails_with (catalog_verify_record (cat, "b-v9", 1, d0, ok1, NULL, "2025-01-09T00:00:00.000Z"),
+              ERR_NOT_FOUND, "an unknown backup is not found");
+  fails_with (catalog_verify_record (cat, "b-v2", 2, d07, (const enum verify_state[]) {
+                VERIFY_CORRUPT, VERIFY_CORRUPT }, NULL, "2025-01-10T00:00:00.000Z"),
+              ERR_NOT_FOUND, "an unknown disk is not found");
+  job_verify_is (cat, "b-v2", VERIFY_OK, "2025-01-09T00:00:00.000Z",
+                 "and nothing of that record was kept");
+  fails_with (catalog_verify_record (cat, "b-v2", 0, d0, ok1, NULL, "t"), ERR_INVALID,
+              "an empty disk list is invalid");
+
+  succeeds (plan2 (cat, p), "plan ver01 with a verified chain");
+  ok (p[0].id == b[0] && p[1].id == b[1] && !p[0].full_reason && !p[1].full_reason,
+      "the parents are b-v2's disks, no reason to copy in full");
+  cat_disk_clear (&p[0]);
+  cat_disk_clear (&p[1]);
+
+  /* A running job is no point to verify. */
+  job_init (&j, "b-vrun", "ver01", "repo-1", "2025-01-03T00:00:00.000Z", 2, b);
+  succeeds (catalog_backup_insert (cat, &j, NULL), "start a third backup");
+  fails_with (catalog_verify_record (cat, "b-vrun", 1, d0, ok1, NULL, "t"), ERR_CONFLICT,
+              "a running backup cannot be recorded as verified");
+  succeeds (catalog_backup_end (cat, "b-vrun", JOB_CANCELLED, -1, "test", NULL, NULL),
+            "cancel it");
+  cat_job_clear (&j);
+
+  /* An ancestor found corrupt: no parent for disk 0, with the reason. */
+  succeeds (catalog_verify_record (cat, "b-v1", 1, d0, bad1, why, "2025-01-01T12:00:00.000Z"),
+            "record disk 0 of b-v1 corrupt");
+  job_verify_is (cat, "b-v1", VERIFY_CORRUPT, "2025-01-01T12:00:00.000Z",
+                 "one corrupt disk makes the job corrupt");
+  succeeds (plan2 (cat, p), "plan ver01 again");
+  ok (p[0].id == 0, "disk 0 has no parent: its chain holds a corrupt row (parent %" PRId64 ")",
+      p[0].id);
+  is_str (p[0].full_reason, "the latest point's chain failed verification (backup b-v1"
+          " disk 0: block at offset 0 differs)", "the plan says why");
+  ok (p[1].id == b[1] && p[1].full_reason == NULL, "disk 1's chain is fine: its parent stays");
+  cat_disk_clear (&p[0]);
+  cat_disk_clear (&p[1]);
+  job_init (&j, "b-vstale", "ver01", "repo-1", "2025-01-03T00:00:00.000Z", 2, b);
+  fails_with (catalog_backup_insert (cat, &j, NULL), ERR_CONFLICT,
+              "an insert that still builds on the corrupt chain is refused");
+  ok (strstr (error_message (), "failed verification") != NULL, "saying why: %s",
+      error_message ());
+  cat_job_clear (&j);
+  if (run_backup (cat, "b-v3", "ver01", "repo-1", "2025-01-04T00:00:00.000Z", 2,
+                  (const int64_t[]) { -1, b[1] }, c) == -1)
+    ok (false, "a backup with a new full of disk 0");
+  succeeds (plan2 (cat, p), "plan after the new full");
+  ok (p[0].id == c[0] && p[1].id == c[1], "the new full and b-v3's disk 1 are the parents");
+  cat_disk_clear (&p[0]);
+  cat_disk_clear (&p[1]);
+
+  /* The latest point itself found corrupt. */
+  succeeds (catalog_verify_record (cat, "b-v3", 2, d01,
+                                   (const enum verify_state[]) { VERIFY_OK, VERIFY_CORRUPT },
+                                   NULL, "2025-01-10T00:00:00.000Z"),
+            "record b-v3: disk 0 ok, disk 1 corrupt with no error text");
+  job_verify_is (cat, "b-v3", VERIFY_CORRUPT, "2025-01-10T00:00:00.000Z", "b-v3");
+  succeeds (plan2 (cat, p), "plan again");
+  ok (p[0].id == c[0] && p[1].id == 0, "disk 0 builds on b-v3, disk 1 is a full");
+  is_str (p[1].full_reason, "the latest point's chain failed verification (backup b-v3"
+          " disk 1)", "with the reason");
+  cat_disk_clear (&p[0]);
+  cat_disk_clear (&p[1]);
+  succeeds (catalog_changeid_get (cat, "ver01", 1, "repo-1", &got),
+            "the change id of disk 1 is still reported");
+  ok (got.id == c[1], "as b-v3's");
+  cat_disk_clear (&got);
+
+  /* Policies: the verify settings, and the points due. */
+  {
+    struct cat_policy vp = { .name = "vpol", .verify_after_backup = true,
+                             .verify_every_days = 7, .audit_percent = 101 }, gp = { 0 };
+    fails_with (catalog_policy_put (cat, &vp, NULL), ERR_INVALID, "audit_percent 101 is invalid");
+    vp.audit_percent = 25;
+    succeeds (catalog_policy_put (cat, &vp, NULL), "put policy vpol with verify settings");
+    succeeds (catalog_policy_get (cat, "vpol", &gp), "get it");
+    ok (gp.verify_after_backup && gp.verify_every_days == 7 && gp.audit_percent == 25,
+        "its verify settings read back");
+    cat_policy_clear (&gp);
+    vp.name = "vnone";
+    vp.verify_after_backup = false;
+    vp.verify_every_days = vp.audit_percent = -1;
+    succeeds (catalog_policy_put (cat, &vp, NULL), "put policy vnone without");
+    succeeds (catalog_policy_get (cat, "vnone", &gp), "get it");
+    ok (!gp.verify_after_backup && gp.verify_every_days == -1 && gp.audit_percent == -1,
+        "absent settings read as -1");
+    cat_policy_clear (&gp);
+  }
+  vm_init (&vm, "ver01", 2);
+  vm.policy = xstrdup ("vpol");
+  succeeds (catalog_vm_put (cat, &vm, NULL), "ver01 uses vpol");
+  succeeds (catalog_verify_due (cat, "2025-01-12T00:00:00.000Z", &due),
+            "points due on 2025-01-12");
+  ok (due && due[0] && strcmp (due[0], "b-v1") == 0 && due[1] == NULL,
+      "only b-v1, verified more than 7 days before (%s)", due && due[0] ? due[0] : "none");
+  cleanup_strv (&due);
+  due = NULL;
+  succeeds (catalog_verify_due (cat, "2025-01-20T00:00:00.000Z", &due),
+            "points due on 2025-01-20");
+  ok (due && due[0] && due[1] && due[2] && !due[3] && strcmp (due[0], "b-v1") == 0 &&
+      strcmp (due[1], "b-v2") == 0 && strcmp (due[2], "b-v3") == 0,
+      "all three completed ones, oldest first; not the cancelled one");
+  cleanup_strv (&due);
+  due = NULL;
+  free (vm.policy);
+  vm.policy = xstrdup ("vnone");
+  succeeds (catalog_vm_put (cat, &vm, NULL), "ver01 uses vnone");
+  succeeds (catalog_verify_due (cat, "2025-01-20T00:00:00.000Z", &due), "points due");
+  ok (due && due[0] == NULL, "none: vnone has no verify_every_days");
+  cleanup_strv (&due);
+  due = NULL;
+  fails_with (catalog_verify_due (cat, "yesterday", &due), ERR_INVALID,
+              "a time that is no timestamp is invalid");
+  free (vm.policy);
+  vm.policy = NULL;
+  succeeds (catalog_vm_put (cat, &vm, NULL), "ver01 without policy");
+  cat_vm_clear (&vm);
+  succeeds (catalog_policy_delete (cat, "vpol"), "delete vpol");
+  succeeds (catalog_policy_delete (cat, "vnone"), "delete vnone");
+
+  {
+    struct cat_task t = { .id = "task-verify-1", .kind = TASK_VERIFY, .steps_total = 2 };
+    struct cat_task tg = { 0 };
+    succeeds (catalog_task_insert (cat, &t), "a task of kind verify");
+    succeeds (catalog_task_get (cat, "task-verify-1", &tg), "get it");
+    ok (tg.kind == TASK_VERIFY, "its kind reads back");
+    cat_task_clear (&tg);
+    succeeds (catalog_task_end (cat, "task-verify-1", TASK_COMPLETED, NULL, NULL), "end it");
+  }
+}
+
+/* Rebuild: ver01's context, taken as the catalog lists it, deleted, then
+ * inserted back job by job as rebuild-catalog does (parents first, the
+ * parents' new ids as each disk's parent): the same ids, links, change
+ * ids, paths, times and counts. */
+static void
+test_rebuild (struct catalog *cat)
+{
+  struct cat_job_filter f = { .vm_name = "ver01", .by_status = true,
+                              .status = JOB_COMPLETED };
+  CLEANUP_CAT_JOB_LIST struct cat_job_list before = { 0 }, after = { 0 };
+  CLEANUP_CAT_DISK_LIST struct cat_disk_list gone = { 0 };
+  struct cat_repository repo = { 0 };
+  struct cat_context ctx = { 0 }, ctx2 = { 0 };
+  int64_t map_old[8], map_new[8];
+  size_t n_map = 0;
+  bool same = true;
+
+  if (catalog_backup_list (cat, &f, &before.v, &before.n, NULL) == -1 ||
+      catalog_context_find (cat, "ver01", "repo-1", &ctx) == -1 ||
+      catalog_repo_get (cat, "repo-1", &repo) == -1) {
+    ok (false, "read ver01: %s", error_message ());
+    return;
+  }
+  ok (before.n == 3, "ver01 has three completed backups");
+  succeeds (catalog_context_delete (cat, ctx.context_id, true, &gone.v, &gone.n),
+            "delete its context");
+  /* The list is newest first: insert oldest first. */
+  for (size_t k = before.n; k-- > 0; ) {
+    struct cat_job *j = &before.v[k];
+    for (size_t i = 0; i < j->n_disks; i++) {
+      struct cat_disk *d = &j->disks[i];
+      int64_t parent = d->parent_disk_id;
+      d->parent_disk_id = -1;
+      for (size_t m = 0; m < n_map; m++)
+        if (map_old[m] == parent)
+          d->parent_disk_id = map_new[m];
+      map_old[n_map] = d->id;
+      d->id = 0;
+      n_map++;
+    }
+    if (catalog_rebuild_insert (cat, &repo, &ctx, j) == -1) {
+      ok (false, "rebuild %s: %s", j->id, error_message ());
+      goto out;
+    }
+    for (size_t i = 0; i < j->n_disks; i++)
+      map_new[n_map - j->n_disks + i] = j->disks[i].id;
+  }
+  ok (true, "the three backups were inserted back");
+  fails_with (catalog_rebuild_insert (cat, &repo, &ctx, &before.v[0]), ERR_CONFLICT,
+              "inserting one again is a conflict");
+  {
+    struct cat_job orphan = before.v[0];
+    struct cat_disk dd[2];
+    memcpy (dd, orphan.disks, sizeof dd);
+    orphan.id = "b-orphan";
+    orphan.disks = dd;
+    dd[1].parent_disk_id = 999999;
+    dd[1].backup_type = BACKUP_INCREMENTAL;
+    fails_with (catalog_rebuild_insert (cat, &repo, &ctx, &orphan), ERR_INVALID,
+                "a parent that is not there is invalid");
+    is_int (raw_int ("SELECT count(*) FROM backup_jobs WHERE id = 'b-orphan'", NULL), 0,
+            "and nothing of that job was kept");
+  }
+  succeeds (catalog_backup_list (cat, &f, &after.v, &after.n, NULL), "list ver01 again");
+  same = after.n == before.n;
+  for (size_t k = 0; same && k < after.n; k++) {
+    const struct cat_job *x = &before.v[k], *y = &after.v[k];
+    same = strcmp (x->id, y->id) == 0 && strcmp (x->context_id, y->context_id) == 0 &&
+      x->backup_type == y->backup_type && y->status == JOB_COMPLETED &&
+      strcmp (x->created_at, y->created_at) == 0 &&
+      strcmp (x->completed_at, y->completed_at) == 0 && x->n_disks == y->n_disks;
+    for (size_t i = 0; same && i < x->n_disks; i++) {
+      const struct cat_disk *dx = &x->disks[i], *dy = &y->disks[i];
+      same = dx->backup_type == dy->backup_type &&
+        strcmp (dx->disk_change_id, dy->disk_change_id) == 0 &&
+        strcmp (dx->qcow2_path, dy->qcow2_path) == 0 &&
+        (dx->parent_backup_id == NULL) == (dy->parent_backup_id == NULL) &&
+        (!dx->parent_backup_id || strcmp (dx->parent_backup_id, dy->parent_backup_id) == 0) &&
+        (!dx->previous_change_id ||
+         strcmp (dx->previous_change_id, dy->previous_change_id) == 0) &&
+        dx->bytes_transferred == dy->bytes_transferred && dy->status == DISK_COMPLETED &&
+        dy->verify_state == VERIFY_NONE;
+    }
+  }
+  ok (same, "the listing is the same: ids, links, change ids, paths, times");
+  succeeds (catalog_context_get (cat, ctx.context_id, &ctx2), "the context is back");
+  ok (strcmp (ctx2.vm_name, "ver01") == 0 && ctx2.total_backups_run == ctx.total_backups_run &&
+      ctx2.successful_backups == ctx.successful_backups && ctx2.last_backup_id &&
+      strcmp (ctx2.last_backup_id, ctx.last_backup_id) == 0,
+      "with its counts and its last backup as given");
+  cat_context_clear (&ctx2);
+ out:
+  cat_context_clear (&ctx);
+  cat_repository_clear (&repo);
+}
+
 /* One temporary catalog for the whole run, removed at the end. */
 int
 main (void)
@@ -1962,6 +2290,7 @@ main (void)
   if (!mariadb) {
     test_migration_rebuild ("0003");
     test_migration_rebuild ("0004");
+    test_migration_rebuild ("0005");
   }
   cat = cat_open ();
   if (cat == NULL) {
@@ -1976,6 +2305,8 @@ main (void)
   test_disk_lost (cat);
   test_context_id (cat);
   test_finishing (cat);
+  test_verify (cat);
+  test_rebuild (cat);
   test_unknown_word (cat);
   test_prune (cat);
   test_race (cat);
