@@ -52,9 +52,8 @@ repo_abspath (const char *repo_path, const char *rel)
   return xasprintf ("%s/%s", repo_path, rel);
 }
 
-/* fsync a directory so that a create, rename or unlink in it is durable. */
-static int
-sync_dir (const char *dir)
+int
+repo_sync_dir (const char *dir)
 {
   CLEANUP_FD int fd = open (dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd == -1 || fsync (fd) == -1) {
@@ -64,9 +63,8 @@ sync_dir (const char *dir)
   return 0;
 }
 
-/* The folder part of path, in a new string. */
-static char *
-dir_of (const char *path)
+char *
+repo_dir_of (const char *path)
 {
   const char *slash = strrchr (path, '/');
   if (slash == NULL)
@@ -80,7 +78,7 @@ int
 repo_write_atomic (const char *path, const void *data, size_t len)
 {
   CLEANUP_FREE char *tmp = xasprintf ("%s.XXXXXX", path);
-  CLEANUP_FREE char *dir = dir_of (path);
+  CLEANUP_FREE char *dir = repo_dir_of (path);
   const char *p = data;
   int fd;
 
@@ -117,7 +115,7 @@ repo_write_atomic (const char *path, const void *data, size_t len)
     error_set_errno (ERR_INTERNAL, errno, "renaming %s to %s", tmp, path);
     goto fail;
   }
-  return sync_dir (dir);
+  return repo_sync_dir (dir);
 
  fail:
   if (fd >= 0)
@@ -294,8 +292,8 @@ repo_create_image (const char *repo_path, const char *rel, int64_t size,
     if (proc_run (argv, &output) == -1)
       goto fail;
   }
-  dir = dir_of (path);
-  if (dir == NULL || sync_dir (dir) == -1)
+  dir = repo_dir_of (path);
+  if (dir == NULL || repo_sync_dir (dir) == -1)
     goto fail;
   return 0;
 
@@ -335,8 +333,8 @@ repo_sync_image (const char *repo_path, const char *rel)
     error_set_errno (ERR_INTERNAL, errno, "syncing %s", path);
     return -1;
   }
-  dir = dir_of (path);
-  return dir ? sync_dir (dir) : -1;
+  dir = repo_dir_of (path);
+  return dir ? repo_sync_dir (dir) : -1;
 }
 
 int
@@ -399,12 +397,12 @@ repo_remove_image (const char *repo_path, const char *rel)
     error_set_errno (ERR_INTERNAL, errno, "deleting %s", path);
     return -1;
   }
-  dir = dir_of (path);
+  dir = repo_dir_of (path);
   if (dir == NULL)
     return -1;
-  sync_dir (dir);
+  repo_sync_dir (dir);
   if (rmdir (dir) == 0) {
-    ctxdir = dir_of (dir);
+    ctxdir = repo_dir_of (dir);
     if (ctxdir && rmdir (ctxdir) == -1 && errno != ENOTEMPTY && errno != EEXIST)
       log_warn ("removing folder %s: %m", ctxdir);
   }

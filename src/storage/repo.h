@@ -26,6 +26,11 @@
 char *repo_disk_relpath (const char *context_id, int disk_index, const char *backup_id);
 /* repo_path + "/" + rel.  Caller frees. */
 char *repo_abspath (const char *repo_path, const char *rel);
+/* The folder part of path ("." when it has none).  Caller frees; NULL when
+ * out of memory. */
+char *repo_dir_of (const char *path);
+/* fsync a folder, so that a create, rename or unlink in it is durable. */
+int repo_sync_dir (const char *dir);
 
 /* Check a path offered for a new repository: absolute, no "." or ".."
  * components, a directory (created when only its last component is missing)

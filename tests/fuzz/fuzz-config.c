@@ -2,9 +2,7 @@
  * `strata serve --config FILE`.
  *
  * The input becomes the file's contents and hub_config_parse reads it as
- * the command line would make it.  The file is a memfd (or, failing that,
- * an unlinked file in /dev/shm or /tmp) reached through /proc/self/fd, so
- * that no run, not even a crashing one, leaves a file behind.  A parse that
+ * the command line would make it (the file: fuzz_scratch_file).  A parse that
  * succeeds must leave every option set, with addresses net_parse_addr
  * takes; one that fails must say why; both are cleared, so that
  * LeakSanitizer sees anything left over.
@@ -24,52 +22,17 @@
 
 int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size);
 
-static int fd = -1;
-static char path[64];
-
-static int
-open_scratch (void)
-{
-  static const char *const dirs[] = { "/dev/shm", "/tmp" };
-  int f = memfd_create ("strata-fuzz-config", MFD_CLOEXEC);
-
-  for (size_t i = 0; f == -1 && i < sizeof dirs / sizeof dirs[0]; i++) {
-    char tmpl[64];
-    snprintf (tmpl, sizeof tmpl, "%s/strata-fuzz-config-XXXXXX", dirs[i]);
-    f = mkostemp (tmpl, O_CLOEXEC);
-    if (f != -1)
-      unlink (tmpl);
-  }
-  return f;
-}
-
 int
 LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
 {
   char arg0[] = "serve", arg1[] = "--config";
+  char path[64];
   char *argv[] = { arg0, arg1, path, NULL };
   struct hub_config cfg;
   struct net_addr a;
-  size_t done = 0;
   int r;
 
-  if (fd == -1) {
-    fd = open_scratch ();
-    if (fd == -1) {
-      perror ("fuzz-config: scratch file");
-      abort ();
-    }
-    snprintf (path, sizeof path, "/proc/self/fd/%d", fd);
-  }
-  if (ftruncate (fd, 0) == -1)
-    abort ();
-  while (done < size) {
-    ssize_t n = pwrite (fd, data + done, size - done, done);
-    if (n <= 0 && errno != EINTR)
-      abort ();
-    if (n > 0)
-      done += n;
-  }
+  snprintf (path, sizeof path, "%s", fuzz_scratch_file (data, size));
 
   error_clear ();
   r = hub_config_parse (&cfg, 3, argv);

@@ -14,6 +14,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include <errno.h>
+#include <fcntl.h>
 
 #include "util/error.h"
 #include "util/id.h"
@@ -38,6 +42,45 @@ fuzz_cstr (const uint8_t *data, size_t size)
   memcpy (s, data, size);
   s[size] = '\0';
   return s;
+}
+
+/* A file holding the fuzzer's bytes, for the readers of files: a memfd
+ * (or, failing that, an unlinked file in /dev/shm or /tmp) reached through
+ * /proc/self/fd, so that no run, not even a crashing one, leaves a file
+ * behind.  The same file each call; returns its path. */
+static inline const char *
+fuzz_scratch_file (const uint8_t *data, size_t size)
+{
+  static const char *const dirs[] = { "/dev/shm", "/tmp" };
+  static int fd = -1;
+  static char path[64];
+  size_t done = 0;
+
+  if (fd == -1) {
+    fd = memfd_create ("strata-fuzz", MFD_CLOEXEC);
+    for (size_t i = 0; fd == -1 && i < sizeof dirs / sizeof dirs[0]; i++) {
+      char tmpl[64];
+      snprintf (tmpl, sizeof tmpl, "%s/strata-fuzz-XXXXXX", dirs[i]);
+      fd = mkostemp (tmpl, O_CLOEXEC);
+      if (fd != -1)
+        unlink (tmpl);
+    }
+    if (fd == -1) {
+      perror ("fuzz: scratch file");
+      abort ();
+    }
+    snprintf (path, sizeof path, "/proc/self/fd/%d", fd);
+  }
+  if (ftruncate (fd, 0) == -1)
+    abort ();
+  while (done < size) {
+    ssize_t n = pwrite (fd, data + done, size - done, done);
+    if (n <= 0 && errno != EINTR)
+      abort ();
+    if (n > 0)
+      done += n;
+  }
+  return path;
 }
 
 /* A validator that said no must have said why, as a client error. */
