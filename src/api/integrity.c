@@ -49,8 +49,11 @@ api_upload_reply (struct api_req *r, struct hub_upload *u)
 
   if (hub_upload_end (u, &res) == -1)
     return -1;
-  if (!audit)
-    return api_reply (r, 204, NULL);
+  if (!audit) {
+    r->status = 204;
+    r->reply = NULL;
+    return 0;
+  }
   return api_reply (r, 200, json_pack ("{s:I,s:I,s:o,s:o,s:s}",
                                        "checked", (json_int_t) res.audit.checked,
                                        "bad", (json_int_t) res.audit.bad,

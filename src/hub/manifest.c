@@ -244,7 +244,7 @@ hub_upload_begin (struct hub *hub, enum hub_upload_kind kind, const char *backup
   file = repo_abspath (repo.path, d->qcow2_path);
   u->part = hub_manifest_part_path (repo.path, d->qcow2_path);
   if (u->backup_id == NULL || file == NULL || u->part == NULL ||
-      asprintf (&u->tmp, "%s.%s.XXXXXX", file, what) == -1) {
+      asprintf (&u->tmp, "%s%s.%s-XXXXXX", file, MF_SUFFIX, what) == -1) {
     u->tmp = NULL;
     upload_free (u);
     error_set (ERR_INTERNAL, "out of memory");

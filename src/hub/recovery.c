@@ -157,11 +157,25 @@ remove_stale_manifest (const char *rel, void *opaque)
   struct manifest_check *m = opaque;
   size_t n = strlen (rel);
   bool part = n > 5 && strcmp (rel + n - 5, ".part") == 0;
-  CLEANUP_FREE char *image_rel = strndup (rel, n - (part ? 5 : 0) - strlen (REPO_MANIFEST_SUFFIX));
-  CLEANUP_FREE char *image = image_rel ? repo_abspath (m->repo_path, image_rel) : NULL;
+  const char *temp = strstr (rel, ".qcow2" REPO_MANIFEST_SUFFIX ".");
+  CLEANUP_FREE char *image_rel = NULL;
+  CLEANUP_FREE char *image = NULL;
   CLEANUP_FREE char *path = repo_abspath (m->repo_path, rel);
-  const char *key = image_rel;
+  const char *key;
   struct stat st;
+
+  /* A temporary file of a manifest, part or upload being written when the
+   * last hub stopped: nobody writes it any more. */
+  if (temp && !part) {
+    log_warn ("repository %s: %s is a temporary file of a manifest; deleting it",
+              m->repo_path, rel);
+    if (path && unlink (path) == 0)
+      m->removed++;
+    return 0;
+  }
+  image_rel = strndup (rel, n - (part ? 5 : 0) - strlen (REPO_MANIFEST_SUFFIX));
+  image = image_rel ? repo_abspath (m->repo_path, image_rel) : NULL;
+  key = image_rel;
 
   if (image == NULL || path == NULL)
     return 0;

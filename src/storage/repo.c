@@ -451,12 +451,13 @@ is_image_name (const char *name)
   return ends_with (name, ".qcow2");
 }
 
-/* "<image>.qcow2.manifest" or "<image>.qcow2.manifest.part". */
+/* "<image>.qcow2.manifest", "<image>.qcow2.manifest.part", or a temporary
+ * file of one being written, "<image>.qcow2.manifest.<anything>". */
 static bool
 is_manifest_name (const char *name)
 {
   return ends_with (name, ".qcow2" REPO_MANIFEST_SUFFIX) ||
-         ends_with (name, ".qcow2" REPO_MANIFEST_SUFFIX ".part");
+         strstr (name, ".qcow2" REPO_MANIFEST_SUFFIX ".") != NULL;
 }
 
 /* Call fn for each image (manifests set: each manifest file instead) of
