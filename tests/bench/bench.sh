@@ -19,7 +19,7 @@
 #      and taking a new full of the disk; the bytes freed; every kept point
 #      restored and compared with the disk as it was;
 #   6. full backup of the disk of test 1 with block hashing (as always)
-#      against the same with hashing off (STRATA_NO_HASH=1): the cost of the
+#      against the same with hashing off (STRATA_COPY_HASH=0): the cost of the
 #      manifests (goal: ratio at most 1.05);
 #   7. verify of the chain of test 4 (a full plus 3 incrementals: one task,
 #      from the request to its end) against reading the same files with
@@ -344,7 +344,7 @@ for ((round = 1; round <= BENCH_ROUNDS; round++)); do
 
   sync
   t0=$(now)
-  STRATA_NO_HASH=1 strata_backup "bench-nohash-$round" full "$src"
+  STRATA_COPY_HASH=0 strata_backup "bench-nohash-$round" full "$src"
   t1=$(now)
   t_nohash=$(best "$t_nohash" "$(secs "$t0" "$t1")")
   s_nohash+=" $(secs "$t0" "$t1")"
@@ -356,11 +356,11 @@ for ((round = 1; round <= BENCH_ROUNDS; round++)); do
   drop_vm "bench-nohash-$round"
 done
 say "strata backup, hashing:              best ${t_hash} s of:${s_hash}"
-say "strata backup, STRATA_NO_HASH=1:     best ${t_nohash} s of:${s_nohash}"
+say "strata backup, STRATA_COPY_HASH=0:     best ${t_nohash} s of:${s_nohash}"
 if [ "$nohash_honoured" = yes ]; then
   say "ratio hashing / no hashing:          $(ratio "$t_hash" "$t_nohash")   (goal: <= 1.05)"
 else
-  say "ratio hashing / no hashing:          n/a: STRATA_NO_HASH=1 did not turn hashing off (the backups have hashes)"
+  say "ratio hashing / no hashing:          n/a: STRATA_COPY_HASH=0 did not turn hashing off (the backups have hashes)"
 fi
 say ""
 

@@ -232,9 +232,9 @@ is "$API_STATUS" 204 "a second one replaces it: 204"
 API_CT=default
 complete_disk "$RUN" 0 "C-$RUN" 1
 api GET "$B/$RUN"
-ok "its manifest is next to its file" test -s "$(jqb .disks[0].qcow2_path).manifest"
-# The part's made-up hashes are not the file's data: what matters here is
-# that the disk has hashes (the verify reads them).
-verify_ok "$B/$RUN/verify" "verify $RUN"
-is "$(verified "$RUN" '.disks[0].hashed')" true "the disk completed with the uploaded hashes"
+MF=$(jqb .disks[0].qcow2_path).manifest
+ok "its manifest is next to its file" test -s "$MF"
+# The manifest's facts (JSON, before its 32-byte footer) say it has hashes;
+# a verify would not use them: its parent, completed without any, has none.
+ok "and its facts say it has hashes" grep -aq '"hashed":true' "$MF"
 done_testing
