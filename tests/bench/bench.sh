@@ -356,7 +356,7 @@ for ((round = 1; round <= BENCH_ROUNDS; round++)); do
   drop_vm "bench-nohash-$round"
 done
 say "strata backup, hashing:              best ${t_hash} s of:${s_hash}"
-say "strata backup, STRATA_COPY_HASH=0:  best ${t_nohash} s of:${s_nohash}"
+say "strata backup, STRATA_COPY_HASH=0:   best ${t_nohash} s of:${s_nohash}"
 if [ "$nohash_honoured" = yes ]; then
   say "ratio hashing / no hashing:          $(ratio "$t_hash" "$t_nohash")   (goal: <= 1.05)"
 else
