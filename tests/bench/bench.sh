@@ -17,7 +17,13 @@
 #      scattered changes each, down to its newest 3 points (one task, from
 #      the request to its end) against what it replaces: deleting the chain
 #      and taking a new full of the disk; the bytes freed; every kept point
-#      restored and compared with the disk as it was.
+#      restored and compared with the disk as it was;
+#   6. full backup of the disk of test 1 with block hashing (as always)
+#      against the same with hashing off (STRATA_COPY_HASH=0): the cost of the
+#      manifests (goal: ratio at most 1.05);
+#   7. verify of the chain of test 4 (a full plus 3 incrementals: one task,
+#      from the request to its end) against reading the same files with
+#      `cat > /dev/null`.
 #
 # BENCH_DATA_MIB (default 2048) scales tests 1, 2, 4 and 5; BENCH_DIR picks
 # the scratch folder's parent (default $TMPDIR or /tmp); it needs about 5x
@@ -300,6 +306,104 @@ say "strata prune (request..completed):   ${t_prune} s   ($steps step(s), $files
 say "delete the chain + new full backup:  ${t_refull} s"
 say "ratio prune / (delete + full):       $(ratio "$t_prune" "$t_refull")   (goal: < 1.00)"
 say "bytes freed (task):                  $(mib "$freed") MiB; repository used $(mib "$used_before") -> $(mib "$used_after") MiB"
+
+say ""
+
+# ---- 6. full backup with and without block hashing ---------------------------
+say "== 6. full backup of the disk of test 1 with and without block hashing"
+# drop_vm VM: delete the VM's context (its backups and files), to keep the
+# scratch space at one copy.
+drop_vm ()
+{
+  local c
+  c=$(context_of "$1")
+  [ -n "$c" ] || return 0
+  api DELETE "/api/v1/contexts/$c"
+  [ "$API_STATUS" = 200 ] || die "delete of $1's context: $API_STATUS $API_BODY"
+}
+# hashed FILE: true/false, as the facts of the file's manifest say.
+hashed ()
+{
+  grep -a -o '"hashed":[a-z]*' "$1.manifest" | tail -n1 | cut -d: -f2
+}
+t_hash= t_nohash= s_hash= s_nohash= nohash_honoured=yes
+cat "$src" > /dev/null
+for ((round = 1; round <= BENCH_ROUNDS; round++)); do
+  sync
+  t0=$(now)
+  strata_backup "bench-hash-$round" full "$src"
+  t1=$(now)
+  t_hash=$(best "$t_hash" "$(secs "$t0" "$t1")")
+  s_hash+=" $(secs "$t0" "$t1")"
+  id=$(jq -r .backup_id <<< "$BACKUP_JSON")
+  api GET "/api/v1/backups/$id"
+  [ "$(hashed "$(jqb '.disks[0].qcow2_path')")" = true ] || die "the hashed full $id has no hashes"
+  qemu-img compare -q -f qcow2 -F qcow2 "$src" "$(jqb '.disks[0].qcow2_path')" ||
+    die "the hashed full differs from the source"
+  drop_vm "bench-hash-$round"
+
+  sync
+  t0=$(now)
+  STRATA_COPY_HASH=0 strata_backup "bench-nohash-$round" full "$src"
+  t1=$(now)
+  t_nohash=$(best "$t_nohash" "$(secs "$t0" "$t1")")
+  s_nohash+=" $(secs "$t0" "$t1")"
+  id=$(jq -r .backup_id <<< "$BACKUP_JSON")
+  api GET "/api/v1/backups/$id"
+  [ "$(hashed "$(jqb '.disks[0].qcow2_path')")" = false ] || nohash_honoured=no
+  qemu-img compare -q -f qcow2 -F qcow2 "$src" "$(jqb '.disks[0].qcow2_path')" ||
+    die "the full without hashes differs from the source"
+  drop_vm "bench-nohash-$round"
+done
+say "strata backup, hashing:              best ${t_hash} s of:${s_hash}"
+say "strata backup, STRATA_COPY_HASH=0:   best ${t_nohash} s of:${s_nohash}"
+if [ "$nohash_honoured" = yes ]; then
+  say "ratio hashing / no hashing:          $(ratio "$t_hash" "$t_nohash")   (goal: <= 1.05)"
+else
+  say "ratio hashing / no hashing:          n/a: STRATA_COPY_HASH=0 did not turn hashing off (the backups have hashes)"
+fi
+say ""
+
+# ---- 7. verify of a full + 3 incrementals against cat ------------------------
+say "== 7. verify of a full plus 3 incrementals against cat of their files"
+chain_files=()
+f=$last_file
+while [ -n "$f" ]; do
+  chain_files+=("$f")
+  b=$(qemu-img info -U --output=json "$f" | jq -r '."backing-filename" // empty')
+  [ -n "$b" ] && f=${f%/*}/$b || f=
+done
+[ "${#chain_files[@]}" = 4 ] || die "the chain of $last_id has ${#chain_files[@]} files, not 4"
+chain_bytes=$(stat -c %s "${chain_files[@]}" | awk '{ s += $1 } END { print s }')
+t_verify= t_cat= s_verify= s_cat=
+cat "${chain_files[@]}" > /dev/null
+for ((round = 1; round <= BENCH_ROUNDS; round++)); do
+  t0=$(now)
+  cat "${chain_files[@]}" > /dev/null
+  t1=$(now)
+  t_cat=$(best "$t_cat" "$(secs "$t0" "$t1")")
+  s_cat+=" $(secs "$t0" "$t1")"
+
+  t0=$(now)
+  api POST "/api/v1/backups/$last_id/verify"
+  [ "$API_STATUS" = 202 ] || die "verify: $API_STATUS $API_BODY"
+  task=$(jqb .task_id)
+  # Polled often: the poll's period bounds the time's precision.
+  while [ "$(curl -s "$(hub_url)/api/v1/tasks/$task" | jq -r .status)" = running ]; do
+    sleep 0.02
+  done
+  t1=$(now)
+  t_verify=$(best "$t_verify" "$(secs "$t0" "$t1")")
+  s_verify+=" $(secs "$t0" "$t1")"
+  api GET "/api/v1/tasks/$task"
+  [ "$(jqb .status)" = completed ] || die "the verify task ended $(jqb .status): $(jqb .error)"
+  [ "$(jqb .result.points[0].verify_state)" = ok ] ||
+    die "the verify finds $last_id $(jqb .result.points[0].verify_state): $(jqb -c .result.points[0].disks)"
+  verify_bytes=$(jqb .result.bytes_read)
+done
+say "cat FILES > /dev/null:               best ${t_cat} s of:${s_cat}   ($(mib "$chain_bytes") MiB, $(ratio "$(mib "$chain_bytes")" "$t_cat") MiB/s)"
+say "strata verify (request..completed):  best ${t_verify} s of:${s_verify}   ($(mib "$verify_bytes") MiB read, $(ratio "$(mib "$verify_bytes")" "$t_verify") MiB/s)"
+say "ratio verify / cat:                  $(ratio "$t_verify" "$t_cat")   (time; goal: close to 1.00)"
 
 stop_hub > /dev/null
 _tap_done=1

@@ -277,6 +277,30 @@ prune_ok ()
   is "$(jqb .status)" completed "$3: the task completed$( [ "$(jqb .status)" = completed ] || echo " (error: $(jqb .error))")"
 }
 
+# verify_ok PATH DESC: POST PATH (a backup's or a context's .../verify);
+# three tests: the verify is accepted (202 with a task), the task ends in
+# time, and it completed (a verify that finds corruption still completes:
+# what it found is in its result).  Leaves the task object in $API_BODY and
+# its id in $TASK.
+verify_ok ()
+{
+  api POST "$1"
+  is "$API_STATUS" 202 "$2: the verify starts a task"
+  TASK=$(jqb '.task_id // empty')
+  [ -n "$TASK" ] || { fail "$2: the answer names the task"; return 1; }
+  ok "$2: the task ends" wait_for "${VERIFY_TIMEOUT:-120}" task_ended "$TASK"
+  api GET "/api/v1/tasks/$TASK"
+  is "$(jqb .kind)/$(jqb .status)" "verify/completed" \
+     "$2: the verify task completed$( [ "$(jqb .status)" = completed ] || echo " (error: $(jqb .error))")"
+}
+
+# verified BID FILTER: FILTER (jq) on the entry of backup BID in the last
+# verify task's result.points (from $API_BODY).
+verified ()
+{
+  jqb --arg b "$1" ".result.points[] | select(.backup_id == \$b) | $2"
+}
+
 # repo_used_bytes [ID]: the repository's used_bytes (default: "default").
 repo_used_bytes ()
 {
