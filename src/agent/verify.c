@@ -113,7 +113,9 @@ agent_verify_main (int argc, char **argv)
     fprintf (stderr, "strata verify: unexpected argument '%s'\n", argv[optind]);
     return AGENT_EXIT_USAGE;
   }
-  if ((backup == NULL) == (vm == NULL) || (backup && repository)) {
+  if ((backup == NULL) == (vm == NULL) || (backup && repository) ||
+      (backup && *backup == '\0') || (vm && *vm == '\0') ||
+      (repository && *repository == '\0')) {
     fprintf (stderr, "strata verify: give either --backup ID or --vm NAME "
              "[--repository ID]\n");
     return AGENT_EXIT_USAGE;

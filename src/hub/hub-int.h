@@ -50,6 +50,14 @@ struct hub {
   } hooks;
 };
 
+/* Sets of context ids (hub->merging, hub->verifying), guarded by
+ * hub->lock (hub/hub.c). */
+bool hub_names_has (char *const *v, size_t n, const char *name);
+/* ERR_INTERNAL when memory runs out (the set is unchanged). */
+int hub_names_add (char ***v, size_t *n, const char *name);
+/* Remove one copy of name, if there is one. */
+void hub_names_remove (char **v, size_t *n, const char *name);
+
 /* --- Access (hub/access.c) --------------------------------------------- */
 /* Resolve --source-dirs and read the API token; warn about open listeners. */
 int hub_access_open (struct hub *hub);

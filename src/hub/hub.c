@@ -254,3 +254,40 @@ hub_close (struct hub *hub)
   free (hub);
 }
 
+
+bool
+hub_names_has (char *const *v, size_t n, const char *name)
+{
+  for (size_t i = 0; i < n; i++)
+    if (strcmp (v[i], name) == 0)
+      return true;
+  return false;
+}
+
+int
+hub_names_add (char ***v, size_t *n, const char *name)
+{
+  char **nv = realloc (*v, (*n + 1) * sizeof *nv);
+  if (nv == NULL) {
+    error_set_errno (ERR_INTERNAL, ENOMEM, "out of memory");
+    return -1;
+  }
+  *v = nv;
+  if ((nv[*n] = strdup (name)) == NULL) {
+    error_set_errno (ERR_INTERNAL, ENOMEM, "out of memory");
+    return -1;
+  }
+  (*n)++;
+  return 0;
+}
+
+void
+hub_names_remove (char **v, size_t *n, const char *name)
+{
+  for (size_t i = 0; i < *n; i++)
+    if (strcmp (v[i], name) == 0) {
+      free (v[i]);
+      v[i] = v[--*n];
+      return;
+    }
+}

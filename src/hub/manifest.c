@@ -344,7 +344,7 @@ hub_upload_end (struct hub_upload *u, struct hub_upload_result *res)
   }
   if (mf_part_check (u->tmp, u->virtual_size) == -1) {
     /* What the client sent is wrong, whatever the reader calls it. */
-    error_set (ERR_INVALID, "%s", error_message ());
+    error_recategorize (ERR_INVALID);
     goto out;
   }
   if (u->kind == HUB_UPLOAD_MANIFEST) {

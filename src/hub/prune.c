@@ -53,10 +53,7 @@
 static bool
 merging (struct hub *hub, const char *context_id)
 {
-  for (size_t i = 0; i < hub->n_merging; i++)
-    if (strcmp (hub->merging[i], context_id) == 0)
-      return true;
-  return false;
+  return hub_names_has (hub->merging, hub->n_merging, context_id);
 }
 
 void
@@ -75,28 +72,14 @@ hub_merge_wait (struct hub *hub, const char *context_id)
 static int
 merging_add (struct hub *hub, const char *context_id)
 {
-  char **v = realloc (hub->merging, (hub->n_merging + 1) * sizeof *v);
-  if (v == NULL || (v[hub->n_merging] = strdup (context_id)) == NULL) {
-    if (v)
-      hub->merging = v;
-    error_set_errno (ERR_INTERNAL, ENOMEM, "out of memory");
-    return -1;
-  }
-  hub->merging = v;
-  hub->n_merging++;
-  return 0;
+  return hub_names_add (&hub->merging, &hub->n_merging, context_id);
 }
 
 static void
 merging_remove (struct hub *hub, const char *context_id)
 {
   SCOPED_LOCK (&hub->lock);
-  for (size_t i = 0; i < hub->n_merging; i++)
-    if (strcmp (hub->merging[i], context_id) == 0) {
-      free (hub->merging[i]);
-      hub->merging[i] = hub->merging[--hub->n_merging];
-      break;
-    }
+  hub_names_remove (hub->merging, &hub->n_merging, context_id);
   pthread_cond_broadcast (&hub->merge_cond);
 }
 

@@ -170,7 +170,7 @@ hub_restore_create (struct hub *hub, const char *backup_id, int disk_index,
   if (qsd_export_add (hub->qsd, r->export_name, r->path, false) == -1) {
     /* A missing file further down the chain is a 409 too, not a 404. */
     if (error_category () == ERR_NOT_FOUND)
-      error_set (ERR_CONFLICT, "%s", error_message ());
+      error_recategorize (ERR_CONFLICT);
     error_prefix ("exporting disk %d of backup %s", disk_index, backup_id);
     return -1;
   }

@@ -577,25 +577,7 @@ verify_disk (struct vtask *t, const struct cat_repository *repo, const struct ca
 bool
 hub_verifying (struct hub *hub, const char *context_id)
 {
-  for (size_t i = 0; i < hub->n_verifying; i++)
-    if (strcmp (hub->verifying[i], context_id) == 0)
-      return true;
-  return false;
-}
-
-static int
-verifying_add (struct hub *hub, const char *context_id)
-{
-  char **v = realloc (hub->verifying, (hub->n_verifying + 1) * sizeof *v);
-  if (v == NULL || (v[hub->n_verifying] = strdup (context_id)) == NULL) {
-    if (v)
-      hub->verifying = v;
-    error_set_errno (ERR_INTERNAL, ENOMEM, "out of memory");
-    return -1;
-  }
-  hub->verifying = v;
-  hub->n_verifying++;
-  return 0;
+  return hub_names_has (hub->verifying, hub->n_verifying, context_id);
 }
 
 static void
@@ -603,12 +585,7 @@ verifying_remove (struct hub *hub, const char *context_id)
 {
   {
     SCOPED_LOCK (&hub->lock);
-    for (size_t i = 0; i < hub->n_verifying; i++)
-      if (strcmp (hub->verifying[i], context_id) == 0) {
-        free (hub->verifying[i]);
-        hub->verifying[i] = hub->verifying[--hub->n_verifying];
-        break;
-      }
+    hub_names_remove (hub->verifying, &hub->n_verifying, context_id);
   }
   hub_prune_wake (hub, context_id);
 }
@@ -647,7 +624,7 @@ verify_point (struct vtask *t, const char *backup_id)
   {
     SCOPED_LOCK (&hub->lock);
     hub_merge_wait (hub, job.context_id);
-    if (verifying_add (hub, job.context_id) == -1)
+    if (hub_names_add (&hub->verifying, &hub->n_verifying, job.context_id) == -1)
       goto out;
   }
   for (size_t i = 0; i < job.n_disks; i++) {
@@ -883,7 +860,7 @@ hub_audit_record (struct hub *hub, const char *backup_id, int disk_index,
   if (mc == NULL) {
     error_prefix ("backup %s disk %d: its chain's manifests", backup_id, disk_index);
     if (error_category () == ERR_NOT_FOUND || error_category () == ERR_INVALID)
-      error_set (ERR_CONFLICT, "%s", error_message ());
+      error_recategorize (ERR_CONFLICT);
     goto out;
   }
   ret = mf_chain_compare (mc, observed, out);

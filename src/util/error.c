@@ -70,6 +70,12 @@ error_prefix (const char *fmt, ...)
 }
 
 void
+error_recategorize (enum error_category cat)
+{
+  last_error.cat = cat;
+}
+
+void
 error_clear (void)
 {
   last_error.cat = ERR_NONE;

@@ -32,6 +32,9 @@ void error_set_errno (enum error_category cat, int errnum, const char *fmt, ...)
 /* Prefix the current message with more context ("starting backup: ..."). */
 void error_prefix (const char *fmt, ...) __attribute__((format (printf, 1, 2)));
 void error_clear (void);
+/* Keep the message, give it another category (a missing file further down
+ * is the client's conflict, a malformed upload the client's request). */
+void error_recategorize (enum error_category cat);
 
 /* Keep the current error across clean-up work that may overwrite it. */
 struct error_saved {
