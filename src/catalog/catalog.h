@@ -308,6 +308,10 @@ int catalog_backup_delete (struct catalog *cat, const char *backup_id, bool casc
 int catalog_backup_delete_plan (struct catalog *cat, const char *backup_id, bool cascade,
                                 char ***job_ids);
 
+/* How an audit's finding begins ("change tracking missed N blocks (first at
+ * offset O)"): catalog_verify_record never turns such a corrupt disk ok. */
+#define CATALOG_AUDIT_MISSED "change tracking missed"
+
 /* Record what a verify or an audit found, in one transaction: for each of
  * the n listed disks of job backup_id, its state, its error (errors may be
  * NULL, as may each errors[i]: none) and verified_at; then the job's state

@@ -36,10 +36,24 @@ verify_record_tx (struct catalog *cat, const char *backup_id, size_t n,
     return catalog_fail (ERR_CONFLICT, "backup %s is %s: only a completed backup is"
                          " verified", backup_id, job_status_name (status));
   for (size_t i = 0; i < n; i++) {
-    int64_t changed = db_exec (cat, "UPDATE backup_disks SET verify_state = ?,"
-                               " verify_error = ?, verified_at = ?"
-                               " WHERE backup_job_id = ? AND disk_index = ?", "ssssi",
-                               verify_state_name (states[i]), errors ? errors[i] : NULL,
+    /* An audit's finding (the change tracking missed blocks) stays: reading
+     * the files back finds them as the copy wrote them, which says nothing
+     * of what the copy left out.  (verify_error is assigned first: MariaDB
+     * evaluates an UPDATE's assignments in order, SQLite on the old row;
+     * both end the same.) */
+    const char *state = verify_state_name (states[i]);
+    int64_t changed = db_exec (cat, "UPDATE backup_disks SET"
+                               " verify_error = CASE WHEN verify_state = 'corrupt'"
+                               " AND verify_error LIKE ? AND ? = 'ok'"
+                               " THEN verify_error ELSE ? END,"
+                               " verify_state = CASE WHEN verify_state = 'corrupt'"
+                               " AND verify_error LIKE ? AND ? = 'ok'"
+                               " THEN verify_state ELSE ? END,"
+                               " verified_at = ?"
+                               " WHERE backup_job_id = ? AND disk_index = ?", "ssssssssi",
+                               CATALOG_AUDIT_MISSED "%", state,
+                               errors ? errors[i] : NULL,
+                               CATALOG_AUDIT_MISSED "%", state, state,
                                verified_at, backup_id, disk_indexes[i]);
     if (changed == -1)
       return -1;

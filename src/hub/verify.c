@@ -872,7 +872,7 @@ hub_audit_record (struct hub *hub, const char *backup_id, int disk_index,
               backup_id, disk_index, out->checked);
     goto out;
   }
-  snprintf (msg, sizeof msg, "change tracking missed %" PRIu64 " blocks (first at offset %"
+  snprintf (msg, sizeof msg, CATALOG_AUDIT_MISSED " %" PRIu64 " blocks (first at offset %"
             PRId64 ")", out->bad, out->first_bad);
   log_error ("audit: backup %s disk %d: %s", backup_id, disk_index, msg);
   id_now (now, sizeof now);

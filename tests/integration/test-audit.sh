@@ -8,7 +8,9 @@
 # so ("change tracking missed 1 blocks (first at offset ...)"), exits 1, marks
 # the point corrupt, and the next backup of the disk is a full that holds the
 # write.  The same for hub-driven backups of a VM whose policy has
-# "verify":{"audit_percent":100}.
+# "verify":{"audit_percent":100,"after_backup":true}: each backup is also
+# verified once it completed, and that verify (the files hold what the copy
+# read) does not clear what the audit found.
 
 source "$(dirname "$0")/../functions.sh"
 requires qemu-img qemu-io qemu-nbd nbdcopy jq curl cmp
@@ -138,7 +140,7 @@ VM=hd1
 SRC=$T/hd1-disk0.qcow2
 qemu-img create -q -f qcow2 "$SRC" $SIZE
 io "$SRC" 'write -P 0x11 0 16M'
-api PUT /api/v1/policies/audited '{"verify":{"audit_percent":100}}'
+api PUT /api/v1/policies/audited '{"verify":{"audit_percent":100,"after_backup":true}}'
 is "$API_STATUS" 201 "a policy that audits every block"
 is "$(jqb .verify.audit_percent)" 100 "it shows verify.audit_percent"
 api GET /api/v1/policies/audited
@@ -146,6 +148,15 @@ is "$(jqb .verify.audit_percent)" 100 "and reads it back"
 api PUT /api/v1/vms/$VM "$(jq -cn --arg s "$SRC" --argjson z $SIZE \
   '{policy:"audited", disks:[{disk_index:0, size_bytes:$z, source:$s}]}')"
 is "$API_STATUS" 201 "a VM with a QCOW2 source, using the policy"
+
+# verify_task_ended BID: a verify task that has the backup in its list has
+# ended (the policy's after_backup starts one when a backup completes).
+verify_task_ended ()
+{
+  curl -s "http://127.0.0.1:$HUB_PORT/api/v1/tasks" |
+    jq -e --arg b "$1" 'any(.tasks[]; .kind == "verify" and .status != "running"
+                                       and (.result.backups | index($b)))' > /dev/null
+}
 
 # hub_backup TYPE DESC: a hub-driven backup of $VM; sets BID once it ended.
 hub_backup ()
@@ -166,6 +177,9 @@ H2=$BID
 api GET "/api/v1/backups/$H2"
 is "$(jqb '.disks[0].backup_type')" incremental "an incremental"
 not_corrupt "hub-driven incremental, audited" $H2
+ok "the policy's after_backup verified it" wait_for 60 verify_task_ended $H2
+api GET "/api/v1/backups/$H2"
+is "$(jqb '"\(.verify_state) \(.disks[0].verify_state)"')" "ok ok" "and found it ok"
 
 lie "$SRC" $VM
 hub_backup incremental "hub-driven incremental over a lying bitmap"
@@ -173,6 +187,8 @@ H3=$BID
 api GET "/api/v1/backups/$H3"
 is "$(jqb '.disks[0] | "\(.backup_type) \(.parent_backup_id)"')" "incremental $H2" "an incremental on $H2"
 caught "hub-driven" $H3
+ok "the policy's after_backup verified it too" wait_for 60 verify_task_ended $H3
+caught "hub-driven, after its files verified ok (they hold what the copy read)" $H3
 
 io "$SRC" 'write -P 0x68 40M 64k'
 hub_backup incremental "the next hub-driven backup"

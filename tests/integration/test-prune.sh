@@ -8,7 +8,8 @@
 # middle points (consecutive ones too, around protected points) rebase the
 # next kept point; a whole older chain goes.  After every task: the removed
 # backups and their files are gone, every file has its row and passes
-# qemu-img check, bytes were freed and the repository uses less.  Then
+# qemu-img check, bytes were freed and the repository uses less, and every
+# kept point verifies against the merged manifests.  Then
 # `strata prune` end to end, with --dry-run --json.
 
 source "$(dirname "$0")/../functions.sh"
@@ -115,6 +116,11 @@ pruned ()
   repo_is_catalog "$desc"
   repo_images_check "$desc"
   points_restore_ok $keep
+  # The merged layers' manifests are the union of what they took in: every
+  # kept point verifies against them, hashes and all.
+  verify_ok "/api/v1/contexts/$CTX/verify" "$desc"
+  is "$(jqb '[.result.points[] | .verify_state + "/" + (.disks[0].hashed | tostring)] | unique | join(" ")')" \
+     "ok/true" "$desc: every kept point verifies ok against its manifests"
 }
 
 # became_full DESC BID: the backup (one disk) is a full now, its file
@@ -257,7 +263,7 @@ backed_by "after the prunes" $P13 $P12
 points_restore_ok $P12 $P13
 
 api GET "/api/v1/tasks?status=completed"
-is "$(jqb '.tasks | length')" 5 "the hub lists the five completed prune tasks"
+is "$(jqb '[.tasks[] | select(.kind == "prune")] | length')" 5 "the hub lists the five completed prune tasks"
 api GET "/api/v1/tasks?status=running"
 is "$(jqb '.tasks | length')" 0 "and none running"
 no_qemu_nbd "no qemu-nbd is left behind"
