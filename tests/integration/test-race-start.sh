@@ -35,8 +35,8 @@ is "$(sql "SELECT count(*) FROM vm_backup_contexts WHERE vm_name='race1'")" 1 "e
 is "$(sql "SELECT count(*) FROM backup_jobs")|$(sql "SELECT count(*) FROM backup_jobs WHERE status='running'")|$(sql "SELECT id FROM backup_jobs WHERE status='running'")" \
    "1|1|$BID" "exactly one job, running, the winner's"
 is "$(sql "SELECT count(*) FROM backup_disks")" 2 "exactly one set of disk rows"
-is "$(cd "$REPO" && find . -type f | sort | tr '\n' ' ')" "./$CTX/disk0/$BID.qcow2 ./$CTX/disk1/$BID.qcow2 " "exactly one set of files"
-is "$(cd "$REPO" && find . -mindepth 1 -maxdepth 1 | wc -l)" 1 "exactly one context folder"
+is "$(cd "$REPO" && find . -type f ! -name strata-repository.json | sort | tr '\n' ' ')" "./$CTX/disk0/$BID.qcow2 ./$CTX/disk1/$BID.qcow2 " "exactly one set of files"
+is "$(cd "$REPO" && find . -mindepth 1 -maxdepth 1 ! -name strata-repository.json | wc -l)" 1 "exactly one context folder"
 api GET /api/v1/contexts/$CTX
 is "$(jqb .total_backups_run)" 1 "the context counts one started backup"
 

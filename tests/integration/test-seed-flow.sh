@@ -208,8 +208,11 @@ ok "three-level chain of disk 1 reads the older data" \
    qio -r -f qcow2 -c 'read -P 0x33 0 1M' -c 'read -P 0x44 1M 1M' -c 'read -P 0 2M 62M' "${QCOW2[1]}"
 is "$(sql "SELECT count(*) FROM vm_backup_contexts")|$(sql "SELECT count(*) FROM backup_jobs")|$(sql "SELECT count(*) FROM backup_disks")" \
    "1|3|6" "catalog: 1 context, 3 jobs, 6 disk rows"
-expected=$(for d in 0 1; do for b in "$FULL" "$INC" "$INC2"; do echo "./$CTX/disk$d/$b.qcow2"; done; done | sort | tr '\n' ' ')
-is "$(cd "$REPO" && find . -type f | sort | tr '\n' ' ')" "$expected" "the repository holds exactly the six files of the catalog"
+expected=$(for d in 0 1; do for b in "$FULL" "$INC" "$INC2"; do
+              echo "./$CTX/disk$d/$b.qcow2"; echo "./$CTX/disk$d/$b.qcow2.manifest"
+            done; done | sort | tr '\n' ' ')
+is "$(cd "$REPO" && find . -type f ! -name strata-repository.json | sort | tr '\n' ' ')" "$expected" \
+   "the repository holds exactly the six files of the catalog, each with its manifest"
 
 # A backup completed without change id: changeid answers "" for that disk
 # (an older id would not match the chain), and the other disk's id.
