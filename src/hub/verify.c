@@ -772,7 +772,10 @@ hub_verify_start (struct hub *hub, const char *backup_id, const char *context_id
       return -1;
     }
   }
-  text = json_dumps (json_pack ("{s:O}", "backups", ids), JSON_COMPACT);
+  {
+    CLEANUP_JSON json_t *rec = json_pack ("{s:O}", "backups", ids);
+    text = rec ? json_dumps (rec, JSON_COMPACT) : NULL;
+  }
   id_now (now, sizeof now);
   task.id = id_new ("task-verify", ctx.vm_name);
   task.kind = TASK_VERIFY;
