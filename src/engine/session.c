@@ -14,7 +14,8 @@
  *     -> abort, keep-completed or leave, as fail answers
  *
  * With a live source (s->live_ops: a libvirt backup job) the job is ended
- * once every copy (and audit, which reads its exports again) has stopped, before the verdict, and commit and abort go
+ * once every copy (and audit, which reads its exports again) has stopped,
+ * before the verdict, and commit and abort go
  * to the job's checkpoint instead of each disk's bitmaps; keep-completed
  * aborts it too, since a rerun makes a new checkpoint.
  *
