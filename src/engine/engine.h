@@ -114,6 +114,13 @@ int engine_audit_disk (const struct engine_backup_disk *d, int percent, uint64_t
 int engine_hash_ranges (const char *uri, const char *psk, const uint64_t *ranges,
                         size_t n_ranges, struct mf_map *map, struct engine_progress *p);
 
+/* Call fn with each extent of an NBD export that holds data (neither a
+ * hole nor zero, by "base:allocation"), in order.  fn returns 0, or -1 to
+ * stop (its error is returned). */
+int engine_data_extents (const char *uri, const char *psk,
+                         int (*fn) (void *opaque, uint64_t offset, uint64_t length),
+                         void *opaque);
+
 /* After the hub accepted the completion: remove the bitmap the chain
  * continued from (previous_change_id) and the one of the backup this one
  * supersedes (superseded_change_id), both replaced by the new one.  A no-op

@@ -519,6 +519,78 @@ engine_hash_ranges (const char *uri, const char *psk, const uint64_t *ranges,
   return 0;
 }
 
+/* The block-status answers of one request, for engine_data_extents. */
+struct data_walk {
+  uint64_t pos;               /* where the answer starts */
+  uint64_t covered;           /* bytes it described */
+  int (*fn) (void *opaque, uint64_t offset, uint64_t length);
+  void *opaque;
+  int failed;
+};
+
+static int
+data_extent_cb (void *opaque, const char *ctx, uint64_t offset, uint32_t *entries,
+                size_t n, int *error)
+{
+  struct data_walk *w = opaque;
+
+  if (*error || strcmp (ctx, LIBNBD_CONTEXT_BASE_ALLOCATION) != 0)
+    return 0;
+  for (size_t i = 0; i + 1 < n && !w->failed; i += 2) {
+    uint64_t len = entries[i];
+    if (!(entries[i + 1] & (LIBNBD_STATE_HOLE | LIBNBD_STATE_ZERO)) &&
+        w->fn (w->opaque, offset, len) == -1)
+      w->failed = 1;
+    offset += len;
+    w->covered += len;
+  }
+  return 0;
+}
+
+int
+engine_data_extents (const char *uri, const char *psk,
+                     int (*fn) (void *opaque, uint64_t offset, uint64_t length),
+                     void *opaque)
+{
+  static const char *const contexts[] = { LIBNBD_CONTEXT_BASE_ALLOCATION, NULL };
+  struct nbd_handle *h = copy_connect (uri, psk, true, contexts);
+  struct data_walk w = { .fn = fn, .opaque = opaque };
+  int64_t size;
+  int ret = -1;
+
+  if (h == NULL)
+    return -1;
+  size = nbd_get_size (h);
+  if (size < 0 || nbd_can_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION) != 1) {
+    error_set (ERR_UNAVAILABLE, "NBD %s: no block status: %s", uri, nbd_get_error ());
+    goto out;
+  }
+  while (w.pos < (uint64_t) size) {
+    uint64_t chunk = (uint64_t) size - w.pos > UINT64_C (0xffff0000)
+                     ? UINT64_C (0xffff0000) : (uint64_t) size - w.pos;
+    w.covered = 0;
+    if (nbd_block_status (h, chunk, w.pos,
+                          (nbd_extent_callback) { .callback = data_extent_cb,
+                                                  .user_data = &w }, 0) == -1) {
+      error_set (ERR_UNAVAILABLE, "NBD %s: block status at %" PRIu64 ": %s", uri, w.pos,
+                 nbd_get_error ());
+      goto out;
+    }
+    if (w.failed)
+      goto out;
+    if (w.covered == 0) {
+      error_set (ERR_UNAVAILABLE, "NBD %s: block status at %" PRIu64 " without extents",
+                 uri, w.pos);
+      goto out;
+    }
+    w.pos += w.covered;
+  }
+  ret = 0;
+ out:
+  nbd_close (h);
+  return ret;
+}
+
 int
 engine_backup_disk_commit (const struct engine_backup_disk *d,
                            const struct engine_disk_result *r)

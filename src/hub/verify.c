@@ -143,6 +143,7 @@ struct layer {
   char *path;                 /* absolute */
   bool checked;               /* the structure was looked at */
   bool missing;               /* no file to read */
+  bool alloc_checked;         /* its data clusters were held against its manifest */
   char *problem;              /* what is wrong with the file, or NULL */
   bool hashed;                /* it has a manifest with hashes */
   char *manifest;             /* its path */
@@ -416,7 +417,67 @@ compare (void *opaque, uint64_t block, enum mf_kind kind, const uint8_t *hash)
   return 0;
 }
 
-/* Read what layer i must give the chain's top and compare it. */
+/* A file's data clusters against its manifest: each block the file holds
+ * data in must have a record (data or zero), else the file holds data its
+ * manifest never saw (written behind strata's back, or the manifest of
+ * another file). */
+struct alloc_walk {
+  const uint8_t *listed;      /* a bit per block with a record */
+  uint64_t nblocks, unlisted;
+  int64_t first;
+};
+
+static int
+alloc_extent (void *opaque, uint64_t offset, uint64_t length)
+{
+  struct alloc_walk *a = opaque;
+  uint64_t b = offset / MF_BLOCK_SIZE, e = (offset + length + MF_BLOCK_SIZE - 1) / MF_BLOCK_SIZE;
+
+  for (; b < e && b < a->nblocks; b++)
+    if (!bit (a->listed, b)) {
+      if (a->unlisted++ == 0)
+        a->first = (int64_t) (b * MF_BLOCK_SIZE);
+    }
+  return 0;
+}
+
+static int
+layer_alloc_check (struct layer *l, const char *uri)
+{
+  CLEANUP_FREE uint8_t *listed = calloc (l->nblocks / 8 + 1, 1);
+  struct alloc_walk a = { .nblocks = l->nblocks, .first = -1 };
+  struct mf_reader *r;
+  uint8_t hash[MF_HASH_LEN];
+  enum mf_kind kind;
+  uint64_t block;
+  int got;
+
+  if (listed == NULL) {
+    error_set_errno (ERR_INTERNAL, ENOMEM, "out of memory");
+    return -1;
+  }
+  if ((r = mf_open (l->manifest)) == NULL)
+    return -1;
+  while ((got = mf_next (r, &block, &kind, hash)) == 1)
+    if (block < l->nblocks)
+      set_bit (listed, block);
+  mf_close (r);
+  if (got == -1)
+    return -1;
+  a.listed = listed;
+  if (engine_data_extents (uri, NULL, alloc_extent, &a) == -1)
+    return -1;
+  if (a.unlisted)
+    layer_problem (l, "the file holds data in %" PRIu64 " block%s its manifest does not "
+                   "list (first at offset %" PRId64 "): the manifest is not this file's, "
+                   "or the file was written to after its backup", a.unlisted,
+                   a.unlisted == 1 ? "" : "s", a.first);
+  return 0;
+}
+
+/* Read what layer i must give the chain's top and compare it (and, the
+ * first time the task reads the file, hold its data clusters against its
+ * manifest). */
 static int
 layer_blocks (struct vtask *t, struct mf_chain *mc, size_t i, struct layer *l,
               int64_t size, struct pass *p)
@@ -434,7 +495,7 @@ layer_blocks (struct vtask *t, struct mf_chain *mc, size_t i, struct layer *l,
   p->observed = mf_map_new (size, NULL);
   if (p->observed == NULL)
     goto out;
-  if (p->ranges.n > 0) {
+  if (p->ranges.n > 0 || !l->alloc_checked) {
     /* The file alone: what this layer holds, not what its backing shows. */
     js = json_pack ("{s:s,s:n,s:{s:s,s:s}}", "driver", "qcow2", "backing",
                     "file", "driver", "file", "filename", l->path);
@@ -451,6 +512,13 @@ layer_blocks (struct vtask *t, struct mf_chain *mc, size_t i, struct layer *l,
       }
       if (qnbd_start (&q, image, "qcow2", true, NULL, NULL) == -1)
         goto out;
+    }
+    if (!l->alloc_checked) {
+      l->alloc_checked = true;
+      if (layer_alloc_check (l, q.uri) == -1) {
+        qnbd_stop (&q);
+        goto out;
+      }
     }
     if (engine_hash_ranges (q.uri, NULL, p->ranges.v, p->ranges.n, p->observed, &prog) == -1) {
       qnbd_stop (&q);
@@ -510,10 +578,6 @@ verify_disk (struct vtask *t, const struct cat_repository *repo, const struct ca
     struct layer *l = layer_check (t, repo->path, &c, i, d->disk_index);
     if (l == NULL)
       goto fail;
-    if (l->problem)
-      json_array_append_new (problems, json_pack ("{s:o,s:s}", "file",
-                                                  l->path ? json_string (l->path) : json_null (),
-                                                  "message", l->problem));
     hashed &= l->hashed;
     paths[i] = l->manifest;
   }
@@ -546,6 +610,23 @@ verify_disk (struct vtask *t, const struct cat_repository *repo, const struct ca
         first_bad = p.offsets[0];
       bad += p.bad;
     }
+  }
+  /* What is wrong with the files themselves (the reads above may have
+   * found more), first. */
+  {
+    json_t *all = json_array ();
+    if (all == NULL)
+      goto fail;
+    for (size_t i = 0; i < c.n; i++) {
+      struct layer *l = layer_get (t, c.v[i].disk_id);
+      if (l && l->problem)
+        json_array_append_new (all, json_pack ("{s:o,s:s}", "file",
+                                               l->path ? json_string (l->path) : json_null (),
+                                               "message", l->problem));
+    }
+    json_array_extend (all, problems);
+    json_decref (problems);
+    problems = all;
   }
   mf_chain_free (mc);
   free (paths);

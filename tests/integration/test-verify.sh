@@ -9,7 +9,8 @@
 # third are corrupt, naming that file and the guest offset; a context verify
 # says the same and reads each block once; `strata verify` says so too; the
 # next backup of the disk is a full, saying why.  Then, each undone before
-# the next: a truncated layer, a missing layer and an edited backing pointer
+# the next: a truncated layer, a missing layer, an edited backing pointer
+# and data written into a layer where its manifest lists none
 # are found, naming the file.
 
 source "$(dirname "$0")/../functions.sh"
@@ -233,6 +234,24 @@ writable "$F3"
 ok "qemu-img rebase -u -b $P2.qcow2 back" \
    eval "cd '${F3%/*}' && qemu-img rebase -u -b '$P2.qcow2' -F qcow2 '$F3'"
 sealed "$F3"
+
+# --- Data written into a layer behind strata's back, where its manifest lists
+# nothing (no layer holds 50M): the file no longer matches its manifest.
+cp -p "$F2" "$T/f2.saved"
+writable "$F2"
+ok "write 64 KiB at 50M into ${F2##*/} alone" \
+   qemu-io -c 'write -P 0x77 50M 64k' \
+   "json:{\"driver\":\"qcow2\",\"backing\":null,\"file\":{\"driver\":\"file\",\"filename\":\"$F2\"}}"
+sealed "$F2"
+verify_ok "/api/v1/backups/$P2/verify" "data written into ${F2##*/}, verify $P2"
+is "$(verified $P2 .verify_state)" corrupt "$P2 holds data its manifest never saw: corrupt"
+like "$(problem_files $P2)" "$F2" "the problem names ${F2##*/}"
+like "$(verified $P2 '[.disks[0].problems[].message] | join(" | ")')" \
+     "data in 1 block its manifest does not list \\(first at offset 52428800\\)" \
+     "and says where"
+verify_ok "/api/v1/backups/$P1/verify" "data written into ${F2##*/}, verify $P1"
+is "$(verified $P1 .verify_state)" ok "$P1 does not read it: ok"
+mv -f "$T/f2.saved" "$F2"
 
 # --- All repaired: the whole context verifies ok ------------------------------------
 verify_ok "/api/v1/contexts/$CTX/verify" "everything repaired, verify the context"
