@@ -336,14 +336,20 @@ upload_begin (struct api *api, struct MHD_Connection *conn, const char *url,
 {
   enum hub_upload_kind kind;
   const char *disk;
-  char disk_text[16];
+  char disk_text[32];
+  size_t dl;
 
   if (!upload_route (url, cs->method, &kind, &cs->up_id, &disk))
     return 0;
   cs->uploading = true;
   cs->up_req = (struct api_req) { .hub = api->hub, .conn = conn, .method = "PUT",
                                   .id = cs->up_id, .status = 200 };
-  snprintf (disk_text, sizeof disk_text, "%.*s", (int) strcspn (disk, "/"), disk);
+  /* A disk index longer than any valid one is refused whole, never cut. */
+  dl = strcspn (disk, "/");
+  if (dl < sizeof disk_text)
+    snprintf (disk_text, sizeof disk_text, "%.*s", (int) dl, disk);
+  else
+    snprintf (disk_text, sizeof disk_text, "(too long)");
   error_clear ();
   if (cs->bad_url)
     error_set (ERR_INVALID, "%s", cs->bad_url);

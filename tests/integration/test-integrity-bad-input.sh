@@ -118,7 +118,7 @@ bad 405 method_not_allowed "GET .../verify"               GET "$B/$DONE/verify"
 # --- Manifest uploads -----------------------------------------------------------------
 API_CT=application/octet-stream
 M=manifest
-for n in x -1 1024 1.5 0x1 ' 0'; do
+for n in x -1 1024 1.5 0x1 ' 0' 000000000000000000000000000000001; do
   bad_file 400 invalid_request "manifest upload to disk index '$n'" PUT "$B/$RUN/disks/$(urlencode "$n")/$M" "$T/ok.part"
 done
 bad_file 404 not_found "manifest upload to disk 5 of a 1-disk job"   PUT "$B/$RUN/disks/5/$M" "$T/ok.part"
