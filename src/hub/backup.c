@@ -434,8 +434,8 @@ hub_backup_start (struct hub *hub, const struct hub_backup_request *req,
   return ret;
 }
 
-static const struct cat_disk *
-find_disk (const struct cat_job *job, int disk_index)
+const struct cat_disk *
+hub_job_disk (const struct cat_job *job, int disk_index)
 {
   for (size_t i = 0; i < job->n_disks; i++)
     if (job->disks[i].disk_index == disk_index)
@@ -465,7 +465,7 @@ hub_backup_complete (struct hub *hub, const char *backup_id, int disk_index,
 
   if (catalog_backup_get (hub->cat, backup_id, &job) == -1)
     return -1;
-  d = find_disk (&job, disk_index);
+  d = hub_job_disk (&job, disk_index);
   if (d == NULL) {
     error_set (ERR_NOT_FOUND, "backup %s has no disk %d", backup_id, disk_index);
     return -1;
@@ -549,7 +549,7 @@ backup_end_locked (struct hub *hub, const char *backup_id, enum job_status statu
 
   if (catalog_backup_get (hub->cat, backup_id, &job) == -1)
     return -1;
-  if (disk_index >= 0 && find_disk (&job, disk_index) == NULL) {
+  if (disk_index >= 0 && hub_job_disk (&job, disk_index) == NULL) {
     error_set (ERR_NOT_FOUND, "backup %s has no disk %d", backup_id, disk_index);
     return -1;
   }

@@ -120,6 +120,9 @@ void hub_prune_after_backup (struct hub *hub, const char *context_id);
  * were done when the last hub stopped. */
 void hub_prune_recover (struct hub *hub);
 
+/* The disk row of a job with that index, or NULL (hub/backup.c). */
+const struct cat_disk *hub_job_disk (const struct cat_job *job, int disk_index);
+
 /* --- Manifests (hub/manifest.c) ---------------------------------------- */
 /* The facts of a point's manifest (integrity/manifest.h; docs/MANIFEST.md)
  * from its job and disk rows; origin "source" or "merge".  NULL on error. */

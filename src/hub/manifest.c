@@ -167,15 +167,6 @@ upload_free (struct hub_upload *u)
   free (u);
 }
 
-static const struct cat_disk *
-job_disk (const struct cat_job *job, int disk_index)
-{
-  for (size_t i = 0; i < job->n_disks; i++)
-    if (job->disks[i].disk_index == disk_index)
-      return &job->disks[i];
-  return NULL;
-}
-
 int
 hub_upload_begin (struct hub *hub, enum hub_upload_kind kind, const char *backup_id,
                   int disk_index, int64_t declared_length, struct hub_upload **out)
@@ -190,7 +181,7 @@ hub_upload_begin (struct hub *hub, enum hub_upload_kind kind, const char *backup
   *out = NULL;
   if (catalog_backup_get (hub->cat, backup_id, &job) == -1)
     return -1;
-  d = job_disk (&job, disk_index);
+  d = hub_job_disk (&job, disk_index);
   if (d == NULL) {
     error_set (ERR_NOT_FOUND, "backup %s has no disk %d", backup_id, disk_index);
     return -1;

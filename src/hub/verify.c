@@ -89,15 +89,6 @@ chain_push (struct chain *c, const struct cat_disk *d)
   return -1;
 }
 
-static const struct cat_disk *
-disk_of (const struct cat_job *job, int disk_index)
-{
-  for (size_t i = 0; i < job->n_disks; i++)
-    if (job->disks[i].disk_index == disk_index)
-      return &job->disks[i];
-  return NULL;
-}
-
 /* The rows of a disk's chain, from the catalog's parent links. */
 static int
 chain_of (struct hub *hub, const struct cat_job *job, const struct cat_disk *d,
@@ -120,7 +111,7 @@ chain_of (struct hub *hub, const struct cat_job *job, const struct cat_disk *d,
     }
     if (catalog_backup_get (hub->cat, at->parent_backup_id, &parent) == -1)
       return -1;
-    pd = disk_of (&parent, d->disk_index);
+    pd = hub_job_disk (&parent, d->disk_index);
     if (pd == NULL || pd->id != want) {
       error_set (ERR_INTERNAL, "backup %s disk %d: its parent row %" PRId64
                  " is not in backup %s", job->id, d->disk_index, want, parent.id);
@@ -131,7 +122,7 @@ chain_of (struct hub *hub, const struct cat_job *job, const struct cat_disk *d,
     cat_job_clear (&cur);
     cur = parent;
     parent = (struct cat_job) { 0 };
-    at = disk_of (&cur, d->disk_index);
+    at = hub_job_disk (&cur, d->disk_index);
   }
   return 0;
 }
@@ -918,7 +909,7 @@ hub_audit_record (struct hub *hub, const char *backup_id, int disk_index,
   memset (out, 0, sizeof *out);
   if (catalog_backup_get (hub->cat, backup_id, &job) == -1)
     return -1;
-  d = disk_of (&job, disk_index);
+  d = hub_job_disk (&job, disk_index);
   if (d == NULL) {
     error_set (ERR_NOT_FOUND, "backup %s has no disk %d", backup_id, disk_index);
     return -1;
