@@ -27,15 +27,21 @@ DEB_PKGS := gcc make pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev 
             qemu-utils qemu-system-common libnbd-bin sqlite3 jq curl perl procps \
             iproute2 e2fsprogs bsdutils util-linux \
             libvirt-dev libxml2-dev libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients \
-            qemu-system-x86 libxxhash-dev
+            qemu-system-x86 libxxhash-dev prometheus
 
 LIB_SRCS  := $(sort $(wildcard src/*/*.c))
-LIB_OBJS  := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(LIB_SRCS)) $(BUILD)/obj/gen/migrations.o
+LIB_OBJS  := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(LIB_SRCS)) $(BUILD)/obj/gen/migrations.o \
+             $(BUILD)/obj/gen/assets.o
 UNIT_SRCS := $(sort $(wildcard tests/unit/test-*.c))
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 MIGRATIONS := $(sort $(wildcard src/catalog/migrations/*/*.sql))
+# Files the hub serves as they are (src/web/web.h): URLPATH=FILE pairs.
+WEB_STATIC := $(sort $(wildcard src/web/static/*))
+WEB_ASSETS := $(foreach f,$(WEB_STATIC),/$(notdir $(f))=$(f)) \
+              /api/v1/openapi.json=docs/openapi.json
 
-.PHONY: all deps check check-unit check-integration check-mariadb check-asan run bench clean
+.PHONY: all deps check check-unit check-integration check-mariadb check-asan check-ops \
+        ops-deps npm-deps run bench clean
 all: $(BUILD)/strata
 
 deps:
@@ -68,6 +74,14 @@ $(BUILD)/obj/gen/migrations.o: $(BUILD)/gen/migrations.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
+$(BUILD)/gen/assets.c: $(WEB_STATIC) docs/openapi.json tools/embed-files.sh
+	@mkdir -p $(dir $@)
+	sh tools/embed-files.sh $(WEB_ASSETS) > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/obj/gen/assets.o: $(BUILD)/gen/assets.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
 $(BUILD)/obj/%.o: src/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
@@ -88,6 +102,7 @@ $(BUILD)/tests/%: tests/unit/%.c tests/unit/tap.h $(BUILD)/libstrata.a
 # again against the ASan/UBSan build, whose prove summary closes the run.
 check: deps
 	$(MAKE) check-unit check-integration
+	$(MAKE) check-ops
 	$(MAKE) check-mariadb
 	$(MAKE) fuzz-smoke
 	$(MAKE) check-asan
@@ -110,6 +125,31 @@ check-mariadb: $(BUILD)/strata $(BUILD)/tests/test-catalog
 
 check-asan:
 	$(MAKE) SANITIZE=1 check-unit check-integration
+
+# --- Operations: the dashboard in a browser, the OpenAPI linter, install --
+# tests/ops/test-*.sh, once per "make check" against the normal build.  They
+# need Debian's chromium, scdoc, prometheus and systemd, and two pinned npm
+# packages (tests/ops/package.json: playwright-core drives chromium,
+# @redocly/cli lints docs/openapi.json), installed with the machine's
+# Node.js and npm into $(BUILD)/npm.  None of them is needed to build or
+# run strata.
+OPS_DEB_PKGS := chromium scdoc prometheus nodejs systemd man-db
+NPM_DIR := $(CURDIR)/$(BUILD)/npm
+
+ops-deps:
+	@$(MAKE) --no-print-directory deps DEB_PKGS="$(OPS_DEB_PKGS)"
+
+npm-deps: $(NPM_DIR)/.installed
+$(NPM_DIR)/.installed: tests/ops/package.json tests/ops/package-lock.json
+	@mkdir -p $(NPM_DIR)
+	cp tests/ops/package.json tests/ops/package-lock.json $(NPM_DIR)/
+	cd $(NPM_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+check-ops: ops-deps $(BUILD)/strata
+	$(MAKE) npm-deps
+	STRATA=$(CURDIR)/$(BUILD)/strata STRATA_BUILD=$(CURDIR)/$(BUILD) STRATA_NPM=$(NPM_DIR) \
+	  prove -v tests/ops/test-*.sh
 
 run: deps
 	$(MAKE) $(BUILD)/strata
@@ -143,7 +183,7 @@ FUZZ_CFLAGS = -std=gnu11 -D_GNU_SOURCE $(WARN) \
               -O1 -g -fno-omit-frame-pointer \
               $(FUZZ_SAN) -Isrc -I$(FUZZ_BUILD)/gen $(PKG_CFLAGS) -MMD -MP
 FUZZ_OBJS  := $(patsubst src/%.c,$(FUZZ_BUILD)/obj/%.o,$(LIB_SRCS)) \
-              $(FUZZ_BUILD)/obj/gen/migrations.o
+              $(FUZZ_BUILD)/obj/gen/migrations.o $(FUZZ_BUILD)/obj/gen/assets.o
 FUZZ_NAMES := $(patsubst tests/fuzz/fuzz-%.c,%,$(sort $(wildcard tests/fuzz/fuzz-*.c)))
 FUZZ_BINS  := $(patsubst %,$(FUZZ_BUILD)/fuzz-%,$(FUZZ_NAMES))
 FUZZ_FLAGS  = -max_len=65536 -timeout=10 -print_final_stats=1
@@ -171,6 +211,14 @@ $(FUZZ_BUILD)/gen/migrations.c: $(MIGRATIONS) tools/embed-migrations.sh
 	sh tools/embed-migrations.sh $(MIGRATIONS) > $@.tmp && mv $@.tmp $@
 
 $(FUZZ_BUILD)/obj/gen/migrations.o: $(FUZZ_BUILD)/gen/migrations.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+$(FUZZ_BUILD)/gen/assets.c: $(WEB_STATIC) docs/openapi.json tools/embed-files.sh
+	@mkdir -p $(dir $@)
+	sh tools/embed-files.sh $(WEB_ASSETS) > $@.tmp && mv $@.tmp $@
+
+$(FUZZ_BUILD)/obj/gen/assets.o: $(FUZZ_BUILD)/gen/assets.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
 
