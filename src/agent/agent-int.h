@@ -15,6 +15,7 @@
 struct client {
   char *base;                 /* "http://host:port", no trailing slash */
   char *auth;                 /* "Authorization: Bearer ..." or NULL */
+  long timeout;               /* seconds a request may take; 0: 300 */
 };
 
 /* Default hub: $STRATA_HUB or http://127.0.0.1:8082.  The token is the
@@ -70,6 +71,15 @@ struct progress_display *progress_start (struct progress_row *rows, int n, bool 
 /* Mark row i done and print its line (no TTY). */
 void progress_row_done (struct progress_display *d, int i);
 void progress_stop (struct progress_display *d);
+
+/* Tell the hub every 2 s how the rows' copies of backup_id go (in a
+ * thread, with c's hub and token, which must outlive it; each report may
+ * take 5 s at most).  NULL when it cannot start
+ * (the backup goes on without).  progress_report_stop (NULL) is a no-op. */
+struct progress_reporter;
+struct progress_reporter *progress_report_start (struct client *c, const char *backup_id,
+                                                 struct progress_row *rows, int n);
+void progress_report_stop (struct progress_reporter *r);
 
 /* "1.5 GiB" */
 void progress_human (char *buf, size_t len, double bytes);

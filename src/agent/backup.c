@@ -21,6 +21,8 @@
  *    (all of it or a sample) and the agent uploads what it saw
  *    (PUT .../disks/N/audit): the hub compares it with the point's
  *    manifests.  Differences make the exit status 1, the backup stays.
+ *    While disks copy, the agent reports their progress to the hub every
+ *    2 s (POST .../progress; agent/progress.c).
  * 4. Only when the hub reports the job completed are the older bitmaps
  *    removed.  On any error, a signal or a refused completion, the job is
  *    failed at the hub (POST .../fail) and every disk's new bitmap removed,
@@ -56,6 +58,7 @@
 #include "util/cleanup.h"
 #include "integrity/manifest.h"
 #include "util/error.h"
+#include "util/json.h"
 #include "virt/virt.h"
 
 struct bdisk {
@@ -670,7 +673,7 @@ print_json (struct backup *b, const char *status, const char *error)
     json_object_set_new (o, "quiesce", b->quiesce_note ? json_string (b->quiesce_note)
                          : json_string (b->quiesce ? "quiesced" : "not asked"));
   json_object_set (o, "disks", arr);
-  s = json_dumps (o, JSON_INDENT (2));
+  s = json_dumps (o, STRATA_JSON_PRETTY);
   if (s)
     printf ("%s\n", s);
   fflush (stdout);
@@ -700,6 +703,7 @@ agent_backup_main (int argc, char **argv)
   struct backup b = { .repo = "default", .type_auto = true, .parallel = 2 };
   const char *hub = NULL, *token = NULL, *type = "auto";
   enum engine_verdict verdict;
+  struct progress_reporter *reporter;
   pthread_t sigthread;
   sigset_t set;
   int c, i, rc = AGENT_EXIT_FAILED;
@@ -896,7 +900,9 @@ agent_backup_main (int argc, char **argv)
   pthread_create (&sigthread, NULL, signal_watch, &b);
 
   b.pd = progress_start (b.rows, b.n, b.json);
+  reporter = progress_report_start (&b.c, b.backup_id, b.rows, b.n);
   verdict = engine_session_run (&b.s);
+  progress_report_stop (reporter);
   progress_stop (b.pd);
   pthread_kill (sigthread, SIGUSR2);
   pthread_join (sigthread, NULL);

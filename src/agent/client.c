@@ -154,7 +154,7 @@ perform (struct client *c, const char *method, const char *path, const char *pay
   curl_easy_setopt (curl, CURLOPT_HTTPHEADER, hdrs);
   curl_easy_setopt (curl, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt (curl, CURLOPT_CONNECTTIMEOUT, 10L);
-  curl_easy_setopt (curl, CURLOPT_TIMEOUT, 300L);
+  curl_easy_setopt (curl, CURLOPT_TIMEOUT, c->timeout > 0 ? c->timeout : 300L);
   curl_easy_setopt (curl, CURLOPT_ERRORBUFFER, errbuf);
   curl_easy_setopt (curl, CURLOPT_WRITEFUNCTION, write_cb);
   curl_easy_setopt (curl, CURLOPT_WRITEDATA, &b);

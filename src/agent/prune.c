@@ -15,6 +15,7 @@
 #include "agent/agent-int.h"
 #include "util/cleanup.h"
 #include "util/error.h"
+#include "util/json.h"
 
 static const char *const keep_names[] = {
   "keep-last", "keep-hourly", "keep-daily", "keep-weekly", "keep-monthly", "keep-yearly",
@@ -149,7 +150,7 @@ agent_prune_main (int argc, char **argv)
   }
   if (dry_run || task_id == NULL) {
     if (json)
-      json_dumpf (resp, stdout, JSON_INDENT (2)), putchar ('\n');
+      json_dumpf (resp, stdout, STRATA_JSON_PRETTY), putchar ('\n');
     rc = AGENT_EXIT_OK;
     goto out;
   }
@@ -157,7 +158,7 @@ agent_prune_main (int argc, char **argv)
   if (rc != AGENT_EXIT_OK)
     goto out;
   if (json)
-    json_dumpf (task, stdout, JSON_INDENT (2)), putchar ('\n');
+    json_dumpf (task, stdout, STRATA_JSON_PRETTY), putchar ('\n');
   task_status = json_string_value (json_object_get (task, "status"));
   if (task_status && strcmp (task_status, "completed") == 0) {
     if (!json)

@@ -12,6 +12,7 @@
 #include "agent/agent-int.h"
 #include "util/cleanup.h"
 #include "util/error.h"
+#include "util/json.h"
 
 static void
 usage (FILE *fp)
@@ -158,7 +159,7 @@ agent_verify_main (int argc, char **argv)
   if (rc != AGENT_EXIT_OK)
     goto out;
   if (json)
-    json_dumpf (task, stdout, JSON_INDENT (2)), putchar ('\n');
+    json_dumpf (task, stdout, STRATA_JSON_PRETTY), putchar ('\n');
   task_status = json_string_value (json_object_get (task, "status"));
   if (task_status == NULL || strcmp (task_status, "completed") != 0) {
     fprintf (stderr, "strata verify: task %s failed: %s\n", task_id,

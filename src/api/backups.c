@@ -168,6 +168,55 @@ api_backups_complete (struct api_req *r)
                                        "change_id", api_json_str (change_id)));
 }
 
+int
+api_backups_progress (struct api_req *r)
+{
+  static const char *const fields[] = { "disks", NULL };
+  static const char *const disk_fields[] = {
+    "disk_index", "bytes_done", "bytes_total", "rate_bytes_per_sec", NULL
+  };
+  const int64_t max = INT64_C (1) << 62;
+  CLEANUP_FREE struct hub_progress_report *v = NULL;
+  json_t *body, *arr, *d;
+  size_t i, n;
+
+  if (api_query_check (r, no_params) == -1 || api_check_id ("backup id", r->id) == -1 ||
+      api_body (r, fields, false, &body) == -1)
+    return -1;
+  arr = json_object_get (body, "disks");
+  n = json_array_size (arr);
+  if (!json_is_array (arr) || n == 0 || n > HUB_MAX_DISKS) {
+    error_set (ERR_INVALID, "field 'disks' must be an array of 1 to %d disks", HUB_MAX_DISKS);
+    return -1;
+  }
+  v = calloc (n, sizeof *v);
+  if (v == NULL) {
+    error_set (ERR_INTERNAL, "out of memory");
+    return -1;
+  }
+  json_array_foreach (arr, i, d) {
+    int64_t index;
+    if (!json_is_object (d)) {
+      error_set (ERR_INVALID, "disks[%zu] must be an object", i);
+      return -1;
+    }
+    if (api_check_fields (d, disk_fields) == -1 ||
+        api_field_int (d, "disk_index", true, 0, HUB_MAX_DISK_INDEX, &index, NULL) == -1 ||
+        api_field_int (d, "bytes_done", true, 0, max, &v[i].p.bytes_done, NULL) == -1 ||
+        api_field_int (d, "bytes_total", true, 0, max, &v[i].p.bytes_total, NULL) == -1 ||
+        api_field_int (d, "rate_bytes_per_sec", true, 0, max, &v[i].p.rate_bytes_per_sec,
+                       NULL) == -1) {
+      error_prefix ("disks[%zu]", i);
+      return -1;
+    }
+    v[i].disk_index = (int) index;
+  }
+  if (hub_backup_report_progress (r->hub, r->id, v, n) == -1)
+    return -1;
+  r->status = 204;
+  return 0;
+}
+
 /* fail and cancel share everything but the status and the body. */
 static int
 end_job (struct api_req *r, enum job_status status)

@@ -17,6 +17,7 @@
 #include "hub/hub.h"
 #include "util/cleanup.h"
 #include "util/error.h"
+#include "util/json.h"
 #include "util/log.h"
 
 struct api {
@@ -73,6 +74,7 @@ static const struct route routes[] = {
   { "POST", "backups/*/complete", api_backups_complete },
   { "POST", "backups/*/fail", api_backups_fail },
   { "POST", "backups/*/cancel", api_backups_cancel },
+  { "POST", "backups/*/progress", api_backups_progress },
   { "POST", "backups/*/verify", api_backups_verify },
   { "GET", "contexts", api_contexts_list },
   { "GET", "contexts/*", api_contexts_get },
@@ -137,7 +139,7 @@ send_reply (struct MHD_Connection *conn, int status, json_t *reply, const char *
   char *text = NULL;
 
   if (reply) {
-    text = json_dumps (reply, JSON_COMPACT);
+    text = json_dumps (reply, STRATA_JSON_COMPACT);
     if (text == NULL)
       return MHD_NO;
     resp = MHD_create_response_from_buffer (strlen (text), text, MHD_RESPMEM_MUST_FREE);

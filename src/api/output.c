@@ -105,8 +105,9 @@ json_disk (struct hub *hub, const struct cat_job *job, const struct cat_disk *d,
   struct hub_progress p;
   json_t *progress = NULL;
 
-  /* Hub-driven copies report their progress while they run. */
-  if (job->driver == DRIVER_HUB && d->status == DISK_RUNNING &&
+  /* Running copies report their progress: the hub's workers, and agents
+   * through POST .../progress. */
+  if (d->status == DISK_RUNNING &&
       hub_backup_progress (hub, job->id, d->disk_index, &p))
     progress = json_pack ("{s:I,s:I,s:I}", "bytes_done", (json_int_t) p.bytes_done,
                           "bytes_total", (json_int_t) p.bytes_total,

@@ -40,6 +40,7 @@
 #include "util/array.h"
 #include "util/cleanup.h"
 #include "util/error.h"
+#include "util/json.h"
 #include "util/id.h"
 
 #define RB_REPO_FILE "strata-repository.json"
@@ -1024,7 +1025,7 @@ cli_rebuild_catalog (int argc, char **argv)
   }
   rep = report_json (&rb, failed);
   if (json) {
-    json_dumpf (rep, stdout, JSON_INDENT (2));
+    json_dumpf (rep, stdout, STRATA_JSON_PRETTY);
     fputc ('\n', stdout);
   }
   else

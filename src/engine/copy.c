@@ -1036,3 +1036,14 @@ copy_run (const struct copy_spec *s, struct engine_progress *p, struct copy_stat
   }
   return ret;
 }
+
+int64_t
+engine_progress_rate (const struct engine_progress *p)
+{
+  int64_t started = atomic_load (&p->started_ns);
+  int64_t elapsed_ns = clock_mono_ns () - started;
+
+  if (started <= 0 || elapsed_ns <= 0)
+    return 0;
+  return (int64_t) ((double) atomic_load (&p->bytes_done) * 1e9 / elapsed_ns);
+}

@@ -34,6 +34,9 @@ struct engine_progress {
   _Atomic int64_t started_ns;    /* CLOCK_MONOTONIC at the start, 0 before */
   _Atomic bool cancel;
 };
+/* The average rate since the copy started, in bytes per second (0 before
+ * it started). */
+int64_t engine_progress_rate (const struct engine_progress *p);
 
 /* One disk of a backup, as the caller knows it. */
 struct engine_backup_disk {

@@ -515,6 +515,7 @@ hub_backup_complete (struct hub *hub, const char *backup_id, int disk_index,
                              bytes_transferred, full_reason, out) == -1)
     return -1;
   crash_point ("complete:recorded");
+  hub_progress_forget (hub, backup_id, disk_index);
   if (repo_seal_image (repo.path, d->qcow2_path) == -1)
     log_warn ("backup %s disk %d: %s", backup_id, disk_index, error_message ());
   log_info ("backup %s disk %d completed (%s)%s", backup_id, disk_index,
@@ -534,8 +535,11 @@ hub_backup_complete (struct hub *hub, const char *backup_id, int disk_index,
 static void
 jobs_ended (struct hub *hub, char *const *ids)
 {
-  for (size_t i = 0; hub->hooks.ended && ids && ids[i]; i++)
-    hub->hooks.ended (hub, ids[i]);
+  for (size_t i = 0; ids && ids[i]; i++) {
+    hub_progress_forget (hub, ids[i], -1);
+    if (hub->hooks.ended)
+      hub->hooks.ended (hub, ids[i]);
+  }
 }
 
 /* hub_backup_end with hub->lock held. */

@@ -24,6 +24,9 @@ struct hub {
   struct hub_restore *restores;   /* open restore exports (hub/restore.c);
                                    * guarded by lock */
   struct hub_workers *workers;    /* hub-driven backups (hub/worker.c) */
+  /* What agents last reported of their copies (hub/progress.c). */
+  pthread_mutex_t progress_lock;
+  struct hub_progress_entry *progress;  /* guarded by progress_lock */
   /* Contexts a prune's merge step is writing the files of (hub/prune.c);
    * guarded by lock.  Backup starts and restore exports of such a context
    * wait on merge_cond (hub_merge_wait). */
@@ -119,6 +122,15 @@ void hub_prune_after_backup (struct hub *hub, const char *context_id);
 /* At start-up, before the file check: record the merge steps whose files
  * were done when the last hub stopped. */
 void hub_prune_recover (struct hub *hub);
+
+/* --- Agents' progress (hub/progress.c) -------------------------------- */
+/* The agent's last report of that disk, or false. */
+bool hub_agent_progress (struct hub *hub, const char *backup_id, int disk_index,
+                         struct hub_progress *out);
+/* Drop the reports of a job's disk (disk_index -1: of all its disks). */
+void hub_progress_forget (struct hub *hub, const char *backup_id, int disk_index);
+/* Drop them all (hub_close). */
+void hub_progress_free (struct hub *hub);
 
 /* The disk row of a job with that index, or NULL (hub/backup.c). */
 const struct cat_disk *hub_job_disk (const struct cat_job *job, int disk_index);

@@ -112,6 +112,7 @@ hub_open (struct hub_config *cfg)
   hub->lock_fd = -1;
   memset (cfg, 0, sizeof *cfg);
   pthread_mutex_init (&hub->lock, NULL);
+  pthread_mutex_init (&hub->progress_lock, NULL);
   pthread_cond_init (&hub->merge_cond, NULL);
   id_now (hub->started_at, sizeof hub->started_at);
 
@@ -237,6 +238,7 @@ hub_close (struct hub *hub)
   hub_workers_stop (hub);
   qsd_stop (hub->qsd);
   hub_restores_free (hub);
+  hub_progress_free (hub);
   catalog_close (hub->cat);
   hub_config_clear (&hub->cfg);
   free (hub->run_dir);

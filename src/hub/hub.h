@@ -157,14 +157,29 @@ int hub_source_check (const char *source);
  * otherwise. */
 int hub_source_allowed (struct hub *hub, const char *source, bool must_exist);
 
-/* Live progress of one disk of a hub-driven running job (hub/worker.c).
- * Returns false when no worker copies that disk now. */
+/* Live progress of one disk of a running job: a hub-driven one's from its
+ * worker (hub/worker.c), an agent's as the agent last reported it
+ * (hub/progress.c).  Returns false when nobody copies or reported that
+ * disk. */
 struct hub_progress {
   int64_t bytes_done, bytes_total;
   int64_t rate_bytes_per_sec;
 };
 bool hub_backup_progress (struct hub *hub, const char *backup_id, int disk_index,
                           struct hub_progress *out);
+
+/* An agent's report of one disk's copy (POST .../progress). */
+struct hub_progress_report {
+  int disk_index;
+  struct hub_progress p;
+};
+/* Keep the reports of a running agent-driven job's running disks, all or
+ * none: ERR_NOT_FOUND unknown job or disk, ERR_CONFLICT a job that is not
+ * running or hub-driven or a disk that is not running, ERR_INVALID a disk
+ * given twice or numbers out of bounds (bytes_done <= bytes_total <= the
+ * disk's size). */
+int hub_backup_report_progress (struct hub *hub, const char *backup_id,
+                                const struct hub_progress_report *v, size_t n);
 
 /* Mark a completed backup protected (never pruned) or not.  ERR_CONFLICT
  * unless it is completed.  *out receives the job afterwards. */

@@ -847,13 +847,14 @@ hub_backup_progress (struct hub *hub, const char *backup_id, int disk_index,
   struct hub_workers *w = hub->workers;
   struct task *t;
 
+  if (hub_agent_progress (hub, backup_id, disk_index, out))
+    return true;
   if (w == NULL)
     return false;
   SCOPED_LOCK (&w->lock);
   t = find_task (w->running, backup_id);
   for (size_t i = 0; t && t->loaded && i < t->n; i++) {
     struct disk_task *dt = &t->disks[i];
-    int64_t started, elapsed_ns;
 
     if (t->sdisks[i].disk_index != disk_index)
       continue;
@@ -861,11 +862,7 @@ hub_backup_progress (struct hub *hub, const char *backup_id, int disk_index,
       return false;
     out->bytes_done = atomic_load (&dt->progress.bytes_done);
     out->bytes_total = atomic_load (&dt->progress.bytes_total);
-    out->rate_bytes_per_sec = 0;
-    started = atomic_load (&dt->progress.started_ns);
-    elapsed_ns = clock_mono_ns () - started;
-    if (started > 0 && elapsed_ns > 0)
-      out->rate_bytes_per_sec = (int64_t) ((double) out->bytes_done * 1e9 / elapsed_ns);
+    out->rate_bytes_per_sec = engine_progress_rate (&dt->progress);
     return true;
   }
   return false;

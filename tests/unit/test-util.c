@@ -1,5 +1,5 @@
 /* tests/unit/test-util.c - ids, VM names, listen addresses, config files,
- * relative backing paths and the error table. */
+ * relative backing paths, the error table and how JSON numbers print. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +11,7 @@
 #include "storage/repo.h"
 #include "util/error.h"
 #include "util/id.h"
+#include "util/json.h"
 #include "util/net.h"
 #include "util/state.h"
 
@@ -214,6 +215,23 @@ test_states (void)
   }
 }
 
+/* The hub's replies and the CLI's --json print reals as people wrote them. */
+static void
+test_json_numbers (void)
+{
+  json_t *j = json_pack ("[f,f,f,f,I]", 0.045, 0.1 + 0.2, 1.0 / 3, 1.5e20,
+                         (json_int_t) 9007199254740993);
+  char *compact = json_dumps (j, STRATA_JSON_COMPACT);
+  char *pretty = json_dumps (j, STRATA_JSON_PRETTY);
+
+  is_str (compact, "[0.045,0.3,0.333333333333333,1.5e20,9007199254740993]",
+          "reals with 15 digits (0.045, not 0.044999999999999998); integers whole");
+  ok (pretty && strstr (pretty, "\n  0.045,\n") != NULL, "indented too: %s", pretty);
+  free (compact);
+  free (pretty);
+  json_decref (j);
+}
+
 int
 main (void)
 {
@@ -224,5 +242,6 @@ main (void)
   test_relative ();
   test_errors ();
   test_states ();
+  test_json_numbers ();
   return done_testing ();
 }
