@@ -34,12 +34,19 @@ usage (FILE *fp)
 "             into the points that stay (strata prune --help)\n"
 "  verify     read back a backup's chain and check it against its hashes\n"
 "             (strata verify --help)\n"
+"  vms        list the VMs of the inventory\n"
+"  contexts   list the backup contexts: points, last backup, bytes used,\n"
+"             verify state, overdue\n"
+"  backups    list backups (--vm, --repository, --status, --limit)\n"
+"  show       show one backup: its disks, files, change ids and chains\n"
+"  jobs       list the running backups with each disk's progress\n"
+"             (each: strata COMMAND --help; --json for scripts)\n"
 "  help       show this help\n"
 "  version    print the version\n"
 "\n"
-"Exit status: 0 on success, 1 on failure, 2 on a usage error; backup,\n"
-"restore, prune and verify also use 3 (hub unreachable or refused) and 4\n"
-"(conflict).\n");
+"Exit status: 0 on success, 1 on failure, 2 on a usage error; the commands\n"
+"that talk to a hub also use 3 (hub unreachable or refused) and backup,\n"
+"restore, prune and verify 4 (conflict).\n");
 }
 
 /* Run the hub until SIGINT or SIGTERM. */
@@ -111,6 +118,8 @@ main (int argc, char **argv)
     return agent_prune_main (argc - 1, argv + 1);
   if (strcmp (argv[1], "verify") == 0)
     return agent_verify_main (argc - 1, argv + 1);
+  if (agent_is_listing (argv[1]))
+    return agent_list_main (argc - 1, argv + 1);
   if (strcmp (argv[1], "help") == 0 || strcmp (argv[1], "--help") == 0 ||
       strcmp (argv[1], "-h") == 0) {
     usage (stdout);
