@@ -122,7 +122,8 @@ int api_bad_word (const char *what, void (*words) (char *, size_t));
 json_t *api_json_str (const char *s);   /* string or null */
 json_t *api_json_repo (struct hub *hub, const struct cat_repository *r);  /* with usage */
 json_t *api_json_vm (const struct cat_vm *vm);
-json_t *api_json_context (const struct cat_context *c);
+/* A context with its summary (hub_context_summary). */
+json_t *api_json_context (struct hub *hub, const struct cat_context *c);
 json_t *api_json_policy (const struct cat_policy *p);
 json_t *api_json_task (const struct cat_task *t);
 /* The first bad offsets of a comparison, as an array. */
