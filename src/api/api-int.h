@@ -73,6 +73,14 @@ int api_upload_open (struct api_req *r, const char *disk_text, enum hub_upload_k
 int api_upload_reply (struct api_req *r, struct hub_upload *u);
 int api_tasks_get (struct api_req *r);
 
+/* --- Metrics (api/metrics.c) ------------------------------------------ */
+/* GET /metrics: *text (caller frees, *len bytes) in Prometheus' text format. */
+int api_metrics (struct api_req *r, char **text, size_t *len);
+/* Count a request answered with status, by its class (api/metrics.c says
+ * which), method, and the seconds it took. */
+void api_metrics_request (const char *class, const char *method, int status,
+                          double seconds);
+
 /* --- Input (api/input.c) ---------------------------------------------- */
 /* Reject query parameters outside allowed (NULL-terminated). */
 int api_query_check (struct api_req *r, const char *const allowed[]);

@@ -16,8 +16,10 @@
 #include "api/api-int.h"
 #include "hub/hub.h"
 #include "util/cleanup.h"
+#include "util/clock.h"
 #include "util/error.h"
 #include "util/log.h"
+#include "web/web.h"
 
 struct api {
   struct hub *hub;
@@ -41,12 +43,17 @@ struct conn_state {
   uint64_t dropped;
   enum error_category up_cat;
   char *up_err;
+  int64_t started_ns;        /* when the headers came (for the metrics) */
 };
 
 /* Why the URL now being parsed on this thread was refused, or NULL.  With
  * one thread per connection, libmicrohttpd parses a request's URL (and
  * calls on_unescape) on the thread that then calls on_request for it. */
 static __thread const char *unescape_refused;
+
+/* The status of the answer this thread queued last (0: none), for the
+ * request metrics. */
+static __thread int reply_status;
 
 struct route {
   const char *method;
@@ -154,6 +161,7 @@ send_reply (struct MHD_Connection *conn, int status, json_t *reply, const char *
     MHD_add_response_header (resp, "Allow", allow);
   if (status == 401)
     MHD_add_response_header (resp, "WWW-Authenticate", "Bearer");
+  reply_status = status;
   ret = MHD_queue_response (conn, status, resp);
   MHD_destroy_response (resp);
   return ret;
@@ -212,6 +220,34 @@ parse_body (struct conn_state *cs, json_t **out)
   return 0;
 }
 
+/* GET /metrics: the API's token is needed when there is one. */
+static enum MHD_Result
+send_metrics (struct api *api, struct MHD_Connection *conn, const char *method,
+              const char *url, struct api_req *r)
+{
+  struct MHD_Response *resp;
+  enum MHD_Result ret;
+  char *text;
+  size_t len;
+
+  if (strcmp (method, "GET") != 0 && strcmp (method, "HEAD") != 0) {
+    error_set (ERR_METHOD, "use GET on /metrics");
+    return send_error (conn, method, url, "GET");
+  }
+  if (check_auth (api->hub, conn) == -1 || api_metrics (r, &text, &len) == -1)
+    return send_error (conn, method, url, NULL);
+  resp = MHD_create_response_from_buffer (len, text, MHD_RESPMEM_MUST_FREE);
+  if (resp == NULL) {
+    free (text);
+    return MHD_NO;
+  }
+  MHD_add_response_header (resp, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+  reply_status = 200;
+  ret = MHD_queue_response (conn, 200, resp);
+  MHD_destroy_response (resp);
+  return ret;
+}
+
 /* Route and run one complete request. */
 static enum MHD_Result
 dispatch (struct api *api, struct MHD_Connection *conn, const char *url,
@@ -243,6 +279,8 @@ dispatch (struct api *api, struct MHD_Connection *conn, const char *url,
     json_decref (r.reply);
     return ret;
   }
+  if (strcmp (url, "/metrics") == 0)
+    return send_metrics (api, conn, method, url, &r);
   if (strncmp (url, "/api/v1/", 8) != 0) {
     error_set (ERR_NOT_FOUND, "no such route: %s (the API lives under /api/v1/)", url);
     return send_error (conn, method, url, NULL);
@@ -287,6 +325,43 @@ dispatch (struct api *api, struct MHD_Connection *conn, const char *url,
   json_decref (r.reply);
   return ret;
 }
+
+/* A request's class for the metrics (api/metrics.c): the pattern of the
+ * route its path matches, whatever its method, or a fixed word. */
+static const char *
+request_class (const char *url)
+{
+  static const char *const streamed[] = {
+    "backups/*/disks/*/manifest", "backups/*/disks/*/audit",
+  };
+  CLEANUP_FREE char *copy = NULL;
+  const char *capture;
+
+  if (strcmp (url, "/healthz") == 0 || strcmp (url, "/metrics") == 0)
+    return url + 1;
+  if (strcmp (url, "/api/v1/openapi.json") == 0)
+    return "openapi";
+  if (strncmp (url, "/api/v1/", 8) != 0)
+    return web_asset_find (url) ? "static" : "unmatched";
+  if ((copy = strdup (url + 8)) == NULL)
+    return "unmatched";
+  for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+    strcpy (copy, url + 8);
+    if (route_match (routes[i].pattern, copy, &capture))
+      return routes[i].pattern;
+  }
+  for (size_t i = 0; i < sizeof streamed / sizeof streamed[0]; i++) {
+    strcpy (copy, url + 8);
+    if (route_match (streamed[i], copy, &capture))
+      return streamed[i];
+  }
+  return "unmatched";
+}
+
+/* Answer a request whose body is all here, and count it. */
+static enum MHD_Result
+answer (struct api *api, struct MHD_Connection *conn, const char *url,
+        const char *method, struct conn_state *cs);
 
 /* Keep the thread's error for the end of an upload's request. */
 static void
@@ -400,6 +475,7 @@ on_request (void *cls, struct MHD_Connection *conn, const char *url,
     unescape_refused = NULL;
     *con_cls = cs;
     cs->method = method;
+    cs->started_ns = clock_mono_ns ();
     upload_begin (api, conn, url, cs);
     return MHD_YES;
   }
@@ -415,7 +491,7 @@ on_request (void *cls, struct MHD_Connection *conn, const char *url,
     return MHD_YES;
   }
   if (cs->uploading)
-    return upload_finish (conn, url, cs);
+    return answer (api, conn, url, method, cs);
   if (*upload_data_size > 0) {
     size_t n = *upload_data_size;
     *upload_data_size = 0;
@@ -438,7 +514,21 @@ on_request (void *cls, struct MHD_Connection *conn, const char *url,
     cs->body[cs->len] = '\0';
     return MHD_YES;
   }
-  return dispatch (api, conn, url, method, cs);
+  return answer (api, conn, url, method, cs);
+}
+
+static enum MHD_Result
+answer (struct api *api, struct MHD_Connection *conn, const char *url,
+        const char *method, struct conn_state *cs)
+{
+  enum MHD_Result ret;
+
+  reply_status = 0;
+  ret = cs->uploading ? upload_finish (conn, url, cs) : dispatch (api, conn, url, method, cs);
+  if (reply_status)
+    api_metrics_request (request_class (url), method, reply_status,
+                         (double) (clock_mono_ns () - cs->started_ns) / 1e9);
+  return ret;
 }
 
 static void
