@@ -34,7 +34,7 @@ struct hub {
    * lock.  A merge step of such a context waits (hub_verifying). */
   char **verifying;
   size_t n_verifying;
-  struct hub_schedule *schedule;  /* the scheduler thread (hub/schedule.c) */
+  struct ticker *schedule;        /* the scheduler thread (hub/schedule.c) */
   struct hub_usage *usage;        /* repository usage cache (hub/usage.c) */
   /* What the backup transitions tell whoever runs jobs (the worker pool
    * sets these when it starts; NULL: nobody listens). */

@@ -19,7 +19,7 @@
 
 static struct metric *m_jobs, *m_written, *m_zeroed, *m_restarts;
 static struct metric *m_last_success, *m_running_jobs, *m_running_disks;
-static struct metric *m_repo_used, *m_repo_free;
+static struct metric *m_repo_used, *m_repo_free, *m_build, *m_start;
 
 /* Set the scrape-time gauges from the catalog and the usage cache. */
 static void
@@ -75,44 +75,52 @@ collect (void *opaque)
   }
 }
 
+/* The hub's families, registered by hub_metrics_open. */
+static const struct family {
+  struct metric **m;
+  bool counter;              /* else a gauge */
+  const char *name, *labels, *help;
+} families[] = {
+  { &m_jobs, true, "strata_jobs_total", "status,driver",
+    "Backup jobs that ended, by how they ended and who copied the data." },
+  { &m_written, true, "strata_written_bytes_total", NULL,
+    "Bytes written to backup images (hub-driven copies, and agents that report it)." },
+  { &m_zeroed, true, "strata_zeroed_bytes_total", NULL,
+    "Bytes written to backup images as zeroes (hub-driven copies, and agents that "
+    "report bytes_zeroed)." },
+  { &m_restarts, true, "strata_storage_daemon_restarts_total", NULL,
+    "Times the qemu-storage-daemon died and was started again." },
+  { &m_last_success, false, "strata_last_success_timestamp_seconds", "context,vm,repository",
+    "When the newest completed backup of a context completed (Unix time)." },
+  { &m_running_jobs, false, "strata_running_jobs", "driver",
+    "Backup jobs running or finishing now." },
+  { &m_running_disks, false, "strata_running_disks", NULL,
+    "Disks of running backup jobs not yet completed." },
+  { &m_repo_used, false, "strata_repository_used_bytes", "repository",
+    "Bytes the repository's files take (measured at most once a minute, and after "
+    "changes)." },
+  { &m_repo_free, false, "strata_repository_free_bytes", "repository",
+    "Bytes the repository's file system offers." },
+  { &m_build, false, "strata_build_info", "version",
+    "The running strata's version (always 1)." },
+  { &m_start, false, "strata_start_time_seconds", NULL,
+    "When the hub process started (Unix time)." },
+};
+
 int
 hub_metrics_open (struct hub *hub)
 {
   static const enum job_status ends[] = { JOB_COMPLETED, JOB_FAILED, JOB_CANCELLED };
-  struct metric *build, *start;
   struct timespec now;
 
-  m_jobs = metrics_counter ("strata_jobs_total", "Backup jobs that ended, by how they "
-                            "ended and who copied the data.", "status,driver");
-  m_written = metrics_counter ("strata_written_bytes_total", "Bytes written to backup "
-                               "images (hub-driven copies, and agents that report it).",
-                               NULL);
-  m_zeroed = metrics_counter ("strata_zeroed_bytes_total", "Bytes written to backup "
-                              "images as zeroes (hub-driven copies, and agents that "
-                              "report bytes_zeroed).", NULL);
-  m_restarts = metrics_counter ("strata_storage_daemon_restarts_total", "Times the "
-                                "qemu-storage-daemon died and was started again.", NULL);
-  m_last_success = metrics_gauge ("strata_last_success_timestamp_seconds", "When the "
-                                  "newest completed backup of a context completed (Unix "
-                                  "time).", "context,vm,repository");
-  m_running_jobs = metrics_gauge ("strata_running_jobs", "Backup jobs running or "
-                                  "finishing now.", "driver");
-  m_running_disks = metrics_gauge ("strata_running_disks", "Disks of running backup jobs "
-                                   "not yet completed.", NULL);
-  m_repo_used = metrics_gauge ("strata_repository_used_bytes", "Bytes the repository's "
-                               "files take (measured at most once a minute, and after "
-                               "changes).", "repository");
-  m_repo_free = metrics_gauge ("strata_repository_free_bytes", "Bytes the repository's "
-                               "file system offers.", "repository");
-  build = metrics_gauge ("strata_build_info", "The running strata's version (always 1).",
-                         "version");
-  start = metrics_gauge ("strata_start_time_seconds", "When the hub process started "
-                         "(Unix time).", NULL);
-  if (!m_jobs || !m_written || !m_zeroed || !m_restarts || !m_last_success ||
-      !m_running_jobs || !m_running_disks || !m_repo_used || !m_repo_free || !build ||
-      !start) {
-    error_set (ERR_INTERNAL, "out of memory registering the metrics");
-    return -1;
+  for (size_t i = 0; i < sizeof families / sizeof families[0]; i++) {
+    const struct family *f = &families[i];
+    *f->m = f->counter ? metrics_counter (f->name, f->help, f->labels)
+                       : metrics_gauge (f->name, f->help, f->labels);
+    if (*f->m == NULL) {
+      error_set (ERR_INTERNAL, "out of memory registering the metrics");
+      return -1;
+    }
   }
   /* Every series an alert may watch exists from the start, at 0, so that
    * its first increase is seen. */
@@ -123,9 +131,9 @@ hub_metrics_open (struct hub *hub)
   metrics_add (m_written, 0);
   metrics_add (m_zeroed, 0);
   metrics_add (m_restarts, 0);
-  metrics_set (build, 1, STRATA_VERSION);
+  metrics_set (m_build, 1, STRATA_VERSION);
   clock_gettime (CLOCK_REALTIME, &now);
-  metrics_set (start, (double) now.tv_sec + now.tv_nsec / 1e9);
+  metrics_set (m_start, (double) now.tv_sec + now.tv_nsec / 1e9);
   if (metrics_collector_add (collect, hub) == -1) {
     error_set (ERR_INTERNAL, "out of memory registering the metrics");
     return -1;

@@ -14,8 +14,7 @@
  * missing, is measured again on its thread; that is one walk per change,
  * not one per request.
  *
- * LOCKING: u->lock guards the entries, the generation and the thread's
- * flags.  Walks are serialised by u->walk_lock (repo_usage keeps its sum in
+ * LOCKING: u->lock guards the entries and the generation.  Walks are serialised by u->walk_lock (repo_usage keeps its sum in
  * a static), and never run under u->lock or hub->lock.
  */
 #include <errno.h>
@@ -30,6 +29,7 @@
 #include "util/cleanup.h"
 #include "util/error.h"
 #include "util/log.h"
+#include "util/ticker.h"
 
 #define USAGE_PERIOD_S 60
 
@@ -42,9 +42,7 @@ struct usage_entry {
 
 struct hub_usage {
   pthread_mutex_t lock, walk_lock;
-  pthread_cond_t cond;
-  pthread_t thread;
-  bool stopping, poked;
+  struct ticker *ticker;     /* the thread (util/ticker.h) */
   unsigned gen;
   struct usage_entry *v;
   size_t n;
@@ -130,35 +128,18 @@ refresh_all (struct hub *hub)
   }
 }
 
-static void *
-usage_main (void *arg)
+/* One run of the thread: measure, and again in a minute at the latest. */
+static time_t
+usage_tick (void *opaque)
 {
-  struct hub *hub = arg;
-  struct hub_usage *u = hub->usage;
-
-  pthread_mutex_lock (&u->lock);
-  while (!u->stopping) {
-    struct timespec until;
-
-    u->poked = false;
-    pthread_mutex_unlock (&u->lock);
-    refresh_all (hub);
-    pthread_mutex_lock (&u->lock);
-    clock_gettime (CLOCK_REALTIME, &until);
-    until.tv_sec += USAGE_PERIOD_S;
-    while (!u->stopping && !u->poked)
-      if (pthread_cond_timedwait (&u->cond, &u->lock, &until) == ETIMEDOUT)
-        break;
-  }
-  pthread_mutex_unlock (&u->lock);
-  return NULL;
+  refresh_all (opaque);
+  return time (NULL) + USAGE_PERIOD_S;
 }
 
 int
 hub_usage_start (struct hub *hub)
 {
   struct hub_usage *u = calloc (1, sizeof *u);
-  int err;
 
   if (u == NULL) {
     error_set_errno (ERR_INTERNAL, errno, "out of memory");
@@ -166,16 +147,10 @@ hub_usage_start (struct hub *hub)
   }
   pthread_mutex_init (&u->lock, NULL);
   pthread_mutex_init (&u->walk_lock, NULL);
-  pthread_cond_init (&u->cond, NULL);
   hub->usage = u;
-  err = pthread_create (&u->thread, NULL, usage_main, hub);
-  if (err != 0) {
-    hub->usage = NULL;
-    pthread_cond_destroy (&u->cond);
-    pthread_mutex_destroy (&u->walk_lock);
-    pthread_mutex_destroy (&u->lock);
-    free (u);
-    error_set_errno (ERR_INTERNAL, err, "starting the repository usage thread");
+  u->ticker = ticker_start ("the repository usage thread", usage_tick, hub);
+  if (u->ticker == NULL) {
+    hub_usage_stop (hub);
     return -1;
   }
   return 0;
@@ -188,15 +163,10 @@ hub_usage_stop (struct hub *hub)
 
   if (u == NULL)
     return;
-  pthread_mutex_lock (&u->lock);
-  u->stopping = true;
-  pthread_cond_broadcast (&u->cond);
-  pthread_mutex_unlock (&u->lock);
-  pthread_join (u->thread, NULL);
+  ticker_stop (u->ticker);
   for (size_t i = 0; i < u->n; i++)
     free (u->v[i].repo_id);
   free (u->v);
-  pthread_cond_destroy (&u->cond);
   pthread_mutex_destroy (&u->walk_lock);
   pthread_mutex_destroy (&u->lock);
   free (u);
@@ -210,10 +180,11 @@ hub_usage_changed (struct hub *hub)
 
   if (u == NULL)
     return;
-  SCOPED_LOCK (&u->lock);
-  u->gen++;
-  u->poked = true;
-  pthread_cond_broadcast (&u->cond);
+  {
+    SCOPED_LOCK (&u->lock);
+    u->gen++;
+  }
+  ticker_poke (u->ticker);
 }
 
 bool

@@ -202,70 +202,60 @@ label_values (const struct metric *m, va_list ap, const char *values[METRICS_MAX
 
 enum op { OP_ADD, OP_SET, OP_OBSERVE };
 
+/* Apply op to the series of m named by the label values in ap; an op that
+ * does not fit the family's type (a set on a counter) does nothing. */
 static void
 update (struct metric *m, enum op op, double v, va_list ap)
 {
   const char *values[METRICS_MAX_LABELS];
   struct series *s;
 
+  if (m == NULL || (op == OP_ADD && m->type == METRIC_HISTOGRAM) ||
+      (op == OP_SET && m->type != METRIC_GAUGE) ||
+      (op == OP_OBSERVE && m->type != METRIC_HISTOGRAM))
+    return;
   label_values (m, ap, values);
   SCOPED_LOCK (&reg.lock);
   if ((s = series_get (m, values, true)) == NULL)
     return;
-  switch (op) {
-  case OP_ADD:
-    if (m->type != METRIC_COUNTER || v >= 0)
-      s->value += v;
-    break;
-  case OP_SET:
+  if (op == OP_SET)
     s->value = v;
-    break;
-  case OP_OBSERVE:
+  else if (op == OP_ADD && (m->type != METRIC_COUNTER || v >= 0))
+    s->value += v;
+  else if (op == OP_OBSERVE) {
+    size_t i;
+    for (i = 0; i < m->n_buckets && v > m->bounds[i]; i++)
+      ;
+    if (i < m->n_buckets)
+      s->buckets[i]++;
     s->value += v;
     s->count++;
-    for (size_t i = 0; i < m->n_buckets; i++)
-      if (v <= m->bounds[i]) {
-        s->buckets[i]++;
-        break;
-      }
-    break;
   }
 }
+
+#define UPDATE(m, op, v) do {                   \
+    va_list ap;                                 \
+    va_start (ap, v);                           \
+    update ((m), (op), (v), ap);                \
+    va_end (ap);                                \
+  } while (0)
 
 void
 metrics_add (struct metric *m, double v, ...)
 {
-  va_list ap;
-
-  if (m == NULL || m->type == METRIC_HISTOGRAM)
-    return;
-  va_start (ap, v);
-  update (m, OP_ADD, v, ap);
-  va_end (ap);
+  UPDATE (m, OP_ADD, v);
 }
 
 void
 metrics_set (struct metric *m, double v, ...)
 {
-  va_list ap;
-
-  if (m == NULL || m->type != METRIC_GAUGE)
-    return;
-  va_start (ap, v);
-  update (m, OP_SET, v, ap);
-  va_end (ap);
+  UPDATE (m, OP_SET, v);
 }
 
 void
 metrics_observe (struct metric *m, double v, ...)
 {
-  va_list ap;
-
-  if (m == NULL || m->type != METRIC_HISTOGRAM)
-    return;
-  va_start (ap, v);
-  update (m, OP_OBSERVE, v, ap);
-  va_end (ap);
+  UPDATE (m, OP_OBSERVE, v);
 }
 
 double
