@@ -326,43 +326,6 @@ dispatch (struct api *api, struct MHD_Connection *conn, const char *url,
   return ret;
 }
 
-/* A request's class for the metrics (api/metrics.c): the pattern of the
- * route its path matches, whatever its method, or a fixed word. */
-static const char *
-request_class (const char *url)
-{
-  static const char *const streamed[] = {
-    "backups/*/disks/*/manifest", "backups/*/disks/*/audit",
-  };
-  CLEANUP_FREE char *copy = NULL;
-  const char *capture;
-
-  if (strcmp (url, "/healthz") == 0 || strcmp (url, "/metrics") == 0)
-    return url + 1;
-  if (strcmp (url, "/api/v1/openapi.json") == 0)
-    return "openapi";
-  if (strncmp (url, "/api/v1/", 8) != 0)
-    return web_asset_find (url) ? "static" : "unmatched";
-  if ((copy = strdup (url + 8)) == NULL)
-    return "unmatched";
-  for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
-    strcpy (copy, url + 8);
-    if (route_match (routes[i].pattern, copy, &capture))
-      return routes[i].pattern;
-  }
-  for (size_t i = 0; i < sizeof streamed / sizeof streamed[0]; i++) {
-    strcpy (copy, url + 8);
-    if (route_match (streamed[i], copy, &capture))
-      return streamed[i];
-  }
-  return "unmatched";
-}
-
-/* Answer a request whose body is all here, and count it. */
-static enum MHD_Result
-answer (struct api *api, struct MHD_Connection *conn, const char *url,
-        const char *method, struct conn_state *cs);
-
 /* Keep the thread's error for the end of an upload's request. */
 static void
 upload_fail (struct conn_state *cs)
@@ -459,6 +422,53 @@ upload_finish (struct MHD_Connection *conn, const char *url, struct conn_state *
   return ret;
 }
 
+/* A request's class for the metrics (api/metrics.c): the pattern of the
+ * route its path matches, whatever its method, or a fixed word. */
+static const char *
+request_class (const char *url)
+{
+  static const char *const streamed[] = {
+    "backups/*/disks/*/manifest", "backups/*/disks/*/audit",
+  };
+  CLEANUP_FREE char *copy = NULL;
+  const char *capture;
+
+  if (strcmp (url, "/healthz") == 0 || strcmp (url, "/metrics") == 0)
+    return url + 1;
+  if (strcmp (url, "/api/v1/openapi.json") == 0)
+    return "openapi";
+  if (strncmp (url, "/api/v1/", 8) != 0)
+    return web_asset_find (url) ? "static" : "unmatched";
+  if ((copy = strdup (url + 8)) == NULL)
+    return "unmatched";
+  for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+    strcpy (copy, url + 8);
+    if (route_match (routes[i].pattern, copy, &capture))
+      return routes[i].pattern;
+  }
+  for (size_t i = 0; i < sizeof streamed / sizeof streamed[0]; i++) {
+    strcpy (copy, url + 8);
+    if (route_match (streamed[i], copy, &capture))
+      return streamed[i];
+  }
+  return "unmatched";
+}
+
+/* Answer a request whose body is all here, and count it. */
+static enum MHD_Result
+answer (struct api *api, struct MHD_Connection *conn, const char *url,
+        const char *method, struct conn_state *cs)
+{
+  enum MHD_Result ret;
+
+  reply_status = 0;
+  ret = cs->uploading ? upload_finish (conn, url, cs) : dispatch (api, conn, url, method, cs);
+  if (reply_status)
+    api_metrics_request (request_class (url), method, reply_status,
+                         (double) (clock_mono_ns () - cs->started_ns) / 1e9);
+  return ret;
+}
+
 static enum MHD_Result
 on_request (void *cls, struct MHD_Connection *conn, const char *url,
             const char *method, const char *version, const char *upload_data,
@@ -515,20 +525,6 @@ on_request (void *cls, struct MHD_Connection *conn, const char *url,
     return MHD_YES;
   }
   return answer (api, conn, url, method, cs);
-}
-
-static enum MHD_Result
-answer (struct api *api, struct MHD_Connection *conn, const char *url,
-        const char *method, struct conn_state *cs)
-{
-  enum MHD_Result ret;
-
-  reply_status = 0;
-  ret = cs->uploading ? upload_finish (conn, url, cs) : dispatch (api, conn, url, method, cs);
-  if (reply_status)
-    api_metrics_request (request_class (url), method, reply_status,
-                         (double) (clock_mono_ns () - cs->started_ns) / 1e9);
-  return ret;
 }
 
 static void
