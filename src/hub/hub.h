@@ -88,7 +88,9 @@ int hub_repo_create (struct hub *hub, const char *id, const char *name,
                      enum repo_type type, const char *path, struct cat_repository *out);
 /* ERR_CONFLICT while a context uses it; its folder stays on disk. */
 int hub_repo_delete (struct hub *hub, const char *id);
-/* Bytes the repository's files take, and bytes its file system offers. */
+/* Bytes the repository's files take, and bytes its file system offers:
+ * cached (hub/usage.c), measured again when something changed its files
+ * since, or after a minute. */
 int hub_repo_usage (struct hub *hub, const struct cat_repository *r, int64_t *used,
                     int64_t *available);
 /* Insert or replace a VM with its disks; *out receives it as stored. */
@@ -116,11 +118,14 @@ int hub_backup_start (struct hub *hub, const struct hub_backup_request *req,
 
 /* Complete one disk: remove its export (flushing it), sync the file and make
  * it read-only, then record it.  full_reason (or NULL) says why the disk was
- * copied in full into its overlay.  A repeat of an accepted completion with
- * the same change id succeeds again.  *out receives the job afterwards. */
+ * copied in full into its overlay.  bytes_zeroed: what the copy wrote as
+ * zeroes, for the metrics only (-1: not known).  A repeat of an accepted
+ * completion with the same change id succeeds again.  *out receives the
+ * job afterwards. */
 int hub_backup_complete (struct hub *hub, const char *backup_id, int disk_index,
                          const char *change_id, int64_t bytes_transferred,
-                         const char *full_reason, struct cat_job *out);
+                         int64_t bytes_zeroed, const char *full_reason,
+                         struct cat_job *out);
 
 /* End a running job as JOB_FAILED or JOB_CANCELLED; drops the unfinished disks'
  * exports and files.  disk_index < 0 when no disk is named.  A finishing
