@@ -56,8 +56,6 @@ for page in "$MAN"/man*/*; do
   like "$(lexgrog "$page")" ": \"${name%.*} - " "whatis finds $name by its name"
 done
 
-# The commands "strata help" lists (two-space indented names under
-# "Commands:"), less help and version, which strata(1) describes.
 # help_options CMD: the options "strata CMD --help" offers: those of its
 # usage lines (the first line and the indented ones right after it) and
 # those that start a line of the option list (--keep-X, a pattern, is not
@@ -68,7 +66,10 @@ help_options ()
     grep -oE -- '--[a-z][a-zA-Z-]*[a-zA-Z]' | grep -v '[A-Z]' | sort -u
 }
 
-commands=$("$BIN" help | sed -n '/^Commands:/,/^$/p' |
+# The commands "strata help" lists (names indented by two spaces, from
+# "Commands:" to the next heading), less help and version, which strata(1)
+# describes.
+commands=$("$BIN" help | sed -n '/^Commands:/,/^[A-Z]/p' |
            sed -nE 's/^  ([a-z][a-z-]*)( .*)?$/\1/p' | grep -vxE 'help|version')
 cmp_ok "$(wc -w <<< "$commands")" -ge 7 "strata help lists its commands"
 strata_page=$(MANWIDTH=2000 man -l "$MAN/man1/strata.1" 2>/dev/null)
@@ -90,6 +91,14 @@ for cmd in $commands; do
   done
   is "$missing" "" "strata-$cmd(1) describes every option of strata $cmd --help"
 done
+
+# And no page for a command that is not there.
+stale=
+for page in "$MAN"/man1/strata-*.1; do
+  cmd=$(basename "$page" .1)
+  grep -qx "${cmd#strata-}" <<< "$commands" || stale+=" $cmd"
+done
+is "$stale" "" "every strata-COMMAND(1) page is of a command strata help lists"
 
 # --- the config example and strata.conf(5) ---------------------------------
 CONF=$DEST/etc/strata/strata.conf
