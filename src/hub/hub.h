@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "catalog/catalog.h"
 #include "integrity/manifest.h"
@@ -41,6 +42,7 @@ struct hub_config {
                             * in; NULL: any absolute path */
   char *libvirt_uri;       /* where libvirt:// sources live; NULL:
                             * qemu:///system */
+  bool check_only;         /* --check-config: parse, print, start nothing */
 };
 
 /* Fill cfg from the `strata serve` command line, reading --config FILE
@@ -49,6 +51,8 @@ struct hub_config {
 int hub_config_parse (struct hub_config *cfg, int argc, char **argv);
 void hub_config_clear (struct hub_config *cfg);
 void hub_config_usage (void);
+/* Print the options in effect as config-file lines (--check-config). */
+void hub_config_print (const struct hub_config *cfg, FILE *fp);
 
 /* The hub: opaque outside src/hub/ (hub/hub-int.h has it). */
 struct hub;
