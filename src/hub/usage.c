@@ -14,8 +14,9 @@
  * missing, is measured again on its thread; that is one walk per change,
  * not one per request.
  *
- * LOCKING: u->lock guards the entries and the generation.  Walks are serialised by u->walk_lock (repo_usage keeps its sum in
- * a static), and never run under u->lock or hub->lock.
+ * LOCKING: u->lock guards the entries and the generation.  Walks are
+ * serialised by u->walk_lock (one tree walk at a time, however many
+ * requests want one), and never run under u->lock or hub->lock.
  */
 #include <errno.h>
 #include <pthread.h>
