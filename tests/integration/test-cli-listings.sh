@@ -9,7 +9,7 @@
 # statuses.
 
 source "$(dirname "$0")/../functions.sh"
-requires qemu-img qemu-io qemu-storage-daemon nbdinfo jq curl
+requires qemu-img qemu-io qemu-storage-daemon nbdinfo jq curl sqlite3
 
 start_hub
 HUB="http://127.0.0.1:$HUB_PORT"
@@ -101,10 +101,31 @@ like "$(printf '%s\n' "$AGENT_OUT" | grep '^db one')" "^db one +default +2 " "'d
 like "$(printf '%s\n' "$AGENT_OUT" | grep '^wéb')" "^wéb +default +1 " "'wéb': 1 point"
 like "$(printf '%s\n' "$AGENT_OUT" | grep '^db one')" "[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2} \\([0-9]+s ago\\)" \
   "the last backup in local time with its age"
+is "$(column "LAST STATUS" | tr '\n' ' ')" "completed failed " "the newest attempt's status: 'wéb' failed last"
+is "$(column VERIFY | tr '\n' ' ')/$(column OVERDUE | tr '\n' ' ')" "none none /no no " "never verified, not overdue (no schedule)"
+api GET "/api/v1/contexts?vm_name=$(urlencode "db one")"
+USED=$(jqb '.contexts[0].summary.bytes_used')
+cmp_ok "$USED" -gt 0 "the hub counts the bytes 'db one' uses"
+like "$(printf '%s\n' "$AGENT_OUT" | grep '^db one')" " $(awk -v b="$USED" 'BEGIN { split ("B KiB MiB GiB", u); i = 1; while (b >= 1024 && i < 4) { b /= 1024; i++ } printf (i > 1 ? "%.1f %s" : "%d %s", b, u[i]) }') " \
+  "and the table shows them in binary units"
 cli contexts --vm "wéb" --json
 api GET "/api/v1/contexts?vm_name=$(urlencode "wéb")"
 is "$(jqa -S .)" "$(jqb -S .contexts)" "contexts --vm --json is the API's answer"
 is "$(jqa 'length')" 1 "one context for 'wéb'"
+
+# An overdue VM stands out: 'wéb' on a yearly schedule whose last run
+# (made to be now) completed no backup.
+api_is PUT /api/v1/policies/yearly '{"schedule":"0 0 1 1 *"}' 201 "a yearly policy"
+api_is PUT "/api/v1/vms/$(urlencode "wéb")" "$(jq -cn --arg a "$W0" \
+  '{policy:"yearly", disks:[{disk_index:0,size_bytes:16777216,source:$a}]}')" 200 "'wéb' uses it"
+sql_write "UPDATE vms SET last_run_at = '$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)' WHERE vm_name = 'wéb'"
+cli contexts
+like "$(column OVERDUE | tail -1)" "^overdue: .*did not complete a backup" "'wéb' is overdue, and the table says why"
+is "$(column OVERDUE | head -1)" "no" "'db one' is not"
+ok "aligned" aligned POINTS USED
+cli vms
+is "$(column POLICY | tr '\n' ' ')" "- yearly " "strata vms shows the policy"
+like "$(column "NEXT RUN" | tail -1)" "^20[0-9]{2}-01-01 00:00$" "and the next run: the 1st of January"
 
 # --- backups
 cli backups
