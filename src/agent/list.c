@@ -217,6 +217,33 @@ fmt_size (char *buf, size_t len, json_t *v)
     progress_human (buf, len, (double) json_integer_value (v));
 }
 
+/* A disk's progress object ({bytes_done, bytes_total, rate_bytes_per_sec}
+ * or null) as words: "-" for what is not known. */
+struct progress_text {
+  char done[32], total[32], pct[8], rate[40], eta[32];
+};
+
+static void
+fmt_progress (struct progress_text *t, json_t *p)
+{
+  int64_t done = jint (p, "bytes_done"), total = jint (p, "bytes_total");
+  int64_t rate = jint (p, "rate_bytes_per_sec");
+
+  *t = (struct progress_text) { "-", "-", "-", "-", "-" };
+  if (!json_is_object (p))
+    return;
+  progress_human (t->done, sizeof t->done, (double) done);
+  progress_human (t->total, sizeof t->total, (double) total);
+  progress_human (t->rate, sizeof t->rate - 2, (double) rate);
+  strcat (t->rate, "/s");
+  if (total > 0)
+    snprintf (t->pct, sizeof t->pct, "%d", (int) (done * 100 / total));
+  if (rate > 0 && total >= done) {
+    int64_t s = (total - done) / rate;
+    snprintf (t->eta, sizeof t->eta, "%" PRId64 ":%02d", s / 60, (int) (s % 60));
+  }
+}
+
 static enum cell_tone
 status_tone (const char *s)
 {
@@ -543,6 +570,12 @@ show_backup (struct list *l, const char *id)
             jstr (d, "status"), size, written);
     if (jstr (d, "full_reason"))
       printf ("  full because: %s\n", jstr (d, "full_reason"));
+    if (json_is_object (json_object_get (d, "progress"))) {
+      struct progress_text pt;
+      fmt_progress (&pt, json_object_get (d, "progress"));
+      printf ("  progress:           %s of %s (%s%%), %s, %s left\n", pt.done, pt.total,
+              pt.pct, pt.rate, pt.eta);
+    }
     printf ("  file:               %s\n", jstr (d, "qcow2_path") ?: "-");
     printf ("  change id:          %s\n", jstr (d, "change_id") ?: "-");
     printf ("  previous change id: %s\n", jstr (d, "previous_change_id") ?: "-");
@@ -591,33 +624,19 @@ list_jobs (struct list *l)
 
     fmt_time (started, sizeof started, jstr (job, "created_at"), true);
     json_array_foreach (json_object_get (job, "disks"), k, d) {
-      json_t *p = json_object_get (d, "progress");
-      int64_t pdone = jint (p, "bytes_done"), ptotal = jint (p, "bytes_total");
-      int64_t rate = jint (p, "rate_bytes_per_sec");
-      char sdone[32] = "-", stotal[32] = "-", srate[40] = "-", eta[32] = "-", pct[8] = "-";
+      struct progress_text pt;
 
-      if (json_is_object (p)) {
-        progress_human (sdone, sizeof sdone, (double) pdone);
-        progress_human (stotal, sizeof stotal, (double) ptotal);
-        progress_human (srate, sizeof srate - 2, (double) rate);
-        strcat (srate, "/s");
-        if (ptotal > 0)
-          snprintf (pct, sizeof pct, "%d", (int) (pdone * 100 / ptotal));
-        if (rate > 0 && ptotal >= pdone) {
-          int64_t s = (ptotal - pdone) / rate;
-          snprintf (eta, sizeof eta, "%" PRId64 ":%02d", s / 60, (int) (s % 60));
-        }
-      }
+      fmt_progress (&pt, json_object_get (d, "progress"));
       table_add (&t, TONE_PLAIN, "%s", jstr (job, "backup_id"));
       table_add (&t, TONE_PLAIN, "%s", jstr (job, "vm_name"));
       table_add (&t, TONE_PLAIN, "%s", jstr (job, "driver"));
       table_add (&t, TONE_PLAIN, "%" PRId64, jint (d, "disk_index"));
       table_add (&t, status_tone (jstr (d, "status")), "%s", jstr (d, "status"));
-      table_add (&t, TONE_PLAIN, "%s", sdone);
-      table_add (&t, TONE_PLAIN, "%s", stotal);
-      table_add (&t, TONE_PLAIN, "%s", pct);
-      table_add (&t, TONE_PLAIN, "%s", srate);
-      table_add (&t, TONE_PLAIN, "%s", eta);
+      table_add (&t, TONE_PLAIN, "%s", pt.done);
+      table_add (&t, TONE_PLAIN, "%s", pt.total);
+      table_add (&t, TONE_PLAIN, "%s", pt.pct);
+      table_add (&t, TONE_PLAIN, "%s", pt.rate);
+      table_add (&t, TONE_PLAIN, "%s", pt.eta);
       table_add (&t, TONE_PLAIN, "%s", started);
     }
   }

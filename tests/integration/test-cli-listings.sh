@@ -168,8 +168,8 @@ like "$AGENT_OUT" "error: +the source went away" "with its error"
 # --- jobs: an agent's copy, read slowly through a throttled NBD server.
 truncate -s 64M "$T/slow.raw"
 qemu-io -f raw -c 'write -P 0x44 0 64M' "$T/slow.raw" > /dev/null
-throttled_source "$T/slow.raw" "$T/slow.sock" $((4 * MiB))
-is "$?" 0 "a throttled NBD source (4 MiB/s)"
+throttled_source "$T/slow.raw" "$T/slow.sock" $((2 * MiB))
+is "$?" 0 "a throttled NBD source (2 MiB/s: the copy takes half a minute)"
 "$STRATA" backup --hub "$HUB" --vm slow --json "nbd+unix:///src?socket=$T/slow.sock" \
   > "$T/slow.out" 2> "$T/slow.err" &
 SLOW_AGENT=$!
@@ -189,6 +189,9 @@ like "$ROW" "^$SB +slow +agent +0 +running +[0-9.]+ [KMG]?i?B +64.0 MiB +[0-9]+ 
   "its row: agent, disk 0, running, done / 64.0 MiB, percent, rate, ETA"
 api GET "/api/v1/backups/$SB"
 cmp_ok "$(jqb '.disks[0].progress.bytes_done')" -gt 0 "GET /backups/{id} shows disks[].progress for an agent's job"
+cli show "$SB"
+like "$AGENT_OUT" "progress: +[0-9.]+ [KMG]?i?B of 64.0 MiB \([0-9]+%\), [0-9.]+ [KMG]?i?B/s, [0-9]+:[0-9]{2} left" \
+  "strata show shows a running disk's progress"
 
 # Reports the hub refuses, changing nothing.
 api GET "/api/v1/backups/$SB"; BEFORE=$(jqb -c '.disks[0].progress.bytes_total')
