@@ -18,6 +18,7 @@
 #include "util/cleanup.h"
 #include "util/error.h"
 #include "util/log.h"
+#include "web/web.h"
 
 struct api {
   struct hub *hub;
@@ -212,6 +213,40 @@ parse_body (struct conn_state *cs, json_t **out)
   return 0;
 }
 
+/* A file of the dashboard (web/web.h), or the JSON 404.  The files hold
+ * no data, so they need no token; every API call the page makes does.
+ * They have no inline script or style, so the policy below holds, and it
+ * keeps the page out of frames; no-cache makes a browser ask again (the
+ * hub answers from memory) so that it never runs an older hub's page. */
+static enum MHD_Result
+send_static (struct MHD_Connection *conn, const char *method, const char *url)
+{
+  const struct web_asset *a = web_asset_find (url);
+  struct MHD_Response *resp;
+  enum MHD_Result ret;
+
+  if (a == NULL) {
+    error_set (ERR_NOT_FOUND, "no such route: %s (the API lives under /api/v1/)", url);
+    return send_error (conn, method, url, NULL);
+  }
+  if (strcmp (method, "GET") != 0 && strcmp (method, "HEAD") != 0) {
+    error_set (ERR_METHOD, "%s is not allowed on %s (allowed: GET, HEAD)", method, url);
+    return send_error (conn, method, url, "GET, HEAD");
+  }
+  resp = MHD_create_response_from_buffer (a->len, (void *) a->data, MHD_RESPMEM_PERSISTENT);
+  if (resp == NULL)
+    return MHD_NO;
+  MHD_add_response_header (resp, "Content-Type", a->content_type);
+  MHD_add_response_header (resp, "Cache-Control", "no-cache");
+  MHD_add_response_header (resp, "Content-Security-Policy",
+                           "default-src 'self'; frame-ancestors 'none'");
+  MHD_add_response_header (resp, "X-Content-Type-Options", "nosniff");
+  MHD_add_response_header (resp, "Referrer-Policy", "no-referrer");
+  ret = MHD_queue_response (conn, 200, resp);
+  MHD_destroy_response (resp);
+  return ret;
+}
+
 /* Route and run one complete request. */
 static enum MHD_Result
 dispatch (struct api *api, struct MHD_Connection *conn, const char *url,
@@ -243,6 +278,8 @@ dispatch (struct api *api, struct MHD_Connection *conn, const char *url,
     json_decref (r.reply);
     return ret;
   }
+  if (strncmp (url, "/api/", 5) != 0 && strcmp (url, "/metrics") != 0)
+    return send_static (conn, method, url);
   if (strncmp (url, "/api/v1/", 8) != 0) {
     error_set (ERR_NOT_FOUND, "no such route: %s (the API lives under /api/v1/)", url);
     return send_error (conn, method, url, NULL);
