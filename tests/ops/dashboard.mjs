@@ -96,13 +96,16 @@ async function phaseOpen () {
   check(/failed/.test(row(fx.fail).cells[3]) && /row-failed/.test(row(fx.fail).cls),
     fx.fail + ': its failure stands out (class and the word)', JSON.stringify(row(fx.fail)));
   check(row(fx.fail).cells[3].includes(fx.failError), fx.fail + ': the failure says why', row(fx.fail).cells[3]);
-  check(!/row-failed/.test(row(fx.web).cls), fx.web + ' does not stand out', row(fx.web).cls);
+  check(/overdue/.test(row(fx.late).cells[3]) && /row-overdue/.test(row(fx.late).cls),
+    fx.late + ': overdue stands out (class and the word)', JSON.stringify(row(fx.late)));
+  check(!/row-failed|row-overdue/.test(row(fx.web).cls) && !/overdue|failed/.test(row(fx.web).cells[3]),
+    fx.web + ' does not stand out', JSON.stringify(row(fx.web)));
   is(row(fx.evil).link, fx.evil, 'a VM name with markup is shown as text, exactly');
   is(row(fx.evil).href, '#/vm/' + encodeURIComponent(fx.evil), 'and links to its page, encoded');
   const injected = await page.$$eval('main script, main img, [onerror]', (n) => n.length);
   is(injected, 0, 'no element came out of the catalog\'s text');
   const counts = await page.textContent('#counts');
-  check(/failing/.test(counts), 'the overview counts the failing VMs', counts);
+  check(/2 failing/.test(counts) && /1 overdue/.test(counts), 'the overview counts the failing and overdue VMs', counts);
   await shot(page, 'overview');
 
   // --- VM page: the chain ---------------------------------------------

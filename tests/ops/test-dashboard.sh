@@ -24,6 +24,16 @@ SIZE=$((32 * MiB))
 start_hub --workers 2
 H=http://127.0.0.1:$HUB_PORT
 
+# A VM the scheduler backs up from a source that is not there: its
+# scheduled run fails, so it is overdue.  The schedule is every minute
+# until that run, then yearly, so that no other run starts during the test.
+LATE=late1
+api PUT /api/v1/policies/sched '{"schedule":"* * * * *"}'
+is "$API_STATUS" 201 "a policy that runs every minute"
+api PUT /api/v1/vms/$LATE "$(jq -cn --arg s "$T/no-such.qcow2" --argjson n $SIZE \
+  '{policy:"sched",disks:[{disk_index:0,size_bytes:$n,source:$s}]}')"
+is "$API_STATUS" 201 "PUT VM $LATE with that policy"
+
 # --- The files the hub serves ------------------------------------------------
 hdr () { grep -i "^$1:" "$T/h" | cut -d: -f2- | tr -d '\r' | sed 's/^ //'; }
 for f in / /index.html /app.js /style.css /favicon.svg; do
@@ -113,12 +123,21 @@ dd if=/dev/urandom of="$T/slow.raw" bs=1M count=20 seek=4 conv=notrunc status=no
 throttled_source "$T/slow.raw" "$T/slow.sock" $((3 * MiB))
 hub_vm $SLOW "nbd+unix:///src?socket=$T/slow.sock"
 
+late_failed () # the scheduler's backup of $LATE has failed
+{
+  curl -s "$H/api/v1/backups?vm_name=$LATE" | jq -e '.backups | any(.status == "failed")'
+}
+ok "the scheduler's run of $LATE fails (within a minute and a bit)" wait_for 90 late_failed
+api PUT /api/v1/policies/sched '{"schedule":"@yearly"}'
+is "$API_STATUS" 200 "then the policy runs yearly"
+
 jq -n --arg hub "$H" --arg web $WEB --argjson webSize $SIZE --arg fail $FAIL --arg failBackup "$FAIL_BACKUP" \
    --arg failError "$FAIL_ERROR" --arg evil "$EVIL" --arg evilBackup "$EVIL_BACKUP" --arg slow $SLOW \
-   --arg del $DEL --arg delFull "${DEL_IDS[0]}" \
+   --arg del $DEL --arg delFull "${DEL_IDS[0]}" --arg late $LATE \
    '{hub:$hub, web:$web, webSize:$webSize, webPoints:$ARGS.positional[0:3], fail:$fail,
      failBackup:$failBackup, failError:$failError, evil:$evil, evilBackup:$evilBackup, slow:$slow,
-     del:$del, delFull:$delFull, delDeps:$ARGS.positional[3:5], vms:[$web,$fail,$evil,$slow,$del]}' \
+     del:$del, delFull:$delFull, delDeps:$ARGS.positional[3:5], late:$late,
+     vms:[$web,$fail,$evil,$slow,$del,$late]}' \
    --args "${WEB_POINTS[@]}" "${DEL_IDS[1]}" "${DEL_IDS[2]}" > "$T/fixture.json"
 
 # browser PHASE: run dashboard.mjs and turn its lines into TAP.
