@@ -158,6 +158,18 @@ async function phaseOpen () {
     const cmds = await page.$$eval('#restore-panel dl.commands code', (c) => c.map((x) => x.textContent));
     check(cmds.some((c) => c.startsWith('qemu-img convert') && c.includes(uri)) &&
       cmds.some((c) => c.startsWith('nbdcopy') && c.includes(uri)), 'with the commands that read it', cmds.join(' | '));
+    // The commands as shown, run as they are (in a folder of the test's).
+    const dir = fs.mkdtempSync(path.join(fx.tmp, 'restore-'));
+    for (const c of cmds.filter((x) => /^(qemu-img convert|nbdcopy) /.test(x))) {
+      execFileSync('sh', ['-c', c], { cwd: dir, stdio: 'ignore' });
+    }
+    for (const [file, fmt] of [['restored.qcow2', 'qcow2'], ['restored.raw', 'raw']]) {
+      let same = true;
+      try {
+        execFileSync('qemu-img', ['compare', '-q', '-f', 'qcow2', '-F', fmt, fx.webLast, path.join(dir, file)]);
+      } catch { same = false; }
+      check(same, 'the command that writes ' + file + ' restores the point');
+    }
     await shot(page, 'restore');
 
     await page.click('#nav a[data-page="restores"]');

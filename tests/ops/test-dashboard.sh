@@ -86,6 +86,7 @@ for i in 1 2 3; do
   hub_backup $WEB $([ $i = 1 ] && echo full || echo incremental)
   is "$(job_status "$BID")" completed "  completed"
   WEB_POINTS+=("$BID")
+  cp "$T/web1.qcow2" "$T/web1-last.qcow2"     # the source as the newest point holds it
   src_write "$T/web1.qcow2" 0x2$i $((i * 4))M 1M
 done
 
@@ -131,10 +132,10 @@ ok "the scheduler's run of $LATE fails (within a minute and a bit)" wait_for 90 
 api PUT /api/v1/policies/sched '{"schedule":"@yearly"}'
 is "$API_STATUS" 200 "then the policy runs yearly"
 
-jq -n --arg hub "$H" --arg web $WEB --argjson webSize $SIZE --arg fail $FAIL --arg failBackup "$FAIL_BACKUP" \
+jq -n --arg hub "$H" --arg tmp "$T" --arg webLast "$T/web1-last.qcow2" --arg web $WEB --argjson webSize $SIZE --arg fail $FAIL --arg failBackup "$FAIL_BACKUP" \
    --arg failError "$FAIL_ERROR" --arg evil "$EVIL" --arg evilBackup "$EVIL_BACKUP" --arg slow $SLOW \
    --arg del $DEL --arg delFull "${DEL_IDS[0]}" --arg late $LATE \
-   '{hub:$hub, web:$web, webSize:$webSize, webPoints:$ARGS.positional[0:3], fail:$fail,
+   '{hub:$hub, tmp:$tmp, webLast:$webLast, web:$web, webSize:$webSize, webPoints:$ARGS.positional[0:3], fail:$fail,
      failBackup:$failBackup, failError:$failError, evil:$evil, evilBackup:$evilBackup, slow:$slow,
      del:$del, delFull:$delFull, delDeps:$ARGS.positional[3:5], late:$late,
      vms:[$web,$fail,$evil,$slow,$del,$late]}' \
