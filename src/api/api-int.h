@@ -73,6 +73,26 @@ int api_upload_open (struct api_req *r, const char *disk_text, enum hub_upload_k
 int api_upload_reply (struct api_req *r, struct hub_upload *u);
 int api_tasks_get (struct api_req *r);
 
+/* --- Routes (api/http.c) ---------------------------------------------- */
+/* One route under /api/v1/: its method and its path's segments after
+ * "/api/v1/", where "*" stands for one non-empty segment (an id, a VM name,
+ * a disk index), given to the handler in order.  A streamed route's body is
+ * not gathered and parsed but written to the hub as it arrives
+ * (api_upload_open, api_upload_reply); it has no handler.  docs/openapi.json
+ * describes every route of the table (tests/unit/test-openapi.c). */
+struct api_route {
+  const char *method;
+  const char *pattern;
+  api_handler handler;             /* NULL for a streamed route */
+  bool streamed;
+  enum hub_upload_kind upload;     /* a streamed route's kind of body */
+};
+/* The router's table, in matching order (literal routes before the "*"
+ * routes they would also match); *n receives its length.  Static. */
+const struct api_route *api_route_table (size_t *n);
+/* The URL path of the OpenAPI document, served without a token. */
+#define API_OPENAPI_PATH "/api/v1/openapi.json"
+
 /* --- Input (api/input.c) ---------------------------------------------- */
 /* Reject query parameters outside allowed (NULL-terminated). */
 int api_query_check (struct api_req *r, const char *const allowed[]);
@@ -122,7 +142,8 @@ int api_bad_word (const char *what, void (*words) (char *, size_t));
 json_t *api_json_str (const char *s);   /* string or null */
 json_t *api_json_repo (struct hub *hub, const struct cat_repository *r);  /* with usage */
 json_t *api_json_vm (const struct cat_vm *vm);
-json_t *api_json_context (const struct cat_context *c);
+/* A context with its summary (hub_context_summary). */
+json_t *api_json_context (struct hub *hub, const struct cat_context *c);
 json_t *api_json_policy (const struct cat_policy *p);
 json_t *api_json_task (const struct cat_task *t);
 /* The first bad offsets of a comparison, as an array. */

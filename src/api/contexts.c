@@ -20,7 +20,7 @@ api_contexts_list (struct api_req *r)
     return -1;
   arr = json_array ();
   for (size_t i = 0; arr && i < ctxs.n; i++)
-    json_array_append_new (arr, api_json_context (&ctxs.v[i]));
+    json_array_append_new (arr, api_json_context (r->hub, &ctxs.v[i]));
   return api_reply (r, 200, arr ? json_pack ("{s:o}", "contexts", arr) : NULL);
 }
 
@@ -34,7 +34,7 @@ api_contexts_get (struct api_req *r)
       api_check_id ("context id", r->id) == -1 ||
       catalog_context_get (hub_catalog (r->hub), r->id, &ctx) == -1)
     return -1;
-  return api_reply (r, 200, api_json_context (&ctx));
+  return api_reply (r, 200, api_json_context (r->hub, &ctx));
 }
 
 int

@@ -49,85 +49,85 @@ struct conn_state {
  * calls on_unescape) on the thread that then calls on_request for it. */
 static __thread const char *unescape_refused;
 
-struct route {
-  const char *method;
-  const char *pattern;       /* segments after /api/v1/; "*" captures */
-  api_handler handler;
-};
+#define ROUTE(m, p, h) { .method = (m), .pattern = (p), .handler = (h) }
+#define STREAMED(m, p, kind) { .method = (m), .pattern = (p), .streamed = true, \
+                               .upload = (kind) }
 
 /* Literal routes come before the "*" routes they would also match. */
-static const struct route routes[] = {
-  { "GET", "repositories", api_repos_list },
-  { "POST", "repositories", api_repos_create },
-  { "GET", "repositories/*", api_repos_get },
-  { "DELETE", "repositories/*", api_repos_delete },
-  { "GET", "vms", api_vms_list },
-  { "GET", "vms/*", api_vms_get },
-  { "PUT", "vms/*", api_vms_put },
-  { "DELETE", "vms/*", api_vms_delete },
-  { "GET", "backups", api_backups_list },
-  { "POST", "backups", api_backups_start },
-  { "GET", "backups/changeid", api_backups_changeid },
-  { "GET", "backups/*", api_backups_get },
-  { "DELETE", "backups/*", api_backups_delete },
-  { "PATCH", "backups/*", api_backups_patch },
-  { "POST", "backups/*/complete", api_backups_complete },
-  { "POST", "backups/*/fail", api_backups_fail },
-  { "POST", "backups/*/cancel", api_backups_cancel },
-  { "POST", "backups/*/verify", api_backups_verify },
-  { "GET", "contexts", api_contexts_list },
-  { "GET", "contexts/*", api_contexts_get },
-  { "DELETE", "contexts/*", api_contexts_delete },
-  { "POST", "contexts/*/prune", api_contexts_prune },
-  { "POST", "contexts/*/verify", api_contexts_verify },
-  { "GET", "policies", api_policies_list },
-  { "GET", "policies/*", api_policies_get },
-  { "PUT", "policies/*", api_policies_put },
-  { "DELETE", "policies/*", api_policies_delete },
-  { "GET", "tasks", api_tasks_list },
-  { "GET", "tasks/*", api_tasks_get },
-  { "GET", "restores", api_restores_list },
-  { "POST", "restores", api_restores_create },
-  { "GET", "restores/*", api_restores_get },
-  { "DELETE", "restores/*", api_restores_delete },
+static const struct api_route routes[] = {
+  ROUTE ("GET", "repositories", api_repos_list),
+  ROUTE ("POST", "repositories", api_repos_create),
+  ROUTE ("GET", "repositories/*", api_repos_get),
+  ROUTE ("DELETE", "repositories/*", api_repos_delete),
+  ROUTE ("GET", "vms", api_vms_list),
+  ROUTE ("GET", "vms/*", api_vms_get),
+  ROUTE ("PUT", "vms/*", api_vms_put),
+  ROUTE ("DELETE", "vms/*", api_vms_delete),
+  ROUTE ("GET", "backups", api_backups_list),
+  ROUTE ("POST", "backups", api_backups_start),
+  ROUTE ("GET", "backups/changeid", api_backups_changeid),
+  ROUTE ("GET", "backups/*", api_backups_get),
+  ROUTE ("DELETE", "backups/*", api_backups_delete),
+  ROUTE ("PATCH", "backups/*", api_backups_patch),
+  ROUTE ("POST", "backups/*/complete", api_backups_complete),
+  ROUTE ("POST", "backups/*/fail", api_backups_fail),
+  ROUTE ("POST", "backups/*/cancel", api_backups_cancel),
+  ROUTE ("POST", "backups/*/verify", api_backups_verify),
+  STREAMED ("PUT", "backups/*/disks/*/manifest", HUB_UPLOAD_MANIFEST),
+  STREAMED ("PUT", "backups/*/disks/*/audit", HUB_UPLOAD_AUDIT),
+  ROUTE ("GET", "contexts", api_contexts_list),
+  ROUTE ("GET", "contexts/*", api_contexts_get),
+  ROUTE ("DELETE", "contexts/*", api_contexts_delete),
+  ROUTE ("POST", "contexts/*/prune", api_contexts_prune),
+  ROUTE ("POST", "contexts/*/verify", api_contexts_verify),
+  ROUTE ("GET", "policies", api_policies_list),
+  ROUTE ("GET", "policies/*", api_policies_get),
+  ROUTE ("PUT", "policies/*", api_policies_put),
+  ROUTE ("DELETE", "policies/*", api_policies_delete),
+  ROUTE ("GET", "tasks", api_tasks_list),
+  ROUTE ("GET", "tasks/*", api_tasks_get),
+  ROUTE ("GET", "restores", api_restores_list),
+  ROUTE ("POST", "restores", api_restores_create),
+  ROUTE ("GET", "restores/*", api_restores_get),
+  ROUTE ("DELETE", "restores/*", api_restores_delete),
 };
 
-/* Match path (after "/api/v1/") against a pattern; *capture points into
- * path_copy, which is modified. */
-static bool
-route_match (const char *pattern, char *path_copy, const char **capture)
+const struct api_route *
+api_route_table (size_t *n)
 {
-  char *save_p = NULL, *pat = strdupa (pattern);
-  char *ps = path_copy, *pp = pat;
+  *n = sizeof routes / sizeof routes[0];
+  return routes;
+}
 
-  *capture = NULL;
+#define MAX_CAPTURES 2
+
+/* Match path (after "/api/v1/") against a pattern: the same segments, each
+ * "*" matching one non-empty segment, which goes to caps[] in order.
+ * path_copy is cut into its segments. */
+static bool
+route_match (const char *pattern, char *path_copy, const char *caps[MAX_CAPTURES])
+{
+  const char *pp = pattern;
+  char *ps = path_copy;
+  size_t n = 0;
+
   for (;;) {
-    char *pslash = strchr (ps, '/'), *tslash = strchr (pp, '/');
-    size_t plen = pslash ? (size_t) (pslash - ps) : strlen (ps);
-    size_t tlen = tslash ? (size_t) (tslash - pp) : strlen (pp);
+    size_t plen = strcspn (ps, "/"), tlen = strcspn (pp, "/");
+    bool plast = ps[plen] == '\0', tlast = pp[tlen] == '\0';
 
     if (tlen == 1 && pp[0] == '*') {
-      if (plen == 0)
+      if (plen == 0 || n == MAX_CAPTURES)
         return false;
-      save_p = ps;
+      caps[n++] = ps;
     }
     else if (plen != tlen || strncmp (ps, pp, plen) != 0)
       return false;
-    if (!pslash || !tslash) {
-      if (pslash || tslash)
-        return false;
-      break;
-    }
-    ps = pslash + 1;
-    pp = tslash + 1;
+    if (plast || tlast)
+      return plast && tlast;
+    ps[plen] = '\0';
+    ps += plen + 1;
+    pp += tlen + 1;
   }
-  if (save_p) {
-    char *end = strchr (save_p, '/');
-    if (end)
-      *end = '\0';
-    *capture = save_p;
-  }
-  return true;
 }
 
 static enum MHD_Result
@@ -213,26 +213,18 @@ parse_body (struct conn_state *cs, json_t **out)
   return 0;
 }
 
-/* A file of the dashboard (web/web.h), or the JSON 404.  The files hold
- * no data, so they need no token; every API call the page makes does.
- * They have no inline script or style, so the policy below holds, and it
- * keeps the page out of frames; no-cache makes a browser ask again (the
- * hub answers from memory) so that it never runs an older hub's page. */
+/* Answer 200 with a file built into the binary (web/web.h).  The files
+ * hold no data, so they need no token; every API call the dashboard makes
+ * does.  The dashboard has no inline script or style, so the policy below
+ * holds, and it keeps the page out of frames; no-cache makes a browser ask
+ * again (the hub answers from memory), so it never runs an older hub's
+ * page. */
 static enum MHD_Result
-send_static (struct MHD_Connection *conn, const char *method, const char *url)
+send_asset (struct MHD_Connection *conn, const struct web_asset *a)
 {
-  const struct web_asset *a = web_asset_find (url);
   struct MHD_Response *resp;
   enum MHD_Result ret;
 
-  if (a == NULL) {
-    error_set (ERR_NOT_FOUND, "no such route: %s (the API lives under /api/v1/)", url);
-    return send_error (conn, method, url, NULL);
-  }
-  if (strcmp (method, "GET") != 0 && strcmp (method, "HEAD") != 0) {
-    error_set (ERR_METHOD, "%s is not allowed on %s (allowed: GET, HEAD)", method, url);
-    return send_error (conn, method, url, "GET, HEAD");
-  }
   resp = MHD_create_response_from_buffer (a->len, (void *) a->data, MHD_RESPMEM_PERSISTENT);
   if (resp == NULL)
     return MHD_NO;
@@ -247,13 +239,48 @@ send_static (struct MHD_Connection *conn, const char *method, const char *url)
   return ret;
 }
 
+/* GET /api/v1/openapi.json: the API's description, as built into the
+ * binary (docs/openapi.json).  No token: it holds no data. */
+static enum MHD_Result
+send_openapi (struct MHD_Connection *conn, const char *method, const char *url)
+{
+  const struct web_asset *a = web_asset_find (API_OPENAPI_PATH);
+
+  if (strcmp (method, "GET") != 0 && strcmp (method, "HEAD") != 0) {
+    error_set (ERR_METHOD, "use GET on %s", API_OPENAPI_PATH);
+    return send_error (conn, method, url, "GET");
+  }
+  if (a == NULL) {
+    error_set (ERR_INTERNAL, "this build holds no OpenAPI document");
+    return send_error (conn, method, url, NULL);
+  }
+  return send_asset (conn, a);
+}
+
+/* GET (or HEAD) of a file of the dashboard; an unknown one is the JSON 404. */
+static enum MHD_Result
+send_static (struct MHD_Connection *conn, const char *method, const char *url)
+{
+  const struct web_asset *a = web_asset_find (url);
+
+  if (a == NULL) {
+    error_set (ERR_NOT_FOUND, "no such route: %s (the API lives under /api/v1/)", url);
+    return send_error (conn, method, url, NULL);
+  }
+  if (strcmp (method, "GET") != 0 && strcmp (method, "HEAD") != 0) {
+    error_set (ERR_METHOD, "%s is not allowed on %s (allowed: GET, HEAD)", method, url);
+    return send_error (conn, method, url, "GET, HEAD");
+  }
+  return send_asset (conn, a);
+}
+
 /* Route and run one complete request. */
 static enum MHD_Result
 dispatch (struct api *api, struct MHD_Connection *conn, const char *url,
           const char *method, struct conn_state *cs)
 {
   struct api_req r = { .hub = api->hub, .conn = conn, .method = method, .status = 200 };
-  const struct route *found = NULL;
+  const struct api_route *found = NULL;
   char allow[64] = "";
   enum MHD_Result ret;
   const char *path;
@@ -278,6 +305,8 @@ dispatch (struct api *api, struct MHD_Connection *conn, const char *url,
     json_decref (r.reply);
     return ret;
   }
+  if (strcmp (url, API_OPENAPI_PATH) == 0)
+    return send_openapi (conn, method, url);
   if (strncmp (url, "/api/", 5) != 0 && strcmp (url, "/metrics") != 0)
     return send_static (conn, method, url);
   if (strncmp (url, "/api/v1/", 8) != 0) {
@@ -290,12 +319,12 @@ dispatch (struct api *api, struct MHD_Connection *conn, const char *url,
   path = url + 8;
   for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
     char *copy = strdupa (path);
-    const char *capture;
-    if (!route_match (routes[i].pattern, copy, &capture))
+    const char *caps[MAX_CAPTURES] = { NULL };
+    if (!route_match (routes[i].pattern, copy, caps))
       continue;
     if (strcmp (routes[i].method, method) == 0) {
       found = &routes[i];
-      r.id = capture ? strdupa (capture) : NULL;
+      r.id = caps[0] ? strdupa (caps[0]) : NULL;
       break;
     }
     if (!strstr (allow, routes[i].method) && strlen (allow) < sizeof allow - 10) {
@@ -310,6 +339,12 @@ dispatch (struct api *api, struct MHD_Connection *conn, const char *url,
       return send_error (conn, method, url, allow);
     }
     error_set (ERR_NOT_FOUND, "no such route: %s %s", method, url);
+    return send_error (conn, method, url, NULL);
+  }
+  /* A streamed route's request was taken by upload_begin. */
+  if (found->handler == NULL) {
+    error_set (ERR_INTERNAL, "the streamed route %s %s reached the JSON router", method,
+               url);
     return send_error (conn, method, url, NULL);
   }
   if (parse_body (cs, &r.body) == -1)
@@ -337,33 +372,33 @@ upload_fail (struct conn_state *cs)
   cs->upload = NULL;
 }
 
-/* "backups/{id}/disks/{n}/manifest" and ".../audit" (PUT): the routes whose
- * body is streamed, not parsed.  Fills *kind, the id and the disk text. */
+/* The streamed route of the table that url and method name, if any: fills
+ * *kind, the id and the disk text (a copy the caller frees, in *path_copy). */
 static bool
 upload_route (const char *url, const char *method, enum hub_upload_kind *kind,
-              char **id, const char **disk)
+              char **id, const char **disk, char **path_copy)
 {
-  const char *p, *slash, *d, *last;
+  if (strncmp (url, "/api/v1/", 8) != 0 || strlen (url) > API_MAX_URL)
+    return false;
+  for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+    const char *caps[MAX_CAPTURES] = { NULL };
+    CLEANUP_FREE char *copy = NULL;
 
-  if (strcmp (method, "PUT") != 0 || strncmp (url, "/api/v1/backups/", 16) != 0)
-    return false;
-  p = url + 16;
-  slash = strchr (p, '/');
-  if (slash == NULL || strncmp (slash, "/disks/", 7) != 0)
-    return false;
-  d = slash + 7;
-  last = strchr (d, '/');
-  if (last == NULL || last == d || strchr (last + 1, '/'))
-    return false;
-  if (strcmp (last + 1, "manifest") == 0)
-    *kind = HUB_UPLOAD_MANIFEST;
-  else if (strcmp (last + 1, "audit") == 0)
-    *kind = HUB_UPLOAD_AUDIT;
-  else
-    return false;
-  *id = strndup (p, (size_t) (slash - p));
-  *disk = d;
-  return *id != NULL;
+    if (!routes[i].streamed || strcmp (routes[i].method, method) != 0)
+      continue;
+    if ((copy = strdup (url + 8)) == NULL)
+      return false;
+    if (!route_match (routes[i].pattern, copy, caps))
+      continue;
+    if ((*id = strdup (caps[0])) == NULL)
+      return false;
+    *kind = routes[i].upload;
+    *disk = caps[1];
+    *path_copy = copy;
+    copy = NULL;
+    return true;
+  }
+  return false;
 }
 
 /* The first call of an upload route: authenticate, check, open the file. */
@@ -373,16 +408,17 @@ upload_begin (struct api *api, struct MHD_Connection *conn, const char *url,
 {
   enum hub_upload_kind kind;
   const char *disk;
+  CLEANUP_FREE char *path_copy = NULL;
   char disk_text[32];
   size_t dl;
 
-  if (!upload_route (url, cs->method, &kind, &cs->up_id, &disk))
+  if (!upload_route (url, cs->method, &kind, &cs->up_id, &disk, &path_copy))
     return 0;
   cs->uploading = true;
   cs->up_req = (struct api_req) { .hub = api->hub, .conn = conn, .method = "PUT",
                                   .id = cs->up_id, .status = 200 };
   /* A disk index longer than any valid one is refused whole, never cut. */
-  dl = strcspn (disk, "/");
+  dl = strlen (disk);
   if (dl < sizeof disk_text)
     snprintf (disk_text, sizeof disk_text, "%.*s", (int) dl, disk);
   else
@@ -390,8 +426,6 @@ upload_begin (struct api *api, struct MHD_Connection *conn, const char *url,
   error_clear ();
   if (cs->bad_url)
     error_set (ERR_INVALID, "%s", cs->bad_url);
-  else if (strlen (url) > API_MAX_URL)
-    error_set (ERR_URI_TOO_LONG, "the URL is longer than %d bytes", API_MAX_URL);
   else if (check_auth (api->hub, conn) == 0 &&
            api_upload_open (&cs->up_req, disk_text, kind, &cs->upload) == 0)
     return 0;

@@ -74,10 +74,36 @@ api_json_vm (const struct cat_vm *vm)
                     "disks", disks);
 }
 
-json_t *
-api_json_context (const struct cat_context *c)
+/* The summary of a context (hub_context_summary), or null when it cannot
+ * be made (logged): the row itself is still worth showing. */
+static json_t *
+json_summary (struct hub *hub, const struct cat_context *c)
 {
-  return json_pack ("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:I,s:I,s:I,s:o,s:o,s:o,s:o,s:o}",
+  struct hub_context_summary s;
+  json_t *v;
+
+  if (hub_context_summary (hub, c, &s) == -1) {
+    log_warn ("context %s: summary: %s", c->context_id, error_message ());
+    return json_null ();
+  }
+  v = json_pack ("{s:I,s:o,s:o,s:o,s:o,s:s,s:b,s:o}",
+                 "points", (json_int_t) s.points,
+                 "last_status", s.has_last ? json_string (job_status_name (s.last_status))
+                 : json_null (),
+                 "last_error", api_json_str (s.last_error),
+                 "last_completed_at", api_json_str (s.last_completed_at),
+                 "bytes_used", opt_int (s.bytes_used),
+                 "verify_state", verify_state_name (s.verify_state),
+                 "overdue", s.overdue,
+                 "overdue_reason", api_json_str (s.overdue_reason));
+  hub_context_summary_clear (&s);
+  return v;
+}
+
+json_t *
+api_json_context (struct hub *hub, const struct cat_context *c)
+{
+  return json_pack ("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:I,s:I,s:I,s:o,s:o,s:o,s:o,s:o,s:o}",
                     "context_id", api_json_str (c->context_id),
                     "vm_name", api_json_str (c->vm_name),
                     "repository_id", api_json_str (c->repository_id),
@@ -93,7 +119,8 @@ api_json_context (const struct cat_context *c)
                     ? json_string (backup_type_name (c->last_backup_type)) : json_null (),
                     "last_backup_at", api_json_str (c->last_backup_at),
                     "created_at", api_json_str (c->created_at),
-                    "updated_at", api_json_str (c->updated_at));
+                    "updated_at", api_json_str (c->updated_at),
+                    "summary", json_summary (hub, c));
 }
 
 static json_t *

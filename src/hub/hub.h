@@ -166,6 +166,26 @@ struct hub_progress {
 bool hub_backup_progress (struct hub *hub, const char *backup_id, int disk_index,
                           struct hub_progress *out);
 
+/* --- Context summaries (hub/summary.c) ------------------------------- */
+/* What the listings show of a context beside its catalog row. */
+struct hub_context_summary {
+  int64_t points;                  /* completed backups */
+  bool has_last;                   /* it has a job (not one a prune removes) */
+  enum job_status last_status;     /* the newest such job's, when has_last */
+  char *last_error;                /* that job's error, or NULL */
+  char *last_completed_at;         /* the newest completed backup's, or NULL */
+  int64_t bytes_used;              /* allocated bytes of its files and their
+                                    * manifests; -1 when the repository is gone */
+  enum verify_state verify_state;  /* CORRUPT when a point is, OK when every
+                                    * point verified ok, else NONE */
+  bool overdue;                    /* its VM's schedule is behind (the rule is
+                                    * in hub/summary.c) */
+  char *overdue_reason;            /* why, when overdue */
+};
+int hub_context_summary (struct hub *hub, const struct cat_context *c,
+                         struct hub_context_summary *out);
+void hub_context_summary_clear (struct hub_context_summary *s);
+
 /* Mark a completed backup protected (never pruned) or not.  ERR_CONFLICT
  * unless it is completed.  *out receives the job afterwards. */
 int hub_backup_protect (struct hub *hub, const char *backup_id, bool on,
