@@ -69,6 +69,13 @@ async function newPage (context) {
 const shot = (page, name) => page.screenshot({ path: path.join(shots, name + '.png') });
 const vmUrl = (name) => fx.hub + '/#/vm/' + encodeURIComponent(name);
 
+// Load the VM's page afresh and wait until it is drawn.
+async function gotoVm (page, name) {
+  await page.goto('about:blank');
+  await page.goto(vmUrl(name));
+  await page.waitForFunction((n) => document.getElementById('vm-page')?.dataset.vm === n, name);
+}
+
 async function phaseOpen () {
   const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
   const page = await newPage(context);
@@ -93,6 +100,9 @@ async function phaseOpen () {
   check(/\d/.test(row(fx.web).cells[2]) && /ago|just now/.test(row(fx.web).cells[2]),
     fx.web + ': the last backup with its age', row(fx.web).cells[2]);
   check(/MiB|KiB/.test(row(fx.web).cells[5]), fx.web + ': bytes used shown', row(fx.web).cells[5]);
+  is(row(fx.web).cells[6], 'unverified', fx.web + ': not verified yet');
+  check(/cancelled/.test(row(fx.del).cells[3]) && !/row-failed/.test(row(fx.del).cls),
+    fx.del + ': a cancelled last job is said, not flagged as a failure', JSON.stringify(row(fx.del)));
   check(/failed/.test(row(fx.fail).cells[3]) && /row-failed/.test(row(fx.fail).cls),
     fx.fail + ': its failure stands out (class and the word)', JSON.stringify(row(fx.fail)));
   check(row(fx.fail).cells[3].includes(fx.failError), fx.fail + ': the failure says why', row(fx.fail).cells[3]);
@@ -110,7 +120,7 @@ async function phaseOpen () {
 
   // --- VM page: the chain ---------------------------------------------
   await step('the VM page draws the chain', async () => {
-    await page.goto(vmUrl(fx.web));
+    await gotoVm(page, fx.web);
     await page.waitForSelector('.disk[data-disk="0"] .lane .point');
     const lanes = await page.$$eval('.disk[data-disk="0"] .lane:not(.attempts)', (ls) => ls.map((l) =>
       [...l.querySelectorAll('.point')].map((p) => ({
@@ -120,13 +130,15 @@ async function phaseOpen () {
     is(lanes[0].map((p) => p.id), fx.webPoints, 'its points in chain order');
     is(lanes[0].map((p) => p.parent), ['', fx.webPoints[0], fx.webPoints[1]], 'each backed by the one before');
     is(lanes[0].map((p) => p.kind), ['full', 'incremental', 'incremental'], 'a full, then incrementals');
+    is(await page.$$eval('.disk[data-disk="0"] .lane.attempts .point', (ps) => ps.map((p) => p.dataset.backup)),
+      [fx.webFailed], 'its failed attempt is drawn apart');
     const sizes = await page.$$eval('.disk[data-disk="0"] .point .size', (s) => s.map((x) => x.textContent));
     check(sizes.length === 3 && sizes.every((s) => /\d.* written/.test(s)), 'each point shows its size', sizes.join('|'));
   });
   await shot(page, 'vm');
 
   await step('failed attempts in a lane apart', async () => {
-    await page.goto(vmUrl(fx.fail));
+    await gotoVm(page, fx.fail);
     await page.waitForSelector('.disk[data-disk="0"] .lane.attempts .point');
     const att = await page.$$eval('.lane.attempts .point', (ps) => ps.map((p) => ({ id: p.dataset.backup, t: p.textContent })));
     is(att.map((a) => a.id), [fx.failBackup], 'the failed job is in the attempts lane of ' + fx.fail);
@@ -137,7 +149,7 @@ async function phaseOpen () {
   });
 
   await step('the page of the VM with markup in its name', async () => {
-    await page.goto(vmUrl(fx.evil));
+    await gotoVm(page, fx.evil);
     await page.waitForSelector('#vm-name');
     is(await page.textContent('#vm-name'), fx.evil, 'its name is shown as text');
     is(await page.$$eval('main script, main img, [onerror]', (n) => n.length), 0, 'nothing injected there either');
@@ -146,7 +158,7 @@ async function phaseOpen () {
 
   // --- A restore export ------------------------------------------------
   await step('open a restore export', async () => {
-    await page.goto(vmUrl(fx.web));
+    await gotoVm(page, fx.web);
     const newest = fx.webPoints[2];
     await page.click(`tr[data-backup="${newest}"] button[data-action="restore"][data-disk="0"]`);
     const uri = await (await page.waitForSelector('#restore-panel code.uri')).textContent();
@@ -182,13 +194,16 @@ async function phaseOpen () {
 
   // --- Verify and prune (dry run) --------------------------------------
   await step('verify every point', async () => {
-    await page.goto(vmUrl(fx.web));
+    await gotoVm(page, fx.web);
     await page.click('button[data-action="verify-context"]');
     const t = await (await page.waitForSelector('#verify-panel .notice')).textContent();
     check(/3 point\(s\) verified, all good/.test(t), 'the verify task ends and says so', t);
+    await page.click('#nav a[data-page="overview"]');
+    const v = await (await page.waitForSelector(`#overview tr[data-vm="${fx.web}"] td:nth-child(7)`)).textContent();
+    is(v, 'ok', 'the overview then shows ' + fx.web + ' verified ok');
   });
   await step('prune: the dry run first', async () => {
-    await page.goto(vmUrl(fx.web));
+    await gotoVm(page, fx.web);
     await page.click('button[data-action="prune"]');
     const err = await (await page.waitForSelector('#prune-out .notice.error')).textContent();
     check(/retention/.test(err), 'without a policy retention the hub\'s reason is shown', err);
@@ -197,12 +212,13 @@ async function phaseOpen () {
     await page.waitForSelector('#prune-remove li');
     is(await page.$$eval('#prune-remove li', (l) => l.map((x) => x.textContent)), [fx.webPoints[1], fx.webPoints[0]],
       'keep_last 1 would remove the two older points');
-    is((await apiGet('/backups?vm_name=' + encodeURIComponent(fx.web))).body.total, 3, 'a dry run removes nothing');
+    is((await apiGet('/backups?status=completed&vm_name=' + encodeURIComponent(fx.web))).body.total, 3,
+      'a dry run removes nothing');
   });
 
   // --- Start a backup, follow it live ----------------------------------
   await step('start a backup from the page', async () => {
-    await page.goto(vmUrl(fx.slow));
+    await gotoVm(page, fx.slow);
     await page.click('button[data-action="backup"]');
     const started = await (await page.waitForSelector('#actions-out .notice.ok')).textContent();
     const id = (/backup-\S+/.exec(started) || [''])[0];
@@ -229,7 +245,7 @@ async function phaseOpen () {
 
   // --- Delete with its cascade shown first -----------------------------
   await step('delete with the cascade shown first', async () => {
-    await page.goto(vmUrl(fx.del));
+    await gotoVm(page, fx.del);
     await page.click(`tr[data-backup="${fx.delFull}"] button[data-action="delete"]`);
     await page.waitForSelector('#cascade li');
     is(await page.$$eval('#cascade li', (l) => l.map((x) => x.dataset.backup).sort()), fx.delDeps.slice().sort(),

@@ -83,6 +83,13 @@ src_write "$T/web1.qcow2" 0x11 0 6M
 hub_vm $WEB "$T/web1.qcow2"
 WEB_POINTS=()
 for i in 1 2 3; do
+  if [ $i = 3 ]; then          # an attempt that fails between two points
+    mv "$T/web1.qcow2" "$T/web1.away"
+    hub_backup $WEB incremental
+    WEB_FAILED=$BID
+    is "$(job_status "$BID")" failed "  it fails: its source is away"
+    mv "$T/web1.away" "$T/web1.qcow2"
+  fi
   hub_backup $WEB $([ $i = 1 ] && echo full || echo incremental)
   is "$(job_status "$BID")" completed "  completed"
   WEB_POINTS+=("$BID")
@@ -117,6 +124,12 @@ for i in 1 2 3; do
   agent_ok "strata backup of $DEL ($i)" backup --vm $DEL --json "$T/del1.qcow2"
   DEL_IDS+=("$(jqa .backup_id)")
 done
+# An agent's job on top, cancelled: a delete of the full takes it along.
+api POST /api/v1/backups '{"vm_name":"del1","backup_type":"incremental"}'
+is "$API_STATUS/$(jqb .driver)" 201/agent "an agent's job of $DEL starts"
+DEL_CANCELLED=$(jqb .backup_id)
+api POST "/api/v1/backups/$DEL_CANCELLED/cancel"
+is "$API_STATUS/$(jqb .status)" 200/cancelled "  and is cancelled"
 
 SLOW=slow1
 truncate -s $SIZE "$T/slow.raw"
@@ -132,14 +145,14 @@ ok "the scheduler's run of $LATE fails (within a minute and a bit)" wait_for 90 
 api PUT /api/v1/policies/sched '{"schedule":"@yearly"}'
 is "$API_STATUS" 200 "then the policy runs yearly"
 
-jq -n --arg hub "$H" --arg tmp "$T" --arg webLast "$T/web1-last.qcow2" --arg web $WEB --argjson webSize $SIZE --arg fail $FAIL --arg failBackup "$FAIL_BACKUP" \
+jq -n --arg hub "$H" --arg tmp "$T" --arg webLast "$T/web1-last.qcow2" --arg web $WEB --arg webFailed "$WEB_FAILED" --argjson webSize $SIZE --arg fail $FAIL --arg failBackup "$FAIL_BACKUP" \
    --arg failError "$FAIL_ERROR" --arg evil "$EVIL" --arg evilBackup "$EVIL_BACKUP" --arg slow $SLOW \
    --arg del $DEL --arg delFull "${DEL_IDS[0]}" --arg late $LATE \
-   '{hub:$hub, tmp:$tmp, webLast:$webLast, web:$web, webSize:$webSize, webPoints:$ARGS.positional[0:3], fail:$fail,
+   '{hub:$hub, tmp:$tmp, webLast:$webLast, web:$web, webFailed:$webFailed, webSize:$webSize, webPoints:$ARGS.positional[0:3], fail:$fail,
      failBackup:$failBackup, failError:$failError, evil:$evil, evilBackup:$evilBackup, slow:$slow,
-     del:$del, delFull:$delFull, delDeps:$ARGS.positional[3:5], late:$late,
+     del:$del, delFull:$delFull, delDeps:$ARGS.positional[3:6], late:$late,
      vms:[$web,$fail,$evil,$slow,$del,$late]}' \
-   --args "${WEB_POINTS[@]}" "${DEL_IDS[1]}" "${DEL_IDS[2]}" > "$T/fixture.json"
+   --args "${WEB_POINTS[@]}" "${DEL_IDS[1]}" "${DEL_IDS[2]}" "$DEL_CANCELLED" > "$T/fixture.json"
 
 # browser PHASE: run dashboard.mjs and turn its lines into TAP.
 browser ()

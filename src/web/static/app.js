@@ -144,6 +144,11 @@ function badge (word, extra) {
   return el('span.badge.st-' + String(word).replace(/[^a-z]/g, ''), {}, word, extra || null);
 }
 
+// A verify state as a word: the API's 'none' is a point never checked.
+function verifyBadge (v) {
+  return v ? badge(v === 'none' ? 'unverified' : v) : el('span.muted', {}, '—');
+}
+
 function shortId (id) {
   // backup-NAME-20261125T230501-3fa9c2d1e0b4: the time and the hex tail say it
   const m = /-(\d{8}T\d{6})-([0-9a-f]{4,})$/.exec(id || '');
@@ -283,13 +288,12 @@ async function showOverview (seq) {
   let nFailed = 0, nOverdue = 0;
   const rows = contexts.map(c => {
     const s = summaryOf(c);
-    const failedLast = s.last_status === 'failed' || s.last_status === 'cancelled';
+    // A cancelled job was someone's choice; a failed one needs a look.
+    const failedLast = s.last_status === 'failed';
     if (failedLast) nFailed++;
     if (s.overdue) nOverdue++;
     const flags = [];
-    if (failedLast) flags.push(badge(s.last_status));
-    else if (s.last_status) flags.push(badge(s.last_status));
-    else flags.push(el('span.muted', {}, '—'));
+    flags.push(s.last_status ? badge(s.last_status) : el('span.muted', {}, '—'));
     if (s.overdue) flags.push(' ', badge('overdue'));
     const notes = [];
     if (failedLast && s.last_error) notes.push(el('div.why', {}, s.last_error));
@@ -304,14 +308,14 @@ async function showOverview (seq) {
     el('td.status', {}, flags, notes),
     el('td.num', {}, s.points === null || s.points === undefined ? '—' : String(s.points)),
     el('td.num', {}, fmtBytes(s.bytes_used)),
-    el('td', {}, s.verify_state ? badge(s.verify_state) : el('span.muted', {}, '—')));
+    el('td', {}, verifyBadge(s.verify_state)));
   });
   for (const v of bare) {
     rows.push(el('tr.row-none', { data: { vm: v.vm_name } },
       el('td.vm', {}, el('a', { href: '#/vm/' + enc(v.vm_name) }, v.vm_name)),
       el('td.muted', {}, '—'), el('td', {}, el('span.muted', {}, 'never')),
       el('td.status', {}, badge('no backups')), el('td.num', {}, '0'), el('td.num', {}, '—'),
-      el('td', {}, '')));
+      el('td', {}, verifyBadge(null))));
   }
 
   const counts = [contexts.length + ' context' + (contexts.length === 1 ? '' : 's')];
@@ -420,7 +424,7 @@ function contextSection (c, backups, all, startButtons) {
     el('h2', {}, 'Repository ', el('span', {}, c.repository_id)),
     el('p.muted', {}, String(s.points ?? points.length), ' points · ', fmtBytes(s.bytes_used),
       ' used · last good backup ', timeEl(s.last_completed_at),
-      s.verify_state ? [' · verify ', badge(s.verify_state)] : '',
+      s.verify_state ? [' · verify ', verifyBadge(s.verify_state)] : '',
       s.overdue ? [' · ', badge('overdue'), ' ', s.overdue_reason || ''] : ''),
     s.last_status === 'failed' && s.last_error ? notice('error', 'Last backup failed: ', s.last_error) : null,
     el('div.actions', {}, startButtons,
@@ -521,7 +525,7 @@ function pointTable (points, all) {
       el('td', {}, b.backup_type, b.protected ? ' (protected)' : ''),
       el('td', {}, timeEl(b.created_at)),
       el('td.num', {}, fmtBytes(b.disks.reduce((t, d) => t + (d.bytes_transferred || 0), 0))),
-      el('td', {}, badge(b.verify_state === 'none' ? 'unverified' : b.verify_state)),
+      el('td', {}, verifyBadge(b.verify_state)),
       el('td.row-actions', {},
         b.status === 'completed'
           ? [b.disks.map(d => button('Restore disk ' + d.disk_index, () => openRestore(b, d.disk_index), '',
