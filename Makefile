@@ -254,3 +254,64 @@ clean:
 	rm -rf build build-asan build-fuzz
 
 -include $(shell find $(sort build build-asan $(BUILD)) -name '*.d' 2>/dev/null)
+
+# --- Install -----------------------------------------------------------------
+# "make man" builds the man pages (man/*.scd, scdoc) into $(BUILD)/man.
+# "make install" puts the binary, the man pages, strata.service and the
+# config example under $(DESTDIR); the example also becomes
+# $(SYSCONFDIR)/strata/strata.conf when there is none (an operator's config is
+# never overwritten).  "make uninstall" removes exactly those files: the
+# config only while it is still the installed example unchanged, never the
+# data under /var/lib/strata.  tests/ops/test-install.sh checks both.
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+MANDIR     ?= $(PREFIX)/share/man
+SYSCONFDIR ?= /etc
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+MAN_SRCS   := $(sort $(wildcard man/*.scd))
+MAN_PAGES  := $(patsubst man/%.scd,$(BUILD)/man/%,$(MAN_SRCS))
+# Installed man pages, by section: man1/strata.1 ...
+MAN_DEST    = $(foreach p,$(MAN_PAGES),$(DESTDIR)$(MANDIR)/man$(subst .,,$(suffix $(p)))/$(notdir $(p)))
+CONF_DIR    = $(DESTDIR)$(SYSCONFDIR)/strata
+
+.PHONY: man install uninstall
+man: $(MAN_PAGES)
+
+$(BUILD)/man/%: man/%.scd
+	@command -v scdoc > /dev/null || $(MAKE) --no-print-directory deps DEB_PKGS=scdoc
+	@mkdir -p $(dir $@)
+	scdoc < $< > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/strata.service: dist/strata.service
+	@mkdir -p $(dir $@)
+	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' $< > $@.tmp && mv $@.tmp $@
+
+# The unit depends on BINDIR and SYSCONFDIR: made again at every install.
+.PHONY: $(BUILD)/strata.service
+
+install: $(BUILD)/strata $(MAN_PAGES) $(BUILD)/strata.service
+	install -D -m 0755 $(BUILD)/strata $(DESTDIR)$(BINDIR)/strata
+	@set -e; for p in $(MAN_PAGES); do \
+	  s=$${p##*.}; \
+	  echo "install -D -m 0644 $$p $(DESTDIR)$(MANDIR)/man$$s/$${p##*/}"; \
+	  install -D -m 0644 $$p $(DESTDIR)$(MANDIR)/man$$s/$${p##*/}; \
+	done
+	install -D -m 0644 $(BUILD)/strata.service $(DESTDIR)$(UNITDIR)/strata.service
+	install -D -m 0644 dist/strata.conf.example $(CONF_DIR)/strata.conf.example
+	@if [ -e $(CONF_DIR)/strata.conf ]; then \
+	  echo "$(CONF_DIR)/strata.conf exists: left as it is"; \
+	else \
+	  echo "install -m 0644 dist/strata.conf.example $(CONF_DIR)/strata.conf"; \
+	  install -m 0644 dist/strata.conf.example $(CONF_DIR)/strata.conf; \
+	fi
+
+uninstall:
+	@if [ -e $(CONF_DIR)/strata.conf ] && \
+	    cmp -s $(CONF_DIR)/strata.conf $(CONF_DIR)/strata.conf.example; then \
+	  echo "rm -f $(CONF_DIR)/strata.conf"; rm -f $(CONF_DIR)/strata.conf; \
+	elif [ -e $(CONF_DIR)/strata.conf ]; then \
+	  echo "$(CONF_DIR)/strata.conf differs from the example: kept"; \
+	fi
+	rm -f $(DESTDIR)$(BINDIR)/strata $(MAN_DEST) $(DESTDIR)$(UNITDIR)/strata.service \
+	      $(CONF_DIR)/strata.conf.example
+	@rmdir $(CONF_DIR) 2>/dev/null || true

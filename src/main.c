@@ -60,6 +60,11 @@ cmd_serve (int argc, char **argv)
     hub_config_clear (&cfg);
     return 2;
   }
+  if (cfg.check_only) {
+    hub_config_print (&cfg, stdout);
+    hub_config_clear (&cfg);
+    return 0;
+  }
   if (getenv ("STRATA_DEBUG"))
     log_set_level (LOG_DEBUG);
 

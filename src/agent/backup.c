@@ -501,8 +501,9 @@ on_complete (struct engine_session *s, struct engine_session_disk *sd)
 
   upload_hashes (b, sd);
 
-  body = json_pack ("{s:i,s:I}", "disk_id", sd->disk_index,
-                    "bytes_transferred", (json_int_t) sd->result.bytes_written);
+  body = json_pack ("{s:i,s:I,s:I}", "disk_id", sd->disk_index,
+                    "bytes_transferred", (json_int_t) sd->result.bytes_written,
+                    "bytes_zeroed", (json_int_t) sd->result.bytes_zero);
   if (sd->result.change_id)
     json_object_set_new (body, "change_id", json_string (sd->result.change_id));
   if (sd->result.full_reason)

@@ -92,6 +92,13 @@ struct api_route {
 const struct api_route *api_route_table (size_t *n);
 /* The URL path of the OpenAPI document, served without a token. */
 #define API_OPENAPI_PATH "/api/v1/openapi.json"
+/* --- Metrics (api/metrics.c) ------------------------------------------ */
+/* GET /metrics: *text (caller frees, *len bytes) in Prometheus' text format. */
+int api_metrics (struct api_req *r, char **text, size_t *len);
+/* Count a request answered with status, by its class (api/metrics.c says
+ * which), method, and the seconds it took. */
+void api_metrics_request (const char *class, const char *method, int status,
+                          double seconds);
 
 /* --- Input (api/input.c) ---------------------------------------------- */
 /* Reject query parameters outside allowed (NULL-terminated). */

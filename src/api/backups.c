@@ -138,10 +138,10 @@ int
 api_backups_complete (struct api_req *r)
 {
   static const char *const fields[] = {
-    "disk_id", "change_id", "bytes_transferred", "full_reason", NULL
+    "disk_id", "change_id", "bytes_transferred", "bytes_zeroed", "full_reason", NULL
   };
   const char *change_id, *full_reason;
-  int64_t disk_id, bytes = 0;
+  int64_t disk_id, bytes = 0, zeroed = -1;
   CLEANUP_CAT_JOB struct cat_job job = { 0 };
   json_t *body;
 
@@ -151,14 +151,16 @@ api_backups_complete (struct api_req *r)
       api_field_str (body, "change_id", false, HUB_MAX_CHANGE_ID, false, &change_id) == -1 ||
       api_field_int (body, "bytes_transferred", false, 0, INT64_C (1) << 62, &bytes,
                      NULL) == -1 ||
+      api_field_int (body, "bytes_zeroed", false, 0, INT64_C (1) << 62, &zeroed,
+                     NULL) == -1 ||
       api_field_str (body, "full_reason", false, HUB_MAX_ERROR, false, &full_reason) == -1)
     return -1;
   if (change_id && *change_id == '\0')
     change_id = NULL;
   if (full_reason && *full_reason == '\0')
     full_reason = NULL;
-  if (hub_backup_complete (r->hub, r->id, (int) disk_id, change_id, bytes, full_reason,
-                           &job) == -1)
+  if (hub_backup_complete (r->hub, r->id, (int) disk_id, change_id, bytes, zeroed,
+                           full_reason, &job) == -1)
     return -1;
   return api_reply (r, 200, json_pack ("{s:s,s:I,s:s,s:s,s:o}",
                                        "backup_id", job.id,

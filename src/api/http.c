@@ -16,6 +16,7 @@
 #include "api/api-int.h"
 #include "hub/hub.h"
 #include "util/cleanup.h"
+#include "util/clock.h"
 #include "util/error.h"
 #include "util/log.h"
 #include "web/web.h"
@@ -42,6 +43,7 @@ struct conn_state {
   uint64_t dropped;
   enum error_category up_cat;
   char *up_err;
+  int64_t started_ns;        /* when the headers came (for the metrics) */
 };
 
 /* Why the URL now being parsed on this thread was refused, or NULL.  With
@@ -52,6 +54,10 @@ static __thread const char *unescape_refused;
 #define ROUTE(m, p, h) { .method = (m), .pattern = (p), .handler = (h) }
 #define STREAMED(m, p, kind) { .method = (m), .pattern = (p), .streamed = true, \
                                .upload = (kind) }
+
+/* The status of the answer this thread queued last (0: none), for the
+ * request metrics. */
+static __thread int reply_status;
 
 /* Literal routes come before the "*" routes they would also match. */
 static const struct api_route routes[] = {
@@ -155,6 +161,7 @@ send_reply (struct MHD_Connection *conn, int status, json_t *reply, const char *
     MHD_add_response_header (resp, "Allow", allow);
   if (status == 401)
     MHD_add_response_header (resp, "WWW-Authenticate", "Bearer");
+  reply_status = status;
   ret = MHD_queue_response (conn, status, resp);
   MHD_destroy_response (resp);
   return ret;
@@ -234,6 +241,7 @@ send_asset (struct MHD_Connection *conn, const struct web_asset *a)
                            "default-src 'self'; frame-ancestors 'none'");
   MHD_add_response_header (resp, "X-Content-Type-Options", "nosniff");
   MHD_add_response_header (resp, "Referrer-Policy", "no-referrer");
+  reply_status = 200;
   ret = MHD_queue_response (conn, 200, resp);
   MHD_destroy_response (resp);
   return ret;
@@ -274,6 +282,34 @@ send_static (struct MHD_Connection *conn, const char *method, const char *url)
   return send_asset (conn, a);
 }
 
+/* GET /metrics: the API's token is needed when there is one. */
+static enum MHD_Result
+send_metrics (struct api *api, struct MHD_Connection *conn, const char *method,
+              const char *url, struct api_req *r)
+{
+  struct MHD_Response *resp;
+  enum MHD_Result ret;
+  char *text;
+  size_t len;
+
+  if (strcmp (method, "GET") != 0 && strcmp (method, "HEAD") != 0) {
+    error_set (ERR_METHOD, "use GET on /metrics");
+    return send_error (conn, method, url, "GET");
+  }
+  if (check_auth (api->hub, conn) == -1 || api_metrics (r, &text, &len) == -1)
+    return send_error (conn, method, url, NULL);
+  resp = MHD_create_response_from_buffer (len, text, MHD_RESPMEM_MUST_FREE);
+  if (resp == NULL) {
+    free (text);
+    return MHD_NO;
+  }
+  MHD_add_response_header (resp, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+  reply_status = 200;
+  ret = MHD_queue_response (conn, 200, resp);
+  MHD_destroy_response (resp);
+  return ret;
+}
+
 /* Route and run one complete request. */
 static enum MHD_Result
 dispatch (struct api *api, struct MHD_Connection *conn, const char *url,
@@ -307,7 +343,9 @@ dispatch (struct api *api, struct MHD_Connection *conn, const char *url,
   }
   if (strcmp (url, API_OPENAPI_PATH) == 0)
     return send_openapi (conn, method, url);
-  if (strncmp (url, "/api/", 5) != 0 && strcmp (url, "/metrics") != 0)
+  if (strcmp (url, "/metrics") == 0)
+    return send_metrics (api, conn, method, url, &r);
+  if (strncmp (url, "/api/", 5) != 0)
     return send_static (conn, method, url);
   if (strncmp (url, "/api/v1/", 8) != 0) {
     error_set (ERR_NOT_FOUND, "no such route: %s (the API lives under /api/v1/)", url);
@@ -455,6 +493,45 @@ upload_finish (struct MHD_Connection *conn, const char *url, struct conn_state *
   return ret;
 }
 
+/* A request's class for the metrics (api/metrics.c): the pattern of the
+ * route its path matches, whatever its method, or a fixed word. */
+static const char *
+request_class (const char *url)
+{
+  CLEANUP_FREE char *copy = NULL;
+  const char *caps[MAX_CAPTURES];
+
+  if (strcmp (url, "/healthz") == 0 || strcmp (url, "/metrics") == 0)
+    return url + 1;
+  if (strcmp (url, API_OPENAPI_PATH) == 0)
+    return "openapi";
+  if (strncmp (url, "/api/v1/", 8) != 0)
+    return web_asset_find (url) ? "static" : "unmatched";
+  if ((copy = strdup (url + 8)) == NULL)
+    return "unmatched";
+  for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+    strcpy (copy, url + 8);
+    if (route_match (routes[i].pattern, copy, caps))
+      return routes[i].pattern;
+  }
+  return "unmatched";
+}
+
+/* Answer a request whose body is all here, and count it. */
+static enum MHD_Result
+answer (struct api *api, struct MHD_Connection *conn, const char *url,
+        const char *method, struct conn_state *cs)
+{
+  enum MHD_Result ret;
+
+  reply_status = 0;
+  ret = cs->uploading ? upload_finish (conn, url, cs) : dispatch (api, conn, url, method, cs);
+  if (reply_status)
+    api_metrics_request (request_class (url), method, reply_status,
+                         (double) (clock_mono_ns () - cs->started_ns) / 1e9);
+  return ret;
+}
+
 static enum MHD_Result
 on_request (void *cls, struct MHD_Connection *conn, const char *url,
             const char *method, const char *version, const char *upload_data,
@@ -471,6 +548,7 @@ on_request (void *cls, struct MHD_Connection *conn, const char *url,
     unescape_refused = NULL;
     *con_cls = cs;
     cs->method = method;
+    cs->started_ns = clock_mono_ns ();
     upload_begin (api, conn, url, cs);
     return MHD_YES;
   }
@@ -486,7 +564,7 @@ on_request (void *cls, struct MHD_Connection *conn, const char *url,
     return MHD_YES;
   }
   if (cs->uploading)
-    return upload_finish (conn, url, cs);
+    return answer (api, conn, url, method, cs);
   if (*upload_data_size > 0) {
     size_t n = *upload_data_size;
     *upload_data_size = 0;
@@ -509,7 +587,7 @@ on_request (void *cls, struct MHD_Connection *conn, const char *url,
     cs->body[cs->len] = '\0';
     return MHD_YES;
   }
-  return dispatch (api, conn, url, method, cs);
+  return answer (api, conn, url, method, cs);
 }
 
 static void

@@ -454,7 +454,7 @@ same_change_id (const char *a, const char *b)
 int
 hub_backup_complete (struct hub *hub, const char *backup_id, int disk_index,
                      const char *change_id, int64_t bytes_transferred,
-                     const char *full_reason, struct cat_job *out)
+                     int64_t bytes_zeroed, const char *full_reason, struct cat_job *out)
 {
   CLEANUP_CAT_JOB struct cat_job job = { 0 };
   CLEANUP_CAT_REPO struct cat_repository repo = { 0 };
@@ -515,6 +515,7 @@ hub_backup_complete (struct hub *hub, const char *backup_id, int disk_index,
                              bytes_transferred, full_reason, out) == -1)
     return -1;
   crash_point ("complete:recorded");
+  hub_metrics_disk_copied (bytes_transferred, bytes_zeroed);
   if (repo_seal_image (repo.path, d->qcow2_path) == -1)
     log_warn ("backup %s disk %d: %s", backup_id, disk_index, error_message ());
   log_info ("backup %s disk %d completed (%s)%s", backup_id, disk_index,
@@ -522,6 +523,8 @@ hub_backup_complete (struct hub *hub, const char *backup_id, int disk_index,
             out->status == JOB_COMPLETED ? "; job completed"
             : out->status == JOB_FINISHING ? "; job finishing" : "");
   if (out->status == JOB_COMPLETED) {
+    hub_metrics_job_ended (out);
+    hub_usage_changed (hub);
     hub_verify_after_backup (hub, out);
     hub_prune_after_backup (hub, out->context_id);
   }
@@ -560,10 +563,14 @@ backup_end_locked (struct hub *hub, const char *backup_id, enum job_status statu
     return -1;
   crash_point ("end:recorded");
   hub_drop_disks (hub, repo.path, dropped.v, dropped.n);
+  hub_usage_changed (hub);
   hub_prune_wake (hub, job.context_id);
   log_info ("backup %s %s%s%s", backup_id, job_status_name (status), error ? ": " : "",
             error ? error : "");
-  return catalog_backup_get (hub->cat, backup_id, out);
+  if (catalog_backup_get (hub->cat, backup_id, out) == -1)
+    return -1;
+  hub_metrics_job_ended (out);
+  return 0;
 }
 
 int
@@ -591,6 +598,8 @@ hub_backup_finish (struct hub *hub, const char *backup_id, struct cat_job *out)
   if (catalog_backup_finish (hub->cat, backup_id, out) == -1)
     return -1;
   crash_point ("finish:recorded");
+  hub_metrics_job_ended (out);
+  hub_usage_changed (hub);
   hub_verify_after_backup (hub, out);
   hub_prune_after_backup (hub, out->context_id);
   return 0;
@@ -663,6 +672,7 @@ hub_backup_delete (struct hub *hub, const char *backup_id, bool cascade,
   hub_prune_wake (hub, job.context_id);
   *deleted_ids = job_ids_of (deleted.v, deleted.n);
   hub_drop_disks (hub, repo.path, deleted.v, deleted.n);
+  hub_usage_changed (hub);
   if (*deleted_ids == NULL)
     return -1;
   log_info ("deleted backup %s%s", backup_id,
@@ -709,6 +719,7 @@ context_delete_locked (struct hub *hub, const char *context_id, bool force,
   hub_drop_disks (hub, repo.path, deleted.v, deleted.n);
   if (repo_remove_context (repo.path, context_id) == -1)
     log_error ("%s", error_message ());
+  hub_usage_changed (hub);
   if (*deleted_ids == NULL)
     return -1;
   log_info ("deleted context %s (VM '%s', repository %s)", context_id, ctx.vm_name,

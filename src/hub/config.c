@@ -14,7 +14,7 @@
 
 enum { OPT_DATA_DIR = 1, OPT_LISTEN, OPT_NBD_LISTEN, OPT_DB, OPT_TOKEN, OPT_NBD_PSK,
        OPT_WORKERS, OPT_DB_PASSWORD_FILE, OPT_SOURCE_DIRS, OPT_LIBVIRT_URI, OPT_CONFIG,
-       OPT_HELP };
+       OPT_HELP, OPT_CHECK_CONFIG };
 
 static const struct option long_options[] = {
   { "data-dir", required_argument, NULL, OPT_DATA_DIR },
@@ -29,6 +29,7 @@ static const struct option long_options[] = {
   { "libvirt-uri", required_argument, NULL, OPT_LIBVIRT_URI },
   { "config", required_argument, NULL, OPT_CONFIG },
   { "help", no_argument, NULL, OPT_HELP },
+  { "check-config", no_argument, NULL, OPT_CHECK_CONFIG },
   { NULL, 0, NULL, 0 },
 };
 
@@ -66,6 +67,10 @@ hub_config_usage (void)
 "                         db-password-file nbd-tls-psk-file workers\n"
 "                         source-dirs libvirt-uri); options on the command\n"
 "                         line win\n"
+"  --check-config         read the options and the config file, print the\n"
+"                         settings in effect in the config file's form, and\n"
+"                         exit: 0 when they are valid, 2 when not (files they\n"
+"                         name are not opened, nothing is started)\n"
 "  --help                 show this help\n"
 "\n"
 "On its first start with no repository the hub creates the repository\n"
@@ -183,7 +188,8 @@ config_load_file (struct hub_config *cfg, const char *file)
     for (o = long_options; o->name; o++)
       if (strcmp (o->name, key) == 0)
         break;
-    if (o->name == NULL || o->val == OPT_CONFIG || o->val == OPT_HELP) {
+    if (o->name == NULL || o->val == OPT_CONFIG || o->val == OPT_HELP ||
+        o->val == OPT_CHECK_CONFIG) {
       error_set (ERR_INVALID, "%s: unknown key '%s' (known: data-dir, listen, "
                  "nbd-listen, db, db-password-file, api-token-file, nbd-tls-psk-file, workers, "
                  "source-dirs, libvirt-uri)",
@@ -233,6 +239,10 @@ hub_config_parse (struct hub_config *cfg, int argc, char **argv)
     char where[64];
     if (c == OPT_CONFIG)
       continue;
+    if (c == OPT_CHECK_CONFIG) {
+      cfg->check_only = true;
+      continue;
+    }
     snprintf (where, sizeof where, "--%s", long_options[c - 1].name);
     if (config_set (cfg, c, optarg, where) == -1)
       return -1;
@@ -255,6 +265,33 @@ hub_config_parse (struct hub_config *cfg, int argc, char **argv)
  oom:
   error_set_errno (ERR_INTERNAL, errno, "out of memory");
   return -1;
+}
+
+/* The settings in effect, one "key = value" line each, so that the output
+ * is itself a valid config file; an option left unset is a comment saying
+ * what the hub does without it. */
+void
+hub_config_print (const struct hub_config *cfg, FILE *fp)
+{
+  const struct { const char *key, *value, *unset; } opts[] = {
+    { "data-dir", cfg->data_dir, NULL },
+    { "listen", cfg->listen, NULL },
+    { "nbd-listen", cfg->nbd_listen, NULL },
+    { "db", cfg->db, NULL },
+    { "db-password-file", cfg->db_password_file, "$STRATA_DB_PASSWORD, else the URL's" },
+    { "api-token-file", cfg->api_token_file, "no authentication" },
+    { "nbd-tls-psk-file", cfg->nbd_tls_psk_file, "NBD without TLS" },
+    { "source-dirs", cfg->source_dirs, "any absolute path" },
+    { "libvirt-uri", cfg->libvirt_uri, "qemu:///system" },
+  };
+
+  for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++) {
+    if (opts[i].value)
+      fprintf (fp, "%s = %s\n", opts[i].key, opts[i].value);
+    else
+      fprintf (fp, "# %s: not set (%s)\n", opts[i].key, opts[i].unset);
+  }
+  fprintf (fp, "workers = %d\n", cfg->workers);
 }
 
 void

@@ -34,7 +34,8 @@ struct hub {
    * lock.  A merge step of such a context waits (hub_verifying). */
   char **verifying;
   size_t n_verifying;
-  struct hub_schedule *schedule;  /* the scheduler thread (hub/schedule.c) */
+  struct ticker *schedule;        /* the scheduler thread (hub/schedule.c) */
+  struct hub_usage *usage;        /* repository usage cache (hub/usage.c) */
   /* What the backup transitions tell whoever runs jobs (the worker pool
    * sets these when it starts; NULL: nobody listens). */
   struct hub_job_hooks {
@@ -159,6 +160,28 @@ int hub_schedule_start (struct hub *hub);
 void hub_schedule_stop (struct hub *hub);
 /* Policies or VMs changed: look at the schedules again now. */
 void hub_schedule_poke (struct hub *hub);
+
+/* --- Repository usage (hub/usage.c) ------------------------------------ */
+/* Start and stop the thread that measures the repositories. */
+int hub_usage_start (struct hub *hub);
+void hub_usage_stop (struct hub *hub);
+/* A repository's files changed (a job ended, a backup, context or prune
+ * removed files): measure again soon, and before the API answers. */
+void hub_usage_changed (struct hub *hub);
+/* The cached numbers, never measuring: false when there are none yet. */
+bool hub_usage_cached (struct hub *hub, const char *repo_id, int64_t *used,
+                       int64_t *available);
+
+/* --- Metrics (hub/metrics.c) ------------------------------------------- */
+/* Register the hub's series and the scrape-time collector (reading hub). */
+int hub_metrics_open (struct hub *hub);
+void hub_metrics_close (struct hub *hub);
+/* A job ended (completed, failed, cancelled): count it by status and driver. */
+void hub_metrics_job_ended (const struct cat_job *job);
+/* A disk's copy was recorded: what it wrote, and wrote as zeroes (< 0:
+ * not known). */
+void hub_metrics_disk_copied (int64_t bytes_written, int64_t bytes_zeroed);
+void hub_metrics_storage_restarted (void);
 
 /* --- Workers (hub/worker.c) ------------------------------------------- */
 /* Whether the pool is stopping (work in progress should pause). */

@@ -34,6 +34,7 @@ on_qsd_restart (struct qsd *q, void *opaque)
 {
   struct hub *hub = opaque;
   SCOPED_LOCK (&hub->lock);
+  hub_metrics_storage_restarted ();
   log_warn ("storage daemon restarted; exporting the running disks and the restores "
             "again");
   hub_reexport_running (hub);
@@ -151,7 +152,7 @@ hub_open (struct hub_config *cfg)
     goto fail;
 
   hub->cat = catalog_open_auth (hub->cfg.db, hub->cfg.db_password_file);
-  if (hub->cat == NULL)
+  if (hub->cat == NULL || hub_metrics_open (hub) == -1)
     goto fail;
   if (ensure_default_repo (hub) == -1)
     goto fail;
@@ -183,7 +184,7 @@ hub_open (struct hub_config *cfg)
     goto fail;
   hub_requeue_jobs (hub);
   hub_prune_wake (hub, NULL);
-  if (hub_schedule_start (hub) == -1)
+  if (hub_schedule_start (hub) == -1 || hub_usage_start (hub) == -1)
     goto fail;
   return hub;
 
@@ -233,6 +234,8 @@ hub_close (struct hub *hub)
     return;
   /* The scheduler, then the workers: they call into the storage daemon
    * and the catalog. */
+  hub_metrics_close (hub);
+  hub_usage_stop (hub);
   hub_schedule_stop (hub);
   hub_workers_stop (hub);
   qsd_stop (hub->qsd);

@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "catalog/catalog.h"
 #include "integrity/manifest.h"
@@ -41,6 +42,7 @@ struct hub_config {
                             * in; NULL: any absolute path */
   char *libvirt_uri;       /* where libvirt:// sources live; NULL:
                             * qemu:///system */
+  bool check_only;         /* --check-config: parse, print, start nothing */
 };
 
 /* Fill cfg from the `strata serve` command line, reading --config FILE
@@ -49,6 +51,8 @@ struct hub_config {
 int hub_config_parse (struct hub_config *cfg, int argc, char **argv);
 void hub_config_clear (struct hub_config *cfg);
 void hub_config_usage (void);
+/* Print the options in effect as config-file lines (--check-config). */
+void hub_config_print (const struct hub_config *cfg, FILE *fp);
 
 /* The hub: opaque outside src/hub/ (hub/hub-int.h has it). */
 struct hub;
@@ -88,7 +92,9 @@ int hub_repo_create (struct hub *hub, const char *id, const char *name,
                      enum repo_type type, const char *path, struct cat_repository *out);
 /* ERR_CONFLICT while a context uses it; its folder stays on disk. */
 int hub_repo_delete (struct hub *hub, const char *id);
-/* Bytes the repository's files take, and bytes its file system offers. */
+/* Bytes the repository's files take, and bytes its file system offers:
+ * cached (hub/usage.c), measured again when something changed its files
+ * since, or after a minute. */
 int hub_repo_usage (struct hub *hub, const struct cat_repository *r, int64_t *used,
                     int64_t *available);
 /* Insert or replace a VM with its disks; *out receives it as stored. */
@@ -116,11 +122,14 @@ int hub_backup_start (struct hub *hub, const struct hub_backup_request *req,
 
 /* Complete one disk: remove its export (flushing it), sync the file and make
  * it read-only, then record it.  full_reason (or NULL) says why the disk was
- * copied in full into its overlay.  A repeat of an accepted completion with
- * the same change id succeeds again.  *out receives the job afterwards. */
+ * copied in full into its overlay.  bytes_zeroed: what the copy wrote as
+ * zeroes, for the metrics only (-1: not known).  A repeat of an accepted
+ * completion with the same change id succeeds again.  *out receives the
+ * job afterwards. */
 int hub_backup_complete (struct hub *hub, const char *backup_id, int disk_index,
                          const char *change_id, int64_t bytes_transferred,
-                         const char *full_reason, struct cat_job *out);
+                         int64_t bytes_zeroed, const char *full_reason,
+                         struct cat_job *out);
 
 /* End a running job as JOB_FAILED or JOB_CANCELLED; drops the unfinished disks'
  * exports and files.  disk_index < 0 when no disk is named.  A finishing

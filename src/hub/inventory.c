@@ -166,13 +166,6 @@ hub_repo_delete (struct hub *hub, const char *id)
 }
 
 int
-hub_repo_usage (struct hub *hub, const struct cat_repository *r, int64_t *used,
-                int64_t *available)
-{
-  return repo_usage (r->path, used, available);
-}
-
-int
 hub_vm_put (struct hub *hub, const struct cat_vm *vm, bool *created, struct cat_vm *out)
 {
   for (size_t i = 0; i < vm->n_disks; i++)

@@ -468,6 +468,8 @@ task_finish (struct hub *hub, const char *task_id, bool ok, const char *error,
 {
   CLEANUP_FREE char *text = result_text (result);
 
+  /* Before the end is recorded: whoever sees it sees the new usage. */
+  hub_usage_changed (hub);
   if (catalog_task_end (hub->cat, task_id, ok ? TASK_COMPLETED : TASK_FAILED, error,
                         text) == -1)
     log_error ("prune task %s: recording its end: %s", task_id, error_message ());

@@ -257,9 +257,13 @@ check_rows (struct hub *hub)
                d->backup_job_id, d->disk_index, reason);
     if (d->status == DISK_RUNNING || d->status == DISK_PENDING) {
       CLEANUP_CAT_DISK_LIST struct cat_disk_list dropped = { 0 };
+      CLEANUP_CAT_JOB struct cat_job job = { 0 };
       if (catalog_backup_end (hub->cat, d->backup_job_id, JOB_FAILED, d->disk_index,
-                              reason, &dropped.v, &dropped.n) == 0)
+                              reason, &dropped.v, &dropped.n) == 0) {
         hub_drop_disks (hub, f.repo_paths[i], dropped.v, dropped.n);
+        if (catalog_backup_get (hub->cat, d->backup_job_id, &job) == 0)
+          hub_metrics_job_ended (&job);
+      }
     }
     else if (catalog_disk_lost (hub->cat, d->id, reason) == -1)
       log_error ("%s", error_message ());

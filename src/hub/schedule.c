@@ -30,15 +30,9 @@
 #include "util/error.h"
 #include "util/id.h"
 #include "util/log.h"
+#include "util/ticker.h"
 
 #define SCHEDULE_TICK_S 60
-
-struct hub_schedule {
-  pthread_t thread;
-  pthread_mutex_t lock;
-  pthread_cond_t cond;
-  bool stopping, poked;
-};
 
 static void
 set_schedule (struct hub *hub, const char *vm_name, time_t next, const char *ran,
@@ -120,84 +114,36 @@ schedule_pass (struct hub *hub, time_t *wake)
   }
 }
 
-static void *
-schedule_main (void *arg)
+/* One run of the scheduler's thread; returns when to run again at the
+ * latest. */
+static time_t
+schedule_tick (void *opaque)
 {
-  struct hub *hub = arg;
-  struct hub_schedule *s = hub->schedule;
+  struct hub *hub = opaque;
+  time_t wake = time (NULL) + SCHEDULE_TICK_S;
 
-  pthread_mutex_lock (&s->lock);
-  while (!s->stopping) {
-    time_t now = time (NULL), wake = now + SCHEDULE_TICK_S;
-    struct timespec until = { 0 };
-
-    s->poked = false;
-    pthread_mutex_unlock (&s->lock);
-    schedule_pass (hub, &wake);
-    hub_prune_wake (hub, NULL);
-    hub_verify_due (hub);
-    pthread_mutex_lock (&s->lock);
-    until.tv_sec = wake;
-    while (!s->stopping && !s->poked)
-      if (pthread_cond_timedwait (&s->cond, &s->lock, &until) == ETIMEDOUT)
-        break;
-  }
-  pthread_mutex_unlock (&s->lock);
-  return NULL;
+  schedule_pass (hub, &wake);
+  hub_prune_wake (hub, NULL);
+  hub_verify_due (hub);
+  return wake;
 }
 
 int
 hub_schedule_start (struct hub *hub)
 {
-  struct hub_schedule *s = calloc (1, sizeof *s);
-  int err;
-
-  if (s == NULL) {
-    error_set_errno (ERR_INTERNAL, errno, "out of memory");
-    return -1;
-  }
-  pthread_mutex_init (&s->lock, NULL);
-  pthread_cond_init (&s->cond, NULL);
-  hub->schedule = s;
-  err = pthread_create (&s->thread, NULL, schedule_main, hub);
-  if (err != 0) {
-    hub->schedule = NULL;
-    pthread_cond_destroy (&s->cond);
-    pthread_mutex_destroy (&s->lock);
-    free (s);
-    error_set_errno (ERR_INTERNAL, err, "starting the scheduler");
-    return -1;
-  }
-  return 0;
+  hub->schedule = ticker_start ("the scheduler", schedule_tick, hub);
+  return hub->schedule ? 0 : -1;
 }
 
 void
 hub_schedule_stop (struct hub *hub)
 {
-  struct hub_schedule *s = hub->schedule;
-
-  if (s == NULL)
-    return;
-  pthread_mutex_lock (&s->lock);
-  s->stopping = true;
-  pthread_cond_broadcast (&s->cond);
-  pthread_mutex_unlock (&s->lock);
-  pthread_join (s->thread, NULL);
-  pthread_cond_destroy (&s->cond);
-  pthread_mutex_destroy (&s->lock);
-  free (s);
+  ticker_stop (hub->schedule);
   hub->schedule = NULL;
 }
 
 void
 hub_schedule_poke (struct hub *hub)
 {
-  struct hub_schedule *s = hub->schedule;
-
-  if (s == NULL)
-    return;
-  pthread_mutex_lock (&s->lock);
-  s->poked = true;
-  pthread_cond_broadcast (&s->cond);
-  pthread_mutex_unlock (&s->lock);
+  ticker_poke (hub->schedule);
 }

@@ -273,7 +273,8 @@ on_complete (struct engine_session *s, struct engine_session_disk *sd)
   }
   write_part (t, sd, dt);
   return hub_backup_complete (t->hub, t->backup_id, sd->disk_index, sd->result.change_id,
-                              sd->result.bytes_written, sd->result.full_reason, &job);
+                              sd->result.bytes_written, sd->result.bytes_zero,
+                              sd->result.full_reason, &job);
 }
 
 /* The disk's audit read its source again: the hub compares and records. */

@@ -127,6 +127,33 @@ test_config (void)
   char *argv[] = { (char *) "serve", (char *) "--bogus", NULL };
   ok (hub_config_parse (&cfg, 2, argv) == -1, "an unknown option is refused");
   hub_config_clear (&cfg);
+
+  /* --check-config: a command-line mode, never a key; what it prints is a
+   * config file that reads back to the same settings. */
+  ok (parse_with_file ("check-config = yes\n", &cfg, NULL) == -1 &&
+      strstr (error_message (), "unknown key 'check-config'") != NULL,
+      "check-config is not a config file key");
+  hub_config_clear (&cfg);
+  ok (parse_with_file ("workers = 5\nsource-dirs = /srv/a:/srv/b\n", &cfg, "--check-config") == 0 &&
+      cfg.check_only && cfg.workers == 5, "--check-config parses the file and marks the check");
+  char *printed = NULL, *again = NULL;
+  size_t len;
+  FILE *fp = open_memstream (&printed, &len);
+  hub_config_print (&cfg, fp);
+  fclose (fp);
+  hub_config_clear (&cfg);
+  ok (parse_with_file (printed, &cfg, NULL) == 0 && !cfg.check_only,
+      "the printed settings parse as a config file");
+  fp = open_memstream (&again, &len);
+  hub_config_print (&cfg, fp);
+  fclose (fp);
+  hub_config_clear (&cfg);
+  ok (strcmp (printed, again) == 0 && strstr (printed, "workers = 5\n") &&
+      strstr (printed, "source-dirs = /srv/a:/srv/b\n") &&
+      strstr (printed, "# api-token-file: not set"),
+      "and mean the same settings");
+  free (printed);
+  free (again);
 }
 
 static void
