@@ -51,6 +51,8 @@ is "$(curl -s -o "$T/b" -w '%{http_code}' "$H/nothing.js")/$(jq -r .error.code "
 is "$(curl -s -o /dev/null -w '%{http_code}' -X POST "$H/index.html")" 405 "POST on a file: 405"
 ! grep -qE '<script>|<style|style=| on[a-z]+=' "$top/src/web/static/index.html"
 is "$?" 0 "index.html has no inline script or style (the CSP holds)"
+! grep -nE 'innerHTML|outerHTML|insertAdjacentHTML|document\.write|eval\(' "$top/src/web/static/app.js"
+is "$?" 0 "app.js never parses text as HTML or code"
 
 # --- Backups for the pages ---------------------------------------------------
 src_write () # FILE PATTERN OFFSET LENGTH
