@@ -151,6 +151,17 @@ check-ops: ops-deps $(BUILD)/strata
 	STRATA=$(CURDIR)/$(BUILD)/strata STRATA_BUILD=$(CURDIR)/$(BUILD) STRATA_NPM=$(NPM_DIR) \
 	  prove -v tests/ops/test-*.sh
 
+# The README's pictures of the dashboard: the browser test's screenshots
+# (a real hub with real backups), copied to docs/screenshots/, committed.
+.PHONY: screenshots
+screenshots: ops-deps $(BUILD)/strata
+	$(MAKE) npm-deps
+	rm -rf $(BUILD)/screenshots
+	STRATA=$(CURDIR)/$(BUILD)/strata STRATA_BUILD=$(CURDIR)/$(BUILD) STRATA_NPM=$(NPM_DIR) \
+	  prove tests/ops/test-dashboard.sh
+	mkdir -p docs/screenshots
+	cp $(BUILD)/screenshots/*.png docs/screenshots/
+
 run: deps
 	$(MAKE) $(BUILD)/strata
 	$(BUILD)/strata serve --data-dir ./var

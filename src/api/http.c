@@ -222,14 +222,39 @@ parse_body (struct conn_state *cs, json_t **out)
   return 0;
 }
 
+/* Answer 200 with a file built into the binary (web/web.h).  The files
+ * hold no data, so they need no token; every API call the dashboard makes
+ * does.  The dashboard has no inline script or style, so the policy below
+ * holds, and it keeps the page out of frames; no-cache makes a browser ask
+ * again (the hub answers from memory), so it never runs an older hub's
+ * page. */
+static enum MHD_Result
+send_asset (struct MHD_Connection *conn, const struct web_asset *a)
+{
+  struct MHD_Response *resp;
+  enum MHD_Result ret;
+
+  resp = MHD_create_response_from_buffer (a->len, (void *) a->data, MHD_RESPMEM_PERSISTENT);
+  if (resp == NULL)
+    return MHD_NO;
+  MHD_add_response_header (resp, "Content-Type", a->content_type);
+  MHD_add_response_header (resp, "Cache-Control", "no-cache");
+  MHD_add_response_header (resp, "Content-Security-Policy",
+                           "default-src 'self'; frame-ancestors 'none'");
+  MHD_add_response_header (resp, "X-Content-Type-Options", "nosniff");
+  MHD_add_response_header (resp, "Referrer-Policy", "no-referrer");
+  reply_status = 200;
+  ret = MHD_queue_response (conn, 200, resp);
+  MHD_destroy_response (resp);
+  return ret;
+}
+
 /* GET /api/v1/openapi.json: the API's description, as built into the
  * binary (docs/openapi.json).  No token: it holds no data. */
 static enum MHD_Result
 send_openapi (struct MHD_Connection *conn, const char *method, const char *url)
 {
   const struct web_asset *a = web_asset_find (API_OPENAPI_PATH);
-  struct MHD_Response *resp;
-  enum MHD_Result ret;
 
   if (strcmp (method, "GET") != 0 && strcmp (method, "HEAD") != 0) {
     error_set (ERR_METHOD, "use GET on %s", API_OPENAPI_PATH);
@@ -239,14 +264,24 @@ send_openapi (struct MHD_Connection *conn, const char *method, const char *url)
     error_set (ERR_INTERNAL, "this build holds no OpenAPI document");
     return send_error (conn, method, url, NULL);
   }
-  resp = MHD_create_response_from_buffer (a->len, (void *) a->data, MHD_RESPMEM_PERSISTENT);
-  if (resp == NULL)
-    return MHD_NO;
-  MHD_add_response_header (resp, "Content-Type", a->content_type);
-  reply_status = 200;
-  ret = MHD_queue_response (conn, 200, resp);
-  MHD_destroy_response (resp);
-  return ret;
+  return send_asset (conn, a);
+}
+
+/* GET (or HEAD) of a file of the dashboard; an unknown one is the JSON 404. */
+static enum MHD_Result
+send_static (struct MHD_Connection *conn, const char *method, const char *url)
+{
+  const struct web_asset *a = web_asset_find (url);
+
+  if (a == NULL) {
+    error_set (ERR_NOT_FOUND, "no such route: %s (the API lives under /api/v1/)", url);
+    return send_error (conn, method, url, NULL);
+  }
+  if (strcmp (method, "GET") != 0 && strcmp (method, "HEAD") != 0) {
+    error_set (ERR_METHOD, "%s is not allowed on %s (allowed: GET, HEAD)", method, url);
+    return send_error (conn, method, url, "GET, HEAD");
+  }
+  return send_asset (conn, a);
 }
 
 /* GET /metrics: the API's token is needed when there is one. */
@@ -312,6 +347,8 @@ dispatch (struct api *api, struct MHD_Connection *conn, const char *url,
     return send_openapi (conn, method, url);
   if (strcmp (url, "/metrics") == 0)
     return send_metrics (api, conn, method, url, &r);
+  if (strncmp (url, "/api/", 5) != 0)
+    return send_static (conn, method, url);
   if (strncmp (url, "/api/v1/", 8) != 0) {
     error_set (ERR_NOT_FOUND, "no such route: %s (the API lives under /api/v1/)", url);
     return send_error (conn, method, url, NULL);
