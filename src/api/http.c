@@ -222,6 +222,17 @@ parse_body (struct conn_state *cs, json_t **out)
   return 0;
 }
 
+/* The routes outside /api/v1 are read-only: true for GET and HEAD, else
+ * the error is set (a 405 saying so, with "Allow: GET, HEAD"). */
+static bool
+read_only_method (const char *method, const char *url)
+{
+  if (strcmp (method, "GET") == 0 || strcmp (method, "HEAD") == 0)
+    return true;
+  error_set (ERR_METHOD, "%s is not allowed on %s (allowed: GET, HEAD)", method, url);
+  return false;
+}
+
 /* Answer 200 with a file built into the binary (web/web.h).  The files
  * hold no data, so they need no token; every API call the dashboard makes
  * does.  The dashboard has no inline script or style, so the policy below
@@ -256,10 +267,8 @@ send_openapi (struct MHD_Connection *conn, const char *method, const char *url)
 {
   const struct web_asset *a = web_asset_find (API_OPENAPI_PATH);
 
-  if (strcmp (method, "GET") != 0 && strcmp (method, "HEAD") != 0) {
-    error_set (ERR_METHOD, "use GET on %s", API_OPENAPI_PATH);
-    return send_error (conn, method, url, "GET");
-  }
+  if (!read_only_method (method, url))
+    return send_error (conn, method, url, "GET, HEAD");
   if (a == NULL) {
     error_set (ERR_INTERNAL, "this build holds no OpenAPI document");
     return send_error (conn, method, url, NULL);
@@ -277,10 +286,8 @@ send_static (struct MHD_Connection *conn, const char *method, const char *url)
     error_set (ERR_NOT_FOUND, "no such route: %s (the API lives under /api/v1/)", url);
     return send_error (conn, method, url, NULL);
   }
-  if (strcmp (method, "GET") != 0 && strcmp (method, "HEAD") != 0) {
-    error_set (ERR_METHOD, "%s is not allowed on %s (allowed: GET, HEAD)", method, url);
+  if (!read_only_method (method, url))
     return send_error (conn, method, url, "GET, HEAD");
-  }
   return send_asset (conn, a);
 }
 
@@ -294,10 +301,8 @@ send_metrics (struct api *api, struct MHD_Connection *conn, const char *method,
   char *text;
   size_t len;
 
-  if (strcmp (method, "GET") != 0 && strcmp (method, "HEAD") != 0) {
-    error_set (ERR_METHOD, "use GET on /metrics");
-    return send_error (conn, method, url, "GET");
-  }
+  if (!read_only_method (method, url))
+    return send_error (conn, method, url, "GET, HEAD");
   if (check_auth (api->hub, conn) == -1 || api_metrics (r, &text, &len) == -1)
     return send_error (conn, method, url, NULL);
   resp = MHD_create_response_from_buffer (len, text, MHD_RESPMEM_MUST_FREE);
@@ -333,10 +338,8 @@ dispatch (struct api *api, struct MHD_Connection *conn, const char *url,
     return send_error (conn, method, "(long URL)", NULL);
   }
   if (strcmp (url, "/healthz") == 0) {
-    if (strcmp (method, "GET") != 0 && strcmp (method, "HEAD") != 0) {
-      error_set (ERR_METHOD, "use GET on /healthz");
-      return send_error (conn, method, url, "GET");
-    }
+    if (!read_only_method (method, url))
+      return send_error (conn, method, url, "GET, HEAD");
     if (api_health (&r) == -1)
       return send_error (conn, method, url, NULL);
     ret = send_reply (conn, r.status, r.reply, NULL);
