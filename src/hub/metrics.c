@@ -27,7 +27,6 @@ collect (void *opaque)
 {
   struct hub *hub = opaque;
   CLEANUP_CAT_CONTEXT_LIST struct cat_context_list ctxs = { 0 };
-  CLEANUP_CAT_JOB_LIST struct cat_job_list jobs = { 0 };
   CLEANUP_CAT_REPO_LIST struct cat_repository_list repos = { 0 };
   double running[2] = { 0, 0 }, disks = 0;
   int64_t total;
