@@ -15,6 +15,8 @@
 
 #define API_MAX_BODY (1024 * 1024)
 #define API_MAX_URL 8192
+#define API_MAX_PATH 4096       /* vm_path, a disk's source, a repository's path */
+#define API_MAX_STRING 255      /* every other free-text field */
 
 struct api_req {
   struct hub *hub;
@@ -102,7 +104,8 @@ void api_metrics_request (const char *class, const char *method, int status,
                           double seconds);
 
 /* --- Input (api/input.c) ---------------------------------------------- */
-/* Reject query parameters outside allowed (NULL-terminated). */
+/* Reject query parameters outside allowed (NULL-terminated, at most 64
+ * names), and any given more than once. */
 int api_query_check (struct api_req *r, const char *const allowed[]);
 /* A query parameter's value, or NULL. */
 const char *api_query (struct api_req *r, const char *key);

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "api/api-int.h"
 #include "hub/hub.h"
@@ -48,8 +49,9 @@ struct conn_state {
 };
 
 /* Why the URL now being parsed on this thread was refused, or NULL.  With
- * one thread per connection, libmicrohttpd parses a request's URL (and
- * calls on_unescape) on the thread that then calls on_request for it. */
+ * one thread per connection, libmicrohttpd parses a request's URL (calling
+ * on_uri, which resets this, then on_unescape) on the thread that then
+ * calls on_request for it. */
 static __thread const char *unescape_refused;
 
 #define ROUTE(m, p, h) { .method = (m), .pattern = (p), .handler = (h) }
@@ -187,11 +189,31 @@ send_error (struct MHD_Connection *conn, const char *method, const char *url,
   return send_reply (conn, status, body, allow);
 }
 
+static enum MHD_Result
+count_auth (void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+  if (strcasecmp (key, MHD_HTTP_HEADER_AUTHORIZATION) == 0)
+    (*(int *) cls)++;
+  return MHD_YES;
+}
+
+/* The Authorization header with its length (it may hold a NUL), and only
+ * one of them: with two, which one a proxy or the hub reads would differ. */
 static int
 check_auth (struct hub *hub, struct MHD_Connection *conn)
 {
-  return hub_authorize (hub, MHD_lookup_connection_value (conn, MHD_HEADER_KIND,
-                                                          "Authorization"));
+  const char *value = NULL;
+  size_t len = 0;
+  int n = 0;
+
+  MHD_get_connection_values (conn, MHD_HEADER_KIND, count_auth, &n);
+  if (n > 1) {
+    error_set (ERR_UNAUTHORIZED, "more than one Authorization header");
+    return -1;
+  }
+  MHD_lookup_connection_value_n (conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION,
+                                 strlen (MHD_HTTP_HEADER_AUTHORIZATION), &value, &len);
+  return hub_authorize (hub, value, len);
 }
 
 static int
@@ -652,6 +674,25 @@ on_unescape (void *cls, struct MHD_Connection *conn, char *s)
   return out - s;
 }
 
+/* The request-target as it came on the request line, before any decoding:
+ * only the bytes RFC 3986 lets a path and a query hold (unreserved,
+ * sub-delims, ':', '@', '/', '?' and '%' escapes).  libmicrohttpd takes
+ * everything between the method and the version as the URL, so a raw
+ * space would otherwise reach a route as part of a name ("a b"); a byte
+ * that needs escaping is refused, the same way as a bad escape. */
+static void *
+on_uri (void *cls, const char *uri, struct MHD_Connection *conn)
+{
+  static const char allowed[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    "0123456789-._~!$&'()*+,;=:@/?%";
+
+  unescape_refused = NULL;
+  if (uri[strspn (uri, allowed)] != '\0')
+    unescape_refused = "the URL holds a byte that must be percent-encoded (a space, a "
+      "control character, a non-ASCII byte or one of \"#<>[\\]^`{|})";
+  return NULL;
+}
+
 static void __attribute__((format (printf, 2, 0)))
 on_mhd_log (void *cls, const char *fmt, va_list ap)
 {
@@ -690,6 +731,7 @@ api_start (struct hub *hub)
                                   MHD_OPTION_CONNECTION_MEMORY_LIMIT,
                                   (size_t) 512 * 1024,
                                   MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, api,
+                                  MHD_OPTION_URI_LOG_CALLBACK, on_uri, api,
                                   MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, api,
                                   MHD_OPTION_END);
   if (api->daemon == NULL) {

@@ -2,6 +2,7 @@
  * bodies and ids.  Every check names the field and says what is wanted. */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,7 +12,9 @@
 
 struct query_scan {
   const char *const *allowed;
-  const char *bad;
+  uint64_t seen;                /* bit i: allowed[i] was given */
+  const char *bad;              /* an unknown name, or one given twice */
+  bool twice;
 };
 
 /* True when s is one of the NULL-terminated list's names. */
@@ -43,19 +46,34 @@ static enum MHD_Result
 query_visit (void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
 {
   struct query_scan *qs = cls;
-  if (in_list (qs->allowed, key))
+
+  for (size_t i = 0; qs->allowed[i]; i++) {
+    if (strcmp (qs->allowed[i], key) != 0)
+      continue;
+    if (qs->seen & (UINT64_C (1) << i)) {
+      qs->bad = key;
+      qs->twice = true;
+      return MHD_NO;
+    }
+    qs->seen |= UINT64_C (1) << i;
     return MHD_YES;
+  }
   qs->bad = key;
   return MHD_NO;
 }
 
+/* Every query parameter is one the route knows, given once: a second
+ * value would otherwise be ignored without a word (api_query reads the
+ * first). */
 int
 api_query_check (struct api_req *r, const char *const allowed[])
 {
   struct query_scan qs = { .allowed = allowed };
+
   MHD_get_connection_values (r->conn, MHD_GET_ARGUMENT_KIND, query_visit, &qs);
   if (qs.bad) {
-    error_set (ERR_INVALID, "unknown query parameter '%.64s'", qs.bad);
+    error_set (ERR_INVALID, qs.twice ? "query parameter '%.64s' is given more than once"
+               : "unknown query parameter '%.64s'", qs.bad);
     return -1;
   }
   return 0;
@@ -274,7 +292,7 @@ api_field_disks (json_t *obj, const char *key, struct cat_vm_disk **out, size_t 
       goto field_fail;
     if (present)
       x->unit_number = num;
-    if (api_field_str (d, "source", false, 4096, false, &source) == -1)
+    if (api_field_str (d, "source", false, API_MAX_PATH, false, &source) == -1)
       goto field_fail;
     if (source && (*source == '\0' || (x->source = strdup (source)) == NULL)) {
       error_set (ERR_INVALID, "%s[%zu]: source must not be empty", key, i);

@@ -6,7 +6,6 @@
 
 static const char *const no_params[] = { NULL };
 
-#define API_MAX_SCHEDULE 256
 #define API_MAX_VERIFY_DAYS 3650       /* ten years */
 
 /* A policy's name follows the rules of a VM name (it is free text the
@@ -87,7 +86,7 @@ api_policies_put (struct api_req *r)
   if (api_query_check (r, no_params) == -1 || check_name (r->id) == -1 ||
       api_body (r, fields, true, &body) == -1 ||
       api_field_str (body, "repository_id", false, ID_MAX, false, &repository_id) == -1 ||
-      api_field_str (body, "schedule", false, API_MAX_SCHEDULE, false, &schedule) == -1)
+      api_field_str (body, "schedule", false, API_MAX_STRING, false, &schedule) == -1)
     return -1;
   if (repository_id && api_check_id ("repository_id", repository_id) == -1)
     return -1;

@@ -33,9 +33,9 @@ api_repos_create (struct api_req *r)
   if (api_query_check (r, no_params) == -1 ||
       api_body (r, fields, false, &body) == -1 ||
       api_field_str (body, "id", false, 128, false, &id) == -1 ||
-      api_field_str (body, "name", true, 255, false, &name) == -1 ||
+      api_field_str (body, "name", true, API_MAX_STRING, false, &name) == -1 ||
       api_field_str (body, "type", true, 32, false, &type_word) == -1 ||
-      api_field_str (body, "path", true, 4000, false, &path) == -1)
+      api_field_str (body, "path", true, API_MAX_PATH, false, &path) == -1)
     return -1;
   if (id && api_check_id ("repository id", id) == -1)
     return -1;

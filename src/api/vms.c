@@ -47,11 +47,11 @@ api_vms_put (struct api_req *r)
 
   if (api_query_check (r, no_params) == -1 || id_check_vm_name (r->id) == -1 ||
       api_body (r, fields, false, &body) == -1 ||
-      api_field_str (body, "vmware_vm_id", false, 255, false, &vmware_vm_id) == -1 ||
-      api_field_str (body, "vm_path", false, 500, false, &vm_path) == -1 ||
-      api_field_str (body, "vcenter_host", false, 255, false, &vcenter_host) == -1 ||
-      api_field_str (body, "datacenter", false, 255, false, &datacenter) == -1 ||
-      api_field_str (body, "policy", false, 255, false, &policy) == -1 ||
+      api_field_str (body, "vmware_vm_id", false, API_MAX_STRING, false, &vmware_vm_id) == -1 ||
+      api_field_str (body, "vm_path", false, API_MAX_PATH, false, &vm_path) == -1 ||
+      api_field_str (body, "vcenter_host", false, API_MAX_STRING, false, &vcenter_host) == -1 ||
+      api_field_str (body, "datacenter", false, API_MAX_STRING, false, &datacenter) == -1 ||
+      api_field_str (body, "policy", false, API_MAX_STRING, false, &policy) == -1 ||
       api_field_disks (body, "disks", &disks, &n) == -1)
     return -1;
   for (size_t i = 0; i < n; i++)

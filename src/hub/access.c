@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -229,11 +230,12 @@ hub_psk_install (struct hub *hub, char **tls_dir)
   return -1;
 }
 
-/* Constant-time comparison, so the token cannot be guessed byte by byte. */
+/* Constant-time comparison of the gl bytes at given with the token, so
+ * the token cannot be guessed byte by byte. */
 static bool
-token_equal (const char *given, const char *want)
+token_equal (const char *given, size_t gl, const char *want)
 {
-  size_t gl = strlen (given), wl = strlen (want);
+  size_t wl = strlen (want);
   unsigned char diff = gl != wl;
   for (size_t i = 0; i < gl; i++)
     diff |= (unsigned char) given[i] ^ (unsigned char) want[i % (wl ? wl : 1)];
@@ -241,15 +243,28 @@ token_equal (const char *given, const char *want)
 }
 
 int
-hub_authorize (struct hub *hub, const char *authorization)
+hub_authorize (struct hub *hub, const char *value, size_t len)
 {
+  const char *token;
+  size_t tlen;
+
   if (hub->token == NULL)
     return 0;
-  if (authorization == NULL || strncmp (authorization, "Bearer ", 7) != 0) {
+  /* RFC 9110: the scheme is case-insensitive and one or more spaces
+   * separate it from the credentials; blanks that end a field are not
+   * part of its value.  The rest must be the token exactly: a NUL (which
+   * would end a C string early), a second word or a tab is a wrong token. */
+  if (value == NULL || len < 7 || strncasecmp (value, "Bearer ", 7) != 0) {
     error_set (ERR_UNAUTHORIZED, "this hub needs 'Authorization: Bearer <token>'");
     return -1;
   }
-  if (!token_equal (authorization + 7, hub->token)) {
+  token = value + 7;
+  tlen = len - 7;
+  while (tlen > 0 && *token == ' ')
+    token++, tlen--;
+  while (tlen > 0 && (token[tlen - 1] == ' ' || token[tlen - 1] == '\t'))
+    tlen--;
+  if (memchr (token, '\0', tlen) != NULL || !token_equal (token, tlen, hub->token)) {
     error_set (ERR_UNAUTHORIZED, "wrong API token");
     return -1;
   }

@@ -71,10 +71,11 @@ const char *hub_started_at (struct hub *hub);    /* when this process started */
 /* The API's listen address (*text: as configured, may be NULL). */
 const struct net_addr *hub_api_address (struct hub *hub, const char **text);
 const char *hub_nbd_listen (struct hub *hub);
-/* Check a request's Authorization header (NULL when it has none) against
- * the API token: 0, or -1 with ERR_UNAUTHORIZED.  Always 0 without
- * --api-token-file. */
-int hub_authorize (struct hub *hub, const char *authorization);
+/* Check a request's Authorization header, len bytes at value (NULL when
+ * it has none), against the API token: "Bearer" in any case, then the
+ * token and nothing else.  0, or -1 with ERR_UNAUTHORIZED.  Always 0
+ * without --api-token-file. */
+int hub_authorize (struct hub *hub, const char *value, size_t len);
 
 /* "nbd://HOST:PORT/EXPORT" for an export name, or "nbds://USER@HOST:PORT/
  * EXPORT" when NBD needs TLS (the client adds its ?tls-psk-file=).  Caller

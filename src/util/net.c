@@ -2,6 +2,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -81,18 +82,43 @@ net_parse_addr (const char *s, struct net_addr *out)
   return 0;
 }
 
+/* The IPv4 address an address stands for: itself, or the one inside an
+ * IPv4-mapped IPv6 address (::ffff:A.B.C.D, which a dual-stack socket binds
+ * as A.B.C.D).  False for other IPv6 addresses. */
+static bool
+ipv4_of (const struct net_addr *a, uint32_t *v4)
+{
+  const struct in6_addr *in6;
+
+  if (!a->ipv6) {
+    *v4 = ntohl (((const struct sockaddr_in *) &a->ss)->sin_addr.s_addr);
+    return true;
+  }
+  in6 = &((const struct sockaddr_in6 *) &a->ss)->sin6_addr;
+  if (!IN6_IS_ADDR_V4MAPPED (in6))
+    return false;
+  *v4 = ntohl (in6->s6_addr32[3]);
+  return true;
+}
+
+/* Both tests look at the parsed socket address, never at the text: the
+ * same address has many spellings ([::0], [0:0::0], [::ffff:0.0.0.0]...). */
 bool
 net_is_wildcard (const struct net_addr *a)
 {
-  if (a->ipv6)
-    return IN6_IS_ADDR_UNSPECIFIED (&((const struct sockaddr_in6 *) &a->ss)->sin6_addr);
-  return ((const struct sockaddr_in *) &a->ss)->sin_addr.s_addr == htonl (INADDR_ANY);
+  uint32_t v4;
+
+  if (ipv4_of (a, &v4))
+    return v4 == INADDR_ANY;
+  return IN6_IS_ADDR_UNSPECIFIED (&((const struct sockaddr_in6 *) &a->ss)->sin6_addr);
 }
 
 bool
 net_is_loopback (const struct net_addr *a)
 {
-  if (a->ipv6)
-    return IN6_IS_ADDR_LOOPBACK (&((const struct sockaddr_in6 *) &a->ss)->sin6_addr);
-  return (ntohl (((const struct sockaddr_in *) &a->ss)->sin_addr.s_addr) >> 24) == 127;
+  uint32_t v4;
+
+  if (ipv4_of (a, &v4))
+    return (v4 >> 24) == 127;
+  return IN6_IS_ADDR_LOOPBACK (&((const struct sockaddr_in6 *) &a->ss)->sin6_addr);
 }

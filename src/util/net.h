@@ -18,9 +18,10 @@ struct net_addr {
  * is wrong. */
 int net_parse_addr (const char *s, struct net_addr *out);
 
-/* True for 0.0.0.0 and ::, which listen on every interface. */
+/* True for 0.0.0.0, :: and ::ffff:0.0.0.0, which listen on every
+ * interface, however they were spelt. */
 bool net_is_wildcard (const struct net_addr *a);
-/* True for 127.0.0.0/8 and ::1. */
+/* True for 127.0.0.0/8 (also IPv4-mapped, ::ffff:127.x.y.z) and ::1. */
 bool net_is_loopback (const struct net_addr *a);
 
 #endif

@@ -4,7 +4,7 @@
 # catalog nor the repository; the hub stays healthy through all of it.
 
 source "$(dirname "$0")/../functions.sh"
-requires qemu-img qemu-io jq curl sqlite3
+requires qemu-img qemu-io jq curl sqlite3 perl
 
 SIZE=$((64 * MiB))
 start_hub
@@ -101,6 +101,11 @@ bad 400 invalid_request "complete: negative bytes_transferred" POST $B/$RUN/comp
 bad 400 invalid_request "complete: bytes_transferred past 2^62" POST $B/$RUN/complete '{"disk_id":0,"bytes_transferred":4611686018427387905}'
 bad 400 invalid_request "complete: 1025-byte change_id" POST $B/$RUN/complete "{\"disk_id\":0,\"change_id\":\"$(printf 'c%.0s' $(seq 1 1025))\"}"
 bad 400 invalid_request "fail: 4097-byte error"     POST $B/$RUN/fail "{\"error\":\"$(printf 'e%.0s' $(seq 1 4097))\"}"
+p4097=/$(printf 'p%.0s' $(seq 1 4096))
+bad 400 invalid_request "a 4097-byte vm_path"       PUT $V/bi3 "{\"vm_path\":\"$p4097\",\"disks\":[$D0]}"
+bad 400 invalid_request "a 4097-byte source"        PUT $V/bi3 "{\"disks\":[{\"disk_index\":0,\"size_bytes\":$SIZE,\"source\":\"$p4097\"}]}"
+bad 400 invalid_request "a 4097-byte repository path" POST /api/v1/repositories "{\"name\":\"r\",\"type\":\"local\",\"path\":\"$p4097\"}"
+bad 400 invalid_request "a 256-byte vcenter_host"   PUT $V/bi3 "{\"vcenter_host\":\"$(printf 'h%.0s' $(seq 1 256))\",\"disks\":[$D0]}"
 many=$(for i in $(seq 0 256); do printf '{"disk_index":%d,"size_bytes":%d},' $i $SIZE; done)
 bad 400 invalid_request "257 disks"                 PUT $V/bi3 "{\"disks\":[${many%,}]}"
 
@@ -126,6 +131,30 @@ bad 400 invalid_request "changeid without disk_id"  GET "$B/changeid?vm_name=bi1
 bad 400 invalid_request "changeid with disk_id=x"   GET "$B/changeid?vm_name=bi1&disk_id=x"
 bad 400 invalid_request "changeid without vm_name"  GET "$B/changeid?disk_id=0"
 bad 400 invalid_request "unknown query parameter on DELETE" DELETE "$B/$DONE?recursive=true"
+
+# --- A query parameter given twice is refused, naming it, not read as its
+# first value.
+bad 400 invalid_request "limit given twice (5, abc)" GET "$B?limit=5&limit=abc"
+like "$(jqb .error.message)" "'limit'" "... and the message names the parameter"
+bad 400 invalid_request "limit given twice (5, 5)"   GET "$B?limit=5&limit=5"
+bad 400 invalid_request "vm_name given twice"        GET "$B?vm_name=bi1&vm_name=bi2"
+bad 400 invalid_request "cascade given twice on DELETE" DELETE "$B/$DONE?cascade=false&cascade=true"
+bad 400 invalid_request "force given twice on DELETE" DELETE "/api/v1/contexts/ctx-nope?force=true&force=true"
+
+# --- Bytes a URL may not hold, sent raw in the request line (curl would
+# escape them in a URL): 400, and no VM named after them.
+for raw in ' ' $'\t' $'\x7f' $'\xc3\xa9' '"' '<' '>' '\' '^' '`' '{' '|' '}'; do
+  shown=$(printf '%q' "$raw")
+  API_CURL_EXTRA=(--request-target "$V/a${raw}b")
+  bad 400 invalid_request "PUT a VM with a raw $shown in the path" PUT "$V/ignored" "{\"disks\":[$D0]}"
+  API_CURL_EXTRA=(--request-target "$B?vm_name=a${raw}b")
+  bad 400 invalid_request "GET backups with a raw $shown in the query" GET "$B"
+done
+API_CURL_EXTRA=()
+api GET "$V/$(urlencode 'a b')"
+is "$API_STATUS" 404 "no VM 'a b' was made"
+api_raw 'GET /api/v1/vms/a b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'
+is_error 400 invalid_request "GET /api/v1/vms/a b (a raw space, from a raw socket)"
 
 # --- VM names that look like paths, or are not names.
 long256=$(printf 'a%.0s' $(seq 1 256))
@@ -220,11 +249,37 @@ complete_disk "$RUN" 1 OK1 1
 is "$(jqb .job_status)" completed "and completes"
 ok "with its data" qio -r -f qcow2 -c 'read -P 0x11 0 1M' "$RUN_FILE"
 
+# --- Listen addresses: every spelling of "every interface" is refused for
+# the NBD server, before anything listens (exit 1); so are addresses that
+# are not numeric addresses at all (a usage error, exit 2).
+wild_start ()
+{
+  local addr=$1 rc_want=$2 why=$3 out rc
+  out=$(timeout 20 "$STRATA" serve --data-dir "$T/wild" --listen 127.0.0.1:$(free_port) \
+          --nbd-listen "$addr" 2>&1 < /dev/null)
+  rc=$?
+  is "$rc" "$rc_want" "--nbd-listen $addr: the hub does not start"
+  like "$out" "$why" "... and says why"
+}
+p=$(free_port)
+for addr in "0.0.0.0:$p" "[::]:$p" "[::0]:$p" "[0:0::0]:$p" "[::ffff:0.0.0.0]:$p" \
+            "[::FFFF:0:0]:$p" "[0:0:0:0:0:ffff:0.0.0.0]:$p" "[::0.0.0.0]:$p"; do
+  wild_start "$addr" 1 'every interface'
+done
+for addr in "0:$p" "0x0:$p" "0.0:$p" "000.0.0.0:$p" "[::%lo]:$p"; do
+  wild_start "$addr" 2 'bad IPv[46] address'
+done
+ok "no data folder was made for them" test ! -e "$T/wild"
+
 # Positive controls at the edges of the limits.
 long255=$(printf 'a%.0s' $(seq 1 255))
 api PUT "$V/$long255" "{\"disks\":[{\"disk_index\":1023,\"size_bytes\":512}]}"
 is "$API_STATUS" 201 "a 255-byte VM name with disk_index 1023 and 512 bytes is accepted"
 api DELETE "$V/$long255"
+is "$API_STATUS" 204 "and deleted"
+api PUT "$V/bi4" "{\"vm_path\":\"${p4097:1}\",\"vcenter_host\":\"$long255\",\"disks\":[$D0]}"
+is "$API_STATUS/$(jqb '.vm_path | length')" 201/4096 "a 4096-byte vm_path and a 255-byte vcenter_host are accepted"
+api DELETE "$V/bi4"
 is "$API_STATUS" 204 "and deleted"
 api PUT "$V/bi3" "{\"disks\":[{\"disk_index\":0,\"size_bytes\":2251799813685248}]}"
 is "$API_STATUS" 201 "size_bytes 2^51 (2 PiB) is accepted"

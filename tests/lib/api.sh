@@ -66,6 +66,24 @@ _api_send ()
   fi
 }
 
+# api_raw REQUEST: send a whole HTTP/1.1 request (with "Connection: close"),
+# written with printf's %b escapes (\r\n, \0, \t...), byte for byte to the
+# hub: what curl would not send.  Sets API_STATUS and API_BODY like api.
+api_raw ()
+{
+  printf '%b' "$1" > "$T/req.raw"
+  perl -MIO::Socket::INET -e '
+    my $s = IO::Socket::INET->new (PeerAddr => "127.0.0.1:$ARGV[0]", Timeout => 30) or exit 1;
+    open my $in, "<", $ARGV[1] or exit 1; binmode $in; local $/; print {$s} <$in>;
+    my $r = <$s>; my ($head, $body) = split /\r\n\r\n/, $r, 2;
+    my ($code) = $head =~ m{^HTTP/1\.[01] (\d{3})} or exit 1;
+    open my $out, ">", $ARGV[2] or exit 1; print $out $body; print $code;' \
+    "$HUB_PORT" "$T/req.raw" "$T/resp.body" > "$T/resp.code" || echo 000 > "$T/resp.code"
+  API_STATUS=$(cat "$T/resp.code")
+  API_BODY=$(cat "$T/resp.body")
+  API_REQ="raw $(printf '%q' "$1" | head -c 300)"
+}
+
 # jqb FILTER: jq -r FILTER on the last response body.
 jqb ()
 {

@@ -81,6 +81,28 @@ test_addrs (void)
   ok (net_parse_addr ("::1:80", &a) == -1, "IPv6 without brackets is refused");
   ok (net_parse_addr ("127.0.0.1: 80", &a) == -1 && net_parse_addr ("127.0.0.1:+80", &a) == -1 &&
       net_parse_addr ("[::1]:0080", &a) == -1, "a port is digits only, without sign or zeros");
+
+  /* Every spelling of "every interface" is a wildcard, or is not an
+   * address at all: none can slip past --nbd-listen's refusal. */
+  static const char *const wild[] = {
+    "[::0]:1", "[0:0::0]:1", "[0000:0000:0000:0000:0000:0000:0000:0000]:1", "[::0.0.0.0]:1",
+    "[::ffff:0.0.0.0]:1", "[::FFFF:0:0]:1", "[0:0:0:0:0:ffff:0.0.0.0]:1",
+  };
+  for (size_t i = 0; i < sizeof wild / sizeof wild[0]; i++)
+    ok (net_parse_addr (wild[i], &a) == 0 && net_is_wildcard (&a) && !net_is_loopback (&a),
+        "%s is a wildcard", wild[i]);
+  static const char *const not_addr[] = {
+    "0:1", "0x0:1", "0.0:1", "0.0.0:1", "00.0.0.0:1", "0.0.0.00:1", "0x0.0.0.0:1",
+    "0.0.0.0.:1", " 0.0.0.0:1", "[::%lo]:1", "[::0%1]:1", "[]:1", "[::ffff:0.0.0]:1",
+  };
+  for (size_t i = 0; i < sizeof not_addr / sizeof not_addr[0]; i++)
+    ok (net_parse_addr (not_addr[i], &a) == -1, "'%s' is refused", not_addr[i]);
+  ok (net_parse_addr ("[::ffff:127.0.0.1]:1", &a) == 0 && net_is_loopback (&a) &&
+      !net_is_wildcard (&a), "::ffff:127.0.0.1 (IPv4 loopback, mapped) is loopback");
+  ok (net_parse_addr ("[::ffff:10.0.0.1]:1", &a) == 0 && !net_is_loopback (&a) &&
+      !net_is_wildcard (&a), "::ffff:10.0.0.1 is neither");
+  ok (net_parse_addr ("[::1:0:0]:1", &a) == 0 && !net_is_wildcard (&a),
+      "::1:0:0 (not IPv4-mapped) is no wildcard");
 }
 
 static int
