@@ -48,10 +48,8 @@ is "$API_STATUS" 201 "PUT VM good with a QCOW2 source"
 t0=$SECONDS
 CURL_PIDS=()
 for i in 1 2 3 4; do
-  curl -s -o "$T/slow$i.body" -w '%{http_code}' --max-time 120 -X POST \
-    --data-binary "{\"vm_name\":\"slow$i\",\"backup_type\":\"full\"}" \
-    "http://127.0.0.1:$HUB_PORT/api/v1/backups" > "$T/slow$i.status" &
-  CURL_PIDS+=($!)
+  start_backup_bg slow$i "$T/slow$i" 120
+  CURL_PIDS+=("$BG_PID")
 done
 
 # Each start sizes its source at once, side by side: the silent server sees
@@ -75,7 +73,7 @@ done
 CURL_PIDS=()
 elapsed=$((SECONDS - t0))
 for i in 1 2 3 4; do
-  is "$(cat "$T/slow$i.status")" 201 "the start of slow$i answers once its bound is over"
+  is "$(cat "$T/slow$i.code")" 201 "the start of slow$i answers once its bound is over"
 done
 cmp_ok "$elapsed" -le $((BOUND * 2)) "the four starts took about one bound (${elapsed} s), not four"
 cmp_ok "$elapsed" -ge $((BOUND - 1)) "... and the bound was waited for (${elapsed} s)"
