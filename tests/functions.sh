@@ -16,7 +16,7 @@
 #   lib/setup.sh   the test's temp folder and catalog, the EXIT trap
 #   lib/hub.sh     start_hub, stop_hub, kill_hub, qsd_pids, free_port, wait_for
 #   lib/api.sh     api, jqb, is_error, bad (refused, nothing changed), put_vm,
-#                  start_backup, complete_disk, race, prune_ok, task_status,
+#                  start_backup, start_backup_bg, complete_disk, race, prune_ok, task_status,
 #                  verify_ok, verified (verify tasks and their results)
 #   lib/sql.sh     sql, sql_write, catalog_counts, catalog_dump, ts_ago
 #   lib/qemu.sh    qemu-io patterns, image info, bitmaps, NBD exports

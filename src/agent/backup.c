@@ -816,7 +816,7 @@ agent_backup_main (int argc, char **argv)
       continue;
     }
     d->source = argv[optind + i];
-    if (engine_source_size (d->source, &d->size) == -1) {
+    if (engine_source_size (d->source, ENGINE_CONNECT_TIMEOUT, &d->size) == -1) {
       fprintf (stderr, "strata backup: disk %d: %s\n", i, error_message ());
       rc = AGENT_EXIT_USAGE;
       goto out;

@@ -70,7 +70,6 @@
 
 #define MAP_CHUNK  UINT64_C (0xffff0000)     /* 4 GiB - 64 KiB, 64 KiB aligned */
 #define ZERO_MAX   (UINT64_C (1) << 30)      /* largest write-zeroes request */
-#define CONNECT_TIMEOUT 30                   /* seconds without progress in a handshake */
 
 enum { K_DATA = 1, K_ZERO = 2 };
 
@@ -157,7 +156,15 @@ copy_tuning_get (struct copy_tuning *t)
 struct nbd_handle *
 copy_connect (const char *uri, const char *psk, bool ro, const char *const *contexts)
 {
+  return copy_connect_within (uri, psk, ro, contexts, ENGINE_CONNECT_TIMEOUT);
+}
+
+struct nbd_handle *
+copy_connect_within (const char *uri, const char *psk, bool ro,
+                     const char *const *contexts, int timeout_s)
+{
   struct nbd_handle *h = nbd_create ();
+  int64_t deadline = clock_mono_ns () + (int64_t) timeout_s * 1000000000;
   size_t i;
 
   if (h == NULL)
@@ -176,21 +183,24 @@ copy_connect (const char *uri, const char *psk, bool ro, const char *const *cont
    * (On a Unix socket the option does not apply; its error is ignored.) */
   if (nbd_aio_connect_uri (h, uri) == -1)
     goto err;
-  for (int waited = 0; nbd_aio_is_connecting (h); ) {
-    int fd = nbd_aio_get_fd (h), one = 1, r;
-    if (fd >= 0)
-      (void) setsockopt (fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one);
-    if ((r = nbd_poll (h, 1000)) == -1)
-      goto err;
+  /* The whole handshake has one deadline, so a server that answers a
+   * byte at a time cannot stretch it either. */
+  while (nbd_aio_is_connecting (h)) {
+    int fd = nbd_aio_get_fd (h), one = 1;
+    int64_t left_ms = (deadline - clock_mono_ns ()) / 1000000;
     /* A server that takes one client at a time (qemu-nbd without
      * --shared) never answers the second connection: say so, don't hang. */
-    if (r == 0 && ++waited >= CONNECT_TIMEOUT) {
-      error_set (ERR_UNAVAILABLE, "NBD %s: no handshake within %d s (the engine opens "
-                 "several connections: a qemu-nbd source needs --shared=0)", uri,
-                 CONNECT_TIMEOUT);
+    if (left_ms <= 0) {
+      error_set (ERR_UNAVAILABLE, "NBD %s: no handshake within %d s (a server that "
+                 "accepts and never answers; the engine opens several connections: a "
+                 "qemu-nbd source needs --shared=0)", uri, timeout_s);
       nbd_close (h);
       return NULL;
     }
+    if (fd >= 0)
+      (void) setsockopt (fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one);
+    if (nbd_poll (h, left_ms < 1000 ? (int) left_ms : 1000) == -1)
+      goto err;
   }
   if (!nbd_aio_is_ready (h))
     goto err;

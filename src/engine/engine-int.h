@@ -51,9 +51,13 @@ struct copy_stats {
 int copy_run (const struct copy_spec *s, struct engine_progress *p, struct copy_stats *st);
 
 /* Open a libnbd handle on uri (read-only when ro), with the PSK file if
- * given and the meta contexts (NULL-terminated, may be NULL). */
+ * given and the meta contexts (NULL-terminated, may be NULL); the
+ * handshake must be over within ENGINE_CONNECT_TIMEOUT seconds
+ * (copy_connect_within: timeout_s), else ERR_UNAVAILABLE. */
 struct nbd_handle *copy_connect (const char *uri, const char *psk, bool ro,
                                  const char *const *contexts);
+struct nbd_handle *copy_connect_within (const char *uri, const char *psk, bool ro,
+                                        const char *const *contexts, int timeout_s);
 
 /* Tunables, from the environment (STRATA_COPY_CONNECTIONS,
  * STRATA_COPY_REQUESTS, STRATA_COPY_REQUEST_SIZE) or the defaults. */

@@ -90,8 +90,13 @@ struct engine_disk_result {
   double seconds;
 };
 
-/* The virtual size of a source, for the disks list of POST /backups. */
-int engine_source_size (const char *source, int64_t *size);
+/* How long an NBD handshake may take, in seconds. */
+#define ENGINE_CONNECT_TIMEOUT 30
+
+/* The virtual size of a source, for the disks list of POST /backups; an
+ * NBD source must answer within timeout_s seconds (ERR_UNAVAILABLE when it
+ * does not). */
+int engine_source_size (const char *source, int timeout_s, int64_t *size);
 
 /* Copy one disk into its target and flush the target.  A QCOW2 source
  * gets a new persistent bitmap first (its name becomes out->change_id); an

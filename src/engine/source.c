@@ -203,12 +203,12 @@ bitmap_remove_if (const char *source, const char *name)
 /* ------------------------------------------------------------ public --- */
 
 int
-engine_source_size (const char *source, int64_t *size)
+engine_source_size (const char *source, int timeout_s, int64_t *size)
 {
   struct image im;
 
   if (is_nbd_uri (source)) {
-    struct nbd_handle *h = copy_connect (source, NULL, true, NULL);
+    struct nbd_handle *h = copy_connect_within (source, NULL, true, NULL, timeout_s);
     if (h == NULL)
       return -1;
     *size = nbd_get_size (h);

@@ -11,14 +11,18 @@
  * that a crash at any point leaves something the next start can recover
  * (hub/recovery.c):
  *
- *   start     plan (read) -> create images -> export -> insert rows
+ *   start     prepare (read, unlocked) -> plan (read) -> create images
+ *             -> export -> insert rows
  *   complete  remove export (flush) -> fsync + read-only -> record completed
  *   finish    (bitmaps committed by the worker) -> record completed
  *   end       record failed/cancelled -> drop exports -> delete files
  *   delete    delete rows -> delete files
  *
  * The hub lock serialises these transitions inside one hub, so that a plan
- * stays true until its insert.  The catalog re-checks what matters (no
+ * stays true until its insert.  It is never held while a start waits on a
+ * source (a remote NBD server, libvirtd): what a start reads of its sources
+ * it reads before taking the lock, each wait bounded, so one source that
+ * never answers holds up only its own start.  The catalog re-checks what matters (no
  * running job in the context, parents still the latest completed disks) in
  * the insert's own transaction, so two hubs sharing a catalog stay safe too.
  * Whoever runs jobs hears of them through hub->hooks, called by end and
@@ -46,23 +50,31 @@ hub_drop_disks (struct hub *hub, const char *repo_path,
                 const struct cat_disk *disks, size_t n)
 {
   /* Every manifest first (storage/repo.h): a crash part-way leaves images
-   * without one, which the next start deletes. */
+   * without one, which the next start deletes.  A disk whose manifest
+   * cannot go keeps its image too, for the retry. */
+  CLEANUP_FREE bool *left = calloc (n ? n : 1, sizeof *left);
+
   for (size_t i = 0; i < n; i++)
-    if (disks[i].qcow2_path && repo_remove_manifest (repo_path, disks[i].qcow2_path) == -1)
-      log_error ("%s", error_message ());
+    if (disks[i].qcow2_path && repo_remove_manifest (repo_path, disks[i].qcow2_path) == -1) {
+      hub_leftover_add (hub, repo_path, &disks[i]);
+      if (left)
+        left[i] = true;
+    }
   for (size_t i = 0; i < n; i++) {
     if (disks[i].nbd_export && qsd_export_remove (hub->qsd, disks[i].nbd_export) == -1)
       log_error ("dropping export of %s disk %d: %s", disks[i].backup_job_id,
                  disks[i].disk_index, error_message ());
-    if (disks[i].qcow2_path && repo_remove_image (repo_path, disks[i].qcow2_path) == -1)
-      log_error ("%s", error_message ());
+    if (disks[i].qcow2_path && !(left && left[i]) &&
+        repo_remove_image (repo_path, disks[i].qcow2_path) == -1)
+      hub_leftover_add (hub, repo_path, &disks[i]);
   }
 }
 
 /* --- Start: plan -> materialise -> record ------------------------------
  *
- * struct start carries a backup from one step to the next.  plan only reads
- * (the catalog, the sources' sizes) and fills the job to record; materialise
+ * struct start carries a backup from one step to the next.  prepare reads
+ * the disks and the sources' sizes without the hub's lock; plan reads the
+ * catalog and fills the job to record; materialise
  * makes its images and exports and, when it fails, removes what it made;
  * record inserts the rows, after which the job exists.  A failure of record
  * is undone by start_undo, so a failed start leaves no rows and no files. */
@@ -74,6 +86,7 @@ struct start {
   bool hub_driven;
   struct cat_disk *parents;  /* each disk's latest completed backup in the context */
   size_t n;
+  int64_t *sizes;            /* each hub-driven source's size, or -1 */
   /* The job to record.  It owns id, context_id and each disk's qcow2_path,
    * nbd_export and context_id; its other strings point into req, vm or
    * now. */
@@ -93,6 +106,7 @@ start_clear (struct start *st)
   free (st->job.disks);
   free (st->job.id);
   free (st->job.context_id);
+  free (st->sizes);
   cat_disk_free_array (st->parents, st->parents ? st->n : 0);
   if (st->req->disks) {
     st->vm.vm_name = NULL;
@@ -240,10 +254,45 @@ plan_driver (struct hub *hub, struct start *st)
   return 0;
 }
 
-/* Plan a start, reading only: the repository, the disks and who copies
- * them, each disk's parent (its latest completed backup in the context,
- * with no job running there), the ids, and the rows to record.  Nothing to
- * undo when it fails. */
+/* What a start learns before it takes hub->lock, because it may wait on
+ * the network or on a disk: the repository, the disks and who copies them
+ * (a libvirt:// source asks libvirtd), and the size of each hub-driven
+ * source (an nbd:// source that never answers costs HUB_SOURCE_TIMEOUT
+ * seconds, and only to this start).  Reading only. */
+static int
+start_prepare (struct hub *hub, struct start *st)
+{
+  if (catalog_repo_get (hub->cat, st->repo_id, &st->repo) == -1 ||
+      plan_disks (hub, st) == -1 || plan_driver (hub, st) == -1)
+    return -1;
+  st->sizes = malloc (st->n * sizeof *st->sizes);
+  if (st->sizes == NULL) {
+    error_set_errno (ERR_INTERNAL, errno, "out of memory");
+    return -1;
+  }
+  for (size_t i = 0; i < st->n; i++) {
+    const struct cat_vm_disk *vd = &st->vm.disks[i];
+    const char *domain;
+    int64_t size;
+
+    st->sizes[i] = -1;
+    /* libvirt:// disks were sized by expand_libvirt.  An unreadable
+     * source fails the job in the worker, with the reason on the record. */
+    if (!st->hub_driven || virt_source_parse (vd->source, &domain))
+      continue;
+    if (engine_source_size (vd->source, HUB_SOURCE_TIMEOUT, &size) == 0 && size > 0 &&
+        size <= HUB_MAX_DISK_SIZE)
+      st->sizes[i] = size;
+    else
+      log_warn ("VM '%s' disk %d: source %s: %s", st->req->vm_name, vd->disk_index,
+                vd->source, error_message ());
+  }
+  return 0;
+}
+
+/* Plan a start, reading only, with hub->lock held: each disk's parent (its
+ * latest completed backup in the context, with no job running there), the
+ * ids, and the rows to record.  Nothing to undo when it fails. */
 static int
 start_plan (struct hub *hub, struct start *st)
 {
@@ -253,9 +302,6 @@ start_plan (struct hub *hub, struct start *st)
   CLEANUP_FREE int *indexes = NULL;
   struct cat_job *job = &st->job;
 
-  if (catalog_repo_get (hub->cat, st->repo_id, &st->repo) == -1 ||
-      plan_disks (hub, st) == -1 || plan_driver (hub, st) == -1)
-    return -1;
   indexes = malloc (st->n * sizeof *indexes);
   st->parents = calloc (st->n, sizeof *st->parents);
   job->disks = calloc (st->n, sizeof *job->disks);
@@ -297,21 +343,8 @@ start_plan (struct hub *hub, struct start *st)
     bool incremental = !full && st->parents[i].id > 0;
 
     d->disk_index = vd->disk_index;
-    d->size_bytes = vd->size_bytes;
-    if (st->hub_driven) {
-      /* The image takes the source's size now; an unreadable source fails
-       * the job in the worker, with the reason on the record. */
-      int64_t size;
-      const char *domain;
-      if (virt_source_parse (vd->source, &domain))
-        ;                      /* sized by expand_libvirt */
-      else if (engine_source_size (vd->source, &size) == 0 && size > 0 &&
-          size <= HUB_MAX_DISK_SIZE)
-        d->size_bytes = size;
-      else
-        log_warn ("backup %s disk %d: source %s: %s", job->id, vd->disk_index,
-                  vd->source, error_message ());
-    }
+    /* The image takes the source's size, when it could be read. */
+    d->size_bytes = st->sizes[i] >= 0 ? st->sizes[i] : vd->size_bytes;
     d->vmware_disk_key = vd->vmware_disk_key;
     d->unit_number = vd->unit_number;
     d->backup_type = incremental ? BACKUP_INCREMENTAL : BACKUP_FULL;
@@ -398,6 +431,39 @@ start_record (struct hub *hub, struct start *st)
   return 0;
 }
 
+/* The start's transition, with hub->lock held: plan, materialise,
+ * record.  Files an earlier end or delete could not remove are tried
+ * again first (hub/leftover.c). */
+static int
+start_locked (struct hub *hub, struct start *st, struct cat_job *out)
+{
+  const struct hub_backup_request *req = st->req;
+
+  hub_leftover_retry (hub);
+  {
+    CLEANUP_CAT_CONTEXT struct cat_context ctx = { 0 };
+    struct error_saved es;
+    error_save (&es);
+    if (catalog_context_find (hub->cat, req->vm_name, st->repo_id, &ctx) == 0)
+      hub_merge_wait (hub, ctx.context_id);
+    error_restore (&es);
+  }
+  if (start_plan (hub, st) == -1 || start_materialise (hub, st) == -1)
+    return -1;
+  if (start_record (hub, st) == -1) {
+    start_undo (hub, st);
+    return -1;
+  }
+  log_info ("backup %s of VM '%s' started (%s, %zu disk(s)%s)", st->job.id, req->vm_name,
+            backup_type_name (req->backup_type), st->n,
+            st->hub_driven ? ", copied by the hub" : "");
+  /* Read the job before the workers can move it on. */
+  int ret = catalog_backup_get (hub->cat, st->job.id, out);
+  if (st->hub_driven && hub->hooks.runnable)
+    hub->hooks.runnable (hub, st->job.id);
+  return ret;
+}
+
 int
 hub_backup_start (struct hub *hub, const struct hub_backup_request *req,
                   struct cat_job *out)
@@ -408,28 +474,10 @@ hub_backup_start (struct hub *hub, const struct hub_backup_request *req,
   };
   int ret = -1;
 
-  SCOPED_LOCK (&hub->lock);
-  {
-    CLEANUP_CAT_CONTEXT struct cat_context ctx = { 0 };
-    struct error_saved es;
-    error_save (&es);
-    if (catalog_context_find (hub->cat, req->vm_name, st.repo_id, &ctx) == 0)
-      hub_merge_wait (hub, ctx.context_id);
-    error_restore (&es);
+  if (start_prepare (hub, &st) == 0) {
+    SCOPED_LOCK (&hub->lock);
+    ret = start_locked (hub, &st, out);
   }
-  if (start_plan (hub, &st) == -1 || start_materialise (hub, &st) == -1)
-    goto out;
-  if (start_record (hub, &st) == -1) {
-    start_undo (hub, &st);
-    goto out;
-  }
-  log_info ("backup %s of VM '%s' started (%s, %zu disk(s)%s)", st.job.id, req->vm_name,
-            backup_type_name (req->backup_type), st.n, st.hub_driven ? ", copied by the hub" : "");
-  /* Read the job before the workers can move it on. */
-  ret = catalog_backup_get (hub->cat, st.job.id, out);
-  if (st.hub_driven && hub->hooks.runnable)
-    hub->hooks.runnable (hub, st.job.id);
- out:
   start_clear (&st);
   return ret;
 }

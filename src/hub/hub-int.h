@@ -37,6 +37,10 @@ struct hub {
    * lock.  A merge step of such a context waits (hub_verifying). */
   char **verifying;
   size_t n_verifying;
+  /* Files an end or delete could not remove (hub/leftover.c): changed
+   * with lock and leftover_lock held, read with either. */
+  pthread_mutex_t leftover_lock;
+  struct hub_leftover *leftovers;
   struct ticker *schedule;        /* the scheduler thread (hub/schedule.c) */
   struct hub_usage *usage;        /* repository usage cache (hub/usage.c) */
   /* What the backup transitions tell whoever runs jobs (the worker pool
@@ -91,9 +95,19 @@ void hub_requeue_jobs (struct hub *hub);
 
 /* Drop the exports of these disk rows and delete their files (rows that are
  * already gone from the catalog).  Errors are logged, not returned: the
- * rows are gone, and a file left behind is removed at the next start. */
+ * rows are gone, and a file that could not be removed is tried again
+ * (hub_leftover_add). */
 void hub_drop_disks (struct hub *hub, const char *repo_path,
                      const struct cat_disk *disks, size_t n);
+
+/* --- Files left behind (hub/leftover.c); hub->lock held --------------- */
+/* The files of disk d (its qcow2_path in repo_path) could not be removed,
+ * for the current error: log it, and remember them to try again. */
+void hub_leftover_add (struct hub *hub, const char *repo_path, const struct cat_disk *d);
+/* Try again to remove every file left behind; those removed are forgotten. */
+void hub_leftover_retry (struct hub *hub);
+/* Forget them all (hub_close). */
+void hub_leftover_free (struct hub *hub);
 
 /* Crash points of the hub (util/crash.h, STRATA_CRASH_AT): start:images
  * start:exports start:recorded complete:synced complete:recorded

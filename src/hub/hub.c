@@ -114,6 +114,7 @@ hub_open (struct hub_config *cfg)
   memset (cfg, 0, sizeof *cfg);
   pthread_mutex_init (&hub->lock, NULL);
   pthread_mutex_init (&hub->progress_lock, NULL);
+  pthread_mutex_init (&hub->leftover_lock, NULL);
   pthread_cond_init (&hub->merge_cond, NULL);
   id_now (hub->started_at, sizeof hub->started_at);
 
@@ -242,6 +243,7 @@ hub_close (struct hub *hub)
   qsd_stop (hub->qsd);
   hub_restores_free (hub);
   hub_progress_free (hub);
+  hub_leftover_free (hub);
   catalog_close (hub->cat);
   hub_config_clear (&hub->cfg);
   free (hub->run_dir);
@@ -256,6 +258,7 @@ hub_close (struct hub *hub)
   free (hub->verifying);
   pthread_cond_destroy (&hub->merge_cond);
   pthread_mutex_destroy (&hub->lock);
+  pthread_mutex_destroy (&hub->leftover_lock);
   free (hub);
 }
 

@@ -26,6 +26,7 @@
 #define HUB_MAX_DISKS 256
 #define HUB_MAX_DISK_INDEX 1023
 #define HUB_MAX_DISK_SIZE (INT64_C (1) << 51)   /* what QCOW2 with 64 KiB clusters holds */
+#define HUB_SOURCE_TIMEOUT 10   /* seconds a start waits for a source's size */
 #define HUB_MAX_CHANGE_ID 1024
 #define HUB_MAX_ERROR 4096
 
@@ -133,11 +134,17 @@ int hub_backup_complete (struct hub *hub, const char *backup_id, int disk_index,
                          struct cat_job *out);
 
 /* End a running job as JOB_FAILED or JOB_CANCELLED; drops the unfinished disks'
- * exports and files.  disk_index < 0 when no disk is named.  A finishing
- * job is refused (ERR_CONFLICT): its data is complete and recorded.  Returns
- * once a hub-driven job's copies have stopped. */
+ * exports and files (files the repository refuses to remove are tried
+ * again later: hub_leftover_reason).  disk_index < 0 when no disk is named.
+ * A finishing job is refused (ERR_CONFLICT): its data is complete and
+ * recorded.  Returns once a hub-driven job's copies have stopped. */
 int hub_backup_end (struct hub *hub, const char *backup_id, enum job_status status,
                     int disk_index, const char *error, struct cat_job *out);
+
+/* Why files of this backup that an end or delete could not remove are
+ * still there (the hub tries again), or NULL when there are none.  Caller
+ * frees. */
+char *hub_leftover_reason (struct hub *hub, const char *backup_id);
 
 /* A hub-driven job whose disks are all recorded (finishing) has had its
  * bitmaps committed at its sources: mark it completed, with the context's

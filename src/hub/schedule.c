@@ -123,6 +123,10 @@ schedule_tick (void *opaque)
   time_t wake = time (NULL) + SCHEDULE_TICK_S;
 
   schedule_pass (hub, &wake);
+  {
+    SCOPED_LOCK (&hub->lock);
+    hub_leftover_retry (hub);
+  }
   hub_prune_wake (hub, NULL);
   hub_verify_due (hub);
   return wake;

@@ -298,11 +298,16 @@ repo_create_image (const char *repo_path, const char *rel, int64_t size,
   return 0;
 
  fail:
-  /* qemu-img does not say ENOSPC in a way we can read: check ourselves. */
+  /* qemu-img does not say ENOSPC or EROFS in a way we can read: check
+   * ourselves. */
   {
     struct statvfs vfs;
-    if (statvfs (repo_path, &vfs) == 0 &&
-        (int64_t) vfs.f_bavail * (int64_t) vfs.f_frsize < 1024 * 1024)
+    if (statvfs (repo_path, &vfs) == -1)
+      ;
+    else if (vfs.f_flag & ST_RDONLY)
+      error_set (ERR_UNAVAILABLE, "repository %s is on a read-only file system: %s",
+                 repo_path, error_message ());
+    else if ((int64_t) vfs.f_bavail * (int64_t) vfs.f_frsize < 1024 * 1024)
       error_set (ERR_NO_SPACE, "repository %s is full: %s", repo_path, error_message ());
   }
   {

@@ -41,9 +41,12 @@ error_set_errno (enum error_category cat, int errnum, const char *fmt, ...)
 {
   va_list ap;
   va_start (ap, fmt);
-  /* A full file system is the operator's problem, not a bug: say so. */
+  /* A full or read-only file system is the operator's problem, not a
+   * bug: say so (the message carries strerror's "Read-only file system"). */
   if (cat == ERR_INTERNAL && (errnum == ENOSPC || errnum == EDQUOT))
     cat = ERR_NO_SPACE;
+  if (cat == ERR_INTERNAL && errnum == EROFS)
+    cat = ERR_UNAVAILABLE;
   error_vset (cat, errnum, fmt, ap);
   va_end (ap);
 }

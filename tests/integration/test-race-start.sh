@@ -67,10 +67,8 @@ for v in 1 2 3 4; do
   put_vm par$v $SIZE
 done
 for v in 1 2 3 4; do
-  curl -s -o "$T/par.$v.body" -w '%{http_code}' --max-time 30 -X POST \
-    --data-binary "{\"vm_name\":\"par$v\",\"backup_type\":\"full\"}" \
-    "http://127.0.0.1:$HUB_PORT/api/v1/backups" > "$T/par.$v.code" &
-  pids+=($!)
+  start_backup_bg par$v "$T/par.$v"
+  pids+=("$BG_PID")
 done
 wait "${pids[@]}"
 is "$(for v in 1 2 3 4; do echo "$(cat "$T/par.$v.code")"; done | tr '\n' ' ')" "201 201 201 201 " "4 different VMs started at once all get 201"

@@ -223,6 +223,18 @@ start_backup ()
   _start_backup_body "$1" "$2" "$body"
 }
 
+# start_backup_bg VM PREFIX [MAX-SECONDS]: POST /api/v1/backups of a full
+# backup of VM in the background (curl, bounded by MAX-SECONDS, default 30);
+# the status goes to PREFIX.code, the body to PREFIX.body, curl's pid to BG_PID.
+start_backup_bg ()
+{
+  local args=(-s -o "$2.body" -w '%{http_code}' --max-time "${3:-30}" -X POST)
+  [ -n "$API_TOKEN" ] && args+=(-H "Authorization: Bearer $API_TOKEN")
+  curl "${args[@]}" --data-binary "{\"vm_name\":\"$1\",\"backup_type\":\"full\"}" \
+    "http://127.0.0.1:$HUB_PORT/api/v1/backups" > "$2.code" &
+  BG_PID=$!
+}
+
 _start_backup_body ()
 {
   local idx uri path

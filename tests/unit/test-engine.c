@@ -162,7 +162,7 @@ main (void)
   sh ("qemu-img create -q -f qcow2 src.qcow2 64M");
   sh ("qemu-io -f qcow2 -c 'write -P 0x11 0 3M' -c 'write -P 0x22 20M 64k' "
       "-c 'write -P 0x33 63M 1M' -c 'write -z 40M 1M' src.qcow2 >/dev/null");
-  ok (engine_source_size ("src.qcow2", &size) == 0 && size == 64 << 20,
+  ok (engine_source_size ("src.qcow2", ENGINE_CONNECT_TIMEOUT, &size) == 0 && size == 64 << 20,
       "the source's size is its virtual size");
 
   /* Full, hashed. */
