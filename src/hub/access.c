@@ -128,9 +128,17 @@ hub_access_open (struct hub *hub)
               hub->cfg.nbd_listen);
   if (hub->cfg.api_token_file && (hub->token = read_token (hub->cfg.api_token_file)) == NULL)
     return -1;
-  else if (!hub->cfg.api_token_file && !net_is_loopback (&hub->listen))
-    log_warn ("the API listens on %s without --api-token-file: anyone who reaches it "
+  else if (!hub->cfg.api_token_file && !net_is_loopback (&hub->listen)) {
+    /* Checked before anything listens: a careless operator must opt in. */
+    if (!hub->cfg.insecure_no_auth) {
+      error_set (ERR_INVALID, "the API would listen on %s, off loopback, without "
+                 "--api-token-file: give a token file, or --insecure-no-auth to let "
+                 "anyone who reaches it delete backups", hub->cfg.listen);
+      return -1;
+    }
+    log_warn ("the API listens on %s with --insecure-no-auth: anyone who reaches it "
               "can delete backups", hub->cfg.listen);
+  }
   return 0;
 }
 
