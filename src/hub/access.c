@@ -128,17 +128,10 @@ hub_access_open (struct hub *hub)
               hub->cfg.nbd_listen);
   if (hub->cfg.api_token_file && (hub->token = read_token (hub->cfg.api_token_file)) == NULL)
     return -1;
-  else if (!hub->cfg.api_token_file && !net_is_loopback (&hub->listen)) {
-    /* Checked before anything listens: a careless operator must opt in. */
-    if (!hub->cfg.insecure_no_auth) {
-      error_set (ERR_INVALID, "the API would listen on %s, off loopback, without "
-                 "--api-token-file: give a token file, or --insecure-no-auth to let "
-                 "anyone who reaches it delete backups", hub->cfg.listen);
-      return -1;
-    }
+  else if (!hub->cfg.api_token_file && !net_is_loopback (&hub->listen))
+    /* hub_config_parse refused this without --insecure-no-auth. */
     log_warn ("the API listens on %s with --insecure-no-auth: anyone who reaches it "
               "can delete backups", hub->cfg.listen);
-  }
   return 0;
 }
 

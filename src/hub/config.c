@@ -292,6 +292,18 @@ hub_config_parse (struct hub_config *cfg, int argc, char **argv)
     cfg->db = NULL;
     goto oom;
   }
+  /* A careless operator must opt in to an open API on the network; checked
+   * here so that --check-config says it too, and nothing has listened. */
+  {
+    struct net_addr a;
+    if (!cfg->api_token_file && !cfg->insecure_no_auth &&
+        net_parse_addr (cfg->listen, &a) == 0 && !net_is_loopback (&a)) {
+      error_set (ERR_INVALID, "the API would listen on %s, off loopback, without "
+                 "--api-token-file: give a token file, or --insecure-no-auth to let "
+                 "anyone who reaches it delete backups", cfg->listen);
+      return -1;
+    }
+  }
   return 0;
 
  oom:

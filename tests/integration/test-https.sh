@@ -110,14 +110,20 @@ is "$?/$(jq -r '.[0].vm_name' <<< "$out" 2>/dev/null)" "0/web1" "STRATA_HUB may 
 stop_hub
 
 # --- off loopback -------------------------------------------------------------
-# The rule is checked before the hub binds anything, so an address of no
-# interface of this machine (TEST-NET-1) shows it.
+# The rule is checked with the options, before the hub binds anything, so
+# an address of no interface of this machine (TEST-NET-1) shows it.
 out=$(timeout 20 "$STRATA" serve --data-dir "$T/off" --listen 192.0.2.123:8082 \
         --nbd-listen 127.0.0.1:1 2>&1)
-is "$?" 1 "off loopback without --api-token-file: the hub does not start"
+is "$?" 2 "off loopback without --api-token-file: the hub does not start (usage error)"
 like "$out" "without --api-token-file: give a token file, or --insecure-no-auth" \
      "saying how to go on"
 ok "nothing was made in its data folder" test ! -e "$T/off"
+out=$("$STRATA" serve --listen '[2001:db8::1]:8082' --check-config 2>&1)
+is "$?" 2 "--check-config refuses it too (IPv6)"
+ok "--check-config accepts it with --insecure-no-auth" \
+  "$STRATA" serve --listen 192.0.2.123:8082 --insecure-no-auth --check-config
+ok "or with --api-token-file" \
+  "$STRATA" serve --listen 192.0.2.123:8082 --api-token-file /nonexistent --check-config
 
 ADDR=$(ip -4 -o addr show scope global 2>/dev/null | awk '{ sub (/\/.*/, "", $4); print $4; exit }')
 if [ -z "$ADDR" ]; then

@@ -131,6 +131,15 @@ test_config (void)
   ok (parse_with_file ("insecure-no-auth = true\n", &cfg, "--insecure-no-auth") == 0 &&
       cfg.insecure_no_auth, "--insecure-no-auth is a flag on the command line");
   hub_config_clear (&cfg);
+  ok (parse_with_file ("listen = 192.0.2.1:8082\n", &cfg, NULL) == -1 &&
+      strstr (error_message (), "--insecure-no-auth") != NULL,
+      "off loopback without a token or insecure-no-auth: refused: %s", error_message ());
+  hub_config_clear (&cfg);
+  ok (parse_with_file ("listen = [::1]:8082\n", &cfg, NULL) == 0, "on loopback no token is needed");
+  hub_config_clear (&cfg);
+  ok (parse_with_file ("listen = 192.0.2.1:8082\n", &cfg, "--insecure-no-auth") == 0,
+      "off loopback with --insecure-no-auth: accepted");
+  hub_config_clear (&cfg);
   ok (parse_with_file ("insecure-no-auth = yes\n", &cfg, NULL) == -1 &&
       strstr (error_message (), "true or false") != NULL,
       "insecure-no-auth takes true or false only: %s", error_message ());
