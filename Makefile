@@ -2,7 +2,7 @@
 # whole suite (installing missing Debian packages first); "make run" starts a hub.
 
 CC      ?= cc
-PKGS    := libmicrohttpd jansson sqlite3 libnbd libcurl libmariadb libvirt libxml-2.0 libxxhash
+PKGS    := libmicrohttpd jansson sqlite3 libnbd libcurl libmariadb libvirt libxml-2.0 libxxhash gnutls
 WARN    := -Wall -Wextra -Wshadow -Wformat=2 -Wstrict-prototypes -Wno-unused-parameter
 ifeq ($(CI),true)
 WARN    += -Werror
@@ -27,7 +27,7 @@ DEB_PKGS := gcc make pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev 
             qemu-utils qemu-system-common libnbd-bin sqlite3 jq curl perl procps \
             iproute2 e2fsprogs bsdutils util-linux \
             libvirt-dev libxml2-dev libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients \
-            qemu-system-x86 libxxhash-dev prometheus
+            qemu-system-x86 libxxhash-dev prometheus libgnutls28-dev gnutls-bin
 
 LIB_SRCS  := $(sort $(wildcard src/*/*.c))
 LIB_OBJS  := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(LIB_SRCS)) $(BUILD)/obj/gen/migrations.o \
@@ -187,7 +187,7 @@ FUZZ_SMOKE_SECONDS ?= 5
 FUZZ_CC    ?= clang
 FUZZ_BUILD := build-fuzz
 FUZZ_DEB_PKGS := make pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev libxxhash-dev \
-                 libnbd-dev libcurl4-openssl-dev libmariadb-dev \
+                 libnbd-dev libcurl4-openssl-dev libmariadb-dev libgnutls28-dev \
                  clang libclang-rt-14-dev
 FUZZ_SAN   := -fsanitize=address,undefined -fno-sanitize-recover=undefined
 FUZZ_CFLAGS = -std=gnu11 -D_GNU_SOURCE $(WARN) \

@@ -3,8 +3,10 @@
 #ifndef STRATA_AGENT_AGENT_INT_H
 #define STRATA_AGENT_AGENT_INT_H
 
+#include <getopt.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <jansson.h>
 
@@ -15,12 +17,36 @@
 struct client {
   char *base;                 /* "http://host:port", no trailing slash */
   char *auth;                 /* "Authorization: Bearer ..." or NULL */
+  char *ca_file;              /* --ca-file, or NULL: the system's CAs */
+  char *pin;                  /* "sha256//BASE64" (--pin-sha256) or NULL */
   long timeout;               /* seconds a request may take; 0: 300 */
 };
 
+/* The options of every command that talks to a hub, in one place: the
+ * command puts CLIENT_LONG_OPTIONS in its getopt_long table, hands each
+ * option to client_opt, and prints client_opts_usage in its --help. */
+struct client_opts {
+  const char *hub;            /* --hub URL */
+  const char *token_file;     /* --token-file F */
+  const char *ca_file;        /* --ca-file F */
+  const char *pin;            /* --pin-sha256 PIN */
+};
+enum { CLIENT_OPT_HUB = 0x100, CLIENT_OPT_TOKEN, CLIENT_OPT_CA, CLIENT_OPT_PIN };
+#define CLIENT_LONG_OPTIONS                                     \
+  { "hub", required_argument, NULL, CLIENT_OPT_HUB },           \
+  { "token-file", required_argument, NULL, CLIENT_OPT_TOKEN },  \
+  { "ca-file", required_argument, NULL, CLIENT_OPT_CA },        \
+  { "pin-sha256", required_argument, NULL, CLIENT_OPT_PIN }
+/* True when ch was one of CLIENT_LONG_OPTIONS (arg stored in o). */
+bool client_opt (struct client_opts *o, int ch, const char *arg);
+/* Their --help lines, descriptions starting at column col. */
+void client_opts_usage (FILE *fp, int col);
+
 /* Default hub: $STRATA_HUB or http://127.0.0.1:8082.  The token is the
- * first line of token_file (NULL: none).  -1 with the error set. */
-int client_init (struct client *c, const char *hub_url, const char *token_file);
+ * first line of o->token_file (NULL: none); an https:// hub is trusted by
+ * o->ca_file, o->pin or both (neither: the system's CAs).  -1 with the
+ * error set (ERR_INVALID: a usage error). */
+int client_init (struct client *c, const struct client_opts *o);
 void client_clear (struct client *c);
 
 /* One request: body (may be NULL) is sent as JSON; *resp gets the parsed

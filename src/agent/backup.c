@@ -118,9 +118,9 @@ usage (FILE *fp)
 "  domain's writable disks in target order (vda = 0, ...), backed up live through\n"
 "  libvirt with a checkpoint per backup; cdroms, read-only and shareable disks\n"
 "  are skipped and listed.\n"
-"\n"
-"  --hub URL            the hub (default $STRATA_HUB or http://127.0.0.1:8082)\n"
-"  --token-file F       API token (first line of F) for a hub with --api-token-file\n"
+"\n");
+  client_opts_usage (fp, 23);
+  fprintf (fp,
 "  --vm NAME            the VM (required)\n"
 "  --repository ID      the repository (default: default)\n"
 "  --type T             auto (default: incremental where the VM has a completed\n"
@@ -684,8 +684,7 @@ int
 agent_backup_main (int argc, char **argv)
 {
   static const struct option opts[] = {
-    { "hub", required_argument, NULL, 'H' },
-    { "token-file", required_argument, NULL, 'T' },
+    CLIENT_LONG_OPTIONS,
     { "vm", required_argument, NULL, 'v' },
     { "repository", required_argument, NULL, 'r' },
     { "type", required_argument, NULL, 't' },
@@ -702,7 +701,8 @@ agent_backup_main (int argc, char **argv)
     { NULL, 0, NULL, 0 },
   };
   struct backup b = { .repo = "default", .type_auto = true, .parallel = 2 };
-  const char *hub = NULL, *token = NULL, *type = "auto";
+  struct client_opts co = { 0 };
+  const char *type = "auto";
   enum engine_verdict verdict;
   struct progress_reporter *reporter;
   pthread_t sigthread;
@@ -713,9 +713,9 @@ agent_backup_main (int argc, char **argv)
   signal (SIGPIPE, SIG_IGN);
   optind = 1;
   while ((c = getopt_long (argc, argv, "h", opts, NULL)) != -1) {
+    if (client_opt (&co, c, optarg))
+      continue;
     switch (c) {
-    case 'H': hub = optarg; break;
-    case 'T': token = optarg; break;
     case 'v': b.vm = optarg; break;
     case 'r': b.repo = optarg; break;
     case 't': type = optarg; break;
@@ -776,7 +776,7 @@ agent_backup_main (int argc, char **argv)
     fprintf (stderr, "strata backup: at most 256 disks\n");
     return AGENT_EXIT_USAGE;
   }
-  if (client_init (&b.c, hub, token) == -1) {
+  if (client_init (&b.c, &co) == -1) {
     fprintf (stderr, "strata backup: %s\n", error_message ());
     return AGENT_EXIT_USAGE;
   }

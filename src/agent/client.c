@@ -29,9 +29,67 @@ curl_init_once (void)
   curl_global_init (CURL_GLOBAL_DEFAULT);
 }
 
-int
-client_init (struct client *c, const char *hub_url, const char *token_file)
+bool
+client_opt (struct client_opts *o, int ch, const char *arg)
 {
+  switch (ch) {
+  case CLIENT_OPT_HUB: o->hub = arg; return true;
+  case CLIENT_OPT_TOKEN: o->token_file = arg; return true;
+  case CLIENT_OPT_CA: o->ca_file = arg; return true;
+  case CLIENT_OPT_PIN: o->pin = arg; return true;
+  default: return false;
+  }
+}
+
+void
+client_opts_usage (FILE *fp, int col)
+{
+  static const char *const lines[][2] = {
+    { "--hub URL", "the hub (default $STRATA_HUB or http://127.0.0.1:8082)" },
+    { "--token-file F", "API token (first line of F) for a hub with --api-token-file" },
+    { "--ca-file F", "an https:// hub: trust the CA certificates of F (PEM),\n"
+      "or the hub's own certificate, not the system's CAs" },
+    { "--pin-sha256 PIN", "an https:// hub: accept only the public key with this\n"
+      "SHA-256 pin (base64, the hub logs it); without\n"
+      "--ca-file, the pin alone is trusted" },
+  };
+
+  for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
+    const char *d = lines[i][1];
+    fprintf (fp, "  %-*s", col - 3, lines[i][0]);
+    for (bool first = true; *d; first = false) {
+      size_t len = strcspn (d, "\n");
+      fprintf (fp, "%*s%.*s\n", first ? 1 : col, "", (int) len, d);
+      d += len + (d[len] == '\n');
+    }
+  }
+}
+
+/* --pin-sha256: BASE64 of 32 bytes (43 characters and '='), with or
+ * without curl's "sha256//" in front; *out (caller frees) is curl's form. */
+static int
+parse_pin (const char *pin, char **out)
+{
+  const char *b = strncmp (pin, "sha256//", 8) == 0 ? pin + 8 : pin;
+
+  if (strlen (b) != 44 || b[43] != '=' ||
+      strspn (b, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/") != 43) {
+    error_set (ERR_INVALID, "--pin-sha256 %.100s: expected the base64 of a SHA-256 "
+               "(44 characters ending in '='), as the hub logs it", pin);
+    return -1;
+  }
+  if (asprintf (out, "sha256//%s", b) == -1) {
+    *out = NULL;
+    error_set_errno (ERR_INTERNAL, ENOMEM, "client");
+    return -1;
+  }
+  return 0;
+}
+
+int
+client_init (struct client *c, const struct client_opts *o)
+{
+  const char *hub_url = o->hub, *token_file = o->token_file;
   size_t n;
 
   memset (c, 0, sizeof *c);
@@ -44,9 +102,27 @@ client_init (struct client *c, const char *hub_url, const char *token_file)
     error_set (ERR_INVALID, "--hub %s: not an http:// or https:// URL", hub_url);
     return -1;
   }
+  if ((o->ca_file || o->pin) && strncmp (hub_url, "https://", 8) != 0) {
+    error_set (ERR_INVALID, "--%s goes with an https:// hub, not %s",
+               o->ca_file ? "ca-file" : "pin-sha256", hub_url);
+    return -1;
+  }
   c->base = strdup (hub_url);
   if (c->base == NULL)
     goto oom;
+  if (o->ca_file) {
+    if (access (o->ca_file, R_OK) == -1) {
+      error_set_errno (ERR_INVALID, errno, "--ca-file %s", o->ca_file);
+      client_clear (c);
+      return -1;
+    }
+    if ((c->ca_file = strdup (o->ca_file)) == NULL)
+      goto oom;
+  }
+  if (o->pin && parse_pin (o->pin, &c->pin) == -1) {
+    client_clear (c);
+    return -1;
+  }
   n = strlen (c->base);
   while (n > 0 && c->base[n - 1] == '/')
     c->base[--n] = '\0';
@@ -87,6 +163,8 @@ client_clear (struct client *c)
 {
   free (c->base);
   free (c->auth);
+  free (c->ca_file);
+  free (c->pin);
   memset (c, 0, sizeof *c);
 }
 
@@ -112,6 +190,29 @@ write_cb (char *data, size_t size, size_t nmemb, void *opaque)
   b->n += len;
   b->p[b->n] = '\0';
   return len;
+}
+
+/* Why a request got no answer (ERR_UNAVAILABLE), with a hint where TLS
+ * is the cause: a key that is not the pinned one, a certificate nobody
+ * vouches for, or http:// and https:// mixed up. */
+static void
+transport_error (struct client *c, CURLcode rc, const char *why)
+{
+  bool https = strncmp (c->base, "https://", 8) == 0;
+  const char *hint = "";
+
+  if (rc == CURLE_SSL_PINNEDPUBKEYNOTMATCH)
+    hint = " (its public key is not the one --pin-sha256 names: refused)";
+  else if (rc == CURLE_PEER_FAILED_VERIFICATION)
+    hint = c->ca_file ? " (its certificate is not signed by --ca-file, or does not name "
+                        "the host of the hub URL)"
+                      : " (its certificate is not one this machine trusts: give --ca-file "
+                        "or --pin-sha256, as the hub's log says)";
+  else if (https && rc == CURLE_SSL_CONNECT_ERROR)
+    hint = " (is it an http:// hub?)";
+  else if (!https && (rc == CURLE_GOT_NOTHING || rc == CURLE_RECV_ERROR))
+    hint = " (is it an https:// hub?)";
+  error_set (ERR_UNAVAILABLE, "the hub at %s does not answer: %s%s", c->base, why, hint);
 }
 
 /* One request with a JSON body (payload, may be NULL) or a body streamed
@@ -158,6 +259,16 @@ perform (struct client *c, const char *method, const char *path, const char *pay
   curl_easy_setopt (curl, CURLOPT_ERRORBUFFER, errbuf);
   curl_easy_setopt (curl, CURLOPT_WRITEFUNCTION, write_cb);
   curl_easy_setopt (curl, CURLOPT_WRITEDATA, &b);
+  if (c->ca_file)
+    curl_easy_setopt (curl, CURLOPT_CAINFO, c->ca_file);
+  if (c->pin) {
+    curl_easy_setopt (curl, CURLOPT_PINNEDPUBLICKEY, c->pin);
+    if (c->ca_file == NULL) {
+      /* The pin alone: a self-signed certificate, whatever name it has. */
+      curl_easy_setopt (curl, CURLOPT_SSL_VERIFYPEER, 0L);
+      curl_easy_setopt (curl, CURLOPT_SSL_VERIFYHOST, 0L);
+    }
+  }
   if (payload) {
     curl_easy_setopt (curl, CURLOPT_POSTFIELDS, payload);
     curl_easy_setopt (curl, CURLOPT_POSTFIELDSIZE, (long) strlen (payload));
@@ -175,8 +286,7 @@ perform (struct client *c, const char *method, const char *path, const char *pay
   curl_easy_cleanup (curl);
   if (rc != CURLE_OK) {
     free (b.p);
-    error_set (ERR_UNAVAILABLE, "the hub at %s does not answer: %s", c->base,
-               errbuf[0] ? errbuf : curl_easy_strerror (rc));
+    transport_error (c, rc, errbuf[0] ? errbuf : curl_easy_strerror (rc));
     return -1;
   }
 

@@ -683,9 +683,8 @@ usage (FILE *fp, enum list_cmd cmd)
                  "                     completed, failed, cancelled, removing)\n");
   if (strchr (o, 'l'))
     fprintf (fp, "  --limit N          at most N (1 to 1000)\n");
+  client_opts_usage (fp, 21);
   fprintf (fp,
-"  --hub URL          the hub (default $STRATA_HUB or http://127.0.0.1:8082)\n"
-"  --token-file F     API token (first line of F)\n"
 "  --json             print the hub's JSON %s instead of a table\n"
 "\n"
 "Exit status: 0 success; 1 failure; 2 usage error; 3 the hub is unreachable or\n"
@@ -697,8 +696,7 @@ static int
 list_main (enum list_cmd cmd, int argc, char **argv)
 {
   static const struct option opts[] = {
-    { "hub", required_argument, NULL, 'H' },
-    { "token-file", required_argument, NULL, 'T' },
+    CLIENT_LONG_OPTIONS,
     { "json", no_argument, NULL, 'j' },
     { "vm", required_argument, NULL, 'v' },
     { "repository", required_argument, NULL, 'r' },
@@ -709,7 +707,7 @@ list_main (enum list_cmd cmd, int argc, char **argv)
   };
   char prog[32];
   struct list l = { .prog = prog };
-  const char *hub = NULL, *token = NULL;
+  struct client_opts co = { 0 };
   enum job_status status;
   char *end;
   int ch, rc;
@@ -717,6 +715,8 @@ list_main (enum list_cmd cmd, int argc, char **argv)
   snprintf (prog, sizeof prog, "strata %s", commands[cmd].name);
   optind = 1;
   while ((ch = getopt_long (argc, argv, "h", opts, NULL)) != -1) {
+    if (client_opt (&co, ch, optarg))
+      continue;
     if (strchr ("vrsl", ch) && !strchr (commands[cmd].opts, ch)) {
       fprintf (stderr, "%s: option '%s' is not one of this command's\n", prog,
                argv[optind - 1]);
@@ -724,8 +724,6 @@ list_main (enum list_cmd cmd, int argc, char **argv)
       return AGENT_EXIT_USAGE;
     }
     switch (ch) {
-    case 'H': hub = optarg; break;
-    case 'T': token = optarg; break;
     case 'j': l.json = true; break;
     case 'v': l.vm = optarg; break;
     case 'r': l.repository = optarg; break;
@@ -761,7 +759,7 @@ list_main (enum list_cmd cmd, int argc, char **argv)
     fprintf (stderr, "%s: give one BACKUP id\n", prog);
     return AGENT_EXIT_USAGE;
   }
-  if (client_init (&l.c, hub, token) == -1) {
+  if (client_init (&l.c, &co) == -1) {
     fprintf (stderr, "%s: %s\n", prog, error_message ());
     return AGENT_EXIT_USAGE;
   }

@@ -39,9 +39,9 @@ usage (FILE *fp)
 "                     days, ISO weeks, months and years that hold one, in the\n"
 "                     hub's local time.  Without rules, the VM's policy's.\n"
 "                     The newest backup and protected ones always stay.\n"
-"  --dry-run          print what would be kept and removed; change nothing\n"
-"  --hub URL          the hub (default $STRATA_HUB or http://127.0.0.1:8082)\n"
-"  --token-file F     API token (first line of F)\n"
+"  --dry-run          print what would be kept and removed; change nothing\n");
+  client_opts_usage (fp, 21);
+  fprintf (fp,
 "  --json             print the task (or the dry run's answer) as JSON on stdout\n"
 "\n"
 "Exit status: 0 done; 1 the prune task failed; 2 usage error; 3 the hub is\n"
@@ -64,8 +64,7 @@ int
 agent_prune_main (int argc, char **argv)
 {
   static const struct option opts[] = {
-    { "hub", required_argument, NULL, 'H' },
-    { "token-file", required_argument, NULL, 'T' },
+    CLIENT_LONG_OPTIONS,
     { "vm", required_argument, NULL, 'v' },
     { "repository", required_argument, NULL, 'r' },
     { "keep-last", required_argument, NULL, 0 },
@@ -79,7 +78,8 @@ agent_prune_main (int argc, char **argv)
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
-  const char *hub = NULL, *token = NULL, *vm = NULL, *repository = NULL;
+  struct client_opts co = { 0 };
+  const char *vm = NULL, *repository = NULL;
   bool dry_run = false, json = false;
   CLEANUP_JSON json_t *body = json_object (), *resp = NULL, *task = NULL;
   CLEANUP_FREE char *ctx = NULL, *path = NULL;
@@ -89,9 +89,9 @@ agent_prune_main (int argc, char **argv)
 
   optind = 1;
   while ((ch = getopt_long (argc, argv, "h", opts, NULL)) != -1) {
+    if (client_opt (&co, ch, optarg))
+      continue;
     switch (ch) {
-    case 'H': hub = optarg; break;
-    case 'T': token = optarg; break;
     case 'v': vm = optarg; break;
     case 'r': repository = optarg; break;
     case 'n': dry_run = true; break;
@@ -125,7 +125,7 @@ agent_prune_main (int argc, char **argv)
   }
   if (dry_run)
     json_object_set_new (body, "dry_run", json_true ());
-  if (client_init (&c, hub, token) == -1) {
+  if (client_init (&c, &co) == -1) {
     fprintf (stderr, "strata prune: %s\n", error_message ());
     return AGENT_EXIT_USAGE;
   }

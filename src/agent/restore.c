@@ -28,9 +28,9 @@ usage (FILE *fp)
 "  --output PATH    write it to PATH, which must not exist: raw (default; sparse,\n"
 "                   holes stay holes) or qcow2 (--format)\n"
 "  --export         ask the hub for a read-only NBD export of it, print its URI\n"
-"                   and keep it until Ctrl-C (SIGINT) or SIGTERM\n"
-"  --hub URL        the hub (default $STRATA_HUB or http://127.0.0.1:8082)\n"
-"  --token-file F   API token (first line of F)\n"
+"                   and keep it until Ctrl-C (SIGINT) or SIGTERM\n");
+  client_opts_usage (fp, 19);
+  fprintf (fp,
 "  --tls-psk-file F PSK file for the hub's nbds:// exports\n"
 "  --json           print a JSON summary on stdout\n"
 "\n"
@@ -63,8 +63,7 @@ int
 agent_restore_main (int argc, char **argv)
 {
   static const struct option opts[] = {
-    { "hub", required_argument, NULL, 'H' },
-    { "token-file", required_argument, NULL, 'T' },
+    CLIENT_LONG_OPTIONS,
     { "backup", required_argument, NULL, 'b' },
     { "disk", required_argument, NULL, 'd' },
     { "output", required_argument, NULL, 'o' },
@@ -75,7 +74,8 @@ agent_restore_main (int argc, char **argv)
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
-  const char *hub = NULL, *token = NULL, *backup = NULL, *output = NULL;
+  struct client_opts co = { 0 };
+  const char *backup = NULL, *output = NULL;
   const char *format = "raw", *psk = NULL;
   bool export = false, json = false;
   long disk = -1;
@@ -90,9 +90,9 @@ agent_restore_main (int argc, char **argv)
   signal (SIGPIPE, SIG_IGN);
   optind = 1;
   while ((ch = getopt_long (argc, argv, "h", opts, NULL)) != -1) {
+    if (client_opt (&co, ch, optarg))
+      continue;
     switch (ch) {
-    case 'H': hub = optarg; break;
-    case 'T': token = optarg; break;
     case 'b': backup = optarg; break;
     case 'o': output = optarg; break;
     case 'f': format = optarg; break;
@@ -131,7 +131,7 @@ agent_restore_main (int argc, char **argv)
     fprintf (stderr, "strata restore: %s already exists\n", output);
     return AGENT_EXIT_USAGE;
   }
-  if (client_init (&c, hub, token) == -1) {
+  if (client_init (&c, &co) == -1) {
     fprintf (stderr, "strata restore: %s\n", error_message ());
     return AGENT_EXIT_USAGE;
   }

@@ -26,9 +26,9 @@ usage (FILE *fp)
 "\n"
 "  --backup ID        one backup\n"
 "  --vm NAME          every completed backup of the VM (in --repository ID, needed\n"
-"                     when it has backups in several)\n"
-"  --hub URL          the hub (default $STRATA_HUB or http://127.0.0.1:8082)\n"
-"  --token-file F     API token (first line of F)\n"
+"                     when it has backups in several)\n");
+  client_opts_usage (fp, 21);
+  fprintf (fp,
 "  --json             print the task as JSON on stdout\n"
 "\n"
 "Exit status: 0 every point is ok; 1 a point is corrupt, or the task failed;\n"
@@ -80,8 +80,7 @@ int
 agent_verify_main (int argc, char **argv)
 {
   static const struct option opts[] = {
-    { "hub", required_argument, NULL, 'H' },
-    { "token-file", required_argument, NULL, 'T' },
+    CLIENT_LONG_OPTIONS,
     { "backup", required_argument, NULL, 'b' },
     { "vm", required_argument, NULL, 'v' },
     { "repository", required_argument, NULL, 'r' },
@@ -89,7 +88,8 @@ agent_verify_main (int argc, char **argv)
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
-  const char *hub = NULL, *token = NULL, *backup = NULL, *vm = NULL, *repository = NULL;
+  struct client_opts co = { 0 };
+  const char *backup = NULL, *vm = NULL, *repository = NULL;
   CLEANUP_JSON json_t *resp = NULL, *task = NULL;
   CLEANUP_FREE char *ctx = NULL, *path = NULL;
   const char *task_id, *task_status;
@@ -99,9 +99,9 @@ agent_verify_main (int argc, char **argv)
 
   optind = 1;
   while ((ch = getopt_long (argc, argv, "h", opts, NULL)) != -1) {
+    if (client_opt (&co, ch, optarg))
+      continue;
     switch (ch) {
-    case 'H': hub = optarg; break;
-    case 'T': token = optarg; break;
     case 'b': backup = optarg; break;
     case 'v': vm = optarg; break;
     case 'r': repository = optarg; break;
@@ -121,7 +121,7 @@ agent_verify_main (int argc, char **argv)
              "[--repository ID]\n");
     return AGENT_EXIT_USAGE;
   }
-  if (client_init (&c, hub, token) == -1) {
+  if (client_init (&c, &co) == -1) {
     fprintf (stderr, "strata verify: %s\n", error_message ());
     return AGENT_EXIT_USAGE;
   }

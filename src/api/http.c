@@ -707,9 +707,18 @@ api_start (struct hub *hub)
 {
   struct api *api = calloc (1, sizeof *api);
   const struct net_addr *addr;
-  const char *listen_text;
+  const char *listen_text, *cert = NULL, *key = NULL;
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
                    MHD_USE_ERROR_LOG;
+  bool tls = hub_api_tls (hub, &cert, &key);
+  /* HTTPS: TLS 1.2 and 1.3 only; the list stays empty for plain HTTP. */
+  struct MHD_OptionItem tls_opts[] = {
+    { tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, (void *) cert },
+    { MHD_OPTION_HTTPS_MEM_KEY, 0, (void *) key },
+    { MHD_OPTION_HTTPS_PRIORITIES, 0,
+      (void *) "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:%SERVER_PRECEDENCE" },
+    { MHD_OPTION_END, 0, NULL },
+  };
 
   if (api == NULL) {
     error_set_errno (ERR_INTERNAL, errno, "out of memory");
@@ -719,6 +728,8 @@ api_start (struct hub *hub)
   addr = hub_api_address (hub, &listen_text);
   if (addr->ipv6)
     flags |= MHD_USE_IPv6;
+  if (tls)
+    flags |= MHD_USE_TLS;
   api->daemon = MHD_start_daemon (flags, (uint16_t) addr->port, NULL, NULL,
                                   on_request, api,
                                   MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &addr->ss,
@@ -733,6 +744,7 @@ api_start (struct hub *hub)
                                   MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, api,
                                   MHD_OPTION_URI_LOG_CALLBACK, on_uri, api,
                                   MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, api,
+                                  MHD_OPTION_ARRAY, tls_opts,
                                   MHD_OPTION_END);
   if (api->daemon == NULL) {
     error_set (ERR_INTERNAL, "cannot listen on %s for the API (in use, or not an "
@@ -740,7 +752,7 @@ api_start (struct hub *hub)
     free (api);
     return NULL;
   }
-  log_info ("API listening on http://%s", listen_text);
+  log_info ("API listening on %s://%s", tls ? "https" : "http", listen_text);
   return api;
 }
 

@@ -130,7 +130,8 @@ hub_access_open (struct hub *hub)
   if (hub->cfg.api_token_file && (hub->token = read_token (hub->cfg.api_token_file)) == NULL)
     return -1;
   else if (!hub->cfg.api_token_file && !net_is_loopback (&hub->listen))
-    log_warn ("the API listens on %s without --api-token-file: anyone who reaches it "
+    /* hub_config_parse refused this without --insecure-no-auth. */
+    log_warn ("the API listens on %s with --insecure-no-auth: anyone who reaches it "
               "can delete backups", hub->cfg.listen);
   return 0;
 }

@@ -14,7 +14,7 @@
 
 enum { OPT_DATA_DIR = 1, OPT_LISTEN, OPT_NBD_LISTEN, OPT_DB, OPT_TOKEN, OPT_NBD_PSK,
        OPT_WORKERS, OPT_DB_PASSWORD_FILE, OPT_SOURCE_DIRS, OPT_LIBVIRT_URI, OPT_CONFIG,
-       OPT_HELP, OPT_CHECK_CONFIG };
+       OPT_HELP, OPT_CHECK_CONFIG, OPT_TLS_CERT, OPT_TLS_KEY, OPT_INSECURE_NO_AUTH };
 
 static const struct option long_options[] = {
   { "data-dir", required_argument, NULL, OPT_DATA_DIR },
@@ -30,6 +30,9 @@ static const struct option long_options[] = {
   { "config", required_argument, NULL, OPT_CONFIG },
   { "help", no_argument, NULL, OPT_HELP },
   { "check-config", no_argument, NULL, OPT_CHECK_CONFIG },
+  { "tls-cert-file", required_argument, NULL, OPT_TLS_CERT },
+  { "tls-key-file", required_argument, NULL, OPT_TLS_KEY },
+  { "insecure-no-auth", no_argument, NULL, OPT_INSECURE_NO_AUTH },
   { NULL, 0, NULL, 0 },
 };
 
@@ -49,7 +52,17 @@ hub_config_usage (void)
 "  --db-password-file FILE\n"
 "                         the MariaDB password: FILE's first line (else\n"
 "                         $STRATA_DB_PASSWORD, else the URL's)\n"
-"  --api-token-file FILE  require 'Authorization: Bearer <token>' on /api/v1\n"
+"  --api-token-file FILE  require 'Authorization: Bearer <token>' on /api/v1;\n"
+"                         needed when --listen is not a loopback address\n"
+"  --insecure-no-auth     off loopback, run without --api-token-file anyway\n"
+"                         (anyone who reaches the API may delete backups)\n"
+"  --tls-cert-file FILE   serve the API over HTTPS with this certificate (PEM;\n"
+"                         may hold its chain) ...\n"
+"  --tls-key-file FILE    ... and its unencrypted private key (PEM).  Without\n"
+"                         them the API speaks plain HTTP on loopback and, off\n"
+"                         loopback, HTTPS with a self-signed pair made at the\n"
+"                         first start in DATA-DIR/tls/; the log gives its\n"
+"                         fingerprint and the clients' --pin-sha256\n"
 "  --nbd-tls-psk-file FILE\n"
 "                         require TLS with a pre-shared key on the NBD targets;\n"
 "                         FILE holds IDENTITY:HEXKEY lines (keys of 128 bits or\n"
@@ -64,9 +77,10 @@ hub_config_usage (void)
 "                         (default qemu:///system)\n"
 "  --config FILE          read these options from FILE, one 'key = value' a line\n"
 "                         (keys: data-dir listen nbd-listen db api-token-file\n"
-"                         db-password-file nbd-tls-psk-file workers\n"
-"                         source-dirs libvirt-uri); options on the command\n"
-"                         line win\n"
+"                         insecure-no-auth (true or false) tls-cert-file\n"
+"                         tls-key-file db-password-file nbd-tls-psk-file\n"
+"                         workers source-dirs libvirt-uri); options on the\n"
+"                         command line win\n"
 "  --check-config         read the options and the config file, print the\n"
 "                         settings in effect in the config file's form, and\n"
 "                         exit: 0 when they are valid, 2 when not (files they\n"
@@ -95,6 +109,19 @@ config_set (struct hub_config *cfg, int key, const char *value, const char *wher
   case OPT_DB_PASSWORD_FILE: slot = &cfg->db_password_file; break;
   case OPT_NBD_PSK: slot = &cfg->nbd_tls_psk_file; break;
   case OPT_LIBVIRT_URI: slot = &cfg->libvirt_uri; break;
+  case OPT_TLS_CERT: slot = &cfg->tls_cert_file; break;
+  case OPT_TLS_KEY: slot = &cfg->tls_key_file; break;
+  case OPT_INSECURE_NO_AUTH:
+    /* A flag on the command line (no value), true or false in a file. */
+    if (value == NULL || strcmp (value, "true") == 0)
+      cfg->insecure_no_auth = true;
+    else if (strcmp (value, "false") == 0)
+      cfg->insecure_no_auth = false;
+    else {
+      error_set (ERR_INVALID, "%s: expected true or false, not '%s'", where, value);
+      return -1;
+    }
+    return 0;
   case OPT_SOURCE_DIRS:
     slot = &cfg->source_dirs;
     /* Absolute folders, none empty; hub_open resolves them. */
@@ -191,7 +218,8 @@ config_load_file (struct hub_config *cfg, const char *file)
     if (o->name == NULL || o->val == OPT_CONFIG || o->val == OPT_HELP ||
         o->val == OPT_CHECK_CONFIG) {
       error_set (ERR_INVALID, "%s: unknown key '%s' (known: data-dir, listen, "
-                 "nbd-listen, db, db-password-file, api-token-file, nbd-tls-psk-file, workers, "
+                 "nbd-listen, db, db-password-file, api-token-file, insecure-no-auth, "
+                 "tls-cert-file, tls-key-file, nbd-tls-psk-file, workers, "
                  "source-dirs, libvirt-uri)",
                  where, key);
       ret = -1;
@@ -248,6 +276,10 @@ hub_config_parse (struct hub_config *cfg, int argc, char **argv)
       return -1;
   }
 
+  if (!cfg->tls_cert_file != !cfg->tls_key_file) {
+    error_set (ERR_INVALID, "--tls-cert-file and --tls-key-file go together: give both");
+    return -1;
+  }
   if (cfg->workers == 0)
     cfg->workers = 2;
   if (!cfg->data_dir && !(cfg->data_dir = strdup ("./var")))
@@ -259,6 +291,18 @@ hub_config_parse (struct hub_config *cfg, int argc, char **argv)
   if (!cfg->db && asprintf (&cfg->db, "sqlite://%s/catalog.db", cfg->data_dir) == -1) {
     cfg->db = NULL;
     goto oom;
+  }
+  /* A careless operator must opt in to an open API on the network; checked
+   * here so that --check-config says it too, and nothing has listened. */
+  {
+    struct net_addr a;
+    if (!cfg->api_token_file && !cfg->insecure_no_auth &&
+        net_parse_addr (cfg->listen, &a) == 0 && !net_is_loopback (&a)) {
+      error_set (ERR_INVALID, "the API would listen on %s, off loopback, without "
+                 "--api-token-file: give a token file, or --insecure-no-auth to let "
+                 "anyone who reaches it delete backups", cfg->listen);
+      return -1;
+    }
   }
   return 0;
 
@@ -279,7 +323,12 @@ hub_config_print (const struct hub_config *cfg, FILE *fp)
     { "nbd-listen", cfg->nbd_listen, NULL },
     { "db", cfg->db, NULL },
     { "db-password-file", cfg->db_password_file, "$STRATA_DB_PASSWORD, else the URL's" },
-    { "api-token-file", cfg->api_token_file, "no authentication" },
+    { "api-token-file", cfg->api_token_file, "no authentication; off loopback only "
+      "with insecure-no-auth" },
+    { "insecure-no-auth", cfg->insecure_no_auth ? "true" : NULL, "false" },
+    { "tls-cert-file", cfg->tls_cert_file, "off loopback, a self-signed certificate "
+      "in DATA-DIR/tls; on loopback, plain HTTP" },
+    { "tls-key-file", cfg->tls_key_file, "with tls-cert-file" },
     { "nbd-tls-psk-file", cfg->nbd_tls_psk_file, "NBD without TLS" },
     { "source-dirs", cfg->source_dirs, "any absolute path" },
     { "libvirt-uri", cfg->libvirt_uri, "qemu:///system" },
@@ -306,5 +355,7 @@ hub_config_clear (struct hub_config *cfg)
   free (cfg->libvirt_uri);
   free (cfg->api_token_file);
   free (cfg->nbd_tls_psk_file);
+  free (cfg->tls_cert_file);
+  free (cfg->tls_key_file);
   memset (cfg, 0, sizeof *cfg);
 }

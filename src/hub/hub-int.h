@@ -15,6 +15,8 @@ struct hub {
   int lock_fd;             /* flock on DATA-DIR/run/hub.lock: one hub per folder */
   char *token;             /* API token, NULL when none */
   char *nbd_tls_user;      /* PSK identity when NBD needs TLS, else NULL */
+  char *tls_cert, *tls_key;  /* the API's certificate and key (PEM); NULL:
+                              * plain HTTP (hub/tls.c) */
   char **source_dirs;      /* --source-dirs, resolved; NULL: no restriction */
   char started_at[32];     /* when this hub process started (id_now form) */
   /* Serialises the state transitions of backups (start, complete, end,
@@ -75,6 +77,13 @@ int hub_access_open (struct hub *hub);
  * first identity goes into the NBD URIs. */
 int hub_psk_install (struct hub *hub, char **tls_dir);
 void hub_access_clear (struct hub *hub);
+/* The API's certificate and key (hub/tls.c): --tls-cert-file and
+ * --tls-key-file, else, off loopback, DATA-DIR/tls/api-{cert,key}.pem,
+ * made self-signed when missing; on loopback without them, none (plain
+ * HTTP).  Logs the certificate's fingerprint and pin.  Needs the data
+ * folder made and locked. */
+int hub_tls_open (struct hub *hub);
+void hub_tls_clear (struct hub *hub);
 
 /* --- Repository files (hub/inventory.c) ------------------------------ */
 /* Rewrite DATA-DIR/repositories.json from the catalog (a JSON array of

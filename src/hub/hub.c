@@ -150,7 +150,7 @@ hub_open (struct hub_config *cfg)
     goto fail;
   }
 
-  if (lock_data_dir (hub) == -1)
+  if (lock_data_dir (hub) == -1 || hub_tls_open (hub) == -1)
     goto fail;
 
   hub->cat = catalog_open_auth (hub->cfg.db, hub->cfg.db_password_file);
@@ -248,6 +248,7 @@ hub_close (struct hub *hub)
   hub_config_clear (&hub->cfg);
   free (hub->run_dir);
   hub_access_clear (hub);
+  hub_tls_clear (hub);
   if (hub->lock_fd >= 0)
     close (hub->lock_fd);
   for (size_t i = 0; i < hub->n_merging; i++)

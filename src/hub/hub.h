@@ -38,6 +38,9 @@ struct hub_config {
   char *db_password_file;  /* NULL: $STRATA_DB_PASSWORD or the URL's */
   char *api_token_file;    /* NULL: no authentication */
   char *nbd_tls_psk_file;  /* NULL: NBD without TLS */
+  char *tls_cert_file;     /* the API's certificate and key (PEM), both or */
+  char *tls_key_file;      /* neither; NULL: self-signed off loopback */
+  bool insecure_no_auth;   /* off loopback, run without --api-token-file */
   int workers;             /* hub-driven backups copied at once (default 2) */
   char *source_dirs;       /* DIR[:DIR...] that hub-driven path sources must lie
                             * in; NULL: any absolute path */
@@ -72,6 +75,9 @@ const char *hub_started_at (struct hub *hub);    /* when this process started */
 /* The API's listen address (*text: as configured, may be NULL). */
 const struct net_addr *hub_api_address (struct hub *hub, const char **text);
 const char *hub_nbd_listen (struct hub *hub);
+/* The API's TLS certificate and key as PEM text (the hub owns them): true
+ * when the API speaks HTTPS, false for plain HTTP. */
+bool hub_api_tls (struct hub *hub, const char **cert_pem, const char **key_pem);
 /* Check a request's Authorization header, len bytes at value (NULL when
  * it has none), against the API token: "Bearer" in any case, then the
  * token and nothing else.  0, or -1 with ERR_UNAUTHORIZED.  Always 0

@@ -12,7 +12,7 @@ agent ()
 {
   local cmd=$1
   shift
-  "$STRATA" "$cmd" --hub "http://127.0.0.1:$HUB_PORT" "$@" > "$T/agent.out" 2> "$T/agent.err" < /dev/null
+  "$STRATA" "$cmd" --hub "$HUB_SCHEME://$HUB_HOST:$HUB_PORT" "$@" > "$T/agent.out" 2> "$T/agent.err" < /dev/null
   AGENT_RC=$?
   AGENT_OUT=$(cat "$T/agent.out")
   AGENT_ERR=$(cat "$T/agent.err")

@@ -43,7 +43,7 @@ _api_send ()
   local method=$1 path=$2 file=$3 shown=$4 args=()
   args=(-s -S -g --path-as-is -o "$T/resp.body" -w '%{http_code}' --max-time 30 -X "$method")
   [ -n "$API_TOKEN" ] && args+=(-H "Authorization: Bearer $API_TOKEN")
-  args+=("${API_CURL_EXTRA[@]}")
+  args+=("${HUB_CURL_TLS[@]}" "${API_CURL_EXTRA[@]}")
   if [ -n "$file" ]; then
     args+=(--data-binary "@$file")
     case $API_CT in
@@ -53,7 +53,7 @@ _api_send ()
     esac
   fi
   : > "$T/resp.body"
-  API_STATUS=$(curl "${args[@]}" "http://127.0.0.1:$HUB_PORT$path" 2> "$T/curl.err")
+  API_STATUS=$(curl "${args[@]}" "$HUB_SCHEME://$HUB_HOST:$HUB_PORT$path" 2> "$T/curl.err")
   [ -n "$API_STATUS" ] || API_STATUS=000
   API_BODY=$(cat "$T/resp.body")
   API_REQ="$method $path $(printf '%s' "$shown" | head -c 300)"

@@ -6,6 +6,12 @@
 # Startup can be slow under ASan/valgrind: bounds are generous but finite.
 HUB_START_TIMEOUT=${HUB_START_TIMEOUT:-30}
 HUB_STOP_TIMEOUT=${HUB_STOP_TIMEOUT:-15}
+# Where the API listens and how to reach it: a test of HTTPS sets
+# HUB_SCHEME=https and HUB_CURL_TLS (curl's arguments to trust it, e.g.
+# --cacert F), and may listen on another address (HUB_HOST).
+HUB_SCHEME=${HUB_SCHEME:-http}
+HUB_HOST=${HUB_HOST:-127.0.0.1}
+HUB_CURL_TLS=()
 
 # ---------------------------------------------------------- processes ----
 
@@ -161,15 +167,15 @@ start_hub ()
     fi
     break
   done
-  bail_out "hub did not come up on 127.0.0.1:$HUB_PORT (see its log)"
+  bail_out "hub did not come up on $HUB_HOST:$HUB_PORT (see its log)"
 }
 
 _start_hub_once ()
 {
   local deadline code
-  echo "==== $(date -u +%H:%M:%S.%N) start: $STRATA serve --data-dir $DATA --listen 127.0.0.1:$HUB_PORT --nbd-listen 127.0.0.1:$NBD_PORT ${_hub_extra_args[*]}" >> "$HUB_LOG"
+  echo "==== $(date -u +%H:%M:%S.%N) start: $STRATA serve --data-dir $DATA --listen $HUB_HOST:$HUB_PORT --nbd-listen 127.0.0.1:$NBD_PORT ${_hub_extra_args[*]}" >> "$HUB_LOG"
   "$STRATA" serve --data-dir "$DATA" \
-    --listen "127.0.0.1:$HUB_PORT" --nbd-listen "127.0.0.1:$NBD_PORT" \
+    --listen "$HUB_HOST:$HUB_PORT" --nbd-listen "127.0.0.1:$NBD_PORT" \
     "${_hub_db_args[@]}" "${_hub_extra_args[@]}" < /dev/null >> "$HUB_LOG" 2>&1 &
   HUB_PID=$!
   deadline=$((SECONDS + HUB_START_TIMEOUT))
@@ -180,8 +186,8 @@ _start_hub_once ()
       HUB_PID=
       return 2
     fi
-    code=$(curl -s -o "$T/healthz" -w '%{http_code}' --max-time 2 \
-             "http://127.0.0.1:$HUB_PORT/healthz" 2>/dev/null)
+    code=$(curl -s -o "$T/healthz" -w '%{http_code}' --max-time 2 "${HUB_CURL_TLS[@]}" \
+             "$HUB_SCHEME://$HUB_HOST:$HUB_PORT/healthz" 2>/dev/null)
     if [ "$code" = 200 ] && jq -e '.storage_daemon == "up"' "$T/healthz" > /dev/null 2>&1; then
       _fresh_ports=0
       _remember_qsd

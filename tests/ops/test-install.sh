@@ -63,7 +63,7 @@ done
 help_options ()
 {
   "$BIN" "$1" --help | awk 'NR == 1 || (u && /^ /) { u = 1; print; next } { u = 0 } /^ +--/ { print $1 }' |
-    grep -oE -- '--[a-z][a-zA-Z-]*[a-zA-Z]' | grep -v '[A-Z]' | sort -u
+    grep -oE -- '--[a-z][a-zA-Z0-9-]*[a-zA-Z0-9]' | grep -v '[A-Z]' | sort -u
 }
 
 # The commands "strata help" lists (names indented by two spaces, from

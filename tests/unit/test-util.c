@@ -147,6 +147,33 @@ test_config (void)
   hub_config_clear (&cfg);
   ok (parse_with_file ("data-dir =\n", &cfg, NULL) == -1, "an empty value is refused");
   hub_config_clear (&cfg);
+  ok (parse_with_file ("insecure-no-auth = true\n", &cfg, NULL) == 0 && cfg.insecure_no_auth,
+      "insecure-no-auth = true is read");
+  hub_config_clear (&cfg);
+  ok (parse_with_file ("insecure-no-auth = true\n", &cfg, "--insecure-no-auth") == 0 &&
+      cfg.insecure_no_auth, "--insecure-no-auth is a flag on the command line");
+  hub_config_clear (&cfg);
+  ok (parse_with_file ("listen = 192.0.2.1:8082\n", &cfg, NULL) == -1 &&
+      strstr (error_message (), "--insecure-no-auth") != NULL,
+      "off loopback without a token or insecure-no-auth: refused: %s", error_message ());
+  hub_config_clear (&cfg);
+  ok (parse_with_file ("listen = [::1]:8082\n", &cfg, NULL) == 0, "on loopback no token is needed");
+  hub_config_clear (&cfg);
+  ok (parse_with_file ("listen = 192.0.2.1:8082\n", &cfg, "--insecure-no-auth") == 0,
+      "off loopback with --insecure-no-auth: accepted");
+  hub_config_clear (&cfg);
+  ok (parse_with_file ("insecure-no-auth = yes\n", &cfg, NULL) == -1 &&
+      strstr (error_message (), "true or false") != NULL,
+      "insecure-no-auth takes true or false only: %s", error_message ());
+  hub_config_clear (&cfg);
+  ok (parse_with_file ("tls-cert-file = /etc/c.pem\n", &cfg, NULL) == -1 &&
+      strstr (error_message (), "go together") != NULL,
+      "tls-cert-file without tls-key-file is refused: %s", error_message ());
+  hub_config_clear (&cfg);
+  ok (parse_with_file ("tls-cert-file = /etc/c.pem\n", &cfg, "--tls-key-file=/etc/k.pem") == 0 &&
+      strcmp (cfg.tls_cert_file, "/etc/c.pem") == 0 && strcmp (cfg.tls_key_file, "/etc/k.pem") == 0,
+      "tls-cert-file and tls-key-file together are read");
+  hub_config_clear (&cfg);
   char *argv[] = { (char *) "serve", (char *) "--bogus", NULL };
   ok (hub_config_parse (&cfg, 2, argv) == -1, "an unknown option is refused");
   hub_config_clear (&cfg);
@@ -157,7 +184,8 @@ test_config (void)
       strstr (error_message (), "unknown key 'check-config'") != NULL,
       "check-config is not a config file key");
   hub_config_clear (&cfg);
-  ok (parse_with_file ("workers = 5\nsource-dirs = /srv/a:/srv/b\n", &cfg, "--check-config") == 0 &&
+  ok (parse_with_file ("workers = 5\nsource-dirs = /srv/a:/srv/b\ninsecure-no-auth = true\n"
+                       "tls-cert-file = /c.pem\ntls-key-file = /k.pem\n", &cfg, "--check-config") == 0 &&
       cfg.check_only && cfg.workers == 5, "--check-config parses the file and marks the check");
   char *printed = NULL, *again = NULL;
   size_t len;
@@ -173,7 +201,8 @@ test_config (void)
   hub_config_clear (&cfg);
   ok (strcmp (printed, again) == 0 && strstr (printed, "workers = 5\n") &&
       strstr (printed, "source-dirs = /srv/a:/srv/b\n") &&
-      strstr (printed, "# api-token-file: not set"),
+      strstr (printed, "# api-token-file: not set") && strstr (printed, "insecure-no-auth = true\n") &&
+      strstr (printed, "tls-key-file = /k.pem\n"),
       "and mean the same settings");
   free (printed);
   free (again);
