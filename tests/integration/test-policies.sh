@@ -210,8 +210,9 @@ agent_point pr1 incremental; P3=$BID
 agent_point pr1 incremental; P4=$BID
 is "$(points pr1)" "$P4 $P3 $P2 $P1" "pr1 has four points"
 # keep_last counts points, not seconds: make the four points one second's
-# (created_at keeps milliseconds, and the listing's order stays).
-sec=$(date -u +%Y-%m-%dT%H:%M:%S)
+# (created_at keeps milliseconds, and the listing's order stays).  A second
+# already past, so that a backup started after them is always newer.
+sec=$(date -u -d '2 seconds ago' +%Y-%m-%dT%H:%M:%S)
 i=1
 for b in "$P1" "$P2" "$P3" "$P4"; do
   sql_write "UPDATE backup_jobs SET created_at = '$sec.${i}00Z' WHERE id = '$b'"
