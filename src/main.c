@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "agent/agent.h"
 #include "api/api.h"
@@ -49,7 +50,21 @@ usage (FILE *fp)
 "restore, prune and verify 4 (conflict).\n");
 }
 
-/* Run the hub until SIGINT or SIGTERM. */
+/* The API takes up to 1024 connections, each a descriptor: lift the soft
+ * limit on open files to the hard one. */
+static void
+raise_file_limit (void)
+{
+  struct rlimit rl;
+
+  if (getrlimit (RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit (RLIMIT_NOFILE, &rl);
+  }
+}
+
+/* Run the hub until SIGINT or SIGTERM; SIGHUP reads its token and key
+ * files again. */
 static int
 cmd_serve (int argc, char **argv)
 {
@@ -79,8 +94,10 @@ cmd_serve (int argc, char **argv)
   sigemptyset (&set);
   sigaddset (&set, SIGINT);
   sigaddset (&set, SIGTERM);
+  sigaddset (&set, SIGHUP);
   pthread_sigmask (SIG_BLOCK, &set, NULL);
   signal (SIGPIPE, SIG_IGN);
+  raise_file_limit ();
 
   hub = hub_open (&cfg);
   if (hub == NULL) {
@@ -95,7 +112,8 @@ cmd_serve (int argc, char **argv)
   }
   log_info ("strata %s ready (catalog %s, NBD on %s)", STRATA_VERSION,
             catalog_backend_name (hub_catalog (hub)), hub_nbd_listen (hub));
-  sigwait (&set, &sig);
+  while (sigwait (&set, &sig) == 0 && sig == SIGHUP)
+    hub_reload (hub);
   log_info ("signal %d: shutting down", sig);
   api_stop (api);
   hub_close (hub);

@@ -4,15 +4,33 @@
  * libmicrohttpd runs one thread per connection, so a slow request (a
  * backup start runs qemu-img) never stalls the others.  A request's body is
  * gathered into a bounded buffer; past API_MAX_BODY the rest is drained and
- * the request answered 413.  Errors are logged here, once: 5xx as errors,
- * 4xx at debug level, since they are the client's to read.
+ * the request answered 413 (at once, before any body byte, when the
+ * declared Content-Length is already over).  Errors are logged here, once:
+ * 5xx as errors, 4xx at debug level, since they are the client's to read.
+ *
+ * SLOW CLIENTS.  libmicrohttpd's connection timeout only ends a connection
+ * that is idle, and a client sending one header line every few seconds
+ * never is.  So every connection is tracked (on_connection) with a
+ * deadline for what it is waiting for: its request head must be whole
+ * within API_HEAD_SECONDS of the connection (or of the end of the previous
+ * request on a kept-alive one), and its body within API_BODY_SECONDS plus
+ * one second per API_BODY_MIN_RATE bytes received.  While a handler runs,
+ * there is no deadline.  A watchdog thread shuts down the socket of a
+ * connection past its deadline, which makes libmicrohttpd end it.  The
+ * list and the deadlines are under api->conns_lock; libmicrohttpd reports
+ * a connection closed before it closes its socket, so the watchdog never
+ * shuts a descriptor that was reused.  On top, each client address may hold
+ * at most API_PER_ADDR_CONNECTIONS connections, so slow clients from a few
+ * addresses cannot fill the API_CONNECTIONS slots.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 #include "api/api-int.h"
 #include "hub/hub.h"
@@ -23,9 +41,32 @@
 #include "util/log.h"
 #include "web/web.h"
 
+#define API_CONNECTIONS 1024
+#define API_PER_ADDR_CONNECTIONS 32
+#define API_HEAD_SECONDS 10
+#define API_BODY_SECONDS 30
+#define API_BODY_MIN_RATE (16 * 1024)
+#define NS_PER_S INT64_C (1000000000)
+
+/* One open connection and its deadline (see SLOW CLIENTS above). */
+struct api_conn {
+  struct api_conn *prev, *next;
+  int fd;
+  int64_t deadline_ns;       /* 0: none (a handler runs, or the answer goes out) */
+  int64_t body_start_ns;
+  uint64_t body_bytes;
+  bool cut;                  /* the watchdog shut it down */
+};
+
 struct api {
   struct hub *hub;
   struct MHD_Daemon *daemon;
+  pthread_mutex_t conns_lock;
+  pthread_cond_t conns_cond;   /* wakes the watchdog to stop */
+  struct api_conn *conns;
+  bool stopping;
+  bool watchdog_running;
+  pthread_t watchdog;
 };
 
 /* The state of one request across libmicrohttpd's calls. */
@@ -46,6 +87,8 @@ struct conn_state {
   enum error_category up_cat;
   char *up_err;
   int64_t started_ns;        /* when the headers came (for the metrics) */
+  struct api_conn *ac;       /* its connection's deadline */
+  uint64_t too_large_bytes;  /* body bytes dropped past API_MAX_BODY */
 };
 
 /* Why the URL now being parsed on this thread was refused, or NULL.  With
@@ -559,6 +602,136 @@ answer (struct api *api, struct MHD_Connection *conn, const char *url,
   return ret;
 }
 
+/* Set a connection's deadline: secs from now (plus what its body bytes
+ * earn when in_body), or none with secs < 0. */
+static void
+conn_deadline (struct api *api, struct api_conn *ac, int secs, bool in_body)
+{
+  int64_t now = clock_mono_ns ();
+
+  if (ac == NULL)
+    return;
+  SCOPED_LOCK (&api->conns_lock);
+  if (secs < 0)
+    ac->deadline_ns = 0;
+  else if (!in_body)
+    ac->deadline_ns = now + secs * NS_PER_S;
+  else
+    ac->deadline_ns = ac->body_start_ns + secs * NS_PER_S +
+                      (int64_t) (ac->body_bytes / API_BODY_MIN_RATE) * NS_PER_S;
+}
+
+/* The head is here: the body's deadline starts. */
+static void
+conn_body_begins (struct api *api, struct api_conn *ac)
+{
+  if (ac == NULL)
+    return;
+  {
+    SCOPED_LOCK (&api->conns_lock);
+    ac->body_start_ns = clock_mono_ns ();
+    ac->body_bytes = 0;
+  }
+  conn_deadline (api, ac, API_BODY_SECONDS, true);
+}
+
+static void
+conn_body_bytes (struct api *api, struct api_conn *ac, size_t n)
+{
+  if (ac == NULL)
+    return;
+  {
+    SCOPED_LOCK (&api->conns_lock);
+    ac->body_bytes += n;
+  }
+  conn_deadline (api, ac, API_BODY_SECONDS, true);
+}
+
+/* libmicrohttpd's connection notices: keep api->conns whole. */
+static void
+on_connection (void *cls, struct MHD_Connection *conn, void **socket_context,
+               enum MHD_ConnectionNotificationCode code)
+{
+  struct api *api = cls;
+  struct api_conn *ac = *socket_context;
+
+  if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+    const union MHD_ConnectionInfo *ci =
+      MHD_get_connection_info (conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+
+    /* Out of memory: the connection just goes without a deadline. */
+    if (ci == NULL || (ac = calloc (1, sizeof *ac)) == NULL)
+      return;
+    ac->fd = ci->connect_fd;
+    ac->deadline_ns = clock_mono_ns () + API_HEAD_SECONDS * NS_PER_S;
+    SCOPED_LOCK (&api->conns_lock);
+    ac->next = api->conns;
+    if (api->conns)
+      api->conns->prev = ac;
+    api->conns = ac;
+    *socket_context = ac;
+    return;
+  }
+  if (ac == NULL)
+    return;
+  {
+    SCOPED_LOCK (&api->conns_lock);
+    if (ac->prev)
+      ac->prev->next = ac->next;
+    else
+      api->conns = ac->next;
+    if (ac->next)
+      ac->next->prev = ac->prev;
+  }
+  free (ac);
+  *socket_context = NULL;
+}
+
+/* The watchdog: once a second, shut down the connections past their
+ * deadline.  libmicrohttpd's thread of such a connection then reads the
+ * end of the stream and closes it. */
+static void *
+watchdog_run (void *opaque)
+{
+  struct api *api = opaque;
+
+  SCOPED_LOCK (&api->conns_lock);
+  while (!api->stopping) {
+    int64_t now = clock_mono_ns ();
+    struct timespec ts;
+    unsigned cut = 0;
+
+    for (struct api_conn *ac = api->conns; ac; ac = ac->next)
+      if (!ac->cut && ac->deadline_ns && now >= ac->deadline_ns) {
+        shutdown (ac->fd, SHUT_RDWR);
+        ac->cut = true;
+        cut++;
+      }
+    if (cut)
+      log_debug ("http: closed %u connection(s) whose request did not arrive in time", cut);
+    clock_gettime (CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += 1;
+    pthread_cond_timedwait (&api->conns_cond, &api->conns_lock, &ts);
+  }
+  return NULL;
+}
+
+/* The declared Content-Length, when there is one over API_MAX_BODY. */
+static bool
+declared_too_large (struct MHD_Connection *conn)
+{
+  const char *cl = MHD_lookup_connection_value (conn, MHD_HEADER_KIND,
+                                                MHD_HTTP_HEADER_CONTENT_LENGTH);
+  unsigned long long n;
+  char *end;
+
+  if (cl == NULL)
+    return false;
+  errno = 0;
+  n = strtoull (cl, &end, 10);
+  return end != cl && (errno == ERANGE || n > API_MAX_BODY);
+}
+
 static enum MHD_Result
 on_request (void *cls, struct MHD_Connection *conn, const char *url,
             const char *method, const char *version, const char *upload_data,
@@ -576,9 +749,26 @@ on_request (void *cls, struct MHD_Connection *conn, const char *url,
     *con_cls = cs;
     cs->method = method;
     cs->started_ns = clock_mono_ns ();
+    {
+      const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info (conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+      cs->ac = ci ? ci->socket_context : NULL;
+    }
+    conn_body_begins (api, cs->ac);
     upload_begin (api, conn, url, cs);
+    /* A body declared over the limit is answered now, before any byte of
+     * it is read (after the route and the token are checked). */
+    if (!cs->uploading && declared_too_large (conn)) {
+      cs->too_large = true;
+      conn_deadline (api, cs->ac, -1, false);
+      return answer (api, conn, url, method, cs);
+    }
     return MHD_YES;
   }
+  if (*upload_data_size > 0)
+    conn_body_bytes (api, cs->ac, *upload_data_size);
+  else
+    conn_deadline (api, cs->ac, -1, false);
   if (cs->uploading && *upload_data_size > 0) {
     size_t n = *upload_data_size;
     *upload_data_size = 0;
@@ -597,6 +787,9 @@ on_request (void *cls, struct MHD_Connection *conn, const char *url,
     *upload_data_size = 0;
     if (cs->too_large || cs->len + n > API_MAX_BODY) {
       cs->too_large = true;
+      /* Read on to answer it, but not for ever. */
+      if ((cs->too_large_bytes += n) > (UINT64_C (64) << 20))
+        return MHD_NO;
       return MHD_YES;
     }
     if (cs->len + n + 1 > cs->cap) {
@@ -621,8 +814,11 @@ static void
 on_completed (void *cls, struct MHD_Connection *conn, void **con_cls,
               enum MHD_RequestTerminationCode toe)
 {
+  struct api *api = cls;
   struct conn_state *cs = *con_cls;
   if (cs) {
+    /* A kept-alive connection now waits for its next request's head. */
+    conn_deadline (api, cs->ac, API_HEAD_SECONDS, false);
     hub_upload_abort (cs->upload);
     free (cs->up_err);
     free (cs->up_id);
@@ -725,6 +921,14 @@ api_start (struct hub *hub)
     return NULL;
   }
   api->hub = hub;
+  pthread_mutex_init (&api->conns_lock, NULL);
+  {
+    pthread_condattr_t ca;
+    pthread_condattr_init (&ca);
+    pthread_condattr_setclock (&ca, CLOCK_MONOTONIC);
+    pthread_cond_init (&api->conns_cond, &ca);
+    pthread_condattr_destroy (&ca);
+  }
   addr = hub_api_address (hub, &listen_text);
   if (addr->ipv6)
     flags |= MHD_USE_IPv6;
@@ -734,8 +938,13 @@ api_start (struct hub *hub)
                                   on_request, api,
                                   MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &addr->ss,
                                   MHD_OPTION_NOTIFY_COMPLETED, on_completed, api,
-                                  MHD_OPTION_CONNECTION_LIMIT, (unsigned) 256,
-                                  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) 120,
+                                  MHD_OPTION_NOTIFY_CONNECTION, on_connection, api,
+                                  MHD_OPTION_CONNECTION_LIMIT, (unsigned) API_CONNECTIONS,
+                                  MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                                  (unsigned) API_PER_ADDR_CONNECTIONS,
+                                  /* Idle: mostly an answer its client does
+                                   * not read; the rest has deadlines. */
+                                  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) 60,
                                   /* Room for long URLs to reach us, so that
                                    * they get a JSON 414, not the library's
                                    * HTML page. */
@@ -749,9 +958,15 @@ api_start (struct hub *hub)
   if (api->daemon == NULL) {
     error_set (ERR_INTERNAL, "cannot listen on %s for the API (in use, or not an "
                "address of this machine?)", listen_text);
-    free (api);
+    api_stop (api);
     return NULL;
   }
+  if (pthread_create (&api->watchdog, NULL, watchdog_run, api) != 0) {
+    error_set (ERR_INTERNAL, "cannot start the API's watchdog thread");
+    api_stop (api);
+    return NULL;
+  }
+  api->watchdog_running = true;
   log_info ("API listening on %s://%s", tls ? "https" : "http", listen_text);
   return api;
 }
@@ -761,6 +976,17 @@ api_stop (struct api *api)
 {
   if (api == NULL)
     return;
-  MHD_stop_daemon (api->daemon);
+  if (api->watchdog_running) {
+    {
+      SCOPED_LOCK (&api->conns_lock);
+      api->stopping = true;
+      pthread_cond_signal (&api->conns_cond);
+    }
+    pthread_join (api->watchdog, NULL);
+  }
+  if (api->daemon)
+    MHD_stop_daemon (api->daemon);
+  pthread_cond_destroy (&api->conns_cond);
+  pthread_mutex_destroy (&api->conns_lock);
   free (api);
 }

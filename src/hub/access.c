@@ -2,8 +2,13 @@
  * token, the NBD pre-shared keys (and the URIs they shape), and the folders
  * hub-driven sources must lie in.
  *
- * Everything here is read once at start (hub_access_open, hub_psk_install)
- * and is read-only afterwards, so no lock guards it.
+ * Everything here is read at start (hub_access_open, hub_psk_install).
+ * SIGHUP reads the token and PSK files again (hub_reload): the token and
+ * the PSK identity are then swapped under hub->access_lock, which every
+ * reader of them takes.  The keys file the storage daemon reads is
+ * replaced by a rename, and GnuTLS reads it at each handshake, so new NBD
+ * connections use the new keys and open ones go on.  The rest (source
+ * folders) is read-only after start.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -27,6 +32,7 @@ hub_nbd_uri (struct hub *hub, const char *export_name)
   char *uri;
   int r;
 
+  SCOPED_LOCK (&hub->access_lock);
   if (hub->nbd_tls_user)
     r = asprintf (&uri, hub->nbd.ipv6 ? "nbds://%s@[%s]:%d/%s" : "nbds://%s@%s:%d/%s",
                   hub->nbd_tls_user, hub->nbd.host, hub->nbd.port, export_name);
@@ -136,6 +142,39 @@ hub_access_open (struct hub *hub)
   return 0;
 }
 
+int
+hub_reload (struct hub *hub)
+{
+  int ret = 0;
+
+  if (hub->cfg.api_token_file) {
+    char *token = read_token (hub->cfg.api_token_file);
+    if (token == NULL) {
+      log_error ("SIGHUP: %s; the API token in force stays", error_message ());
+      ret = -1;
+    }
+    else {
+      SCOPED_LOCK (&hub->access_lock);
+      free (hub->token);
+      hub->token = token;
+      log_info ("SIGHUP: API token read again from %s", hub->cfg.api_token_file);
+    }
+  }
+  if (hub->cfg.nbd_tls_psk_file) {
+    CLEANUP_FREE char *tls_dir = NULL;
+    if (hub_psk_install (hub, &tls_dir) == -1) {
+      log_error ("SIGHUP: %s; the NBD keys in force stay", error_message ());
+      ret = -1;
+    }
+    else
+      log_info ("SIGHUP: NBD keys read again from %s (new connections use them)",
+                hub->cfg.nbd_tls_psk_file);
+  }
+  log_info ("SIGHUP: the log goes to standard error, which the hub never opens "
+            "itself: there is nothing to reopen");
+  return ret;
+}
+
 void
 hub_access_clear (struct hub *hub)
 {
@@ -151,6 +190,7 @@ hub_psk_install (struct hub *hub, char **tls_dir)
   CLEANUP_FREE char *line = NULL;
   CLEANUP_FREE char *keys = NULL;
   CLEANUP_FREE char *tmp = NULL;
+  CLEANUP_FREE char *user = NULL;
   size_t cap = 0, keys_len = 0;
   FILE *fp = fopen (hub->cfg.nbd_tls_psk_file, "r"), *out = NULL;
   ssize_t len;
@@ -187,7 +227,7 @@ hub_psk_install (struct hub *hub, char **tls_dir)
                  hub->cfg.nbd_tls_psk_file, lineno);
       goto fail;
     }
-    if (hub->nbd_tls_user == NULL && (hub->nbd_tls_user = strdup (line)) == NULL)
+    if (user == NULL && (user = strdup (line)) == NULL)
       goto oom;
     fprintf (out, "%s:%s\n", line, colon + 1);
   }
@@ -195,7 +235,7 @@ hub_psk_install (struct hub *hub, char **tls_dir)
   fp = NULL;
   fclose (out);
   out = NULL;
-  if (hub->nbd_tls_user == NULL) {
+  if (user == NULL) {
     error_set (ERR_INVALID, "NBD PSK file %s holds no key", hub->cfg.nbd_tls_psk_file);
     return -1;
   }
@@ -216,6 +256,12 @@ hub_psk_install (struct hub *hub, char **tls_dir)
       unlink (tmp);
       goto fail;
     }
+  }
+  {
+    SCOPED_LOCK (&hub->access_lock);
+    free (hub->nbd_tls_user);
+    hub->nbd_tls_user = user;
+    user = NULL;
   }
   return 0;
 
@@ -249,6 +295,7 @@ hub_authorize (struct hub *hub, const char *value, size_t len)
   const char *token;
   size_t tlen;
 
+  SCOPED_LOCK (&hub->access_lock);
   if (hub->token == NULL)
     return 0;
   /* RFC 9110: the scheme is case-insensitive and one or more spaces

@@ -13,6 +13,9 @@ struct hub {
   struct net_addr listen, nbd;
   char *run_dir;
   int lock_fd;             /* flock on DATA-DIR/run/hub.lock: one hub per folder */
+  /* The API token and the PSK identity: SIGHUP (hub_reload) replaces
+   * them, so they are read and swapped under access_lock. */
+  pthread_mutex_t access_lock;
   char *token;             /* API token, NULL when none */
   char *nbd_tls_user;      /* PSK identity when NBD needs TLS, else NULL */
   char *tls_cert, *tls_key;  /* the API's certificate and key (PEM); NULL:

@@ -115,6 +115,7 @@ hub_open (struct hub_config *cfg)
   pthread_mutex_init (&hub->lock, NULL);
   pthread_mutex_init (&hub->progress_lock, NULL);
   pthread_mutex_init (&hub->leftover_lock, NULL);
+  pthread_mutex_init (&hub->access_lock, NULL);
   pthread_cond_init (&hub->merge_cond, NULL);
   id_now (hub->started_at, sizeof hub->started_at);
 
@@ -260,6 +261,7 @@ hub_close (struct hub *hub)
   pthread_cond_destroy (&hub->merge_cond);
   pthread_mutex_destroy (&hub->lock);
   pthread_mutex_destroy (&hub->leftover_lock);
+  pthread_mutex_destroy (&hub->access_lock);
   free (hub);
 }
 

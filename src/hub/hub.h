@@ -83,6 +83,11 @@ bool hub_api_tls (struct hub *hub, const char **cert_pem, const char **key_pem);
  * token and nothing else.  0, or -1 with ERR_UNAUTHORIZED.  Always 0
  * without --api-token-file. */
 int hub_authorize (struct hub *hub, const char *value, size_t len);
+/* SIGHUP: read the API token file and the NBD PSK file again and put
+ * them in force for the requests and connections that follow; a file that
+ * cannot be read or is malformed leaves its old value in force, and the
+ * log says why.  Returns 0, or -1 when a file was refused. */
+int hub_reload (struct hub *hub);
 
 /* "nbd://HOST:PORT/EXPORT" for an export name, or "nbds://USER@HOST:PORT/
  * EXPORT" when NBD needs TLS (the client adds its ?tls-psk-file=).  Caller
