@@ -12,6 +12,12 @@
 
 #include "engine/engine.h"
 
+/* The lease a backup job asks for, in seconds (agent/backup.c), and the
+ * prefix of the bitmaps strata adds to QCOW2 sources (each named after its
+ * backup id, util/id.h): the only bitmaps the agent ever removes. */
+#define AGENT_LEASE_SECONDS 60
+#define AGENT_BITMAP_PREFIX "backup-"
+
 /* ------------------------------------------------------------ client --- */
 
 struct client {

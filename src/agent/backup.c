@@ -21,8 +21,13 @@
  *    (all of it or a sample) and the agent uploads what it saw
  *    (PUT .../disks/N/audit): the hub compares it with the point's
  *    manifests.  Differences make the exit status 1, the backup stays.
- *    While disks copy, the agent reports their progress to the hub every
- *    2 s (POST .../progress; agent/progress.c).
+ *    From the start on, the agent reports to the hub every 2 s (POST
+ *    .../progress; agent/progress.c): the progress of the disks that copy,
+ *    and that it lives.  The job carries a lease (lease_seconds, 60 s) that
+ *    each report renews: a killed agent's job is failed by the hub once the
+ *    lease lapsed (hub/lease.c), so the next run is not refused with 409.
+ *    Before copying, the agent removes from its QCOW2 sources the strata
+ *    bitmaps of backups the hub no longer knows (remove_orphan_bitmaps).
  * 4. Only when the hub reports the job completed are the older bitmaps
  *    removed.  On any error, a signal or a refused completion, the job is
  *    failed at the hub (POST .../fail) and every disk's new bitmap removed,
@@ -319,6 +324,25 @@ read_superseded (struct backup *b)
   return chain;
 }
 
+/* The lease the job asks for: the hub fails it once this agent has not
+ * reported for that long (it reports every 2 s while it lives).
+ * STRATA_LEASE_SECONDS changes it, for tests. */
+static int64_t
+lease_seconds (void)
+{
+  const char *e = getenv ("STRATA_LEASE_SECONDS");
+  char *end;
+  long long v;
+
+  if (e && *e) {
+    errno = 0;
+    v = strtoll (e, &end, 10);
+    if (errno == 0 && *end == '\0' && v > 0)
+      return v;
+  }
+  return AGENT_LEASE_SECONDS;
+}
+
 /* Start the job (or resume a stale one).  Returns an exit status. */
 static int
 start_job (struct backup *b)
@@ -338,8 +362,9 @@ start_job (struct backup *b)
   for (i = 0; i < b->n; i++)
     json_array_append_new (disks, json_pack ("{s:i,s:I}", "disk_index", i,
                                              "size_bytes", (json_int_t) b->disks[i].size));
-  body = json_pack ("{s:s,s:s,s:s,s:O}", "vm_name", b->vm, "repository_id", b->repo,
-                    "backup_type", backup_type_name (type), "disks", disks);
+  body = json_pack ("{s:s,s:s,s:s,s:O,s:I}", "vm_name", b->vm, "repository_id", b->repo,
+                    "backup_type", backup_type_name (type), "disks", disks,
+                    "lease_seconds", (json_int_t) lease_seconds ());
   if (body == NULL) {
     error_set (ERR_INTERNAL, "encoding the request");
     return AGENT_EXIT_FAILED;
@@ -407,6 +432,59 @@ start_job (struct backup *b)
     }
   }
   return AGENT_EXIT_CONFLICT;
+}
+
+/* Remove from each QCOW2 source the bitmaps strata made (their names are
+ * backup ids, "backup-...") that belong to no backup the hub knows as
+ * running, finishing or completed, in any context: those of runs killed
+ * before they could fail their job, whose job the hub failed since (its
+ * lease lapsed), or of backups deleted since.  Bitmaps of other names are
+ * never touched, nor this job's.  Only a warning when it cannot be done:
+ * a leftover bitmap costs the source some space, not data. */
+static void
+remove_orphan_bitmaps (struct backup *b)
+{
+  for (int i = 0; i < b->n; i++) {
+    CLEANUP_STRV char **names = NULL;
+    CLEANUP_JSON json_t *body = NULL, *resp = NULL;
+    json_t *ids = json_array (), *v;
+    size_t k;
+    int st;
+
+    body = json_pack ("{s:o}", "change_ids", ids);
+    if (body == NULL || engine_source_bitmaps (b->disks[i].source, &names) == -1) {
+      fprintf (stderr, "strata backup: disk %d: warning: listing its bitmaps: %s\n", i,
+               error_message ());
+      continue;
+    }
+    for (k = 0; names[k]; k++)
+      if (strncmp (names[k], AGENT_BITMAP_PREFIX, strlen (AGENT_BITMAP_PREFIX)) == 0 &&
+          strcmp (names[k], b->backup_id) != 0 && json_array_size (ids) < 1024)
+        json_array_append_new (ids, json_string (names[k]));
+    if (json_array_size (ids) == 0)
+      continue;
+    st = client_call (&b->c, "POST", "/api/v1/backups/changeids", body, &resp);
+    if (st != 200 || !json_is_array (json_object_get (resp, "unknown"))) {
+      fprintf (stderr, "strata backup: disk %d: warning: the hub could not say which of "
+               "its bitmaps are still in use (%s); none removed\n", i,
+               st == 200 ? "no answer" : error_message ());
+      continue;
+    }
+    json_array_foreach (json_object_get (resp, "unknown"), k, v) {
+      const char *name = json_string_value (v);
+      bool asked = false;
+      /* Only a name this run asked about, whatever the answer says. */
+      for (size_t j = 0; name && j < json_array_size (ids); j++)
+        asked |= strcmp (json_string_value (json_array_get (ids, j)), name) == 0;
+      if (!asked)
+        continue;
+      if (engine_source_bitmap_remove (b->disks[i].source, name) == -1)
+        fprintf (stderr, "strata backup: disk %d: warning: %s\n", i, error_message ());
+      else
+        fprintf (stderr, "strata backup: disk %d: removed bitmap %s, of no backup the hub "
+                 "knows\n", i, name);
+    }
+  }
 }
 
 /* PUT a map's block part to .../disks/N/<what>, written to an unlinked
@@ -704,7 +782,7 @@ agent_backup_main (int argc, char **argv)
   struct client_opts co = { 0 };
   const char *type = "auto";
   enum engine_verdict verdict;
-  struct progress_reporter *reporter;
+  struct progress_reporter *reporter = NULL;
   pthread_t sigthread;
   sigset_t set;
   int c, i, rc = AGENT_EXIT_FAILED;
@@ -835,8 +913,19 @@ agent_backup_main (int argc, char **argv)
       print_json (&b, "not started", error_message ());
     goto out;
   }
+  /* Signals go to the watcher thread only (started below; one that comes
+   * before waits for it): every thread from here on blocks them. */
+  sigemptyset (&set);
+  sigaddset (&set, SIGINT);
+  sigaddset (&set, SIGTERM);
+  sigaddset (&set, SIGUSR2);
+  pthread_sigmask (SIG_BLOCK, &set, NULL);
+  /* From here on the job's lease is renewed every 2 s while this lives. */
+  reporter = progress_report_start (&b.c, b.backup_id, b.rows, b.n);
+  if (b.vd == NULL)
+    remove_orphan_bitmaps (&b);
 
-  b.sdisks = calloc (b.n, sizeof *b.sdisks);
+  b.sdisks = calloc (b.n > 0 ? (size_t) b.n : 1, sizeof *b.sdisks);
   if (b.sdisks == NULL) {
     fprintf (stderr, "strata backup: out of memory\n");
     rc = AGENT_EXIT_FAILED;
@@ -892,18 +981,12 @@ agent_backup_main (int argc, char **argv)
   if (b.quiesce_note && !b.json)
     fprintf (stderr, "strata backup: domain %s: %s\n", b.domain, b.quiesce_note);
 
-  /* Signals go to the watcher thread only. */
-  sigemptyset (&set);
-  sigaddset (&set, SIGINT);
-  sigaddset (&set, SIGTERM);
-  sigaddset (&set, SIGUSR2);
-  pthread_sigmask (SIG_BLOCK, &set, NULL);
   pthread_create (&sigthread, NULL, signal_watch, &b);
 
   b.pd = progress_start (b.rows, b.n, b.json);
-  reporter = progress_report_start (&b.c, b.backup_id, b.rows, b.n);
   verdict = engine_session_run (&b.s);
   progress_report_stop (reporter);
+  reporter = NULL;
   progress_stop (b.pd);
   pthread_kill (sigthread, SIGUSR2);
   pthread_join (sigthread, NULL);
@@ -946,6 +1029,7 @@ agent_backup_main (int argc, char **argv)
   engine_session_clear (&b.s);
 
  out:
+  progress_report_stop (reporter);
   virt_close (b.vd);
   free (b.quiesce_note);
   for (i = 0; b.disks && i < b.n; i++) {

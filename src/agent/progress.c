@@ -3,7 +3,8 @@
  * twice a second; without one, a line per disk when it is done.  And what
  * the hub hears: every REPORT_SECONDS a thread posts the disks being
  * copied (POST /api/v1/backups/{id}/progress), so the hub's listings show
- * an agent's copy as they show its own.  A report the hub refuses (an
+ * an agent's copy as they show its own; with no disk copying it posts an
+ * empty list, which renews the job's lease all the same (hub/lease.c).  A report the hub refuses (an
  * older hub without the route, a disk just completed) is dropped: it never
  * fails a backup. */
 #include <pthread.h>
@@ -200,8 +201,8 @@ report_once (struct progress_reporter *r)
                                              "rate_bytes_per_sec",
                                              (json_int_t) engine_progress_rate (p)));
   }
-  if (json_array_size (disks) > 0)
-    client_call (&r->c, "POST", r->path, body, NULL);
+  /* An empty list still says the agent lives: it renews the job's lease. */
+  client_call (&r->c, "POST", r->path, body, NULL);
 }
 
 static void *

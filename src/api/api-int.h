@@ -52,6 +52,7 @@ int api_backups_fail (struct api_req *r);
 int api_backups_cancel (struct api_req *r);
 int api_backups_progress (struct api_req *r);
 int api_backups_changeid (struct api_req *r);
+int api_backups_changeids (struct api_req *r);
 int api_contexts_list (struct api_req *r);
 int api_contexts_get (struct api_req *r);
 int api_contexts_delete (struct api_req *r);

@@ -15,7 +15,7 @@ int
 api_backups_start (struct api_req *r)
 {
   static const char *const fields[] = {
-    "vm_name", "repository_id", "backup_type", "disks", NULL
+    "vm_name", "repository_id", "backup_type", "disks", "lease_seconds", NULL
   };
   struct hub_backup_request req = { 0 };
   struct cat_vm_disk *disks = NULL;
@@ -33,7 +33,9 @@ api_backups_start (struct api_req *r)
       (req.repository_id && api_check_id ("repository_id", req.repository_id) == -1) ||
       api_field_str (body, "backup_type", true, 32, false, &type) == -1 ||
       API_PARSE_WORD ("backup_type", type, backup_type_parse, backup_type_words,
-                  &req.backup_type) == -1)
+                  &req.backup_type) == -1 ||
+      api_field_int (body, "lease_seconds", false, HUB_LEASE_MIN, HUB_LEASE_MAX,
+                     &req.lease_seconds, NULL) == -1)
     return -1;
   if (json_object_get (body, "disks") && !json_is_null (json_object_get (body, "disks"))) {
     if (api_field_disks (body, "disks", &disks, &n) == -1)
@@ -187,11 +189,14 @@ api_backups_progress (struct api_req *r)
     return -1;
   arr = json_object_get (body, "disks");
   n = json_array_size (arr);
-  if (!json_is_array (arr) || n == 0 || n > HUB_MAX_DISKS) {
-    error_set (ERR_INVALID, "field 'disks' must be an array of 1 to %d disks", HUB_MAX_DISKS);
+  /* No disks: the agent is alive before or between copies (it renews the
+   * job's lease, hub/lease.c). */
+  if (!json_is_array (arr) || n > HUB_MAX_DISKS) {
+    error_set (ERR_INVALID, "field 'disks' must be an array of at most %d disks",
+               HUB_MAX_DISKS);
     return -1;
   }
-  v = calloc (n, sizeof *v);
+  v = calloc (n ? n : 1, sizeof *v);
   if (v == NULL) {
     error_set (ERR_INTERNAL, "out of memory");
     return -1;
@@ -258,6 +263,51 @@ int
 api_backups_cancel (struct api_req *r)
 {
   return end_job (r, JOB_CANCELLED);
+}
+
+/* POST /api/v1/backups/changeids: which of the given change ids belong to
+ * a backup the hub knows (an agent asks before it removes bitmaps of its
+ * sources that belong to none). */
+int
+api_backups_changeids (struct api_req *r)
+{
+  static const char *const fields[] = { "change_ids", NULL };
+  CLEANUP_FREE const char **names = NULL;
+  CLEANUP_FREE bool *live = NULL;
+  json_t *body, *arr, *v, *yes, *no;
+  size_t i, n;
+
+  if (api_query_check (r, no_params) == -1 || api_body (r, fields, false, &body) == -1)
+    return -1;
+  arr = json_object_get (body, "change_ids");
+  n = json_array_size (arr);
+  if (!json_is_array (arr) || n > HUB_MAX_CHANGE_IDS) {
+    error_set (ERR_INVALID, "field 'change_ids' must be an array of at most %d strings",
+               HUB_MAX_CHANGE_IDS);
+    return -1;
+  }
+  names = calloc (n ? n : 1, sizeof *names);
+  live = calloc (n ? n : 1, sizeof *live);
+  if (names == NULL || live == NULL) {
+    error_set (ERR_INTERNAL, "out of memory");
+    return -1;
+  }
+  json_array_foreach (arr, i, v) {
+    names[i] = json_string_value (v);
+    if (names[i] == NULL || *names[i] == '\0' || strlen (names[i]) > HUB_MAX_CHANGE_ID) {
+      error_set (ERR_INVALID, "change_ids[%zu] must be a string of 1 to %d bytes", i,
+                 HUB_MAX_CHANGE_ID);
+      return -1;
+    }
+  }
+  if (hub_change_ids_live (r->hub, n, names, live) == -1)
+    return -1;
+  yes = json_array ();
+  no = json_array ();
+  for (i = 0; yes && no && i < n; i++)
+    json_array_append_new (live[i] ? yes : no, json_string (names[i]));
+  return api_reply (r, 200, yes && no ? json_pack ("{s:o,s:o}", "live", yes, "unknown", no)
+                                      : NULL);
 }
 
 int

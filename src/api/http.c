@@ -118,6 +118,7 @@ static const struct api_route routes[] = {
   ROUTE ("GET", "backups", api_backups_list),
   ROUTE ("POST", "backups", api_backups_start),
   ROUTE ("GET", "backups/changeid", api_backups_changeid),
+  ROUTE ("POST", "backups/changeids", api_backups_changeids),
   ROUTE ("GET", "backups/*", api_backups_get),
   ROUTE ("DELETE", "backups/*", api_backups_delete),
   ROUTE ("PATCH", "backups/*", api_backups_patch),

@@ -339,12 +339,15 @@ backup_insert_tx (struct catalog *cat, const struct cat_job *job, const struct c
   }
 
   if (db_exec (cat, "INSERT INTO backup_jobs (id, vm_backup_context_id, vm_name,"
-               " repository_id, backup_type, status, error, created_at, completed_at, driver)"
-               " VALUES (?, ?, ?, ?, ?, ?, NULL, ?, NULL, ?)", "ssssssss",
+               " repository_id, backup_type, status, error, created_at, completed_at, driver,"
+               " lease_seconds, lease_expires_at)"
+               " VALUES (?, ?, ?, ?, ?, ?, NULL, ?, NULL, ?, ?, ?)", "ssssssssos",
                job->id, ctx, job->vm_name, job->repository_id,
                backup_type_name (job->backup_type), job_status_name (JOB_RUNNING),
                job->created_at ? job->created_at : now,
-               job_driver_name (job->driver)) == -1) {
+               job_driver_name (job->driver),
+               job->lease_seconds > 0 ? job->lease_seconds : (int64_t) -1,
+               job->lease_seconds > 0 ? job->lease_expires_at : NULL) == -1) {
     error_prefix ("adding backup %s", job->id);
     return -1;
   }
@@ -933,4 +936,89 @@ catalog_changeid_get (struct catalog *cat, const char *vm_name, int disk_index,
   *out = d;
   d = (struct cat_disk) { 0 };
   return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Leases (catalog.h; the hub's side is hub/lease.c)
+ */
+
+int
+catalog_backup_lease_renew (struct catalog *cat, const char *backup_id,
+                            const char *expires_at)
+{
+  if (backup_id == NULL || expires_at == NULL)
+    return core_missing ("backup id and lease expiry");
+  SCOPED_LOCK (&cat->lock);
+  return RUN_TX (cat, true,
+                 db_exec (cat, "UPDATE backup_jobs SET lease_expires_at = ?"
+                          " WHERE id = ? AND status = ? AND lease_seconds IS NOT NULL",
+                          "sss", expires_at, backup_id,
+                          job_status_name (JOB_RUNNING)) == -1 ? -1 : 0, (void) 0);
+}
+
+static int
+lease_lapsed_tx (struct catalog *cat, const char *now, char ***ids, char **next)
+{
+  CLEANUP_STMT struct db_stmt *st =
+    db_prepare (cat, "SELECT id FROM backup_jobs WHERE status = ?"
+                " AND lease_expires_at IS NOT NULL AND lease_expires_at < ?"
+                " ORDER BY lease_expires_at, id", "ss", job_status_name (JOB_RUNNING), now);
+
+  if (core_collect_strings (st, ids) == -1)
+    return -1;
+  if (next &&
+      db_text (cat, next, "SELECT min(lease_expires_at) FROM backup_jobs WHERE status = ?"
+               " AND lease_expires_at IS NOT NULL AND lease_expires_at >= ?", "ss",
+               job_status_name (JOB_RUNNING), now) == -1) {
+    core_strv_free (*ids);
+    *ids = NULL;
+    return -1;
+  }
+  return 0;
+}
+
+int
+catalog_backup_lease_lapsed (struct catalog *cat, const char *now, char ***backup_ids,
+                             char **next)
+{
+  if (now == NULL || backup_ids == NULL)
+    return core_missing ("time and output vector");
+  *backup_ids = NULL;
+  if (next)
+    *next = NULL;
+  SCOPED_LOCK (&cat->lock);
+  return RUN_TX (cat, false, lease_lapsed_tx (cat, now, backup_ids, next),
+                 (core_strv_free (*backup_ids), *backup_ids = NULL,
+                  next ? (free (*next), *next = NULL) : NULL));
+}
+
+static int
+change_ids_live_tx (struct catalog *cat, size_t n, const char *const *names, bool *live)
+{
+  const char *dead[] = { job_status_name (JOB_FAILED), job_status_name (JOB_CANCELLED) };
+
+  for (size_t i = 0; i < n; i++) {
+    int64_t one;
+    int f = db_int (cat, &one, "SELECT 1 FROM backup_jobs j WHERE j.status NOT IN (?, ?)"
+                    " AND (j.id = ? OR EXISTS (SELECT 1 FROM backup_disks d"
+                    " WHERE d.backup_job_id = j.id AND d.disk_change_id = ?)) LIMIT 1",
+                    "ssss", dead[0], dead[1], names[i], names[i]);
+    if (f == -1)
+      return -1;
+    live[i] = f == 1;
+  }
+  return 0;
+}
+
+int
+catalog_change_ids_live (struct catalog *cat, size_t n, const char *const *names,
+                         bool *live)
+{
+  if ((n > 0 && (names == NULL || live == NULL)))
+    return core_missing ("names");
+  for (size_t i = 0; i < n; i++)
+    if (names[i] == NULL)
+      return core_missing ("name");
+  SCOPED_LOCK (&cat->lock);
+  return RUN_TX (cat, false, change_ids_live_tx (cat, n, names, live), (void) 0);
 }

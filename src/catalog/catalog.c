@@ -210,6 +210,7 @@ cat_job_clear (struct cat_job *j)
   free (j->created_at);
   free (j->completed_at);
   free (j->verified_at);
+  free (j->lease_expires_at);
   cat_disk_free_array (j->disks, j->n_disks);
   memset (j, 0, sizeof *j);
 }

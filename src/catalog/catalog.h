@@ -139,6 +139,8 @@ struct cat_job {
                                 * only: catalog_backup_protect) */
   enum verify_state verify_state;  /* of its disks: see catalog_verify_record */
   char *verified_at;           /* when it was last checked, or NULL */
+  int64_t lease_seconds;       /* the starter's lease, or 0: none */
+  char *lease_expires_at;      /* when the lease lapses unless renewed, or NULL */
   size_t n_disks;
   struct cat_disk *disks;      /* sorted by disk_index */
 };
@@ -250,6 +252,26 @@ int catalog_backup_insert (struct catalog *cat, struct cat_job *job,
                            const struct cat_vm *vm);
 
 int catalog_backup_get (struct catalog *cat, const char *id, struct cat_job *out);
+
+/* Leases (hub/lease.c).  catalog_backup_insert records job->lease_seconds
+ * and job->lease_expires_at as given (0 and NULL: no lease).  Renew sets a
+ * running leased job's lease_expires_at; a job without a lease, or not
+ * running, is left as it is (0, nothing changed).  Lapsed: the ids of the
+ * running jobs whose lease_expires_at is before now, oldest first, as a
+ * NULL-terminated vector (the caller frees each string and the vector);
+ * *next (may be NULL) receives the earliest lease_expires_at of the other
+ * running leased jobs, malloc'd, or NULL when there is none. */
+int catalog_backup_lease_renew (struct catalog *cat, const char *backup_id,
+                                const char *expires_at);
+int catalog_backup_lease_lapsed (struct catalog *cat, const char *now, char ***backup_ids,
+                                 char **next);
+
+/* Which of the n names (change ids of QCOW2 sources are the bitmaps'
+ * names) belong to a backup the catalog knows as running, finishing,
+ * completed or removing, in any context: a job of that id, or a disk that
+ * recorded it as its change id.  live[i] receives the answer for names[i]. */
+int catalog_change_ids_live (struct catalog *cat, size_t n, const char *const *names,
+                             bool *live);
 /* One entry per job (with its disks), newest first; *total counts all
  * matches ignoring limit/offset. */
 int catalog_backup_list (struct catalog *cat, const struct cat_job_filter *f,

@@ -600,6 +600,10 @@ job_read (struct catalog *cat, struct row *r, void *rec)
   o->is_protected = core_row_int (r, 10) == 1;
   ROW_WORD (r, 11, "backup_jobs.verify_state", verify_state_parse, &o->verify_state);
   o->verified_at = core_row_text (r, 12);
+  o->lease_seconds = core_row_int (r, 13);   /* NULL reads -1: no lease */
+  if (o->lease_seconds < 0)
+    o->lease_seconds = 0;
+  o->lease_expires_at = core_row_text (r, 14);
   if (core_row_done (r) == -1)
     return -1;
   return core_disks_query (cat, DISK_SELECT DISK_FROM

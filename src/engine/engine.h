@@ -97,6 +97,12 @@ struct engine_disk_result {
  * NBD source must answer within timeout_s seconds (ERR_UNAVAILABLE when it
  * does not). */
 int engine_source_size (const char *source, int timeout_s, int64_t *size);
+/* The names of the persistent dirty bitmaps of a QCOW2 file source, as a
+ * NULL-terminated vector the caller frees (each string and the vector);
+ * empty for any other source.  Reads without taking the image's lock. */
+int engine_source_bitmaps (const char *source, char ***names);
+/* Remove the named bitmap from a QCOW2 file source, if it has it. */
+int engine_source_bitmap_remove (const char *source, const char *name);
 
 /* Copy one disk into its target and flush the target.  A QCOW2 source
  * gets a new persistent bitmap first (its name becomes out->change_id); an

@@ -592,6 +592,47 @@ engine_data_extents (const char *uri, const char *psk,
 }
 
 int
+engine_source_bitmaps (const char *source, char ***names)
+{
+  struct image im;
+  size_t i, k = 0;
+  json_t *b;
+
+  *names = NULL;
+  if (is_nbd_uri (source)) {
+    *names = calloc (1, sizeof **names);
+    goto out;
+  }
+  if (image_open (&im, source, true) == -1)
+    return -1;
+  *names = calloc (json_array_size (im.bitmaps) + 1, sizeof **names);
+  json_array_foreach (im.bitmaps, i, b) {
+    const char *name = json_string_value (json_object_get (b, "name"));
+    if (*names && name && ((*names)[k++] = strdup (name)) == NULL) {
+      for (size_t j = 0; j + 1 < k; j++)
+        free ((*names)[j]);
+      free (*names);
+      *names = NULL;
+    }
+  }
+  image_clear (&im);
+ out:
+  if (*names == NULL) {
+    error_set_errno (ERR_INTERNAL, ENOMEM, "bitmaps of %s", source);
+    return -1;
+  }
+  return 0;
+}
+
+int
+engine_source_bitmap_remove (const char *source, const char *name)
+{
+  if (is_nbd_uri (source))
+    return 0;
+  return bitmap_remove_if (source, name);
+}
+
+int
 engine_backup_disk_commit (const struct engine_backup_disk *d,
                            const struct engine_disk_result *r)
 {

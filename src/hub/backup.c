@@ -92,6 +92,7 @@ struct start {
    * now. */
   struct cat_job job;
   char now[32];
+  char lease_until[32];      /* job.lease_expires_at, when it has a lease */
   size_t made, exported;     /* images created, exports added so far */
 };
 
@@ -241,6 +242,11 @@ plan_driver (struct hub *hub, struct start *st)
     }
   }
   st->hub_driven = driver == DRIVER_HUB;
+  if (st->hub_driven && req->lease_seconds > 0) {
+    error_set (ERR_INVALID, "VM '%s': lease_seconds is for a backup an agent copies "
+               "(its progress reports renew it); the hub copies this one", req->vm_name);
+    return -1;
+  }
   for (size_t i = 0; st->hub_driven && i < st->n; i++) {
     const struct cat_vm_disk *vd = &st->vm.disks[i];
     if (vd->source == NULL || hub_source_check (vd->source) == -1 ||
@@ -336,6 +342,11 @@ start_plan (struct hub *hub, struct start *st)
   job->status = JOB_RUNNING;
   job->driver = st->hub_driven ? DRIVER_HUB : DRIVER_AGENT;
   job->created_at = st->now;
+  job->lease_seconds = req->lease_seconds;
+  if (req->lease_seconds > 0) {
+    hub_lease_until (req->lease_seconds, st->lease_until, sizeof st->lease_until);
+    job->lease_expires_at = st->lease_until;
+  }
   job->n_disks = st->n;
   for (size_t i = 0; i < st->n; i++) {
     struct cat_disk *d = &job->disks[i];
@@ -461,6 +472,8 @@ start_locked (struct hub *hub, struct start *st, struct cat_job *out)
   int ret = catalog_backup_get (hub->cat, st->job.id, out);
   if (st->hub_driven && hub->hooks.runnable)
     hub->hooks.runnable (hub, st->job.id);
+  if (req->lease_seconds > 0)
+    hub_lease_poke (hub);
   return ret;
 }
 
@@ -640,6 +653,46 @@ hub_backup_end (struct hub *hub, const char *backup_id, enum job_status status,
     jobs_ended (hub, ids);
   }
   return ret;
+}
+
+int
+hub_backup_end_lapsed (struct hub *hub, const char *backup_id, const char *now,
+                       bool *ended)
+{
+  CLEANUP_CAT_JOB struct cat_job job = { 0 }, out = { 0 };
+  char why[128], renewed[32];
+  time_t until;
+  int ret;
+
+  *ended = false;
+  {
+    SCOPED_LOCK (&hub->lock);
+    if (catalog_backup_get (hub->cat, backup_id, &job) == -1)
+      return error_category () == ERR_NOT_FOUND ? 0 : -1;
+    if (job.status != JOB_RUNNING || job.lease_expires_at == NULL ||
+        strcmp (job.lease_expires_at, now) >= 0)
+      return 0;
+    /* The last renewal was one term before the lapse. */
+    if (id_time_parse (job.lease_expires_at, &until) == 0)
+      id_time_format (until - (time_t) job.lease_seconds, renewed, sizeof renewed);
+    else
+      snprintf (renewed, sizeof renewed, "?");
+    snprintf (why, sizeof why, "the agent stopped renewing its lease at %s (a lease of "
+              "%lld s)", renewed, (long long) job.lease_seconds);
+    ret = backup_end_locked (hub, backup_id, JOB_FAILED, -1, why, &out);
+  }
+  if (ret == 0) {
+    char *ids[] = { (char *) backup_id, NULL };
+    jobs_ended (hub, ids);
+    *ended = true;
+  }
+  return ret;
+}
+
+int
+hub_change_ids_live (struct hub *hub, size_t n, const char *const *names, bool *live)
+{
+  return catalog_change_ids_live (hub->cat, n, names, live);
 }
 
 int

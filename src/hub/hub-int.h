@@ -47,6 +47,8 @@ struct hub {
   pthread_mutex_t leftover_lock;
   struct hub_leftover *leftovers;
   struct ticker *schedule;        /* the scheduler thread (hub/schedule.c) */
+  struct ticker *leases;          /* the lease reaper (hub/lease.c) */
+  bool leases_checked;            /* its first pass ran */
   struct hub_usage *usage;        /* repository usage cache (hub/usage.c) */
   /* What the backup transitions tell whoever runs jobs (the worker pool
    * sets these when it starts; NULL: nobody listens). */
@@ -192,6 +194,17 @@ void hub_verify_due (struct hub *hub);
 /* 0 when the VM may use the policy, else -1 with ERR_INVALID: a policy with
  * a schedule needs a source on every disk. */
 int hub_policy_fits_vm (const struct cat_policy *p, const struct cat_vm *vm);
+
+/* --- Leases (hub/lease.c) ---------------------------------------------- */
+int hub_lease_start (struct hub *hub);
+void hub_lease_stop (struct hub *hub);
+/* A leased job started: look again at when the next lease lapses. */
+void hub_lease_poke (struct hub *hub);
+/* The job's starter is alive: renew its lease, if it has one; hub->lock
+ * held. */
+int hub_lease_renew (struct hub *hub, const struct cat_job *job);
+/* When a lease of lease_seconds taken now lapses (id_time_format). */
+void hub_lease_until (int64_t lease_seconds, char *buf, size_t len);
 
 /* --- Scheduler (hub/schedule.c) ---------------------------------------- */
 int hub_schedule_start (struct hub *hub);

@@ -187,7 +187,8 @@ hub_open (struct hub_config *cfg)
     goto fail;
   hub_requeue_jobs (hub);
   hub_prune_wake (hub, NULL);
-  if (hub_schedule_start (hub) == -1 || hub_usage_start (hub) == -1)
+  if (hub_schedule_start (hub) == -1 || hub_usage_start (hub) == -1 ||
+      hub_lease_start (hub) == -1)
     goto fail;
   return hub;
 
@@ -239,6 +240,7 @@ hub_close (struct hub *hub)
    * and the catalog. */
   hub_metrics_close (hub);
   hub_usage_stop (hub);
+  hub_lease_stop (hub);
   hub_schedule_stop (hub);
   hub_workers_stop (hub);
   qsd_stop (hub->qsd);

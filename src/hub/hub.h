@@ -28,6 +28,7 @@
 #define HUB_MAX_DISK_SIZE (INT64_C (1) << 51)   /* what QCOW2 with 64 KiB clusters holds */
 #define HUB_SOURCE_TIMEOUT 10   /* seconds a start waits for a source's size */
 #define HUB_MAX_CHANGE_ID 1024
+#define HUB_MAX_CHANGE_IDS 1024      /* per POST /api/v1/backups/changeids */
 #define HUB_MAX_ERROR 4096
 
 struct hub_config {
@@ -125,7 +126,13 @@ struct hub_backup_request {
   bool driver_given;              /* false: the hub when every inventory disk
                                    * has a source, else an agent */
   enum job_driver driver;         /* when driver_given */
+  int64_t lease_seconds;          /* 0: no lease; else HUB_LEASE_MIN..MAX: the
+                                   * starter renews the job within that many
+                                   * seconds or the hub fails it (hub/lease.c) */
 };
+
+#define HUB_LEASE_MIN 10
+#define HUB_LEASE_MAX 3600
 
 /* Start a backup: plan the chain, create the images, export them, and record
  * the running job, in that order, undoing everything on failure.  *out
@@ -151,6 +158,17 @@ int hub_backup_complete (struct hub *hub, const char *backup_id, int disk_index,
  * recorded.  Returns once a hub-driven job's copies have stopped. */
 int hub_backup_end (struct hub *hub, const char *backup_id, enum job_status status,
                     int disk_index, const char *error, struct cat_job *out);
+
+/* Fail a running job whose lease lapsed before now (an id_time_format
+ * timestamp), through the same end as hub_backup_end, saying when its
+ * starter last renewed it.  0 and *ended false when it was renewed, ended
+ * or deleted in between (nothing to do). */
+int hub_backup_end_lapsed (struct hub *hub, const char *backup_id, const char *now,
+                           bool *ended);
+
+/* Which of the n change ids (a QCOW2 source's bitmap names) belong to a
+ * backup the hub knows (catalog_change_ids_live). */
+int hub_change_ids_live (struct hub *hub, size_t n, const char *const *names, bool *live);
 
 /* Why files of this backup that an end or delete could not remove are
  * still there (the hub tries again), or NULL when there are none.  Caller

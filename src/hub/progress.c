@@ -10,6 +10,9 @@
  *
  * LOCKING
  *
+ * A report, even one with no disks, also renews the job's lease, if it
+ * has one (hub/lease.c).
+ *
  * hub->progress_lock guards hub->progress.  A report takes hub->lock
  * around the check of the job and the store, so that it never lands after
  * the completion or end that forgets it (the order is hub->lock, then
@@ -100,7 +103,7 @@ hub_backup_report_progress (struct hub *hub, const char *backup_id,
                job.driver != DRIVER_AGENT ? " and hub-driven" : "");
     return -1;
   }
-  if (check_reports (&job, v, n) == -1)
+  if (check_reports (&job, v, n) == -1 || hub_lease_renew (hub, &job) == -1)
     return -1;
   SCOPED_LOCK (&hub->progress_lock);
   for (size_t i = 0; i < n; i++)

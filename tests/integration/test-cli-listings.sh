@@ -204,7 +204,9 @@ is "$API_STATUS" 400 "a negative number: 400"
 api POST "/api/v1/backups/$SB/progress" '{"disks":[{"disk_index":0,"bytes_done":1,"bytes_total":8,"rate_bytes_per_sec":1,"eta":3}]}'
 is "$API_STATUS" 400 "an unknown field: 400"
 api POST "/api/v1/backups/$SB/progress" '{"disks":[]}'
-is "$API_STATUS" 400 "no disks: 400"
+is "$API_STATUS" 204 "no disks: 204 (the agent lives: it renews a lease)"
+api POST "/api/v1/backups/$SB/progress" '{}'
+is "$API_STATUS" 400 "no disks field: 400"
 api POST "/api/v1/backups/$SB/progress" '{"disks":[{"disk_index":0,"bytes_done":1,"bytes_total":8,"rate_bytes_per_sec":1},{"disk_index":0,"bytes_done":1,"bytes_total":8,"rate_bytes_per_sec":1}]}'
 is "$API_STATUS" 400 "a disk twice: 400"
 api POST "/api/v1/backups/$SB/progress" '{"disks":[{"disk_index":1,"bytes_done":1,"bytes_total":8,"rate_bytes_per_sec":1}]}'
