@@ -365,6 +365,14 @@ test_open (void)
     catalog_close (cat);
     is_int (raw_int ("SELECT count(*) FROM schema_migrations"
                      " WHERE version = '0005_integrity'", NULL), 1, "and is recorded");
+    ok (mysql_query (raw_my, "DELETE FROM schema_migrations"
+                     " WHERE version = '0006_lease'") == 0, "forget migration 0006");
+    cat = cat_open ();
+    if (!ok (cat != NULL, "re-open: 0006 runs again over its own columns and index"))
+      diag ("%s", error_message ());
+    catalog_close (cat);
+    is_int (raw_int ("SELECT count(*) FROM schema_migrations"
+                     " WHERE version = '0006_lease'", NULL), 1, "and is recorded");
     return;
   }
   /* A relative URL is relative to the working directory. */
@@ -1402,6 +1410,85 @@ racer_run (void *arg)
 
 /* Start the racers, half on each handle, and count the winners. */
 static void
+strv_free (char **v)
+{
+  for (size_t i = 0; v && v[i]; i++)
+    free (v[i]);
+  free (v);
+}
+
+/* Leases: recorded at insert, renewed only while running and leased, the
+ * lapsed listed by time with the next lapse; change ids live or not. */
+static void
+test_lease (struct catalog *cat)
+{
+  struct cat_job j, got = { 0 };
+  char **ids = NULL, *next = NULL;
+  const char *names[] = { "backup-l1", "backup-l2", "cid-l3", "backup-nope" };
+  bool live[4];
+
+  job_init (&j, "backup-l1", "lease01", "repo-nfs", "2025-08-01T00:00:00.000Z", 1, NULL);
+  j.lease_seconds = 60;
+  j.lease_expires_at = xstrdup ("2025-08-01T00:01:00.000Z");
+  succeeds (catalog_backup_insert (cat, &j, NULL), "insert L1 with a lease");
+  cat_job_clear (&j);
+  job_init (&j, "backup-l2", "lease02", "repo-nfs", "2025-08-01T00:00:00.000Z", 1, NULL);
+  succeeds (catalog_backup_insert (cat, &j, NULL), "insert L2 without a lease");
+  cat_job_clear (&j);
+  succeeds (catalog_backup_get (cat, "backup-l1", &got), "get L1");
+  ok (got.lease_seconds == 60 && got.lease_expires_at &&
+      strcmp (got.lease_expires_at, "2025-08-01T00:01:00.000Z") == 0, "L1 has its lease");
+  cat_job_clear (&got);
+  succeeds (catalog_backup_get (cat, "backup-l2", &got), "get L2");
+  ok (got.lease_seconds == 0 && got.lease_expires_at == NULL, "L2 has none");
+  cat_job_clear (&got);
+
+  succeeds (catalog_backup_lease_lapsed (cat, "2025-08-01T00:00:30.000Z", &ids, &next),
+            "lapsed at 00:00:30");
+  ok (ids && ids[0] == NULL, "none yet");
+  is_str (next, "2025-08-01T00:01:00.000Z", "the next lapse is L1's");
+  strv_free (ids);
+  free (next);
+  succeeds (catalog_backup_lease_renew (cat, "backup-l1", "2025-08-01T00:02:00.000Z"),
+            "renew L1");
+  succeeds (catalog_backup_lease_renew (cat, "backup-l2", "2025-08-01T00:02:00.000Z"),
+            "renewing L2 succeeds");
+  succeeds (catalog_backup_get (cat, "backup-l2", &got), "get L2 again");
+  ok (got.lease_expires_at == NULL, "but gives a job without a lease none");
+  cat_job_clear (&got);
+  succeeds (catalog_backup_lease_lapsed (cat, "2025-08-01T00:01:30.000Z", &ids, &next),
+            "lapsed at 00:01:30");
+  ok (ids && ids[0] == NULL, "none: L1 was renewed");
+  strv_free (ids);
+  free (next);
+  succeeds (catalog_backup_lease_lapsed (cat, "2025-08-01T00:02:01.000Z", &ids, &next),
+            "lapsed at 00:02:01");
+  ok (ids && ids[0] && strcmp (ids[0], "backup-l1") == 0 && ids[1] == NULL,
+      "L1 lapsed, L2 never does");
+  ok (next == NULL, "and no other lease is pending");
+  strv_free (ids);
+  free (next);
+
+  succeeds (catalog_disk_complete (cat, "backup-l2", 0, "cid-l3", 1, NULL, NULL),
+            "complete L2 with change id cid-l3");
+  succeeds (catalog_backup_end (cat, "backup-l1", JOB_FAILED, -1, "lapsed", NULL, NULL),
+            "fail L1");
+  succeeds (catalog_backup_lease_renew (cat, "backup-l1", "2025-08-01T00:09:00.000Z"),
+            "renewing a failed job succeeds");
+  succeeds (catalog_backup_get (cat, "backup-l1", &got), "get L1 again");
+  is_str (got.lease_expires_at, "2025-08-01T00:02:00.000Z", "but changes nothing");
+  cat_job_clear (&got);
+  succeeds (catalog_backup_lease_lapsed (cat, "2025-08-01T00:10:00.000Z", &ids, NULL),
+            "lapsed later");
+  ok (ids && ids[0] == NULL, "an ended job is never listed");
+  strv_free (ids);
+
+  succeeds (catalog_change_ids_live (cat, 4, names, live), "which change ids are live");
+  ok (!live[0] && live[1] && live[2] && !live[3],
+      "a failed job's is not, a completed job's id and recorded change id are, an unknown is not");
+}
+
+static void
 test_race (struct catalog *cat)
 {
   struct catalog *other = cat_open ();
@@ -2305,6 +2392,7 @@ main (void)
   test_disk_lost (cat);
   test_context_id (cat);
   test_finishing (cat);
+  test_lease (cat);
   test_verify (cat);
   test_rebuild (cat);
   test_unknown_word (cat);
