@@ -8,8 +8,9 @@
 # hub knows), so the disk carries exactly one strata bitmap, and it lasts
 # longer than the lease (its progress reports renew it).  Bitmaps strata
 # did not make are never touched.  A job started without a lease (the curl
-# flow) stays running past another job's lapsed lease and completes late;
-# bad leases are refused with 400, changing nothing.
+# flow) stays running past another job's lapsed lease and completes late; a
+# lease that lapsed while the hub was down gets one more term; bad leases
+# are refused with 400, changing nothing.
 
 source "$(dirname "$0")/../functions.sh"
 requires qemu-img qemu-io qemu-nbd qemu-storage-daemon nbdinfo jq curl cmp
@@ -87,6 +88,18 @@ is "$(job_status "$S1")" running "the job without a lease still runs after that"
 api POST "/api/v1/backups/$S1/complete" '{"disk_id":0,"change_id":"late"}'
 is "$API_STATUS" 200 "and completes late"
 is "$(jqb .job_status)" completed "its job is completed"
+
+# --- A hub that was down longer than a lease gives it one full term again.
+api POST /api/v1/backups '{"vm_name":"seed4","backup_type":"full","lease_seconds":10,"disks":[{"disk_index":0,"size_bytes":1048576}]}'
+S4=$(jqb .backup_id)
+stop_hub
+sql_write "UPDATE backup_jobs SET lease_expires_at = '2020-01-01T00:00:00.000Z' WHERE id = '$S4'"
+start_hub
+renewed () { api GET "/api/v1/backups/$S4"; [ "$(jqb .lease_expires_at)" \> 2021 ]; }
+ok "after a restart, a lease that lapsed while the hub was down is renewed" wait_for 20 renewed
+is "$(job_status "$S4")" running "and its job still runs"
+gone4 () { [ "$(job_status "$S4")" = failed ]; }
+ok "then, never renewed by an agent, it is failed" wait_for 40 gone4
 
 # --- Bad leases change nothing.
 state_save
