@@ -80,10 +80,21 @@ restore_is "$B3" 0 "$T/p3-a" "the point holds the disk as it was at backup start
 restore_is "$B3" 1 "$T/p3-b" "vdb too"
 is "$(checkpoints_of "$DOM")" "strata-$B3" "one checkpoint again"
 
+# Enough dirty data that, one 4 KiB request at a time, the copy of vda
+# lasts seconds: the signal must come while a disk is still being copied (a
+# stop once every disk is recorded stops nothing, and the job completes).
+guest_write_ref "$DOM" vda "$T/ref-a" 0x62 0 32M
 "$STRATA" backup --hub "http://127.0.0.1:$HUB_PORT" --vm "$DOM" --libvirt "$DOM" \
   --connect "$LIBVIRT_URI" --json > "$T/int.out" 2> "$T/int.err" &
 AG=$!
 ok "the next job starts at libvirt" wait_for 30 backup_job_running "$DOM"
+# disk_copying: the hub has the VM's running job with a disk not yet recorded.
+disk_copying ()
+{
+  curl -s "http://127.0.0.1:$HUB_PORT/api/v1/backups?vm_name=$(urlencode "$DOM")&status=running" |
+    jq -e '[.backups[].disks[] | select(.status == "running")] | length > 0' > /dev/null
+}
+ok "and its copy of vda is under way at the hub" wait_for 30 disk_copying
 kill -TERM "$AG"
 wait "$AG"
 is "$?" 1 "an interrupted backup exits 1"
