@@ -320,6 +320,11 @@ qmp_execute (struct qmp *m, const char *cmd, json_t *args, int timeout_ms,
     if ((v = json_object_get (msg, "error")) != NULL) {
       const char *desc = json_string_value (json_object_get (v, "desc"));
       const char *cls = json_string_value (json_object_get (v, "class"));
+      /* An empty string says no more than a missing one. */
+      if (desc && *desc == '\0')
+        desc = NULL;
+      if (cls && *cls == '\0')
+        cls = NULL;
       error_set (ERR_INTERNAL, "%s", desc ? desc : cls ? cls : "QMP error");
       log_debug ("qmp< error %s: %s", cls ?: "?", desc ?: "?");
       return -1;

@@ -49,7 +49,8 @@ int qmp_handshake (struct qmp *m, int timeout_ms);
  *
  * Returns 0 with *ret (if ret is not NULL) a new reference to the "return"
  * value; -1 when the peer answered with an error, whose desc (or else its
- * class) becomes the message, with ERR_INTERNAL that callers refine; or -2
+ * class, or else "QMP error", empty strings counting as missing) becomes
+ * the message, with ERR_INTERNAL that callers refine; or -2
  * on a transport failure (closed, malformed, oversized, timed out), with
  * ERR_UNAVAILABLE.  After -2 the stream can't be trusted: every later call
  * fails with -2 too, and the owner should drop the connection. */

@@ -259,6 +259,13 @@ script_errors (void *arg)
   if ((cmd = peer_read (p)) != NULL)
     peer_send (p, "{\"error\": {\"class\": \"CommandNotFound\"}, "
                "\"id\": %" JSON_INTEGER_FORMAT "}\n", peer_id (cmd));
+  /* Found by fuzz-qmp: empty strings say nothing either. */
+  if ((cmd = peer_read (p)) != NULL)
+    peer_send (p, "{\"error\": {\"class\": \"GenericError\", \"desc\": \"\"}, "
+               "\"id\": %" JSON_INTEGER_FORMAT "}\n", peer_id (cmd));
+  if ((cmd = peer_read (p)) != NULL)
+    peer_send (p, "{\"error\": {\"class\": \"\", \"desc\": \"\"}, "
+               "\"id\": %" JSON_INTEGER_FORMAT "}\n", peer_id (cmd));
   peer_ack (p);
   peer_wait_eof (p);
   return NULL;
@@ -280,6 +287,12 @@ test_errors (void)
   is_int (qmp_execute (m, "no-such-command", NULL, TIMEOUT_MS, NULL), -1,
           "an error with only a class fails the command");
   is_str (error_message (), "CommandNotFound", "its class is the message");
+  is_int (qmp_execute (m, "blockdev-del", NULL, TIMEOUT_MS, NULL), -1,
+          "an error with an empty desc fails the command");
+  is_str (error_message (), "GenericError", "its class is the message");
+  is_int (qmp_execute (m, "blockdev-del", NULL, TIMEOUT_MS, NULL), -1,
+          "an error with an empty desc and class fails the command");
+  is_str (error_message (), "QMP error", "and the message still says what it was");
   is_int (qmp_execute (m, "query-block-exports", NULL, TIMEOUT_MS, NULL), 0,
           "the connection still works after error replies");
   finish (&p, m);
