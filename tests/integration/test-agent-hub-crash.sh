@@ -36,7 +36,7 @@ SRC1="nbd+unix:///src?socket=$T/src.sock"
   > "$T/b2.out" 2> "$T/b2.err" &
 AGENT=$!
 disk0_done () {
-  api GET "/api/v1/backups?vm_name=crash1&status=running"
+  running_jobs crash1
   [ "$(jqb '.backups[0].disks[0].status')" = completed ]
 }
 ok "disk 0 completes while disk 1 still copies" wait_for 60 disk0_done

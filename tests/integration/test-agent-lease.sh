@@ -38,12 +38,12 @@ SRC1="nbd+unix:///src?socket=$T/src.sock"
   > "$T/b2.out" 2> "$T/b2.err" &
 AGENT=$!
 copying () {
-  api GET "/api/v1/backups?vm_name=lease1&status=running"
+  running_jobs lease1
   [ "$(jqb '.backups[0].disks[0].status')" = completed ] &&
     [ "$(jqb '.backups[0].disks[1].progress.bytes_done // 0')" -gt 0 ]
 }
 ok "disk 0 completes while disk 1 copies, with progress" wait_for 60 copying
-api GET "/api/v1/backups?vm_name=lease1&status=running"
+running_jobs lease1
 B2=$(jqb '.backups[0].backup_id')
 kill -KILL "$AGENT"
 wait "$AGENT" 2>/dev/null

@@ -32,7 +32,7 @@ is "$?" 0 "a throttled NBD server serves disk 1 (4 MiB/s)"
 "$STRATA" backup --hub "http://127.0.0.1:$HUB_PORT" --vm lost1 --json "$D0" \
   "nbd+unix:///src?socket=$T/src.sock" > "$T/b2.out" 2> "$T/b2.err" &
 AGENT=$!
-running () { api GET "/api/v1/backups?vm_name=lost1&status=running"; [ "$(jqb .total)" = 1 ]; }
+running () { running_jobs lost1; [ "$(jqb .total)" = 1 ]; }
 ok "the second backup runs" wait_for 60 running
 running
 B2=$(jqb '.backups[0].backup_id')

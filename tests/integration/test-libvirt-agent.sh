@@ -91,8 +91,8 @@ ok "the next job starts at libvirt" wait_for 30 backup_job_running "$DOM"
 # disk_copying: the hub has the VM's running job with a disk not yet recorded.
 disk_copying ()
 {
-  curl -s "http://127.0.0.1:$HUB_PORT/api/v1/backups?vm_name=$(urlencode "$DOM")&status=running" |
-    jq -e '[.backups[].disks[] | select(.status == "running")] | length > 0' > /dev/null
+  running_jobs "$DOM"
+  jqb -e '[.backups[].disks[] | select(.status == "running")] | length > 0' > /dev/null
 }
 ok "and its copy of vda is under way at the hub" wait_for 30 disk_copying
 kill -TERM "$AG"

@@ -90,6 +90,13 @@ jqb ()
   printf '%s' "$API_BODY" | jq -r "$@" 2>/dev/null
 }
 
+# running_jobs VM: GET the VM's running backups into $API_BODY (.backups[],
+# .total), for the waits that watch an agent's job from the hub's side.
+running_jobs ()
+{
+  api GET "/api/v1/backups?vm_name=$(urlencode "$1")&status=running"
+}
+
 # job_status ID: the job's status as the API shows it now (without
 # touching $API_STATUS/$API_BODY, so it can be polled by wait_for).
 job_status ()
