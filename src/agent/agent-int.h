@@ -74,6 +74,18 @@ char *client_escape (const char *s);
 /* The exit status for a failed client_call (-1 or >= 400). */
 int client_exit_status (int status);
 
+/* The NBD credential of a hub's answer ("nbd_tls": {identity, psk}) put in
+ * a private temporary file ($TMPDIR or /tmp, mode 0600), the form libnbd's
+ * nbd_set_tls_psk_file reads: 0 with *path that file (remove it with
+ * client_psk_file_remove), or with *path NULL when the answer has none
+ * (NBD without TLS); -1 with the error set. */
+int client_psk_file (json_t *answer, char **path);
+void client_psk_file_remove (char **path);
+/* --tls-psk-file: the nbds:// uri with its identity replaced by the
+ * file's first (the key used is the file's, not the hub's credential).
+ * Caller frees; NULL with the error set. */
+char *client_uri_identity (const char *uri, const char *psk_file);
+
 /* ------------------------------------------------------------- tasks --- */
 /* The context of (vm, repository; NULL: the VM's only one): its id into
  * *out (caller frees).  Returns an exit status (AGENT_EXIT_OK on success),

@@ -94,6 +94,7 @@ struct backup {
   int audit_percent;          /* --audit: percent of the blocks, or 0 */
   _Atomic bool no_manifests;  /* the hub has no manifest route */
   char *backup_id;
+  char *key_file;             /* the job's NBD credential (client_psk_file) */
   struct bdisk *disks;
   int n;
   struct progress_row *rows;
@@ -134,7 +135,9 @@ usage (FILE *fp)
 "                       (meta context qemu:dirty-bitmap:NAME) for an incremental\n"
 "  --change-id ID       NBD URI disks: the change id to record (e.g. the new\n"
 "                       libvirt checkpoint)\n"
-"  --tls-psk-file F     PSK file for the hub's nbds:// targets\n"
+"  --tls-psk-file F     connect to the targets with F's first key (IDENTITY:HEXKEY,\n"
+"                       e.g. one of the hub's --nbd-tls-psk-file) instead of\n"
+"                       the job's credential from the hub\n"
 "  --parallel N         disks copied at once (default 2)\n"
 "  --audit[=PERCENT]    after each disk, read its source again (every block, or\n"
 "                       a random PERCENT of them, 1-100) and have the hub\n"
@@ -200,6 +203,10 @@ take_job (struct backup *b, json_t *job)
     error_set (ERR_INTERNAL, "the hub's answer has no backup id or disks");
     return -1;
   }
+  /* The targets' key: the job's credential, unless --tls-psk-file. */
+  client_psk_file_remove (&b->key_file);
+  if (b->psk == NULL && client_psk_file (job, &b->key_file) == -1)
+    return -1;
   if ((int) json_array_size (disks) != b->n) {
     error_set (ERR_CONFLICT, "job %s has %zu disks, not %d", b->backup_id,
                json_array_size (disks), b->n);
@@ -230,6 +237,13 @@ take_job (struct backup *b, json_t *job)
     free (d->hub_full_reason);
     free (d->recorded_change_id);
     d->target_uri = jdup (jd, "nbd_uri");
+    if (b->psk && d->target_uri) {
+      char *uri = client_uri_identity (d->target_uri, b->psk);
+      if (uri == NULL)
+        return -1;
+      free (d->target_uri);
+      d->target_uri = uri;
+    }
     d->prev = jdup (jd, "previous_change_id");
     d->hub_full_reason = jdup (jd, "full_reason");
     d->skip = status == DISK_COMPLETED;
@@ -939,7 +953,8 @@ agent_backup_main (int argc, char **argv)
     sd->progress = &b.rows[i].p;
     sd->done_before = d->skip;
     sd->d = (struct engine_backup_disk) {
-      .source = d->source, .target_uri = d->target_uri, .tls_psk_file = b.psk,
+      .source = d->source, .target_uri = d->target_uri,
+      .tls_psk_file = b.psk ? b.psk : b.key_file,
       .backup_id = b.backup_id, .previous_change_id = d->prev,
       .superseded_change_id = d->superseded,
       .source_bitmap = b.bitmap, .source_change_id = b.change_id,
@@ -1041,6 +1056,7 @@ agent_backup_main (int argc, char **argv)
     mf_map_free (b.disks[i].hashes);
     json_decref (b.disks[i].audit);
   }
+  client_psk_file_remove (&b.key_file);
   free (b.sdisks);
   free (b.why);
   free (b.disks);

@@ -378,3 +378,85 @@ client_escape (const char *s)
   curl_easy_cleanup (curl);
   return ret;
 }
+
+int
+client_psk_file (json_t *answer, char **path)
+{
+  json_t *cred = json_object_get (answer, "nbd_tls");
+  const char *identity = json_string_value (json_object_get (cred, "identity"));
+  const char *psk = json_string_value (json_object_get (cred, "psk"));
+  const char *dir = getenv ("TMPDIR");
+  CLEANUP_FREE char *line = NULL;
+  char *file;
+  int fd;
+  ssize_t len;
+
+  *path = NULL;
+  if (cred == NULL || json_is_null (cred))
+    return 0;
+  if (identity == NULL || psk == NULL || *identity == '\0' || strpbrk (identity, ":\n") ||
+      strspn (psk, "0123456789abcdefABCDEF") != strlen (psk) || strlen (psk) < 32) {
+    error_set (ERR_INTERNAL, "the hub's answer has a malformed nbd_tls");
+    return -1;
+  }
+  if (asprintf (&file, "%s/strata-nbd-XXXXXX", dir && *dir ? dir : "/tmp") == -1 ||
+      asprintf (&line, "%s:%s\n", identity, psk) == -1) {
+    error_set_errno (ERR_INTERNAL, ENOMEM, "out of memory");
+    return -1;
+  }
+  len = (ssize_t) strlen (line);
+  fd = mkstemp (file);            /* mode 0600 */
+  if (fd == -1 || write (fd, line, len) != len || close (fd) == -1) {
+    error_set_errno (ERR_INTERNAL, errno, "writing the NBD key file %s", file);
+    if (fd != -1) {
+      close (fd);
+      unlink (file);
+    }
+    free (file);
+    return -1;
+  }
+  *path = file;
+  return 0;
+}
+
+void
+client_psk_file_remove (char **path)
+{
+  if (*path) {
+    unlink (*path);
+    free (*path);
+    *path = NULL;
+  }
+}
+
+char *
+client_uri_identity (const char *uri, const char *psk_file)
+{
+  CLEANUP_FREE char *line = NULL;
+  const char *at;
+  size_t cap = 0;
+  char *ret;
+  FILE *fp;
+
+  if (strncmp (uri, "nbds://", 7) != 0 || (at = strchr (uri + 7, '@')) == NULL ||
+      at > uri + 7 + strcspn (uri + 7, "/"))
+    return strdup (uri);             /* no identity to replace */
+  fp = fopen (psk_file, "r");
+  if (fp == NULL) {
+    error_set_errno (ERR_INVALID, errno, "--tls-psk-file %s", psk_file);
+    return NULL;
+  }
+  if (getline (&line, &cap, fp) <= 0 || strchr (line, ':') == NULL) {
+    fclose (fp);
+    error_set (ERR_INVALID, "--tls-psk-file %s: the first line is no IDENTITY:KEY",
+               psk_file);
+    return NULL;
+  }
+  fclose (fp);
+  *strchr (line, ':') = '\0';
+  if (asprintf (&ret, "nbds://%s%s", line, at) == -1) {
+    error_set_errno (ERR_INTERNAL, ENOMEM, "out of memory");
+    return NULL;
+  }
+  return ret;
+}

@@ -28,10 +28,15 @@ usage (FILE *fp)
 "  --output PATH    write it to PATH, which must not exist: raw (default; sparse,\n"
 "                   holes stay holes) or qcow2 (--format)\n"
 "  --export         ask the hub for a read-only NBD export of it, print its URI\n"
-"                   and keep it until Ctrl-C (SIGINT) or SIGTERM\n");
+"                   and keep it until Ctrl-C (SIGINT) or SIGTERM; the URI ends\n"
+"                   in ?tls-psk-file=FILE, a private file holding the export's\n"
+"                   key (removed when the export ends), so nbdcopy, nbdinfo\n"
+"                   and nbdfuse read it as printed\n");
   client_opts_usage (fp, 19);
   fprintf (fp,
-"  --tls-psk-file F PSK file for the hub's nbds:// exports\n"
+"  --tls-psk-file F connect with F's first key (IDENTITY:HEXKEY, e.g. one of\n"
+"                   the hub's --nbd-tls-psk-file) instead of the restore's\n"
+"                   credential from the hub\n"
 "  --json           print a JSON summary on stdout\n"
 "\n"
 "Exit status: 0 restored (or export ended by a signal); 1 the restore failed\n"
@@ -81,7 +86,8 @@ agent_restore_main (int argc, char **argv)
   long disk = -1;
   struct client c;
   CLEANUP_JSON json_t *body = NULL, *resp = NULL;
-  CLEANUP_FREE char *restore_id = NULL, *uri = NULL, *path = NULL;
+  CLEANUP_FREE char *restore_id = NULL, *uri = NULL, *path = NULL, *shown = NULL;
+  char *key_file = NULL;
   struct stat sb;
   sigset_t set;
   char *end;
@@ -159,14 +165,33 @@ agent_restore_main (int argc, char **argv)
     fprintf (stderr, "strata restore: the hub's answer has no restore_id or nbd_uri\n");
     goto out;
   }
+  /* The export's key: the restore's credential, unless --tls-psk-file. */
+  if (psk) {
+    char *u = client_uri_identity (uri, psk);
+    if (u == NULL) {
+      fprintf (stderr, "strata restore: %s\n", error_message ());
+      goto out;
+    }
+    free (uri);
+    uri = u;
+  }
+  else if (client_psk_file (resp, &key_file) == -1) {
+    fprintf (stderr, "strata restore: %s\n", error_message ());
+    goto out;
+  }
+  else
+    psk = key_file;
 
   if (export) {
     int sig;
+    if (psk && asprintf (&shown, "%s?tls-psk-file=%s", uri, psk) == -1)
+      shown = NULL;
     if (json)
       printf ("{\"restore_id\":\"%s\",\"nbd_uri\":\"%s\",\"size_bytes\":%lld}\n", restore_id,
-              uri, (long long) json_integer_value (json_object_get (resp, "size_bytes")));
+              shown ? shown : uri,
+              (long long) json_integer_value (json_object_get (resp, "size_bytes")));
     else
-      printf ("%s\n", uri);
+      printf ("%s\n", shown ? shown : uri);
     fflush (stdout);
     if (!json)
       fprintf (stderr, "strata restore: exporting disk %ld of %s read-only; Ctrl-C ends it\n",
@@ -223,6 +248,7 @@ agent_restore_main (int argc, char **argv)
   }
 
  out:
+  client_psk_file_remove (&key_file);
   if (restore_id) {
     if (asprintf (&path, "/api/v1/restores/%s", restore_id) == -1)
       path = NULL;

@@ -164,6 +164,12 @@ json_t *api_json_offsets (const struct mf_compare *c);
 json_t *api_json_job (struct hub *hub, const struct cat_job *job, const char *repo_path);
 /* The same, looking the repository up. */
 json_t *api_json_job_lookup (struct hub *hub, const struct cat_job *job);
+/* The same with "nbd_tls": the running job's NBD credential (null when the
+ * job is not running or NBD speaks no TLS).  Only for the job's starter's
+ * answers (POST /backups, GET /backups/{id}), never in lists. */
+json_t *api_json_job_credential (struct hub *hub, const struct cat_job *job);
+/* {"identity":...,"psk":...}, or null when identity is NULL. */
+json_t *api_json_nbd_tls (const char *identity, const char *psk);
 /* A JSON array of the strings of a NULL-terminated vector (NULL: []). */
 json_t *api_json_ids (char *const *ids);
 /* {"deleted_backups":[...]} from a NULL-terminated vector. */

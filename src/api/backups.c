@@ -47,7 +47,7 @@ api_backups_start (struct api_req *r)
   api_disks_free (disks, n);
   if (ret == -1)
     return -1;
-  return api_reply (r, 201, api_json_job_lookup (r->hub, &job));
+  return api_reply (r, 201, api_json_job_credential (r->hub, &job));
 }
 
 int
@@ -103,7 +103,7 @@ api_backups_get (struct api_req *r)
   if (api_query_check (r, no_params) == -1 || api_check_id ("backup id", r->id) == -1 ||
       catalog_backup_get (hub_catalog (r->hub), r->id, &job) == -1)
     return -1;
-  return api_reply (r, 200, api_json_job_lookup (r->hub, &job));
+  return api_reply (r, 200, api_json_job_credential (r->hub, &job));
 }
 
 int

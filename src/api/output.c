@@ -125,7 +125,7 @@ api_json_context (struct hub *hub, const struct cat_context *c)
 
 static json_t *
 json_disk (struct hub *hub, const struct cat_job *job, const struct cat_disk *d,
-           const char *repo_path)
+           const char *repo_path, const char *identity)
 {
   CLEANUP_FREE char *path = NULL;
   CLEANUP_FREE char *uri = NULL;
@@ -142,7 +142,7 @@ json_disk (struct hub *hub, const struct cat_job *job, const struct cat_disk *d,
   if (d->qcow2_path && repo_path)
     path = repo_abspath (repo_path, d->qcow2_path);
   if (d->nbd_export && d->status == DISK_RUNNING)
-    uri = hub_nbd_uri (hub, d->nbd_export);
+    uri = hub_nbd_uri (hub, identity, d->nbd_export);
   return json_pack ("{s:i,s:s,s:o,s:s,s:I,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:I,s:o,s:o,s:o,s:o,"
                     "s:s,s:o,s:o}",
                     "disk_index", d->disk_index,
@@ -172,10 +172,20 @@ api_json_job (struct hub *hub, const struct cat_job *job, const char *repo_path)
 {
   json_t *disks = json_array ();
   CLEANUP_FREE char *pending = job->id ? hub_leftover_reason (hub, job->id) : NULL;
+  CLEANUP_FREE char *identity = NULL;
+  char psk[HUB_PSK_HEX + 1];
+
   if (disks == NULL)
     return NULL;
+  /* The targets' URIs name the job's NBD identity. */
+  if (job->status == JOB_RUNNING && job->id &&
+      hub_nbd_credential (hub, "job", job->id, &identity, psk) == -1) {
+    json_decref (disks);
+    return NULL;
+  }
   for (size_t i = 0; i < job->n_disks; i++)
-    json_array_append_new (disks, json_disk (hub, job, &job->disks[i], repo_path));
+    json_array_append_new (disks, json_disk (hub, job, &job->disks[i], repo_path,
+                                             identity));
   return json_pack ("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:b,s:o,s:o,s:o,s:s,s:o,s:o,s:o,s:o,s:o}",
                     "backup_id", api_json_str (job->id),
                     "context_id", api_json_str (job->context_id),
@@ -204,6 +214,31 @@ api_json_job_lookup (struct hub *hub, const struct cat_job *job)
   bool have = catalog_repo_get (hub_catalog (hub), job->repository_id, &repo) == 0;
 
   return api_json_job (hub, job, have ? repo.path : NULL);
+}
+
+json_t *
+api_json_nbd_tls (const char *identity, const char *psk)
+{
+  return identity ? json_pack ("{s:s,s:s}", "identity", identity, "psk", psk)
+    : json_null ();
+}
+
+json_t *
+api_json_job_credential (struct hub *hub, const struct cat_job *job)
+{
+  CLEANUP_FREE char *identity = NULL;
+  char psk[HUB_PSK_HEX + 1];
+  json_t *v = api_json_job_lookup (hub, job);
+
+  if (v == NULL)
+    return NULL;
+  if (job->status == JOB_RUNNING &&
+      hub_nbd_credential (hub, "job", job->id, &identity, psk) == -1) {
+    json_decref (v);
+    return NULL;
+  }
+  json_object_set_new (v, "nbd_tls", api_json_nbd_tls (identity, psk));
+  return v;
 }
 
 json_t *

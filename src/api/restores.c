@@ -7,16 +7,21 @@
 
 static const char *const no_params[] = { NULL };
 
+/* With credential: "nbd_tls" too (a single restore, not the list). */
 static json_t *
-json_restore (const struct hub_restore_info *r)
+json_restore (const struct hub_restore_info *r, bool credential)
 {
-  return json_pack ("{s:o,s:o,s:i,s:o,s:I,s:o}",
-                    "restore_id", api_json_str (r->restore_id),
-                    "backup_id", api_json_str (r->backup_id),
-                    "disk_index", r->disk_index,
-                    "nbd_uri", api_json_str (r->nbd_uri),
-                    "size_bytes", (json_int_t) r->size_bytes,
-                    "created_at", api_json_str (r->created_at));
+  json_t *v = json_pack ("{s:o,s:o,s:i,s:o,s:I,s:o}",
+                         "restore_id", api_json_str (r->restore_id),
+                         "backup_id", api_json_str (r->backup_id),
+                         "disk_index", r->disk_index,
+                         "nbd_uri", api_json_str (r->nbd_uri),
+                         "size_bytes", (json_int_t) r->size_bytes,
+                         "created_at", api_json_str (r->created_at));
+  if (v && credential)
+    json_object_set_new (v, "nbd_tls", api_json_nbd_tls (r->nbd_tls_identity,
+                                                         r->nbd_tls_psk));
+  return v;
 }
 
 int
@@ -37,7 +42,7 @@ api_restores_create (struct api_req *r)
                      NULL) == -1 ||
       hub_restore_create (r->hub, backup_id, (int) disk_index, &info) == -1)
     return -1;
-  ret = api_reply (r, 201, json_restore (&info));
+  ret = api_reply (r, 201, json_restore (&info, true));
   hub_restore_info_clear (&info);
   return ret;
 }
@@ -53,7 +58,7 @@ api_restores_list (struct api_req *r)
     return -1;
   arr = json_array ();
   for (size_t i = 0; arr && i < n; i++)
-    json_array_append_new (arr, json_restore (&a[i]));
+    json_array_append_new (arr, json_restore (&a[i], false));
   hub_restore_info_free_array (a, n);
   return api_reply (r, 200, arr ? json_pack ("{s:o}", "restores", arr) : NULL);
 }
@@ -67,7 +72,7 @@ api_restores_get (struct api_req *r)
   if (api_query_check (r, no_params) == -1 || api_check_id ("restore id", r->id) == -1 ||
       hub_restore_get (r->hub, r->id, &info) == -1)
     return -1;
-  ret = api_reply (r, 200, json_restore (&info));
+  ret = api_reply (r, 200, json_restore (&info, true));
   hub_restore_info_clear (&info);
   return ret;
 }

@@ -1,13 +1,10 @@
 /* hub/access.c - who may talk to the hub and what it may read: the API
- * token, the NBD pre-shared keys (and the URIs they shape), and the folders
- * hub-driven sources must lie in.
+ * token and the folders hub-driven sources must lie in (the NBD keys are
+ * hub/nbdkeys.c's).
  *
- * Everything here is read at start (hub_access_open, hub_psk_install).
- * SIGHUP reads the token and PSK files again (hub_reload): the token and
- * the PSK identity are then swapped under hub->access_lock, which every
- * reader of them takes.  The keys file the storage daemon reads is
- * replaced by a rename, and GnuTLS reads it at each handshake, so new NBD
- * connections use the new keys and open ones go on.  The rest (source
+ * Everything here is read at start (hub_access_open).  SIGHUP reads the
+ * token and the NBD keys file again (hub_reload): the token is then swapped
+ * under hub->access_lock, which every reader of it takes.  The rest (source
  * folders) is read-only after start.
  */
 #include <errno.h>
@@ -25,22 +22,6 @@
 #include "util/id.h"
 #include "util/log.h"
 #include "virt/virt.h"
-
-char *
-hub_nbd_uri (struct hub *hub, const char *export_name)
-{
-  char *uri;
-  int r;
-
-  SCOPED_LOCK (&hub->access_lock);
-  if (hub->nbd_tls_user)
-    r = asprintf (&uri, hub->nbd.ipv6 ? "nbds://%s@[%s]:%d/%s" : "nbds://%s@%s:%d/%s",
-                  hub->nbd_tls_user, hub->nbd.host, hub->nbd.port, export_name);
-  else
-    r = asprintf (&uri, hub->nbd.ipv6 ? "nbd://[%s]:%d/%s" : "nbd://%s:%d/%s",
-                  hub->nbd.host, hub->nbd.port, export_name);
-  return r == -1 ? NULL : uri;
-}
 
 /* Read the API token: the first line of the file, which must not be empty. */
 static char *
@@ -129,10 +110,6 @@ hub_access_open (struct hub *hub)
 {
   if (hub->cfg.source_dirs && resolve_source_dirs (hub) == -1)
     return -1;
-  if (!net_is_loopback (&hub->nbd) && !hub->cfg.nbd_tls_psk_file)
-    log_warn ("NBD targets listen on %s without --nbd-tls-psk-file: anyone who can "
-              "reach it can list the exports and write into running backups",
-              hub->cfg.nbd_listen);
   if (hub->cfg.api_token_file && (hub->token = read_token (hub->cfg.api_token_file)) == NULL)
     return -1;
   else if (!hub->cfg.api_token_file && !net_is_loopback (&hub->listen))
@@ -160,15 +137,14 @@ hub_reload (struct hub *hub)
       log_info ("SIGHUP: API token read again from %s", hub->cfg.api_token_file);
     }
   }
-  if (hub->cfg.nbd_tls_psk_file) {
-    CLEANUP_FREE char *tls_dir = NULL;
-    if (hub_psk_install (hub, &tls_dir) == -1) {
+  if (hub_nbd_key_file (hub)) {
+    if (hub_nbd_keys_reload (hub) == -1) {
       log_error ("SIGHUP: %s; the NBD keys in force stay", error_message ());
       ret = -1;
     }
     else
       log_info ("SIGHUP: NBD keys read again from %s (new connections use them)",
-                hub->cfg.nbd_tls_psk_file);
+                hub_nbd_key_file (hub));
   }
   log_info ("SIGHUP: the log goes to standard error, which the hub never opens "
             "itself: there is nothing to reopen");
@@ -179,102 +155,9 @@ void
 hub_access_clear (struct hub *hub)
 {
   free (hub->token);
-  free (hub->nbd_tls_user);
+  hub_nbd_keys_clear (hub);
   cleanup_strv (&hub->source_dirs);
-  hub->token = hub->nbd_tls_user = NULL;
-}
-
-int
-hub_psk_install (struct hub *hub, char **tls_dir)
-{
-  CLEANUP_FREE char *line = NULL;
-  CLEANUP_FREE char *keys = NULL;
-  CLEANUP_FREE char *tmp = NULL;
-  CLEANUP_FREE char *user = NULL;
-  size_t cap = 0, keys_len = 0;
-  FILE *fp = fopen (hub->cfg.nbd_tls_psk_file, "r"), *out = NULL;
-  ssize_t len;
-  int lineno = 0;
-
-  *tls_dir = NULL;
-  if (fp == NULL) {
-    error_set_errno (ERR_INVALID, errno, "NBD PSK file %s", hub->cfg.nbd_tls_psk_file);
-    return -1;
-  }
-  out = open_memstream (&keys, &keys_len);
-  if (out == NULL) {
-    fclose (fp);
-    error_set_errno (ERR_INTERNAL, errno, "out of memory");
-    return -1;
-  }
-  while ((len = getline (&line, &cap, fp)) != -1) {
-    char *colon;
-    size_t idlen, hexlen;
-
-    lineno++;
-    while (len > 0 && strchr (" \t\r\n", line[len - 1]))
-      line[--len] = '\0';
-    if (len == 0)
-      continue;
-    colon = strchr (line, ':');
-    idlen = colon ? (size_t) (colon - line) : 0;
-    hexlen = colon ? strlen (colon + 1) : 0;
-    *(colon ? colon : line) = '\0';
-    if (colon == NULL || idlen == 0 || idlen > 64 || !id_valid (line) ||
-        hexlen < 32 || hexlen % 2 != 0 || strspn (colon + 1, "0123456789abcdefABCDEF") != hexlen) {
-      error_set (ERR_INVALID, "NBD PSK file %s:%d: expected IDENTITY:HEXKEY with an "
-                 "identity of [A-Za-z0-9._-] and a key of at least 32 hex digits",
-                 hub->cfg.nbd_tls_psk_file, lineno);
-      goto fail;
-    }
-    if (user == NULL && (user = strdup (line)) == NULL)
-      goto oom;
-    fprintf (out, "%s:%s\n", line, colon + 1);
-  }
-  fclose (fp);
-  fp = NULL;
-  fclose (out);
-  out = NULL;
-  if (user == NULL) {
-    error_set (ERR_INVALID, "NBD PSK file %s holds no key", hub->cfg.nbd_tls_psk_file);
-    return -1;
-  }
-
-  if (asprintf (tls_dir, "%s/tls", hub->run_dir) == -1 ||
-      asprintf (&tmp, "%s/keys.psk.tmp", *tls_dir) == -1)
-    goto oom;
-  if (mkdir (*tls_dir, 0700) == -1 && errno != EEXIST) {
-    error_set_errno (ERR_INTERNAL, errno, "creating %s", *tls_dir);
-    goto fail;
-  }
-  {
-    CLEANUP_FREE char *final = NULL;
-    CLEANUP_FD int fd = open (tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd == -1 || write (fd, keys, keys_len) != (ssize_t) keys_len || fsync (fd) == -1 ||
-        asprintf (&final, "%s/keys.psk", *tls_dir) == -1 || rename (tmp, final) == -1) {
-      error_set_errno (ERR_INTERNAL, errno, "installing the NBD keys in %s", *tls_dir);
-      unlink (tmp);
-      goto fail;
-    }
-  }
-  {
-    SCOPED_LOCK (&hub->access_lock);
-    free (hub->nbd_tls_user);
-    hub->nbd_tls_user = user;
-    user = NULL;
-  }
-  return 0;
-
- oom:
-  error_set_errno (ERR_INTERNAL, ENOMEM, "out of memory");
- fail:
-  if (fp)
-    fclose (fp);
-  if (out)
-    fclose (out);
-  free (*tls_dir);
-  *tls_dir = NULL;
-  return -1;
+  hub->token = NULL;
 }
 
 /* Constant-time comparison of the gl bytes at given with the token, so

@@ -465,6 +465,8 @@ start_locked (struct hub *hub, struct start *st, struct cat_job *out)
     start_undo (hub, st);
     return -1;
   }
+  /* Its NBD key opens its targets from now on. */
+  hub_nbd_keys_update (hub);
   log_info ("backup %s of VM '%s' started (%s, %zu disk(s)%s)", st->job.id, req->vm_name,
             backup_type_name (req->backup_type), st->n,
             st->hub_driven ? ", copied by the hub" : "");
@@ -576,6 +578,8 @@ hub_backup_complete (struct hub *hub, const char *backup_id, int disk_index,
                              bytes_transferred, full_reason, out) == -1)
     return -1;
   crash_point ("complete:recorded");
+  if (out->status != JOB_RUNNING)
+    hub_nbd_keys_update (hub);
   hub_progress_forget (hub, backup_id, disk_index);
   hub_metrics_disk_copied (bytes_transferred, bytes_zeroed);
   if (repo_seal_image (repo.path, d->qcow2_path) == -1)
@@ -627,6 +631,7 @@ backup_end_locked (struct hub *hub, const char *backup_id, enum job_status statu
                           &dropped.v, &dropped.n) == -1)
     return -1;
   crash_point ("end:recorded");
+  hub_nbd_keys_update (hub);
   hub_drop_disks (hub, repo.path, dropped.v, dropped.n);
   hub_usage_changed (hub);
   hub_prune_wake (hub, job.context_id);
@@ -820,6 +825,8 @@ context_delete_locked (struct hub *hub, const char *context_id, bool force,
     return -1;
   }
   crash_point ("context-delete:recorded");
+  if (force)
+    hub_nbd_keys_update (hub);
   *deleted_ids = job_ids_of (deleted.v, deleted.n);
   hub_drop_disks (hub, repo.path, deleted.v, deleted.n);
   if (repo_remove_context (repo.path, context_id) == -1)

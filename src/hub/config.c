@@ -14,7 +14,8 @@
 
 enum { OPT_DATA_DIR = 1, OPT_LISTEN, OPT_NBD_LISTEN, OPT_DB, OPT_TOKEN, OPT_NBD_PSK,
        OPT_WORKERS, OPT_DB_PASSWORD_FILE, OPT_SOURCE_DIRS, OPT_LIBVIRT_URI, OPT_CONFIG,
-       OPT_HELP, OPT_CHECK_CONFIG, OPT_TLS_CERT, OPT_TLS_KEY, OPT_INSECURE_NO_AUTH };
+       OPT_HELP, OPT_CHECK_CONFIG, OPT_TLS_CERT, OPT_TLS_KEY, OPT_INSECURE_NO_AUTH,
+       OPT_NBD_INSECURE };
 
 static const struct option long_options[] = {
   { "data-dir", required_argument, NULL, OPT_DATA_DIR },
@@ -33,6 +34,7 @@ static const struct option long_options[] = {
   { "tls-cert-file", required_argument, NULL, OPT_TLS_CERT },
   { "tls-key-file", required_argument, NULL, OPT_TLS_KEY },
   { "insecure-no-auth", no_argument, NULL, OPT_INSECURE_NO_AUTH },
+  { "nbd-insecure", no_argument, NULL, OPT_NBD_INSECURE },
   { NULL, 0, NULL, 0 },
 };
 
@@ -64,10 +66,15 @@ hub_config_usage (void)
 "                         first start in DATA-DIR/tls/; the log gives its\n"
 "                         fingerprint and the clients' --pin-sha256\n"
 "  --nbd-tls-psk-file FILE\n"
-"                         require TLS with a pre-shared key on the NBD targets;\n"
-"                         FILE holds IDENTITY:HEXKEY lines (keys of 128 bits or\n"
-"                         more, e.g. from 'psktool'); the URIs handed out become\n"
-"                         nbds://IDENTITY@HOST:PORT/EXPORT\n"
+"                         the NBD targets' keys: FILE holds IDENTITY:HEXKEY\n"
+"                         lines (keys of 128 bits or more, e.g. from 'psktool');\n"
+"                         its first key is the master key.  Without it the hub\n"
+"                         makes its master key in DATA-DIR/nbd.psk at the first\n"
+"                         start.  Either way NBD speaks TLS-PSK, and each backup\n"
+"                         and restore gets its own key, derived from the master\n"
+"                         key, in the API's answer (nbd_tls)\n"
+"  --nbd-insecure         NBD without TLS (anyone who reaches --nbd-listen can\n"
+"                         list the exports and write into running backups)\n"
 "  --workers N            hub-driven backups copied at once (default 2; each\n"
 "                         copies up to 2 of its disks in parallel)\n"
 "  --source-dirs DIR[:DIR...]\n"
@@ -79,7 +86,8 @@ hub_config_usage (void)
 "                         (keys: data-dir listen nbd-listen db api-token-file\n"
 "                         insecure-no-auth (true or false) tls-cert-file\n"
 "                         tls-key-file db-password-file nbd-tls-psk-file\n"
-"                         workers source-dirs libvirt-uri); options on the\n"
+"                         nbd-insecure (true or false) workers source-dirs\n"
+"                         libvirt-uri); options on the\n"
 "                         command line win\n"
 "  --check-config         read the options and the config file, print the\n"
 "                         settings in effect in the config file's form, and\n"
@@ -112,16 +120,19 @@ config_set (struct hub_config *cfg, int key, const char *value, const char *wher
   case OPT_TLS_CERT: slot = &cfg->tls_cert_file; break;
   case OPT_TLS_KEY: slot = &cfg->tls_key_file; break;
   case OPT_INSECURE_NO_AUTH:
+  case OPT_NBD_INSECURE: {
     /* A flag on the command line (no value), true or false in a file. */
+    bool *flag = key == OPT_NBD_INSECURE ? &cfg->nbd_insecure : &cfg->insecure_no_auth;
     if (value == NULL || strcmp (value, "true") == 0)
-      cfg->insecure_no_auth = true;
+      *flag = true;
     else if (strcmp (value, "false") == 0)
-      cfg->insecure_no_auth = false;
+      *flag = false;
     else {
       error_set (ERR_INVALID, "%s: expected true or false, not '%s'", where, value);
       return -1;
     }
     return 0;
+  }
   case OPT_SOURCE_DIRS:
     slot = &cfg->source_dirs;
     /* Absolute folders, none empty; hub_open resolves them. */
@@ -219,7 +230,7 @@ config_load_file (struct hub_config *cfg, const char *file)
         o->val == OPT_CHECK_CONFIG) {
       error_set (ERR_INVALID, "%s: unknown key '%s' (known: data-dir, listen, "
                  "nbd-listen, db, db-password-file, api-token-file, insecure-no-auth, "
-                 "tls-cert-file, tls-key-file, nbd-tls-psk-file, workers, "
+                 "tls-cert-file, tls-key-file, nbd-tls-psk-file, nbd-insecure, workers, "
                  "source-dirs, libvirt-uri)",
                  where, key);
       ret = -1;
@@ -280,6 +291,11 @@ hub_config_parse (struct hub_config *cfg, int argc, char **argv)
     error_set (ERR_INVALID, "--tls-cert-file and --tls-key-file go together: give both");
     return -1;
   }
+  if (cfg->nbd_insecure && cfg->nbd_tls_psk_file) {
+    error_set (ERR_INVALID, "--nbd-insecure and --nbd-tls-psk-file contradict each "
+               "other: give one");
+    return -1;
+  }
   if (cfg->workers == 0)
     cfg->workers = 2;
   if (!cfg->data_dir && !(cfg->data_dir = strdup ("./var")))
@@ -329,7 +345,9 @@ hub_config_print (const struct hub_config *cfg, FILE *fp)
     { "tls-cert-file", cfg->tls_cert_file, "off loopback, a self-signed certificate "
       "in DATA-DIR/tls; on loopback, plain HTTP" },
     { "tls-key-file", cfg->tls_key_file, "with tls-cert-file" },
-    { "nbd-tls-psk-file", cfg->nbd_tls_psk_file, "NBD without TLS" },
+    { "nbd-tls-psk-file", cfg->nbd_tls_psk_file, cfg->nbd_insecure ? "NBD without TLS"
+      : "TLS-PSK with the master key in DATA-DIR/nbd.psk" },
+    { "nbd-insecure", cfg->nbd_insecure ? "true" : NULL, "false" },
     { "source-dirs", cfg->source_dirs, "any absolute path" },
     { "libvirt-uri", cfg->libvirt_uri, "qemu:///system" },
   };

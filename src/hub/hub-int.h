@@ -13,11 +13,17 @@ struct hub {
   struct net_addr listen, nbd;
   char *run_dir;
   int lock_fd;             /* flock on DATA-DIR/run/hub.lock: one hub per folder */
-  /* The API token and the PSK identity: SIGHUP (hub_reload) replaces
+  /* The API token and the NBD master key: SIGHUP (hub_reload) replaces
    * them, so they are read and swapped under access_lock. */
   pthread_mutex_t access_lock;
   char *token;             /* API token, NULL when none */
-  char *nbd_tls_user;      /* PSK identity when NBD needs TLS, else NULL */
+  char *nbd_tls_user;      /* master identity when NBD needs TLS, else NULL */
+  unsigned char *nbd_master;  /* the master key's bytes */
+  size_t nbd_master_len;
+  char *nbd_master_lines;  /* the master keys file's lines, for keys.psk */
+  /* Set at start, then read-only (hub/nbdkeys.c); NULL with --nbd-insecure. */
+  char *nbd_key_file;      /* --nbd-tls-psk-file or DATA-DIR/nbd.psk */
+  char *nbd_tls_dir;       /* DATA-DIR/run/tls, where keys.psk lies */
   char *tls_cert, *tls_key;  /* the API's certificate and key (PEM); NULL:
                               * plain HTTP (hub/tls.c) */
   char **source_dirs;      /* --source-dirs, resolved; NULL: no restriction */
@@ -76,12 +82,27 @@ void hub_names_remove (char **v, size_t *n, const char *name);
 /* --- Access (hub/access.c) --------------------------------------------- */
 /* Resolve --source-dirs and read the API token; warn about open listeners. */
 int hub_access_open (struct hub *hub);
-/* Check the NBD pre-shared keys file (IDENTITY:HEXKEY lines, keys of 128
- * bits or more) and install it as DATA-DIR/run/tls/keys.psk, where the
- * storage daemon reads it; *tls_dir (caller frees) is its folder.  The
- * first identity goes into the NBD URIs. */
-int hub_psk_install (struct hub *hub, char **tls_dir);
 void hub_access_clear (struct hub *hub);
+
+/* --- NBD keys (hub/nbdkeys.c) ------------------------------------------ */
+/* At start, with the data folder and the catalog open: read the master key
+ * (--nbd-tls-psk-file's first, or DATA-DIR/nbd.psk, made on a first start;
+ * IDENTITY:HEXKEY lines, keys of 128 bits or more) and write
+ * DATA-DIR/run/tls/keys.psk; *tls_dir is its folder for the storage daemon
+ * (the hub owns it), NULL with --nbd-insecure. */
+int hub_nbd_keys_open (struct hub *hub, const char **tls_dir);
+/* With hub->lock held: rewrite keys.psk from the master keys, the running
+ * jobs and the open restores.  Call after every change of those. */
+int hub_nbd_keys_write (struct hub *hub);
+/* The same, logging a failure (the old file stays in force). */
+void hub_nbd_keys_update (struct hub *hub);
+/* SIGHUP: read the master keys file again and rewrite keys.psk (takes
+ * hub->lock).  An unreadable or malformed file leaves the keys in force. */
+int hub_nbd_keys_reload (struct hub *hub);
+/* The file holding the master identity's key, for the hub's own NBD
+ * clients; NULL with --nbd-insecure. */
+const char *hub_nbd_key_file (struct hub *hub);
+void hub_nbd_keys_clear (struct hub *hub);
 /* The API's certificate and key (hub/tls.c): --tls-cert-file and
  * --tls-key-file, else, off loopback, DATA-DIR/tls/api-{cert,key}.pem,
  * made self-signed when missing; on loopback without them, none (plain
@@ -135,6 +156,8 @@ int hub_restores_check_jobs (struct hub *hub, char *const *job_ids);
 int hub_restores_check_context (struct hub *hub, const char *context_id);
 /* Export them again after the storage daemon restarted. */
 void hub_restores_reexport (struct hub *hub);
+/* The ids of the open restores (NULL-terminated; NULL on error). */
+char **hub_restore_ids (struct hub *hub);
 /* Forget every restore (hub_close; the daemon is gone by then). */
 void hub_restores_free (struct hub *hub);
 

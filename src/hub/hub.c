@@ -102,7 +102,8 @@ hub_open (struct hub_config *cfg)
 {
   struct hub *hub = calloc (1, sizeof *hub);
   struct qsd_config qc = { 0 };
-  char *abs, *tls_dir = NULL;
+  const char *tls_dir;
+  char *abs;
 
   if (hub == NULL) {
     error_set_errno (ERR_INTERNAL, errno, "out of memory");
@@ -161,15 +162,13 @@ hub_open (struct hub_config *cfg)
     goto fail;
   hub_repo_files_write (hub, true);
 
-  if (hub->cfg.nbd_tls_psk_file && hub_psk_install (hub, &tls_dir) == -1)
+  if (hub_nbd_keys_open (hub, &tls_dir) == -1)
     goto fail;
   qc.run_dir = hub->run_dir;
   qc.nbd_host = hub->nbd.host;
   qc.nbd_port = hub->nbd.port;
   qc.tls_psk_dir = tls_dir;
   hub->qsd = qsd_start (&qc, on_qsd_restart, hub);
-  free (tls_dir);
-  tls_dir = NULL;
   if (hub->qsd == NULL)
     goto fail;
 
@@ -182,6 +181,7 @@ hub_open (struct hub_config *cfg)
     if (hub_recover_files (hub) == -1)
       log_error ("recovery: %s", error_message ());
     hub_reexport_running (hub);
+    hub_nbd_keys_update (hub);     /* recovery may have failed jobs */
   }
   if (hub_workers_start (hub) == -1)
     goto fail;
@@ -193,7 +193,6 @@ hub_open (struct hub_config *cfg)
   return hub;
 
  fail:
-  free (tls_dir);
   error_prefix ("starting the hub");
   {
     /* hub_close could clobber the error message. */

@@ -38,7 +38,8 @@ struct hub_config {
   char *db;                /* default sqlite://DATA-DIR/catalog.db */
   char *db_password_file;  /* NULL: $STRATA_DB_PASSWORD or the URL's */
   char *api_token_file;    /* NULL: no authentication */
-  char *nbd_tls_psk_file;  /* NULL: NBD without TLS */
+  char *nbd_tls_psk_file;  /* the operator's NBD keys; NULL: DATA-DIR/nbd.psk */
+  bool nbd_insecure;       /* NBD without TLS (not with nbd_tls_psk_file) */
   char *tls_cert_file;     /* the API's certificate and key (PEM), both or */
   char *tls_key_file;      /* neither; NULL: self-signed off loopback */
   bool insecure_no_auth;   /* off loopback, run without --api-token-file */
@@ -90,10 +91,18 @@ int hub_authorize (struct hub *hub, const char *value, size_t len);
  * log says why.  Returns 0, or -1 when a file was refused. */
 int hub_reload (struct hub *hub);
 
-/* "nbd://HOST:PORT/EXPORT" for an export name, or "nbds://USER@HOST:PORT/
- * EXPORT" when NBD needs TLS (the client adds its ?tls-psk-file=).  Caller
- * frees. */
-char *hub_nbd_uri (struct hub *hub, const char *export_name);
+/* "nbds://IDENTITY@HOST:PORT/EXPORT" for an export name (the client adds
+ * its ?tls-psk-file=), identity NULL naming the hub's master identity; or
+ * "nbd://HOST:PORT/EXPORT" with --nbd-insecure.  Caller frees. */
+char *hub_nbd_uri (struct hub *hub, const char *identity, const char *export_name);
+
+/* A backup's (kind "job", id its backup id) or restore's (kind "restore")
+ * NBD credential: *identity (caller frees) and its key, HUB_PSK_HEX hex
+ * digits, derived from the master key.  *identity NULL with --nbd-insecure.
+ * The storage daemon accepts it while the job runs or the restore is open. */
+#define HUB_PSK_HEX 64
+int hub_nbd_credential (struct hub *hub, const char *kind, const char *id, char **identity,
+                        char psk[HUB_PSK_HEX + 1]);
 
 /* --- Repositories and inventory (hub/inventory.c) --------------------- */
 /* id may be NULL (one is made).  The path is checked and, for a local
@@ -338,6 +347,8 @@ struct hub_restore_info {
   char *restore_id, *backup_id, *nbd_uri, *created_at;
   int disk_index;
   int64_t size_bytes;
+  char *nbd_tls_identity;      /* its NBD credential (hub_nbd_credential), when */
+  char nbd_tls_psk[HUB_PSK_HEX + 1];  /* asked for and NBD speaks TLS; else NULL, "" */
 };
 
 /* ERR_NOT_FOUND for an unknown backup or disk; ERR_CONFLICT when the disk is

@@ -74,6 +74,7 @@ hub_restore_info_clear (struct hub_restore_info *r)
   free (r->backup_id);
   free (r->nbd_uri);
   free (r->created_at);
+  free (r->nbd_tls_identity);
   memset (r, 0, sizeof *r);
 }
 
@@ -85,20 +86,32 @@ hub_restore_info_free_array (struct hub_restore_info *a, size_t n)
   free (a);
 }
 
+/* The restore's NBD credential goes in when credential is true. */
 static int
-fill_info (struct hub *hub, const struct hub_restore *r, struct hub_restore_info *out)
+fill_info (struct hub *hub, const struct hub_restore *r, bool credential,
+           struct hub_restore_info *out)
 {
+  CLEANUP_FREE char *identity = NULL;
+
   memset (out, 0, sizeof *out);
   out->disk_index = r->disk_index;
   out->size_bytes = r->size_bytes;
+  if (hub_nbd_credential (hub, "restore", r->id, &identity, out->nbd_tls_psk) == -1)
+    return -1;
   if ((out->restore_id = strdup (r->id)) == NULL ||
       (out->backup_id = strdup (r->backup_id)) == NULL ||
       (out->created_at = strdup (r->created_at)) == NULL ||
-      (out->nbd_uri = hub_nbd_uri (hub, r->export_name)) == NULL) {
+      (out->nbd_uri = hub_nbd_uri (hub, identity, r->export_name)) == NULL) {
     hub_restore_info_clear (out);
     error_set_errno (ERR_INTERNAL, ENOMEM, "out of memory");
     return -1;
   }
+  if (credential) {
+    out->nbd_tls_identity = identity;
+    identity = NULL;
+  }
+  else
+    memset (out->nbd_tls_psk, 0, sizeof out->nbd_tls_psk);
   return 0;
 }
 
@@ -174,12 +187,19 @@ hub_restore_create (struct hub *hub, const char *backup_id, int disk_index,
     error_prefix ("exporting disk %d of backup %s", disk_index, backup_id);
     return -1;
   }
-  if (fill_info (hub, r, out) == -1) {
+  if (fill_info (hub, r, true, out) == -1) {
     qsd_export_remove (hub->qsd, r->export_name);
     return -1;
   }
   r->next = hub->restores;
   hub->restores = r;
+  /* Its key opens the export once the storage daemon's keys file holds it. */
+  if (hub_nbd_keys_write (hub) == -1) {
+    hub->restores = r->next;
+    qsd_export_remove (hub->qsd, r->export_name);
+    hub_restore_info_clear (out);
+    return -1;
+  }
   log_info ("restore %s: disk %d of backup %s exported read-only", r->id, disk_index,
             backup_id);
   r = NULL;
@@ -204,7 +224,7 @@ hub_restore_get (struct hub *hub, const char *restore_id, struct hub_restore_inf
 
   SCOPED_LOCK (&hub->lock);
   r = find_restore (hub, restore_id);
-  return r ? fill_info (hub, r, out) : -1;
+  return r ? fill_info (hub, r, true, out) : -1;
 }
 
 int
@@ -224,7 +244,7 @@ hub_restore_list (struct hub *hub, struct hub_restore_info **out, size_t *n)
   /* The list is newest first; answer oldest first. */
   i = count;
   for (struct hub_restore *r = hub->restores; r; r = r->next) {
-    if (fill_info (hub, r, &a[--i]) == -1) {
+    if (fill_info (hub, r, false, &a[--i]) == -1) {
       hub_restore_info_free_array (a, count);
       return -1;
     }
@@ -250,6 +270,7 @@ hub_restore_delete (struct hub *hub, const char *restore_id)
     return -1;
   }
   *pp = r->next;
+  hub_nbd_keys_update (hub);
   log_info ("restore %s of backup %s disk %d closed", r->id, r->backup_id, r->disk_index);
   hub_prune_wake (hub, r->context_id);
   restore_free (r);
@@ -292,6 +313,28 @@ hub_restores_reexport (struct hub *hub)
     else
       log_error ("re-exporting restore %s: %s", r->id, error_message ());
   }
+}
+
+char **
+hub_restore_ids (struct hub *hub)
+{
+  size_t n = 0;
+  char **v;
+
+  for (struct hub_restore *r = hub->restores; r; r = r->next)
+    n++;
+  if ((v = calloc (n + 1, sizeof *v)) == NULL) {
+    error_set_errno (ERR_INTERNAL, errno, "out of memory");
+    return NULL;
+  }
+  n = 0;
+  for (struct hub_restore *r = hub->restores; r; r = r->next)
+    if ((v[n++] = strdup (r->id)) == NULL) {
+      cleanup_strv (&v);
+      error_set_errno (ERR_INTERNAL, ENOMEM, "out of memory");
+      return NULL;
+    }
+  return v;
 }
 
 void

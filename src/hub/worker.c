@@ -473,7 +473,7 @@ load_task (struct hub *hub, struct task *t)
     sd->progress = &dt->progress;
     sd->opaque = dt;
     sd->d = (struct engine_backup_disk) {
-      .source = dt->source, .tls_psk_file = hub->cfg.nbd_tls_psk_file,
+      .source = dt->source, .tls_psk_file = hub_nbd_key_file (hub),
       .backup_id = t->backup_id, .previous_change_id = dt->previous_change_id,
       .superseded_change_id = dt->superseded_change_id,
       .target_has_backing = cd->backup_type == BACKUP_INCREMENTAL &&
@@ -509,7 +509,7 @@ load_task (struct hub *hub, struct task *t)
       error_set (ERR_INTERNAL, "disk %d has no NBD target", cd->disk_index);
       goto out;
     }
-    if ((dt->target_uri = hub_nbd_uri (hub, cd->nbd_export)) == NULL ||
+    if ((dt->target_uri = hub_nbd_uri (hub, NULL, cd->nbd_export)) == NULL ||
         (dt->export_name = strdup (cd->nbd_export)) == NULL)
       goto oom;
     sd->d.target_uri = dt->target_uri;

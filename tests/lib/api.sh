@@ -219,9 +219,75 @@ put_vm ()
   like "$API_STATUS" '^20[01]$' "PUT VM $name with $# disk(s)"
 }
 
+# ------------------------------------------------------- NBD credentials ----
+# The hub's NBD targets speak TLS-PSK: each running job and open restore has
+# its own credential, "nbd_tls":{identity,psk} in the answer that started it
+# (and in GET of that one object).  Tests keep them in $T/keys/IDENTITY.psk
+# (IDENTITY:KEY, mode 0600), the file libnbd's ?tls-psk-file= reads.
+
+# nbd_credential_save JSON: write the credential of an answer (nothing when
+# it has none, with --nbd-insecure) and print its file.
+nbd_credential_save ()
+{
+  local id psk
+  id=$(printf '%s' "$1" | jq -r '.nbd_tls.identity // empty' 2>/dev/null)
+  psk=$(printf '%s' "$1" | jq -r '.nbd_tls.psk // empty' 2>/dev/null)
+  [ -n "$id" ] || return 0
+  mkdir -p "$T/keys"
+  ( umask 077; printf '%s:%s\n' "$id" "$psk" > "$T/keys/$id.psk" )
+  echo "$T/keys/$id.psk"
+}
+
+# nbd_key_file IDENTITY: the file of an NBD identity's key: a saved
+# credential; else the job's or restore's as the hub hands it out now (GET);
+# else, for the hub's master identity, $NBD_MASTER_PSK (default
+# $DATA/nbd.psk).  Prints nothing when there is none.
+nbd_key_file ()
+{
+  local id=$1
+  if [ -f "$T/keys/$id.psk" ]; then
+    echo "$T/keys/$id.psk"
+  elif [[ $id == job-* ]]; then
+    ( api GET "/api/v1/backups/${id#job-}"; nbd_credential_save "$API_BODY" )
+  elif [[ $id == restore-* ]]; then
+    ( api GET "/api/v1/restores/${id#restore-}"; nbd_credential_save "$API_BODY" )
+  else
+    echo "${NBD_MASTER_PSK:-$DATA/nbd.psk}"
+  fi
+}
+
+# nbd_keyed URI: the URI with ?tls-psk-file= its identity's key file (an
+# nbd:// URI, or one that has it already, as it is).
+nbd_keyed ()
+{
+  local uri=$1 id
+  if [[ $uri == nbds://*@* && $uri != *\?* ]]; then
+    id=${uri#nbds://}
+    id=${id%%@*}
+    uri="$uri?tls-psk-file=$(nbd_key_file "$id")"
+  fi
+  echo "$uri"
+}
+
+# master_keyed URI: the URI opened with the hub's master key instead of its
+# own identity's (what the hub's own clients use): for checks of what the
+# NBD server serves, whether or not a job's key is still in force.
+master_keyed ()
+{
+  local uri=${1%%\?*} file id
+  if [[ $uri == nbds://*@* ]]; then
+    file=${NBD_MASTER_PSK:-$DATA/nbd.psk}
+    id=$(head -n 1 "$file" 2>/dev/null)
+    id=${id%%:*}
+    uri="nbds://$id@${uri#*@}?tls-psk-file=$file"
+  fi
+  echo "$uri"
+}
+
 # start_backup VM TYPE [EXTRA-JSON-MEMBERS]: POST /api/v1/backups; one test
-# that it answers 201.  Sets BID, CTX and, per disk index, NBD_URI[i] and
-# QCOW2[i] from the answer.
+# that it answers 201.  Sets BID, CTX and, per disk index, NBD_URI[i] (with
+# the job's key: ?tls-psk-file=) and QCOW2[i] from the answer, and
+# NBD_KEY_FILE (the job's credential, empty without TLS).
 start_backup ()
 {
   local body
@@ -250,11 +316,12 @@ _start_backup_body ()
   BID=$(jqb .backup_id)
   CTX=$(jqb .context_id)
   BACKUP_JSON=$API_BODY
+  NBD_KEY_FILE=$(nbd_credential_save "$API_BODY")
   NBD_URI=()
   QCOW2=()
   while read -r idx uri path; do
     [ -n "$idx" ] || continue
-    NBD_URI[$idx]=$uri
+    NBD_URI[$idx]=$(nbd_keyed "$uri")
     QCOW2[$idx]=$path
   done < <(jqb '.disks[]? | "\(.disk_index) \(.nbd_uri) \(.qcow2_path)"')
 }

@@ -2,12 +2,53 @@
 # patterns (qemu-io), image info, backing files and bitmaps, the exports the
 # hub serves, reference images, and a throttled NBD source.
 
+# qemu_tls_args ARGS...: ARGS for qemu-io or qemu-img with every nbds://
+# URI (nbds://IDENTITY@HOST:PORT/EXPORT[?tls-psk-file=F]) made a json:
+# filename that opens it over TLS with that identity's key (F, else
+# nbd_key_file), the --object of each key first.  Into QEMU_ARGS.  The
+# image's format is given apart (-f/-F raw): the URI is its file.
+qemu_tls_args ()
+{
+  local a id file dir n=0
+  local re='^nbds://([^@]+)@([^:/]+):([0-9]+)/([^?]*)(\?tls-psk-file=(.*))?$'
+  QEMU_ARGS=()
+  local rest=()
+  for a in "$@"; do
+    if [[ $a =~ $re ]]; then
+      id=${BASH_REMATCH[1]}
+      file=${BASH_REMATCH[6]}
+      [ -n "$file" ] || file=$(nbd_key_file "$id")
+      n=$((n + 1))
+      dir=$T/keys/qemu-$id
+      mkdir -p "$dir"
+      ( umask 077; grep "^$id:" "$file" > "$dir/keys.psk" )
+      QEMU_ARGS+=(--object "tls-creds-psk,id=tls$n,endpoint=client,dir=$dir,username=$id")
+      rest+=("json:{\"file\":{\"driver\":\"nbd\",\"server\":{\"type\":\"inet\",\"host\":\"${BASH_REMATCH[2]}\",\"port\":\"${BASH_REMATCH[3]}\"},\"export\":\"${BASH_REMATCH[4]}\",\"tls-creds\":\"tls$n\"}}")
+    else
+      rest+=("$a")
+    fi
+  done
+  QEMU_ARGS+=("${rest[@]}")
+}
+
+# qimg SUBCOMMAND ARGS...: qemu-img, NBD URIs of the hub opened with their
+# keys (qemu_tls_args).
+qimg ()
+{
+  local sub=$1
+  shift
+  qemu_tls_args "$@"
+  qemu-img "$sub" "${QEMU_ARGS[@]}"
+}
+
 # qio ARGS...: qemu-io that fails on a pattern mismatch even where qemu-io
-# would exit 0 (old versions), printing what qemu-io said.
+# would exit 0 (old versions), printing what qemu-io said.  NBD URIs of
+# the hub are opened with their keys (qemu_tls_args).
 qio ()
 {
   local out rc
-  out=$(qemu-io "$@" 2>&1)
+  qemu_tls_args "$@"
+  out=$(qemu-io "${QEMU_ARGS[@]}" 2>&1)
   rc=$?
   printf '%s\n' "$out"
   [ $rc -eq 0 ] || return $rc
@@ -75,24 +116,26 @@ ref_write ()
   qemu-io -f raw -c "write -P $2 $3 $4" "$1" > /dev/null
 }
 
-# export_gone URI: true when nothing serves that NBD export.
+# export_gone URI: true when nothing serves that NBD export (asked with the
+# hub's master key: whether a job's key is still in force does not count).
 export_gone ()
 {
-  ! nbdinfo --size "$1" > /dev/null 2>&1
+  ! nbdinfo --size "$(master_keyed "$1")" > /dev/null 2>&1
 }
 
-# export_up URI: true when the NBD export answers.
+# export_up URI: true when the NBD export answers (as export_gone).
 export_up ()
 {
-  nbdinfo --size "$1" > /dev/null 2>&1
+  nbdinfo --size "$(master_keyed "$1")" > /dev/null 2>&1
 }
 
 # nbd_exports: the export names the hub's NBD server lists now, sorted, one a
 # line (nothing when it serves none; "DOWN" when nothing answers).
 nbd_exports ()
 {
-  local out
-  out=$(nbdinfo --list --json "nbd://127.0.0.1:$NBD_PORT" 2>/dev/null) || { echo DOWN; return; }
+  local out uri=nbd://127.0.0.1:$NBD_PORT
+  [ -f "${NBD_MASTER_PSK:-$DATA/nbd.psk}" ] && uri=$(master_keyed "nbds://hub@127.0.0.1:$NBD_PORT")
+  out=$(nbdinfo --list --json "$uri" 2>/dev/null) || { echo DOWN; return; }
   jq -r '.exports[]?."export-name"' <<< "$out" | sort
 }
 
