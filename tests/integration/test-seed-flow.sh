@@ -43,9 +43,9 @@ is "$(jqb '.disks | length')" 2 "with 2 disks"
 is "$(jqb '[.disks[].disk_index] | join(",")')" "0,1" "disk indexes 0 and 1"
 declare -a FULL_URI FULL_FILE
 for i in 0 1; do
-  FULL_URI[$i]=$(jqb ".disks[$i].nbd_uri")
+  FULL_URI[$i]=$(nbd_keyed "$(jqb ".disks[$i].nbd_uri")")
   FULL_FILE[$i]=$(jqb ".disks[$i].qcow2_path")
-  like "${FULL_URI[$i]}" "^nbd://127\.0\.0\.1:$NBD_PORT/strata-[0-9a-f]{32}\$" "disk $i: nbd_uri on our NBD port with a 128-bit export name"
+  like "$(jqb ".disks[$i].nbd_uri")" "^nbds://job-$FULL@127\.0\.0\.1:$NBD_PORT/strata-[0-9a-f]{32}\$" "disk $i: nbd_uri on our NBD port with a 128-bit export name, for the job's key"
   is "${FULL_FILE[$i]}" "$REPO/$CTX/disk$i/$FULL.qcow2" "disk $i: file is <repo>/<context>/disk$i/<backup>.qcow2"
   is "$(jqb ".disks[$i] | [.status, .backup_type, .size_bytes, .parent_backup_id, .previous_change_id, .change_id] | map(tostring) | join(\" \")")" \
      "running full $SIZE null null null" "disk $i: running full of the disk's size, no parent"
@@ -133,7 +133,7 @@ is "$(jqb .backup_type)" incremental "the job is an incremental"
 isnt "$INC" "$FULL" "with a new backup id"
 declare -a INC_URI INC_FILE
 for i in 0 1; do
-  INC_URI[$i]=$(jqb ".disks[$i].nbd_uri")
+  INC_URI[$i]=$(nbd_keyed "$(jqb ".disks[$i].nbd_uri")")
   INC_FILE[$i]=$(jqb ".disks[$i].qcow2_path")
   is "$(jqb ".disks[$i] | [.disk_index, .backup_type, (.full_reason|tostring), .parent_backup_id, .previous_change_id, .status] | map(tostring) | join(\" \")")" \
      "$i incremental null $FULL TEST_DISK$i running" "3.2: disk $i's parent is the full and its previous change id is its own (TEST_DISK$i)"

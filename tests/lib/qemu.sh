@@ -68,7 +68,8 @@ nbd_write ()
 # target succeeds.
 write_ok ()
 {
-  ok "write $2 at $3 (+$4) into ${1##*/}" nbd_write "$@"
+  local u=${1%%\?*}
+  ok "write $2 at $3 (+$4) into ${u##*/}" nbd_write "$@"
 }
 
 # img_info FILE: qemu-img info --output=json (no locking: the file may be
@@ -143,7 +144,7 @@ nbd_exports ()
 exports_of ()
 {
   local u
-  for u in "$@"; do echo "${u##*/}"; done | sort
+  for u in "$@"; do u=${u%%\?*}; echo "${u##*/}"; done | sort
 }
 
 # no_qemu_nbd DESC: one test that no qemu-nbd serving a file of this test runs.
