@@ -116,7 +116,7 @@ for ((round = 1; round <= BENCH_ROUNDS; round++)); do
   api POST /api/v1/backups "{\"vm_name\":\"bench-peer-$round\",\"backup_type\":\"full\",\"disks\":[{\"disk_index\":0,\"size_bytes\":$size}]}"
   [ "$API_STATUS" = 201 ] || die "start for nbdcopy: $API_STATUS $API_BODY"
   peer_id=$(jqb .backup_id)
-  peer_uri=$(jqb '.disks[0].nbd_uri')
+  peer_uri=$(answer_uri '.disks[0].nbd_uri')
   sync
   t0=$(now)
   nbdcopy --flush -- [ qemu-nbd -r -f qcow2 "$src" ] "$peer_uri" || die "nbdcopy failed"

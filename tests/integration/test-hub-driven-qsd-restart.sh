@@ -43,7 +43,7 @@ like "$(cat "$HUB_LOG")" "storage daemon was restarted during the copy; copying 
 
 api POST /api/v1/restores "{\"backup_id\":\"$B\",\"disk_index\":0}"
 is "$API_STATUS" 201 "a restore export of it"
-ok "it reads exactly as the source" nbdcopy "$(jqb .nbd_uri)" "$T/out.raw"
+ok "it reads exactly as the source" nbdcopy "$(answer_uri)" "$T/out.raw"
 ok "byte for byte" cmp "$SRC" "$T/out.raw"
 api DELETE "/api/v1/restores/$(jqb .restore_id)"
 

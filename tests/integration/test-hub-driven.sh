@@ -71,12 +71,12 @@ compare_restore ()
 {
   local rid uri
   api POST /api/v1/restores "{\"backup_id\":\"$1\",\"disk_index\":$2}"
-  rid=$(jqb .restore_id); uri=$(jqb .nbd_uri)
+  rid=$(jqb .restore_id); uri=$(answer_uri)
   if [ "$API_STATUS" != 201 ]; then
     fail "$4" "$(_api_context)"
     return
   fi
-  ok "$4" qemu-img compare -q -U -f qcow2 -F raw "$3" "$uri"
+  ok "$4" qimg compare -q -U -f qcow2 -F raw "$3" "$uri"
   api DELETE "/api/v1/restores/$rid"
 }
 
@@ -231,13 +231,14 @@ src_write 0 0x18 6M 1M
 save_sources tls
 api POST /api/v1/backups '{"vm_name":"hd1","backup_type":"incremental"}'
 B10=$(jqb .backup_id)
-like "$(jqb '.disks[0].nbd_uri')" '^nbds://agent1@' "the targets need TLS"
+like "$(jqb '.disks[0].nbd_uri')" "^nbds://job-$B10@" "the targets need TLS, with the job's identity"
 wait_job "$B10" "a hub-driven backup over TLS ends"
 is "$(jq -r .status <<< "$JOB")" completed "completed"
 api POST /api/v1/restores "{\"backup_id\":\"$B10\",\"disk_index\":0}"
 U=$(jqb .nbd_uri)
-like "$U" '^nbds://agent1@' "the restore export needs TLS too"
-ok "nbdcopy reads it with the key" nbdcopy "$U?tls-psk-file=$PSK" "$T/tls-out.raw"
+like "$U" "^nbds://restore-$(jqb .restore_id)@" "the restore export needs TLS too"
+NBD_MASTER_PSK=$PSK
+ok "nbdcopy reads it with the operator's key" nbdcopy "$(master_keyed "$U")" "$T/tls-out.raw"
 ok "as the source was" qemu-img compare -q -U -f qcow2 -F raw "$T/tls-0.qcow2" "$T/tls-out.raw"
 nok "not without it" nbdinfo --size "$U"
 

@@ -362,7 +362,7 @@ restores_as ()
   api POST /api/v1/restores "{\"backup_id\":\"$1\",\"disk_index\":0}"
   is "$API_STATUS" 201 "$2: a restore export of $1"
   rid=$(jqb .restore_id)
-  ok "$2: $1 reads as its source did" qemu-img compare -q -U -f qcow2 -F raw "$T/ref-$1.qcow2" "$(jqb .nbd_uri)"
+  ok "$2: $1 reads as its source did" qimg compare -q -U -f qcow2 -F raw "$T/ref-$1.qcow2" "$(answer_uri)"
   api DELETE "/api/v1/restores/$rid"
 }
 

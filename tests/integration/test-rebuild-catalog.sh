@@ -175,8 +175,8 @@ is "$(changeids)" "$CHANGEIDS" "the change ids are the same"
 for d in 0 1; do
   api POST /api/v1/restores "{\"backup_id\":\"$B3\",\"disk_index\":$d}"
   is "$API_STATUS" 201 "restore disk $d of the last point"
-  ok "it reads as the source did" qemu-img compare -q -U -f qcow2 -F raw \
-     "$T/last-$d.qcow2" "$(jqb .nbd_uri)"
+  ok "it reads as the source did" qimg compare -q -U -f qcow2 -F raw \
+     "$T/last-$d.qcow2" "$(answer_uri)"
   api DELETE "/api/v1/restores/$(jqb .restore_id)"
 done
 put_rb_vm   # the inventory is not in the manifests

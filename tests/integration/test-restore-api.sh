@@ -41,11 +41,12 @@ is "$(jqb .job_status)" completed "the incremental is completed"
 api POST /api/v1/restores "{\"backup_id\":\"$I\",\"disk_index\":0}"
 is "$API_STATUS" 201 "POST /restores: 201"
 R1=$(jqb .restore_id)
-U1=$(jqb .nbd_uri)
+U1=$(answer_uri)
 like "$R1" '^restore-[A-Za-z0-9._-]+$' "restore_id is an id"
 is "$(jqb '[.backup_id, .disk_index, .size_bytes] | map(tostring) | join(" ")')" \
    "$I 0 $SIZE" "backup_id, disk_index and size_bytes"
-like "$U1" "^nbd://127\.0\.0\.1:$NBD_PORT/strata-[0-9a-f]{32}$" "nbd_uri names a random export"
+like "$(jqb .nbd_uri)" "^nbds://restore-$R1@127\.0\.0\.1:$NBD_PORT/strata-[0-9a-f]{32}$" \
+     "nbd_uri names the restore's identity and a random export"
 like "$(jqb .created_at)" '^[0-9]{4}-[0-9]{2}-[0-9]{2}T' "created_at is a time"
 
 ok "the export serves" export_up "$U1"
@@ -53,15 +54,15 @@ is "$(nbdinfo --size "$U1")" "$SIZE" "the export has the disk's size"
 ok "nbdcopy reads it out" nbdcopy "$U1" "$T/out0.raw"
 ok "what it reads equals the disk at the incremental (chain read through)" \
    cmp "$T/ref0.raw" "$T/out0.raw"
-ok "qemu-img compare agrees" qemu-img compare -q -f raw -F raw "$T/ref0.raw" "$U1"
+ok "qemu-img compare agrees" qimg compare -q -f raw -F raw "$T/ref0.raw" "$U1"
 ok "the export is flagged read-only" eval "nbdinfo --json '$U1' | jq -e '.exports[0].\"is_read_only\" == true'"
 nok "a write into the export fails" qio -f raw -c 'write -P 0x99 0 64k' "$U1"
-ok "and changed nothing" qemu-img compare -q -f raw -F raw "$T/ref0.raw" "$U1"
+ok "and changed nothing" qimg compare -q -f raw -F raw "$T/ref0.raw" "$U1"
 
 api GET /api/v1/restores
 is "$API_STATUS/$(jqb '[.restores[].restore_id] | join(",")')" "200/$R1" "GET /restores lists it"
 api GET "/api/v1/restores/$R1"
-is "$API_STATUS/$(jqb .nbd_uri)" "200/$U1" "GET /restores/{id}"
+is "$API_STATUS/$(jqb .nbd_uri)" "200/${U1%%\?*}" "GET /restores/{id}"
 
 # --- While it is open, its chain can't be deleted --------------------------
 before="$(catalog_counts) $(repo_listing)"
@@ -73,7 +74,7 @@ is_error 409 conflict "DELETE the full below it with cascade: 409"
 api DELETE "/api/v1/contexts/$CTX_F?force=true"
 is_error 409 conflict "DELETE its context even with force: 409"
 is "$(catalog_counts) $(repo_listing)" "$before" "the refusals changed no row and no file"
-ok "the export still serves" qemu-img compare -q -f raw -F raw "$T/ref0.raw" "$U1"
+ok "the export still serves" qimg compare -q -f raw -F raw "$T/ref0.raw" "$U1"
 
 api DELETE "/api/v1/restores/$R1"
 is "$API_STATUS" 204 "DELETE /restores/{id}: 204"
@@ -87,13 +88,13 @@ is_error 404 not_found "DELETE it again: 404"
 # chain and may go; the full itself may not.
 api POST /api/v1/restores "{\"backup_id\":\"$F\",\"disk_index\":1}"
 is "$API_STATUS" 201 "restore the full's disk 1"
-R2=$(jqb .restore_id); U2=$(jqb .nbd_uri)
-ok "it reads as disk 1 was at the full" qemu-img compare -q -f raw -F raw "$T/ref1-full.raw" "$U2"
+R2=$(jqb .restore_id); U2=$(answer_uri)
+ok "it reads as disk 1 was at the full" qimg compare -q -f raw -F raw "$T/ref1-full.raw" "$U2"
 api DELETE "/api/v1/backups/$I"
 is "$API_STATUS" 200 "the incremental above it can be deleted"
 api DELETE "/api/v1/backups/$F"
 is_error 409 conflict "the full itself can't"
-ok "the restore still reads right" qemu-img compare -q -f raw -F raw "$T/ref1-full.raw" "$U2"
+ok "the restore still reads right" qimg compare -q -f raw -F raw "$T/ref1-full.raw" "$U2"
 
 # --- The storage daemon restarts: the restore comes back -------------------
 old=$(qsd_pids)
@@ -106,7 +107,7 @@ new_daemon ()
 }
 ok "a new daemon starts" wait_for 20 new_daemon
 ok "the restore's export comes back at the same URI" wait_for 20 export_up "$U2"
-ok "and reads the same data" qemu-img compare -q -f raw -F raw "$T/ref1-full.raw" "$U2"
+ok "and reads the same data" qimg compare -q -f raw -F raw "$T/ref1-full.raw" "$U2"
 nok "still read-only after the restart" qio -f raw -c 'write -P 0x99 0 64k' "$U2"
 
 # --- Only completed disks can be restored ----------------------------------

@@ -269,6 +269,14 @@ nbd_keyed ()
   echo "$uri"
 }
 
+# answer_uri [FILTER]: the NBD URI at FILTER (default .nbd_uri) of the last
+# answer, with its key (nbd_keyed; the answer's own credential first).
+answer_uri ()
+{
+  nbd_credential_save "$API_BODY" > /dev/null
+  nbd_keyed "$(jqb "${1:-.nbd_uri}")"
+}
+
 # master_keyed URI: the URI opened with the hub's master key instead of its
 # own identity's (what the hub's own clients use): for checks of what the
 # NBD server serves, whether or not a job's key is still in force.
