@@ -2,8 +2,8 @@
 # test-sighup.sh - SIGHUP makes the hub read its API token file and its NBD
 # PSK file again, as daemons do: the new token works and the old one is
 # refused; a token file that became bad keeps the token in force, and the
-# log says why; new NBD connections take the new key and the URIs name its
-# identity.  The hub keeps running through it all.
+# log says why; new NBD connections take the new key (and the jobs' keys
+# derived from it).  The hub keeps running through it all.
 
 source "$(dirname "$0")/../functions.sh"
 requires qemu-img nbdinfo jq curl
@@ -68,9 +68,12 @@ ok "SIGHUP: the log says the NBD keys were read again" hup "SIGHUP: NBD keys rea
 put_vm hup1 $SIZE
 start_backup hup1 full
 URI=${NBD_URI[0]}
-like "$URI" "^nbds://agent2@127\\.0\\.0\\.1:$NBD_PORT/strata-" "the target's URI names the new identity"
-is "$(nbdinfo --size "$URI?tls-psk-file=$PSK" 2>&1)" "$SIZE" "the new key opens the target"
-OLDURI="nbds://agent1@127.0.0.1:$NBD_PORT/${URI##*/}"
+NBD_MASTER_PSK=$PSK
+is "$(nbdinfo --size "$URI" 2>&1)" "$SIZE" "the job's credential opens the target"
+is "$(nbdinfo --size "$(master_keyed "$URI")" 2>&1)" "$SIZE" "the new key opens the target"
+like "$(master_keyed "$URI")" "^nbds://agent2@" "(as the new identity)"
+BARE=${URI%%\?*}
+OLDURI="nbds://agent1@127.0.0.1:$NBD_PORT/${BARE##*/}"
 nok "the old key does not" nbdinfo --size "$OLDURI?tls-psk-file=$T/old.psk"
 
 # A malformed PSK file: the keys in force stay.
@@ -79,7 +82,9 @@ cp "$PSK" "$T/good.psk"
 mv "$PSK.new" "$PSK"
 ok "SIGHUP with a malformed PSK file: the log says why it was kept" \
    hup "NBD PSK file .* the NBD keys in force stay"
-is "$(nbdinfo --size "$URI?tls-psk-file=$T/good.psk" 2>&1)" "$SIZE" "the key in force still opens the target"
+NBD_MASTER_PSK=$T/good.psk
+is "$(nbdinfo --size "$(master_keyed "$URI")" 2>&1)" "$SIZE" "the key in force still opens the target"
+is "$(nbdinfo --size "$URI" 2>&1)" "$SIZE" "and so does the job's credential"
 api POST "/api/v1/backups/$BID/cancel"
 is "$API_STATUS" 200 "the backup is cancelled"
 
