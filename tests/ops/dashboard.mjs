@@ -162,19 +162,22 @@ async function phaseOpen () {
     const newest = fx.webPoints[2];
     await page.click(`tr[data-backup="${newest}"] button[data-action="restore"][data-disk="0"]`);
     const uri = await (await page.waitForSelector('#restore-panel code.uri')).textContent();
-    check(/^nbd:\/\/127\.0\.0\.1:\d+\/strata-[0-9a-f]{32}$/.test(uri), 'the page shows the restore\'s NBD URI', uri);
+    check(/^nbds:\/\/restore-[A-Za-z0-9._-]+@127\.0\.0\.1:\d+\/strata-[0-9a-f]{32}$/.test(uri), 'the page shows the restore\'s NBD URI', uri);
     const listed = await apiGet('/restores');
     is(listed.body.restores.map((r) => r.nbd_uri + ' ' + r.backup_id), [uri + ' ' + newest], 'the hub has that export open');
-    const size = execFileSync('nbdinfo', ['--size', uri]).toString().trim();
-    is(size, String(fx.webSize), 'the URI serves the disk (nbdinfo)');
     const cmds = await page.$$eval('#restore-panel dl.commands code', (c) => c.map((x) => x.textContent));
-    check(cmds.some((c) => c.startsWith('qemu-img convert') && c.includes(uri)) &&
-      cmds.some((c) => c.startsWith('nbdcopy') && c.includes(uri)), 'with the commands that read it', cmds.join(' | '));
+    const exp = uri.replace(/^.*\//, '');
+    check(cmds.some((c) => c.startsWith('(umask 077') && c.includes('keys.psk')) &&
+      cmds.some((c) => c.startsWith('qemu-img convert') && c.includes(exp)) &&
+      cmds.some((c) => c.startsWith('nbdcopy') && c.includes(uri + '?tls-psk-file=keys.psk')),
+    'with the commands that save its key and read it', cmds.join(' | '));
     // The commands as shown, run as they are (in a folder of the test's).
     const dir = fs.mkdtempSync(path.join(fx.tmp, 'restore-'));
-    for (const c of cmds.filter((x) => /^(qemu-img convert|nbdcopy) /.test(x))) {
+    for (const c of cmds.filter((x) => /^(\(umask 077|qemu-img convert|nbdcopy) /.test(x))) {
       execFileSync('sh', ['-c', c], { cwd: dir, stdio: 'ignore' });
     }
+    const size = execFileSync('nbdinfo', ['--size', uri + '?tls-psk-file=' + path.join(dir, 'keys.psk')]).toString().trim();
+    is(size, String(fx.webSize), 'the URI serves the disk with the key shown (nbdinfo)');
     for (const [file, fmt] of [['restored.qcow2', 'qcow2'], ['restored.raw', 'raw']]) {
       let same = true;
       try {

@@ -562,17 +562,38 @@ async function startBackup (name, repo, type, out) {
   }
 }
 
-// Commands that read a restore export, for the URI the hub gave.
+// Commands that read a restore export, for the URI the hub gave.  With its
+// credential (the answer that opened it), the first command saves the key as
+// ./keys.psk, which libnbd (?tls-psk-file=) and qemu (dir=.) both read.
 function restoreCommands (r) {
-  const u = shq(r.nbd_uri);
-  const tls = r.nbd_uri.startsWith('nbds://');
-  const uri = tls ? shq(r.nbd_uri + '?tls-psk-file=/path/to/psk-file') : u;
-  return [
-    ['Copy it to a QCOW2 image', 'qemu-img convert -p -f raw -O qcow2 ' + uri + ' restored.qcow2'],
-    ['Copy it to a raw file or a block device', 'nbdcopy --progress ' + uri + ' restored.raw'],
-    ['See it as a local block device (read-only)', 'modprobe nbd && qemu-nbd --read-only --format=raw --connect=/dev/nbd0 ' + uri],
-    ['Mount it as a file with FUSE', 'mkdir -p /mnt/restore && nbdfuse --readonly /mnt/restore ' + uri + ' &']
-  ];
+  if (!r.nbd_uri.startsWith('nbds://')) {
+    const u = shq(r.nbd_uri);
+    return [
+      ['Copy it to a QCOW2 image', 'qemu-img convert -p -f raw -O qcow2 ' + u + ' restored.qcow2'],
+      ['Copy it to a raw file or a block device', 'nbdcopy --progress ' + u + ' restored.raw'],
+      ['See it as a local block device (read-only)', 'modprobe nbd && qemu-nbd --read-only --format=raw --connect=/dev/nbd0 ' + u],
+      ['Mount it as a file with FUSE', 'mkdir -p /mnt/restore && nbdfuse --readonly /mnt/restore ' + u + ' &']
+    ];
+  }
+  const key = r.nbd_tls ? 'keys.psk' : '/path/to/keys.psk';
+  const uri = shq(r.nbd_uri + '?tls-psk-file=' + key);
+  const m = /^nbds:\/\/([^@]+)@(\[[^\]]+\]|[^:/]+):(\d+)\/(.*)$/.exec(r.nbd_uri);
+  const cmds = [];
+  if (r.nbd_tls) {
+    cmds.push(['Save the export\'s key (valid while the export is open)',
+      '(umask 077 && printf \'%s\\n\' ' + shq(r.nbd_tls.identity + ':' + r.nbd_tls.psk) + ' > keys.psk)']);
+  }
+  if (m) {
+    const obj = '--object tls-creds-psk,id=tls0,endpoint=client,dir=' +
+      (r.nbd_tls ? '.' : '/path/to') + ',username=' + m[1];
+    const opts = shq('driver=raw,file.driver=nbd,file.host=' + m[2].replace(/^\[|\]$/g, '') +
+      ',file.port=' + m[3] + ',file.export=' + m[4] + ',file.tls-creds=tls0');
+    cmds.push(['Copy it to a QCOW2 image', 'qemu-img convert -p ' + obj + ' --image-opts ' + opts +
+      ' -O qcow2 restored.qcow2']);
+  }
+  cmds.push(['Copy it to a raw file or a block device', 'nbdcopy --progress ' + uri + ' restored.raw']);
+  cmds.push(['Mount it as a file with FUSE', 'mkdir -p /mnt/restore && nbdfuse --readonly /mnt/restore ' + uri + ' &']);
+  return cmds;
 }
 
 function restoreView (r, onClose) {
@@ -580,7 +601,9 @@ function restoreView (r, onClose) {
     el('p', {}, 'Backup ', el('span.mono', {}, r.backup_id), ', disk ' + r.disk_index + ', ' +
       fmtBytes(r.size_bytes) + ', read-only, open since ', timeEl(r.created_at)),
     el('p', {}, 'NBD URI: ', el('code.uri', {}, r.nbd_uri)),
-    r.nbd_uri.startsWith('nbds://') ? el('p.muted', {}, 'The export needs TLS with the hub\'s pre-shared key.') : null,
+    r.nbd_uri.startsWith('nbds://') ? el('p.muted', {}, r.nbd_tls
+      ? 'The export needs TLS with its own key, shown once here (the first command saves it).'
+      : 'The export needs TLS with its own key, which the answer that opened it carried (GET /api/v1/restores/{id} gives it again).') : null,
     el('dl.commands', {}, restoreCommands(r).map(([what, cmd]) => [el('dt', {}, what), el('dd', {}, el('code', {}, cmd))])),
     el('div.actions', {}, button('Close the export', async (ev) => {
       ev.target.disabled = true;
