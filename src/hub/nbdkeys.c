@@ -171,11 +171,15 @@ write_private (const char *path, const char *data, size_t len)
   *strrchr (dir, '/') = '\0';
   unlink (tmp);
   fd = open (tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (fd == -1 || write (fd, data, len) != (ssize_t) len || fsync (fd) == -1 ||
-      close (fd) == -1 || (fd = -1, rename (tmp, path)) == -1) {
+  if (fd == -1 || write (fd, data, len) != (ssize_t) len || fsync (fd) == -1) {
     error_set_errno (ERR_INTERNAL, errno, "writing %s", path);
     if (fd != -1)
       close (fd);
+    unlink (tmp);
+    return -1;
+  }
+  if (close (fd) == -1 || rename (tmp, path) == -1) {
+    error_set_errno (ERR_INTERNAL, errno, "writing %s", path);
     unlink (tmp);
     return -1;
   }

@@ -31,6 +31,7 @@ like "$(cat "$DATA/nbd.psk")" '^strata-hub:[0-9a-f]{64}$' "one line: the hub's i
 is "$(file_mode "$DATA")" 700 "the data folder stays 700"
 is "$(file_mode "$DATA/run/tls/keys.psk")" 600 "the storage daemon's keys file is mode 600"
 MASTER=$(cat "$DATA/nbd.psk")
+QSD=$(qsd_pids)
 
 put_vm tls1 $SIZE
 put_vm tls2 $SIZE
@@ -90,6 +91,7 @@ ok "which the running job's credential opens" opens "$J3_URI"
 # A failed job's credential ends too.
 api POST "/api/v1/backups/$J3/fail" '{"error":"test"}'
 nok "right after a failure the job's credential is refused" lists "$NBD_KEY_FILE" "job-$J3"
+is "$(qsd_pids)" "$QSD" "the same storage daemon took every change of keys (GnuTLS reads the file at each handshake)"
 
 # --- Restores: the credential lives while the restore is open.
 api POST /api/v1/restores "{\"backup_id\":\"$J1\",\"disk_index\":0}"
