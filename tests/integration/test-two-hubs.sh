@@ -237,6 +237,13 @@ is "$code" 200 "hub B completes it"
 # --- Hub B stops cleanly.
 stop_hub_b
 is "$?" 0 "hub B exits 0 on SIGTERM"
+
+# A damaged hub-id stops the start, saying so.
+echo "hub-not-hex" > "$DATA_B/hub-id"
+timeout 30 "$STRATA_B" serve --data-dir "$DATA_B" --listen "127.0.0.1:$PORT_B" \
+  --nbd-listen "127.0.0.1:$NBD_B" "${db_b[@]}" < /dev/null > "$T/bad-id.log" 2>&1
+isnt "$?" 0 "a hub whose DATA-DIR/hub-id is damaged does not start"
+ok "and says why" grep -q "hub-id is not a hub id" "$T/bad-id.log"
 ok "hub B's log has no sanitizer report" eval "! grep -qE 'Sanitizer|runtime error:' '$LOG_B'"
 [ $_tap_failed -gt 0 ] && diag "---- hub B log ----" "$(tail -n 100 "$LOG_B")"
 
