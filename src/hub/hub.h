@@ -73,6 +73,9 @@ bool hub_storage_up (struct hub *hub);
 /* What the HTTP layer and main may read of the hub. */
 struct catalog *hub_catalog (struct hub *hub);   /* for reads; the hub owns it */
 const char *hub_started_at (struct hub *hub);    /* when this process started */
+/* This hub's id ("hub-<16 hex>", DATA-DIR/hub-id): the owner that the
+ * catalog records of its jobs and tasks (hub/identity.c). */
+const char *hub_id (struct hub *hub);
 /* The API's listen address (*text: as configured, may be NULL). */
 const struct net_addr *hub_api_address (struct hub *hub, const char **text);
 const char *hub_nbd_listen (struct hub *hub);
