@@ -97,11 +97,20 @@ running_jobs ()
   api GET "/api/v1/backups?vm_name=$(urlencode "$1")&status=running"
 }
 
-# job_status ID: the job's status as the API shows it now (without
-# touching $API_STATUS/$API_BODY, so it can be polled by wait_for).
+# hub_get PATH: print the body of GET PATH, sent as api sends it (the
+# test's token, scheme and address) but leaving $API_STATUS/$API_BODY alone,
+# so that the state helpers below can be polled by wait_for.
+hub_get ()
+{
+  local args=(-s -g --max-time 30)
+  [ -n "$API_TOKEN" ] && args+=(-H "Authorization: Bearer $API_TOKEN")
+  curl "${args[@]}" "${HUB_CURL_TLS[@]}" "$HUB_SCHEME://$HUB_HOST:$HUB_PORT$1"
+}
+
+# job_status ID: the job's status as the API shows it now.
 job_status ()
 {
-  curl -s "http://127.0.0.1:$HUB_PORT/api/v1/backups/$1" | jq -r .status
+  hub_get "/api/v1/backups/$1" | jq -r .status
 }
 
 # job_ended ID: the job has ended: neither running nor finishing (a
@@ -276,7 +285,7 @@ complete_disk ()
 # wait_for; leaves $API_STATUS/$API_BODY alone).
 task_status ()
 {
-  curl -s "http://127.0.0.1:$HUB_PORT/api/v1/tasks/$1" | jq -r .status
+  hub_get "/api/v1/tasks/$1" | jq -r .status
 }
 
 # task_ended ID: the task is no longer running (completed or failed).
@@ -289,7 +298,7 @@ task_ended ()
 # context_of VM: the context id of the VM's backups (its only context).
 context_of ()
 {
-  curl -s "http://127.0.0.1:$HUB_PORT/api/v1/contexts?vm_name=$(urlencode "$1")" |
+  hub_get "/api/v1/contexts?vm_name=$(urlencode "$1")" |
     jq -r '.contexts[0].context_id // empty'
 }
 
@@ -341,7 +350,7 @@ verified ()
 # repo_used_bytes [ID]: the repository's used_bytes (default: "default").
 repo_used_bytes ()
 {
-  curl -s "http://127.0.0.1:$HUB_PORT/api/v1/repositories/${1:-default}" | jq -r .used_bytes
+  hub_get "/api/v1/repositories/${1:-default}" | jq -r .used_bytes
 }
 
 # ------------------------------------------------------- racing starts ----
