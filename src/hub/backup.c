@@ -521,8 +521,8 @@ same_change_id (const char *a, const char *b)
 }
 
 int
-hub_backup_complete (struct hub *hub, const char *backup_id, int disk_index,
-                     const char *change_id, int64_t bytes_transferred,
+hub_backup_complete (struct hub *hub, enum job_driver by, const char *backup_id,
+                     int disk_index, const char *change_id, int64_t bytes_transferred,
                      int64_t bytes_zeroed, const char *full_reason, struct cat_job *out)
 {
   CLEANUP_CAT_JOB struct cat_job job = { 0 };
@@ -537,6 +537,13 @@ hub_backup_complete (struct hub *hub, const char *backup_id, int disk_index,
   d = hub_job_disk (&job, disk_index);
   if (d == NULL) {
     error_set (ERR_NOT_FOUND, "backup %s has no disk %d", backup_id, disk_index);
+    return -1;
+  }
+  if (job.driver != by) {
+    error_set (ERR_CONFLICT, "backup %s is %s: %s", backup_id,
+               job.driver == DRIVER_HUB ? "the hub's own" : "an agent's",
+               job.driver == DRIVER_HUB ? "the hub's workers complete its disks"
+                                        : "its agent completes its disks");
     return -1;
   }
   if (d->status == DISK_COMPLETED) {

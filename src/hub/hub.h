@@ -144,13 +144,16 @@ int hub_backup_start (struct hub *hub, const struct hub_backup_request *req,
                       struct cat_job *out);
 
 /* Complete one disk: remove its export (flushing it), sync the file and make
- * it read-only, then record it.  full_reason (or NULL) says why the disk was
+ * it read-only, then record it.  by: who copied it, DRIVER_AGENT for a
+ * client of the API, DRIVER_HUB for the hub's workers; a job of the other
+ * driver is refused (ERR_CONFLICT), so that no client completes a disk a
+ * worker is still copying.  full_reason (or NULL) says why the disk was
  * copied in full into its overlay.  bytes_zeroed: what the copy wrote as
  * zeroes, for the metrics only (-1: not known).  A repeat of an accepted
  * completion with the same change id succeeds again.  *out receives the
  * job afterwards. */
-int hub_backup_complete (struct hub *hub, const char *backup_id, int disk_index,
-                         const char *change_id, int64_t bytes_transferred,
+int hub_backup_complete (struct hub *hub, enum job_driver by, const char *backup_id,
+                         int disk_index, const char *change_id, int64_t bytes_transferred,
                          int64_t bytes_zeroed, const char *full_reason,
                          struct cat_job *out);
 
