@@ -279,6 +279,48 @@ complete_disk ()
   is "$API_STATUS" 200 "complete disk $2 of $1"
 }
 
+# copying ID: disk 0 of job ID is being copied by the hub: its progress
+# shows bytes done, short of the total.
+copying ()
+{
+  hub_get "/api/v1/backups/$1" |
+    jq -e '.disks[0].progress | . != null and .bytes_done > 0 and .bytes_done < .bytes_total' \
+    > /dev/null
+}
+
+# slow_hub_backup VM: a hub-driven full backup of VM, whose one 32 MiB disk
+# (16 MiB of random data, kept in $T/src.raw) is an NBD source throttled
+# to 3 MB/s (throttled_source), so that its copy lasts seconds.  Tests that
+# the source serves, the VM is made, the backup starts and its copy gets
+# under way.  Sets SRC, B (the backup id) and SRC_QSD_PID.
+slow_hub_backup ()
+{
+  SRC=$T/src.raw
+  truncate -s 32M "$SRC"
+  dd if=/dev/urandom of="$SRC" bs=1M count=16 seek=4 conv=notrunc status=none
+  throttled_source "$SRC" "$T/src.sock" $((3 * MiB))
+  ok "a throttled NBD source serves the disk" nbdinfo --size "nbd+unix:///src?socket=$T/src.sock"
+  api PUT "/api/v1/vms/$(urlencode "$1")" "$(jq -cn --arg s "nbd+unix:///src?socket=$T/src.sock" \
+    '{disks:[{disk_index:0,size_bytes:33554432,source:$s}]}')"
+  is "$API_STATUS" 201 "a VM whose disk is the throttled NBD source"
+  api POST /api/v1/backups "$(jq -cn --arg v "$1" '{vm_name:$v,backup_type:"full"}')"
+  is "$API_STATUS" 201 "its hub-driven backup starts"
+  B=$(jqb .backup_id)
+  ok "the copy is under way" wait_for 30 copying "$B"
+}
+
+# restores_as_src ID: three tests: a restore export of disk 0 of backup ID
+# opens, and reads (nbdcopy) byte for byte as $SRC; the export is closed.
+restores_as_src ()
+{
+  api POST /api/v1/restores "{\"backup_id\":\"$1\",\"disk_index\":0}"
+  is "$API_STATUS" 201 "a restore export of it"
+  ok "it reads exactly as the source" nbdcopy "$(jqb .nbd_uri)" "$T/out.raw"
+  ok "byte for byte" cmp "$SRC" "$T/out.raw"
+  api DELETE "/api/v1/restores/$(jqb .restore_id)"
+  rm -f "$T/out.raw"
+}
+
 # ------------------------------------------------------ tasks, prunes ----
 
 # task_status ID: the task's status as the API shows it now (polled by
