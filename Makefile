@@ -181,7 +181,8 @@ bench: deps
 # compared, no orphan file, no stuck job (tests/soak/soak.sh; loopback only).
 # Its figures, events and the hub's log are left in build/soak/.
 SOAK_SECONDS ?= 1800
-soak: $(BUILD)/strata
+soak: deps
+	$(MAKE) $(BUILD)/strata
 	SOAK_SECONDS=$(SOAK_SECONDS) SOAK_LOG_DIR=$(CURDIR)/$(BUILD)/soak \
 	  STRATA=$(CURDIR)/$(BUILD)/strata prove -v tests/soak/soak.sh
 
