@@ -15,6 +15,7 @@
 
 #define API_MAX_BODY (1024 * 1024)
 #define API_MAX_URL 8192
+#define API_MAX_HEADERS (32 * 1024)  /* names and values of a request's headers */
 #define API_MAX_PATH 4096       /* vm_path, a disk's source, a repository's path */
 #define API_MAX_STRING 255      /* every other free-text field */
 

@@ -161,8 +161,8 @@ api_backups_complete (struct api_req *r)
     change_id = NULL;
   if (full_reason && *full_reason == '\0')
     full_reason = NULL;
-  if (hub_backup_complete (r->hub, r->id, (int) disk_id, change_id, bytes, zeroed,
-                           full_reason, &job) == -1)
+  if (hub_backup_complete (r->hub, DRIVER_AGENT, r->id, (int) disk_id, change_id, bytes,
+                           zeroed, full_reason, &job) == -1)
     return -1;
   return api_reply (r, 200, json_pack ("{s:s,s:I,s:s,s:s,s:o}",
                                        "backup_id", job.id,

@@ -75,6 +75,7 @@ struct conn_state {
   char *body;
   size_t len, cap;
   bool too_large;
+  bool headers_too_large;    /* past API_MAX_HEADERS: answered 431 at once */
   /* An upload route (api/integrity.c): its body goes to the hub's file as
    * it arrives.  After a failure the rest is read and dropped (up to a
    * bound), and the saved error answers the request. */
@@ -398,6 +399,11 @@ dispatch (struct api *api, struct MHD_Connection *conn, const char *url,
   if (cs->bad_url) {
     error_set (ERR_INVALID, "%s", cs->bad_url);
     return send_error (conn, method, url, NULL);
+  }
+  if (cs->headers_too_large) {
+    error_set (ERR_HEADERS_TOO_LARGE, "the request's headers are larger than %d bytes",
+               API_MAX_HEADERS);
+    return send_error (conn, method, "(large headers)", NULL);
   }
   if (strlen (url) > API_MAX_URL) {
     error_set (ERR_URI_TOO_LONG, "the URL is longer than %d bytes", API_MAX_URL);
@@ -734,6 +740,28 @@ declared_too_large (struct MHD_Connection *conn)
 }
 
 static enum MHD_Result
+add_header_size (void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size,
+                 const char *value, size_t value_size)
+{
+  size_t *total = cls;
+
+  *total += key_size + value_size;
+  return MHD_YES;
+}
+
+/* The request's headers, names and values, past API_MAX_HEADERS.  (Heads
+ * past the connection's memory limit never reach us: libmicrohttpd answers
+ * them itself.) */
+static bool
+headers_too_large (struct MHD_Connection *conn)
+{
+  size_t total = 0;
+
+  MHD_get_connection_values_n (conn, MHD_HEADER_KIND, add_header_size, &total);
+  return total > API_MAX_HEADERS;
+}
+
+static enum MHD_Result
 on_request (void *cls, struct MHD_Connection *conn, const char *url,
             const char *method, const char *version, const char *upload_data,
             size_t *upload_data_size, void **con_cls)
@@ -756,6 +784,11 @@ on_request (void *cls, struct MHD_Connection *conn, const char *url,
       cs->ac = ci ? ci->socket_context : NULL;
     }
     conn_body_begins (api, cs->ac);
+    if (headers_too_large (conn)) {
+      cs->headers_too_large = true;
+      conn_deadline (api, cs->ac, -1, false);
+      return answer (api, conn, url, method, cs);
+    }
     upload_begin (api, conn, url, cs);
     /* A body declared over the limit is answered now, before any byte of
      * it is read (after the route and the token are checked). */

@@ -186,7 +186,7 @@ api_json_job (struct hub *hub, const struct cat_job *job, const char *repo_path)
   for (size_t i = 0; i < job->n_disks; i++)
     json_array_append_new (disks, json_disk (hub, job, &job->disks[i], repo_path,
                                              identity));
-  return json_pack ("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:b,s:o,s:o,s:o,s:s,s:o,s:o,s:o,s:o,s:o}",
+  return json_pack ("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:b,s:o,s:o,s:o,s:s,s:o,s:o,s:o,s:o,s:o,s:o}",
                     "backup_id", api_json_str (job->id),
                     "context_id", api_json_str (job->context_id),
                     "vm_name", api_json_str (job->vm_name),
@@ -204,6 +204,7 @@ api_json_job (struct hub *hub, const struct cat_job *job, const char *repo_path)
                     "lease_seconds", job->lease_seconds > 0
                     ? json_integer (job->lease_seconds) : json_null (),
                     "lease_expires_at", api_json_str (job->lease_expires_at),
+                    "owner_hub", api_json_str (job->owner_hub),
                     "disks", disks);
 }
 

@@ -340,14 +340,15 @@ backup_insert_tx (struct catalog *cat, const struct cat_job *job, const struct c
 
   if (db_exec (cat, "INSERT INTO backup_jobs (id, vm_backup_context_id, vm_name,"
                " repository_id, backup_type, status, error, created_at, completed_at, driver,"
-               " lease_seconds, lease_expires_at)"
-               " VALUES (?, ?, ?, ?, ?, ?, NULL, ?, NULL, ?, ?, ?)", "ssssssssos",
+               " lease_seconds, lease_expires_at, owner_hub)"
+               " VALUES (?, ?, ?, ?, ?, ?, NULL, ?, NULL, ?, ?, ?, ?)", "ssssssssoss",
                job->id, ctx, job->vm_name, job->repository_id,
                backup_type_name (job->backup_type), job_status_name (JOB_RUNNING),
                job->created_at ? job->created_at : now,
                job_driver_name (job->driver),
                job->lease_seconds > 0 ? job->lease_seconds : (int64_t) -1,
-               job->lease_seconds > 0 ? job->lease_expires_at : NULL) == -1) {
+               job->lease_seconds > 0 ? job->lease_expires_at : NULL,
+               job->owner_hub) == -1) {
     error_prefix ("adding backup %s", job->id);
     return -1;
   }
@@ -367,6 +368,11 @@ backup_insert_tx (struct catalog *cat, const struct cat_job *job, const struct c
       error_prefix ("adding disk %d of backup %s", d->disk_index, job->id);
       return -1;
     }
+    /* The row owns the file now: its intent goes with the same commit. */
+    if (d->qcow2_path &&
+        db_exec (cat, "DELETE FROM file_intents WHERE repository_id = ? AND path = ?", "ss",
+                 job->repository_id, d->qcow2_path) == -1)
+      return -1;
   }
   if (db_exec (cat, "UPDATE vm_backup_contexts SET total_backups_run = total_backups_run + 1,"
                " updated_at = ? WHERE context_id = ?", "ss", now, ctx) == -1)
@@ -956,20 +962,25 @@ catalog_backup_lease_renew (struct catalog *cat, const char *backup_id,
                           job_status_name (JOB_RUNNING)) == -1 ? -1 : 0, (void) 0);
 }
 
+/* The running leased jobs of hub ?3 (any hub's when NULL). */
+#define LEASED_WHERE \
+  " WHERE status = ?1 AND lease_expires_at IS NOT NULL AND (?3 IS NULL OR owner_hub = ?3)"
+
 static int
-lease_lapsed_tx (struct catalog *cat, const char *now, char ***ids, char **next)
+lease_lapsed_tx (struct catalog *cat, const char *owner, const char *now, char ***ids,
+                 char **next)
 {
   CLEANUP_STMT struct db_stmt *st =
-    db_prepare (cat, "SELECT id FROM backup_jobs WHERE status = ?"
-                " AND lease_expires_at IS NOT NULL AND lease_expires_at < ?"
-                " ORDER BY lease_expires_at, id", "ss", job_status_name (JOB_RUNNING), now);
+    db_prepare (cat, "SELECT id FROM backup_jobs" LEASED_WHERE " AND lease_expires_at < ?2"
+                " ORDER BY lease_expires_at, id", "sss", job_status_name (JOB_RUNNING), now,
+                owner);
 
   if (core_collect_strings (st, ids) == -1)
     return -1;
   if (next &&
-      db_text (cat, next, "SELECT min(lease_expires_at) FROM backup_jobs WHERE status = ?"
-               " AND lease_expires_at IS NOT NULL AND lease_expires_at >= ?", "ss",
-               job_status_name (JOB_RUNNING), now) == -1) {
+      db_text (cat, next, "SELECT min(lease_expires_at) FROM backup_jobs" LEASED_WHERE
+               " AND lease_expires_at >= ?2", "sss", job_status_name (JOB_RUNNING), now,
+               owner) == -1) {
     core_strv_free (*ids);
     *ids = NULL;
     return -1;
@@ -978,8 +989,8 @@ lease_lapsed_tx (struct catalog *cat, const char *now, char ***ids, char **next)
 }
 
 int
-catalog_backup_lease_lapsed (struct catalog *cat, const char *now, char ***backup_ids,
-                             char **next)
+catalog_backup_lease_lapsed (struct catalog *cat, const char *owner_hub, const char *now,
+                             char ***backup_ids, char **next)
 {
   if (now == NULL || backup_ids == NULL)
     return core_missing ("time and output vector");
@@ -987,7 +998,7 @@ catalog_backup_lease_lapsed (struct catalog *cat, const char *now, char ***backu
   if (next)
     *next = NULL;
   SCOPED_LOCK (&cat->lock);
-  return RUN_TX (cat, false, lease_lapsed_tx (cat, now, backup_ids, next),
+  return RUN_TX (cat, false, lease_lapsed_tx (cat, owner_hub, now, backup_ids, next),
                  (core_strv_free (*backup_ids), *backup_ids = NULL,
                   next ? (free (*next), *next = NULL) : NULL));
 }

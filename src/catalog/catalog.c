@@ -211,6 +211,7 @@ cat_job_clear (struct cat_job *j)
   free (j->completed_at);
   free (j->verified_at);
   free (j->lease_expires_at);
+  free (j->owner_hub);
   cat_disk_free_array (j->disks, j->n_disks);
   memset (j, 0, sizeof *j);
 }
@@ -241,6 +242,7 @@ cat_task_clear (struct cat_task *t)
   free (t->created_at);
   free (t->updated_at);
   free (t->completed_at);
+  free (t->owner_hub);
   memset (t, 0, sizeof *t);
 }
 

@@ -93,6 +93,8 @@ struct cat_task {
   char *error;                 /* why it failed, or NULL */
   char *result;                /* opaque text (the hub's JSON), or NULL */
   char *created_at, *updated_at, *completed_at;
+  char *owner_hub;             /* the hub that runs it (inserted as given), or
+                                * NULL (a row from before migration 0007) */
 };
 
 struct cat_context {
@@ -141,6 +143,8 @@ struct cat_job {
   char *verified_at;           /* when it was last checked, or NULL */
   int64_t lease_seconds;       /* the starter's lease, or 0: none */
   char *lease_expires_at;      /* when the lease lapses unless renewed, or NULL */
+  char *owner_hub;             /* the hub that runs it (inserted as given), or
+                                * NULL (a row from before migration 0007) */
   size_t n_disks;
   struct cat_disk *disks;      /* sorted by disk_index */
 };
@@ -257,14 +261,14 @@ int catalog_backup_get (struct catalog *cat, const char *id, struct cat_job *out
  * and job->lease_expires_at as given (0 and NULL: no lease).  Renew sets a
  * running leased job's lease_expires_at; a job without a lease, or not
  * running, is left as it is (0, nothing changed).  Lapsed: the ids of the
- * running jobs whose lease_expires_at is before now, oldest first, as a
+ * running jobs of hub owner_hub (any hub's when NULL) whose lease_expires_at is before now, oldest first, as a
  * NULL-terminated vector (the caller frees each string and the vector);
  * *next (may be NULL) receives the earliest lease_expires_at of the other
- * running leased jobs, malloc'd, or NULL when there is none. */
+ * running leased jobs (of owner_hub), malloc'd, or NULL when there is none. */
 int catalog_backup_lease_renew (struct catalog *cat, const char *backup_id,
                                 const char *expires_at);
-int catalog_backup_lease_lapsed (struct catalog *cat, const char *now, char ***backup_ids,
-                                 char **next);
+int catalog_backup_lease_lapsed (struct catalog *cat, const char *owner_hub,
+                                 const char *now, char ***backup_ids, char **next);
 
 /* Which of the n names (change ids of QCOW2 sources are the bitmaps'
  * names) belong to a backup the catalog knows as running, finishing,
@@ -378,8 +382,10 @@ int catalog_changeid_get (struct catalog *cat, const char *vm_name, int disk_ind
  * path joined into *repo_paths[i] (malloc'd, parallel array). */
 int catalog_disk_files (struct catalog *cat, struct cat_disk **out,
                         char ***repo_paths, size_t *n);
-/* The disks that should be exported: running disks of running jobs. */
-int catalog_running_disks (struct catalog *cat, struct cat_disk **out, size_t *n);
+/* The disks that should be exported: running disks of running jobs; of
+ * the jobs of hub owner_hub only, unless it is NULL. */
+int catalog_running_disks (struct catalog *cat, const char *owner_hub,
+                           struct cat_disk **out, size_t *n);
 /* A disk's file is gone: mark it failed with the reason, clear its path
  * and export, and do the same for every disk backed by it, recursively;
  * their jobs become failed if they were running, finishing or
@@ -388,6 +394,41 @@ int catalog_running_disks (struct catalog *cat, struct cat_disk **out, size_t *n
  * and a removing row among the dependents is left as it is (the rows
  * based on it are still failed). */
 int catalog_disk_lost (struct catalog *cat, int64_t disk_id, const char *reason);
+
+/* --- Several hubs on one catalog (migration 0007) ---------------------
+ *
+ * Each hub has an id (DATA-DIR/hub-id); a job or task records the hub that
+ * runs it (owner_hub), and a hub creates a file in a repository only under
+ * an intent row (repository id, path relative to its root) that names it.
+ * catalog_backup_insert deletes the intents of its disks' files in its own
+ * transaction. */
+
+/* Give hub_id every running or finishing job and every running task that
+ * no hub owns (rows from before 0007), one UPDATE each: the first hub to
+ * start after the migration takes them all.  *claimed (may be NULL)
+ * counts the rows it took. */
+int catalog_hub_claim (struct catalog *cat, const char *hub_id, int64_t *claimed);
+/* Record that hub_id is about to create path in repository_id, for job_id
+ * (may be NULL).  ERR_CONFLICT when an intent names that path already
+ * (another hub's, or a start-up check's that deletes a file of that
+ * name). */
+int catalog_intent_add (struct catalog *cat, const char *repository_id, const char *path,
+                        const char *hub_id, const char *job_id);
+/* Delete the intent of path (none is no error). */
+int catalog_intent_remove (struct catalog *cat, const char *repository_id, const char *path);
+/* A start-up file check found path, which no row owned when it looked.  In
+ * one write transaction: CAT_FILE_OWNED when a disk row owns it now;
+ * CAT_FILE_INTENDED when another hub's intent names it (*other_hub and
+ * *other_job, malloc'd, the latter maybe NULL, say whose); else the intent
+ * is hub_id's (taken now, unless hub_id had it already) and the answer is
+ * CAT_FILE_ORPHAN: the caller deletes the file, then the intent.  -1 on
+ * error. */
+enum cat_file_owner { CAT_FILE_ORPHAN, CAT_FILE_OWNED, CAT_FILE_INTENDED };
+int catalog_intent_orphan (struct catalog *cat, const char *repository_id, const char *path,
+                           const char *hub_id, char **other_hub, char **other_job);
+/* Delete every intent of hub_id (at its start: none of its starts is in
+ * progress any more). *n (may be NULL) counts them. */
+int catalog_intent_clear_hub (struct catalog *cat, const char *hub_id, int64_t *n);
 
 /* --- Tasks and prunes -------------------------------------------------- */
 /* Insert a task as running, with its steps, message and result as given;

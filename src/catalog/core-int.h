@@ -156,8 +156,8 @@ int core_tx_end (struct catalog *cat, int r);
 #define JOB_SELECT \
   "SELECT j.id, j.vm_backup_context_id, j.vm_name, j.repository_id," \
   " j.backup_type, j.status, j.error, j.created_at, j.completed_at, j.driver," \
-  " j.protected, j.verify_state, j.verified_at, j.lease_seconds, j.lease_expires_at" \
-  " FROM backup_jobs j"
+  " j.protected, j.verify_state, j.verified_at, j.lease_seconds, j.lease_expires_at," \
+  " j.owner_hub FROM backup_jobs j"
 
 /* The latest completed disk of a context and disk index (see the top of
  * core.c).  Selected by d.id; ?1 is the context, ?2 the disk index. */

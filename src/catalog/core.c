@@ -604,6 +604,7 @@ job_read (struct catalog *cat, struct row *r, void *rec)
   if (o->lease_seconds < 0)
     o->lease_seconds = 0;
   o->lease_expires_at = core_row_text (r, 14);
+  o->owner_hub = core_row_text (r, 15);
   if (core_row_done (r) == -1)
     return -1;
   return core_disks_query (cat, DISK_SELECT DISK_FROM

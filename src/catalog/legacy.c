@@ -902,8 +902,8 @@ build_report (const struct plan *p)
  * prefix legacy_, so that step 2 never meets a table it did not make and
  * the undo never drops one. */
 static const char *const strata_tables[] = {   /* children first: the undo drops in order */
-  "backup_disks", "backup_jobs", "vm_backup_contexts", "vm_disks", "vms", "policies",
-  "backup_repositories", "catalog_lock", "tasks", "schema_migrations", NULL
+  "file_intents", "backup_disks", "backup_jobs", "vm_backup_contexts", "vm_disks", "vms",
+  "policies", "backup_repositories", "catalog_lock", "tasks", "schema_migrations", NULL
 };
 
 /* Which of strata_tables are aside (legacy_NAME exists; aside) or, before

@@ -26,7 +26,7 @@
 
 #define TASK_SELECT \
   "SELECT id, kind, context_id, status, steps_done, steps_total, message, error," \
-  " result, created_at, updated_at, completed_at FROM tasks"
+  " result, created_at, updated_at, completed_at, owner_hub FROM tasks"
 
 /* Copy a TASK_SELECT row into *o (owned by the caller). */
 static int
@@ -47,6 +47,7 @@ task_read (struct catalog *cat, struct row *r, void *rec)
   o->created_at = core_row_text (r, 9);
   o->updated_at = core_row_text (r, 10);
   o->completed_at = core_row_text (r, 11);
+  o->owner_hub = core_row_text (r, 12);
   return core_row_done (r);
 }
 
@@ -84,11 +85,12 @@ task_insert_tx (struct catalog *cat, const struct cat_task *t, const char *now)
     return -1;
   }
   if (db_exec (cat, "INSERT INTO tasks (id, kind, context_id, status, steps_done,"
-               " steps_total, message, error, result, created_at, updated_at, completed_at)"
-               " VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, NULL)", "ssssIIssss",
+               " steps_total, message, error, result, created_at, updated_at, completed_at,"
+               " owner_hub)"
+               " VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, NULL, ?)", "ssssIIsssss",
                t->id, task_kind_name (t->kind), t->context_id,
                task_status_name (TASK_RUNNING), t->steps_done, t->steps_total,
-               t->message, t->result, at, at) == -1) {
+               t->message, t->result, at, at, t->owner_hub) == -1) {
     error_prefix ("adding task %s", t->id);
     return -1;
   }

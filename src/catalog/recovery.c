@@ -55,16 +55,190 @@ catalog_disk_files (struct catalog *cat, struct cat_disk **out,
   return 0;
 }
 
-/* The disks to export: running disks of running jobs. */
+/* The disks to export: running disks of running jobs (of one hub). */
 int
-catalog_running_disks (struct catalog *cat, struct cat_disk **out, size_t *n)
+catalog_running_disks (struct catalog *cat, const char *owner_hub, struct cat_disk **out,
+                       size_t *n)
 {
   if (out == NULL || n == NULL)
     return core_missing ("output array");
   return core_read_all (cat, &core_disk_kind, (void **) out, n, DISK_SELECT DISK_FROM
                    " JOIN backup_jobs j ON j.id = d.backup_job_id"
-                   " WHERE d.status = 'running' AND j.status = 'running' ORDER BY d.id",
-                   "", NULL);
+                   " WHERE d.status = 'running' AND j.status = 'running'"
+                   " AND (?1 IS NULL OR j.owner_hub = ?1) ORDER BY d.id",
+                   "s", owner_hub);
+}
+
+/* ------------------------------------------------------------------------
+ * Several hubs on one catalog: owners and file intents
+ */
+
+static int
+hub_claim_tx (struct catalog *cat, const char *hub_id, int64_t *claimed)
+{
+  int64_t jobs, tasks;
+
+  jobs = db_exec (cat, "UPDATE backup_jobs SET owner_hub = ?"
+                  " WHERE owner_hub IS NULL AND status IN (?, ?)", "sss", hub_id,
+                  job_status_name (JOB_RUNNING), job_status_name (JOB_FINISHING));
+  if (jobs == -1)
+    return -1;
+  tasks = db_exec (cat, "UPDATE tasks SET owner_hub = ? WHERE owner_hub IS NULL"
+                   " AND status = ?", "ss", hub_id, task_status_name (TASK_RUNNING));
+  if (tasks == -1)
+    return -1;
+  *claimed = jobs + tasks;
+  return 0;
+}
+
+int
+catalog_hub_claim (struct catalog *cat, const char *hub_id, int64_t *claimed)
+{
+  int64_t n = 0;
+
+  if (hub_id == NULL)
+    return core_missing ("hub id");
+  SCOPED_LOCK (&cat->lock);
+  if (RUN_TX (cat, true, hub_claim_tx (cat, hub_id, &n), n = 0) == -1)
+    return -1;
+  if (claimed)
+    *claimed = n;
+  return 0;
+}
+
+/* The hub and job of the intent of (?1, ?2), if there is one. */
+#define INTENT_OF \
+  "SELECT hub_id, job_id FROM file_intents WHERE repository_id = ?1 AND path = ?2"
+
+/* Read the intent of (repo, path) into *hub and *job: 1, 0 when none, -1. */
+static int
+intent_get (struct catalog *cat, const char *repo, const char *path, char **hub, char **job)
+{
+  CLEANUP_STMT struct db_stmt *st = db_prepare (cat, INTENT_OF, "ss", repo, path);
+  struct row r = { st, false, false };
+  int f;
+
+  if (st == NULL || (f = db_step (st)) != 1)
+    return st == NULL ? -1 : f;
+  *hub = core_row_text (&r, 0);
+  *job = core_row_text (&r, 1);
+  if (core_row_done (&r) == -1) {
+    free (*hub);
+    free (*job);
+    *hub = *job = NULL;
+    return -1;
+  }
+  return 1;
+}
+
+static int
+intent_add_tx (struct catalog *cat, const char *repo, const char *path, const char *hub_id,
+               const char *job_id, const char *now)
+{
+  CLEANUP_FREE char *hub = NULL, *job = NULL;
+  int f;
+
+  if ((f = intent_get (cat, repo, path, &hub, &job)) != 0) {
+    if (f == 1)
+      error_set (ERR_CONFLICT, "repository %s: %s is being created or deleted by hub %s%s%s",
+                 repo, path, hub ? hub : "?", job ? " for " : "", job ? job : "");
+    return -1;
+  }
+  return db_exec (cat, "INSERT INTO file_intents (repository_id, path, hub_id, job_id,"
+                  " created_at) VALUES (?, ?, ?, ?, ?)", "sssss", repo, path, hub_id,
+                  job_id, now) == -1 ? -1 : 0;
+}
+
+int
+catalog_intent_add (struct catalog *cat, const char *repository_id, const char *path,
+                    const char *hub_id, const char *job_id)
+{
+  char now[32];
+
+  if (repository_id == NULL || path == NULL || hub_id == NULL)
+    return core_missing ("repository id, path and hub id");
+  id_now (now, sizeof now);
+  SCOPED_LOCK (&cat->lock);
+  return RUN_TX (cat, true, intent_add_tx (cat, repository_id, path, hub_id, job_id, now),
+                 (void) 0);
+}
+
+int
+catalog_intent_remove (struct catalog *cat, const char *repository_id, const char *path)
+{
+  if (repository_id == NULL || path == NULL)
+    return core_missing ("repository id and path");
+  SCOPED_LOCK (&cat->lock);
+  return RUN_TX (cat, true,
+                 db_exec (cat, "DELETE FROM file_intents WHERE repository_id = ? AND path = ?",
+                          "ss", repository_id, path) == -1 ? -1 : 0, (void) 0);
+}
+
+/* See catalog_intent_orphan: the disk rows and the intent are read in the
+ * write transaction that takes the intent, so no creator comes between. */
+static int
+intent_orphan_tx (struct catalog *cat, const char *repo, const char *path, const char *hub_id,
+                  const char *now, char **other_hub, char **other_job)
+{
+  int64_t one;
+  int f;
+
+  f = db_int (cat, &one, "SELECT 1 FROM backup_disks d"
+              " JOIN vm_backup_contexts c ON c.context_id = d.vm_backup_context_id"
+              " WHERE c.repository_id = ? AND d.qcow2_path = ?", "ss", repo, path);
+  if (f != 0)
+    return f == 1 ? CAT_FILE_OWNED : -1;
+  if ((f = intent_get (cat, repo, path, other_hub, other_job)) == -1)
+    return -1;
+  if (f == 1) {
+    if (*other_hub && strcmp (*other_hub, hub_id) != 0)
+      return CAT_FILE_INTENDED;
+    free (*other_hub);
+    free (*other_job);
+    *other_hub = *other_job = NULL;
+    return CAT_FILE_ORPHAN;
+  }
+  return db_exec (cat, "INSERT INTO file_intents (repository_id, path, hub_id, job_id,"
+                  " created_at) VALUES (?, ?, ?, NULL, ?)", "ssss", repo, path, hub_id,
+                  now) == -1 ? -1 : CAT_FILE_ORPHAN;
+}
+
+int
+catalog_intent_orphan (struct catalog *cat, const char *repository_id, const char *path,
+                       const char *hub_id, char **other_hub, char **other_job)
+{
+  char now[32];
+  int r = -1;
+
+  if (repository_id == NULL || path == NULL || hub_id == NULL || other_hub == NULL ||
+      other_job == NULL)
+    return core_missing ("repository id, path, hub id and outputs");
+  *other_hub = *other_job = NULL;
+  id_now (now, sizeof now);
+  SCOPED_LOCK (&cat->lock);
+  if (RUN_TX (cat, true,
+              (r = intent_orphan_tx (cat, repository_id, path, hub_id, now, other_hub,
+                                     other_job)) == -1 ? -1 : 0,
+              (free (*other_hub), free (*other_job), *other_hub = *other_job = NULL)) == -1)
+    return -1;
+  return r;
+}
+
+int
+catalog_intent_clear_hub (struct catalog *cat, const char *hub_id, int64_t *n)
+{
+  int64_t k = 0;
+
+  if (hub_id == NULL)
+    return core_missing ("hub id");
+  SCOPED_LOCK (&cat->lock);
+  if (RUN_TX (cat, true,
+              (k = db_exec (cat, "DELETE FROM file_intents WHERE hub_id = ?", "s",
+                            hub_id)) == -1 ? -1 : 0, k = 0) == -1)
+    return -1;
+  if (n)
+    *n = k;
+  return 0;
 }
 
 /* The disk ?1 and every disk based on it, recursively.  The anchor selects

@@ -11,8 +11,8 @@
  * that a crash at any point leaves something the next start can recover
  * (hub/recovery.c):
  *
- *   start     prepare (read, unlocked) -> plan (read) -> create images
- *             -> export -> insert rows
+ *   start     prepare (read, unlocked) -> plan (read) -> record intents
+ *             -> create images -> export -> insert rows (intents go)
  *   complete  remove export (flush) -> fsync + read-only -> record completed
  *   finish    (bitmaps committed by the worker) -> record completed
  *   end       record failed/cancelled -> drop exports -> delete files
@@ -24,7 +24,9 @@
  * it reads before taking the lock, each wait bounded, so one source that
  * never answers holds up only its own start.  The catalog re-checks what matters (no
  * running job in the context, parents still the latest completed disks) in
- * the insert's own transaction, so two hubs sharing a catalog stay safe too.
+ * the insert's own transaction, so two hubs sharing a catalog stay safe too;
+ * each job records the hub that runs it, and only that hub drops or
+ * completes its exports (hub/identity.c).
  * Whoever runs jobs hears of them through hub->hooks, called by end and
  * delete once hub->lock is released.
  */
@@ -342,6 +344,7 @@ start_plan (struct hub *hub, struct start *st)
   job->status = JOB_RUNNING;
   job->driver = st->hub_driven ? DRIVER_HUB : DRIVER_AGENT;
   job->created_at = st->now;
+  job->owner_hub = hub->hub_id;
   job->lease_seconds = req->lease_seconds;
   if (req->lease_seconds > 0) {
     hub_lease_until (req->lease_seconds, st->lease_until, sizeof st->lease_until);
@@ -385,23 +388,28 @@ start_undo (struct hub *hub, struct start *st)
   for (size_t i = 0; i < st->exported; i++)
     qsd_export_remove (hub->qsd, st->job.disks[i].nbd_export);
   for (size_t i = 0; i < st->made; i++)
-    repo_remove_image (st->repo.path, st->job.disks[i].qcow2_path);
+    hub_file_undo (hub, &st->repo, st->job.disks[i].qcow2_path);
   st->exported = st->made = 0;
   error_restore (&saved);
 }
 
 /* Make the planned images (an incremental's backed by its parent's file),
- * then export each as a writable NBD target.  Images come first: a crash
- * from here on leaves only files no row owns, which the next start
- * deletes.  On failure everything made here is removed again. */
+ * each under this hub's intent (hub_file_intend), then export each as a
+ * writable NBD target.  Images come first: a crash from here on leaves
+ * only files no row owns, under this hub's intents, which its next start
+ * deletes (and no other hub's does).  On failure everything made here is
+ * removed again. */
 static int
 start_materialise (struct hub *hub, struct start *st)
 {
   for (st->made = 0; st->made < st->n; st->made++) {
     struct cat_disk *d = &st->job.disks[st->made];
     const char *backing = d->parent_disk_id > 0 ? st->parents[st->made].qcow2_path : NULL;
+    if (hub_file_intend (hub, &st->repo, d->qcow2_path, st->job.id) == -1)
+      goto undo;
     if (repo_create_image (st->repo.path, d->qcow2_path, d->size_bytes, backing) == -1) {
       error_prefix ("creating the image of disk %d", d->disk_index);
+      hub_file_undo (hub, &st->repo, d->qcow2_path);
       goto undo;
     }
   }
@@ -515,8 +523,8 @@ same_change_id (const char *a, const char *b)
 }
 
 int
-hub_backup_complete (struct hub *hub, const char *backup_id, int disk_index,
-                     const char *change_id, int64_t bytes_transferred,
+hub_backup_complete (struct hub *hub, enum job_driver by, const char *backup_id,
+                     int disk_index, const char *change_id, int64_t bytes_transferred,
                      int64_t bytes_zeroed, const char *full_reason, struct cat_job *out)
 {
   CLEANUP_CAT_JOB struct cat_job job = { 0 };
@@ -531,6 +539,13 @@ hub_backup_complete (struct hub *hub, const char *backup_id, int disk_index,
   d = hub_job_disk (&job, disk_index);
   if (d == NULL) {
     error_set (ERR_NOT_FOUND, "backup %s has no disk %d", backup_id, disk_index);
+    return -1;
+  }
+  if (job.driver != by) {
+    error_set (ERR_CONFLICT, "backup %s is %s: %s", backup_id,
+               job.driver == DRIVER_HUB ? "the hub's own" : "an agent's",
+               job.driver == DRIVER_HUB ? "the hub's workers complete its disks"
+                                        : "its agent completes its disks");
     return -1;
   }
   if (d->status == DISK_COMPLETED) {
@@ -550,6 +565,8 @@ hub_backup_complete (struct hub *hub, const char *backup_id, int disk_index,
                job_status_name (job.status));
     return -1;
   }
+  if (hub_job_mine (hub, &job) == -1)
+    return -1;
   if (d->status != DISK_RUNNING && d->status != DISK_PENDING) {
     error_set (ERR_CONFLICT, "disk %d of backup %s is %s", disk_index, backup_id,
                disk_status_name (d->status));
@@ -625,7 +642,10 @@ backup_end_locked (struct hub *hub, const char *backup_id, enum job_status statu
     error_set (ERR_NOT_FOUND, "backup %s has no disk %d", backup_id, disk_index);
     return -1;
   }
-  /* The catalog refuses a job that is not running, saying why. */
+  /* The catalog refuses a job that is not running, saying why; the
+   * exports of a running one are its hub's to drop. */
+  if (job.status == JOB_RUNNING && hub_job_mine (hub, &job) == -1)
+    return -1;
   if (catalog_repo_get (hub->cat, job.repository_id, &repo) == -1 ||
       catalog_backup_end (hub->cat, backup_id, status, disk_index, error,
                           &dropped.v, &dropped.n) == -1)
@@ -790,6 +810,28 @@ hub_backup_delete (struct hub *hub, const char *backup_id, bool cascade,
   return 0;
 }
 
+/* A forced delete drops the exports of the context's active job: refuse it
+ * when another hub runs that job (ERR_CONFLICT naming the hub). */
+static int
+context_jobs_mine (struct hub *hub, const struct cat_context *ctx)
+{
+  static const enum job_status states[] = { JOB_RUNNING, JOB_FINISHING };
+
+  for (size_t s = 0; s < sizeof states / sizeof states[0]; s++) {
+    struct cat_job_filter f = { .vm_name = ctx->vm_name, .repository_id = ctx->repository_id,
+                                .by_status = true, .status = states[s] };
+    CLEANUP_CAT_JOB_LIST struct cat_job_list jobs = { 0 };
+    int64_t total;
+
+    if (catalog_backup_list (hub->cat, &f, &jobs.v, &jobs.n, &total) == -1)
+      return -1;
+    for (size_t i = 0; i < jobs.n; i++)
+      if (hub_job_mine (hub, &jobs.v[i]) == -1)
+        return -1;
+  }
+  return 0;
+}
+
 /* hub_context_delete with hub->lock held. */
 static int
 context_delete_locked (struct hub *hub, const char *context_id, bool force,
@@ -810,6 +852,8 @@ context_delete_locked (struct hub *hub, const char *context_id, bool force,
                "has ended", context_id);
     return -1;
   }
+  if (force && context_jobs_mine (hub, &ctx) == -1)
+    return -1;
   /* The folder is retired before the rows go (storage/repo.h), and comes
    * back if the catalog refuses. */
   if (repo_retire_context (repo.path, context_id) == -1)

@@ -28,6 +28,7 @@ struct hub {
                               * plain HTTP (hub/tls.c) */
   char **source_dirs;      /* --source-dirs, resolved; NULL: no restriction */
   char started_at[32];     /* when this hub process started (id_now form) */
+  char hub_id[24];         /* "hub-<16 hex>", from DATA-DIR/hub-id (hub/identity.c) */
   /* Serialises the state transitions of backups (start, complete, end,
    * delete), the restore registry and the storage-daemon restart callback.
    * Reads of the catalog do not take it. */
@@ -110,6 +111,27 @@ void hub_nbd_keys_clear (struct hub *hub);
  * folder made and locked. */
 int hub_tls_open (struct hub *hub);
 void hub_tls_clear (struct hub *hub);
+
+/* --- Identity and ownership (hub/identity.c) -------------------------- */
+/* Read DATA-DIR/hub-id into hub->hub_id, or make it at a first start. */
+int hub_identity_open (struct hub *hub);
+/* Take the running jobs and tasks no hub owns (catalog_hub_claim); logged. */
+void hub_identity_claim (struct hub *hub);
+/* Whether owner_hub (a job's or task's) is this hub. */
+bool hub_owns (struct hub *hub, const char *owner_hub);
+/* 0 when this hub runs the job, else -1 with ERR_CONFLICT naming the hub
+ * that does: what needs the job's exports must be asked of that hub. */
+int hub_job_mine (struct hub *hub, const struct cat_job *job);
+/* The rule of every file the hub creates in a repository: record the
+ * intent first (hub_file_intend; ERR_CONFLICT when another hub or a
+ * start-up check holds that path), then create the file, then record the
+ * row that owns it, whose transaction deletes the intent
+ * (catalog_backup_insert).  A creation undone goes by hub_file_undo: the
+ * file, then the intent (the error is kept; failures are logged, and a
+ * file left stays under this hub's intent for its next start). */
+int hub_file_intend (struct hub *hub, const struct cat_repository *repo, const char *rel,
+                     const char *job_id);
+void hub_file_undo (struct hub *hub, const struct cat_repository *repo, const char *rel);
 
 /* --- Repository files (hub/inventory.c) ------------------------------ */
 /* Rewrite DATA-DIR/repositories.json from the catalog (a JSON array of

@@ -1,10 +1,11 @@
 /* hub/hub.c - opening and closing the hub, and what the rest of the
  * program may ask of it (struct hub is private to src/hub/).
  *
- * Start-up order: access (source folders, API token), data folder and its
- * lock, catalog (migrations), the default repository on a first start, the
- * NBD keys, the storage daemon, then recovery (hub/recovery.c), the
- * workers, and the jobs they pick up again.  Closing goes the other way.
+ * Start-up order: access (source folders, API token), data folder, its
+ * lock and the hub's id (hub/identity.c), catalog (migrations), the default
+ * repository on a first start, the NBD keys, the storage daemon, then
+ * recovery (hub/recovery.c) of what is this hub's, the workers, and the
+ * jobs they pick up again.  Closing goes the other way.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -152,7 +153,8 @@ hub_open (struct hub_config *cfg)
     goto fail;
   }
 
-  if (lock_data_dir (hub) == -1 || hub_tls_open (hub) == -1)
+  if (lock_data_dir (hub) == -1 || hub_identity_open (hub) == -1 ||
+      hub_tls_open (hub) == -1)
     goto fail;
 
   hub->cat = catalog_open_auth (hub->cfg.db, hub->cfg.db_password_file);
@@ -172,8 +174,11 @@ hub_open (struct hub_config *cfg)
   if (hub->qsd == NULL)
     goto fail;
 
-  /* Merges first: a step whose files were done is recorded, so that the
-   * file check finds every file its rows name. */
+  /* Rows from before the catalog recorded owners become this hub's; then
+   * recovery touches only what is this hub's.  Merges first: a step whose
+   * files were done is recorded, so that the file check finds every file
+   * its rows name. */
+  hub_identity_claim (hub);
   hub_prune_recover (hub);
   hub_verify_recover (hub);
   {

@@ -74,6 +74,9 @@ bool hub_storage_up (struct hub *hub);
 /* What the HTTP layer and main may read of the hub. */
 struct catalog *hub_catalog (struct hub *hub);   /* for reads; the hub owns it */
 const char *hub_started_at (struct hub *hub);    /* when this process started */
+/* This hub's id ("hub-<16 hex>", DATA-DIR/hub-id): the owner that the
+ * catalog records of its jobs and tasks (hub/identity.c). */
+const char *hub_id (struct hub *hub);
 /* The API's listen address (*text: as configured, may be NULL). */
 const struct net_addr *hub_api_address (struct hub *hub, const char **text);
 const char *hub_nbd_listen (struct hub *hub);
@@ -150,13 +153,16 @@ int hub_backup_start (struct hub *hub, const struct hub_backup_request *req,
                       struct cat_job *out);
 
 /* Complete one disk: remove its export (flushing it), sync the file and make
- * it read-only, then record it.  full_reason (or NULL) says why the disk was
+ * it read-only, then record it.  by: who copied it, DRIVER_AGENT for a
+ * client of the API, DRIVER_HUB for the hub's workers; a job of the other
+ * driver is refused (ERR_CONFLICT), so that no client completes a disk a
+ * worker is still copying.  full_reason (or NULL) says why the disk was
  * copied in full into its overlay.  bytes_zeroed: what the copy wrote as
  * zeroes, for the metrics only (-1: not known).  A repeat of an accepted
  * completion with the same change id succeeds again.  *out receives the
  * job afterwards. */
-int hub_backup_complete (struct hub *hub, const char *backup_id, int disk_index,
-                         const char *change_id, int64_t bytes_transferred,
+int hub_backup_complete (struct hub *hub, enum job_driver by, const char *backup_id,
+                         int disk_index, const char *change_id, int64_t bytes_transferred,
                          int64_t bytes_zeroed, const char *full_reason,
                          struct cat_job *out);
 

@@ -10,7 +10,8 @@
  * leased job starts) and fails every running job whose lease lapsed,
  * through hub_backup_end_lapsed: the same end as a client's fail, re-checked
  * under hub->lock so that a renewal that lands first wins.  A job without a
- * lease is never touched here.
+ * lease is never touched here, nor a job another hub runs (its owner reaps
+ * it).
  *
  * A hub that was down could not be renewed: its first pass gives each
  * lapsed lease one full term from the hub's start instead of failing it,
@@ -70,7 +71,7 @@ lease_tick (void *opaque)
   char now[32];
 
   id_time_format (t, now, sizeof now);
-  if (catalog_backup_lease_lapsed (hub->cat, now, &ids, &next) == -1) {
+  if (catalog_backup_lease_lapsed (hub->cat, hub->hub_id, now, &ids, &next) == -1) {
     log_error ("leases: %s", error_message ());
     return wake;
   }

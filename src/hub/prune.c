@@ -18,7 +18,8 @@
  * and records it in one transaction (catalog_merge_commit), after which the
  * removed layers' files are deleted.  Every file step is safe to redo and
  * finds out from the files how far it got, so the journal needs nothing
- * but the catalog: a task still "running" at start-up simply goes on
+ * but the catalog: a task of this hub's (tasks.owner_hub) still "running"
+ * at start-up simply goes on
  * (hub_prune_recover first settles a head step whose rename happened, so
  * that the start-up file check never sees its full's file missing).
  *
@@ -607,7 +608,7 @@ queue_task (struct hub *hub, const char *task_id)
     hub->hooks.run_op (hub, task_id, task_op);
 }
 
-/* Queue every running prune task (of one context, or all). */
+/* Queue every running prune task of this hub (of one context, or all). */
 static void
 wake (struct hub *hub, const char *context_id)
 {
@@ -618,7 +619,7 @@ wake (struct hub *hub, const char *context_id)
     return;
   }
   for (size_t i = 0; i < tasks.n; i++)
-    if (tasks.v[i].kind == TASK_PRUNE &&
+    if (tasks.v[i].kind == TASK_PRUNE && hub_owns (hub, tasks.v[i].owner_hub) &&
         (context_id == NULL ||
          (tasks.v[i].context_id && strcmp (tasks.v[i].context_id, context_id) == 0)))
       queue_task (hub, tasks.v[i].id);
@@ -640,7 +641,7 @@ hub_prune_recover (struct hub *hub)
     return;
   }
   for (size_t i = 0; i < tasks.n; i++)
-    if (tasks.v[i].kind == TASK_PRUNE) {
+    if (tasks.v[i].kind == TASK_PRUNE && hub_owns (hub, tasks.v[i].owner_hub)) {
       log_info ("prune task %s was running when the hub stopped; it goes on",
                 tasks.v[i].id);
       task_run (hub, tasks.v[i].id, true);
@@ -810,6 +811,7 @@ hub_prune_start (struct hub *hub, const struct hub_prune_request *req,
     task = (struct cat_task) {
       .id = plan.task_id, .kind = TASK_PRUNE, .context_id = ctx.context_id,
       .status = TASK_RUNNING, .result = text, .created_at = now, .updated_at = now,
+      .owner_hub = hub->hub_id,
     };
     if (catalog_prune_begin (hub->cat, &task, plan.remove) == -1)
       goto fail;

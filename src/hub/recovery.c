@@ -11,6 +11,13 @@
  * are exported again under their old names, so agents can reconnect, and
  * the hub-driven jobs that were running or finishing go back to the
  * workers.
+ *
+ * Several hubs may share the catalog and the repositories (hub/identity.c):
+ * a start touches only what is its own.  A file no row owns is deleted only
+ * when no other hub intends it (the file of another hub's start in
+ * progress, an instant before its row), re-checked in the catalog right
+ * before the unlink; only this hub's running jobs are exported again,
+ * requeued or failed for a missing file.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -34,7 +41,7 @@ hub_reexport_running (struct hub *hub)
 {
   CLEANUP_CAT_DISK_LIST struct cat_disk_list disks = { 0 };
 
-  if (catalog_running_disks (hub->cat, &disks.v, &disks.n) == -1) {
+  if (catalog_running_disks (hub->cat, hub->hub_id, &disks.v, &disks.n) == -1) {
     log_error ("listing running disks: %s", error_message ());
     return;
   }
@@ -57,7 +64,7 @@ hub_reexport_running (struct hub *hub)
   }
 }
 
-/* Hub-driven jobs that were running or finishing when the last hub
+/* This hub's hub-driven jobs that were running or finishing when it
  * stopped or died: the workers run them again (a finishing one only owes
  * its bitmap commit, which is redone from the start). */
 void
@@ -75,7 +82,7 @@ hub_requeue_jobs (struct hub *hub)
       continue;
     }
     for (size_t i = 0; i < jobs.n; i++)
-      if (jobs.v[i].driver == DRIVER_HUB) {
+      if (jobs.v[i].driver == DRIVER_HUB && hub_owns (hub, jobs.v[i].owner_hub)) {
         log_info ("backup %s was %s when the hub stopped; the hub %s", jobs.v[i].id,
                   job_status_name (states[s]),
                   states[s] == JOB_RUNNING ? "copies it again" : "finishes it");
@@ -86,6 +93,7 @@ hub_requeue_jobs (struct hub *hub)
 
 struct known_files {
   struct hub *hub;
+  const struct cat_repository *repo;
   const char *repo_path;
   char **rels;            /* sorted, for bsearch */
   size_t n;
@@ -138,22 +146,74 @@ remove_orphan (const char *rel, void *opaque)
       return 0;
     }
   }
+  /* The listing is older than this instant: ask again, and take the path
+   * under this hub's intent, in one transaction, so that no hub starts a
+   * backup into that name while it goes.  A path another hub intends is
+   * that hub's start in progress (or its crash, which its own next start
+   * cleans up). */
+  {
+    CLEANUP_FREE char *other = NULL, *job = NULL;
+    switch (catalog_intent_orphan (k->hub->cat, k->repo->id, rel, k->hub->hub_id, &other,
+                                   &job)) {
+    case CAT_FILE_ORPHAN:
+      break;
+    case CAT_FILE_OWNED:
+      return 0;
+    case CAT_FILE_INTENDED:
+      log_info ("repository %s: %s belongs to no backup yet, but to hub %s's start%s%s "
+                "in progress; leaving it to that hub", k->repo_path, rel, other,
+                job ? " of " : "", job ? job : "");
+      k->kept++;
+      return 0;
+    default:
+      log_error ("repository %s: %s: %s; leaving it", k->repo_path, rel, error_message ());
+      return 0;
+    }
+  }
   log_warn ("repository %s: %s belongs to no backup (left by a crash?); deleting it",
             k->repo_path, rel);
-  if (repo_remove_image (k->repo_path, rel) == -1) {
-    log_error ("%s", error_message ());
-    return 0;
-  }
+  hub_file_undo (k->hub, k->repo, rel);
   k->removed++;
   return 0;
 }
 
 struct manifest_check {
+  struct hub *hub;
   const char *repo_path;
   char **running;         /* images of running disks, sorted */
   size_t n;
   int removed;
 };
+
+/* Whether another hub has an active job or a running task in the context
+ * of rel (its first component).  On an error, true: keep the file. */
+static bool
+other_hub_busy (struct hub *hub, const char *rel)
+{
+  static const enum job_status states[] = { JOB_RUNNING, JOB_FINISHING };
+  CLEANUP_FREE char *ctx = strndup (rel, strcspn (rel, "/"));
+  CLEANUP_CAT_TASK_LIST struct cat_task_list tasks = { 0 };
+
+  if (ctx == NULL ||
+      catalog_task_list (hub->cat, true, TASK_RUNNING, &tasks.v, &tasks.n) == -1)
+    return true;
+  for (size_t i = 0; i < tasks.n; i++)
+    if (!hub_owns (hub, tasks.v[i].owner_hub) && tasks.v[i].context_id &&
+        strcmp (tasks.v[i].context_id, ctx) == 0)
+      return true;
+  for (size_t s = 0; s < sizeof states / sizeof states[0]; s++) {
+    struct cat_job_filter f = { .by_status = true, .status = states[s] };
+    CLEANUP_CAT_JOB_LIST struct cat_job_list jobs = { 0 };
+    int64_t total;
+
+    if (catalog_backup_list (hub->cat, &f, &jobs.v, &jobs.n, &total) == -1)
+      return true;
+    for (size_t i = 0; i < jobs.n; i++)
+      if (!hub_owns (hub, jobs.v[i].owner_hub) && strcmp (jobs.v[i].context_id, ctx) == 0)
+        return true;
+  }
+  return false;
+}
 
 /* A manifest goes when its image is gone (the image was an orphan, or a
  * crash fell between the two unlinks); a block part goes unless its disk
@@ -172,7 +232,13 @@ remove_stale_manifest (const char *rel, void *opaque)
   struct stat st;
 
   /* A temporary file of a manifest, part or upload being written when the
-   * last hub stopped: nobody writes it any more. */
+   * last hub stopped: nobody writes it any more, unless another hub works
+   * in its context. */
+  if (temp && !part && other_hub_busy (m->hub, rel)) {
+    log_info ("repository %s: %s is a temporary file of a manifest, in a context where "
+              "another hub works; leaving it", m->repo_path, rel);
+    return 0;
+  }
   if (temp && !part) {
     log_warn ("repository %s: %s is a temporary file of a manifest; deleting it",
               m->repo_path, rel);
@@ -258,6 +324,14 @@ check_rows (struct hub *hub)
     if (d->status == DISK_RUNNING || d->status == DISK_PENDING) {
       CLEANUP_CAT_DISK_LIST struct cat_disk_list dropped = { 0 };
       CLEANUP_CAT_JOB struct cat_job job = { 0 };
+      /* Another hub's running job is that hub's to end. */
+      if (catalog_backup_get (hub->cat, d->backup_job_id, &job) == 0 &&
+          job.status == JOB_RUNNING && !hub_owns (hub, job.owner_hub)) {
+        log_error ("backup %s is run by hub %s, which ends it", d->backup_job_id,
+                   job.owner_hub ? job.owner_hub : "(none)");
+        continue;
+      }
+      cat_job_clear (&job);
       if (catalog_backup_end (hub->cat, d->backup_job_id, JOB_FAILED, d->disk_index,
                               reason, &dropped.v, &dropped.n) == 0) {
         hub_drop_disks (hub, f.repo_paths[i], dropped.v, dropped.n);
@@ -283,7 +357,7 @@ remove_orphans (struct hub *hub)
 
   if (catalog_repo_list (hub->cat, &repos.v, &repos.n) == -1 ||
       catalog_disk_files (hub->cat, &f.disks, &f.repo_paths, &f.n) == -1 ||
-      catalog_running_disks (hub->cat, &running.v, &running.n) == -1)
+      catalog_running_disks (hub->cat, NULL, &running.v, &running.n) == -1)
     return -1;
   running_rels = calloc (running.n + 1, sizeof *running_rels);
   if (running_rels == NULL) {
@@ -296,7 +370,7 @@ remove_orphans (struct hub *hub)
   qsort (running_rels, n_running, sizeof *running_rels, cmp_str);
   for (size_t r = 0; r < repos.n; r++) {
     const struct cat_repository *repo = &repos.v[r];
-    struct known_files k = { .hub = hub, .repo_path = repo->path };
+    struct known_files k = { .hub = hub, .repo = repo, .repo_path = repo->path };
     k.rels = calloc (f.n + 1, sizeof *k.rels);
     if (k.rels == NULL)
       break;
@@ -304,7 +378,7 @@ remove_orphans (struct hub *hub)
       if (strcmp (f.repo_paths[i], repo->path) == 0)
         k.rels[k.n++] = f.disks[i].qcow2_path;
     qsort (k.rels, k.n, sizeof *k.rels, cmp_str);
-    struct manifest_check m = { .repo_path = repo->path, .running = running_rels,
+    struct manifest_check m = { .hub = hub, .repo_path = repo->path, .running = running_rels,
                                 .n = n_running };
     if (repo_scan (repo->path, remove_orphan, &k) == -1 ||
         repo_scan_manifests (repo->path, remove_stale_manifest, &m) == -1)
@@ -315,6 +389,15 @@ remove_orphans (struct hub *hub)
       log_warn ("repository %s: deleted %d file(s) that no backup owned",
                 repo->id, k.removed);
     free (k.rels);
+  }
+  /* No start of this hub is in progress: its intents left are spent (their
+   * files, if any, went above). */
+  {
+    int64_t n;
+    if (catalog_intent_clear_hub (hub->cat, hub->hub_id, &n) == -1)
+      log_error ("forgetting this hub's file intents: %s", error_message ());
+    else if (n > 0)
+      log_info ("forgot %lld file intent(s) of starts this hub did not finish", (long long) n);
   }
   return 0;
 }

@@ -857,6 +857,7 @@ hub_verify_start (struct hub *hub, const char *backup_id, const char *context_id
   task.result = text;
   task.created_at = now;
   task.updated_at = now;
+  task.owner_hub = hub->hub_id;
   if (task.id == NULL || text == NULL) {
     free (task.id);
     error_set (ERR_INTERNAL, "out of memory");
@@ -884,7 +885,7 @@ hub_verify_recover (struct hub *hub)
     return;
   }
   for (size_t i = 0; i < tasks.n; i++)
-    if (tasks.v[i].kind == TASK_VERIFY &&
+    if (tasks.v[i].kind == TASK_VERIFY && hub_owns (hub, tasks.v[i].owner_hub) &&
         catalog_task_end (hub->cat, tasks.v[i].id, TASK_FAILED,
                           "interrupted: the hub stopped while it ran; start it again",
                           NULL) == 0)

@@ -272,7 +272,8 @@ on_complete (struct engine_session *s, struct engine_session_disk *sd)
     dt->active = false;
   }
   write_part (t, sd, dt);
-  return hub_backup_complete (t->hub, t->backup_id, sd->disk_index, sd->result.change_id,
+  return hub_backup_complete (t->hub, DRIVER_HUB, t->backup_id, sd->disk_index,
+                              sd->result.change_id,
                               sd->result.bytes_written, sd->result.bytes_zero,
                               sd->result.full_reason, &job);
 }

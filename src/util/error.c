@@ -133,6 +133,7 @@ static const struct {
   [ERR_TOO_LARGE]    = { 413, "payload_too_large" },
   [ERR_URI_TOO_LONG] = { 414, "uri_too_long" },
   [ERR_UNSUPPORTED_MEDIA] = { 415, "unsupported_media_type" },
+  [ERR_HEADERS_TOO_LARGE] = { 431, "headers_too_large" },
   [ERR_INTERNAL]     = { 500, "internal" },
   [ERR_UNAVAILABLE]  = { 503, "unavailable" },
   [ERR_NO_SPACE]     = { 507, "insufficient_storage" },

@@ -18,6 +18,7 @@ enum error_category {
   ERR_TOO_LARGE,      /* 413 */
   ERR_URI_TOO_LONG,   /* 414 */
   ERR_UNSUPPORTED_MEDIA, /* 415 */
+  ERR_HEADERS_TOO_LARGE, /* 431 */
   ERR_INTERNAL,       /* 500 */
   ERR_UNAVAILABLE,    /* 503: a dependency (storage daemon, catalog) is down */
   ERR_NO_SPACE,       /* 507: the repository's file system is full */

@@ -79,6 +79,28 @@ like "$(sed -n 1,2p "$T/garbage.out" | tr '\n' ' ')" '(^HTTP/1\.[01] 4[0-9][0-9]
 printf '\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03junk' | $SLOW raw "$HUB_PORT" 30 > "$T/junk.out"
 is "$(sed -n 2p "$T/junk.out")" closed "binary junk with no line end: the connection is closed"
 
+# Heads that libmicrohttpd refuses before the API sees them get the right
+# status, whatever the body (the library's own HTML: README, "Not yet").
+mhd_refuses ()
+{
+  $SLOW raw "$HUB_PORT" 20 < "$T/mhd.req" > "$T/mhd.out"
+  like "$(sed -n 1p "$T/mhd.out")" "^HTTP/1\\.1 $1 " "$2: $1"
+}
+printf 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n' > "$T/mhd.req"
+mhd_refuses 505 "an HTTP/2 preface"
+printf 'GET /healthz\r\n\r\n' > "$T/mhd.req"
+mhd_refuses 400 "an HTTP/0.9 request line"
+printf 'PUT /api/v1/vms/c HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer %s\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\nabc\r\n0\r\n\r\n' \
+       "$TOKEN" > "$T/mhd.req"
+mhd_refuses 400 "a malformed chunk size"
+# Headers past the API's 32 KiB (and under the library's 512 KiB): the API's
+# JSON 431, at once.
+printf 'GET /api/v1/vms HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer %s\r\nX-Filler: %s\r\n\r\n' \
+       "$TOKEN" "$(head -c 40000 /dev/zero | tr '\0' a)" | $SLOW raw "$HUB_PORT" 20 > "$T/h431.out"
+like "$(sed -n 1p "$T/h431.out")" '^HTTP/1\.1 431 ' "40 kB of headers: 431"
+is "$(sed -n '3,$p' "$T/h431.out" | jq -r .error.code 2>/dev/null)" headers_too_large \
+   "the 431 is the API's JSON error"
+
 # A head that never ends (a line every second, 60 in all) is cut before it
 # is all sent.
 $SLOW trickle "$HUB_PORT" 60 1 > "$T/trickle.out"

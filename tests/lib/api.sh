@@ -97,11 +97,20 @@ running_jobs ()
   api GET "/api/v1/backups?vm_name=$(urlencode "$1")&status=running"
 }
 
-# job_status ID: the job's status as the API shows it now (without
-# touching $API_STATUS/$API_BODY, so it can be polled by wait_for).
+# hub_get PATH: print the body of GET PATH, sent as api sends it (the
+# test's token, scheme and address) but leaving $API_STATUS/$API_BODY alone,
+# so that the state helpers below can be polled by wait_for.
+hub_get ()
+{
+  local args=(-s -g --max-time 30)
+  [ -n "$API_TOKEN" ] && args+=(-H "Authorization: Bearer $API_TOKEN")
+  curl "${args[@]}" "${HUB_CURL_TLS[@]}" "$HUB_SCHEME://$HUB_HOST:$HUB_PORT$1"
+}
+
+# job_status ID: the job's status as the API shows it now.
 job_status ()
 {
-  curl -s "http://127.0.0.1:$HUB_PORT/api/v1/backups/$1" | jq -r .status
+  hub_get "/api/v1/backups/$1" | jq -r .status
 }
 
 # job_ended ID: the job has ended: neither running nor finishing (a
@@ -345,13 +354,55 @@ complete_disk ()
   is "$API_STATUS" 200 "complete disk $2 of $1"
 }
 
+# copying ID: disk 0 of job ID is being copied by the hub: its progress
+# shows bytes done, short of the total.
+copying ()
+{
+  hub_get "/api/v1/backups/$1" |
+    jq -e '.disks[0].progress | . != null and .bytes_done > 0 and .bytes_done < .bytes_total' \
+    > /dev/null
+}
+
+# slow_hub_backup VM: a hub-driven full backup of VM, whose one 32 MiB disk
+# (16 MiB of random data, kept in $T/src.raw) is an NBD source throttled
+# to 3 MB/s (throttled_source), so that its copy lasts seconds.  Tests that
+# the source serves, the VM is made, the backup starts and its copy gets
+# under way.  Sets SRC, B (the backup id) and SRC_QSD_PID.
+slow_hub_backup ()
+{
+  SRC=$T/src.raw
+  truncate -s 32M "$SRC"
+  dd if=/dev/urandom of="$SRC" bs=1M count=16 seek=4 conv=notrunc status=none
+  throttled_source "$SRC" "$T/src.sock" $((3 * MiB))
+  ok "a throttled NBD source serves the disk" nbdinfo --size "nbd+unix:///src?socket=$T/src.sock"
+  api PUT "/api/v1/vms/$(urlencode "$1")" "$(jq -cn --arg s "nbd+unix:///src?socket=$T/src.sock" \
+    '{disks:[{disk_index:0,size_bytes:33554432,source:$s}]}')"
+  is "$API_STATUS" 201 "a VM whose disk is the throttled NBD source"
+  api POST /api/v1/backups "$(jq -cn --arg v "$1" '{vm_name:$v,backup_type:"full"}')"
+  is "$API_STATUS" 201 "its hub-driven backup starts"
+  B=$(jqb .backup_id)
+  ok "the copy is under way" wait_for 30 copying "$B"
+}
+
+# restores_as_src ID: three tests: a restore export of disk 0 of backup ID
+# opens, and reads (nbdcopy) byte for byte as $SRC; the export is closed.
+restores_as_src ()
+{
+  api POST /api/v1/restores "{\"backup_id\":\"$1\",\"disk_index\":0}"
+  is "$API_STATUS" 201 "a restore export of it"
+  ok "it reads exactly as the source" nbdcopy "$(answer_uri)" "$T/out.raw"
+  ok "byte for byte" cmp "$SRC" "$T/out.raw"
+  api DELETE "/api/v1/restores/$(jqb .restore_id)"
+  rm -f "$T/out.raw"
+}
+
 # ------------------------------------------------------ tasks, prunes ----
 
 # task_status ID: the task's status as the API shows it now (polled by
 # wait_for; leaves $API_STATUS/$API_BODY alone).
 task_status ()
 {
-  curl -s "http://127.0.0.1:$HUB_PORT/api/v1/tasks/$1" | jq -r .status
+  hub_get "/api/v1/tasks/$1" | jq -r .status
 }
 
 # task_ended ID: the task is no longer running (completed or failed).
@@ -364,7 +415,7 @@ task_ended ()
 # context_of VM: the context id of the VM's backups (its only context).
 context_of ()
 {
-  curl -s "http://127.0.0.1:$HUB_PORT/api/v1/contexts?vm_name=$(urlencode "$1")" |
+  hub_get "/api/v1/contexts?vm_name=$(urlencode "$1")" |
     jq -r '.contexts[0].context_id // empty'
 }
 
@@ -416,7 +467,7 @@ verified ()
 # repo_used_bytes [ID]: the repository's used_bytes (default: "default").
 repo_used_bytes ()
 {
-  curl -s "http://127.0.0.1:$HUB_PORT/api/v1/repositories/${1:-default}" | jq -r .used_bytes
+  hub_get "/api/v1/repositories/${1:-default}" | jq -r .used_bytes
 }
 
 # ------------------------------------------------------- racing starts ----

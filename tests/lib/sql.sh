@@ -40,7 +40,7 @@ sql_join ()
 
 # Every table of the catalog.
 CATALOG_TABLES="backup_repositories vms vm_disks vm_backup_contexts backup_jobs backup_disks
-                schema_migrations policies tasks"
+                schema_migrations policies tasks file_intents"
 
 # catalog_counts: one line with the row count of every table (for
 # "nothing changed" checks).

@@ -313,7 +313,7 @@ test_open (void)
             "the six tables exist, InnoDB, utf8mb4 byte-exact");
     is_int (raw_int ("SELECT count(*) FROM information_schema.referential_constraints"
                      " WHERE constraint_schema = DATABASE() AND delete_rule = 'CASCADE'",
-                     NULL), 4, "four foreign keys cascade on delete");
+                     NULL), 5, "five foreign keys cascade on delete (file_intents': 0007)");
     is_int (raw_int ("SELECT count(*) FROM information_schema.check_constraints"
                      " WHERE constraint_schema = DATABASE()", NULL) >= 15, 1,
             "the CHECK constraints are there");
@@ -350,7 +350,8 @@ test_open (void)
   if (mariadb) {
     /* A migration stopped halfway runs again, whole, over what it did
      * (its tables, columns and indexes already there). */
-    static const char *const again[] = { "0004_lifecycle", "0005_integrity", "0006_lease" };
+    static const char *const again[] = { "0004_lifecycle", "0005_integrity", "0006_lease",
+                                           "0007_two_hubs" };
     for (size_t i = 0; i < sizeof again / sizeof again[0]; i++) {
       char q[128];
       snprintf (q, sizeof q, "DELETE FROM schema_migrations WHERE version = '%s'", again[i]);
@@ -1133,7 +1134,7 @@ test_disk_lost (struct catalog *cat)
   job_init (&k4, "backup-k4", "web01", "repo-2", "2025-04-04T00:00:00.000Z", 2, k3);
   succeeds (catalog_backup_insert (cat, &k4, NULL), "K4 on K3, left running");
 
-  succeeds (catalog_running_disks (cat, &disks, &n), "running disks");
+  succeeds (catalog_running_disks (cat, NULL, &disks, &n), "running disks");
   ok (n == 2 && strcmp (disks[0].backup_job_id, "backup-k4") == 0 &&
       disks[0].nbd_export != NULL, "K4's two disks, with their exports");
   cat_disk_free_array (disks, n);
@@ -1185,7 +1186,7 @@ test_disk_lost (struct catalog *cat)
   is_str (ctx.last_backup_id, "backup-k1", "last_backup_id fell back to K1");
   cat_context_clear (&ctx);
 
-  succeeds (catalog_running_disks (cat, &disks, &n), "running disks after");
+  succeeds (catalog_running_disks (cat, NULL, &disks, &n), "running disks after");
   is_int ((int64_t) n, 0, "none");
   cat_disk_free_array (disks, n);
 
@@ -1433,7 +1434,7 @@ test_lease (struct catalog *cat)
   ok (got.lease_seconds == 0 && got.lease_expires_at == NULL, "L2 has none");
   cat_job_clear (&got);
 
-  succeeds (catalog_backup_lease_lapsed (cat, "2025-08-01T00:00:30.000Z", &ids, &next),
+  succeeds (catalog_backup_lease_lapsed (cat, NULL, "2025-08-01T00:00:30.000Z", &ids, &next),
             "lapsed at 00:00:30");
   ok (ids && ids[0] == NULL, "none yet");
   is_str (next, "2025-08-01T00:01:00.000Z", "the next lapse is L1's");
@@ -1446,12 +1447,12 @@ test_lease (struct catalog *cat)
   succeeds (catalog_backup_get (cat, "backup-l2", &got), "get L2 again");
   ok (got.lease_expires_at == NULL, "but gives a job without a lease none");
   cat_job_clear (&got);
-  succeeds (catalog_backup_lease_lapsed (cat, "2025-08-01T00:01:30.000Z", &ids, &next),
+  succeeds (catalog_backup_lease_lapsed (cat, NULL, "2025-08-01T00:01:30.000Z", &ids, &next),
             "lapsed at 00:01:30");
   ok (ids && ids[0] == NULL, "none: L1 was renewed");
   strv_free (ids);
   free (next);
-  succeeds (catalog_backup_lease_lapsed (cat, "2025-08-01T00:02:01.000Z", &ids, &next),
+  succeeds (catalog_backup_lease_lapsed (cat, NULL, "2025-08-01T00:02:01.000Z", &ids, &next),
             "lapsed at 00:02:01");
   ok (ids && ids[0] && strcmp (ids[0], "backup-l1") == 0 && ids[1] == NULL,
       "L1 lapsed, L2 never does");
@@ -1468,7 +1469,7 @@ test_lease (struct catalog *cat)
   succeeds (catalog_backup_get (cat, "backup-l1", &got), "get L1 again");
   is_str (got.lease_expires_at, "2025-08-01T00:02:00.000Z", "but changes nothing");
   cat_job_clear (&got);
-  succeeds (catalog_backup_lease_lapsed (cat, "2025-08-01T00:10:00.000Z", &ids, NULL),
+  succeeds (catalog_backup_lease_lapsed (cat, NULL, "2025-08-01T00:10:00.000Z", &ids, NULL),
             "lapsed later");
   ok (ids && ids[0] == NULL, "an ended job is never listed");
   strv_free (ids);
@@ -1476,6 +1477,103 @@ test_lease (struct catalog *cat)
   succeeds (catalog_change_ids_live (cat, 4, names, live), "which change ids are live");
   ok (!live[0] && live[1] && live[2] && !live[3],
       "a failed job's is not, a completed job's id and recorded change id are, an unknown is not");
+}
+
+/* Several hubs: owners recorded and claimed, lists by owner, file intents
+ * (migration 0007). */
+static void
+test_owners (struct catalog *cat)
+{
+  struct cat_job j, got = { 0 };
+  struct cat_disk *disks = NULL;
+  char **ids = NULL, *hub = NULL, *job = NULL;
+  size_t n = 0;
+  int64_t claimed = -1;
+
+  job_init (&j, "backup-o1", "owner01", "repo-nfs", "2025-09-01T00:00:00.000Z", 1, NULL);
+  succeeds (catalog_backup_insert (cat, &j, NULL), "insert O1, owned by no hub");
+  cat_job_clear (&j);
+  job_init (&j, "backup-o2", "owner02", "repo-nfs", "2025-09-01T00:00:00.000Z", 2, NULL);
+  j.owner_hub = xstrdup ("hub-aaaaaaaaaaaaaaaa");
+  j.lease_seconds = 60;
+  j.lease_expires_at = xstrdup ("2025-09-01T00:01:00.000Z");
+  succeeds (catalog_backup_insert (cat, &j, NULL), "insert O2, owned by hub A, leased");
+  cat_job_clear (&j);
+  succeeds (catalog_backup_get (cat, "backup-o2", &got), "get O2");
+  is_str (got.owner_hub, "hub-aaaaaaaaaaaaaaaa", "O2 records its owner");
+  cat_job_clear (&got);
+
+  succeeds (catalog_hub_claim (cat, "hub-bbbbbbbbbbbbbbbb", &claimed), "hub B claims");
+  ok (claimed >= 1, "hub B took the running rows no hub owned (%lld)", (long long) claimed);
+  succeeds (catalog_backup_get (cat, "backup-o1", &got), "get O1");
+  is_str (got.owner_hub, "hub-bbbbbbbbbbbbbbbb", "O1 is hub B's now");
+  cat_job_clear (&got);
+  succeeds (catalog_backup_get (cat, "backup-o2", &got), "get O2 again");
+  is_str (got.owner_hub, "hub-aaaaaaaaaaaaaaaa", "O2 stays hub A's");
+  cat_job_clear (&got);
+  succeeds (catalog_hub_claim (cat, "hub-cccccccccccccccc", &claimed), "hub C claims");
+  is_int (claimed, 0, "and finds nothing left: the first hub won");
+  is_int (raw_int ("SELECT count(*) FROM tasks WHERE status = 'running'"
+                   " AND owner_hub IS NULL", NULL), 0, "no running task is nobody's");
+
+  succeeds (catalog_running_disks (cat, "hub-aaaaaaaaaaaaaaaa", &disks, &n),
+            "hub A's running disks");
+  ok (n == 2 && strcmp (disks[0].backup_job_id, "backup-o2") == 0 &&
+      strcmp (disks[1].backup_job_id, "backup-o2") == 0, "are O2's two");
+  cat_disk_free_array (disks, n);
+  succeeds (catalog_backup_lease_lapsed (cat, "hub-bbbbbbbbbbbbbbbb",
+                                         "2025-09-01T00:05:00.000Z", &ids, NULL),
+            "hub B's lapsed leases");
+  ok (ids && ids[0] == NULL, "none: O2's lease is hub A's to reap");
+  strv_free (ids);
+  succeeds (catalog_backup_lease_lapsed (cat, "hub-aaaaaaaaaaaaaaaa",
+                                         "2025-09-01T00:05:00.000Z", &ids, NULL),
+            "hub A's lapsed leases");
+  ok (ids && ids[0] && strcmp (ids[0], "backup-o2") == 0 && ids[1] == NULL, "O2's");
+  strv_free (ids);
+
+  /* Intents. */
+  succeeds (catalog_intent_add (cat, "repo-nfs", "ctx-x/disk0/new.qcow2",
+                                "hub-aaaaaaaaaaaaaaaa", "backup-new"), "hub A intends a file");
+  fails_with (catalog_intent_add (cat, "repo-nfs", "ctx-x/disk0/new.qcow2",
+                                  "hub-bbbbbbbbbbbbbbbb", NULL), ERR_CONFLICT,
+              "hub B cannot intend the same path");
+  is_int (catalog_intent_orphan (cat, "repo-nfs", "ctx-x/disk0/new.qcow2",
+                                 "hub-bbbbbbbbbbbbbbbb", &hub, &job), CAT_FILE_INTENDED,
+          "hub B's file check finds hub A's intent");
+  ok (hub && strcmp (hub, "hub-aaaaaaaaaaaaaaaa") == 0 && job &&
+      strcmp (job, "backup-new") == 0, "naming hub A and its job");
+  free (hub);
+  free (job);
+  is_int (catalog_intent_orphan (cat, "repo-nfs", "ctx-x/disk0/new.qcow2",
+                                 "hub-aaaaaaaaaaaaaaaa", &hub, &job), CAT_FILE_ORPHAN,
+          "hub A's own intent is its to clean up");
+  ok (hub == NULL && job == NULL, "with no other owner");
+  is_int (catalog_intent_orphan (cat, "repo-nfs", "owner02/backup-o2/disk1.qcow2",
+                                 "hub-bbbbbbbbbbbbbbbb", &hub, &job), CAT_FILE_OWNED,
+          "a file a disk row owns is owned, whatever a listing said");
+  is_int (catalog_intent_orphan (cat, "repo-nfs", "ctx-x/disk0/old.qcow2",
+                                 "hub-bbbbbbbbbbbbbbbb", &hub, &job), CAT_FILE_ORPHAN,
+          "an unknown file is an orphan, now under hub B's intent");
+  fails_with (catalog_intent_add (cat, "repo-nfs", "ctx-x/disk0/old.qcow2",
+                                  "hub-aaaaaaaaaaaaaaaa", NULL), ERR_CONFLICT,
+              "so no hub starts a file of that name while it goes");
+  succeeds (catalog_intent_clear_hub (cat, "hub-bbbbbbbbbbbbbbbb", &claimed),
+            "hub B forgets its intents");
+  is_int (claimed, 1, "one");
+  succeeds (catalog_intent_remove (cat, "repo-nfs", "ctx-x/disk0/new.qcow2"),
+            "hub A drops its intent");
+  succeeds (catalog_intent_remove (cat, "repo-nfs", "ctx-x/disk0/new.qcow2"),
+            "dropping a missing intent is no error");
+
+  succeeds (catalog_intent_add (cat, "repo-nfs", "owner03/backup-o3/disk0.qcow2",
+                                "hub-aaaaaaaaaaaaaaaa", "backup-o3"), "hub A intends O3's file");
+  job_init (&j, "backup-o3", "owner03", "repo-nfs", "2025-09-01T00:00:00.000Z", 1, NULL);
+  j.owner_hub = xstrdup ("hub-aaaaaaaaaaaaaaaa");
+  succeeds (catalog_backup_insert (cat, &j, NULL), "insert O3");
+  cat_job_clear (&j);
+  is_int (raw_int ("SELECT count(*) FROM file_intents", NULL), 0,
+          "the insert took the intent of its file away");
 }
 
 static void
@@ -2383,6 +2481,7 @@ main (void)
   test_context_id (cat);
   test_finishing (cat);
   test_lease (cat);
+  test_owners (cat);
   test_verify (cat);
   test_rebuild (cat);
   test_unknown_word (cat);
