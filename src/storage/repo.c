@@ -365,6 +365,24 @@ repo_seal_image (const char *repo_path, const char *rel)
  * part still being written (integrity/manifest.h). */
 static const char *const companions[] = { REPO_MANIFEST_SUFFIX ".part", REPO_MANIFEST_SUFFIX };
 
+/* Unlink path: 0 when it is gone afterwards, also when it never was (a
+ * read-only file system refuses unlink with EROFS even for a name that is
+ * not there); else -1 with errno set. */
+static int
+unlink_gone (const char *path)
+{
+  struct stat st;
+  int saved;
+
+  if (unlink (path) == 0 || errno == ENOENT)
+    return 0;
+  saved = errno;
+  if (lstat (path, &st) == -1 && errno == ENOENT)
+    return 0;
+  errno = saved;
+  return -1;
+}
+
 int
 repo_remove_manifest (const char *repo_path, const char *rel)
 {
@@ -376,7 +394,7 @@ repo_remove_manifest (const char *repo_path, const char *rel)
     CLEANUP_FREE char *c = xasprintf ("%s%s", path, companions[i]);
     if (c == NULL)
       return -1;
-    if (unlink (c) == -1 && errno != ENOENT) {
+    if (unlink_gone (c) == -1) {
       error_set_errno (ERR_INTERNAL, errno, "deleting %s", c);
       return -1;
     }
@@ -398,7 +416,7 @@ repo_remove_image (const char *repo_path, const char *rel)
    * names a file that is gone. */
   if (repo_remove_manifest (repo_path, rel) == -1)
     return -1;
-  if (unlink (path) == -1 && errno != ENOENT) {
+  if (unlink_gone (path) == -1) {
     error_set_errno (ERR_INTERNAL, errno, "deleting %s", path);
     return -1;
   }
@@ -582,7 +600,7 @@ remove_file (const char *rel, void *opaque)
 {
   CLEANUP_FREE char *path = repo_abspath (opaque, rel);
 
-  if (path == NULL || (unlink (path) == -1 && errno != ENOENT)) {
+  if (path == NULL || unlink_gone (path) == -1) {
     if (path)
       error_set_errno (ERR_INTERNAL, errno, "deleting %s", path);
     return -1;
