@@ -15,6 +15,7 @@
 #include "agent/agent-int.h"
 #include "util/cleanup.h"
 #include "util/error.h"
+#include "util/json.h"
 
 static void
 usage (FILE *fp)
@@ -186,10 +187,15 @@ agent_restore_main (int argc, char **argv)
     int sig;
     if (psk && asprintf (&shown, "%s?tls-psk-file=%s", uri, psk) == -1)
       shown = NULL;
-    if (json)
-      printf ("{\"restore_id\":\"%s\",\"nbd_uri\":\"%s\",\"size_bytes\":%lld}\n", restore_id,
-              shown ? shown : uri,
-              (long long) json_integer_value (json_object_get (resp, "size_bytes")));
+    if (json) {
+      json_t *o = json_pack ("{s:s, s:s, s:I}", "restore_id", restore_id,
+                             "nbd_uri", shown ? shown : uri, "size_bytes",
+                             json_integer_value (json_object_get (resp, "size_bytes")));
+      if (o == NULL || json_dumpf (o, stdout, STRATA_JSON_COMPACT) == -1)
+        fprintf (stderr, "strata restore: out of memory\n");
+      putchar ('\n');
+      json_decref (o);
+    }
     else
       printf ("%s\n", shown ? shown : uri);
     fflush (stdout);

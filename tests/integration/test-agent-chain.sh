@@ -98,6 +98,18 @@ ok "and its export is gone" export_gone "$URI"
 api GET /api/v1/restores
 is "$(jqb '.restores | length')" 0 "the hub lists no restore export"
 
+# --- --export --json: one JSON object, whatever the key file's path holds.
+mkdir -p "$T/tmp \"q"
+TMPDIR="$T/tmp \"q" "$STRATA" restore --hub "http://127.0.0.1:$HUB_PORT" --backup "$B2" \
+  --disk 0 --export --json > "$T/export.json" 2> "$T/export.err" &
+EXP=$!
+ok "restore --export --json prints its line" wait_for 30 grep -q restore_id "$T/export.json"
+ok "... which is JSON, with the restore's id" \
+   eval "jq -e '.restore_id | startswith(\"restore-\")' '$T/export.json'"
+kill -INT $EXP
+wait $EXP
+is "$?" 0 "restore --export --json ends with exit 0 on Ctrl-C"
+
 # --- A progress line per disk without a terminal.
 qemu-io -f qcow2 -c 'write -P 0x61 0 64k' "$D0" > /dev/null
 agent_ok "a backup without --json" backup --vm chain1 "$D0" "$D1"
