@@ -39,6 +39,9 @@ struct qsd {
   /* Set by qsd_start, then read-only. */
   char *run_dir, *nbd_host, *sock_path, *pid_path, *log_path;
   char *chardev_arg;
+  char *nbd_server_arg;       /* --nbd-server: the listening socket, fd QSD_NBD_FD */
+  char *tls_object_arg;       /* --object tls-creds-psk, or NULL */
+  int nbd_fd;                 /* the NBD listening socket, the hub's (-1: none) */
   char *tls_psk_dir;          /* NULL, or the PSK folder NBD clients need */
   int nbd_port;
   qsd_restart_fn on_restart;
@@ -74,7 +77,9 @@ bool qsd_wait_reaped (struct qsd *q, uint64_t gen);
 
 /* qsd-export.c */
 const char *qsd_addr (const struct qsd *q, char *buf, size_t len);
-int qsd_serve (struct qsd *q);
+/* The fd number the daemon finds the NBD listening socket at. */
+#define QSD_NBD_FD 4
+int qsd_listen (struct qsd *q);
 void qsd_exports_clear (struct qsd *q);
 
 #endif

@@ -309,9 +309,14 @@ qsd_child (struct qsd *q, pid_t parent, int null_fd, int log_fd, int err_fd)
     (char *) QSD_PROGRAM,
     (char *) "--chardev", q->chardev_arg,
     (char *) "--monitor", (char *) "chardev=qmp0",
+    /* The TLS credentials come before the NBD server that names them. */
+    (char *) (q->tls_object_arg ? "--object" : "--nbd-server"),
+    q->tls_object_arg ? q->tls_object_arg : q->nbd_server_arg,
+    q->tls_object_arg ? (char *) "--nbd-server" : NULL,
+    q->nbd_server_arg,
     NULL
   };
-  int e;
+  int e, nbd_fd;
   sigset_t all;
 
   /* Die with the hub.  If it already died, the signal was never armed. */
@@ -325,15 +330,16 @@ qsd_child (struct qsd *q, pid_t parent, int null_fd, int log_fd, int err_fd)
   null_fd = fcntl (null_fd, F_DUPFD, 10);
   log_fd = fcntl (log_fd, F_DUPFD, 10);
   err_fd = fcntl (err_fd, F_DUPFD_CLOEXEC, 10);
-  if (null_fd == -1 || log_fd == -1 || err_fd == -1 ||
+  nbd_fd = fcntl (q->nbd_fd, F_DUPFD, 10);
+  if (null_fd == -1 || log_fd == -1 || err_fd == -1 || nbd_fd == -1 ||
       dup2 (null_fd, 0) == -1 || dup2 (log_fd, 1) == -1 ||
       dup2 (log_fd, 2) == -1 || dup2 (err_fd, 3) == -1 ||
-      fcntl (3, F_SETFD, FD_CLOEXEC) == -1)
+      fcntl (3, F_SETFD, FD_CLOEXEC) == -1 || dup2 (nbd_fd, QSD_NBD_FD) == -1)
     goto fail;
-  /* Nothing else of the hub's (listening sockets, the catalog, pipes) may
+  /* Nothing else of the hub's (the API's socket, the catalog, pipes) may
    * leak into the daemon. */
-  if (close_range (4, ~0U, 0) == -1)
-    for (int fd = 4; fd < q->max_fd; fd++)
+  if (close_range (QSD_NBD_FD + 1, ~0U, 0) == -1)
+    for (int fd = QSD_NBD_FD + 1; fd < q->max_fd; fd++)
       close (fd);
 
   /* The hub may block or ignore signals; the daemon needs the defaults. */
@@ -524,7 +530,7 @@ qsd_launch (struct qsd *q)
   qsd_write_pid_file (q, q->pid);
 
   pthread_mutex_lock (&q->qmp_lock);
-  if (qsd_connect (q) == -1 || qsd_serve (q) == -1) {
+  if (qsd_connect (q) == -1) {
     struct error_saved err;
     error_save (&err);
     qsd_disconnect (q);
@@ -651,6 +657,10 @@ qsd_free (struct qsd *q)
   free (q->pid_path);
   free (q->log_path);
   free (q->chardev_arg);
+  free (q->nbd_server_arg);
+  free (q->tls_object_arg);
+  if (q->nbd_fd >= 0)
+    close (q->nbd_fd);
   free (q->tls_psk_dir);
   pthread_mutex_destroy (&q->qmp_lock);
   pthread_mutex_destroy (&q->state_lock);
@@ -709,6 +719,7 @@ qsd_start (const struct qsd_config *cfg, qsd_restart_fn on_restart,
     return NULL;
   }
   q->qmp_timeout_ms = QMP_TIMEOUT_MS;
+  q->nbd_fd = -1;
   q->nbd_port = cfg->nbd_port;
   q->on_restart = on_restart;
   q->opaque = opaque;
@@ -731,8 +742,17 @@ qsd_start (const struct qsd_config *cfg, qsd_restart_fn on_restart,
       (q->chardev_arg = qsd_option_arg ("socket,path=", q->sock_path,
                                         ",server=on,wait=off,id=qmp0")) == NULL ||
       (cfg->tls_psk_dir &&
-       (q->tls_psk_dir = strdup (cfg->tls_psk_dir)) == NULL)) {
+       ((q->tls_psk_dir = strdup (cfg->tls_psk_dir)) == NULL ||
+        (q->tls_object_arg = qsd_option_arg ("tls-creds-psk,id=tls0,endpoint=server,dir=",
+                                             cfg->tls_psk_dir, "")) == NULL)) ||
+      asprintf (&q->nbd_server_arg, "addr.type=fd,addr.str=%d%s", QSD_NBD_FD,
+                cfg->tls_psk_dir ? ",tls-creds=tls0" : "") == -1) {
+    q->nbd_server_arg = NULL;
     error_set_errno (ERR_INTERNAL, ENOMEM, "qsd_start");
+    qsd_free (q);
+    return NULL;
+  }
+  if (qsd_listen (q) == -1) {
     qsd_free (q);
     return NULL;
   }
