@@ -100,6 +100,12 @@ $(BUILD)/tests/%: tests/unit/%.c tests/unit/tap.h $(BUILD)/libstrata.a
 # The suite: unit tests and integration tests against the normal build, a
 # few seconds of each fuzzer (see "Fuzzing" below), then the whole suite
 # again against the ASan/UBSan build, whose prove summary closes the run.
+# A test that hangs must not take the whole run with it: each test program
+# gets TEST_TIMEOUT seconds (the slowest take a few minutes under ASan), then
+# its process group is killed and prove reports it failed.
+TEST_TIMEOUT ?= 1800
+TEST_EXEC = timeout -k 10 $(TEST_TIMEOUT)
+
 check: deps
 	$(MAKE) check-unit check-integration
 	$(MAKE) check-ops
@@ -108,10 +114,10 @@ check: deps
 	$(MAKE) check-asan
 
 check-unit: $(BUILD)/strata $(UNIT_BINS)
-	STRATA_BUILD=$(CURDIR)/$(BUILD) prove -v -e '' $(UNIT_BINS)
+	STRATA_BUILD=$(CURDIR)/$(BUILD) prove -v -e '$(TEST_EXEC)' $(UNIT_BINS)
 
 check-integration: $(BUILD)/strata
-	STRATA=$(CURDIR)/$(BUILD)/strata prove -j2 tests/integration/test-*.sh
+	STRATA=$(CURDIR)/$(BUILD)/strata prove -j2 -e '$(TEST_EXEC)' tests/integration/test-*.sh
 
 # The catalog's contract test and the whole integration suite once more with
 # the catalog on MariaDB: tests/mariadb-server.sh starts a private mariadbd
@@ -120,8 +126,8 @@ check-integration: $(BUILD)/strata
 # "make check", against the normal build (not again under ASan).
 check-mariadb: $(BUILD)/strata $(BUILD)/tests/test-catalog
 	tests/mariadb-server.sh run sh -c '\
-	  STRATA_BUILD=$(CURDIR)/$(BUILD) prove -v -e "" $(BUILD)/tests/test-catalog && \
-	  STRATA=$(CURDIR)/$(BUILD)/strata prove -j2 tests/integration/test-*.sh'
+	  STRATA_BUILD=$(CURDIR)/$(BUILD) prove -v -e "$(TEST_EXEC)" $(BUILD)/tests/test-catalog && \
+	  STRATA=$(CURDIR)/$(BUILD)/strata prove -j2 -e '$(TEST_EXEC)' tests/integration/test-*.sh'
 
 check-asan:
 	$(MAKE) SANITIZE=1 check-unit check-integration
@@ -149,7 +155,7 @@ $(NPM_DIR)/.installed: tests/ops/package.json tests/ops/package-lock.json
 check-ops: ops-deps $(BUILD)/strata
 	$(MAKE) npm-deps
 	STRATA=$(CURDIR)/$(BUILD)/strata STRATA_BUILD=$(CURDIR)/$(BUILD) STRATA_NPM=$(NPM_DIR) \
-	  prove -v tests/ops/test-*.sh
+	  prove -v -e '$(TEST_EXEC)' tests/ops/test-*.sh
 
 # The README's pictures of the dashboard: the browser test's screenshots
 # (a real hub with real backups), copied to docs/screenshots/, committed.

@@ -752,12 +752,8 @@ qsd_start (const struct qsd_config *cfg, qsd_restart_fn on_restart,
     qsd_free (q);
     return NULL;
   }
-  if (qsd_listen (q) == -1) {
-    qsd_free (q);
-    return NULL;
-  }
-
-  if (qsd_kill_leftover (q) == -1) {
+  /* A leftover daemon holds the port: it goes first. */
+  if (qsd_kill_leftover (q) == -1 || qsd_listen (q) == -1) {
     qsd_free (q);
     return NULL;
   }
