@@ -127,7 +127,7 @@ check-integration: $(BUILD)/strata
 check-mariadb: $(BUILD)/strata $(BUILD)/tests/test-catalog
 	tests/mariadb-server.sh run sh -c '\
 	  STRATA_BUILD=$(CURDIR)/$(BUILD) prove -v -e "$(TEST_EXEC)" $(BUILD)/tests/test-catalog && \
-	  STRATA=$(CURDIR)/$(BUILD)/strata prove -j2 -e '$(TEST_EXEC)' tests/integration/test-*.sh'
+	  STRATA=$(CURDIR)/$(BUILD)/strata prove -j2 -e "$(TEST_EXEC)" tests/integration/test-*.sh'
 
 check-asan:
 	$(MAKE) SANITIZE=1 check-unit check-integration

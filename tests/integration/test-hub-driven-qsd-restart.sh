@@ -22,6 +22,11 @@ like "$(cat "$HUB_LOG")" "storage daemon was restarted during the copy; copying 
 
 restores_as_src "$B"
 
+# The disk copied again holds exactly what its manifest lists.
+verify_ok "/api/v1/backups/$B/verify" "verify $B"
+is "$(verified "$B" '.disks[0] | "\(.verify_state) \(.hashed) \(.bad_blocks) \(.error)"')" \
+   "ok true 0 null" "the disk copied again verifies ok, hashed, with no bad block"
+
 kill "$SRC_QSD_PID" 2>/dev/null
 wait "$SRC_QSD_PID" 2>/dev/null
 done_testing
