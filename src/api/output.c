@@ -125,7 +125,7 @@ api_json_context (struct hub *hub, const struct cat_context *c)
 
 static json_t *
 json_disk (struct hub *hub, const struct cat_job *job, const struct cat_disk *d,
-           const char *repo_path, const char *identity)
+           const char *repo_path, bool mine, const char *identity)
 {
   CLEANUP_FREE char *path = NULL;
   CLEANUP_FREE char *uri = NULL;
@@ -141,7 +141,7 @@ json_disk (struct hub *hub, const struct cat_job *job, const struct cat_disk *d,
                           "rate_bytes_per_sec", (json_int_t) p.rate_bytes_per_sec);
   if (d->qcow2_path && repo_path)
     path = repo_abspath (repo_path, d->qcow2_path);
-  if (d->nbd_export && d->status == DISK_RUNNING)
+  if (mine && d->nbd_export && d->status == DISK_RUNNING)
     uri = hub_nbd_uri (hub, identity, d->nbd_export);
   return json_pack ("{s:i,s:s,s:o,s:s,s:I,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:I,s:o,s:o,s:o,s:o,"
                     "s:s,s:o,s:o}",
@@ -174,18 +174,21 @@ api_json_job (struct hub *hub, const struct cat_job *job, const char *repo_path)
   CLEANUP_FREE char *pending = job->id ? hub_leftover_reason (hub, job->id) : NULL;
   CLEANUP_FREE char *identity = NULL;
   char psk[HUB_PSK_HEX + 1];
+  /* A running job's targets are on the hub that runs it: another hub
+   * sharing the catalog gives no URI (nor credential) for them. */
+  bool mine = hub_owns (hub, job->owner_hub);
 
   if (disks == NULL)
     return NULL;
   /* The targets' URIs name the job's NBD identity. */
-  if (job->status == JOB_RUNNING && job->id &&
+  if (mine && job->status == JOB_RUNNING && job->id &&
       hub_nbd_credential (hub, "job", job->id, &identity, psk) == -1) {
     json_decref (disks);
     return NULL;
   }
   for (size_t i = 0; i < job->n_disks; i++)
     json_array_append_new (disks, json_disk (hub, job, &job->disks[i], repo_path,
-                                             identity));
+                                             mine, identity));
   return json_pack ("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:b,s:o,s:o,s:o,s:s,s:o,s:o,s:o,s:o,s:o,s:o}",
                     "backup_id", api_json_str (job->id),
                     "context_id", api_json_str (job->context_id),
@@ -233,7 +236,7 @@ api_json_job_credential (struct hub *hub, const struct cat_job *job)
 
   if (v == NULL)
     return NULL;
-  if (job->status == JOB_RUNNING &&
+  if (job->status == JOB_RUNNING && hub_owns (hub, job->owner_hub) &&
       hub_nbd_credential (hub, "job", job->id, &identity, psk) == -1) {
     json_decref (v);
     return NULL;

@@ -117,8 +117,6 @@ void hub_tls_clear (struct hub *hub);
 int hub_identity_open (struct hub *hub);
 /* Take the running jobs and tasks no hub owns (catalog_hub_claim); logged. */
 void hub_identity_claim (struct hub *hub);
-/* Whether owner_hub (a job's or task's) is this hub. */
-bool hub_owns (struct hub *hub, const char *owner_hub);
 /* 0 when this hub runs the job, else -1 with ERR_CONFLICT naming the hub
  * that does: what needs the job's exports must be asked of that hub. */
 int hub_job_mine (struct hub *hub, const struct cat_job *job);

@@ -77,6 +77,8 @@ const char *hub_started_at (struct hub *hub);    /* when this process started */
 /* This hub's id ("hub-<16 hex>", DATA-DIR/hub-id): the owner that the
  * catalog records of its jobs and tasks (hub/identity.c). */
 const char *hub_id (struct hub *hub);
+/* Whether owner_hub (a job's or task's) is this hub. */
+bool hub_owns (struct hub *hub, const char *owner_hub);
 /* The API's listen address (*text: as configured, may be NULL). */
 const struct net_addr *hub_api_address (struct hub *hub, const char **text);
 const char *hub_nbd_listen (struct hub *hub);

@@ -15,8 +15,8 @@
  * THE KEYS FILE.  The storage daemon's tls-creds-psk object reads
  * DATA-DIR/run/tls/keys.psk, and GnuTLS reads that file again at each
  * handshake.  hub_nbd_keys_write rewrites it (temporary file, fsync, rename)
- * from the master file's lines, the catalog's running jobs and the open
- * restores, with hub->lock held, after every change of those: so a job's key
+ * from the master file's lines, this hub's running jobs (catalog) and its
+ * open restores, with hub->lock held, after every change of those: so a job's key
  * opens a connection from its start to its end, and none after (connections
  * already open go on until the export is removed).
  *
@@ -324,7 +324,8 @@ hub_nbd_keys_write (struct hub *hub)
   }
   ret = 0;
   for (size_t i = 0; ret == 0 && i < jobs.n; i++)
-    ret = put_credential (hub, out, "job", jobs.v[i].id);
+    if (hub_owns (hub, jobs.v[i].owner_hub))    /* another hub's job: its keys */
+      ret = put_credential (hub, out, "job", jobs.v[i].id);
   for (size_t i = 0; ret == 0 && restores[i]; i++)
     ret = put_credential (hub, out, "restore", restores[i]);
   if (fclose (out) != 0 && ret == 0) {

@@ -157,6 +157,13 @@ code=$(curl -s -o "$T/b.body" -w '%{http_code}' -X POST \
          "http://127.0.0.1:$PORT_B/api/v1/backups/$A_BID/cancel")
 is "$code|$(jq -r .error.code "$T/b.body")" "409|conflict" "and to cancel it"
 is "$(job_status "$A_BID")" running "which still runs"
+is "$(curl -s "http://127.0.0.1:$PORT_B/api/v1/backups/$A_BID" |
+      jq -r '"\(.owner_hub) \(.disks[0].nbd_uri) \(.nbd_tls)"')" "$HUB_A_ID null null" \
+   "hub B shows hub A's running job without a target URI or NBD key (the target is on hub A)"
+is "$(hub_get "/api/v1/backups/$A_BID" | jq -r '"\(.disks[0].nbd_uri | startswith("nbds://job-")) \(.nbd_tls.identity)"')" \
+   "true job-$A_BID" "hub A shows both"
+ok "hub A's storage daemon accepts the job's key" grep -q "^job-$A_BID:" "$DATA/run/tls/keys.psk"
+ok "hub B's does not" eval "! grep -q '^job-$A_BID:' '$DATA_B/run/tls/keys.psk'"
 complete_disk "$A_BID" 0 TWO_C0 2097152
 restore_is "$A_BID" 0 "$T/a.ref" "hub A's backup restores equal to what was written"
 
