@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <spawn.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,50 +39,98 @@ last_line (const char *s, char *buf, size_t len)
   snprintf (buf, len, "%.*s", (int) (end - start), start);
 }
 
-int
-proc_run (const char *const argv[], char **output)
+/* Read the child's pipes until both close: fds[0] into out (stdout, or
+ * both streams), fds[1] (-1: none) into err; each keeps its first
+ * OUTPUT_MAX bytes and is NUL-terminated. */
+static void
+drain (int fds[2], char *out, size_t *out_used, char *err, size_t *err_used)
+{
+  struct pollfd p[2] = { { fds[0], POLLIN, 0 }, { fds[1], POLLIN, 0 } };
+  char *bufs[2] = { out, err };
+  size_t *used[2] = { out_used, err_used };
+  int open_fds = fds[1] >= 0 ? 2 : 1;
+
+  while (open_fds > 0) {
+    if (poll (p, 2, -1) == -1) {
+      if (errno == EINTR)
+        continue;
+      break;
+    }
+    for (int i = 0; i < 2; i++) {
+      char chunk[4096];
+      ssize_t n;
+
+      if (p[i].fd < 0 || !(p[i].revents & (POLLIN | POLLHUP | POLLERR)))
+        continue;
+      n = read (p[i].fd, chunk, sizeof chunk);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n <= 0) {
+        p[i].fd = -1;
+        open_fds--;
+        continue;
+      }
+      if (*used[i] < OUTPUT_MAX) {
+        size_t take = (size_t) n < OUTPUT_MAX - *used[i] ? (size_t) n : OUTPUT_MAX - *used[i];
+        memcpy (bufs[i] + *used[i], chunk, take);
+        *used[i] += take;
+      }
+    }
+  }
+  out[*out_used] = '\0';
+  err[*err_used] = '\0';
+}
+
+/* proc_run and proc_run_stdout: with split, standard error goes to a pipe
+ * of its own, kept only for the error message. */
+static int
+run (const char *const argv[], char **output, bool split)
 {
   posix_spawn_file_actions_t fa;
   CLEANUP_FREE char *buf = NULL;
-  size_t used = 0;
-  int pipefd[2], status, r;
+  CLEANUP_FREE char *ebuf = NULL;
+  size_t used = 0, eused = 0;
+  int pipefd[2], errfd[2] = { -1, -1 }, status, r;
   pid_t pid;
 
   if (output)
     *output = NULL;
   buf = malloc (OUTPUT_MAX + 1);
-  if (buf == NULL || pipe2 (pipefd, O_CLOEXEC) == -1) {
+  ebuf = malloc (OUTPUT_MAX + 1);
+  if (buf == NULL || ebuf == NULL || pipe2 (pipefd, O_CLOEXEC) == -1) {
     error_set_errno (ERR_INTERNAL, errno, "running %s", argv[0]);
+    return -1;
+  }
+  if (split && pipe2 (errfd, O_CLOEXEC) == -1) {
+    error_set_errno (ERR_INTERNAL, errno, "running %s", argv[0]);
+    close (pipefd[0]);
+    close (pipefd[1]);
     return -1;
   }
   posix_spawn_file_actions_init (&fa);
   posix_spawn_file_actions_addopen (&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_adddup2 (&fa, pipefd[1], STDOUT_FILENO);
-  posix_spawn_file_actions_adddup2 (&fa, pipefd[1], STDERR_FILENO);
+  posix_spawn_file_actions_adddup2 (&fa, split ? errfd[1] : pipefd[1], STDERR_FILENO);
   r = posix_spawnp (&pid, argv[0], &fa, NULL, (char *const *) argv, environ);
   posix_spawn_file_actions_destroy (&fa);
   close (pipefd[1]);
+  if (split)
+    close (errfd[1]);
   if (r != 0) {
     close (pipefd[0]);
+    if (split)
+      close (errfd[0]);
     error_set_errno (ERR_INTERNAL, r, "cannot run %s", argv[0]);
     return -1;
   }
 
-  for (;;) {
-    char chunk[4096];
-    ssize_t n = read (pipefd[0], chunk, sizeof chunk);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      break;
-    if (used < OUTPUT_MAX) {
-      size_t take = (size_t) n < OUTPUT_MAX - used ? (size_t) n : OUTPUT_MAX - used;
-      memcpy (buf + used, chunk, take);
-      used += take;
-    }
+  {
+    int fds[2] = { pipefd[0], errfd[0] };
+    drain (fds, buf, &used, ebuf, &eused);
   }
   close (pipefd[0]);
-  buf[used] = '\0';
+  if (split)
+    close (errfd[0]);
 
   while (waitpid (pid, &status, 0) == -1) {
     if (errno != EINTR) {
@@ -92,7 +141,7 @@ proc_run (const char *const argv[], char **output)
 
   if (!WIFEXITED (status) || WEXITSTATUS (status) != 0) {
     char line[512];
-    last_line (buf, line, sizeof line);
+    last_line (split && *ebuf ? ebuf : buf, line, sizeof line);
     if (WIFEXITED (status))
       error_set (ERR_INTERNAL, "%s failed (exit %d): %s", argv[0],
                  WEXITSTATUS (status), line);
@@ -110,6 +159,18 @@ proc_run (const char *const argv[], char **output)
     buf = NULL;
   }
   return 0;
+}
+
+int
+proc_run (const char *const argv[], char **output)
+{
+  return run (argv, output, false);
+}
+
+int
+proc_run_stdout (const char *const argv[], char **output)
+{
+  return run (argv, output, true);
 }
 
 /* Find argv0 in PATH before forking: the child may only make

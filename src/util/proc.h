@@ -11,6 +11,11 @@
  * line it printed.  If output is not NULL, *output receives what it printed
  * (at most 64 KiB, NUL-terminated, owned by the caller) in both cases. */
 int proc_run (const char *const argv[], char **output);
+/* The same with only standard output in *output: standard error (whose
+ * last line still makes the error message) is kept apart, so that a
+ * program's warnings never break what it prints for parsing (qemu-img
+ * check --output=json lists leaked clusters on standard error). */
+int proc_run_stdout (const char *const argv[], char **output);
 
 /* Start argv as a supervised child: it gets PR_SET_PDEATHSIG(SIGKILL), so it
  * is killed when the calling thread ends (stop it before that thread

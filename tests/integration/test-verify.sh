@@ -11,7 +11,8 @@
 # next backup of the disk is a full, saying why.  Then, each undone before
 # the next: a truncated layer, a missing layer, an edited backing pointer
 # and data written into a layer where its manifest lists none
-# are found, naming the file.
+# are found, naming the file; a leaked cluster (what a storage daemon killed
+# mid-copy leaves) is not corruption.
 
 source "$(dirname "$0")/../functions.sh"
 requires qemu-img qemu-io qemu-nbd nbdcopy jq curl cmp perl
@@ -251,6 +252,40 @@ like "$(verified $P2 '[.disks[0].problems[].message] | join(" | ")')" \
      "and says where"
 verify_ok "/api/v1/backups/$P1/verify" "data written into ${F2##*/}, verify $P1"
 is "$(verified $P1 .verify_state)" ok "$P1 does not read it: ok"
+mv -f "$T/f2.saved" "$F2"
+
+# --- A leaked cluster: a storage daemon killed mid-copy leaves clusters that
+# its refcounts count and no table references (qemu-img check exits 3 and
+# lists them on standard error).  Space lost, no data wrong: not corrupt.
+# leak FILE: append one cluster to the QCOW2 image FILE, counted (refcount
+# 1, v3's 16-bit refcounts, in the first refcount block) and referenced by
+# nothing.
+leak ()
+{
+  perl -e 'open(my $f, "+<", $ARGV[0]) or die "$ARGV[0]: $!"; binmode $f;
+           read($f, my $h, 104) == 104 or die "short header";
+           substr($h, 0, 4) eq "QFI\xfb" or die "not qcow2";
+           my $cs = 1 << unpack("N", substr($h, 20, 4));
+           my $rt = unpack("Q>", substr($h, 48, 8));
+           unpack("N", substr($h, 96, 4)) == 4 or die "refcounts are not 16-bit";
+           my $c = int(((-s $f) + $cs - 1) / $cs);
+           $c < $cs / 2 or die "beyond the first refcount block";
+           seek($f, $rt, 0); read($f, my $e, 8) == 8 or die "short read";
+           my $rb = unpack("Q>", $e);
+           truncate($f, ($c + 1) * $cs) or die "truncate: $!";
+           seek($f, $rb + 2 * $c, 0); print $f pack("n", 1); close $f or die' "$1"
+}
+cp -p "$F2" "$T/f2.saved"
+writable "$F2"
+ok "leak one cluster in ${F2##*/}" leak "$F2"
+sealed "$F2"
+qemu-img check -U "$F2" > /dev/null 2> "$T/check.err"
+is "$?|$(grep -c 'Leaked cluster' "$T/check.err")" "3|1" "qemu-img check exits 3, naming one leaked cluster"
+mark=$(wc -l < "$HUB_LOG")
+verify_ok "/api/v1/backups/$P2/verify" "a leaked cluster in ${F2##*/}, verify $P2"
+is "$(verified $P2 '"\(.verify_state) \(.disks[0].problems | length)"')" "ok 0" \
+   "$P2 is ok: a leak is no corruption"
+like "$(tail -n "+$((mark + 1))" "$HUB_LOG")" "${F2##*/} has 1 leaked cluster" "the hub's log says so"
 mv -f "$T/f2.saved" "$F2"
 
 # --- All repaired: the whole context verifies ok ------------------------------------

@@ -13,6 +13,7 @@
 #include "util/id.h"
 #include "util/json.h"
 #include "util/net.h"
+#include "util/proc.h"
 #include "util/state.h"
 
 static void
@@ -238,6 +239,28 @@ test_errors (void)
   is_str (error_message (), "outer: inner", "error_prefix adds context");
 }
 
+/* proc_run gives both streams; proc_run_stdout standard output alone, with
+ * standard error's last line in the error message. */
+static void
+test_proc (void)
+{
+  const char *argv[] = { "sh", "-c", "echo out; echo warn >&2; echo last >&2; exit 3", NULL };
+  const char *quiet[] = { "sh", "-c", "echo '{\"a\":1}'; echo noise >&2", NULL };
+  char *out = NULL;
+
+  is_int (proc_run (argv, &out), -1, "proc_run: exit 3 is a failure");
+  ok (out && strstr (out, "out") && strstr (out, "warn"), "with both streams in its output");
+  free (out);
+  is_int (proc_run_stdout (argv, &out), -1, "proc_run_stdout: exit 3 is a failure");
+  is_str (out, "out\n", "its output is standard output alone");
+  ok (strstr (error_message (), "exit 3") && strstr (error_message (), "last"),
+      "the error names the exit status and standard error's last line: %s", error_message ());
+  free (out);
+  is_int (proc_run_stdout (quiet, &out), 0, "a success");
+  is_str (out, "{\"a\":1}\n", "prints what stays parseable, whatever goes to standard error");
+  free (out);
+}
+
 /* Every word of each vocabulary parses back to its value; the words are
  * the ones the catalog's CHECK constraints and docs/API.md list; anything
  * else is refused. */
@@ -319,6 +342,7 @@ main (void)
   test_config ();
   test_relative ();
   test_errors ();
+  test_proc ();
   test_states ();
   test_json_numbers ();
   return done_testing ();
