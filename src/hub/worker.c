@@ -193,8 +193,8 @@ on_disk_start (struct engine_session *s, struct engine_session_disk *sd)
   dt->active = true;
 }
 
-/* After a failed copy: whether the storage daemon died under it (its pid
- * changed since the copy began) and is back with the disk exported again
+/* After a failed copy: whether the storage daemon died under it (the one
+ * whose pid the copy began with, qsd_died) and is back with the disk exported again
  * under the same name, waiting for that a bounded while.  Then the copy
  * simply runs once more, zeroing what reads as zero (the target holds part
  * of the first attempt). */
@@ -205,7 +205,9 @@ on_copy_again (struct engine_session *s, struct engine_session_disk *sd)
   struct hub *hub = t->hub;
   struct disk_task *dt = sd->opaque;
 
-  if (dt->qsd_before == 0 || qsd_pid (hub->qsd) == dt->qsd_before)
+  /* The copy may fail on the daemon's death a moment before the
+   * supervisor notices it: qsd_died asks the daemon itself. */
+  if (dt->qsd_before == 0 || !qsd_died (hub->qsd, dt->qsd_before))
     return false;
   for (int i = 0; i < 300; i++) {          /* 30 s */
     struct timespec ts = { 0, 100 * 1000 * 1000 };

@@ -876,6 +876,23 @@ qsd_pid (struct qsd *q)
   return q->up ? q->pid : 0;
 }
 
+bool
+qsd_died (struct qsd *q, pid_t pid)
+{
+  bool same;
+  int r;
+
+  if (qsd_acquire (q, false, clock_mono_ms () + QSD_WAIT_UP_MS) == -1)
+    return true;                /* down, restarting or stopping */
+  {
+    SCOPED_LOCK (&q->state_lock);
+    same = q->pid == pid;
+  }
+  r = same ? qsd_qmp (q, "query-block-exports", NULL, NULL) : -2;
+  pthread_mutex_unlock (&q->qmp_lock);
+  return r == -2;
+}
+
 void
 qsd_set_qmp_timeout (struct qsd *q, int ms)
 {

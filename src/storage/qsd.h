@@ -55,6 +55,12 @@ bool qsd_export_exists (struct qsd *q, const char *name);
 
 /* The daemon's pid now (changes after a restart); 0 while it is down. */
 pid_t qsd_pid (struct qsd *q);
+/* Whether the daemon of pid (a qsd_pid answer, not 0) has died: another
+ * one is up or coming, or it no longer answers a QMP round trip.  An NBD
+ * client can see the daemon die before the supervisor does; the round trip
+ * that finds it dead declares it broken, so the supervisor restarts it.
+ * False while it answers. */
+bool qsd_died (struct qsd *q, pid_t pid);
 
 /* How long a QMP command may go unanswered (default 30 s; ms <= 0 restores
  * it).  A daemon that exceeds it is wedged, and every NBD client with it:

@@ -399,6 +399,8 @@ test_lifecycle (void)
         "(%d failures)", failures);
   }
 
+  ok (!qsd_died (q, pid), "qsd_died: not the daemon that answers");
+
   /* Kill the daemon behind our back.  The callback re-adds a but not b. */
   ok (qsd_export_add (q, a, img, true) == 0 &&
       qsd_export_add (q, b, img2, true) == 0, "add two exports");
@@ -411,6 +413,9 @@ test_lifecycle (void)
       "removing an export right after the daemon died is success");
   while (!proc_dead (pid, false))
     sleep_ms (1);
+  /* What a copy that lost its connection asks, maybe before the supervisor
+   * has seen the death. */
+  ok (qsd_died (q, pid), "qsd_died: the killed daemon has died");
   ok (qsd_export_add (q, c, img3, true) == 0,
       "adding an export while the daemon restarts waits for it%s%s",
       error_category () ? ": " : "", error_category () ? error_message () : "");
