@@ -16,9 +16,9 @@
  * DATA-DIR/run/tls/keys.psk, and GnuTLS reads that file again at each
  * handshake.  hub_nbd_keys_write rewrites it (temporary file, fsync, rename)
  * from the master file's lines, this hub's running jobs (catalog) and its
- * open restores, with hub->lock held, after every change of those: so a job's key
- * opens a connection from its start to its end, and none after (connections
- * already open go on until the export is removed).
+ * open restores, with hub->lock held, after every change of those: so a
+ * job's key opens a connection from its start to its end, and none after
+ * (connections already open go on until the export is removed).
  *
  * qemu's NBD server checks keys for the whole server (tls-authz too is
  * server-wide): any key it accepts may open any export whose name it knows,

@@ -194,10 +194,10 @@ on_disk_start (struct engine_session *s, struct engine_session_disk *sd)
 }
 
 /* After a failed copy: whether the storage daemon died under it (the one
- * whose pid the copy began with, qsd_died) and is back with the disk exported again
- * under the same name, waiting for that a bounded while.  Then the copy
- * simply runs once more, zeroing what reads as zero (the target holds part
- * of the first attempt). */
+ * whose pid the copy began with, qsd_died) and is back with the disk
+ * exported again under the same name, waiting for that a bounded while.
+ * Then the copy simply runs once more, zeroing what reads as zero (the
+ * target holds part of the first attempt). */
 static bool
 on_copy_again (struct engine_session *s, struct engine_session_disk *sd)
 {
