@@ -89,7 +89,7 @@ hub_identity_open (struct hub *hub)
                "of the old one are then nobody's)", path, HUB_ID_HEX);
     return -1;
   }
-  snprintf (hub->hub_id, sizeof hub->hub_id, "%s", line);
+  snprintf (hub->hub_id, sizeof hub->hub_id, "%.*s", (int) sizeof hub->hub_id - 1, line);
   log_info ("this hub's id is %s", hub->hub_id);
   return 0;
 }
