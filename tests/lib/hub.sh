@@ -125,13 +125,19 @@ _release_ports ()
   return 0
 }
 
-# free_port: print a random port in 20000-60000 that nothing uses and no
+# free_port: print a random port from 10000 up to the kernel's ephemeral range
+# (ip_local_port_range) that nothing uses and no
 # other running test holds, and reserve it for this test.
 free_port ()
 {
-  local i p
+  local i p lo
+  # Below the kernel's ephemeral range: a port in it can be taken, while the
+  # hub is down for a restart, as the local end of any outgoing connection
+  # on the machine, which no reservation here can prevent.
+  read -r lo _ < /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || lo=32768
+  [ "$lo" -gt 12000 ] 2>/dev/null || lo=32768
   for i in $(seq 1 100); do
-    p=$((20000 + RANDOM % 40001))
+    p=$((10000 + RANDOM % (lo - 10000)))
     [ "$p" = "$HUB_PORT" ] || [ "$p" = "$NBD_PORT" ] && continue
     _port_free "$p" && _reserve_port "$p" && { echo "$p"; return 0; }
   done
